@@ -1,0 +1,55 @@
+"""Provider metadata read by Airflow's ProvidersManager (entry point ``apache_airflow_provider``)."""
+
+from __future__ import annotations
+
+
+def get_provider_info():
+    from airflow_mlops import __version__
+
+    return {
+        "package-name": "airflow-provider-mlops",
+        "name": "MLOps",
+        "description": "Operators, sensors, triggers and hooks for the ML lifecycle: ingest, validation, "
+        "training, evaluation gates, human approval, deployment and rollback.",
+        "versions": [__version__],
+        "integrations": [
+            {"integration-name": "MLflow", "external-doc-url": "https://mlflow.org/", "tags": ["software"]},
+            {
+                "integration-name": "Great Expectations",
+                "external-doc-url": "https://greatexpectations.io/",
+                "tags": ["software"],
+            },
+        ],
+        "hooks": [
+            {"integration-name": "MLflow", "python-modules": ["airflow_mlops.hooks.mlflow"]},
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_mlops.hooks.mlflow.MLflowHook",
+                "hook-name": "MLflow",
+                "connection-type": "mlflow",
+                "conn-fields": {
+                    "registry_uri": {
+                        "label": "Registry URI",
+                        "description": "Model registry URI, if it differs from the tracking URI.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "token": {
+                        "label": "Bearer token",
+                        "description": "Sent as 'Authorization: Bearer'; leave empty for basic auth.",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "verify_tls": {
+                        "label": "Verify TLS certificates",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "extra"],
+                    "relabeling": {"host": "Tracking URI", "login": "Username", "password": "Password"},
+                    "placeholders": {"host": "http://mlflow:5000 or sqlite:///mlflow.db"},
+                },
+            }
+        ],
+        "extra-links": [],
+    }

@@ -1,0 +1,43 @@
+"""
+Names of the ``mlops.`` tags written to MLflow model versions and runs.
+
+These tags make a version's lineage answerable from MLflow alone (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+PREFIX = "mlops."
+
+# Data the model was trained on.
+DATA_URI = "mlops.data.uri"
+DATA_SHA256 = "mlops.data.sha256"
+VALIDATION_SUCCESS = "mlops.validation.success"
+VALIDATION_SUMMARY = "mlops.validation.summary"
+
+# Where the model came from.
+CODE_VERSION = "mlops.code.version"
+AIRFLOW_DAG_ID = "mlops.airflow.dag_id"
+AIRFLOW_RUN_ID = "mlops.airflow.run_id"
+AIRFLOW_TASK_ID = "mlops.airflow.task_id"
+AIRFLOW_TRY_NUMBER = "mlops.airflow.try_number"
+MLFLOW_RUN_ID = "mlops.mlflow.run_id"
+TRAINING_RESULT = "mlops.training.result"
+
+# Evaluation gate.
+EVALUATION_SUMMARY = "mlops.evaluation.summary"
+GATE_DECISION = "mlops.gate.decision"
+GATE_REASON = "mlops.gate.reason"
+
+# Human approval.
+APPROVAL_DECISION = "mlops.approval.decision"
+APPROVAL_APPROVER = "mlops.approval.approver"
+APPROVAL_TIME = "mlops.approval.time"
+APPROVAL_COMMENT = "mlops.approval.comment"
+
+# Promotion.
+PROMOTED_AT = "mlops.promotion.time"
+PREVIOUS_CHAMPION = "mlops.promotion.previous_champion"
+
+# Registry aliases.
+CHAMPION = "champion"
+CHALLENGER = "challenger"

@@ -1,0 +1,168 @@
+"""
+Shared test fixtures: real services on loopback, started once per test session.
+
+- ``airflow_db``: a migrated Airflow metadata database (SQLite) in a temporary AIRFLOW_HOME.
+- ``mlflow_server``: a real ``mlflow server`` process (SQLite backend store, proxied local artifacts).
+- ``s3_server``: a real S3-compatible HTTP server (moto in server mode) in its own process.
+
+Airflow reads its configuration when first imported, so the environment is set here, before any test
+module imports Airflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="airflow-mlops-tests-"))
+
+os.environ["AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"
+os.environ["AIRFLOW__CORE__PARALLELISM"] = "2"
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_SESSION_DIR / 'airflow' / 'airflow.db'}"
+os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "INFO"
+os.environ["MLOPS_DATA_ROOT"] = str(_SESSION_DIR / "data")
+# Keep MLflow's own defaults (./mlflow.db, ./mlruns) out of the working tree.
+os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{_SESSION_DIR / 'unused-mlflow.db'}")
+(_SESSION_DIR / "airflow").mkdir(parents=True, exist_ok=True)
+
+ARTIFACTS = Path(os.environ.get("MLOPS_TEST_ARTIFACTS", REPO / "test-artifacts"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def bin_path(name: str) -> str:
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else (shutil.which(name) or name)
+
+
+def set_connection(conn_id: str, **fields) -> None:
+    """Define an Airflow connection through the environment, as a deployment would."""
+    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(fields)
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Path:
+    return _SESSION_DIR
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """A migrated Airflow metadata database for ``dag.test()``."""
+    from airflow.utils.db import initdb
+
+    initdb()
+    return os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+
+
+class MLflowServer:
+    def __init__(self, root: Path):
+        self.root = root
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.log = open(root / "mlflow-server.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                bin_path("mlflow"), "server",
+                "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                "--artifacts-destination", str(root / "artifacts"),
+                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            ],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=root,
+        )  # fmt: skip
+        wait_for_http(f"{self.uri}/health", proc=self.proc)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server():
+    """A real MLflow tracking server on loopback; ``mlflow_default`` points at it."""
+    root = _SESSION_DIR / "mlflow"
+    root.mkdir()
+    server = MLflowServer(root)
+    set_connection("mlflow_default", conn_type="mlflow", host=server.uri)
+    yield server
+    stop_process(server.proc)
+    server.log.close()
+
+
+class S3Server:
+    def __init__(self, root: Path):
+        self.port = free_port()
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self.log = open(root / "s3-server.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [bin_path("moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for_http(f"{self.endpoint_url}/moto-api/", proc=self.proc)
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint_url, aws_access_key_id="testing",
+            aws_secret_access_key="testing", region_name="us-east-1",
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server on loopback; ``aws_default`` points at it through ``endpoint_url``."""
+    root = _SESSION_DIR / "s3"
+    root.mkdir()
+    server = S3Server(root)
+    set_connection(
+        "aws_default", conn_type="aws", login="testing", password="testing",
+        extra={"endpoint_url": server.endpoint_url, "region_name": "us-east-1"},
+    )  # fmt: skip
+    yield server
+    stop_process(server.proc)
+    server.log.close()
+
+
+@pytest.fixture
+def data_root(tmp_path) -> Path:
+    """A fresh local snapshot root for one test."""
+    root = tmp_path / "data-root"
+    root.mkdir()
+    return root
