@@ -1,0 +1,327 @@
+"""
+A local Airflow + MLflow stack on loopback for the embedded demo and the end-to-end tests.
+
+It starts ``mlflow server`` (SQLite backend store, local artifact directory) and the Airflow services
+(api-server, scheduler, dag-processor, triggerer on SQLite with the LocalExecutor), and talks to them only
+through their public HTTP APIs. Every process it starts is stopped by :meth:`LocalStack.stop`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+REPO_DAGS = Path(__file__).resolve().parents[2] / "dags"
+DAG_ID = "mlops_continuous_training"
+ROLLBACK_DAG_ID = "mlops_rollback"
+FINISHED = {"success", "failed"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class StackError(RuntimeError):
+    """The local stack could not start or a request to it failed."""
+
+
+class LocalStack:
+    """
+    Airflow and MLflow processes on loopback, with users ``admin`` (admin), ``reviewer`` and ``intruder``.
+
+    :param home: Folder for every file the stack writes (Airflow home, MLflow database and artifacts, data).
+    :param airflow_port: Port of the Airflow api-server (a free one if None).
+    :param mlflow_port: Port of the MLflow server (a free one if None).
+    :param approvers: Users allowed to approve promotions (``MLOPS_APPROVERS`` of the example DAG).
+    :param dags_folder: Folder of the DAG files (the repository's ``dags/``).
+    """
+
+    USERS = {"admin": "admin", "reviewer": "user", "intruder": "user"}
+
+    def __init__(
+        self,
+        home: str | Path,
+        airflow_port: int | None = None,
+        mlflow_port: int | None = None,
+        approvers: str = "reviewer",
+        dags_folder: str | Path = REPO_DAGS,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.home = Path(home).resolve()
+        self.airflow_port = airflow_port or free_port()
+        self.mlflow_port = mlflow_port or free_port()
+        self.airflow_url = f"http://127.0.0.1:{self.airflow_port}"
+        self.mlflow_url = f"http://127.0.0.1:{self.mlflow_port}"
+        self.approvers = approvers
+        self.dags_folder = Path(dags_folder).resolve()
+        self.extra_env = extra_env or {}
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._tokens: dict[str, str] = {}
+
+    # -- configuration -------------------------------------------------------------------------
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @property
+    def data_root(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def source_path(self) -> Path:
+        return self.home / "incoming" / "customers.csv"
+
+    @property
+    def passwords(self) -> dict[str, str]:
+        return {user: f"{user}-pw" for user in self.USERS}
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        bin_dir = str(Path(sys.executable).parent)
+        env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.airflow_home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "2",
+                "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "2",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
+                "AIRFLOW__API__PORT": str(self.airflow_port),
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__BASE_URL": self.airflow_url,
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                    f"{user}:{role}" for user, role in self.USERS.items()
+                ),
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+                "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "mlflow", "host": self.mlflow_url}),
+                "MLOPS_DATA_ROOT": str(self.data_root),
+                "MLOPS_SOURCE_PATH": str(self.source_path),
+                "MLOPS_APPROVERS": self.approvers,
+                "MLFLOW_TRACKING_URI": self.mlflow_url,
+                "GX_ANALYTICS_ENABLED": "false",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    # -- processes -----------------------------------------------------------------------------
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.home / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            args, env=self.env(), stdout=log, stderr=subprocess.STDOUT, cwd=self.home, start_new_session=True
+        )
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def _wait_http(self, name: str, url: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.procs[name]
+            if proc.poll() is not None:
+                raise StackError(f"{name} exited with {proc.returncode}; see {self.home / 'logs' / name}.log")
+            try:
+                if requests.get(url, timeout=5).status_code < 500:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(1)
+        raise StackError(f"{name} did not answer at {url} within {timeout:.0f}s")
+
+    def start(self, timeout: float = 240.0) -> LocalStack:
+        """Set up the folders, the demo data and the databases, then start every service."""
+        from airflow_mlops.demo.data import make_demo_data
+
+        for folder in (self.airflow_home, self.data_root, self.home / "logs", self.home / "mlflow"):
+            folder.mkdir(parents=True, exist_ok=True)
+        if not self.source_path.exists():
+            make_demo_data(self.source_path)
+        (self.airflow_home / "simple_auth_manager_passwords.json.generated").write_text(
+            json.dumps(self.passwords)
+        )
+        try:
+            airflow = [sys.executable, "-m", "airflow"]
+            self._spawn(
+                "mlflow",
+                [
+                    sys.executable, "-m", "mlflow", "server",
+                    "--backend-store-uri", f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}",
+                    "--artifacts-destination", str(self.home / "mlflow" / "artifacts"),
+                    "--host", "127.0.0.1", "--port", str(self.mlflow_port), "--workers", "1",
+                ],
+            )  # fmt: skip
+            migrate = subprocess.run(
+                [*airflow, "db", "migrate"], env=self.env(), capture_output=True, text=True, cwd=self.home
+            )
+            if migrate.returncode != 0:
+                raise StackError(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}{migrate.stderr[-2000:]}")
+            self._spawn("api-server", [*airflow, "api-server", "--port", str(self.airflow_port)])
+            self._spawn("scheduler", [*airflow, "scheduler"])
+            self._spawn("dag-processor", [*airflow, "dag-processor"])
+            self._spawn("triggerer", [*airflow, "triggerer"])
+            self._wait_http("mlflow", f"{self.mlflow_url}/health", timeout)
+            self._wait_http("api-server", f"{self.airflow_url}/api/v2/monitor/health", timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every process the stack started (and their children)."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 30
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        self.procs.clear()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- Airflow REST API ----------------------------------------------------------------------
+    def token(self, user: str = "admin") -> str:
+        if user not in self._tokens:
+            response = requests.post(
+                f"{self.airflow_url}/auth/token",
+                json={"username": user, "password": self.passwords[user]},
+                timeout=30,
+            )
+            if response.status_code >= 300:
+                raise StackError(f"cannot log in as {user}: HTTP {response.status_code} {response.text[:200]}")
+            self._tokens[user] = response.json()["access_token"]
+        return self._tokens[user]
+
+    def api(self, method: str, path: str, user: str = "admin", **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.token(user)}"}
+        return requests.request(method, f"{self.airflow_url}/api/v2{path}", headers=headers, timeout=60, **kwargs)
+
+    def _ok(self, response: requests.Response) -> Any:
+        if response.status_code >= 300:
+            raise StackError(f"{response.request.method} {response.url}: HTTP {response.status_code} {response.text[:500]}")
+        return response.json()
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 240.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.api("GET", f"/dags/{dag_id}").status_code == 200:
+                return
+            time.sleep(2)
+        errors = self.api("GET", "/importErrors").text[:2000]
+        raise StackError(f"DAG {dag_id} was not parsed within {timeout:.0f}s; import errors: {errors}")
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        """Unpause *dag_id* and trigger a run with *conf*; return the run id."""
+        self.wait_for_dag(dag_id)
+        self._ok(self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False}))
+        run = self._ok(
+            self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+        )
+        return run["dag_run_id"]
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return self._ok(self.api("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id)}"))["state"]
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        body = self._ok(self.api("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id)}/taskInstances"))
+        return {ti["task_id"]: ti["state"] for ti in body["task_instances"]}
+
+    def wait_for_task_state(
+        self, dag_id: str, run_id: str, task_id: str, states: set[str], timeout: float = 900.0
+    ) -> str:
+        """Wait until *task_id* reaches one of *states* (or the run ends); return the state it reached."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.task_states(dag_id, run_id).get(task_id)
+            if state in states:
+                return state
+            if self.run_state(dag_id, run_id) in FINISHED:
+                return self.task_states(dag_id, run_id).get(task_id) or "none"
+            time.sleep(3)
+        raise StackError(f"{dag_id}/{run_id}: {task_id} did not reach {states} within {timeout:.0f}s")
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 900.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.run_state(dag_id, run_id)
+            if state in FINISHED:
+                return state
+            time.sleep(3)
+        raise StackError(f"{dag_id}/{run_id} did not finish within {timeout:.0f}s: {self.task_states(dag_id, run_id)}")
+
+    def hitl_path(self, dag_id: str, run_id: str, task_id: str) -> str:
+        return f"/dags/{dag_id}/dagRuns/{quote(run_id)}/taskInstances/{task_id}/-1/hitlDetails"
+
+    def hitl_detail(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+        return self._ok(self.api("GET", self.hitl_path(dag_id, run_id, task_id)))
+
+    def respond(
+        self, dag_id: str, run_id: str, task_id: str, option: str, user: str = "reviewer", comment: str = ""
+    ) -> requests.Response:
+        """Answer a Human-in-the-loop request through the HITL REST API as *user*."""
+        return self.api(
+            "PATCH",
+            self.hitl_path(dag_id, run_id, task_id),
+            user=user,
+            json={"chosen_options": [option], "params_input": {"comment": comment}},
+        )
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        body = self._ok(
+            self.api("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id)}/taskInstances/{task_id}/xcomEntries/{key}")
+        )
+        value = body["value"]
+        return json.loads(value) if isinstance(value, str) and value[:1] in "{[" else value
+
+    # -- MLflow REST API -----------------------------------------------------------------------
+    def alias_version(self, model_name: str, alias: str = "champion") -> str | None:
+        response = requests.get(
+            f"{self.mlflow_url}/api/2.0/mlflow/registered-models/alias",
+            params={"name": model_name, "alias": alias},
+            timeout=30,
+        )
+        if response.status_code == 404 or (
+            response.status_code >= 400 and "RESOURCE_DOES_NOT_EXIST" in response.text
+        ):
+            return None
+        response.raise_for_status()
+        return response.json()["model_version"]["version"]
+
+    @property
+    def required_actions_url(self) -> str:
+        return f"{self.airflow_url}/required_actions"

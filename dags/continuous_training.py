@@ -1,0 +1,118 @@
+"""
+Continuous training: ingest -> validate -> train -> register -> evaluate (gate) -> approve -> promote.
+
+Runs on the embedded default (local files, MLflow, a local training process) and, with other connections
+and settings, in production. Trigger it from the Airflow UI; the params form sets the model name, the data
+location, the thresholds and the hyper-parameters. Settings read from the environment:
+
+- ``MLOPS_SOURCE_PATH``: default data location (a local path or glob, or an ``s3://`` key or prefix)
+- ``MLOPS_APPROVERS``: comma-separated user ids allowed to approve (empty: any user with access)
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from airflow.sdk import DAG, Param, chain
+
+from airflow_mlops.operators.approval import ApproveModelOperator
+from airflow_mlops.operators.evaluation import EvaluateModelOperator
+from airflow_mlops.operators.ingest import IngestDatasetOperator
+from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
+from airflow_mlops.operators.training import TrainModelOperator
+from airflow_mlops.operators.validation import ValidateDatasetOperator
+
+APPROVERS = [{"id": user, "name": user} for user in os.environ.get("MLOPS_APPROVERS", "").split(",") if user]
+FEATURES = ["tenure_months", "monthly_spend", "support_calls", "usage_hours", "discount_rate"]
+
+with DAG(
+    dag_id="mlops_continuous_training",
+    description="Ingest, validate, train, evaluate against the champion, approve and promote a model.",
+    schedule=None,
+    catchup=False,
+    max_active_runs=1,
+    render_template_as_native_obj=True,
+    tags=["mlops"],
+    params={
+        "model_name": Param("demo_churn_classifier", type="string", minLength=1, pattern=r"^[\w.-]+$",
+                            description="Registered model name in MLflow."),
+        "data_path": Param(os.environ.get("MLOPS_SOURCE_PATH", "data/customers.csv"), type="string",
+                           minLength=1, description="Local path or glob, or s3:// key or prefix (CSV/Parquet)."),
+        "target": Param("label", type="string", minLength=1, description="Label column."),
+        "min_accuracy": Param(0.7, type="number", minimum=0, maximum=1,
+                              description="The candidate's holdout accuracy must reach this."),
+        "min_improvement": Param(0.0, type="number", minimum=0,
+                                 description="Required accuracy gain over the champion (absolute)."),
+        "model_params": Param({"C": 1.0, "max_iter": 500}, type="object",
+                              description="Hyper-parameters passed to the trainer as MLOPS_PARAMS."),
+    },
+) as dag:
+    ingest = IngestDatasetOperator(
+        task_id="ingest",
+        dataset_name="{{ params.model_name }}",
+        source="{{ params.data_path }}",
+        split={"train": 0.7, "valid": 0.15, "holdout": 0.15},
+        label_column="{{ params.target }}",
+    )
+    validate = ValidateDatasetOperator(
+        task_id="validate",
+        dataset_uri="{{ ti.xcom_pull(task_ids='ingest')['uri'] }}",
+        expectations=[
+            {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 100}},
+            {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "label", "value_set": [0, 1]}},
+            *[
+                {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": column}}
+                for column in FEATURES
+            ],
+        ],
+    )
+    train = TrainModelOperator(
+        task_id="train",
+        entrypoint="airflow_mlops.runtime.examples.sklearn_classifier",
+        experiment_name="{{ params.model_name }}",
+        train_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['train'] }}",
+        valid_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['valid'] }}",
+        params="{{ dict(params.model_params, target=params.target) }}",
+        retries=1,
+    )
+    register = RegisterModelOperator(
+        task_id="register",
+        model_name="{{ params.model_name }}",
+        model_uri="{{ ti.xcom_pull(task_ids='train')['model_uri'] }}",
+        run_id="{{ ti.xcom_pull(task_ids='train')['run_id'] }}",
+        tags={
+            "mlops.data.uri": "{{ ti.xcom_pull(task_ids='ingest')['uri'] }}",
+            "mlops.data.sha256": "{{ ti.xcom_pull(task_ids='ingest')['sha256'] }}",
+            "mlops.validation.success": "{{ ti.xcom_pull(task_ids='validate')['success'] }}",
+        },
+    )
+    evaluate = EvaluateModelOperator(
+        task_id="evaluate",
+        model_name="{{ params.model_name }}",
+        candidate_version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
+        holdout_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['holdout'] }}",
+        target="{{ params.target }}",
+        thresholds={
+            "accuracy_score": {
+                "threshold": "{{ params.min_accuracy }}",
+                "min_absolute_change": "{{ params.min_improvement }}",
+                "greater_is_better": True,
+            }
+        },
+    )
+    approve = ApproveModelOperator(
+        task_id="approve",
+        model_name="{{ params.model_name }}",
+        candidate_version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
+        report="{{ ti.xcom_pull(task_ids='evaluate')['report'] }}",
+        assigned_users=APPROVERS or None,
+        response_timeout=timedelta(days=2),
+    )
+    promote = PromoteModelOperator(
+        task_id="promote",
+        model_name="{{ params.model_name }}",
+        version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
+    )
+
+    chain(ingest, validate, train, register, evaluate, approve, promote)

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Create .venv with Airflow and this provider (editable, with the demo and test extras).
+# Airflow is installed first; installing the provider afterwards must not change any package Airflow brought.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+AIRFLOW_VERSION="${AIRFLOW_VERSION:-3.3.2}"
+PYTHON="${PYTHON:-python3}"
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+if [ -x .venv/bin/uv ]; then
+  UV=".venv/bin/uv pip"
+elif command -v uv >/dev/null 2>&1; then
+  UV="uv pip"
+else
+  .venv/bin/python -m pip install -q --disable-pip-version-check uv
+  UV=".venv/bin/uv pip"
+fi
+$UV install -q -p .venv/bin/python "apache-airflow==${AIRFLOW_VERSION}"
+$UV freeze -p .venv/bin/python > .venv/freeze-airflow.txt
+$UV install -q -p .venv/bin/python -e ".[dev]"
+$UV freeze -p .venv/bin/python > .venv/freeze-all.txt
+.venv/bin/python scripts/check_no_downgrade.py .venv/freeze-airflow.txt .venv/freeze-all.txt
