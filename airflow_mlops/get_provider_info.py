@@ -51,5 +51,8 @@ def get_provider_info():
                 },
             }
         ],
-        "extra-links": [],
+        "extra-links": [
+            "airflow_mlops.links.MLflowRunLink",
+            "airflow_mlops.links.MLflowModelVersionLink",
+        ],
     }

@@ -1,0 +1,48 @@
+"""Operator extra links to the MLflow UI (run and model version pages)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from airflow.sdk import BaseOperatorLink
+
+if TYPE_CHECKING:
+    from airflow.models.taskinstancekey import TaskInstanceKey
+    from airflow.sdk import BaseOperator
+
+
+def _ui_base(tracking_uri: str | None) -> str | None:
+    if tracking_uri and tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return None
+
+
+def run_url(tracking_uri: str | None, experiment_id: str, run_id: str) -> str:
+    """MLflow UI page of a run, or "" when the tracking URI has no UI (e.g. a SQLite file)."""
+    base = _ui_base(tracking_uri)
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}" if base else ""
+
+
+def model_version_url(tracking_uri: str | None, model_name: str, version: str | int) -> str:
+    """MLflow UI page of a registered model version, or "" when the tracking URI has no UI."""
+    base = _ui_base(tracking_uri)
+    return f"{base}/#/models/{quote(model_name, safe='')}/versions/{version}" if base else ""
+
+
+class MLflowRunLink(BaseOperatorLink):
+    """Link to the MLflow run the task created or used (``operator.mlflow_run_url``, set during execute)."""
+
+    name = "MLflow run"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        return getattr(operator, "mlflow_run_url", "") or ""
+
+
+class MLflowModelVersionLink(BaseOperatorLink):
+    """Link to the model version the task registered or acted on (``operator.mlflow_model_version_url``)."""
+
+    name = "MLflow model version"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        return getattr(operator, "mlflow_model_version_url", "") or ""

@@ -1,0 +1,47 @@
+"""The package registers as an Airflow provider with its hook, connection type and UI fields."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_airflow_lists_the_provider_with_its_mlflow_connection_type():
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    assert "airflow-provider-mlops" in manager.providers
+    hook_info = manager.hooks["mlflow"]
+    assert hook_info is not None
+    assert hook_info.hook_class_name == "airflow_mlops.hooks.mlflow.MLflowHook"
+    assert hook_info.connection_id_attribute_name == "mlflow_conn_id"
+
+
+def test_connection_form_is_declared_in_provider_metadata():
+    from airflow_mlops.get_provider_info import get_provider_info
+
+    (conn_type,) = get_provider_info()["connection-types"]
+    assert conn_type["connection-type"] == "mlflow"
+    assert set(conn_type["conn-fields"]) == {"registry_uri", "token", "verify_tls"}
+    assert conn_type["conn-fields"]["token"]["schema"]["format"] == "password"
+    assert conn_type["ui-field-behaviour"]["relabeling"]["host"] == "Tracking URI"
+
+
+def test_airflow_providers_cli_shows_the_provider():
+    out = subprocess.run(
+        [sys.executable, "-m", "airflow", "providers", "list", "--output", "json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert '"airflow-provider-mlops"' in out.stdout
+
+
+def test_extra_links_are_registered_and_point_at_the_mlflow_ui():
+    from airflow.providers_manager import ProvidersManager
+
+    from airflow_mlops.links import model_version_url, run_url
+
+    links = set(ProvidersManager().extra_links_class_names)
+    assert {"airflow_mlops.links.MLflowRunLink", "airflow_mlops.links.MLflowModelVersionLink"} <= links
+    assert run_url("http://mlflow:5000/", "3", "abc") == "http://mlflow:5000/#/experiments/3/runs/abc"
+    assert model_version_url("https://m", "churn model", 7) == "https://m/#/models/churn%20model/versions/7"
+    assert run_url("sqlite:///mlflow.db", "3", "abc") == ""  # no UI to link to
