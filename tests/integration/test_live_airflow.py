@@ -6,7 +6,10 @@ the HITL REST API, and read the outcome from the MLflow registry.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -60,6 +63,20 @@ def test_approved_candidate_becomes_champion_and_a_worse_one_stops_at_the_gate(s
     assert stack.alias_version(MODEL_NAME) == str(candidate)
     decision = stack.xcom(DAG_ID, run_id, "approve")
     assert decision["decision"] == "approved" and decision["approver"] == "reviewer"
+
+    # Who approved which version, based on what, trained on which data: from the registry alone.
+    lineage = subprocess.run(
+        [sys.executable, "-m", "airflow_mlops.cli", "lineage", MODEL_NAME, "champion",
+         "--tracking-uri", stack.mlflow_url, "--json"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    chain = json.loads(lineage)
+    assert chain["version"] == str(candidate) and "champion" in chain["aliases"]
+    assert chain["data"]["uri"] == stack.xcom(DAG_ID, run_id, "ingest")["uri"]
+    assert chain["approval"]["decision"] == "approved" and chain["approval"]["approver"] == "reviewer"
+    assert chain["approval"]["comment"] == "looks good"
+    assert chain["evaluation"]["decision"] == "passed"
+    assert chain["training_run"]["status"] == "FINISHED"
 
     # A candidate that sees a single feature is worse than the champion: the gate stops it.
     worse_run = stack.trigger(DAG_ID, {"model_name": MODEL_NAME, "model_params": WORSE_PARAMS})

@@ -1,0 +1,149 @@
+"""
+The lineage of a model version, from the MLflow registry alone.
+
+    airflow-mlops lineage MODEL VERSION|ALIAS [--tracking-uri URI] [--json]
+
+prints data -> validation -> training run -> evaluation -> approval -> promotion -> deployments for a version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops import tags
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+
+def _json_or_text(value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def get_lineage(client: MlflowClient, model_name: str, version_or_alias: str) -> dict[str, Any]:
+    """
+    Collect the lineage of one model version.
+
+    :param client: An MLflow client pointing at the registry.
+    :param model_name: Registered model name.
+    :param version_or_alias: A version number, or an alias such as ``champion``.
+    """
+    from mlflow.exceptions import MlflowException
+
+    ref = str(version_or_alias)
+    try:
+        version = (
+            client.get_model_version(model_name, ref)
+            if ref.isdigit()
+            else client.get_model_version_by_alias(model_name, ref)
+        )
+    except MlflowException as err:
+        raise LookupError(f"Model {model_name!r} has no version or alias {ref!r}: {err.message}") from err
+    vtags = dict(version.tags or {})
+    get = vtags.get
+    run: dict[str, Any] | None = None
+    run_id = get(tags.MLFLOW_RUN_ID) or version.run_id
+    if run_id:
+        try:
+            mlflow_run = client.get_run(run_id)
+            run = {
+                "run_id": run_id,
+                "experiment_id": mlflow_run.info.experiment_id,
+                "status": mlflow_run.info.status,
+                "start_time": mlflow_run.info.start_time,
+                "end_time": mlflow_run.info.end_time,
+                "params": dict(mlflow_run.data.params),
+                "metrics": dict(mlflow_run.data.metrics),
+            }
+        except MlflowException:
+            run = {"run_id": run_id, "status": "DELETED_OR_MISSING"}
+    deployments = {k: _json_or_text(v) for k, v in vtags.items() if k.startswith("mlops.deploy")}
+    return {
+        "model_name": model_name,
+        "version": version.version,
+        "aliases": list(version.aliases or []),
+        "source": version.source,
+        "created_at": version.creation_timestamp,
+        "data": {"uri": get(tags.DATA_URI), "sha256": get(tags.DATA_SHA256)},
+        "validation": {
+            "success": _json_or_text(get(tags.VALIDATION_SUCCESS)),
+            "summary": _json_or_text(get(tags.VALIDATION_SUMMARY)),
+        },
+        "airflow": {
+            "dag_id": get(tags.AIRFLOW_DAG_ID),
+            "run_id": get(tags.AIRFLOW_RUN_ID),
+            "task_id": get(tags.AIRFLOW_TASK_ID),
+            "try_number": get(tags.AIRFLOW_TRY_NUMBER),
+        },
+        "code_version": get(tags.CODE_VERSION),
+        "training_run": run,
+        "evaluation": {
+            "decision": get(tags.GATE_DECISION),
+            "reason": get(tags.GATE_REASON),
+            "summary": _json_or_text(get(tags.EVALUATION_SUMMARY)),
+        },
+        "approval": {
+            "decision": get(tags.APPROVAL_DECISION),
+            "approver": get(tags.APPROVAL_APPROVER),
+            "time": get(tags.APPROVAL_TIME),
+            "comment": get(tags.APPROVAL_COMMENT),
+        },
+        "promotion": {"time": get(tags.PROMOTED_AT), "previous_champion": get(tags.PREVIOUS_CHAMPION)},
+        "deployments": deployments,
+    }
+
+
+def format_lineage(lineage: dict[str, Any]) -> str:
+    """Render :func:`get_lineage`'s result as a short, readable chain."""
+    run = lineage["training_run"] or {}
+    evaluation, approval, promotion = lineage["evaluation"], lineage["approval"], lineage["promotion"]
+    summary = evaluation.get("summary")
+    metrics = summary.get("metrics") if isinstance(summary, dict) else None
+    aliases = ", ".join(lineage["aliases"]) or "none"
+    lines = [
+        f"{lineage['model_name']} version {lineage['version']} (aliases: {aliases})",
+        f"  data        {lineage['data']['uri'] or '?'} sha256={lineage['data']['sha256'] or '?'}",
+        f"  validation  success={lineage['validation']['success']}",
+        f"  training    run {run.get('run_id', '?')} status={run.get('status', '?')} "
+        f"metrics={json.dumps(run.get('metrics', {}), sort_keys=True)}",
+        f"  airflow     {lineage['airflow']['dag_id'] or '?'} / {lineage['airflow']['run_id'] or '?'} "
+        f"try {lineage['airflow']['try_number'] or '?'}",
+        f"  evaluation  {evaluation['decision'] or 'not evaluated'}"
+        + (f" ({evaluation['reason']})" if evaluation["reason"] else "")
+        + (f" metrics={json.dumps(metrics, sort_keys=True)}" if metrics else ""),
+        f"  approval    {approval['decision'] or 'not decided'}"
+        + (f" by {approval['approver']} at {approval['time']}" if approval["approver"] else "")
+        + (f": {approval['comment']!r}" if approval["comment"] else ""),
+        f"  promotion   {promotion['time'] or 'not promoted'}"
+        + (f" (previous champion: v{promotion['previous_champion']})" if promotion["previous_champion"] else ""),
+    ]
+    for key, value in sorted(lineage["deployments"].items()):
+        lines.append(f"  {key.removeprefix('mlops.')}  {json.dumps(value, sort_keys=True)}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="airflow-mlops lineage", description=__doc__)
+    parser.add_argument("model_name")
+    parser.add_argument("version", help="version number or alias (e.g. champion)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    args = parser.parse_args(argv)
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=args.tracking_uri)
+    try:
+        lineage = get_lineage(client, args.model_name, args.version)
+    except LookupError as err:
+        print(err)
+        return 1
+    print(json.dumps(lineage, indent=2, default=str) if args.json else format_lineage(lineage))
+    return 0
