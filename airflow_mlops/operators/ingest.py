@@ -1,0 +1,511 @@
+"""Operator that turns raw files into an immutable, content-addressed dataset snapshot."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_mlops import __version__
+from airflow_mlops.exceptions import DatasetError
+from airflow_mlops.hooks.storage import StorageHook
+from airflow_mlops.runtime.datasets import (
+    DATA,
+    MANIFEST,
+    SPLIT_NAMES,
+    check_dataset_name,
+    load_manifest,
+    resolve_data_root,
+    snapshot_uri,
+)
+from airflow_mlops.runtime.storage import Storage, has_glob, is_s3, join, local_path, split_s3
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import pandas as pd
+    from airflow.sdk import Context
+
+FORMATS = ("auto", "csv", "parquet")
+# File-name endings understood by format="auto" (compressed CSV is decompressed by pandas).
+_FORMAT_BY_SUFFIX = (
+    (".parquet", "parquet"),
+    (".parq", "parquet"),
+    (".pq", "parquet"),
+    (".csv", "csv"),
+    (".csv.gz", "csv"),
+    (".csv.bz2", "csv"),
+    (".csv.xz", "csv"),
+    (".csv.zst", "csv"),
+    (".csv.zip", "csv"),
+)
+# read_csv arguments that would change what a "file" is; everything else is passed through.
+_RESERVED_CSV_OPTIONS = frozenset({"filepath_or_buffer", "iterator", "chunksize"})
+_CHUNK = 1 << 20
+
+
+def _is_templated(value: object) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def _canonical_json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _check_split(split: object) -> dict[str, float] | None:
+    """Validate split fractions; return them in the fixed order train, valid, holdout."""
+    if split is None:
+        return None
+    example = '{"train": 0.7, "valid": 0.15, "holdout": 0.15}'
+    if not isinstance(split, dict) or not split:
+        raise ValueError(f"split must be a dict of split name to fraction, like {example}; got {split!r}")
+    unknown = sorted(str(name) for name in split if name not in SPLIT_NAMES)
+    if unknown:
+        raise ValueError(f"Unknown split name(s) {unknown}: allowed names are {', '.join(SPLIT_NAMES)}")
+    for name, fraction in split.items():
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, int | float)
+            or not math.isfinite(fraction)
+            or not 0 < fraction <= 1
+        ):
+            raise ValueError(f"split fraction of {name!r} must be a number in (0, 1], got {fraction!r}")
+    total = sum(split.values())
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must sum to 1, got {total:g} from {split!r}")
+    return {name: float(split[name]) for name in SPLIT_NAMES if name in split}
+
+
+def _format_from_name(uri: str) -> str | None:
+    name = uri.rsplit("/", 1)[-1].lower()
+    for suffix, fmt in _FORMAT_BY_SUFFIX:
+        if name.endswith(suffix):
+            return fmt
+    return None
+
+
+def _visible(uris: list[str], base: str) -> list[str]:
+    """Drop files whose path below *base* has a part starting with '.' or '_' (``_SUCCESS``, ``.crc``)."""
+    prefix = base.rstrip("/") + "/"
+    out = []
+    for uri in uris:
+        relative = uri[len(prefix) :] if uri.startswith(prefix) else uri.rsplit("/", 1)[-1]
+        if not any(part.startswith((".", "_")) for part in relative.split("/")):
+            out.append(uri)
+    return out
+
+
+@dataclass(frozen=True)
+class _SourceFile:
+    uri: str
+    local: Path
+    size: int
+    sha256: str
+
+
+def ingest_result(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The XCom result of an ingest, built from a snapshot manifest (so retries return the same value)."""
+    uri = manifest["uri"]
+    return {
+        "name": manifest["name"],
+        "snapshot_id": manifest["snapshot_id"],
+        "uri": uri,
+        "sha256": manifest["sha256"],
+        "rows": manifest["rows"],
+        "schema": manifest["schema"],
+        "splits": {split: f"{uri}#{split}" for split in manifest["files"] if split != DATA},
+    }
+
+
+class IngestDatasetOperator(BaseOperator):
+    """
+    Snapshot raw CSV or Parquet files as an immutable, content-addressed dataset snapshot.
+
+    The snapshot is written to ``<data_root>/datasets/<dataset_name>/<snapshot_id>/``: ``data.parquet``
+    (all rows), one ``<split>.parquet`` per requested split, and ``_manifest.json``, written last. The
+    snapshot id is the SHA-256 of the source bytes combined with the canonical JSON of how they are read
+    and split (format, CSV options, split fractions and seed): the same input gives the same id, and a
+    snapshot whose manifest already exists is returned as it is, without writing anything.
+
+    Returns (XCom) ``{"name", "snapshot_id", "uri", "sha256", "rows", "schema", "splits"}`` where
+    ``splits`` maps each split to ``<uri>#<split>``.
+
+    :param dataset_name: Name of the dataset: letters, digits, ``.``, ``_``, ``-``. (templated)
+    :param source: A local file, directory or glob, or an ``s3://`` key, prefix or glob. Directory and
+        prefix listings skip files whose names start with ``.`` or ``_``. (templated)
+    :param format: ``"csv"``, ``"parquet"``, or ``"auto"`` to tell from the file names.
+    :param data_root: Snapshot root, a local directory or ``s3://bucket/prefix``; default
+        ``$MLOPS_DATA_ROOT``, else ``./.mlops-data``. (templated)
+    :param split: Fractions of rows per split, e.g. ``{"train": 0.7, "valid": 0.15, "holdout": 0.15}``;
+        names from train/valid/holdout, each fraction positive, summing to 1. None writes no splits.
+    :param split_seed: Seed of the row permutation that assigns rows to splits.
+    :param label_column: If given, the ingest fails before writing anything when this column is missing.
+    :param aws_conn_id: Airflow ``aws`` connection for ``s3://`` sources and roots (None: boto3 defaults).
+    :param csv_options: Extra keyword arguments for :func:`pandas.read_csv` (JSON-serialisable, e.g.
+        ``{"sep": ";", "encoding": "latin-1"}``); they are part of the snapshot id.
+    """
+
+    template_fields: Sequence[str] = ("dataset_name", "source", "data_root")
+
+    def __init__(
+        self,
+        *,
+        dataset_name: str,
+        source: str,
+        format: str = "auto",
+        data_root: str | None = None,
+        split: dict[str, float] | None = None,
+        split_seed: int = 42,
+        label_column: str | None = None,
+        aws_conn_id: str | None = StorageHook.default_conn_name,
+        csv_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not _is_templated(dataset_name):
+            check_dataset_name(dataset_name)
+        if not isinstance(source, str) or not source.strip():
+            raise ValueError(f"source must be a non-empty path, glob or s3:// URI, got {source!r}")
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+        if data_root is not None and (not isinstance(data_root, str) or not data_root.strip()):
+            raise ValueError(f"data_root must be a local directory or s3:// URI (or None), got {data_root!r}")
+        if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
+            raise ValueError(f"split_seed must be a non-negative integer, got {split_seed!r}")
+        if label_column is not None and (not isinstance(label_column, str) or not label_column):
+            raise ValueError(f"label_column must be a column name or None, got {label_column!r}")
+        if csv_options is not None:
+            if not isinstance(csv_options, dict):
+                raise ValueError(
+                    f"csv_options must be a dict of pandas.read_csv arguments, got {csv_options!r}"
+                )
+            reserved = sorted(_RESERVED_CSV_OPTIONS & set(csv_options))
+            if reserved:
+                raise ValueError(f"csv_options may not set {reserved}: the operator reads whole files")
+            try:
+                _canonical_json(csv_options)
+            except (TypeError, ValueError) as err:
+                raise ValueError(
+                    f"csv_options must be JSON-serialisable (they are part of the snapshot id): {err}"
+                ) from err
+        self.dataset_name = dataset_name
+        self.source = source
+        self.format = format
+        self.data_root = data_root
+        self.split = _check_split(split)
+        self.split_seed = split_seed
+        self.label_column = label_column
+        self.aws_conn_id = aws_conn_id
+        self.csv_options = dict(csv_options or {})
+
+    @cached_property
+    def hook(self) -> StorageHook:
+        return StorageHook(aws_conn_id=self.aws_conn_id)
+
+    def _storage_for(self, *uris: str) -> Storage:
+        # Local-only work needs no AWS connection at all.
+        return self.hook.storage if any(is_s3(uri) for uri in uris) else Storage()
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        try:
+            name = check_dataset_name(self.dataset_name)
+        except ValueError as err:
+            raise DatasetError(str(err)) from err
+        root = resolve_data_root(self.data_root)
+        source = self.source.strip()
+        if not is_s3(source):
+            source = os.path.abspath(os.path.expanduser(str(local_path(source))))
+        storage = self._storage_for(source, root)
+
+        with tempfile.TemporaryDirectory(prefix="mlops-ingest-") as tmp:
+            files = self._fetch_sources(storage, name, source, Path(tmp) / "source")
+            fmt = self._detect_format(name, files)
+            source_sha256 = self._combined_sha256(files)
+            spec = {
+                "format": fmt,
+                "csv_options": self.csv_options if fmt == "csv" else None,
+                "split": {"seed": self.split_seed, "fractions": self.split} if self.split else None,
+            }
+            snapshot_id = hashlib.sha256(f"{source_sha256}\n{_canonical_json(spec)}".encode()).hexdigest()
+            target = snapshot_uri(root, name, snapshot_id)
+            self.log.info(
+                "Dataset %s: %d source file(s), %d bytes, sha256 %s -> snapshot %s",
+                name, len(files), sum(f.size for f in files), source_sha256, snapshot_id,
+            )  # fmt: skip
+
+            if storage.exists(join(target, MANIFEST)):
+                manifest = load_manifest(target, storage)
+                self._check_label(name, source, list(manifest["schema"]))
+                self.log.info("Snapshot %s already exists; nothing written", target)
+                return ingest_result(manifest)
+
+            df = self._read(name, files, fmt)
+            self._check_label(name, source, [str(c) for c in df.columns])
+            parts = self._split_rows(name, df)
+            manifest = {
+                "name": name,
+                "snapshot_id": snapshot_id,
+                "uri": target,
+                "source": source,
+                "source_files": [{"uri": f.uri, "bytes": f.size, "sha256": f.sha256} for f in files],
+                "format": fmt,
+                "csv_options": spec["csv_options"],
+                "rows": len(df),
+                "schema": {str(column): str(dtype) for column, dtype in df.dtypes.items()},
+                "bytes": sum(f.size for f in files),
+                "sha256": source_sha256,
+                "split": (
+                    {
+                        "seed": self.split_seed,
+                        "fractions": self.split,
+                        "rows": {split: len(part) for split, part in parts.items()},
+                    }
+                    if self.split
+                    else None
+                ),
+                "files": {key: f"{key}.parquet" for key in (DATA, *parts)},
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "producer": f"airflow-provider-mlops {__version__}",
+            }
+            frames = {DATA: df, **parts}
+            manifest = self._publish(storage, name, target, frames, manifest, Path(tmp) / "out")
+        self.log.info(
+            "Snapshot %s of dataset %s: %d rows, %d columns, splits %s",
+            target, name, manifest["rows"], len(manifest["schema"]), (manifest["split"] or {}).get("rows"),
+        )  # fmt: skip
+        return ingest_result(manifest)
+
+    # -- sources -----------------------------------------------------------------------------------------
+
+    def _resolve_sources(self, storage: Storage, name: str, source: str) -> list[str]:
+        if has_glob(source) and (is_s3(source) or not Path(source).exists()):
+            uris = storage.glob(source)
+            if not uris:
+                raise DatasetError(f"Dataset {name!r}: no files match {source}")
+            return uris
+        if is_s3(source):
+            bucket, key = split_s3(source)
+            if not bucket:
+                raise DatasetError(f"Dataset {name!r}: source {source!r} names no bucket")
+            if key and not key.endswith("/") and storage.exists(source):
+                return [source]
+            uris = _visible(storage.list_uris(source), source)
+            if not uris:
+                raise DatasetError(
+                    f"Dataset {name!r}: {source} does not exist (no object with that key and no data "
+                    "objects under it as a prefix)"
+                )
+            return uris
+        path = Path(source)
+        if path.is_file():
+            return [source]
+        if path.is_dir():
+            uris = _visible(storage.list_uris(source), source)
+            if not uris:
+                raise DatasetError(f"Dataset {name!r}: directory {source} holds no data files")
+            return uris
+        raise DatasetError(f"Dataset {name!r}: source {source} does not exist")
+
+    def _fetch_sources(self, storage: Storage, name: str, source: str, tmp: Path) -> list[_SourceFile]:
+        """Resolve the source, bring S3 objects to local disk, and hash every file (sorted by URI)."""
+        try:
+            uris = sorted(self._resolve_sources(storage, name, source))
+            files = []
+            for index, uri in enumerate(uris):
+                if is_s3(uri):
+                    local = storage.download_file(uri, tmp / f"{index:05d}-{uri.rsplit('/', 1)[-1]}")
+                else:
+                    local = Path(uri)
+                files.append(self._describe_file(name, uri, local))
+        except FileNotFoundError as err:
+            raise DatasetError(f"Dataset {name!r}: cannot read source {source}: {err}") from err
+        except DatasetError:
+            raise
+        except Exception as err:
+            if type(err).__module__.startswith(("botocore", "boto3")):
+                raise DatasetError(f"Dataset {name!r}: cannot read source {source}: {err}") from err
+            raise
+        return files
+
+    @staticmethod
+    def _describe_file(name: str, uri: str, local: Path) -> _SourceFile:
+        digest = hashlib.sha256()
+        size = 0
+        with local.open("rb") as stream:
+            while chunk := stream.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        if size == 0:
+            raise DatasetError(f"Dataset {name!r}: {uri} is empty (0 bytes)")
+        return _SourceFile(uri=uri, local=local, size=size, sha256=digest.hexdigest())
+
+    @staticmethod
+    def _combined_sha256(files: list[_SourceFile]) -> str:
+        """SHA-256 of the source bytes: one file's own hash, or that of all files concatenated in URI order."""
+        if len(files) == 1:
+            return files[0].sha256
+        digest = hashlib.sha256()
+        for file in files:
+            with file.local.open("rb") as stream:
+                while chunk := stream.read(_CHUNK):
+                    digest.update(chunk)
+        return digest.hexdigest()
+
+    def _detect_format(self, name: str, files: list[_SourceFile]) -> str:
+        if self.format != "auto":
+            return self.format
+        formats = {}
+        for file in files:
+            fmt = _format_from_name(file.uri)
+            if fmt is None:
+                raise DatasetError(
+                    f"Dataset {name!r}: cannot tell the format of {file.uri} from its name; "
+                    "pass format='csv' or format='parquet'"
+                )
+            formats.setdefault(fmt, file.uri)
+        if len(formats) > 1:
+            raise DatasetError(
+                f"Dataset {name!r}: the source mixes formats ({formats['csv']} is CSV, "
+                f"{formats['parquet']} is Parquet); ingest them separately"
+            )
+        return next(iter(formats))
+
+    # -- reading and splitting ---------------------------------------------------------------------------
+
+    def _read(self, name: str, files: list[_SourceFile], fmt: str) -> pd.DataFrame:
+        import pandas as pd
+
+        frames = []
+        for file in files:
+            frame = self._read_one(name, file, fmt)
+            frame.columns = [str(column) for column in frame.columns]
+            if len(frame) == 0:
+                raise DatasetError(f"Dataset {name!r}: {file.uri} has no rows (only a header or schema)")
+            if frames and list(frame.columns) != list(frames[0].columns):
+                raise DatasetError(
+                    f"Dataset {name!r}: {file.uri} has columns {list(frame.columns)[:20]}, but "
+                    f"{files[0].uri} has {list(frames[0].columns)[:20]}; all files must have the same columns"
+                )
+            frames.append(frame)
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+    def _read_one(self, name: str, file: _SourceFile, fmt: str) -> pd.DataFrame:
+        import pandas as pd
+
+        if fmt == "csv":
+            options = {"encoding": "utf-8", **self.csv_options}
+            try:
+                return pd.read_csv(file.local, **options)
+            except UnicodeDecodeError as err:
+                raise DatasetError(
+                    f"Dataset {name!r}: {file.uri} is not valid {options['encoding']} text "
+                    f"({err.reason} at byte {err.start}); pass csv_options={{'encoding': ...}} with the "
+                    "file's encoding"
+                ) from err
+            except pd.errors.EmptyDataError as err:
+                raise DatasetError(f"Dataset {name!r}: {file.uri} has no header row and no data") from err
+            except TypeError as err:
+                raise DatasetError(
+                    f"Dataset {name!r}: csv_options not accepted by pandas.read_csv: {err}"
+                ) from err
+            except (pd.errors.ParserError, ValueError, OSError) as err:
+                raise DatasetError(f"Dataset {name!r}: {file.uri} cannot be parsed as CSV: {err}") from err
+        import pyarrow as pa
+
+        try:
+            return pd.read_parquet(file.local)
+        except (pa.ArrowException, ValueError, OSError) as err:
+            raise DatasetError(f"Dataset {name!r}: {file.uri} is not a readable Parquet file: {err}") from err
+
+    def _check_label(self, name: str, source: str, columns: list[str]) -> None:
+        if self.label_column and self.label_column not in columns:
+            shown = ", ".join(columns[:20]) + (", ..." if len(columns) > 20 else "")
+            raise DatasetError(
+                f"Dataset {name!r}: label column {self.label_column!r} is missing from {source} "
+                f"(columns: {shown})"
+            )
+
+    def _split_rows(self, name: str, df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """Assign rows to splits with a seeded permutation; each split keeps the source row order."""
+        if not self.split:
+            return {}
+        import numpy as np
+
+        rows = len(df)
+        order = np.random.default_rng(self.split_seed).permutation(rows)
+        names = list(self.split)
+        parts: dict[str, pd.DataFrame] = {}
+        start, cumulative = 0, 0.0
+        for position, split in enumerate(names):
+            cumulative += self.split[split]
+            end = rows if position == len(names) - 1 else min(rows, round(cumulative * rows))
+            if end <= start:
+                raise DatasetError(
+                    f"Dataset {name!r}: split {split!r} would get no rows ({rows} rows x "
+                    f"{self.split[split]:g}); ingest more rows or change split"
+                )
+            parts[split] = df.iloc[np.sort(order[start:end])].reset_index(drop=True)
+            start = end
+        return parts
+
+    # -- writing -----------------------------------------------------------------------------------------
+
+    def _write_parquet(self, name: str, frames: dict[str, pd.DataFrame], directory: Path) -> None:
+        import pyarrow as pa
+
+        directory.mkdir(parents=True, exist_ok=True)
+        for key, frame in frames.items():
+            try:
+                frame.to_parquet(directory / f"{key}.parquet", index=False)
+            except (pa.ArrowException, ValueError, TypeError) as err:
+                raise DatasetError(f"Dataset {name!r}: rows cannot be stored as Parquet: {err}") from err
+
+    def _publish(
+        self,
+        storage: Storage,
+        name: str,
+        target: str,
+        frames: dict[str, pd.DataFrame],
+        manifest: dict[str, Any],
+        tmp: Path,
+    ) -> dict[str, Any]:
+        """Write the snapshot (manifest last); return the manifest that ends up stored."""
+        manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        if is_s3(target):
+            self._write_parquet(name, frames, tmp)
+            for key in frames:
+                storage.upload_file(tmp / f"{key}.parquet", join(target, f"{key}.parquet"))
+            storage.write_bytes(join(target, MANIFEST), manifest_bytes)
+            return manifest
+
+        final = local_path(target)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
+        try:
+            self._write_parquet(name, frames, staging)
+            (staging / MANIFEST).write_bytes(manifest_bytes)
+            try:
+                os.rename(staging, final)
+            except OSError:
+                if (final / MANIFEST).exists():
+                    self.log.info("Snapshot %s was completed by a concurrent attempt; keeping it", target)
+                    return load_manifest(target, storage)
+                # A directory without a manifest is not a snapshot (a leftover): replace it.
+                leftover = final.parent / f".{final.name}.stale-{uuid.uuid4().hex[:12]}"
+                os.rename(final, leftover)
+                shutil.rmtree(leftover, ignore_errors=True)
+                os.rename(staging, final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return manifest
