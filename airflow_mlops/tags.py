@@ -11,6 +11,7 @@ PREFIX = "mlops."
 # Data the model was trained on.
 DATA_URI = "mlops.data.uri"
 DATA_SHA256 = "mlops.data.sha256"
+DATA_VALID_URI = "mlops.data.valid_uri"
 VALIDATION_SUCCESS = "mlops.validation.success"
 VALIDATION_SUMMARY = "mlops.validation.summary"
 
@@ -20,6 +21,7 @@ AIRFLOW_DAG_ID = "mlops.airflow.dag_id"
 AIRFLOW_RUN_ID = "mlops.airflow.run_id"
 AIRFLOW_TASK_ID = "mlops.airflow.task_id"
 AIRFLOW_TRY_NUMBER = "mlops.airflow.try_number"
+AIRFLOW_MAP_INDEX = "mlops.airflow.map_index"
 MLFLOW_RUN_ID = "mlops.mlflow.run_id"
 TRAINING_RESULT = "mlops.training.result"
 
@@ -37,6 +39,17 @@ APPROVAL_COMMENT = "mlops.approval.comment"
 # Promotion.
 PROMOTED_AT = "mlops.promotion.time"
 PREVIOUS_CHAMPION = "mlops.promotion.previous_champion"
+
+# Infra validation (the candidate served from a sandbox before promotion).
+INFRA_VALIDATION_PASSED = "mlops.infra_validation.passed"
+INFRA_VALIDATION_SUMMARY = "mlops.infra_validation.summary"
+
+# Deployment and rollback. DEPLOYMENTS is both a registered-model tag (recent entries of every version,
+# newest last) and a model-version tag (every entry about that version); DEPLOYMENT_TARGET is a
+# registered-model tag holding the JSON config of the target the model was last deployed to.
+DEPLOYMENTS = "mlops.deployments"
+DEPLOYMENT_TARGET = "mlops.deployment.target"
+ROLLBACK_REASON = "mlops.rollback.reason"
 
 # Registry aliases.
 CHAMPION = "champion"

@@ -73,7 +73,7 @@ with DAG(
         experiment_name="{{ params.model_name }}",
         train_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['train'] }}",
         valid_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['valid'] }}",
-        params="{{ dict(params.model_params, target=params.target) }}",
+        hyperparameters="{{ dict(params.model_params, target=params.target) }}",
         retries=1,
     )
     register = RegisterModelOperator(

@@ -1,0 +1,567 @@
+"""Train a model in a separate process that follows the training contract and logs to MLflow."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_mlops import tags
+from airflow_mlops.exceptions import DatasetError, TrainingError
+from airflow_mlops.hooks.mlflow import MLflowHook
+from airflow_mlops.hooks.storage import StorageHook
+from airflow_mlops.runtime import contract
+from airflow_mlops.runtime.storage import is_s3, join
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+#: Training runtimes this operator can start trainers in.
+RUNTIMES = ("local",)
+#: Variables of the worker's environment a local trainer inherits (when set); nothing else leaks through.
+BASE_ENV_VARS = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH")
+#: How many of the trainer's last output lines a TrainingError quotes.
+TAIL_LINES = 20
+#: Seconds a trainer gets to exit after SIGTERM before it is killed.
+KILL_GRACE_SECONDS = 10.0
+#: MLflow's limit on a tag value; the result is stored as one.
+MAX_RESULT_CHARS = 8000
+
+_MODULE_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+def entrypoint_command(entrypoint: str | Sequence[str]) -> list[str]:
+    """
+    Return the command that starts *entrypoint* (see :class:`TrainModelOperator`).
+
+    :raises ValueError: if *entrypoint* is none of the accepted forms.
+    """
+    if isinstance(entrypoint, str):
+        tokens = shlex.split(entrypoint)
+        if len(tokens) >= 2 and tokens[0] == "-m" and _MODULE_RE.match(tokens[1]):
+            return [sys.executable, *tokens]
+        if len(tokens) == 1 and _MODULE_RE.match(tokens[0]) and not tokens[0].endswith(".py"):
+            return [sys.executable, "-m", tokens[0]]
+    elif isinstance(entrypoint, Sequence) and entrypoint and all(isinstance(t, str) for t in entrypoint):
+        return list(entrypoint)
+    raise ValueError(
+        f"entrypoint {entrypoint!r} is not supported: give a Python module ('pkg.module'), "
+        "'-m pkg.module [args...]' (both run with the worker's Python), or a command as a list of strings "
+        "(['python', 'train.py', '--epochs', '3'])"
+    )
+
+
+def _quote(value: str) -> str:
+    """Quote *value* for an MLflow search filter."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ValueError(f"Cannot search MLflow for a value holding both quote characters: {value!r}")
+
+
+class TrainModelOperator(BaseOperator):
+    """
+    Train a model: start a trainer process with the training environment contract and return its result.
+
+    Before the trainer starts, the operator creates (or, on a retry, finds again) the MLflow run of this task
+    instance, tagged with the Airflow dag_id / run_id / task_id / map index / try number and the data URIs.
+    The trainer sees only the contract (:mod:`airflow_mlops.runtime.contract`), the MLflow connection's
+    settings, a minimal base environment and *env*; never the worker's whole environment. It attaches to the
+    run (``MLFLOW_RUN_ID``), logs its model, and writes ``{"run_id", "model_uri", "metrics"}`` to
+    ``MLOPS_RESULT_PATH``; the operator stores that result on the run (tag ``mlops.training.result``) and
+    returns it as XCom.
+
+    Retries duplicate nothing: a retry after a successful training returns the stored result without
+    training again; a retry after a failure resumes the same run with the same checkpoint URI.
+
+    :param entrypoint: What to run. A Python module, ``"pkg.module"`` or ``"-m pkg.module --arg value"``,
+        runs with the worker's Python interpreter (``sys.executable -m pkg.module``); a list of strings is run
+        as a command as it is (``["python", "train.py"]``, ``["/opt/venv/bin/train"]``).
+    :param train_data: Snapshot URI of the training data, ``#train`` selects a split. (templated)
+    :param valid_data: Snapshot URI of the validation data, ``#valid`` selects a split. (templated)
+    :param experiment_name: MLflow experiment of the run; created if missing. (templated)
+    :param hyperparameters: JSON-serialisable hyper-parameters, given to the trainer as ``MLOPS_PARAMS``: a
+        dict, or a template string that renders to a JSON object or a Python dict literal (for example
+        ``"{{ params.model_params }}"``). Not named ``params``: that is Airflow's own task argument (DAG
+        params), which Airflow merges with the DAG's params and takes over. (templated)
+    :param runtime: Where the trainer runs. One of :data:`RUNTIMES`: ``"local"``, a child process of the
+        worker.
+    :param output_root: Directory or ``s3://`` prefix under which each task instance gets
+        ``<dag_id>/<run_id>/<task_id>/{checkpoints,output}``; default ``$MLOPS_DATA_ROOT/runs``
+        (``./.mlops-data/runs`` without it). (templated)
+    :param mlflow_conn_id: MLflow connection; the trainer gets its tracking URI and credentials.
+    :param aws_conn_id: Airflow ``aws`` connection (read as :class:`~airflow_mlops.hooks.storage.StorageHook`
+        reads it) whose credentials, region and ``endpoint_url`` the trainer gets as the standard ``AWS_*``
+        variables; needed when data, checkpoints or outputs are on S3. The worker also uses it to check that
+        ``s3://`` snapshots exist before starting the trainer. None gives the trainer no AWS settings at all.
+    :param env: Extra, non-secret environment variables for the trainer. They may not redefine a contract
+        variable. (templated)
+    :param timeout: Longest the trainer may run (seconds or a timedelta); it is then stopped and the task
+        fails. None: no limit besides the task's ``execution_timeout``.
+    """
+
+    template_fields: Sequence[str] = (
+        "train_data",
+        "valid_data",
+        "experiment_name",
+        "hyperparameters",
+        "output_root",
+        "env",
+    )
+    template_fields_renderers = {"hyperparameters": "json", "env": "json"}
+    ui_color = "#d6eaf8"
+
+    def __init__(
+        self,
+        *,
+        entrypoint: str | Sequence[str],
+        train_data: str,
+        experiment_name: str,
+        valid_data: str | None = None,
+        hyperparameters: dict[str, Any] | None = None,
+        runtime: str = "local",
+        output_root: str | None = None,
+        mlflow_conn_id: str = MLflowHook.default_conn_name,
+        aws_conn_id: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float | timedelta | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}; got {runtime!r}")
+        self.command = entrypoint_command(entrypoint)
+        if not train_data:
+            raise ValueError("train_data must be a snapshot URI (optionally ending in '#train')")
+        if not experiment_name:
+            raise ValueError("experiment_name must name an MLflow experiment")
+        if hyperparameters is not None and not isinstance(hyperparameters, dict | str):
+            raise ValueError(
+                "hyperparameters must be a dict, a template rendering to one, or None; "
+                f"got {type(hyperparameters).__name__}"
+            )
+        if env is not None:
+            if not isinstance(env, dict):
+                raise ValueError(f"env must be a dict of strings or None, got {type(env).__name__}")
+            clashes = sorted(set(env) & set(contract.CONTRACT_VARS))
+            if clashes:
+                raise ValueError(
+                    f"env may not set {', '.join(clashes)}: the operator sets the training contract itself "
+                    "(use train_data, valid_data, experiment_name, hyperparameters, output_root)"
+                )
+        if isinstance(timeout, timedelta):
+            timeout = timeout.total_seconds()
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+        self.entrypoint = entrypoint
+        self.train_data = train_data
+        self.valid_data = valid_data
+        self.experiment_name = experiment_name
+        self.hyperparameters = hyperparameters
+        self.runtime = runtime
+        self.output_root = output_root
+        self.mlflow_conn_id = mlflow_conn_id
+        self.aws_conn_id = aws_conn_id
+        self.env = env
+        self.timeout = timeout
+        self._process: subprocess.Popen[str] | None = None
+        self._stop_reason: str | None = None
+
+    @cached_property
+    def hook(self) -> MLflowHook:
+        return MLflowHook(mlflow_conn_id=self.mlflow_conn_id)
+
+    @cached_property
+    def _storage_hook(self) -> StorageHook:
+        return StorageHook(aws_conn_id=self.aws_conn_id)
+
+    # -- execute -------------------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        ids = self._airflow_ids(context)
+        train_data, valid_data = self._check_data()
+        params_json = json.dumps(self._rendered_hyperparameters(), sort_keys=True)
+
+        client = self.hook.client
+        experiment_id = self._experiment_id(client)
+        existing = self._find_runs(client, experiment_id, ids)
+        for run in existing:
+            stored = run.data.tags.get(tags.TRAINING_RESULT)
+            if stored:
+                self.log.info(
+                    "MLflow run %s already holds the result of this task instance; not training again",
+                    run.info.run_id,
+                )
+                if run.info.status not in _TERMINAL_STATUSES:
+                    client.set_terminated(run.info.run_id, "FINISHED")
+                return json.loads(stored)
+
+        if existing:
+            run_id = existing[0].info.run_id
+            self.log.info("Resuming MLflow run %s of an earlier try", run_id)
+            client.update_run(run_id, status="RUNNING")
+            client.set_tag(run_id, tags.AIRFLOW_TRY_NUMBER, str(ids["try_number"]))
+        else:
+            run_id = self._create_run(client, experiment_id, ids, train_data, valid_data)
+        self.log.info("MLflow run: %s", self._run_url(experiment_id, run_id))
+
+        try:
+            result = self._train(ids, run_id, train_data, valid_data, params_json)
+        except Exception:
+            self._mark_failed(client, run_id)
+            raise
+        client.set_tag(run_id, tags.TRAINING_RESULT, json.dumps(result, sort_keys=True))
+        if client.get_run(run_id).info.status not in _TERMINAL_STATUSES:
+            client.set_terminated(run_id, "FINISHED")
+        self.log.info("Training finished: model %s, metrics %s", result["model_uri"], result["metrics"])
+        return result
+
+    def on_kill(self) -> None:
+        self._stop_child("the task was killed")
+
+    # -- pieces --------------------------------------------------------------------------------------------
+
+    def _train(
+        self, ids: dict[str, Any], run_id: str, train_data: str, valid_data: str | None, params_json: str
+    ) -> dict[str, Any]:
+        """Run the trainer for MLflow run *run_id* in the configured runtime and return its result."""
+        instance_uri = self._instance_uri(ids)
+        with tempfile.TemporaryDirectory(prefix="mlops-train-") as tmp:
+            result_path = Path(tmp) / "result.json"
+            env = self.build_env(
+                {
+                    contract.TRACKING_URI: self.hook.tracking_uri,
+                    contract.EXPERIMENT_NAME: self.experiment_name,
+                    contract.RUN_ID: run_id,
+                    contract.TRAIN_DATA: train_data,
+                    contract.VALID_DATA: valid_data or "",
+                    contract.OUTPUT_URI: join(instance_uri, "output"),
+                    contract.CHECKPOINT_URI: join(instance_uri, "checkpoints"),
+                    contract.PARAMS: params_json,
+                    contract.RESULT_PATH: str(result_path),
+                }
+            )
+            if not is_s3(instance_uri):
+                for name in ("output", "checkpoints"):
+                    Path(instance_uri, name).mkdir(parents=True, exist_ok=True)
+            self._run_local(env)
+            return self._read_result(result_path, run_id)
+
+    def _airflow_ids(self, context: Context) -> dict[str, Any]:
+        ti = context.get("ti")
+        dag_run = context.get("dag_run")
+        map_index = getattr(ti, "map_index", None)
+        return {
+            "dag_id": getattr(ti, "dag_id", None) or self.dag_id,
+            "run_id": context.get("run_id")
+            or getattr(dag_run, "run_id", None)
+            or getattr(ti, "run_id", None)
+            or "manual",
+            "task_id": self.task_id,
+            "map_index": -1 if map_index is None else int(map_index),
+            "try_number": getattr(ti, "try_number", None) or 1,
+        }
+
+    def _rendered_hyperparameters(self) -> dict[str, Any]:
+        """The hyper-parameters as a dict; a template may render to a JSON object or a Python dict literal."""
+        value = self.hyperparameters
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError:
+                try:
+                    value = ast.literal_eval(value)
+                except (ValueError, SyntaxError) as err:
+                    raise ValueError(
+                        f"hyperparameters of task {self.task_id!r} rendered to {value!r}, which is neither a "
+                        "JSON object nor a dict literal"
+                    ) from err
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError(
+                f"hyperparameters of task {self.task_id!r} must be a dict, got {type(value).__name__}: {value!r}"
+            )
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"hyperparameters of task {self.task_id!r} are not JSON-serialisable: {err}"
+            ) from err
+        return value
+
+    def _check_data(self) -> tuple[str, str | None]:
+        """Check the rendered data URIs name existing snapshots (and splits) before anything starts."""
+        from airflow_mlops.runtime.datasets import load_manifest, parse_snapshot_uri
+
+        uris = {"train_data": self.train_data, "valid_data": self.valid_data}
+        for field, uri in uris.items():
+            if uri is None or (field == "valid_data" and uri == ""):
+                continue
+            if not isinstance(uri, str) or not uri.strip():
+                raise DatasetError(
+                    f"{field} of task {self.task_id!r} rendered to {uri!r}, not a snapshot URI"
+                )
+            if is_s3(uri) and not self.aws_conn_id:
+                continue  # only the trainer's own credentials can read it; the trainer reports a missing one
+            base, split = parse_snapshot_uri(uri)
+            storage = self._storage_hook.storage if is_s3(uri) else None
+            try:
+                files = load_manifest(base, storage=storage).get("files") or {}
+            except FileNotFoundError as err:
+                raise DatasetError(f"{field} {uri!r}: {err}; run the ingest task first") from err
+            if split and split not in files:
+                raise DatasetError(
+                    f"{field} {uri!r}: snapshot has no split {split!r}; it has {sorted(files)}"
+                )
+        return self.train_data.strip(), (self.valid_data or "").strip() or None
+
+    def _experiment_id(self, client: MlflowClient) -> str:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
+        experiment = client.get_experiment_by_name(self.experiment_name)
+        if experiment is None:
+            try:
+                return client.create_experiment(self.experiment_name)
+            except MlflowException as err:  # created concurrently by another task
+                if err.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                    raise
+                experiment = client.get_experiment_by_name(self.experiment_name)
+        if experiment.lifecycle_stage == "deleted":
+            raise TrainingError(
+                f"MLflow experiment {self.experiment_name!r} is deleted: restore it "
+                "(mlflow experiments restore) or choose another experiment_name"
+            )
+        return experiment.experiment_id
+
+    @staticmethod
+    def _identity_tags(ids: dict[str, Any]) -> dict[str, str]:
+        return {
+            tags.AIRFLOW_DAG_ID: ids["dag_id"],
+            tags.AIRFLOW_RUN_ID: ids["run_id"],
+            tags.AIRFLOW_TASK_ID: ids["task_id"],
+            tags.AIRFLOW_MAP_INDEX: str(ids["map_index"]),
+        }
+
+    def _find_runs(self, client: MlflowClient, experiment_id: str, ids: dict[str, Any]) -> list[Run]:
+        """The MLflow runs of this task instance (any try), newest first."""
+        from mlflow.entities import ViewType
+
+        filter_string = " and ".join(
+            f"tags.`{key}` = {_quote(value)}" for key, value in self._identity_tags(ids).items()
+        )
+        return list(
+            client.search_runs(
+                [experiment_id],
+                filter_string=filter_string,
+                run_view_type=ViewType.ACTIVE_ONLY,
+                order_by=["attributes.start_time DESC"],
+                max_results=50,
+            )
+        )
+
+    def _create_run(
+        self,
+        client: MlflowClient,
+        experiment_id: str,
+        ids: dict[str, Any],
+        train_data: str,
+        valid_data: str | None,
+    ) -> str:
+        run_tags = {
+            **self._identity_tags(ids),
+            tags.AIRFLOW_TRY_NUMBER: str(ids["try_number"]),
+            tags.DATA_URI: train_data,
+        }
+        if valid_data:
+            run_tags[tags.DATA_VALID_URI] = valid_data
+        name = f"{ids['dag_id']}.{ids['task_id']}" + (f".{ids['map_index']}" if ids["map_index"] >= 0 else "")
+        run = client.create_run(experiment_id, run_name=name, tags=run_tags)
+        self.log.info("Created MLflow run %s in experiment %r", run.info.run_id, self.experiment_name)
+        return run.info.run_id
+
+    def _run_url(self, experiment_id: str, run_id: str) -> str:
+        if self.hook.is_remote:
+            return f"{self.hook.tracking_uri}/#/experiments/{experiment_id}/runs/{run_id}"
+        return run_id
+
+    def _instance_uri(self, ids: dict[str, Any]) -> str:
+        """``<output_root>/<dag_id>/<run_id>/<task_id>[/<map_index>]``: the same for every try."""
+        root = self.output_root or join(os.environ.get("MLOPS_DATA_ROOT") or ".mlops-data", "runs")
+        if not is_s3(root):
+            root = str(Path(root).expanduser().resolve())
+        parts = [ids["dag_id"], ids["run_id"], ids["task_id"]]
+        if ids["map_index"] >= 0:
+            parts.append(str(ids["map_index"]))
+        return join(root, *(part.replace("/", "_") for part in parts))
+
+    def _aws_env(self) -> dict[str, str]:
+        """The standard ``AWS_*`` variables for the ``aws_conn_id`` connection (empty without one)."""
+        if not self.aws_conn_id:
+            return {}
+        # The connection is read exactly as the storage hook reads it for the worker's own S3 access.
+        settings = self._storage_hook._settings
+        if settings["aws_access_key_id"]:
+            env = {
+                "AWS_ACCESS_KEY_ID": settings["aws_access_key_id"],
+                "AWS_SECRET_ACCESS_KEY": settings["aws_secret_access_key"] or "",
+            }
+            if settings["aws_session_token"]:
+                env["AWS_SESSION_TOKEN"] = settings["aws_session_token"]
+        else:
+            # No keys in the connection: the worker's own (ambient) AWS identity, as boto3 would use it.
+            env = {key: value for key, value in os.environ.items() if key.startswith("AWS_")}
+        if settings["profile_name"]:
+            env["AWS_PROFILE"] = settings["profile_name"]
+        if settings["region_name"]:
+            env["AWS_DEFAULT_REGION"] = env["AWS_REGION"] = settings["region_name"]
+        if settings["endpoint_url"]:
+            env["AWS_ENDPOINT_URL_S3"] = settings["endpoint_url"]
+        if isinstance(settings["verify"], str) and settings["verify"].lower() not in ("true", "false"):
+            env["AWS_CA_BUNDLE"] = settings["verify"]
+        return env
+
+    def build_env(self, contract_env: dict[str, str]) -> dict[str, str]:
+        """
+        The trainer's whole environment: base variables, AWS settings, *env*, MLflow settings, the contract.
+
+        Later groups win; an empty optional contract variable is left out.
+        """
+        env = {name: os.environ[name] for name in BASE_ENV_VARS if os.environ.get(name)}
+        env.setdefault("PATH", os.defpath)
+        env["PYTHONUNBUFFERED"] = "1"  # so the trainer's output reaches the task log as it is printed
+        env.update(self._aws_env())
+        env.update({str(key): str(value) for key, value in (self.env or {}).items()})
+        env.update(self.hook.child_env())
+        env.update({key: value for key, value in contract_env.items() if value != ""})
+        return env
+
+    def _run_local(self, env: dict[str, str]) -> None:
+        """Run the trainer as a child process, streaming its output into the task log."""
+        self.log.info("Starting trainer: %s", shlex.join(self.command))
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._stop_reason = None
+        try:
+            process = subprocess.Popen(
+                self.command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                bufsize=1,
+                start_new_session=True,  # its own process group, so stopping it stops its children too
+            )
+        except OSError as err:
+            raise TrainingError(
+                f"Cannot start training entrypoint {self.entrypoint!r} of task {self.task_id!r}: {err}"
+            ) from err
+        self._process = process
+        timer = None
+        if self.timeout is not None:
+            timer = threading.Timer(
+                self.timeout,
+                self._stop_child,
+                args=(f"it ran longer than its timeout of {self.timeout:g} s",),
+            )
+            timer.daemon = True
+            timer.start()
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                line = line.rstrip("\n")
+                tail.append(line)
+                self.log.info("[trainer] %s", line)
+            returncode = process.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._process = None
+        if returncode != 0 or self._stop_reason:
+            if self._stop_reason:
+                how = f"was stopped because {self._stop_reason} (exit code {returncode})"
+            elif returncode < 0:
+                how = f"was killed by signal {-returncode}"
+            else:
+                how = f"exited with code {returncode}"
+            output = "\n".join(tail) or "(no output)"
+            raise TrainingError(
+                f"Training entrypoint {self.entrypoint!r} of task {self.task_id!r} {how}. "
+                f"Last {len(tail)} lines of its output:\n{output}"
+            )
+
+    def _stop_child(self, reason: str) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        self._stop_reason = reason
+        self.log.warning("Stopping trainer (process group %s): %s", process.pid, reason)
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=KILL_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def _read_result(self, result_path: Path, run_id: str) -> dict[str, Any]:
+        where = f"training entrypoint {self.entrypoint!r} of task {self.task_id!r}"
+        if not result_path.is_file():
+            raise TrainingError(
+                f"The {where} exited successfully but wrote no result to {contract.RESULT_PATH}; it must "
+                'write a JSON object {"run_id", "model_uri", "metrics"} there '
+                "(TrainingContext.write_result)"
+            )
+        try:
+            result = json.loads(result_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise TrainingError(f"The result of the {where} is not valid JSON: {err}") from err
+        if not isinstance(result, dict):
+            raise TrainingError(
+                f"The result of the {where} must be a JSON object, got {type(result).__name__}"
+            )
+        if not isinstance(result.get("model_uri"), str) or not result["model_uri"]:
+            raise TrainingError(f"The result of the {where} has no 'model_uri' (keys: {sorted(result)})")
+        if not isinstance(result.get("metrics"), dict):
+            raise TrainingError(f"The result of the {where} has no 'metrics' object (keys: {sorted(result)})")
+        result.setdefault("run_id", run_id)
+        if result["run_id"] != run_id:
+            self.log.warning(
+                "The trainer reports MLflow run %s, not the run %s it was given", result["run_id"], run_id
+            )
+        size = len(json.dumps(result, sort_keys=True))
+        if size > MAX_RESULT_CHARS:
+            raise TrainingError(
+                f"The result of the {where} is {size} characters; it becomes XCom and an MLflow tag, so keep "
+                f"it under {MAX_RESULT_CHARS} (ids, URIs and final metrics; log the rest to MLflow)"
+            )
+        return result
+
+    def _mark_failed(self, client: MlflowClient, run_id: str) -> None:
+        try:
+            client.set_terminated(run_id, "FAILED")
+        except Exception:
+            self.log.warning("Could not mark MLflow run %s FAILED", run_id, exc_info=True)
