@@ -31,3 +31,19 @@ class ModelGateFailedError(MLOpsError):
 
 class RegistryError(MLOpsError):
     """A model registry operation cannot be carried out (unknown model, version or alias)."""
+
+
+class ModelEvaluationError(MLOpsError):
+    """A model cannot be evaluated: unreadable holdout, missing target column, a gated metric not produced."""
+
+
+class InfraValidationError(MLOpsError):
+    """A candidate model cannot serve: its sandbox server did not start, errored, or was too slow."""
+
+
+class DeploymentError(MLOpsError):
+    """A model cannot be deployed, or rolled back, on its serving target."""
+
+
+class DeploymentVerificationError(DeploymentError):
+    """A deployed model failed its post-deploy check; the target was rolled back to the previous version."""

@@ -42,16 +42,25 @@ def server_key(uri: str) -> str:
     return f"{parts.scheme}://{parts.hostname}:{port}"
 
 
+# MLflow moves artifacts in its own thread pools, which do not inherit context variables. Those threads
+# fall back to the credentials last registered for the same server in this process (an Airflow task runs
+# in a process of its own, so this never crosses tasks).
+_PROCESS_FALLBACK: dict[str, Credentials] = {}
+
+
 def register(uri: str, credentials: Credentials) -> None:
     """Use *credentials* for every MLflow request to the server of *uri* made in the current context."""
+    key = server_key(uri)
     current = dict(_CREDENTIALS.get())
-    current[server_key(uri)] = credentials
+    current[key] = credentials
     _CREDENTIALS.set(current)
+    _PROCESS_FALLBACK[key] = credentials
 
 
 def lookup(uri: str) -> Credentials | None:
-    """Return the credentials registered for the server of *uri*, if any."""
-    return _CREDENTIALS.get().get(server_key(uri))
+    """Return the credentials for the server of *uri*: this context's, else the process's latest."""
+    key = server_key(uri)
+    return _CREDENTIALS.get().get(key) or _PROCESS_FALLBACK.get(key)
 
 
 def _build_auth():

@@ -1,0 +1,192 @@
+"""Human approval of a candidate model version through Airflow's Human-in-the-loop (HITL) operators."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.standard.exceptions import HITLRejectException, HITLTimeoutError
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Param, ParamsDict
+from airflow.sdk.exceptions import DownstreamTasksSkipped
+
+from airflow_mlops import tags as T
+from airflow_mlops.hooks.mlflow import MLflowHook
+from airflow_mlops.operators.registry import (
+    _ModelOperatorMixin,
+    get_alias_version,
+    get_model_version,
+    is_templated,
+    parse_version,
+    utc_now_iso,
+    validate_model_name,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+COMMENT_PARAM = "comment"
+_TAG_VALUE_MAX = 5000
+
+
+class ApproveModelOperator(_ModelOperatorMixin, ApprovalOperator):
+    """
+    Ask a person to approve promoting a candidate model version to ``champion``.
+
+    An :class:`~airflow.providers.standard.operators.hitl.ApprovalOperator` (options ``Approve`` /
+    ``Reject``) whose request names the model and versions and shows the evaluation report. On Airflow 3.3+
+    the task waits in ``awaiting_input`` (no worker slot, no triggerer); people answer on the UI's Required
+    Actions page and may leave a comment. A rejection, or no answer within ``response_timeout`` (the
+    default option is ``Reject``), skips the downstream tasks, so the champion stays as it is.
+
+    The decision is written to the model version as the tags ``mlops.approval.decision``
+    (``approved`` / ``rejected`` / ``timed_out``), ``mlops.approval.approver``, ``mlops.approval.time`` and
+    ``mlops.approval.comment``.
+
+    Returns (XCom) ``{"decision", "approver", "time", "comment", "model_name", "version", "option"}``
+    (``option`` is the option that took effect: ``Approve`` or ``Reject``).
+
+    :param model_name: Registered model name (templated).
+    :param candidate_version: Version to approve (templated).
+    :param report: Markdown shown to the approver (templated), typically the ``report`` of
+        :class:`~airflow_mlops.operators.evaluation.EvaluateModelOperator`'s result. Used as the body
+        unless ``body`` is given.
+    :param mlflow_conn_id: The MLflow connection to use.
+    :param subject: Headline of the request (templated); default ``Promote <model> v<n> to champion?``.
+    :param body: Body of the request (templated); default the report plus what each answer does.
+    :param defaults: Option taken when ``response_timeout`` passes; ``"Reject"`` unless given.
+    :param params: Extra form fields; a ``comment`` text field is always added.
+
+    Other keyword arguments go to ``ApprovalOperator`` (``assigned_users``, ``response_timeout``,
+    ``notifiers``, ``fail_on_reject``, ``ignore_downstream_trigger_rules``...).
+    """
+
+    template_fields: Sequence[str] = ("model_name", "candidate_version", "report", "subject", "body")
+    template_fields_renderers = {"report": "md", "body": "md"}
+    ui_color = "#f3e5f5"
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        candidate_version: int | str,
+        report: str | None = None,
+        mlflow_conn_id: str = MLflowHook.default_conn_name,
+        subject: str | None = None,
+        body: str | None = None,
+        defaults: str | list[str] | None = ApprovalOperator.REJECT,
+        params: ParamsDict | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not is_templated(model_name):
+            validate_model_name(model_name)
+        if not is_templated(candidate_version):
+            parse_version(candidate_version, str(model_name), "candidate_version")
+        merged: dict[str, Any] = {}
+        if isinstance(params, ParamsDict):
+            merged = {key: params.get_param(key) for key in params}
+        elif params:
+            merged = dict(params)
+        merged.setdefault(
+            COMMENT_PARAM,
+            Param(
+                None,
+                type=["null", "string"],
+                title="Comment",
+                description="Why you approve or reject; stored on the model version in MLflow.",
+                source="task",
+            ),
+        )
+        self._default_subject = subject is None
+        self._default_body = body is None
+        super().__init__(
+            subject=subject or "Promote model to champion?",
+            body=body,
+            defaults=defaults,
+            params=merged,
+            **kwargs,
+        )
+        self.model_name = model_name
+        self.candidate_version = candidate_version
+        self.report = report
+        self.mlflow_conn_id = mlflow_conn_id
+
+    def execute(self, context: Context) -> Any:
+        self.prepare_request()
+        self.log.info("Asking for approval: %s", self.subject)
+        return super().execute(context)
+
+    def prepare_request(self) -> None:
+        """
+        Check the candidate version exists and fill the default subject and body from the registry.
+
+        Called by :meth:`execute` after the template fields are rendered, before the request is written.
+        """
+        name = validate_model_name(self.model_name)
+        version = parse_version(self.candidate_version, name, "candidate_version")
+        client = self.hook.client
+        get_model_version(client, name, version)  # fail before asking anyone about a missing version
+        champion = get_alias_version(client, name, T.CHAMPION)
+        if self._default_subject:
+            replacing = f" (replacing v{champion})" if champion is not None and champion != version else ""
+            self.subject = f"Promote {name} v{version} to champion{replacing}?"
+        if self._default_body:
+            kept = f"v{champion} stays champion" if champion is not None else "the model keeps no champion"
+            timeout = f" or no answer within {self.response_timeout}" if self.response_timeout else ""
+            on_timeout = f" No answer counts as {self.defaults[0]}." if timeout and self.defaults else ""
+            outcome = (
+                f"**Approve** makes `{name}` v{version} the champion. **Reject**{timeout} means {kept}."
+                f"{on_timeout}"
+            )
+            self.body = "\n\n".join(part for part in (self.report, outcome) if part)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        try:
+            super().execute_complete(context=context, event=event)
+        except (DownstreamTasksSkipped, HITLRejectException, HITLTimeoutError):
+            # The return value is lost when the task raises: record the decision and push it first.
+            result = self._record(event)
+            ti = context.get("ti")
+            if ti is not None:
+                ti.xcom_push(key="return_value", value=result)
+            raise
+        return self._record(event)
+
+    def _record(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        name = validate_model_name(self.model_name)
+        version = parse_version(self.candidate_version, name, "candidate_version")
+        chosen = (event.get("chosen_options") or [None])[0]
+        user = event.get("responded_by_user")
+        if "error" in event or event.get("timedout") or not user:
+            decision = "timed_out"
+        else:
+            decision = "approved" if chosen == self.APPROVE else "rejected"
+        approver = None
+        if user:
+            get = user.get if isinstance(user, Mapping) else lambda key: getattr(user, key, None)
+            approver = get("name") or get("id")
+        responded_at = event.get("responded_at")
+        if isinstance(responded_at, datetime):
+            when = responded_at.isoformat(timespec="seconds")
+        else:
+            when = str(responded_at) if responded_at else utc_now_iso()
+        comment = (event.get("params_input") or {}).get(COMMENT_PARAM) or ""
+        client = self.hook.client
+        for key, value in (
+            (T.APPROVAL_DECISION, decision),
+            (T.APPROVAL_APPROVER, approver or ""),
+            (T.APPROVAL_TIME, when),
+            (T.APPROVAL_COMMENT, str(comment)[:_TAG_VALUE_MAX]),
+        ):
+            client.set_model_version_tag(name, str(version), key, value)
+        self.log.info("Approval of %s v%s: %s by %s", name, version, decision, approver or "nobody")
+        return {
+            "decision": decision,
+            "approver": approver,
+            "time": when,
+            "comment": str(comment),
+            "model_name": name,
+            "version": version,
+            "option": chosen,
+        }

@@ -1,0 +1,425 @@
+"""
+Operators for the MLflow model registry: register a candidate version and promote it to ``champion``.
+
+Registry conventions (MLflow 3 aliases, not stages): ``challenger`` is the candidate under evaluation and
+approval, ``champion`` is what serves. Every version carries ``mlops.*`` lineage tags (:mod:`airflow_mlops.tags`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_mlops import tags as T
+from airflow_mlops.exceptions import RegistryError
+from airflow_mlops.hooks.mlflow import MLflowHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,255}$")
+MODEL_NAME_RULE = (
+    "1-256 characters: letters, digits, '_', '-' and '.', starting with a letter, digit or '_' "
+    "(no '/', ':', spaces or '..')"
+)
+_RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-]+$")
+_TAG_KEY_MAX = 250
+_TAG_VALUE_MAX = 5000
+
+
+# --- helpers shared by the model operators (registry, evaluation, approval) -------------------------------
+
+
+def is_templated(value: Any) -> bool:
+    """Whether *value* still holds Jinja markup (validated again after rendering)."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def validate_model_name(name: Any, field: str = "model_name") -> str:
+    """Return *name* if it is a valid registered model name, else raise ValueError saying what is allowed."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{field} must be a non-empty string ({MODEL_NAME_RULE}); got {name!r}")
+    if not MODEL_NAME_PATTERN.match(name) or ".." in name:
+        raise ValueError(f"{field} {name!r} is not a valid model name: use {MODEL_NAME_RULE}")
+    return name
+
+
+def parse_version(value: Any, model_name: str, field: str = "version") -> int:
+    """Return a model version number from an int or a templated string such as ``"3"``."""
+    if isinstance(value, bool):
+        value = None
+    try:
+        version = int(str(value).strip()) if value is not None else None
+    except ValueError:
+        version = None
+    if version is None or version < 1:
+        raise ValueError(
+            f"{field} for model {model_name!r} must be a positive integer model version, got {value!r}"
+        )
+    return version
+
+
+def tag_value(value: Any) -> str:
+    """Render a tag value as a string (MLflow tags are strings); booleans become ``true``/``false``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return "" if value is None else str(value)
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def airflow_lineage_tags(context: Mapping[str, Any] | None) -> dict[str, str]:
+    """``mlops.airflow.*`` tags for the task running now; keys whose value is unknown are left out."""
+    if not context:
+        return {}
+    ti = context.get("ti") or context.get("task_instance")
+    dag_run = context.get("dag_run")
+    values = {
+        T.AIRFLOW_DAG_ID: getattr(ti, "dag_id", None) or getattr(dag_run, "dag_id", None),
+        T.AIRFLOW_RUN_ID: getattr(ti, "run_id", None) or context.get("run_id"),
+        T.AIRFLOW_TASK_ID: getattr(ti, "task_id", None) or getattr(context.get("task"), "task_id", None),
+        T.AIRFLOW_TRY_NUMBER: getattr(ti, "try_number", None),
+    }
+    return {key: str(value) for key, value in values.items() if value not in (None, "")}
+
+
+def error_code(err: BaseException) -> str | None:
+    """The machine-readable MLflow error code of *err* (``RESOURCE_DOES_NOT_EXIST``...), if any."""
+    return getattr(err, "error_code", None)
+
+
+def get_model_version(client: MlflowClient, model_name: str, version: int) -> ModelVersion:
+    """Return a model version, or raise :class:`RegistryError` naming the model and version."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(model_name, str(version))
+    except MlflowException as err:
+        if error_code(err) == "RESOURCE_DOES_NOT_EXIST":
+            raise RegistryError(
+                f"Model {model_name!r} has no version {version}: register it first "
+                "(RegisterModelOperator) or check the version number."
+            ) from err
+        raise
+
+
+def get_alias_version(client: MlflowClient, model_name: str, alias: str) -> int | None:
+    """Version the alias points at, or None if the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        aliases = client.get_registered_model(model_name).aliases or {}
+    except MlflowException as err:
+        if error_code(err) == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    version = aliases.get(alias)
+    return int(version) if version is not None else None
+
+
+def delete_alias_if_points_to(client: MlflowClient, model_name: str, alias: str, version: int) -> bool:
+    """Remove *alias* if it points at *version*; return whether it did."""
+    if get_alias_version(client, model_name, alias) != version:
+        return False
+    client.delete_registered_model_alias(model_name, alias)
+    return True
+
+
+class _ModelOperatorMixin:
+    """Shared lazily built hook; operators set ``mlflow_conn_id``."""
+
+    mlflow_conn_id: str
+
+    @cached_property
+    def hook(self) -> MLflowHook:
+        return MLflowHook(mlflow_conn_id=self.mlflow_conn_id)
+
+
+# --- operators -------------------------------------------------------------------------------------------
+
+
+class RegisterModelOperator(_ModelOperatorMixin, BaseOperator):
+    """
+    Register a trained model as a new version of a registered model and make it the ``challenger``.
+
+    Creates the registered model if it does not exist. Safe to retry: if a version of the model already
+    exists for the same MLflow training run (its ``run_id`` or its ``mlops.mlflow.run_id`` tag), that
+    version is reused and no second version is created. Writes lineage tags (the ones given, the Airflow
+    dag/run/task/try of this task and ``mlops.mlflow.run_id``), waits until the version is ``READY`` and
+    points the ``challenger`` alias at it (unless it already is the champion).
+
+    Returns (XCom) ``{"model_name", "version", "model_uri", "source_uri", "run_id", "champion_version"}``,
+    where ``model_uri`` is ``models:/<name>/<version>`` and ``champion_version`` is the version the
+    ``champion`` alias points at now (None on the first registration).
+
+    :param model_name: Registered model name (templated); letters, digits, ``_``, ``-``, ``.``.
+    :param model_uri: URI of the logged model (templated): ``models:/<model_id>``, ``runs:/<run>/<path>``
+        or a storage URI; usually the ``model_uri`` of the training result.
+    :param run_id: MLflow run that trained the model (templated). Derived from ``model_uri`` when
+        omitted (``runs:/`` URIs and MLflow 3 logged models know their run).
+    :param tags: Extra lineage tags for the version (templated), e.g. ``mlops.data.uri``,
+        ``mlops.data.sha256``, ``mlops.validation.success``. A JSON string of a dict is accepted too.
+    :param mlflow_conn_id: The MLflow connection to use.
+    :param await_registration_for: Seconds to wait for the version to become ``READY``.
+    """
+
+    template_fields: Sequence[str] = ("model_name", "model_uri", "run_id", "tags")
+    template_fields_renderers = {"tags": "json"}
+    ui_color = "#e3f2fd"
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        model_uri: str,
+        run_id: str | None = None,
+        tags: dict[str, Any] | str | None = None,
+        mlflow_conn_id: str = MLflowHook.default_conn_name,
+        await_registration_for: int = 300,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not is_templated(model_name):
+            validate_model_name(model_name)
+        if not isinstance(model_uri, str) or not model_uri.strip():
+            raise ValueError(
+                "model_uri must be a non-empty string: the URI of the logged model "
+                "(models:/<model_id>, runs:/<run_id>/<path>), usually from the training result"
+            )
+        if tags is not None and not isinstance(tags, Mapping | str):
+            raise ValueError(
+                f"tags must be a dict of tag name to value (or a JSON string of one), got {tags!r}"
+            )
+        if isinstance(tags, Mapping):
+            _check_tag_keys(tags)
+        if await_registration_for <= 0:
+            raise ValueError(
+                f"await_registration_for must be a positive number of seconds, got {await_registration_for}"
+            )
+        self.model_name = model_name
+        self.model_uri = model_uri
+        self.run_id = run_id
+        self.tags = tags
+        self.mlflow_conn_id = mlflow_conn_id
+        self.await_registration_for = await_registration_for
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        name = validate_model_name(self.model_name)
+        model_uri = str(self.model_uri).strip()
+        user_tags = _parse_tags(self.tags)
+        client = self.hook.client
+
+        run_id = (str(self.run_id).strip() if self.run_id else "") or self._derive_run_id(client, model_uri)
+        if run_id and not _RUN_ID_PATTERN.match(run_id):
+            raise ValueError(f"run_id {run_id!r} for model {name!r} is not an MLflow run id")
+
+        existing = self._find_existing_version(client, name, run_id, model_uri)
+        if existing is not None:
+            version = int(existing.version)
+            self.log.info("Reusing version %s of model %s registered for run %s", version, name, run_id)
+        else:
+            version = self._register(name, model_uri, run_id)
+            self.log.info("Registered %s as version %s of model %s", model_uri, version, name)
+
+        self._wait_until_ready(client, name, version)
+
+        lineage = {**user_tags, **airflow_lineage_tags(context)}
+        if run_id:
+            lineage[T.MLFLOW_RUN_ID] = run_id
+        for key, value in lineage.items():
+            client.set_model_version_tag(name, str(version), key, tag_value(value)[:_TAG_VALUE_MAX])
+
+        champion = get_alias_version(client, name, T.CHAMPION)
+        if champion == version:
+            self.log.info(
+                "Version %s of model %s already is the champion; alias %s not moved",
+                version,
+                name,
+                T.CHALLENGER,
+            )
+        else:
+            client.set_registered_model_alias(name, T.CHALLENGER, str(version))
+            self.log.info("Alias %s of model %s now points at version %s", T.CHALLENGER, name, version)
+
+        return {
+            "model_name": name,
+            "version": version,
+            "model_uri": f"models:/{name}/{version}",
+            "source_uri": model_uri,
+            "run_id": run_id or None,
+            "champion_version": champion,
+        }
+
+    def _derive_run_id(self, client: MlflowClient, model_uri: str) -> str:
+        if model_uri.startswith("runs:/"):
+            return model_uri[len("runs:/") :].split("/", 1)[0]
+        match = re.match(r"^models:/(m-[0-9a-f]+)/?$", model_uri)
+        if match:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                return client.get_logged_model(match.group(1)).source_run_id or ""
+            except MlflowException as err:
+                raise RegistryError(
+                    f"Cannot register {model_uri} as model {self.model_name!r}: logged model "
+                    f"{match.group(1)} not found on {self.hook.tracking_uri} ({error_code(err)})"
+                ) from err
+        return ""
+
+    def _find_existing_version(
+        self, client: MlflowClient, name: str, run_id: str, model_uri: str
+    ) -> ModelVersion | None:
+        if run_id:
+            filters = [
+                f"name = '{name}' and run_id = '{run_id}'",
+                f"name = '{name}' and tags.`{T.MLFLOW_RUN_ID}` = '{run_id}'",
+            ]
+        elif "'" not in model_uri:
+            filters = [f"name = '{name}' and source_path = '{model_uri}'"]
+        else:
+            return None
+        found: dict[int, ModelVersion] = {}
+        for filter_string in filters:
+            for mv in client.search_model_versions(filter_string):
+                if mv.status != "FAILED_REGISTRATION":
+                    found[int(mv.version)] = mv
+        return found[min(found)] if found else None
+
+    def _register(self, name: str, model_uri: str, run_id: str) -> int:
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = mlflow.register_model(
+                model_uri,
+                name,
+                await_registration_for=self.await_registration_for,
+                tags={T.MLFLOW_RUN_ID: run_id} if run_id else None,
+            )
+        except MlflowException as err:
+            raise RegistryError(
+                f"Cannot register {model_uri} as a version of model {name!r} on {self.hook.registry_uri}: "
+                f"{err.message} ({error_code(err)}). Check that the model URI exists."
+            ) from err
+        return int(mv.version)
+
+    def _wait_until_ready(self, client: MlflowClient, name: str, version: int) -> None:
+        deadline = time.monotonic() + self.await_registration_for
+        delay = 0.5
+        while True:
+            mv = get_model_version(client, name, version)
+            if mv.status == "READY":
+                return
+            if mv.status == "FAILED_REGISTRATION":
+                raise RegistryError(
+                    f"Version {version} of model {name!r} failed to register: {mv.status_message}. "
+                    "Delete it and register the model again."
+                )
+            if time.monotonic() >= deadline:
+                raise RegistryError(
+                    f"Version {version} of model {name!r} is still {mv.status} after "
+                    f"{self.await_registration_for}s; raise await_registration_for or check the registry."
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+class PromoteModelOperator(_ModelOperatorMixin, BaseOperator):
+    """
+    Make a model version the ``champion`` by moving the alias to it.
+
+    Records the previous champion in the tag ``mlops.promotion.previous_champion`` and the time in
+    ``mlops.promotion.time`` on the promoted version, and removes the ``challenger`` alias if it points at
+    this version. Safe to retry: a version that already is the champion is left as it is and the same
+    result is returned.
+
+    Returns (XCom) ``{"model_name", "version", "previous_champion"}`` (``previous_champion`` is None when
+    the model had no champion).
+
+    :param model_name: Registered model name (templated).
+    :param version: Model version to promote (templated), e.g. ``"{{ ti.xcom_pull('register')['version'] }}"``.
+    :param mlflow_conn_id: The MLflow connection to use.
+    """
+
+    template_fields: Sequence[str] = ("model_name", "version")
+    ui_color = "#c8e6c9"
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        version: int | str,
+        mlflow_conn_id: str = MLflowHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not is_templated(model_name):
+            validate_model_name(model_name)
+        if not is_templated(version):
+            parse_version(version, str(model_name))
+        self.model_name = model_name
+        self.version = version
+        self.mlflow_conn_id = mlflow_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        name = validate_model_name(self.model_name)
+        version = parse_version(self.version, name)
+        client = self.hook.client
+
+        mv = get_model_version(client, name, version)
+        if mv.status != "READY":
+            raise RegistryError(
+                f"Version {version} of model {name!r} is {mv.status}, not READY; it cannot be promoted."
+            )
+        current = get_alias_version(client, name, T.CHAMPION)
+        if current == version:
+            previous_tag = (mv.tags or {}).get(T.PREVIOUS_CHAMPION) or None
+            previous = int(previous_tag) if previous_tag and previous_tag.isdigit() else None
+            self.log.info("Version %s of model %s already is the champion; nothing to move", version, name)
+        else:
+            previous = current
+            # Tags first, alias last: a retry after a crash in between rewrites the same tags.
+            client.set_model_version_tag(name, str(version), T.PREVIOUS_CHAMPION, tag_value(previous))
+            client.set_model_version_tag(name, str(version), T.PROMOTED_AT, utc_now_iso())
+            client.set_registered_model_alias(name, T.CHAMPION, str(version))
+            self.log.info(
+                "Alias %s of model %s moved from version %s to %s", T.CHAMPION, name, previous, version
+            )
+        if delete_alias_if_points_to(client, name, T.CHALLENGER, version):
+            self.log.info("Removed alias %s from version %s of model %s", T.CHALLENGER, version, name)
+        return {"model_name": name, "version": version, "previous_champion": previous}
+
+
+def _check_tag_keys(tags: Mapping[str, Any]) -> None:
+    for key in tags:
+        if not isinstance(key, str) or not key.strip() or len(key) > _TAG_KEY_MAX:
+            raise ValueError(
+                f"tag names must be non-empty strings of at most {_TAG_KEY_MAX} characters, got {key!r}"
+            )
+
+
+def _parse_tags(tags: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    if tags is None or tags == "":
+        return {}
+    if isinstance(tags, str):
+        try:
+            tags = json.loads(tags)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"tags is a string but not JSON of a dict: {tags[:200]!r}") from err
+        if not isinstance(tags, Mapping):
+            raise ValueError(f"tags must render to a dict of tag name to value, got {type(tags).__name__}")
+    _check_tag_keys(tags)
+    return dict(tags)

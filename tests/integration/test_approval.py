@@ -1,0 +1,164 @@
+"""
+ApproveModelOperator: the decision a HITL response (or its timeout) leaves in the registry and in XCom.
+
+The events are the payloads Airflow 3.3 resumes an ``awaiting_input`` task with (see
+``HITLDetail.as_resume_event_payload``); the live HITL REST path is covered by the live Airflow test.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import mlflow
+import pytest
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG
+from airflow.sdk.exceptions import DownstreamTasksSkipped
+from mlflow import MlflowClient
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+
+from airflow_mlops import tags as T
+from airflow_mlops.exceptions import RegistryError
+from airflow_mlops.operators.approval import ApproveModelOperator
+
+pytestmark = pytest.mark.integration
+
+RESPONDED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+REVIEWER = {"id": "42", "name": "reviewer"}
+
+
+class RecordingTI:
+    """What the operators use of a running task instance: its identity and ``xcom_push``."""
+
+    map_index = -1
+
+    def __init__(self, task_id: str):
+        self.task_id, self.dag_id, self.run_id, self.try_number = task_id, "mlops_tests", "manual__1", 1
+        self.xcoms: dict = {}
+
+    def xcom_push(self, key, value):
+        self.xcoms[key] = value
+
+
+@pytest.fixture(scope="module")
+def client(mlflow_server) -> MlflowClient:
+    mlflow.set_tracking_uri(mlflow_server.uri)
+    mlflow.set_registry_uri(mlflow_server.uri)
+    return MlflowClient(mlflow_server.uri)
+
+
+@pytest.fixture(scope="module")
+def model_uri(client) -> str:
+    x, y = make_classification(n_samples=60, n_features=3, n_informative=2, n_redundant=0, random_state=0)
+    with mlflow.start_run(experiment_id=client.create_experiment(f"approval-tests-{uuid.uuid4().hex[:8]}")):
+        info = mlflow.sklearn.log_model(
+            LogisticRegression().fit(x, y), name="model", pip_requirements=["scikit-learn"]
+        )
+    return info.model_uri
+
+
+@pytest.fixture
+def model(client, model_uri) -> dict:
+    """A model with champion v1 and candidate v2."""
+    name = f"churn-{uuid.uuid4().hex[:8]}"
+    mlflow.register_model(model_uri, name)
+    mlflow.register_model(model_uri, name)
+    client.set_registered_model_alias(name, T.CHAMPION, "1")
+    return {"name": name, "champion": 1, "candidate": 2}
+
+
+def approval(model, **kwargs) -> ApproveModelOperator:
+    with DAG(f"approve_{uuid.uuid4().hex[:6]}", schedule=None):
+        op = ApproveModelOperator(
+            task_id="approve", model_name=model["name"], candidate_version=str(model["candidate"]), **kwargs
+        )
+        op >> EmptyOperator(task_id="promote")
+    return op
+
+
+def event(option, user=REVIEWER, comment=None, timedout=False) -> dict:
+    return {
+        "chosen_options": [option],
+        "params_input": {"comment": comment},
+        "responded_at": RESPONDED_AT,
+        "responded_by_user": user,
+        "timedout": timedout,
+    }
+
+
+def version_tags(client, model) -> dict:
+    return client.get_model_version(model["name"], str(model["candidate"])).tags
+
+
+def test_approval_writes_the_decision_and_lets_promotion_run(client, model):
+    op = approval(model)
+    ti = RecordingTI("approve")
+    result = op.execute_complete({"ti": ti, "task": op}, event("Approve", comment="beats v1 on recall"))
+
+    assert result == {
+        "decision": "approved",
+        "approver": "reviewer",
+        "time": "2026-01-02T03:04:05+00:00",
+        "comment": "beats v1 on recall",
+        "model_name": model["name"],
+        "version": 2,
+        "option": "Approve",
+    }
+    tags = version_tags(client, model)
+    assert tags[T.APPROVAL_DECISION] == "approved"
+    assert tags[T.APPROVAL_APPROVER] == "reviewer"
+    assert tags[T.APPROVAL_TIME] == "2026-01-02T03:04:05+00:00"
+    assert tags[T.APPROVAL_COMMENT] == "beats v1 on recall"
+
+
+def test_rejection_skips_promotion_records_why_and_leaves_the_champion(client, model):
+    op = approval(model)
+    ti = RecordingTI("approve")
+    with pytest.raises(DownstreamTasksSkipped) as skipped:
+        op.execute_complete({"ti": ti, "task": op}, event("Reject", comment="too slow"))
+
+    assert skipped.value.tasks == ["promote"]
+    assert ti.xcoms["return_value"]["decision"] == "rejected"
+    assert ti.xcoms["return_value"]["comment"] == "too slow"
+    tags = version_tags(client, model)
+    assert tags[T.APPROVAL_DECISION] == "rejected"
+    assert tags[T.APPROVAL_APPROVER] == "reviewer"
+    assert tags[T.APPROVAL_COMMENT] == "too slow"
+    assert client.get_registered_model(model["name"]).aliases[T.CHAMPION] == "1"
+
+
+def test_a_timeout_takes_the_reject_default_and_is_recorded_as_timed_out(client, model):
+    op = approval(model, response_timeout=timedelta(hours=4))
+    ti = RecordingTI("approve")
+    with pytest.raises(DownstreamTasksSkipped):
+        op.execute_complete({"ti": ti, "task": op}, event("Reject", user=None, timedout=True))
+
+    result = ti.xcoms["return_value"]
+    assert result["decision"] == "timed_out"
+    assert result["approver"] is None
+    assert result["option"] == "Reject"
+    tags = version_tags(client, model)
+    assert tags[T.APPROVAL_DECISION] == "timed_out"
+    assert tags[T.APPROVAL_APPROVER] == ""
+    assert client.get_registered_model(model["name"]).aliases[T.CHAMPION] == "1"
+
+
+def test_the_request_names_model_and_versions_and_shows_the_report(model):
+    op = approval(model, report="{{ params.report }}", response_timeout=timedelta(hours=4))
+    op.candidate_version = "{{ params.version }}"
+    op.render_template_fields({"params": {"report": "| metric | champion | candidate |", "version": 2}})
+    op.prepare_request()
+
+    assert op.subject == f"Promote {model['name']} v2 to champion (replacing v1)?"
+    assert op.body.startswith("| metric | champion | candidate |")
+    assert "v1 stays champion" in op.body
+    assert "No answer counts as Reject" in op.body
+
+
+def test_the_request_is_not_made_for_a_missing_version(model):
+    op = approval(model)
+    op.candidate_version = "9"
+    with pytest.raises(RegistryError, match=f"Model '{model['name']}' has no version 9"):
+        op.prepare_request()

@@ -1,0 +1,178 @@
+"""RegisterModelOperator and PromoteModelOperator against a real MLflow server."""
+
+from __future__ import annotations
+
+import uuid
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+
+from airflow_mlops import tags as T
+from airflow_mlops.exceptions import RegistryError
+from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
+
+pytestmark = pytest.mark.integration
+
+
+class RecordingTI:
+    """What the operators use of a running task instance: its identity and ``xcom_push``."""
+
+    map_index = -1
+
+    def __init__(
+        self, task_id: str, dag_id: str = "mlops_tests", run_id: str = "manual__1", try_number: int = 1
+    ):
+        self.task_id, self.dag_id, self.run_id, self.try_number = task_id, dag_id, run_id, try_number
+        self.xcoms: dict = {}
+
+    def xcom_push(self, key, value):
+        self.xcoms[key] = value
+
+
+def context_for(op, **ti_fields) -> dict:
+    ti = RecordingTI(task_id=op.task_id, **ti_fields)
+    return {"ti": ti, "task_instance": ti, "task": op, "run_id": ti.run_id}
+
+
+@pytest.fixture(scope="module")
+def client(mlflow_server) -> MlflowClient:
+    mlflow.set_tracking_uri(mlflow_server.uri)
+    mlflow.set_registry_uri(mlflow_server.uri)
+    return MlflowClient(mlflow_server.uri)
+
+
+@pytest.fixture(scope="module")
+def trained(client) -> list[dict]:
+    """Two small trained models, each logged by its own MLflow run."""
+    x, y = make_classification(n_samples=120, n_features=4, random_state=0)
+    experiment_id = client.create_experiment(f"registry-tests-{uuid.uuid4().hex[:8]}")
+    out = []
+    for c in (1.0, 0.1):
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            info = mlflow.sklearn.log_model(
+                LogisticRegression(C=c).fit(x, y), name="model", pip_requirements=["scikit-learn"]
+            )
+        out.append({"model_uri": info.model_uri, "run_id": run.info.run_id})
+    return out
+
+
+@pytest.fixture
+def model_name() -> str:
+    return f"churn-{uuid.uuid4().hex[:8]}"
+
+
+def aliases(client, model_name) -> dict[str, int]:
+    return {alias: int(v) for alias, v in client.get_registered_model(model_name).aliases.items()}
+
+
+def register(model_name, trained_model, task_id="register", try_number=1, **kwargs):
+    op = RegisterModelOperator(
+        task_id=task_id, model_name=model_name, model_uri=trained_model["model_uri"], **kwargs
+    )
+    return op.execute(context_for(op, try_number=try_number))
+
+
+def promote(model_name, version):
+    op = PromoteModelOperator(task_id="promote", model_name=model_name, version=str(version))
+    return op.execute(context_for(op))
+
+
+def test_register_creates_a_ready_challenger_with_lineage_tags(client, trained, model_name):
+    lineage = {T.DATA_URI: "s3://lake/datasets/churn/abc", T.DATA_SHA256: "abc", T.VALIDATION_SUCCESS: True}
+    result = register(model_name, trained[0], tags=lineage)
+
+    assert result == {
+        "model_name": model_name,
+        "version": 1,
+        "model_uri": f"models:/{model_name}/1",
+        "source_uri": trained[0]["model_uri"],
+        "run_id": trained[0]["run_id"],
+        "champion_version": None,
+    }
+    mv = client.get_model_version(model_name, "1")
+    assert mv.status == "READY"
+    assert mv.run_id == trained[0]["run_id"]
+    assert mv.tags[T.DATA_URI] == "s3://lake/datasets/churn/abc"
+    assert mv.tags[T.VALIDATION_SUCCESS] == "true"
+    assert mv.tags[T.MLFLOW_RUN_ID] == trained[0]["run_id"]
+    assert mv.tags[T.AIRFLOW_DAG_ID] == "mlops_tests"
+    assert mv.tags[T.AIRFLOW_RUN_ID] == "manual__1"
+    assert mv.tags[T.AIRFLOW_TASK_ID] == "register"
+    assert mv.tags[T.AIRFLOW_TRY_NUMBER] == "1"
+    assert aliases(client, model_name) == {T.CHALLENGER: 1}
+
+
+def test_a_retried_registration_reuses_the_version_of_the_same_run(client, trained, model_name):
+    first = register(model_name, trained[0], try_number=1)
+    second = register(model_name, trained[0], try_number=2)
+
+    assert second["version"] == first["version"] == 1
+    versions = client.search_model_versions(f"name = '{model_name}'")
+    assert [int(v.version) for v in versions] == [1]
+    assert versions[0].tags[T.AIRFLOW_TRY_NUMBER] == "2"
+
+
+def test_a_runs_uri_registers_with_the_run_id_derived(client, trained, model_name):
+    op = RegisterModelOperator(
+        task_id="register", model_name=model_name, model_uri=f"runs:/{trained[1]['run_id']}/model"
+    )
+    result = op.execute({})
+
+    assert result["run_id"] == trained[1]["run_id"]
+    assert (
+        client.get_model_version(model_name, str(result["version"])).tags[T.MLFLOW_RUN_ID]
+        == trained[1]["run_id"]
+    )
+    # Registering the same run again through its logged-model URI finds the same version.
+    again = register(model_name, trained[1])
+    assert again["version"] == result["version"]
+
+
+def test_registering_an_unknown_model_uri_names_the_model(client, model_name):
+    op = RegisterModelOperator(
+        task_id="register", model_name=model_name, model_uri="models:/m-0123456789abcdef"
+    )
+    with pytest.raises(RegistryError, match=f"as model '{model_name}'.*m-0123456789abcdef"):
+        op.execute({})
+
+
+def test_promotion_moves_champion_records_the_previous_one_and_is_idempotent(client, trained, model_name):
+    v1 = register(model_name, trained[0])["version"]
+    assert promote(model_name, v1) == {"model_name": model_name, "version": 1, "previous_champion": None}
+    assert aliases(client, model_name) == {T.CHAMPION: 1}
+
+    registered = register(model_name, trained[1])
+    assert registered["champion_version"] == 1
+    assert aliases(client, model_name) == {T.CHAMPION: 1, T.CHALLENGER: 2}
+
+    result = promote(model_name, 2)
+    assert result == {"model_name": model_name, "version": 2, "previous_champion": 1}
+    assert aliases(client, model_name) == {T.CHAMPION: 2}
+    tags = client.get_model_version(model_name, "2").tags
+    assert tags[T.PREVIOUS_CHAMPION] == "1"
+    promoted_at = tags[T.PROMOTED_AT]
+
+    # A retry (or a second promotion of the champion) changes nothing and returns the same result.
+    assert promote(model_name, 2) == result
+    assert client.get_model_version(model_name, "2").tags[T.PROMOTED_AT] == promoted_at
+    assert aliases(client, model_name) == {T.CHAMPION: 2}
+
+
+def test_templated_promotion_renders_model_and_version(client, trained, model_name):
+    register(model_name, trained[0])
+    op = PromoteModelOperator(
+        task_id="promote", model_name="{{ params.model }}", version="{{ params.version }}"
+    )
+    op.render_template_fields({"params": {"model": model_name, "version": 1}})
+    assert op.execute({})["version"] == 1
+    assert aliases(client, model_name) == {T.CHAMPION: 1}
+
+
+def test_promoting_a_missing_version_names_model_and_version(client, trained, model_name):
+    register(model_name, trained[0])
+    with pytest.raises(RegistryError, match=f"Model '{model_name}' has no version 7"):
+        promote(model_name, 7)
+    assert aliases(client, model_name) == {T.CHALLENGER: 1}
