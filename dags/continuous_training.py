@@ -60,7 +60,7 @@ with DAG(
         dataset_uri="{{ ti.xcom_pull(task_ids='ingest')['uri'] }}",
         expectations=[
             {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 100}},
-            {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "label", "value_set": [0, 1]}},
+            {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "{{ params.target }}", "value_set": [0, 1]}},
             *[
                 {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": column}}
                 for column in FEATURES

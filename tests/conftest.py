@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,12 @@ os.environ["MLOPS_DATA_ROOT"] = str(_SESSION_DIR / "data")
 # Keep MLflow's own defaults (./mlflow.db, ./mlruns) out of the working tree.
 os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{_SESSION_DIR / 'unused-mlflow.db'}")
 (_SESSION_DIR / "airflow").mkdir(parents=True, exist_ok=True)
+
+# Only now may Airflow be imported. skops probes every importable module when it loads a model, which trips
+# Airflow's deprecated-import shims thousands of times; those warnings say nothing about this project.
+from airflow.utils.deprecation_tools import DeprecatedImportWarning  # noqa: E402
+
+warnings.filterwarnings("ignore", category=DeprecatedImportWarning)
 
 ARTIFACTS = Path(os.environ.get("MLOPS_TEST_ARTIFACTS", REPO / "test-artifacts"))
 

@@ -156,7 +156,7 @@ class IngestDatasetOperator(BaseOperator):
         ``{"sep": ";", "encoding": "latin-1"}``); they are part of the snapshot id.
     """
 
-    template_fields: Sequence[str] = ("dataset_name", "source", "data_root")
+    template_fields: Sequence[str] = ("dataset_name", "source", "data_root", "label_column")
 
     def __init__(
         self,

@@ -150,7 +150,7 @@ class ValidateDatasetOperator(BaseOperator):
     :param aws_conn_id: Airflow ``aws`` connection for ``s3://`` snapshots and suite files.
     """
 
-    template_fields: Sequence[str] = ("dataset_uri", "suite_path")
+    template_fields: Sequence[str] = ("dataset_uri", "suite_path", "expectations")
 
     def __init__(
         self,
