@@ -19,6 +19,14 @@ def get_provider_info():
                 "external-doc-url": "https://greatexpectations.io/",
                 "tags": ["software"],
             },
+            {
+                "integration-name": "KServe",
+                "external-doc-url": "https://kserve.github.io/",
+                "tags": ["software"],
+            },
+        ],
+        "triggers": [
+            {"integration-name": "KServe", "python-modules": ["airflow_mlops.triggers.kserve"]},
         ],
         "hooks": [
             {"integration-name": "MLflow", "python-modules": ["airflow_mlops.hooks.mlflow"]},

@@ -1,0 +1,385 @@
+"""
+The deploy-target interface: one small abstract class for every place a model version can be served.
+
+A target is a plain, JSON-describable object: :meth:`DeployTarget.to_config` returns ``{"kind": ..., **settings}``
+and :func:`target_from_config` builds the target back, so a target travels through XCom, DAG params, triggers and
+the registry (the rollback DAG redeploys on the target recorded there). Targets hold connection *ids*, never
+secrets.
+
+Built-in kinds: ``"local"`` (:class:`~airflow_mlops.deploy_targets.local.LocalServerTarget`) and ``"kserve"``
+(:class:`~airflow_mlops.deploy_targets.kserve.KServeTarget`). A user target is a subclass of
+:class:`DeployTarget` named by its dotted path (``{"kind": "my_pkg.targets.SageMakerTarget", ...}``) or
+registered under a short name with :func:`register_target_kind` or the ``airflow_mlops.deploy_targets`` entry-point
+group. See docs/deployment.md.
+
+This module imports no heavy library.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow_mlops.exceptions import DeploymentError
+
+if TYPE_CHECKING:
+    from airflow.triggers.base import BaseTrigger
+    from mlflow import MlflowClient
+
+#: Entry-point group through which installed packages add target kinds (name = kind, value = class path).
+ENTRY_POINT_GROUP = "airflow_mlops.deploy_targets"
+
+_BUILTIN_KINDS: dict[str, str] = {
+    "local": "airflow_mlops.deploy_targets.local.LocalServerTarget",
+    "kserve": "airflow_mlops.deploy_targets.kserve.KServeTarget",
+}
+_REGISTERED_KINDS: dict[str, str] = {}
+_DOTTED_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,255}$")
+
+
+def utc_now() -> str:
+    """Current UTC time, ISO 8601, seconds precision."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def check_model_name(model_name: object) -> str:
+    """Return *model_name* if it is a registered-model name safe for paths and URLs, else raise ValueError."""
+    if not isinstance(model_name, str) or not _MODEL_NAME.match(model_name) or ".." in model_name:
+        raise ValueError(
+            f"Invalid model name {model_name!r}: use 1-256 letters, digits, '_', '-' and '.', starting with a "
+            "letter, digit or '_' (no '/', no '..')"
+        )
+    return model_name
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """
+    A model version as served by a target: what :meth:`DeployTarget.deploy` returns and what
+    :meth:`DeployTarget.current` finds. JSON round-trips through :meth:`to_dict` / :meth:`from_dict`.
+
+    :param model_name: Registered model name.
+    :param version: Registered model version (a string, as MLflow writes it).
+    :param model_uri: What the target loaded (``models:/name/3``, an ``s3://`` artifact location...).
+    :param target: Kind of the target that serves it (``"local"``, ``"kserve"``, a dotted path).
+    :param endpoint: Base URL clients call (predictions at ``<endpoint>/invocations``).
+    :param deployed_at: When this version started serving (ISO 8601 UTC).
+    :param ready: Whether the target reported it ready; False while a remote rollout is still in progress.
+    :param details: Target-specific, JSON-serialisable facts (process ids, resource names, generation).
+    """
+
+    model_name: str
+    version: str
+    model_uri: str
+    target: str
+    endpoint: str
+    deployed_at: str
+    ready: bool = True
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Deployment:
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+
+@dataclass(frozen=True)
+class Health:
+    """Result of :meth:`DeployTarget.health`: whether the deployment answers, and what it said."""
+
+    ok: bool
+    message: str
+
+
+class PredictionError(DeploymentError):
+    """A prediction request failed; carries the HTTP status (None when no answer came) and the body."""
+
+    def __init__(self, message: str, status_code: int | None = None, body: str = "") -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+
+
+def post_invocations(
+    endpoint: str,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    timeout: float = 30.0,
+    path: str = "/invocations",
+    headers: Mapping[str, str] | None = None,
+) -> list[Any]:
+    """
+    Send *records* to an MLflow scoring server (``POST <endpoint>/invocations {"dataframe_records": ...}``).
+
+    The MLflow scoring protocol is spoken by ``mlflow models serve`` and by MLServer's MLflow runtime (KServe).
+
+    :return: The ``predictions`` list.
+    :raises PredictionError: on a connection error, a non-200 answer (with the server's error body), or an
+        answer without predictions.
+    """
+    import requests
+
+    url = endpoint.rstrip("/") + path
+    try:
+        response = requests.post(
+            url, json={"dataframe_records": list(records)}, timeout=timeout, headers=dict(headers or {})
+        )
+    except requests.RequestException as err:
+        raise PredictionError(f"POST {url} failed: {type(err).__name__}: {err}") from err
+    body = response.text
+    if response.status_code != 200:
+        raise PredictionError(
+            f"POST {url} answered HTTP {response.status_code}: {body[:2000]}",
+            status_code=response.status_code,
+            body=body,
+        )
+    try:
+        payload = response.json()
+    except ValueError as err:
+        raise PredictionError(f"POST {url} answered non-JSON: {body[:500]}", 200, body) from err
+    predictions = payload.get("predictions") if isinstance(payload, dict) else payload
+    if isinstance(predictions, dict):
+        # A model returning a DataFrame-like dict of columns: one prediction per row of the first column.
+        columns = list(predictions.values())
+        predictions = list(zip(*columns, strict=False)) if columns and isinstance(columns[0], list) else None
+    if not isinstance(predictions, list):
+        raise PredictionError(f"POST {url} answered without a 'predictions' list: {body[:500]}", 200, body)
+    return predictions
+
+
+class DeployTarget(abc.ABC):
+    """
+    Where registered model versions are served: the one interface every serving backend implements.
+
+    A target instance describes a *place* (a local port, a Kubernetes namespace...); methods take the
+    registered model name, so one target can serve several models. Subclasses implement
+    :meth:`deploy`, :meth:`current`, :meth:`stop` and :meth:`settings`; the rest has defaults that speak the
+    MLflow scoring protocol (``GET /ping``, ``POST /invocations``). Constructors validate and store settings
+    only: no I/O, no connection lookup (targets are built while DAG files are parsed).
+
+    Contract of each method:
+
+    - :meth:`deploy` makes *version* what the endpoint serves. If it fails, what served before keeps
+      serving (nothing changed). It may return before the rollout is ready (``Deployment.ready`` False):
+      the caller then waits through :meth:`ready_trigger` (deferrable) or :meth:`wait_ready`.
+    - :meth:`rollback` puts a previous :class:`Deployment` back (default: :meth:`deploy` it again).
+    - :meth:`start_sandbox` / :meth:`stop_sandbox` serve a candidate where no client sees it (infra
+      validation); :meth:`sandbox` wraps both and always stops the sandbox.
+    """
+
+    #: Short name of the kind (``"local"``); None means the class is addressed by its dotted path.
+    kind: ClassVar[str | None] = None
+
+    # -- description ---------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """Constructor keyword arguments that rebuild this target (JSON-serialisable, no secrets)."""
+
+    @classmethod
+    def config_kind(cls) -> str:
+        """The ``kind`` written by :meth:`to_config`: the short name, else the class's dotted path."""
+        if cls.kind and _kind_path(cls.kind) == f"{cls.__module__}.{cls.__qualname__}":
+            return cls.kind
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+    def to_config(self) -> dict[str, Any]:
+        """``{"kind": ..., **settings}``; :func:`target_from_config` builds an equal target from it."""
+        config = {"kind": self.config_kind(), **self.settings()}
+        try:
+            return json.loads(json.dumps(config))
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"Settings of deploy target {config['kind']} are not JSON-serialisable: {err}"
+            ) from err
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> DeployTarget:
+        """Build the target from :meth:`to_config` output (the ``kind`` key is ignored here)."""
+        kwargs = {key: value for key, value in config.items() if key != "kind"}
+        try:
+            return cls(**kwargs)
+        except TypeError as err:
+            raise ValueError(f"Invalid settings for deploy target {cls.config_kind()}: {err}") from err
+
+    def describe(self) -> str:
+        """Short text for logs and messages."""
+        return json.dumps(self.to_config(), sort_keys=True)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DeployTarget) and self.to_config() == other.to_config()
+
+    def __hash__(self) -> int:
+        return hash(self.describe())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()})"
+
+    # -- serving -------------------------------------------------------------------------------------------
+
+    def resolve_model_uri(self, client: MlflowClient, model_name: str, version: str) -> str:
+        """The URI this target loads *version* from (default ``models:/<name>/<version>``)."""
+        return f"models:/{model_name}/{version}"
+
+    @abc.abstractmethod
+    def deploy(self, model_name: str, version: str, model_uri: str) -> Deployment:
+        """Serve *version* (loaded from *model_uri*) at the model's endpoint; on failure change nothing."""
+
+    @abc.abstractmethod
+    def current(self, model_name: str) -> Deployment | None:
+        """What the model's endpoint serves now (``ready`` False if it is down), or None if nothing."""
+
+    @abc.abstractmethod
+    def stop(self, model_name: str) -> None:
+        """Stop serving *model_name* on this target (no error if nothing serves)."""
+
+    def rollback(self, model_name: str, to: Deployment) -> Deployment:
+        """Serve the earlier deployment *to* again (default: deploy its version and URI again)."""
+        return self.deploy(model_name, to.version, to.model_uri)
+
+    def wait_ready(self, deployment: Deployment, timeout: float) -> Deployment:
+        """Block until *deployment* is ready; raise :class:`DeploymentError` saying why it is not."""
+        if deployment.ready:
+            return deployment
+        raise DeploymentError(
+            f"Version {deployment.version} of model {deployment.model_name!r} on target {self.config_kind()} "
+            "is not ready, and this target cannot wait for it"
+        )
+
+    def ready_trigger(self, deployment: Deployment, timeout: float) -> BaseTrigger | None:
+        """A trigger that waits for *deployment* to be ready (deferrable operators), or None to block."""
+        return None
+
+    def health(self, deployment: Deployment, timeout: float = 10.0) -> Health:
+        """Whether *deployment* answers ``GET <endpoint>/ping``."""
+        import requests
+
+        url = deployment.endpoint.rstrip("/") + "/ping"
+        try:
+            response = requests.get(url, timeout=timeout)
+        except requests.RequestException as err:
+            return Health(False, f"GET {url} failed: {type(err).__name__}: {err}")
+        if response.status_code != 200:
+            return Health(False, f"GET {url} answered HTTP {response.status_code}: {response.text[:500]}")
+        return Health(True, f"GET {url} answered HTTP 200")
+
+    def predict(
+        self, deployment: Deployment, records: Sequence[Mapping[str, Any]], timeout: float = 30.0
+    ) -> list[Any]:
+        """Predictions of *deployment* for *records* (see :func:`post_invocations`)."""
+        return post_invocations(deployment.endpoint, records, timeout=timeout)
+
+    def diagnostics(self, deployment: Deployment) -> str:
+        """What the serving side says about *deployment* (server log tail, status), for error messages."""
+        return ""
+
+    # -- sandbox (infra validation) ------------------------------------------------------------------------
+
+    def start_sandbox(self, model_name: str, version: str, model_uri: str) -> Deployment:
+        """Serve *version* where no client sees it and return it once ready."""
+        raise NotImplementedError(
+            f"Deploy target {self.config_kind()} cannot start a sandbox for infra validation; "
+            "implement start_sandbox/stop_sandbox or leave InfraValidateOperator out of the DAG"
+        )
+
+    def stop_sandbox(self, deployment: Deployment) -> None:
+        """Remove a sandbox started by :meth:`start_sandbox`."""
+        raise NotImplementedError(f"Deploy target {self.config_kind()} has no sandbox to stop")
+
+    @contextmanager
+    def sandbox(self, model_name: str, version: str, model_uri: str) -> Iterator[Deployment]:
+        """Context manager around :meth:`start_sandbox` that always stops the sandbox."""
+        deployment = self.start_sandbox(model_name, version, model_uri)
+        try:
+            yield deployment
+        finally:
+            self.stop_sandbox(deployment)
+
+
+# -- target kinds ------------------------------------------------------------------------------------------
+
+
+def register_target_kind(kind: str, class_path: str) -> None:
+    """Let ``{"kind": kind}`` name the target class at *class_path* (``"my_pkg.targets.SageMakerTarget"``)."""
+    if not kind or not isinstance(kind, str) or "." in kind:
+        raise ValueError(f"A target kind name is a short name without dots, got {kind!r}")
+    if not _DOTTED_PATH.match(class_path):
+        raise ValueError(
+            f"class_path must be a dotted path like 'my_pkg.targets.MyTarget', got {class_path!r}"
+        )
+    _REGISTERED_KINDS[kind] = class_path
+
+
+def _entry_point_kinds() -> dict[str, str]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value.replace(":", ".") for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_kinds() -> dict[str, str]:
+    """Every short kind name known now, with its class path."""
+    return {**_entry_point_kinds(), **_REGISTERED_KINDS, **_BUILTIN_KINDS}
+
+
+def _kind_path(kind: str) -> str | None:
+    if kind in _BUILTIN_KINDS:
+        return _BUILTIN_KINDS[kind]
+    if kind in _REGISTERED_KINDS:
+        return _REGISTERED_KINDS[kind]
+    if "." in kind:
+        return kind
+    return _entry_point_kinds().get(kind)
+
+
+def target_class(kind: str) -> type[DeployTarget]:
+    """The :class:`DeployTarget` subclass a ``kind`` names (short name or dotted path)."""
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"Deploy target kind must be a non-empty string, got {kind!r}")
+    path = _kind_path(kind)
+    if path is None or not _DOTTED_PATH.match(path):
+        raise ValueError(
+            f"Unknown deploy target kind {kind!r}: use one of {', '.join(sorted(available_kinds()))}, or the "
+            "dotted path of a DeployTarget subclass ('my_pkg.targets.MyTarget')"
+        )
+    module_name, _, class_name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"Deploy target kind {kind!r}: cannot import {path}: {err}") from err
+    if not (isinstance(cls, type) and issubclass(cls, DeployTarget)):
+        raise ValueError(f"Deploy target kind {kind!r}: {path} is not a DeployTarget subclass")
+    return cls
+
+
+def target_from_config(config: DeployTarget | Mapping[str, Any] | str) -> DeployTarget:
+    """
+    Build a target from a :class:`DeployTarget`, a config dict (``{"kind": "local", "port": 5001}``), a JSON
+    string of one, or a bare kind name (``"local"``: default settings).
+
+    :raises ValueError: naming the kind and the bad setting.
+    """
+    if isinstance(config, DeployTarget):
+        return config
+    if isinstance(config, str):
+        text = config.strip()
+        config = json.loads(text) if text.startswith("{") else {"kind": text}
+    if not isinstance(config, Mapping):
+        raise ValueError(
+            f"A deploy target is a DeployTarget, a dict like {{'kind': 'local', 'port': 5001}} or a kind name; "
+            f"got {type(config).__name__}"
+        )
+    kind = config.get("kind")
+    if not kind:
+        raise ValueError(f"Deploy target config {dict(config)!r} has no 'kind' (e.g. 'local' or 'kserve')")
+    return target_class(kind).from_config(config)

@@ -1,0 +1,171 @@
+"""
+Deployment history kept in the MLflow registry, readable without Airflow.
+
+Every deploy, automatic rollback and manual rollback appends one entry::
+
+    {"time": "2025-01-01T12:00:00+00:00", "action": "deploy" | "auto_rollback" | "rollback",
+     "version": "3", "outcome": "succeeded" | "failed", "target": "local",
+     "endpoint": "http://127.0.0.1:5001", "actor": "alice", "reason": "...", "previous_version": "2",
+     "airflow": {"dag_id": ..., "run_id": ..., "task_id": ..., "try_number": ...}}
+
+Entries are written to two tags, both named ``mlops.deployments`` and holding a JSON list, oldest first:
+
+- on the registered model: the recent entries of all versions, without ``verify`` and ``airflow`` (trimmed
+  from the oldest to fit MLflow's 5000-character limit on registered-model tags);
+- on each model version: every entry about that version, with ``verify`` (the smoke-test settings, which a
+  rollback reuses) and ``airflow`` (the task instance; a retried task writes no entry twice).
+
+The registered-model tag ``mlops.deployment.target`` holds the JSON config of the target the model was last
+deployed to successfully (where the rollback DAG redeploys), and a version rolled away from carries the reason
+in ``mlops.rollback.reason``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops import tags as T
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from mlflow import MlflowClient
+
+ACTIONS = ("deploy", "auto_rollback", "rollback")
+OUTCOMES = ("succeeded", "failed")
+#: Registered-model tag values are VARCHAR(5000) in MLflow's SQL store.
+MODEL_TAG_LIMIT = 5000
+#: Model-version tag values are TEXT, validated by MLflow at 100,000 characters.
+VERSION_TAG_LIMIT = 100_000
+#: Longest reason kept in the registered-model list (the version's list keeps up to 2000 characters).
+SHORT_REASON = 300
+LONG_REASON = 2000
+_IDENTITY = ("action", "version", "outcome")
+#: Keys kept in the version's list only (the registered-model list must stay short).
+_VERSION_ONLY = ("verify", "airflow")
+
+
+def _loads(value: str | None) -> list[dict[str, Any]]:
+    if not value:
+        return []
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return []
+    return [entry for entry in data if isinstance(entry, dict)] if isinstance(data, list) else []
+
+
+def _dumps_within(entries: list[dict[str, Any]], limit: int) -> str:
+    entries = list(entries)
+    while True:
+        text = json.dumps(entries, separators=(",", ":"), sort_keys=True)
+        if len(text) <= limit or not entries:
+            return text
+        entries.pop(0)
+
+
+def _shorten(entry: Mapping[str, Any], reason_limit: int, compact: bool = False) -> dict[str, Any]:
+    out = {k: v for k, v in entry.items() if not (compact and k in _VERSION_ONLY)}
+    reason = out.get("reason") or ""
+    if len(reason) > reason_limit:
+        out["reason"] = reason[: reason_limit - 3] + "..."
+    return out
+
+
+def _task(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in (entry.get("airflow") or {}).items() if k != "try_number"}
+
+
+def _same_event(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Entries written twice by one task instance (any try): same action, version and outcome."""
+    return bool(_task(a)) and _task(a) == _task(b) and all(a.get(k) == b.get(k) for k in _IDENTITY)
+
+
+def read_history(client: MlflowClient, model_name: str) -> list[dict[str, Any]]:
+    """Recent deployment entries of *model_name* (all versions), oldest first; [] if none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(model_name)
+    except MlflowException as err:
+        if getattr(err, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
+    return _loads((model.tags or {}).get(T.DEPLOYMENTS))
+
+
+def read_version_history(client: MlflowClient, model_name: str, version: str | int) -> list[dict[str, Any]]:
+    """Every deployment entry about one version, oldest first."""
+    mv = client.get_model_version(model_name, str(version))
+    return _loads((mv.tags or {}).get(T.DEPLOYMENTS))
+
+
+def read_full_history(client: MlflowClient, model_name: str) -> list[dict[str, Any]]:
+    """Every entry of every version (the version tags merged), oldest first."""
+    entries: list[dict[str, Any]] = []
+    for mv in client.search_model_versions(f"name = '{model_name}'"):
+        entries.extend(_loads((mv.tags or {}).get(T.DEPLOYMENTS)))
+    return sorted(entries, key=lambda e: (e.get("time") or "", ACTIONS.index(e.get("action", "deploy"))))
+
+
+def last_target_config(client: MlflowClient, model_name: str) -> dict[str, Any] | None:
+    """The config of the target *model_name* was last deployed to successfully, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(model_name)
+    except MlflowException as err:
+        if getattr(err, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    raw = (model.tags or {}).get(T.DEPLOYMENT_TARGET)
+    try:
+        config = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def previous_serving_version(history: list[Mapping[str, Any]], current_version: str | None) -> str | None:
+    """The version that last served successfully before *current_version* took over (None if there is none)."""
+    for entry in reversed(history):
+        if entry.get("outcome") == "succeeded" and str(entry.get("version")) != str(current_version):
+            return str(entry["version"])
+    return None
+
+
+def append_entry(
+    client: MlflowClient,
+    model_name: str,
+    entry: Mapping[str, Any],
+    target_config: Mapping[str, Any] | None = None,
+) -> bool:
+    """
+    Append *entry* to the model's and the version's ``mlops.deployments`` lists.
+
+    A retried task writes nothing twice: an entry of the same task instance (dag, run, task, map index) with
+    the same action, version and outcome as one already there is skipped. With *target_config*, the model's ``mlops.deployment.target`` is set too.
+
+    :return: Whether the entry was new.
+    """
+    if entry.get("action") not in ACTIONS or entry.get("outcome") not in OUTCOMES:
+        raise ValueError(
+            f"A deployment entry needs action in {ACTIONS} and outcome in {OUTCOMES}: {dict(entry)}"
+        )
+    version = str(entry["version"])
+    model_list = read_history(client, model_name)
+    version_list = read_version_history(client, model_name, version)
+    if any(_same_event(old, entry) for old in version_list):
+        return False
+    version_list.append(_shorten(entry, LONG_REASON))
+    model_list.append(_shorten(entry, SHORT_REASON, compact=True))
+    client.set_model_version_tag(
+        model_name, version, T.DEPLOYMENTS, _dumps_within(version_list, VERSION_TAG_LIMIT)
+    )
+    client.set_registered_model_tag(model_name, T.DEPLOYMENTS, _dumps_within(model_list, MODEL_TAG_LIMIT))
+    if target_config is not None:
+        client.set_registered_model_tag(
+            model_name, T.DEPLOYMENT_TARGET, json.dumps(dict(target_config), sort_keys=True)[:MODEL_TAG_LIMIT]
+        )
+    return True

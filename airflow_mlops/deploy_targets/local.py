@@ -1,0 +1,595 @@
+"""
+The embedded-default deploy target: ``mlflow models serve`` processes on this machine.
+
+Layout of what the target manages, per registered model, under ``<state_dir>/<model_name>/``
+(``state_dir`` defaults to ``<MLOPS_DATA_ROOT>/serving``):
+
+- ``state.json``: ``{"endpoint", "proxy": {...}, "server": {"pid", "port", "version", "model_uri",
+  "started_at", "log", ...}, "updated_at"}``; what a later task, or the rollback DAG, reads to find the server.
+- ``logs/``: one log file per server process (and ``proxy.log``).
+- ``lock``: serialises deploys of the same model.
+
+Clients call ``http://<host>:<port>`` (the *public* port). A small reverse proxy
+(:mod:`airflow_mlops.deploy_targets._proxy`) listens there and forwards to the model server named in
+``state.json``. A deploy starts the new version on a spare loopback port, waits until it answers
+``GET /ping``, rewrites ``state.json`` (the proxy switches on the next request) and stops the old server: the
+public port never changes and never goes dark, and a version that does not start never replaces one that
+serves. Every process is started in a session of its own, so it outlives the Airflow task that started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.deploy_targets.base import (
+    Deployment,
+    DeployTarget,
+    Health,
+    check_model_name,
+    utc_now,
+)
+from airflow_mlops.exceptions import DeploymentError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+
+#: Variables of the worker's environment a model server inherits when set (besides the MLflow settings of
+#: the connection): the basics, and the standard credentials variables of artifact stores.
+BASE_ENV_VARS = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+INHERITED_ENV_PREFIXES = ("AWS_", "MLFLOW_S3_", "GOOGLE_", "AZURE_")
+#: Log files kept per model (the oldest are removed).
+KEEP_LOGS = 20
+#: Lines of a server's log quoted in an error message.
+LOG_TAIL_LINES = 25
+_STOP_GRACE_SECONDS = 15.0
+_PROXY_STARTUP_SECONDS = 30.0
+_LOOPBACK = "127.0.0.1"
+
+# Processes started by this Python process, so they can be reaped (no zombies) when they are stopped.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _connect_host(host: str) -> str:
+    return {"0.0.0.0": _LOOPBACK, "": _LOOPBACK, "::": "::1"}.get(host, host)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def free_port(host: str = _LOOPBACK) -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether something could listen on *host*:*port* now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+# -- processes ---------------------------------------------------------------------------------------------
+
+
+def _create_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
+    except psutil.Error:
+        return None
+
+
+def _reap(pid: int) -> None:
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            _CHILDREN.pop(pid, None)
+        return
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def process_alive(info: Mapping[str, Any] | None) -> bool:
+    """Whether the process recorded in *info* (``pid`` and ``create_time``) still runs (a reused pid is not)."""
+    if not info or not info.get("pid"):
+        return False
+    pid = int(info["pid"])
+    _reap(pid)
+    created = _create_time(pid)
+    return created is not None and abs(created - float(info.get("create_time") or 0)) < 1.0
+
+
+def _spawn(command: Sequence[str], log_path: Path, env: Mapping[str, str], cwd: Path) -> dict[str, Any]:
+    """Start *command* detached (own session, output to *log_path*) and return its identity."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            list(command),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    _CHILDREN[proc.pid] = proc
+    created = _create_time(proc.pid)
+    return {"pid": proc.pid, "create_time": created or time.time(), "log": str(log_path)}
+
+
+def _exited(info: Mapping[str, Any]) -> int | None:
+    """Exit code of a process this Python process started, once it has exited; None while it runs."""
+    child = _CHILDREN.get(int(info["pid"]))
+    if child is not None:
+        return child.poll()
+    return None if process_alive(info) else -1
+
+
+def terminate(info: Mapping[str, Any] | None, grace: float = _STOP_GRACE_SECONDS) -> None:
+    """Stop the process group of the process recorded in *info*; SIGKILL it after *grace* seconds."""
+    if not info or not info.get("pid"):
+        return
+    pid = int(info["pid"])
+    created = _create_time(pid)
+    if created is not None and abs(created - float(info.get("create_time") or 0)) >= 1.0:
+        return  # the pid now belongs to another process: ours is long gone
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)  # the server is the leader of its own session, so pgid == pid
+        except ProcessLookupError:
+            _reap(pid)
+            return
+        except PermissionError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            child = _CHILDREN.get(pid)
+            if child is not None:
+                try:
+                    child.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    continue
+                _CHILDREN.pop(pid, None)
+            else:
+                _reap(pid)
+            if not _group_alive(pid):
+                return
+            time.sleep(0.2)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    import psutil
+
+    # Only zombies left (children of a process that has not reaped them yet) count as gone.
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except (OSError, psutil.Error):
+            continue
+    return False
+
+
+def log_tail(path: str | os.PathLike[str] | None, lines: int = LOG_TAIL_LINES) -> str:
+    """The last *lines* lines of a log file ("" if there is none)."""
+    if not path:
+        return ""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return "".join(deque(fh, maxlen=lines)).rstrip()
+    except OSError:
+        return ""
+
+
+def _get(url: str, timeout: float) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, dict(response.headers.items()), response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers.items()), err.read()
+
+
+# -- the target --------------------------------------------------------------------------------------------
+
+
+class LocalServerTarget(DeployTarget):
+    """
+    Serve registered model versions with ``mlflow models serve`` on this machine (the embedded default).
+
+    ``http://<host>:<port>`` is the model's endpoint: ``GET /ping``, ``POST /invocations`` with
+    ``{"dataframe_records": [...]}``. It keeps serving after the Airflow task ends; its state is in
+    ``<state_dir>/<model_name>/state.json``, where later tasks and the rollback DAG find it. One port serves
+    one model: give each model its own port. Model servers use the Python environment of the worker
+    (``--env-manager local``).
+
+    :param port: Public port of the model's endpoint.
+    :param host: Address the endpoint listens on; keep the default (loopback) unless the machine is
+        protected otherwise.
+    :param state_dir: Where state and logs live; default ``<MLOPS_DATA_ROOT>/serving`` (a local directory).
+    :param mlflow_conn_id: MLflow connection the servers load ``models:/`` URIs through; None uses
+        ``MLFLOW_TRACKING_URI`` of the worker's environment.
+    :param startup_timeout: Seconds a new server gets to answer ``GET /ping``.
+    :param workers: Worker processes per server (``mlflow models serve -w``).
+    :param server_args: Extra arguments for ``mlflow models serve`` (e.g. ``["--timeout", "120"]``).
+    """
+
+    kind = "local"
+
+    def __init__(
+        self,
+        *,
+        port: int = 5001,
+        host: str = _LOOPBACK,
+        state_dir: str | None = None,
+        mlflow_conn_id: str | None = "mlflow_default",
+        startup_timeout: float = 180.0,
+        workers: int = 1,
+        server_args: Sequence[str] | None = None,
+    ) -> None:
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ValueError(f"port of the local target must be an integer from 1 to 65535, got {port!r}")
+        if not isinstance(host, str) or not host or any(c in host for c in "/ "):
+            raise ValueError(f"host of the local target must be an address like '127.0.0.1', got {host!r}")
+        if state_dir is not None and (not isinstance(state_dir, str) or state_dir.startswith("s3://")):
+            raise ValueError(f"state_dir of the local target must be a local directory, got {state_dir!r}")
+        if not isinstance(startup_timeout, int | float) or startup_timeout <= 0:
+            raise ValueError(f"startup_timeout must be a positive number of seconds, got {startup_timeout!r}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        if server_args is not None and (
+            isinstance(server_args, str) or not all(isinstance(a, str) for a in server_args)
+        ):
+            raise ValueError(f"server_args must be a list of strings, got {server_args!r}")
+        self.port = port
+        self.host = host
+        self.state_dir = state_dir
+        self.mlflow_conn_id = mlflow_conn_id
+        self.startup_timeout = float(startup_timeout)
+        self.workers = workers
+        self.server_args = list(server_args or [])
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "port": self.port,
+            "host": self.host,
+            "state_dir": self.state_dir,
+            "mlflow_conn_id": self.mlflow_conn_id,
+            "startup_timeout": self.startup_timeout,
+            "workers": self.workers,
+            "server_args": self.server_args,
+        }
+
+    @property
+    def endpoint(self) -> str:
+        """Base URL of the endpoint (the same for every model version)."""
+        return f"http://{_url_host(_connect_host(self.host))}:{self.port}"
+
+    # -- state ---------------------------------------------------------------------------------------------
+
+    def state_root(self) -> Path:
+        """Directory holding one sub-directory per model."""
+        if self.state_dir:
+            return Path(self.state_dir).expanduser().resolve()
+        from airflow_mlops.runtime.datasets import resolve_data_root
+
+        root = resolve_data_root()
+        if root.startswith("s3://"):
+            raise DeploymentError(
+                f"The local deploy target keeps its state on local disk, but MLOPS_DATA_ROOT is {root}: "
+                "set state_dir in the target's settings to a local directory."
+            )
+        return Path(root) / "serving"
+
+    def model_dir(self, model_name: str) -> Path:
+        return self.state_root() / check_model_name(model_name)
+
+    def state_path(self, model_name: str) -> Path:
+        """The state file of *model_name*."""
+        return self.model_dir(model_name) / "state.json"
+
+    def read_state(self, model_name: str) -> dict[str, Any] | None:
+        """The state of *model_name*, or None if this target never served it (or stopped it)."""
+        path = self.state_path(model_name)
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except ValueError as err:
+            raise DeploymentError(
+                f"State file {path} of model {model_name!r} is not valid JSON: {err}"
+            ) from err
+        return state if isinstance(state, dict) else None
+
+    def _write_state(self, model_name: str, state: dict[str, Any]) -> None:
+        path = self.state_path(model_name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".state.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(state, fh, indent=2, sort_keys=True)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @contextlib.contextmanager
+    def _locked(self, model_name: str) -> Iterator[None]:
+        import fcntl
+
+        directory = self.model_dir(model_name)
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / "lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _log_path(self, model_name: str, name: str) -> Path:
+        logs = self.model_dir(model_name) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        old = sorted(logs.glob("server-*.log"), key=lambda p: p.stat().st_mtime)
+        for path in old[: max(0, len(old) - KEEP_LOGS)]:
+            path.unlink(missing_ok=True)
+        return logs / name
+
+    # -- processes -----------------------------------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        env = {name: os.environ[name] for name in BASE_ENV_VARS if os.environ.get(name)}
+        env.update(
+            {k: v for k, v in os.environ.items() if k.startswith(INHERITED_ENV_PREFIXES) and v is not None}
+        )
+        # mlflow models serve starts uvicorn by name: the interpreter's own bin directory comes first.
+        env["PATH"] = os.pathsep.join(p for p in (os.path.dirname(sys.executable), env.get("PATH", "")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.mlflow_conn_id:
+            from airflow_mlops.hooks.mlflow import MLflowHook
+
+            env.update(MLflowHook(mlflow_conn_id=self.mlflow_conn_id).child_env())
+        else:
+            env.update({k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")})
+        return env
+
+    def _start_server(self, model_name: str, version: str, model_uri: str, purpose: str) -> dict[str, Any]:
+        """Start a model server on a spare loopback port and return once it answers ``GET /ping``."""
+        port = free_port(_LOOPBACK)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        log_path = self._log_path(model_name, f"server-v{version}-{purpose}-{stamp}-{port}.log")
+        command = [
+            sys.executable, "-m", "mlflow", "models", "serve",
+            "-m", model_uri, "-h", _LOOPBACK, "-p", str(port),
+            "-w", str(self.workers), "--env-manager", "local", *self.server_args,
+        ]  # fmt: skip
+        info = _spawn(command, log_path, self._env(), cwd=self.model_dir(model_name))
+        info.update(
+            {
+                "host": _LOOPBACK,
+                "port": port,
+                "version": version,
+                "model_uri": model_uri,
+                "started_at": utc_now(),
+            }
+        )
+        url = f"http://{_LOOPBACK}:{port}/ping"
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            code = _exited(info)
+            if code is not None:
+                terminate(info)
+                raise DeploymentError(
+                    f"The model server for version {version} of model {model_name!r} ({model_uri}) exited "
+                    f"with code {code} before serving. Nothing was changed. Server log ({log_path}):\n"
+                    f"{log_tail(log_path)}"
+                )
+            try:
+                status, _, _ = _get(url, timeout=2.0)
+                if status == 200:
+                    return info
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                terminate(info)
+                raise DeploymentError(
+                    f"The model server for version {version} of model {model_name!r} ({model_uri}) did not "
+                    f"answer GET /ping within {self.startup_timeout:.0f}s (startup_timeout). Nothing was "
+                    f"changed. Server log ({log_path}):\n{log_tail(log_path)}"
+                )
+            time.sleep(0.25)
+
+    def _proxy_ok(self, proxy: Mapping[str, Any] | None) -> bool:
+        return bool(
+            proxy
+            and proxy.get("port") == self.port
+            and proxy.get("host") == self.host
+            and process_alive(proxy)
+        )
+
+    def _port_taken_error(self, model_name: str) -> DeploymentError:
+        return DeploymentError(
+            f"Port {self.port} on {self.host} is already in use by another process, so the local target "
+            f"cannot serve model {model_name!r} there. Nothing was changed. Stop that process, or give the "
+            f"local target another port (settings: {{'kind': 'local', 'port': ...}})."
+        )
+
+    def _start_proxy(self, model_name: str) -> dict[str, Any]:
+        log_path = self._log_path(model_name, "proxy.log")
+        command = [
+            sys.executable, "-m", "airflow_mlops.deploy_targets._proxy",
+            "--host", self.host, "--port", str(self.port), "--state", str(self.state_path(model_name)),
+        ]  # fmt: skip
+        env = {name: os.environ[name] for name in BASE_ENV_VARS if os.environ.get(name)}
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")) if p
+        )
+        info = _spawn(command, log_path, env, cwd=self.model_dir(model_name))
+        info.update({"host": self.host, "port": self.port, "started_at": utc_now()})
+        url = f"{self.endpoint}/_mlops/proxy"
+        deadline = time.monotonic() + _PROXY_STARTUP_SECONDS
+        while True:
+            code = _exited(info)
+            if code is not None:
+                terminate(info)
+                if code == 3:
+                    raise self._port_taken_error(model_name)
+                raise DeploymentError(
+                    f"The endpoint proxy of model {model_name!r} on port {self.port} exited with code {code}. "
+                    f"Nothing was changed. Log ({log_path}):\n{log_tail(log_path)}"
+                )
+            try:
+                status, _, body = _get(url, timeout=2.0)
+                if status == 200 and json.loads(body).get("pid") == info["pid"]:
+                    return info
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                terminate(info)
+                raise DeploymentError(
+                    f"The endpoint proxy of model {model_name!r} did not answer on port {self.port} within "
+                    f"{_PROXY_STARTUP_SECONDS:.0f}s. Nothing was changed. Log ({log_path}):\n{log_tail(log_path)}"
+                )
+            time.sleep(0.1)
+
+    def _deployment(self, model_name: str, state: Mapping[str, Any]) -> Deployment:
+        server, proxy = state["server"], state.get("proxy") or {}
+        return Deployment(
+            model_name=model_name,
+            version=str(server["version"]),
+            model_uri=server["model_uri"],
+            target=self.config_kind(),
+            endpoint=state.get("endpoint") or self.endpoint,
+            deployed_at=server.get("started_at") or "",
+            ready=process_alive(server) and process_alive(proxy),
+            details={
+                "pid": server.get("pid"),
+                "backend_port": server.get("port"),
+                "proxy_pid": proxy.get("pid"),
+                "log": server.get("log"),
+                "state_file": str(self.state_path(model_name)),
+            },
+        )
+
+    # -- DeployTarget --------------------------------------------------------------------------------------
+
+    def deploy(self, model_name: str, version: str, model_uri: str) -> Deployment:
+        check_model_name(model_name)
+        version = str(version)
+        with self._locked(model_name):
+            state = self.read_state(model_name) or {}
+            old_server, old_proxy = state.get("server"), state.get("proxy")
+            proxy_ok = self._proxy_ok(old_proxy)
+            if (
+                proxy_ok
+                and old_server
+                and str(old_server.get("version")) == version
+                and old_server.get("model_uri") == model_uri
+                and process_alive(old_server)
+            ):
+                return self._deployment(model_name, state)
+            if not proxy_ok and not port_is_free(self.host, self.port):
+                raise self._port_taken_error(model_name)
+
+            server = self._start_server(model_name, version, model_uri, purpose="serve")
+            proxy = old_proxy
+            try:
+                if not proxy_ok:
+                    proxy = self._start_proxy(model_name)
+                new_state = {
+                    "model_name": model_name,
+                    "endpoint": self.endpoint,
+                    "target": self.to_config(),
+                    "proxy": proxy,
+                    "server": server,
+                    "updated_at": utc_now(),
+                }
+                self._write_state(model_name, new_state)
+            except BaseException:
+                terminate(server)
+                if not proxy_ok and proxy is not old_proxy:
+                    terminate(proxy)
+                raise
+            # The proxy now forwards to the new server; what it replaced can go.
+            if old_server and old_server.get("pid") != server["pid"]:
+                terminate(old_server)
+            if old_proxy and not proxy_ok:
+                terminate(old_proxy)
+            return self._deployment(model_name, new_state)
+
+    def current(self, model_name: str) -> Deployment | None:
+        state = self.read_state(model_name)
+        if not state or not state.get("server"):
+            return None
+        return self._deployment(model_name, state)
+
+    def stop(self, model_name: str) -> None:
+        with self._locked(model_name):
+            state = self.read_state(model_name) or {}
+            terminate(state.get("server"))
+            terminate(state.get("proxy"))
+            self.state_path(model_name).unlink(missing_ok=True)
+
+    def health(self, deployment: Deployment, timeout: float = 10.0) -> Health:
+        if deployment.details.get("sandbox"):
+            return super().health(deployment, timeout)
+        url = deployment.endpoint.rstrip("/") + "/ping"
+        try:
+            status, headers, body = _get(url, timeout)
+        except OSError as err:
+            return Health(False, f"GET {url} failed: {err}")
+        served = {k.lower(): v for k, v in headers.items()}.get("x-mlops-model-version")
+        if status != 200:
+            return Health(False, f"GET {url} answered HTTP {status}: {body[:500].decode(errors='replace')}")
+        if served != deployment.version:
+            return Health(False, f"{deployment.endpoint} serves version {served}, not {deployment.version}")
+        return Health(True, f"{deployment.endpoint} serves version {served}")
+
+    def diagnostics(self, deployment: Deployment) -> str:
+        log = deployment.details.get("log")
+        tail = log_tail(log)
+        return f"Server log ({log}):\n{tail}" if tail else ""
+
+    def start_sandbox(self, model_name: str, version: str, model_uri: str) -> Deployment:
+        check_model_name(model_name)
+        info = self._start_server(model_name, str(version), model_uri, purpose="sandbox")
+        return Deployment(
+            model_name=model_name,
+            version=str(version),
+            model_uri=model_uri,
+            target=self.config_kind(),
+            endpoint=f"http://{_LOOPBACK}:{info['port']}",
+            deployed_at=info["started_at"],
+            details={**info, "sandbox": True},
+        )
+
+    def stop_sandbox(self, deployment: Deployment) -> None:
+        terminate(deployment.details)

@@ -1,0 +1,54 @@
+"""
+One-click rollback: serve an earlier version of a model again, on the target it was last deployed to.
+
+Trigger it from the Airflow UI; the params form asks for the model, the version to go back to (empty: the
+previous champion, i.e. the last version that served before the current one) and the reason (required). The
+run redeploys that version, verifies it serves (health check and the last deployment's smoke test), moves
+the ``champion`` alias to it, and records who, why and when in the registry (``mlops.deployments``). If the
+restored version fails verification, what served before keeps serving and the run fails.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG, Param
+
+from airflow_mlops.operators.deployment import RollbackModelOperator
+
+with DAG(
+    dag_id="mlops_rollback",
+    description="Roll a model back to an earlier version: redeploy, verify, move champion, record why.",
+    schedule=None,
+    catchup=False,
+    max_active_runs=1,
+    tags=["mlops"],
+    doc_md=__doc__,
+    params={
+        "model_name": Param(
+            "demo_churn_classifier",
+            type="string",
+            minLength=1,
+            pattern=r"^[\w.-]+$",
+            title="Model",
+            description="Registered model name in MLflow.",
+        ),
+        "version": Param(
+            "",
+            type=["string", "null"],
+            pattern=r"^[0-9]*$",
+            title="Version",
+            description="Version to roll back to. Empty: the previous champion.",
+        ),
+        "reason": Param(
+            type="string",
+            minLength=1,
+            title="Reason",
+            description="Why the model is rolled back (required; recorded in the registry).",
+        ),
+    },
+) as dag:
+    RollbackModelOperator(
+        task_id="rollback",
+        model_name="{{ params.model_name }}",
+        version="{{ params.version or '' }}",
+        reason="{{ params.reason }}",
+    )

@@ -1,0 +1,232 @@
+"""
+The KServe target over real HTTP: the ``kubernetes`` client (cncf-kubernetes ``KubernetesHook``, a kubeconfig)
+against a Kubernetes API-server stand-in on loopback (tests/kube_api_stub.py) that validates every spec
+against the InferenceService CRD and plays KServe's controller and predictor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING
+
+import pytest
+
+from airflow_mlops import tags as T
+from airflow_mlops.deploy_targets.history import read_history
+from airflow_mlops.deploy_targets.kserve import KServeTarget
+from airflow_mlops.exceptions import DeploymentError, DeploymentVerificationError
+from airflow_mlops.operators.deployment import DeployModelOperator
+from tests.conftest import set_connection
+from tests.deploy_support import context_for, write_holdout_snapshot
+from tests.kube_api_stub import KubeApiStub
+
+if TYPE_CHECKING:
+    from airflow_mlops.triggers.kserve import KServeInferenceServiceReadyTrigger
+
+pytestmark = pytest.mark.integration
+
+CONN_ID = "kubernetes_stub"
+ROWS = [{"tenure_months": 1.0, "monthly_spend": 30.0}, {"tenure_months": 2.0, "monthly_spend": 31.0}]
+
+
+@pytest.fixture(scope="module")
+def kube(tmp_path_factory):
+    with KubeApiStub() as stub:
+        kubeconfig = stub.write_kubeconfig(tmp_path_factory.mktemp("kube") / "config")
+        set_connection(CONN_ID, conn_type="kubernetes", extra={"kube_config_path": str(kubeconfig)})
+        yield stub
+
+
+@pytest.fixture
+def target(kube) -> KServeTarget:
+    kube.behaviour.clear()
+    return KServeTarget(
+        namespace="models", kubernetes_conn_id=CONN_ID, poll_interval=0.05, canary_traffic_percent=25
+    )
+
+
+def stored(kube, name, namespace="models") -> dict:
+    return kube.objects[(namespace, name)]
+
+
+def test_create_wait_patch_and_rollback_over_http(kube, target):
+    first = target.deploy("churn", "1", "s3://models/churn/1")
+
+    assert not first.ready
+    assert first.details["generation"] == 1
+    assert kube.requests[-1]["method"] == "POST"
+    first = target.wait_ready(first, timeout=30)
+    assert first.ready
+    assert first.endpoint == f"{kube.url}/serving/models/churn"
+    assert target.current("churn").version == "1"
+    assert target.predict(first, ROWS) == [1, 1]
+
+    second = target.deploy("churn", "2", "s3://models/churn/2")
+
+    patch = kube.requests[-1]
+    assert patch["method"] == "PATCH"
+    assert patch["content_type"] == "application/merge-patch+json"
+    assert second.details["generation"] == 2
+    second = target.wait_ready(second, timeout=30)
+    predictor = stored(kube, "churn")["spec"]["predictor"]
+    assert predictor["model"]["storageUri"] == "s3://models/churn/2"
+    assert predictor["canaryTrafficPercent"] == 25
+    assert target.health(second).ok
+    assert target.predict(second, ROWS) == [2, 2]
+
+    restored = target.wait_ready(target.rollback("churn", first), timeout=30)
+
+    predictor = stored(kube, "churn")["spec"]["predictor"]
+    assert predictor["model"]["storageUri"] == "s3://models/churn/1"
+    assert "canaryTrafficPercent" not in predictor  # a rollback sends all traffic to the restored version
+    assert restored.version == "1"
+    assert target.predict(restored, ROWS) == [1, 1]
+
+    target.stop("churn")
+    assert target.current("churn") is None
+    assert ("models", "churn") not in kube.objects
+
+
+def test_a_deploy_that_changes_nothing_sends_no_patch(kube, target):
+    target.wait_ready(target.deploy("same", "1", "s3://models/same/1"), timeout=30)
+    writes = [r for r in kube.requests if r["method"] in ("POST", "PATCH")]
+
+    target.deploy("same", "1", "s3://models/same/1")
+
+    assert [r for r in kube.requests if r["method"] in ("POST", "PATCH")] == writes
+    target.stop("same")
+
+
+def test_a_failed_rollout_is_reported_with_kserves_message(kube, target):
+    kube.behaviour["3"] = "fail-load"
+
+    deployment = target.deploy("broken", "3", "s3://models/broken/3")
+
+    with pytest.raises(DeploymentError, match="No module named 'missing_dep'"):
+        target.wait_ready(deployment, timeout=30)
+    target.stop("broken")
+
+
+def test_the_api_server_refusing_a_spec_is_a_clear_error_and_changes_nothing(kube, target):
+    target.wait_ready(target.deploy("strict", "1", "s3://models/strict/1"), timeout=30)
+    bad = KServeTarget(
+        namespace="models", kubernetes_conn_id=CONN_ID, predictor_overrides={"minReplicas": "two"}
+    )
+
+    with pytest.raises(DeploymentError, match="HTTP 422"):
+        bad.deploy("strict", "2", "s3://models/strict/2")
+
+    assert target.current("strict").version == "1"
+    target.stop("strict")
+
+
+def first_event(trigger: KServeInferenceServiceReadyTrigger) -> dict:
+    # The trigger as the triggerer would rebuild it from its serialized form.
+    classpath, kwargs = trigger.serialize()
+    rebuilt = type(trigger)(**json.loads(json.dumps(kwargs)))
+
+    async def run():
+        async for event in rebuilt.run():
+            return event.payload
+
+    return asyncio.run(run())
+
+
+def test_the_trigger_waits_for_ready_in_the_triggerer(kube, target):
+    kube.reads_until_ready = 3
+    try:
+        deployment = target.deploy("deferred", "1", "s3://models/deferred/1")
+        event = first_event(target.ready_trigger(deployment, timeout=30))
+    finally:
+        kube.reads_until_ready = 1
+
+    assert event["status"] == "success"
+    assert event["url"] == f"{kube.url}/serving/models/deferred"
+    kube.behaviour["2"] = "fail-load"
+    event = first_event(
+        target.ready_trigger(target.deploy("deferred", "2", "s3://models/deferred/2"), timeout=30)
+    )
+    assert event["status"] == "failed"
+    assert "missing_dep" in event["message"]
+    kube.behaviour["3"] = "pending"
+    event = first_event(
+        target.ready_trigger(target.deploy("deferred", "3", "s3://models/deferred/3"), timeout=0.2)
+    )
+    assert event["status"] == "timeout"
+    target.stop("deferred")
+
+
+# -- the operator, deferred, with the registry -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def registry(mlflow_server):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_server.uri)
+    name = "kserve_churn"
+    client.create_registered_model(name)
+    versions = [
+        client.create_model_version(name, source=f"s3://models/{name}/{i}").version for i in (1, 2, 3)
+    ]
+    return client, name, versions
+
+
+def run_deferrable(op, context) -> tuple[dict, int]:
+    """Run *op* as Airflow would: execute, and on each deferral run the trigger and resume the named method."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    step, deferrals = (lambda: op.execute(context)), 0
+    while True:
+        try:
+            return step(), deferrals
+        except TaskDeferred as deferred:
+            deferrals += 1
+            json.dumps(deferred.kwargs)  # what goes to the metadata database must be JSON
+            event = first_event(deferred.trigger)
+            method, kwargs = getattr(op, deferred.method_name), deferred.kwargs or {}
+            step = lambda method=method, kwargs=kwargs, event=event: method(context, event=event, **kwargs)  # noqa: E731
+
+
+def test_deploy_operator_defers_verifies_and_rolls_back_on_kserve(kube, registry, tmp_path):
+    client, name, (v1, v2, v3) = registry
+    holdout = write_holdout_snapshot(tmp_path)
+    config = {"kind": "kserve", "namespace": "models", "kubernetes_conn_id": CONN_ID, "poll_interval": 0.05}
+
+    def deploy(version, task_id):
+        op = DeployModelOperator(
+            task_id=task_id, model_name=name, version=version, target=config, sample_data=holdout,
+            drop_columns=["label"], deferrable=True,
+        )  # fmt: skip
+        return run_deferrable(op, context_for(op, user="bob"))
+
+    result, deferrals = deploy(v1, "deploy_v1")
+
+    assert deferrals == 1
+    assert result["outcome"] == "succeeded"
+    assert stored(kube, "kserve-churn")["spec"]["predictor"]["model"]["storageUri"] == f"s3://models/{name}/1"
+    assert client.get_registered_model(name).aliases[T.CHAMPION] == v1
+
+    kube.behaviour[v2] = "fail-load"
+    with pytest.raises(DeploymentVerificationError, match="missing_dep") as err:
+        deploy(v2, "deploy_v2")
+    assert f"version {v1} serves again" in str(err.value)
+    assert stored(kube, "kserve-churn")["spec"]["predictor"]["model"]["storageUri"] == f"s3://models/{name}/1"
+
+    kube.behaviour[v3] = "bad-predict"
+    with pytest.raises(DeploymentVerificationError, match="division by zero"):
+        deploy(v3, "deploy_v3")
+
+    assert stored(kube, "kserve-churn")["metadata"]["annotations"]["airflow-mlops/model-version"] == v1
+    assert client.get_registered_model(name).aliases[T.CHAMPION] == v1
+    history = read_history(client, name)
+    assert [(e["action"], e["version"], e["outcome"]) for e in history] == [
+        ("deploy", v1, "succeeded"),
+        ("deploy", v2, "failed"),
+        ("auto_rollback", v1, "succeeded"),
+        ("deploy", v3, "failed"),
+        ("auto_rollback", v1, "succeeded"),
+    ]
+    assert {e["actor"] for e in history} == {"bob"}
+    assert json.loads(client.get_registered_model(name).tags[T.DEPLOYMENT_TARGET])["kind"] == "kserve"

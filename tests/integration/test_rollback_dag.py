@@ -1,0 +1,127 @@
+"""``mlops_rollback`` under ``dag.test()``: a one-click rollback on the local target, and its bad inputs."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+
+from airflow_mlops import tags as T
+from airflow_mlops.deploy_targets.history import read_history
+from airflow_mlops.deploy_targets.local import LocalServerTarget
+from airflow_mlops.exceptions import DeploymentError, RegistryError
+from airflow_mlops.operators.deployment import DeployModelOperator, RollbackModelOperator
+from tests.conftest import free_port
+from tests.deploy_support import (
+    context_for,
+    http_predict,
+    register_version,
+    stop_local_processes,
+    write_holdout_snapshot,
+)
+
+pytestmark = pytest.mark.integration
+
+DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "rollback.py"
+MODEL = "rollback_dag_churn"
+ROWS = [{"tenure_months": 5.0, "monthly_spend": 50.0}]
+
+
+@pytest.fixture(scope="module")
+def dag():
+    return runpy.run_path(str(DAG_FILE))["dag"]
+
+
+@pytest.fixture(scope="module")
+def client(mlflow_server):
+    from mlflow import MlflowClient
+
+    return MlflowClient(mlflow_server.uri)
+
+
+@pytest.fixture(scope="module")
+def served(mlflow_server, tmp_path_factory):
+    """v1 (predicts 0) deployed, then v2 (predicts 1) deployed on a local target: v2 serves."""
+    v1 = register_version(mlflow_server.uri, MODEL, "zeros")
+    v2 = register_version(mlflow_server.uri, MODEL, "ones")
+    holdout = write_holdout_snapshot(tmp_path_factory.mktemp("snapshots"))
+    config = {"kind": "local", "port": free_port(), "state_dir": str(tmp_path_factory.mktemp("serving"))}
+    try:
+        for version in (v1, v2):
+            op = DeployModelOperator(
+                task_id=f"deploy_v{version}", model_name=MODEL, version=version, target=config,
+                sample_data=holdout, drop_columns=["label"],
+            )  # fmt: skip
+            op.execute(context_for(op))
+        yield {"v1": v1, "v2": v2, "endpoint": f"http://127.0.0.1:{config['port']}", "config": config}
+    finally:
+        LocalServerTarget.from_config(config).stop(MODEL)
+        stop_local_processes()
+
+
+def rollback(**kwargs):
+    op = RollbackModelOperator(task_id="rollback", **{"model_name": MODEL, **kwargs})
+    return op.execute(context_for(op, user="carol"))
+
+
+def test_one_click_rollback_serves_the_previous_champion(dag, airflow_db, served, client):
+    assert http_predict(served["endpoint"], ROWS) == ([1], served["v2"])
+
+    dag_run = dag.test(run_conf={"model_name": MODEL, "version": "", "reason": "v2 flags every customer"})
+
+    assert dag_run.state == "success", {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert http_predict(served["endpoint"], ROWS) == ([0], served["v1"])
+    assert client.get_registered_model(MODEL).aliases[T.CHAMPION] == served["v1"]
+    entry = read_history(client, MODEL)[-1]
+    assert (entry["action"], entry["version"], entry["outcome"]) == ("rollback", served["v1"], "succeeded")
+    assert entry["reason"] == "v2 flags every customer"
+    assert entry["previous_version"] == served["v2"]
+    assert entry["actor"] == "dag_test"
+    assert entry["time"]
+    reason = client.get_model_version(MODEL, served["v2"]).tags[T.ROLLBACK_REASON]
+    assert reason == f"rolled back to version {served['v1']}: v2 flags every customer"
+
+
+def test_the_form_requires_a_reason(dag, airflow_db, served):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match="reason"):
+        dag.test(run_conf={"model_name": MODEL, "version": "", "reason": ""})
+
+
+def test_rolling_back_to_the_version_already_serving_changes_nothing(served, client):
+    serving = LocalServerTarget.from_config(served["config"]).current(MODEL)
+
+    with pytest.raises(DeploymentError, match=f"Version {serving.version} .* already serves"):
+        rollback(version=serving.version, reason="again")
+
+    assert (
+        LocalServerTarget.from_config(served["config"]).current(MODEL).details["pid"]
+        == serving.details["pid"]
+    )
+
+
+def test_rolling_back_to_a_version_that_does_not_exist_changes_nothing(served, client):
+    before = read_history(client, MODEL)
+
+    with pytest.raises(RegistryError, match="has no version 42"):
+        rollback(version="42", reason="typo")
+
+    assert read_history(client, MODEL) == before
+    assert http_predict(served["endpoint"], ROWS)[1] == client.get_registered_model(MODEL).aliases[T.CHAMPION]
+
+
+def test_an_empty_reason_is_refused_after_rendering(served):
+    op = RollbackModelOperator(task_id="rollback", model_name=MODEL, reason="{{ params.reason }}")
+    op.reason = " "  # what an empty form field renders to
+
+    with pytest.raises(ValueError, match="reason is empty"):
+        op.execute(context_for(op))
+
+
+def test_a_model_without_deployment_history_cannot_be_rolled_back(client, mlflow_server):
+    client.create_registered_model("never_deployed_churn")
+
+    with pytest.raises(DeploymentError, match="no deployment history"):
+        rollback(model_name="never_deployed_churn", reason="why not")

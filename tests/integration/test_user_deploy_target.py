@@ -1,0 +1,103 @@
+"""
+The deployment operators with a user's own target (defined outside the package, named by its dotted path):
+deploy, automatic rollback, and rollback to the previous champion, with no change to the operators.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_mlops import tags as T
+from airflow_mlops.deploy_targets.history import read_full_history, read_history
+from airflow_mlops.exceptions import DeploymentError, DeploymentVerificationError
+from airflow_mlops.operators.deployment import DeployModelOperator, RollbackModelOperator
+from tests.deploy_support import EchoTarget, context_for, write_holdout_snapshot
+
+pytestmark = pytest.mark.integration
+
+TARGET = {"kind": "tests.deploy_support.EchoTarget", "region": "eu-north-1"}
+
+
+@pytest.fixture
+def model(mlflow_server, request):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_server.uri)
+    name = f"echo_{request.node.name[5:40]}"
+    client.create_registered_model(name)
+    versions = [
+        client.create_model_version(name, source=f"s3://models/{name}/{i}").version for i in (1, 2, 3)
+    ]
+    yield client, name, versions
+    EchoTarget.served.pop(name, None)
+    EchoTarget.broken.clear()
+
+
+def run(op_class, task_id, user="dana", **kwargs):
+    op = op_class(task_id=task_id, **kwargs)
+    return op.execute(context_for(op, user=user, run_id=f"manual__{task_id}"))
+
+
+def test_a_user_target_deploys_rolls_back_and_is_found_by_the_rollback(model, tmp_path):
+    client, name, (v1, v2, v3) = model
+    holdout = write_holdout_snapshot(tmp_path)
+    common = {"model_name": name, "target": TARGET, "sample_data": holdout, "drop_columns": ["label"]}
+
+    run(DeployModelOperator, "deploy_1", version=v1, **common)
+    run(DeployModelOperator, "deploy_2", version=v2, reason="weekly retrain", **common)
+    EchoTarget.broken.add(v3)
+    with pytest.raises(DeploymentVerificationError, match=f"version {v3} raised"):
+        run(DeployModelOperator, "deploy_3", version=v3, **common)
+    assert EchoTarget.served[name].version == v2
+
+    result = run(RollbackModelOperator, "rollback", user="erin", model_name=name, reason="v2 drifts")
+
+    assert result["version"] == v1
+    assert result["previous_version"] == v2
+    assert EchoTarget.served[name].version == v1
+    assert client.get_registered_model(name).aliases[T.CHAMPION] == v1
+    history = read_history(client, name)
+    assert [(e["action"], e["version"], e["outcome"], e["actor"]) for e in history] == [
+        ("deploy", v1, "succeeded", "dana"),
+        ("deploy", v2, "succeeded", "dana"),
+        ("deploy", v3, "failed", "dana"),
+        ("auto_rollback", v2, "succeeded", "dana"),
+        ("rollback", v1, "succeeded", "erin"),
+    ]
+    assert history[1]["reason"] == "weekly retrain"
+    assert history[-1]["reason"] == "v2 drifts"
+    assert {e["target"] for e in history} == {"tests.deploy_support.EchoTarget"}
+    assert len(read_full_history(client, name)) == len(history)
+
+
+def test_a_failing_first_deployment_leaves_nothing_served_and_no_champion(model, tmp_path):
+    client, name, (v1, _, _) = model
+    client.set_registered_model_alias(name, T.CHAMPION, v1)  # as promote would have done
+    EchoTarget.broken.add(v1)
+
+    with pytest.raises(DeploymentVerificationError, match="no longer served"):
+        run(DeployModelOperator, "deploy_1", model_name=name, version=v1, target=TARGET,
+            sample_data=write_holdout_snapshot(tmp_path), drop_columns=["label"], smoke_rows=1)  # fmt: skip
+
+    assert name not in EchoTarget.served
+    assert T.CHAMPION not in client.get_registered_model(name).aliases
+
+
+def test_deploying_the_champion_by_alias(model):
+    client, name, (v1, v2, _) = model
+    client.set_registered_model_alias(name, T.CHAMPION, v2)
+
+    result = run(DeployModelOperator, "deploy", model_name=name, target=TARGET)
+
+    assert result["version"] == v2
+    assert EchoTarget.served[name].version == v2
+
+
+def test_rolling_back_with_no_earlier_version_is_refused(model):
+    client, name, (v1, _, _) = model
+    run(DeployModelOperator, "deploy_1", model_name=name, version=v1, target=TARGET)
+
+    with pytest.raises(DeploymentError, match="no earlier version"):
+        run(RollbackModelOperator, "rollback", model_name=name, reason="undo")
+
+    assert EchoTarget.served[name].version == v1

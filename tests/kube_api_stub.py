@@ -1,0 +1,319 @@
+"""
+A stand-in for the Kubernetes API server, for the KServe deploy target tests.
+
+A threaded ``http.server`` on loopback that implements the custom-objects REST paths of KServe
+``InferenceService`` resources (GET / POST / PATCH with ``application/merge-patch+json`` / DELETE under
+``/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices``), checks the bearer token, validates
+every stored spec against the InferenceService CRD schema (422 on a violation, as the API server does), and
+plays KServe's controller: after ``reads_until_ready`` reads of a new generation it writes the status a
+KServe controller would write for the behaviour configured for that model version (``ok``, ``fail-load``,
+``pending``). It also plays the predictor: ``POST /serving/{ns}/{name}/invocations`` answers
+``{"predictions": [<served version>] * rows}`` (or HTTP 500 for behaviour ``bad-predict``).
+
+Driven through the real ``kubernetes`` client (a kubeconfig pointing at it), so requests, content types and
+errors are real HTTP.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import threading
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+CRD_FILE = Path(__file__).parent / "data" / "k8s-crds" / "kserve.serving.kserve.io_inferenceservices.yaml"
+TOKEN = "stub-token"
+_COLLECTION = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/inferenceservices/?$")
+_ITEM = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/inferenceservices/([^/?]+)$")
+_PREDICT = re.compile(r"^/serving/([^/]+)/([^/]+)/invocations$")
+_VERSION_ANNOTATION = "airflow-mlops/model-version"
+
+
+def load_crd_schema() -> dict[str, Any]:
+    """The ``openAPIV3Schema`` of the v1beta1 InferenceService, from the CRD copied into tests/data."""
+    import yaml
+
+    with open(CRD_FILE) as fh:
+        crd = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta1"]
+    return version["schema"]["openAPIV3Schema"]
+
+
+def strict(schema: Any) -> Any:
+    """
+    The schema with ``additionalProperties: false`` wherever it lists properties and keeps no unknown fields.
+
+    The API server silently prunes unknown fields; tests want to hear about a misspelt one.
+    """
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: strict(value) for key, value in schema.items()}
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+def spec_validator(schema: dict[str, Any] | None = None):
+    """A jsonschema validator of an InferenceService ``spec`` (strict, see :func:`strict`)."""
+    import jsonschema
+
+    schema = schema or load_crd_schema()
+    return jsonschema.Draft7Validator(strict(schema["properties"]["spec"]))
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = apply_merge_patch(result.get(key), value)
+    return result
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class KubeApiStub:
+    """See the module docstring. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, validate: bool = True, reads_until_ready: int = 1) -> None:
+        self.lock = threading.Lock()
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.behaviour: dict[str, str] = {}
+        self.reads_until_ready = reads_until_ready
+        self.predictions: list[dict[str, Any]] = []
+        self._reads: dict[tuple[str, str], int] = {}
+        self._validator = spec_validator() if validate else None
+        self._resource_version = 0
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _send(self, code: int, payload: Any) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                body = json.loads(raw) if raw else None
+                path = self.path.split("?", 1)[0]
+                stub.requests.append(
+                    {"method": self.command, "path": path, "content_type": self.headers.get("Content-Type")}
+                )
+                predict = _PREDICT.match(path)
+                if predict and self.command == "POST":
+                    code, payload = stub.predict(predict.group(1), predict.group(2), body)
+                    self._send(code, payload)
+                    return
+                if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                    self._send(401, stub.status(401, "Unauthorized", "no or wrong bearer token"))
+                    return
+                code, payload = stub.route(self.command, path, body, self.headers.get("Content-Type") or "")
+                self._send(code, payload)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> KubeApiStub:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "stub", "cluster": {"server": self.url}}],
+            "users": [{"name": "stub", "user": {"token": TOKEN}}],
+            "contexts": [
+                {"name": "stub", "context": {"cluster": "stub", "user": "stub", "namespace": namespace}}
+            ],
+            "current-context": "stub",
+        }
+        path.write_text(json.dumps(config))
+        return path
+
+    # -- API -----------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def status(code: int, reason: str, message: str) -> dict[str, Any]:
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "message": message,
+            "reason": reason,
+            "code": code,
+        }
+
+    def _invalid(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        if self._validator is None:
+            return None
+        errors = sorted(self._validator.iter_errors(obj.get("spec") or {}), key=lambda e: list(e.path))
+        if not errors:
+            return None
+        message = "; ".join(f"spec.{'.'.join(map(str, e.path))}: {e.message}" for e in errors[:5])
+        return self.status(422, "Invalid", f"InferenceService is invalid: {message}")
+
+    def route(self, method: str, path: str, body: Any, content_type: str) -> tuple[int, Any]:
+        with self.lock:
+            collection, item = _COLLECTION.match(path), _ITEM.match(path)
+            if collection and method == "POST":
+                return self._create(collection.group(1), body)
+            if item:
+                key = (item.group(1), item.group(2))
+                if key not in self.objects:
+                    return 404, self.status(404, "NotFound", f'inferenceservices "{key[1]}" not found')
+                if method == "GET":
+                    return 200, self._read(key)
+                if method == "PATCH":
+                    if "merge-patch" not in content_type:
+                        return 415, self.status(
+                            415, "UnsupportedMediaType", f"unsupported patch type {content_type}"
+                        )
+                    return self._patch(key, body)
+                if method == "DELETE":
+                    del self.objects[key]
+                    return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
+            return 405, self.status(405, "MethodNotAllowed", f"{method} {path}")
+
+    def _next_rv(self) -> str:
+        self._resource_version += 1
+        return str(self._resource_version)
+
+    def _create(self, namespace: str, body: dict[str, Any]) -> tuple[int, Any]:
+        name = body["metadata"]["name"]
+        if (namespace, name) in self.objects:
+            return 409, self.status(409, "AlreadyExists", f'inferenceservices "{name}" already exists')
+        invalid = self._invalid(body)
+        if invalid:
+            return 422, invalid
+        obj = copy.deepcopy(body)
+        obj["metadata"].update(
+            {"namespace": namespace, "generation": 1, "resourceVersion": self._next_rv(), "uid": f"uid-{name}",
+             "creationTimestamp": _now()}
+        )  # fmt: skip
+        obj["status"] = {}
+        self.objects[(namespace, name)] = obj
+        self._reads[(namespace, name)] = 0
+        return 201, copy.deepcopy(obj)
+
+    def _patch(self, key: tuple[str, str], patch: dict[str, Any]) -> tuple[int, Any]:
+        old = self.objects[key]
+        new = apply_merge_patch(old, patch)
+        invalid = self._invalid(new)
+        if invalid:
+            return 422, invalid
+        if new.get("spec") != old.get("spec"):
+            new["metadata"]["generation"] = old["metadata"]["generation"] + 1
+            self._reads[key] = 0
+        new["metadata"]["resourceVersion"] = self._next_rv()
+        self.objects[key] = new
+        return 200, copy.deepcopy(new)
+
+    def _read(self, key: tuple[str, str]) -> dict[str, Any]:
+        obj = self.objects[key]
+        generation = obj["metadata"]["generation"]
+        if (obj.get("status") or {}).get("observedGeneration") != generation:
+            self._reads[key] += 1
+            if self._reads[key] >= self.reads_until_ready:
+                self._reconcile(key, obj)
+        return copy.deepcopy(obj)
+
+    def _reconcile(self, key: tuple[str, str], obj: dict[str, Any]) -> None:
+        """Write the status KServe's controller would write for the configured behaviour."""
+        namespace, name = key
+        generation = obj["metadata"]["generation"]
+        version = obj["metadata"].get("annotations", {}).get(_VERSION_ANNOTATION, "")
+        behaviour = self.behaviour.get(version, "ok")
+        revision = f"{name}-predictor-{generation:05d}"
+        previous = obj.get("status") or {}
+        if behaviour == "pending":
+            obj["status"] = {
+                **previous,
+                "observedGeneration": generation,
+                "conditions": [{"type": "Ready", "status": "Unknown", "reason": "RevisionMissing",
+                                "message": "Configuration is waiting for a Revision to become ready."}],
+                "modelStatus": {"transitionStatus": "InProgress",
+                                "states": {"activeModelState": "Loaded", "targetModelState": "Loading"}},
+            }  # fmt: skip
+            return
+        if behaviour == "fail-load":
+            obj["status"] = {
+                **previous,
+                "observedGeneration": generation,
+                "conditions": [
+                    {"type": "PredictorReady", "status": "False", "reason": "RevisionFailed",
+                     "message": f'Revision "{revision}" failed with message: model failed to load'},
+                    {"type": "Ready", "status": "False", "reason": "RevisionFailed"},
+                ],
+                "modelStatus": {
+                    "transitionStatus": "BlockedByFailedLoad",
+                    "states": {"activeModelState": "Loaded", "targetModelState": "FailedToLoad"},
+                    "lastFailureInfo": {"reason": "ModelLoadFailed", "message": "No module named 'missing_dep'"},
+                },
+            }  # fmt: skip
+            return
+        obj["status"] = {
+            "observedGeneration": generation,
+            "url": f"{self.url}/serving/{namespace}/{name}",
+            "conditions": [
+                {"type": "PredictorReady", "status": "True", "lastTransitionTime": _now()},
+                {"type": "Ready", "status": "True", "lastTransitionTime": _now()},
+            ],
+            "modelStatus": {
+                "transitionStatus": "UpToDate",
+                "states": {"activeModelState": "Loaded", "targetModelState": "Loaded"},
+            },
+            "components": {"predictor": {"latestCreatedRevision": revision, "latestReadyRevision": revision}},
+        }
+
+    def predict(self, namespace: str, name: str, body: Any) -> tuple[int, Any]:
+        with self.lock:
+            obj = self.objects.get((namespace, name))
+            if obj is None:
+                return 404, {"error": f"no InferenceService {namespace}/{name}"}
+            version = obj["metadata"].get("annotations", {}).get(_VERSION_ANNOTATION, "")
+            records = (body or {}).get("dataframe_records") or []
+            self.predictions.append({"name": name, "version": version, "rows": len(records)})
+            if self.behaviour.get(version) == "bad-predict":
+                return 500, {"error_code": "INTERNAL_ERROR", "message": "predict() raised: division by zero"}
+            return 200, {"predictions": [int(version)] * len(records)}
