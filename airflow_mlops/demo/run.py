@@ -20,7 +20,7 @@ def run_training(stack: LocalStack, conf: dict, auto_approve: bool, timeout: flo
     """Trigger one continuous-training run and see it through the approval; return what happened."""
     run_id = stack.trigger(DAG_ID, conf)
     _print(f"triggered {DAG_ID} run {run_id}")
-    state = stack.wait_for_task_state(DAG_ID, run_id, "approve", {"awaiting_input", "deferred"}, timeout)
+    state = stack.wait_for_approval_request(DAG_ID, run_id, "approve", timeout)
     outcome: dict = {"run_id": run_id}
     if state in ("awaiting_input", "deferred"):
         detail = stack.hitl_detail(DAG_ID, run_id, "approve")

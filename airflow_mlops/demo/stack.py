@@ -284,6 +284,21 @@ class LocalStack:
             time.sleep(3)
         raise StackError(f"{dag_id}/{run_id} did not finish within {timeout:.0f}s: {self.task_states(dag_id, run_id)}")
 
+    def wait_for_approval_request(
+        self, dag_id: str, run_id: str, task_id: str = "approve", timeout: float = 900.0, settle: float = 5.0
+    ) -> str:
+        """
+        Wait until *task_id* asks for a decision (``awaiting_input``) or the run ends; return its state.
+
+        Waits *settle* seconds more once the request is up: on Airflow 3.3.2 a response that lands before the
+        executor has reported the parked attempt's exit makes the scheduler fail the task ("finished with
+        state success, but the task instance's state attribute is queued"). A person never answers that fast.
+        """
+        state = self.wait_for_task_state(dag_id, run_id, task_id, {"awaiting_input", "deferred"}, timeout)
+        if state in ("awaiting_input", "deferred"):
+            time.sleep(settle)
+        return state
+
     def hitl_path(self, dag_id: str, run_id: str, task_id: str) -> str:
         return f"/dags/{dag_id}/dagRuns/{quote(run_id)}/taskInstances/{task_id}/-1/hitlDetails"
 

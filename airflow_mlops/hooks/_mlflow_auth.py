@@ -30,8 +30,8 @@ class Credentials:
         return f"Credentials(<{kind}>)"
 
 
-_CREDENTIALS: contextvars.ContextVar[dict[str, Credentials]] = contextvars.ContextVar(
-    "airflow_mlops_mlflow_credentials", default={}
+_CREDENTIALS: contextvars.ContextVar[dict[str, Credentials] | None] = contextvars.ContextVar(
+    "airflow_mlops_mlflow_credentials", default=None
 )
 
 
@@ -51,7 +51,7 @@ _PROCESS_FALLBACK: dict[str, Credentials] = {}
 def register(uri: str, credentials: Credentials) -> None:
     """Use *credentials* for every MLflow request to the server of *uri* made in the current context."""
     key = server_key(uri)
-    current = dict(_CREDENTIALS.get())
+    current = dict(_CREDENTIALS.get() or {})
     current[key] = credentials
     _CREDENTIALS.set(current)
     _PROCESS_FALLBACK[key] = credentials
@@ -60,7 +60,7 @@ def register(uri: str, credentials: Credentials) -> None:
 def lookup(uri: str) -> Credentials | None:
     """Return the credentials for the server of *uri*: this context's, else the process's latest."""
     key = server_key(uri)
-    return _CREDENTIALS.get().get(key) or _PROCESS_FALLBACK.get(key)
+    return (_CREDENTIALS.get() or {}).get(key) or _PROCESS_FALLBACK.get(key)
 
 
 def _build_auth():

@@ -127,6 +127,7 @@ class ApproveModelOperator(_ModelOperatorMixin, ApprovalOperator):
         version = parse_version(self.candidate_version, name, "candidate_version")
         client = self.hook.client
         get_model_version(client, name, version)  # fail before asking anyone about a missing version
+        self.link_model_version(name, version)
         champion = get_alias_version(client, name, T.CHAMPION)
         if self._default_subject:
             replacing = f" (replacing v{champion})" if champion is not None and champion != version else ""

@@ -19,6 +19,7 @@ from airflow.sdk import BaseOperator, SkipMixin
 from airflow_mlops import tags as T
 from airflow_mlops.exceptions import ModelEvaluationError, ModelGateFailedError, RegistryError
 from airflow_mlops.hooks.mlflow import MLflowHook
+from airflow_mlops.links import MLflowModelVersionLink, MLflowRunLink, run_url
 from airflow_mlops.operators.registry import (
     _ModelOperatorMixin,
     airflow_lineage_tags,
@@ -312,11 +313,13 @@ class EvaluateModelOperator(_ModelOperatorMixin, BaseOperator, SkipMixin):
         "candidate_version",
         "candidate_model_uri",
         "holdout_data",
+        "target",
         "thresholds",
         "experiment_name",
     )
     template_fields_renderers = {"thresholds": "json"}
     inherits_from_skipmixin = True
+    operator_extra_links = (MLflowModelVersionLink(), MLflowRunLink())
     ui_color = "#fff3e0"
 
     def __init__(
@@ -385,6 +388,8 @@ class EvaluateModelOperator(_ModelOperatorMixin, BaseOperator, SkipMixin):
         if version is None:
             version = self._version_from_uri(client, name, candidate_uri)
         candidate_mv = get_model_version(client, name, version) if version is not None else None
+        if version is not None:
+            self.link_model_version(name, version)
         candidate_uri = candidate_uri or f"models:/{name}/{version}"
         champion, champion_note = self._champion(client, name, version)
 
@@ -398,6 +403,7 @@ class EvaluateModelOperator(_ModelOperatorMixin, BaseOperator, SkipMixin):
         parent_name = f"evaluate {name} v{version}" if version is not None else f"evaluate {name}"
         with self._start_run(client, experiment_id, parent_name, lineage) as parent:
             run_id = parent.info.run_id
+            self.mlflow_run_url = run_url(self.hook.tracking_uri, experiment_id, run_id)
             candidate_result = self._evaluate(
                 client,
                 experiment_id,

@@ -20,6 +20,7 @@ from airflow.sdk import BaseOperator
 from airflow_mlops import tags as T
 from airflow_mlops.exceptions import RegistryError
 from airflow_mlops.hooks.mlflow import MLflowHook
+from airflow_mlops.links import MLflowModelVersionLink, model_version_url
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -139,13 +140,18 @@ def delete_alias_if_points_to(client: MlflowClient, model_name: str, alias: str,
 
 
 class _ModelOperatorMixin:
-    """Shared lazily built hook; operators set ``mlflow_conn_id``."""
+    """Shared lazily built hook and the link to the model version; operators set ``mlflow_conn_id``."""
 
     mlflow_conn_id: str
+    operator_extra_links = (MLflowModelVersionLink(),)
 
     @cached_property
     def hook(self) -> MLflowHook:
         return MLflowHook(mlflow_conn_id=self.mlflow_conn_id)
+
+    def link_model_version(self, model_name: str, version: int | str) -> None:
+        """Point the task's "MLflow model version" link at *version* of *model_name*."""
+        self.mlflow_model_version_url = model_version_url(self.hook.tracking_uri, model_name, version)
 
 
 # --- operators -------------------------------------------------------------------------------------------
@@ -235,6 +241,7 @@ class RegisterModelOperator(_ModelOperatorMixin, BaseOperator):
             self.log.info("Registered %s as version %s of model %s", model_uri, version, name)
 
         self._wait_until_ready(client, name, version)
+        self.link_model_version(name, version)
 
         lineage = {**user_tags, **airflow_lineage_tags(context)}
         if run_id:
@@ -380,6 +387,7 @@ class PromoteModelOperator(_ModelOperatorMixin, BaseOperator):
         client = self.hook.client
 
         mv = get_model_version(client, name, version)
+        self.link_model_version(name, version)
         if mv.status != "READY":
             raise RegistryError(
                 f"Version {version} of model {name!r} is {mv.status}, not READY; it cannot be promoted."

@@ -38,7 +38,7 @@ def stack(tmp_path_factory):
 
 
 def _wait_for_approval(stack: LocalStack, run_id: str) -> None:
-    state = stack.wait_for_task_state(DAG_ID, run_id, "approve", {"awaiting_input"})
+    state = stack.wait_for_approval_request(DAG_ID, run_id, "approve")
     assert state == "awaiting_input", stack.task_states(DAG_ID, run_id)
 
 
