@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 
 class MLOpsError(AirflowException):
     """Base class of every error raised by airflow-mlops."""
 
 
+class NotRetryableError(MLOpsError, AirflowFailException):
+    """
+    A failure that a retry cannot fix (bad input, a model that does not serve): the task fails at once.
+
+    Retrying would only repeat the failure, or, for a deployment that was rolled back, deploy the bad
+    version a second time.
+    """
+
+
 class ConnectionSetupError(MLOpsError):
     """A connection is missing, malformed, or its service cannot be reached."""
 
 
-class DatasetError(MLOpsError):
+class DatasetError(NotRetryableError):
     """A dataset cannot be read or snapshotted (missing, empty, unreadable, unsafe name)."""
 
 
-class DataValidationError(MLOpsError):
+class DataValidationError(NotRetryableError):
     """A dataset failed its Great Expectations suite."""
 
 
@@ -25,7 +34,7 @@ class TrainingError(MLOpsError):
     """The training process failed or did not produce a result."""
 
 
-class ModelGateFailedError(MLOpsError):
+class ModelGateFailedError(NotRetryableError):
     """The candidate model did not pass the evaluation gate."""
 
 
@@ -37,7 +46,7 @@ class ModelEvaluationError(MLOpsError):
     """A model cannot be evaluated: unreadable holdout, missing target column, a gated metric not produced."""
 
 
-class InfraValidationError(MLOpsError):
+class InfraValidationError(NotRetryableError):
     """A candidate model cannot serve: its sandbox server did not start, errored, or was too slow."""
 
 
@@ -45,5 +54,5 @@ class DeploymentError(MLOpsError):
     """A model cannot be deployed, or rolled back, on its serving target."""
 
 
-class DeploymentVerificationError(DeploymentError):
+class DeploymentVerificationError(DeploymentError, NotRetryableError):
     """A deployed model failed its post-deploy check; the target was rolled back to the previous version."""

@@ -1,5 +1,6 @@
 """
-Continuous training: ingest -> validate -> train -> register -> evaluate (gate) -> approve -> promote.
+Continuous training: ingest -> validate -> train -> register -> evaluate (gate) -> infra-validate -> approve
+-> promote -> deploy (verified, rolled back automatically if the new version does not serve).
 
 Runs on the embedded default (local files, MLflow, a local training process) and, with other connections
 and settings, in production. Trigger it from the Airflow UI; the params form sets the model name, the data
@@ -7,6 +8,7 @@ location, the thresholds and the hyper-parameters. Settings read from the enviro
 
 - ``MLOPS_SOURCE_PATH``: default data location (a local path or glob, or an ``s3://`` key or prefix)
 - ``MLOPS_APPROVERS``: comma-separated user ids allowed to approve (empty: any user with access)
+- ``MLOPS_SERVING_PORT``: port of the local model server endpoint (default 5001)
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import timedelta
 from airflow.sdk import DAG, Param, chain
 
 from airflow_mlops.operators.approval import ApproveModelOperator
+from airflow_mlops.operators.deployment import DeployModelOperator, InfraValidateOperator
 from airflow_mlops.operators.evaluation import EvaluateModelOperator
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
@@ -24,6 +27,7 @@ from airflow_mlops.operators.training import TrainModelOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
 
 APPROVERS = [{"id": user, "name": user} for user in os.environ.get("MLOPS_APPROVERS", "").split(",") if user]
+SERVING_TARGET = {"kind": "local", "port": int(os.environ.get("MLOPS_SERVING_PORT", "5001"))}
 FEATURES = ["tenure_months", "monthly_spend", "support_calls", "usage_hours", "discount_rate"]
 
 with DAG(
@@ -32,6 +36,8 @@ with DAG(
     schedule=None,
     catchup=False,
     max_active_runs=1,
+    # Transient failures (a server restarting, a network blip) are retried; bad input fails at once.
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     render_template_as_native_obj=True,
     tags=["mlops"],
     params={
@@ -60,7 +66,10 @@ with DAG(
         dataset_uri="{{ ti.xcom_pull(task_ids='ingest')['uri'] }}",
         expectations=[
             {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 100}},
-            {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "{{ params.target }}", "value_set": [0, 1]}},
+            {
+                "type": "expect_column_values_to_be_in_set",
+                "kwargs": {"column": "{{ params.target }}", "value_set": [0, 1]},
+            },
             *[
                 {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": column}}
                 for column in FEATURES
@@ -74,7 +83,6 @@ with DAG(
         train_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['train'] }}",
         valid_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['valid'] }}",
         hyperparameters="{{ dict(params.model_params, target=params.target) }}",
-        retries=1,
     )
     register = RegisterModelOperator(
         task_id="register",
@@ -101,6 +109,14 @@ with DAG(
             }
         },
     )
+    infra_validate = InfraValidateOperator(
+        task_id="infra_validate",
+        model_name="{{ params.model_name }}",
+        version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
+        sample_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['holdout'] }}",
+        drop_columns=["{{ params.target }}"],
+        target=SERVING_TARGET,
+    )
     approve = ApproveModelOperator(
         task_id="approve",
         model_name="{{ params.model_name }}",
@@ -115,4 +131,13 @@ with DAG(
         version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
     )
 
-    chain(ingest, validate, train, register, evaluate, approve, promote)
+    deploy = DeployModelOperator(
+        task_id="deploy",
+        model_name="{{ params.model_name }}",
+        version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
+        sample_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['holdout'] }}",
+        drop_columns=["{{ params.target }}"],
+        target=SERVING_TARGET,
+    )
+
+    chain(ingest, validate, train, register, evaluate, infra_validate, approve, promote, deploy)

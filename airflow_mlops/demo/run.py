@@ -37,7 +37,20 @@ def run_training(stack: LocalStack, conf: dict, auto_approve: bool, timeout: flo
     outcome["tasks"] = stack.task_states(DAG_ID, run_id)
     outcome["champion"] = stack.alias_version(conf.get("model_name", MODEL_NAME))
     _print(f"run {run_id} ended {outcome['state']}; champion is version {outcome['champion']}")
+    if outcome["champion"] is not None:
+        outcome["serving"], predictions = stack.predict(sample_records(stack))
+        _print(f"{stack.serving_url}/invocations is served by version {outcome['serving']}: {predictions}")
     return outcome
+
+
+def sample_records(stack: LocalStack, rows: int = 3) -> list[dict]:
+    """A few rows of the demo data, without the label, as a client would send them."""
+    import csv
+
+    with open(stack.source_path, newline="") as source:
+        reader = csv.DictReader(source)
+        records = [row for _, row in zip(range(rows), reader, strict=False)]
+    return [{k: float(v) for k, v in row.items() if k != "label"} for row in records]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,17 +63,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-running", action="store_true", help="leave the services up until Ctrl-C")
     parser.add_argument("--port", type=int, default=28080, help="Airflow api-server port (default 28080)")
     parser.add_argument("--mlflow-port", type=int, default=25000, help="MLflow server port (default 25000)")
+    parser.add_argument("--serving-port", type=int, default=25001, help="model endpoint port (default 25001)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for each run")
     args = parser.parse_args(argv)
 
-    stack = LocalStack(Path(args.home), airflow_port=args.port, mlflow_port=args.mlflow_port)
+    stack = LocalStack(
+        Path(args.home), airflow_port=args.port, mlflow_port=args.mlflow_port, serving_port=args.serving_port
+    )
     _print(f"starting Airflow on {stack.airflow_url} and MLflow on {stack.mlflow_url} (files in {stack.home})")
     ok = True
     try:
         stack.start()
         _print(f"Airflow UI: {stack.airflow_url} (user 'admin', password 'admin-pw'); MLflow UI: {stack.mlflow_url}")
         first = run_training(stack, {"model_name": MODEL_NAME}, args.auto_approve, args.timeout)
-        ok = first["state"] == "success" and first["champion"] is not None
+        ok = first["state"] == "success" and first["champion"] is not None and first["serving"] == first["champion"]
         if args.worse_run:
             before = first["champion"]
             second = run_training(

@@ -44,6 +44,7 @@ class LocalStack:
     :param home: Folder for every file the stack writes (Airflow home, MLflow database and artifacts, data).
     :param airflow_port: Port of the Airflow api-server (a free one if None).
     :param mlflow_port: Port of the MLflow server (a free one if None).
+    :param serving_port: Port of the local model server endpoint the example DAG deploys to.
     :param approvers: Users allowed to approve promotions (``MLOPS_APPROVERS`` of the example DAG).
     :param dags_folder: Folder of the DAG files (the repository's ``dags/``).
     """
@@ -55,6 +56,7 @@ class LocalStack:
         home: str | Path,
         airflow_port: int | None = None,
         mlflow_port: int | None = None,
+        serving_port: int | None = None,
         approvers: str = "reviewer",
         dags_folder: str | Path = REPO_DAGS,
         extra_env: dict[str, str] | None = None,
@@ -62,6 +64,8 @@ class LocalStack:
         self.home = Path(home).resolve()
         self.airflow_port = airflow_port or free_port()
         self.mlflow_port = mlflow_port or free_port()
+        self.serving_port = serving_port or free_port()
+        self.serving_url = f"http://127.0.0.1:{self.serving_port}"
         self.airflow_url = f"http://127.0.0.1:{self.airflow_port}"
         self.mlflow_url = f"http://127.0.0.1:{self.mlflow_port}"
         self.approvers = approvers
@@ -116,6 +120,7 @@ class LocalStack:
                 "MLOPS_DATA_ROOT": str(self.data_root),
                 "MLOPS_SOURCE_PATH": str(self.source_path),
                 "MLOPS_APPROVERS": self.approvers,
+                "MLOPS_SERVING_PORT": str(self.serving_port),
                 "MLFLOW_TRACKING_URI": self.mlflow_url,
                 "GX_ANALYTICS_ENABLED": "false",
                 "PYTHONUNBUFFERED": "1",
@@ -187,7 +192,8 @@ class LocalStack:
         return self
 
     def stop(self) -> None:
-        """Stop every process the stack started (and their children)."""
+        """Stop every process the stack started (and their children), model servers included."""
+        self.stop_model_servers()
         for proc in self.procs.values():
             if proc.poll() is None:
                 try:
@@ -207,6 +213,25 @@ class LocalStack:
                 pass
             proc.wait()
         self.procs.clear()
+
+    def stop_model_servers(self) -> None:
+        """Stop the model servers the example DAGs started (they outlive their tasks by design)."""
+        serving = self.data_root / "serving"
+        if not serving.is_dir():
+            return
+        from airflow_mlops.deploy_targets.local import LocalServerTarget
+
+        target = LocalServerTarget(port=self.serving_port, state_dir=str(serving), mlflow_conn_id=None)
+        for state in sorted(serving.glob("*/state.json")):
+            target.stop(state.parent.name)
+
+    def predict(self, records: list[dict[str, Any]]) -> tuple[str | None, Any]:
+        """Ask the served model; return the version that answered and its predictions."""
+        response = requests.post(
+            f"{self.serving_url}/invocations", json={"dataframe_records": records}, timeout=60
+        )
+        response.raise_for_status()
+        return response.headers.get("X-MLOps-Model-Version"), response.json()
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -330,10 +355,11 @@ class LocalStack:
             params={"name": model_name, "alias": alias},
             timeout=30,
         )
-        if response.status_code == 404 or (
-            response.status_code >= 400 and "RESOURCE_DOES_NOT_EXIST" in response.text
-        ):
-            return None
+        if response.status_code in (400, 404):
+            # No such model (RESOURCE_DOES_NOT_EXIST) or no such alias on it (INVALID_PARAMETER_VALUE).
+            code = response.json().get("error_code")
+            if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
         response.raise_for_status()
         return response.json()["model_version"]["version"]
 

@@ -45,13 +45,14 @@ def test_the_stack_has_every_service_and_dependencies_resolve(compose):
 def test_images_are_pinned_and_built_from_this_repository(compose):
     for name, service in compose["services"].items():
         image = service.get("image", "")
-        assert image and ":" in image and not image.endswith(":latest"), f"{name}: unpinned image {image!r}"
+        assert re.fullmatch(r"[\w./-]+:[\w.-]+", image), f"{name}: image {image!r} has no tag"
+        assert not image.endswith(":latest"), f"{name}: unpinned image {image!r}"
         build = service.get("build")
         if build:
             dockerfile = REPO / build["context"] / build["dockerfile"]
             assert dockerfile.is_file(), f"{name}: {dockerfile} is missing"
     airflow_dockerfile = (REPO / "docker" / "airflow.Dockerfile").read_text()
-    assert "COPY" in airflow_dockerfile and "airflow_mlops" in airflow_dockerfile
+    assert "COPY --chown=airflow:root airflow_mlops" in airflow_dockerfile
     assert re.search(r"apache-airflow==3\.3\.2", airflow_dockerfile), "the provider install must keep Airflow's pin"
 
 

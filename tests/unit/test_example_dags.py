@@ -55,4 +55,4 @@ def test_continuous_training_params_form(dags):
     params = dags["mlops_continuous_training"].params
     assert {"model_name", "data_path", "target", "min_accuracy", "min_improvement", "model_params"} <= set(params)
     schema = params.get_param("min_accuracy").schema
-    assert schema["minimum"] == 0 and schema["maximum"] == 1
+    assert (schema["minimum"], schema["maximum"]) == (0, 1)

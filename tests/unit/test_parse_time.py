@@ -11,7 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ["mlflow", "great_expectations", "pandas", "numpy", "sklearn", "kubernetes", "kubernetes_asyncio",
          "boto3", "botocore", "torch", "scipy", "pyarrow"]  # fmt: skip
-PUBLIC_PACKAGES = ["hooks", "operators", "sensors", "triggers"]
+PUBLIC_PACKAGES = ["hooks", "operators", "sensors", "triggers", "deploy_targets"]
 
 
 def public_modules() -> list[str]:
