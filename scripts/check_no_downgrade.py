@@ -1,8 +1,28 @@
-"""Fail if installing the provider changed any package that Airflow's own installation brought in."""
+"""
+Check that installing the provider left Airflow and its pins alone.
+
+Compares two ``pip freeze`` snapshots (Airflow alone, then with the provider) and fails if any Airflow
+distribution (``apache-airflow*``) or any dependency that Airflow pins (``==``, ``<``, ``<=``, ``~=`` in the
+Requires-Dist of apache-airflow, apache-airflow-core or apache-airflow-task-sdk) changed version. Other
+packages that were simply at their newest release may be re-resolved by the provider's dependencies; they are
+listed for information.
+
+    python scripts/check_no_downgrade.py BEFORE AFTER            # check
+    python scripts/check_no_downgrade.py --constraints BEFORE    # print constraints that keep them fixed
+"""
 
 from __future__ import annotations
 
+import re
 import sys
+from importlib import metadata
+
+AIRFLOW_DISTS = ("apache-airflow", "apache-airflow-core", "apache-airflow-task-sdk")
+PIN = re.compile(r"(==|<=|<|~=)")
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def read(path: str) -> dict[str, str]:
@@ -11,21 +31,54 @@ def read(path: str) -> dict[str, str]:
         line = line.strip()
         if "==" in line and not line.startswith("#"):
             name, version = line.split("==", 1)
-            pins[name.lower().replace("_", "-")] = version
+            pins[normalise(name)] = version
     return pins
 
 
-def main(before_path: str, after_path: str) -> int:
-    before, after = read(before_path), read(after_path)
-    changed = {name: (v, after.get(name)) for name, v in before.items() if after.get(name) != v}
-    if changed:
-        for name, (old, new) in sorted(changed.items()):
-            print(f"installing airflow-provider-mlops changed {name}: {old} -> {new}", file=sys.stderr)
+def airflow_pinned_names() -> set[str]:
+    """Names of the dependencies Airflow itself declares with an exact or upper bound."""
+    names = set()
+    for dist in AIRFLOW_DISTS:
+        try:
+            requires = metadata.requires(dist) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for requirement in requires:
+            spec, _, marker = requirement.partition(";")
+            if "extra ==" in marker:
+                continue
+            match = re.match(r"\s*([A-Za-z0-9._-]+)", spec)
+            if match and PIN.search(spec[match.end():]):
+                names.add(normalise(match.group(1)))
+    return names
+
+
+def protected(before: dict[str, str]) -> set[str]:
+    return {name for name in before if name.startswith("apache-airflow")} | (airflow_pinned_names() & set(before))
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--constraints"]:
+        before = read(argv[1])
+        for name in sorted(protected(before)):
+            print(f"{name}=={before[name]}")
+        return 0
+    before, after = read(argv[0]), read(argv[1])
+    keep = protected(before)
+    changed = {name: (before[name], after.get(name)) for name in sorted(before) if after.get(name) != before[name]}
+    broken = {name: change for name, change in changed.items() if name in keep}
+    for name, (old, new) in broken.items():
+        print(f"installing airflow-provider-mlops changed {name}: {old} -> {new}", file=sys.stderr)
+    if broken:
         return 1
-    print(f"ok: all {len(before)} packages of the Airflow installation kept their versions "
-          f"(apache-airflow {before.get('apache-airflow')})")
+    print(
+        f"ok: Airflow {before.get('apache-airflow')} and all {len(keep)} of its distributions and pinned "
+        "dependencies kept their versions"
+    )
+    for name, (old, new) in changed.items():
+        print(f"  note: {name} {old} -> {new} (not pinned by Airflow; re-resolved for the provider's dependencies)")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(*sys.argv[1:3]))
+    raise SystemExit(main(sys.argv[1:]))
