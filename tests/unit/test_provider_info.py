@@ -8,10 +8,10 @@ import sys
 
 def test_airflow_lists_the_provider_with_its_mlflow_connection_type():
     from airflow.providers_manager import ProvidersManager
+    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
 
-    manager = ProvidersManager()
-    assert "airflow-provider-mlops" in manager.providers
-    hook_info = manager.hooks["mlflow"]
+    assert "airflow-provider-mlops" in ProvidersManager().providers
+    hook_info = ProvidersManagerTaskRuntime().hooks["mlflow"]
     assert hook_info is not None
     assert hook_info.hook_class_name == "airflow_mlops.hooks.mlflow.MLflowHook"
     assert hook_info.connection_id_attribute_name == "mlflow_conn_id"
