@@ -3,7 +3,8 @@ The lineage of a model version, from the MLflow registry alone.
 
     airflow-mlops lineage MODEL VERSION|ALIAS [--tracking-uri URI] [--json]
 
-prints data -> validation -> training run -> evaluation -> approval -> promotion -> deployments for a version.
+prints data -> validation -> training run -> evaluation -> approval -> promotion -> infra validation ->
+deployments (and the reason a version was rolled away from) for a version.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def get_lineage(client: MlflowClient, model_name: str, version_or_alias: str) ->
             }
         except MlflowException:
             run = {"run_id": run_id, "status": "DELETED_OR_MISSING"}
-    deployments = {k: _json_or_text(v) for k, v in vtags.items() if k.startswith("mlops.deploy")}
+    deployments = _json_or_text(get(tags.DEPLOYMENTS))
     return {
         "model_name": model_name,
         "version": version.version,
@@ -96,7 +97,14 @@ def get_lineage(client: MlflowClient, model_name: str, version_or_alias: str) ->
             "comment": get(tags.APPROVAL_COMMENT),
         },
         "promotion": {"time": get(tags.PROMOTED_AT), "previous_champion": get(tags.PREVIOUS_CHAMPION)},
-        "deployments": deployments,
+        "infra_validation": {
+            "passed": _json_or_text(get(tags.INFRA_VALIDATION_PASSED)),
+            "summary": _json_or_text(get(tags.INFRA_VALIDATION_SUMMARY)),
+        },
+        "deployments": [entry for entry in deployments if isinstance(entry, dict)]
+        if isinstance(deployments, list)
+        else [],
+        "rollback": {"reason": get(tags.ROLLBACK_REASON)},
     }
 
 
@@ -122,11 +130,57 @@ def format_lineage(lineage: dict[str, Any]) -> str:
         + (f" by {approval['approver']} at {approval['time']}" if approval["approver"] else "")
         + (f": {approval['comment']!r}" if approval["comment"] else ""),
         f"  promotion   {promotion['time'] or 'not promoted'}"
-        + (f" (previous champion: v{promotion['previous_champion']})" if promotion["previous_champion"] else ""),
+        + (
+            f" (previous champion: v{promotion['previous_champion']})"
+            if promotion["previous_champion"]
+            else ""
+        ),
     ]
-    for key, value in sorted(lineage["deployments"].items()):
-        lines.append(f"  {key.removeprefix('mlops.')}  {json.dumps(value, sort_keys=True)}")
+    lines.append(f"  infra       {_describe_infra(lineage.get('infra_validation') or {})}")
+    deployments = lineage.get("deployments") or []
+    lines.append(f"  deployments {len(deployments) or 'none'}")
+    lines += [f"    {_describe_deployment(entry)}" for entry in deployments]
+    reason = (lineage.get("rollback") or {}).get("reason")
+    if reason:
+        lines.append(f"  rollback    rolled away from this version: {reason}")
     return "\n".join(lines)
+
+
+def _describe_infra(infra: dict[str, Any]) -> str:
+    passed, summary = infra.get("passed"), infra.get("summary")
+    if passed is None:
+        return "not validated"
+    text = "passed" if passed is True else "FAILED"
+    if isinstance(summary, dict):
+        target = summary.get("target")
+        if isinstance(target, dict):
+            target = target.get("kind")
+        if target:
+            text += f" on {target}"
+        if summary.get("requests") is not None:
+            text += f", {summary['requests']} requests"
+        latency = summary.get("latency_ms")
+        if isinstance(latency, dict) and latency:
+            text += ", latency ms " + " ".join(f"{key}={value}" for key, value in latency.items())
+        if summary.get("error"):
+            text += f": {summary['error']}"
+    return text
+
+
+def _describe_deployment(entry: dict[str, Any]) -> str:
+    """One line per deployment entry: when, what, where, who, why."""
+    text = f"{entry.get('time', '?')}  {entry.get('action', '?')} v{entry.get('version', '?')} " + (
+        f"{entry.get('outcome', '?')}"
+    )
+    if entry.get("target") or entry.get("endpoint"):
+        text += " on " + " ".join(str(entry[key]) for key in ("target", "endpoint") if entry.get(key))
+    if entry.get("actor"):
+        text += f" by {entry['actor']}"
+    if entry.get("previous_version"):
+        text += f" (previous v{entry['previous_version']})"
+    if entry.get("reason"):
+        text += f": {entry['reason']}"
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

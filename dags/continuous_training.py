@@ -108,6 +108,8 @@ with DAG(
                 "greater_is_better": True,
             }
         },
+        # Shown in the evaluation report, which is the body of the approval request.
+        validation_summary="{{ ti.xcom_pull(task_ids='validate') }}",
     )
     infra_validate = InfraValidateOperator(
         task_id="infra_validate",

@@ -59,7 +59,9 @@ class ApproveModelOperator(_ModelOperatorMixin, ApprovalOperator):
     :param params: Extra form fields; a ``comment`` text field is always added.
 
     Other keyword arguments go to ``ApprovalOperator`` (``assigned_users``, ``response_timeout``,
-    ``notifiers``, ``fail_on_reject``, ``ignore_downstream_trigger_rules``...).
+    ``notifiers``, ``fail_on_reject``, ``ignore_downstream_trigger_rules``...). ``notifiers`` are called
+    once the request is written, after the subject and body are filled in, so a templated notifier message
+    may use ``{{ task.subject }}``.
     """
 
     template_fields: Sequence[str] = ("model_name", "candidate_version", "report", "subject", "body")

@@ -19,7 +19,7 @@ from airflow.sdk import BaseOperator, SkipMixin
 from airflow_mlops import tags as T
 from airflow_mlops.exceptions import ModelEvaluationError, ModelGateFailedError, RegistryError
 from airflow_mlops.hooks.mlflow import MLflowHook
-from airflow_mlops.links import MLflowModelVersionLink, MLflowRunLink, run_url
+from airflow_mlops.links import MLflowModelVersionLink, MLflowRunLink, model_version_url, run_url
 from airflow_mlops.operators.registry import (
     _ModelOperatorMixin,
     airflow_lineage_tags,
@@ -75,6 +75,7 @@ _THRESHOLDS_SHAPE = (
 )
 _EVALUATION_EXPERIMENT = "mlops-evaluation"
 _REASON_MAX = 5000
+_HISTORY_MAX = 20
 
 
 def _number(value: Any, where: str) -> float | None:
@@ -92,17 +93,19 @@ def _number(value: Any, where: str) -> float | None:
     return float(value)
 
 
-def _load_thresholds_string(text: str) -> Any:
-    """Parse JSON, or the Python literal a plain ``{{ params.thresholds }}`` renders to."""
+def _load_string(text: str, field: str = "thresholds", shape: str = _THRESHOLDS_SHAPE) -> Any:
+    """Parse JSON, or the Python literal a plain ``{{ params.x }}`` renders a dict to."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
         try:
             return ast.literal_eval(text)
         except (ValueError, SyntaxError, MemoryError, RecursionError):
-            raise ValueError(
-                f"thresholds is a string but not valid JSON ({err.msg}); expected {_THRESHOLDS_SHAPE}"
-            ) from err
+            raise ValueError(f"{field} is a string but not valid JSON ({err.msg}); expected {shape}") from err
+
+
+def _load_thresholds_string(text: str) -> Any:
+    return _load_string(text)
 
 
 def parse_thresholds(thresholds: Any, model_type: str) -> dict[str, dict[str, Any]]:
@@ -165,6 +168,203 @@ def parse_thresholds(thresholds: Any, model_type: str) -> dict[str, dict[str, An
             "greater_is_better": greater_is_better,
         }
     return parsed
+
+
+# Metrics a slice check can compute per segment from the models' predictions (scikit-learn, the way MLflow's
+# default evaluator computes them on the whole holdout). Probability-based metrics are left out.
+SLICE_METRICS: dict[str, tuple[str, ...]] = {
+    "classifier": ("accuracy_score", "precision_score", "recall_score", "f1_score"),
+    "regressor": (
+        "mean_squared_error",
+        "root_mean_squared_error",
+        "mean_absolute_error",
+        "mean_absolute_percentage_error",
+        "max_error",
+        "r2_score",
+    ),
+}
+SLICE_KEYS = ("column", "metrics", "min_rows")
+DEFAULT_SLICE_MIN_ROWS = 30
+#: A slice column with more distinct values than this is not a segment column (an id, a float).
+MAX_SEGMENTS = 100
+_SLICES_SHAPE = (
+    '{"column": "<holdout column>", "metrics": {"<metric>": {"max_regression": number >= 0}}, '
+    '"min_rows": int >= 1} (or a list of them)'
+)
+
+
+def parse_slices(slices: Any, model_type: str) -> list[dict[str, Any]]:
+    """
+    Validate a slice-check spec and return it normalised as a list (empty when no slices are given).
+
+    Pure Python, like :func:`parse_thresholds`. A slice check splits the holdout by the values of
+    ``column`` and requires, in every segment of at least ``min_rows`` rows, that the candidate is not worse
+    than the champion by more than ``max_regression`` (absolute, in the metric's direction).
+
+    :param slices: ``{"column", "metrics": {metric: {"max_regression"}}, "min_rows"}``, a list of them, or a
+        JSON string of either. ``min_rows`` defaults to 30.
+    :param model_type: ``"classifier"`` or ``"regressor"``; selects the metrics allowed.
+    """
+    if model_type not in METRICS_BY_MODEL_TYPE:
+        raise ValueError(f"model_type must be one of {sorted(METRICS_BY_MODEL_TYPE)}, got {model_type!r}")
+    if slices is None or slices == "" or slices == []:
+        return []
+    if isinstance(slices, str):
+        slices = _load_string(slices, "slices", _SLICES_SHAPE)
+    specs = [slices] if isinstance(slices, Mapping) else slices
+    if not isinstance(specs, list | tuple) or not specs:
+        raise ValueError(f"slices must be {_SLICES_SHAPE}, got {slices!r}")
+    allowed = SLICE_METRICS[model_type]
+    parsed: list[dict[str, Any]] = []
+    for index, spec in enumerate(specs):
+        where = f"slices[{index}]" if len(specs) > 1 else "slices"
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"{where} must be a dict {_SLICES_SHAPE}, got {spec!r}")
+        unknown = sorted(set(spec) - set(SLICE_KEYS))
+        if unknown:
+            raise ValueError(f"{where} has unknown keys {unknown}; allowed: {', '.join(SLICE_KEYS)}")
+        column = spec.get("column")
+        if not isinstance(column, str) or not column.strip():
+            raise ValueError(f"{where}['column'] must be the name of a holdout column, got {column!r}")
+        min_rows = spec.get("min_rows", DEFAULT_SLICE_MIN_ROWS)
+        if isinstance(min_rows, str) and min_rows.strip().isdigit():
+            min_rows = int(min_rows)
+        if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 1:
+            raise ValueError(f"{where}['min_rows'] must be a whole number >= 1, got {min_rows!r}")
+        metrics = spec.get("metrics")
+        if not isinstance(metrics, Mapping) or not metrics:
+            raise ValueError(
+                f"{where}['metrics'] must be a non-empty dict {{metric: {{'max_regression': number}}}}"
+            )
+        checks: dict[str, dict[str, Any]] = {}
+        for metric, check in metrics.items():
+            if metric not in allowed:
+                raise ValueError(
+                    f"Metric {metric!r} cannot be checked per slice for model_type {model_type!r}; "
+                    f"allowed: {', '.join(allowed)}"
+                )
+            if not isinstance(check, Mapping) or set(check) != {"max_regression"}:
+                raise ValueError(
+                    f"{where}['metrics'][{metric!r}] must be {{'max_regression': number >= 0}}, got {check!r}"
+                )
+            max_regression = _number(
+                check["max_regression"], f"{where}['metrics'][{metric!r}]['max_regression']"
+            )
+            if max_regression is None or max_regression < 0:
+                raise ValueError(
+                    f"{where}['metrics'][{metric!r}]['max_regression'] must be a number >= 0 "
+                    f"(0 = no worse than the champion), got {check['max_regression']!r}"
+                )
+            checks[metric] = {
+                "max_regression": max_regression,
+                "greater_is_better": METRICS_BY_MODEL_TYPE[model_type][metric],
+            }
+        parsed.append({"column": column, "metrics": checks, "min_rows": min_rows})
+    return parsed
+
+
+def slice_metric(metric: str, y_true: Any, y_pred: Any, labels: list[Any] | None = None) -> float | None:
+    """
+    One metric of one segment, computed with scikit-learn as MLflow's default evaluator does.
+
+    Classifiers: binary averaging with the last of the sorted ``labels`` as positive label when there are
+    at most two labels, else ``weighted`` averaging. Returns None for a value that is not a finite number.
+    """
+    from sklearn import metrics as skm
+
+    if metric == "accuracy_score":
+        value = skm.accuracy_score(y_true, y_pred)
+    elif metric in ("precision_score", "recall_score", "f1_score"):
+        labels = list(labels or [])
+        binary = len(labels) <= 2
+        kwargs: dict[str, Any] = {"labels": labels or None, "zero_division": 0}
+        if binary:
+            kwargs.update(average="binary", pos_label=labels[-1] if labels else 1)
+        else:
+            kwargs["average"] = "weighted"
+        value = getattr(skm, metric)(y_true, y_pred, **kwargs)
+    elif metric == "root_mean_squared_error":
+        value = math.sqrt(skm.mean_squared_error(y_true, y_pred))
+    elif metric in SLICE_METRICS["regressor"]:
+        if metric == "r2_score" and len(y_true) < 2:
+            return None
+        value = getattr(skm, metric)(y_true, y_pred)
+    else:  # parse_slices lets no other metric through
+        raise ValueError(f"Metric {metric!r} cannot be computed per slice")
+    return _finite(value)
+
+
+def check_slices(
+    slices: list[dict[str, Any]],
+    data: pd.DataFrame,
+    target: str,
+    candidate_pred: Any,
+    champion_pred: Any | None,
+    model_type: str = "classifier",
+) -> list[dict[str, Any]]:
+    """
+    Compute each slice metric per segment for candidate and champion and decide each segment.
+
+    Returns one row per (column, segment, metric): ``{"column", "segment", "rows", "metric", "candidate",
+    "champion", "delta", "max_regression", "status", "passed"}``. ``status`` is ``pass``, ``fail``,
+    ``not enough rows`` or ``no champion``; only ``fail`` rows have ``passed`` False (the others do not gate).
+    """
+    import numpy as np
+
+    y_all = data[target].to_numpy()
+    candidate_pred = np.asarray(candidate_pred).reshape(len(data), -1)[:, 0]
+    if champion_pred is not None:
+        champion_pred = np.asarray(champion_pred).reshape(len(data), -1)[:, 0]
+    labels: list[Any] = []
+    if model_type == "classifier":
+        preds = [candidate_pred] + ([champion_pred] if champion_pred is not None else [])
+        labels = sorted(set(y_all.tolist()).union(*(p.tolist() for p in preds)), key=str)
+    rows: list[dict[str, Any]] = []
+    for spec in slices:
+        column = spec["column"]
+        segments = data[column].astype("object").where(data[column].notna(), "(missing)")
+        values = list(dict.fromkeys(segments.tolist()))
+        if len(values) > MAX_SEGMENTS:
+            raise ModelEvaluationError(
+                f"Slice column {column!r} has {len(values)} distinct values (more than {MAX_SEGMENTS}): slice by "
+                "a categorical column such as a region or a plan, not by an id or a continuous value"
+            )
+        for value in sorted(values, key=str):
+            mask = (segments == value).to_numpy()
+            count = int(mask.sum())
+            for metric, check in spec["metrics"].items():
+                row: dict[str, Any] = {
+                    "column": column,
+                    "segment": str(value),
+                    "rows": count,
+                    "metric": metric,
+                    "candidate": None,
+                    "champion": None,
+                    "delta": None,
+                    "max_regression": check["max_regression"],
+                    "status": "not enough rows",
+                    "passed": True,
+                }
+                rows.append(row)
+                if count < spec["min_rows"]:
+                    continue
+                y_true = y_all[mask]
+                candidate = slice_metric(metric, y_true, candidate_pred[mask], labels)
+                row["candidate"] = candidate
+                if champion_pred is None:
+                    row["status"] = "no champion"
+                    continue
+                champion = slice_metric(metric, y_true, champion_pred[mask], labels)
+                row["champion"] = champion
+                if candidate is None or champion is None:
+                    row["status"] = "no champion" if champion is None and candidate is not None else "fail"
+                    row["passed"] = row["status"] != "fail"
+                    continue
+                row["delta"] = candidate - champion
+                regression = -row["delta"] if check["greater_is_better"] else row["delta"]
+                row["passed"] = regression <= check["max_regression"] + 1e-12
+                row["status"] = "pass" if row["passed"] else "fail"
+    return rows
 
 
 def _finite(value: Any) -> float | None:
@@ -286,9 +486,17 @@ class EvaluateModelOperator(_ModelOperatorMixin, BaseOperator, SkipMixin):
     tasks are skipped (so nothing gets promoted), or the task fails with
     :class:`~airflow_mlops.exceptions.ModelGateFailedError` if ``fail_on_gate`` is set.
 
-    Returns (XCom) ``{"passed", "model_name", "candidate_version", "champion_version", "metrics",
-    "report", "reason", "evaluation_run_id"}``; ``metrics`` maps every metric the candidate produced to
-    ``{"candidate", "champion", "delta", "passed"}`` (``passed`` is None for metrics not gated).
+    The report (Markdown, logged as ``evaluation/report.md``) has the comparison table, the slice table,
+    the upstream validation and drift summaries, the gated metrics of past champions and links to the
+    evaluation run, the model version and the Data Docs. The default evaluator's plots (ROC, precision-recall,
+    confusion matrix... when matplotlib is installed) are logged to the candidate's nested run, and a
+    ``evaluation/champion_history.png`` of the past champions' gated metrics to the evaluation run.
+
+    Returns (XCom) ``{"passed", "model_name", "candidate_version", "candidate_model_uri", "champion_version",
+    "metrics", "report", "reason", "evaluation_run_id", "slices", "artifacts", "links"}``; ``metrics`` maps
+    every metric the candidate produced to ``{"candidate", "champion", "delta", "passed"}`` (``passed`` is
+    None for metrics not gated); ``slices`` has one row per segment and metric (see :func:`check_slices`);
+    ``artifacts`` maps plot names to artifact URIs; ``links`` holds the MLflow and Data Docs URLs.
 
     :param model_name: Registered model name (templated).
     :param candidate_version: Version of the candidate (templated), e.g. the ``version`` of
@@ -302,6 +510,16 @@ class EvaluateModelOperator(_ModelOperatorMixin, BaseOperator, SkipMixin):
         ``min_absolute_change: 0`` means "no worse than the champion".
     :param model_type: ``"classifier"`` or ``"regressor"``.
     :param fail_on_gate: Fail the task when the gate rejects, instead of skipping downstream tasks.
+    :param slices: Optional slice checks (templated): ``{"column": "region", "metrics": {"accuracy_score":
+        {"max_regression": 0.05}}, "min_rows": 30}``, a list of them, or a JSON string. Each metric is
+        computed per value of ``column`` for candidate and champion on the same holdout rows; a segment where
+        the candidate is worse than the champion by more than ``max_regression`` rejects the candidate.
+        Segments with fewer than ``min_rows`` rows (default 30) are reported as "not enough rows" and do not
+        gate; without a champion the slice metrics are reported only.
+    :param validation_summary: Result of the upstream data validation (templated), e.g.
+        ``"{{ ti.xcom_pull(task_ids='validate') }}"``; shown in the report, with a link to its
+        ``data_docs_uri`` when present.
+    :param drift_summary: Result of an upstream drift check (templated); shown in the report.
     :param experiment_name: MLflow experiment of the evaluation runs; default: the experiment of the
         candidate's training run, else ``mlops-evaluation``.
     :param mlflow_conn_id: The MLflow connection to use.
@@ -315,9 +533,17 @@ class EvaluateModelOperator(_ModelOperatorMixin, BaseOperator, SkipMixin):
         "holdout_data",
         "target",
         "thresholds",
+        "slices",
+        "validation_summary",
+        "drift_summary",
         "experiment_name",
     )
-    template_fields_renderers = {"thresholds": "json"}
+    template_fields_renderers = {
+        "thresholds": "json",
+        "slices": "json",
+        "validation_summary": "json",
+        "drift_summary": "json",
+    }
     inherits_from_skipmixin = True
     operator_extra_links = (MLflowModelVersionLink(), MLflowRunLink())
     ui_color = "#fff3e0"
@@ -333,6 +559,9 @@ class EvaluateModelOperator(_ModelOperatorMixin, BaseOperator, SkipMixin):
         target: str = "label",
         model_type: str = "classifier",
         fail_on_gate: bool = False,
+        slices: dict[str, Any] | list[dict[str, Any]] | str | None = None,
+        validation_summary: dict[str, Any] | str | None = None,
+        drift_summary: dict[str, Any] | str | None = None,
         experiment_name: str | None = None,
         mlflow_conn_id: str = MLflowHook.default_conn_name,
         aws_conn_id: str = "aws_default",
@@ -355,6 +584,13 @@ class EvaluateModelOperator(_ModelOperatorMixin, BaseOperator, SkipMixin):
             raise ValueError("target must be the name of the label column in the holdout data")
         if not _has_template(thresholds):
             parse_thresholds(thresholds, model_type)
+        if not _has_template(slices):
+            parse_slices(slices, model_type)
+        for field, value in (("validation_summary", validation_summary), ("drift_summary", drift_summary)):
+            if value is not None and not isinstance(value, Mapping | str):
+                raise ValueError(
+                    f"{field} must be a dict (the upstream task's result) or a template of one, got {value!r}"
+                )
         self.model_name = model_name
         self.candidate_version = candidate_version
         self.candidate_model_uri = candidate_model_uri
@@ -363,6 +599,9 @@ class EvaluateModelOperator(_ModelOperatorMixin, BaseOperator, SkipMixin):
         self.thresholds = thresholds
         self.model_type = model_type
         self.fail_on_gate = fail_on_gate
+        self.slices = slices
+        self.validation_summary = validation_summary
+        self.drift_summary = drift_summary
         self.experiment_name = experiment_name
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
@@ -371,6 +610,11 @@ class EvaluateModelOperator(_ModelOperatorMixin, BaseOperator, SkipMixin):
 
     def execute(self, context: Context) -> dict[str, Any]:
         thresholds = parse_thresholds(self.thresholds, self.model_type)
+        slices = parse_slices(self.slices, self.model_type)
+        upstream = {
+            "validation": _summary_dict(self.validation_summary, "validation_summary"),
+            "drift": _summary_dict(self.drift_summary, "drift_summary"),
+        }
         name = validate_model_name(self.model_name)
         version = (
             parse_version(self.candidate_version, name, "candidate_version")
@@ -394,6 +638,12 @@ class EvaluateModelOperator(_ModelOperatorMixin, BaseOperator, SkipMixin):
         champion, champion_note = self._champion(client, name, version)
 
         data = self._read_holdout(holdout_uri)
+        missing_columns = [spec["column"] for spec in slices if spec["column"] not in data.columns]
+        if missing_columns:
+            raise ModelEvaluationError(
+                f"Holdout data {holdout_uri} has no slice column(s) {missing_columns}; its columns are "
+                f"{list(data.columns)}"
+            )
         label = f"model {name!r} v{version}" if version is not None else candidate_uri
         experiment_id = self._experiment_id(client, candidate_mv)
 
@@ -433,19 +683,56 @@ class EvaluateModelOperator(_ModelOperatorMixin, BaseOperator, SkipMixin):
                 gate_metric(metric, spec, candidate_result, champion_result)
                 for metric, spec in thresholds.items()
             ]
-            passed = all(row["passed"] for row in rows)
+            slice_rows: list[dict[str, Any]] = []
+            if slices:
+                slice_rows = check_slices(
+                    slices,
+                    data,
+                    self.target,
+                    self._predict(candidate_uri, data, label, holdout_uri),
+                    self._predict(f"models:/{name}/{champion}", data, f"champion v{champion}", holdout_uri)
+                    if champion is not None
+                    else None,
+                    self.model_type,
+                )
+            slice_failures = [
+                f"{row['metric']} on {row['column']}={row['segment']}: candidate {_fmt(row['candidate'])} vs "
+                f"champion {_fmt(row['champion'])} (regression > {row['max_regression']:g})"
+                for row in slice_rows
+                if not row["passed"]
+            ]
+            passed = all(row["passed"] for row in rows) and not slice_failures
             failures = [f"{row['metric']}: {row['reason']}" for row in rows if not row["passed"]]
+            failures += [f"slice {failure}" for failure in slice_failures]
             if passed:
                 reason = f"all {len(rows)} gated metric(s) met their thresholds"
+                if slice_rows:
+                    reason += "; no slice regressed beyond its limit"
                 if champion is None:
                     reason += f" ({champion_note}; only absolute thresholds applied)"
             else:
                 reason = " | ".join(failures)
+            artifacts = _plot_artifacts(candidate_result)
+            history = self._champion_history(client, name, list(thresholds), version)
+            history_plot = self._log_history_plot(name, history, list(thresholds), version, candidate_result)
+            if history_plot:
+                artifacts["champion_history"] = f"runs:/{run_id}/{history_plot}"
+            links = {
+                "evaluation_run": self.mlflow_run_url,
+                "model_version": (
+                    model_version_url(self.hook.tracking_uri, name, version) if version is not None else ""
+                ),
+                "data_docs": _data_docs_link(upstream["validation"]),
+            }
             report = self._report(
-                name, version, champion, champion_note, holdout_uri, len(data), rows, passed, reason
-            )
+                name, version, champion, champion_note, holdout_uri, len(data), rows, passed, reason,
+                slice_rows=slice_rows, slices=slices, upstream=upstream, links=links, artifacts=artifacts,
+                history=history,
+            )  # fmt: skip
             metrics = self._metrics(candidate_result, champion_result, rows)
             mlflow.log_text(report, "evaluation/report.md")
+            if slice_rows:
+                mlflow.log_dict({"slices": slice_rows}, "evaluation/slices.json")
             mlflow.set_tags(
                 {T.GATE_DECISION: "passed" if passed else "rejected", T.GATE_REASON: reason[:_REASON_MAX]}
             )
@@ -461,6 +748,9 @@ class EvaluateModelOperator(_ModelOperatorMixin, BaseOperator, SkipMixin):
             "report": report,
             "reason": reason,
             "evaluation_run_id": evaluation_run_id,
+            "slices": slice_rows,
+            "artifacts": artifacts,
+            "links": links,
         }
         if version is not None:
             summary = {
@@ -473,7 +763,10 @@ class EvaluateModelOperator(_ModelOperatorMixin, BaseOperator, SkipMixin):
                     row["metric"]: {"candidate": row["candidate"], "champion": row["champion"]}
                     for row in rows
                 },
+                "artifacts": artifacts,
             }
+            if slice_rows:
+                summary["slices"] = _slice_summary(slice_rows)
             for key, value in (
                 (T.EVALUATION_SUMMARY, tag_value(summary)),
                 (T.GATE_DECISION, "passed" if passed else "rejected"),
@@ -639,6 +932,82 @@ class EvaluateModelOperator(_ModelOperatorMixin, BaseOperator, SkipMixin):
                 ) from err
         return result
 
+    def _predict(self, model_uri: str, data: pd.DataFrame, label: str, holdout_uri: str) -> Any:
+        """Predictions of *model_uri* on the holdout features, for the slice checks."""
+        import mlflow
+
+        try:
+            model = mlflow.pyfunc.load_model(model_uri)
+            return model.predict(data.drop(columns=[self.target]))
+        except Exception as err:
+            raise ModelEvaluationError(
+                f"Cannot compute slice metrics of {label} ({model_uri}) on holdout {holdout_uri}: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+
+    def _champion_history(
+        self, client: MlflowClient, name: str, metrics: list[str], candidate: int | None
+    ) -> list[dict[str, Any]]:
+        """
+        Past champions, oldest first: versions carrying ``mlops.promotion.time``, with the gated metrics
+        their own evaluation measured (``mlops.evaluation.summary``).
+        """
+        if "'" in name:
+            return []
+        history = []
+        for mv in client.search_model_versions(f"name = '{name}'"):
+            tags = mv.tags or {}
+            promoted_at = tags.get(T.PROMOTED_AT)
+            if not promoted_at or (candidate is not None and int(mv.version) == candidate):
+                continue
+            try:
+                summary = json.loads(tags.get(T.EVALUATION_SUMMARY) or "{}")
+            except ValueError:
+                summary = {}
+            measured = summary.get("metrics") if isinstance(summary, dict) else None
+            values = {}
+            for metric in metrics:
+                entry = (measured or {}).get(metric)
+                values[metric] = _finite(entry.get("candidate")) if isinstance(entry, dict) else None
+            history.append({"version": int(mv.version), "promoted_at": promoted_at, "metrics": values})
+        history.sort(key=lambda entry: (entry["promoted_at"], entry["version"]))
+        return history[-_HISTORY_MAX:]
+
+    def _log_history_plot(
+        self, name: str, history: list[dict[str, Any]], metrics: list[str], version: int | None,
+        candidate_result: Any,
+    ) -> str | None:  # fmt: skip
+        """Log a PNG of the gated metrics of past champions and this candidate; return its artifact path."""
+        if not any(value is not None for entry in history for value in entry["metrics"].values()):
+            return None
+        try:
+            from matplotlib.figure import Figure  # a bare Figure renders with Agg; pyplot is not touched
+        except ImportError:
+            self.log.info("matplotlib is not installed; champion history plot not drawn")
+            return None
+        import mlflow
+
+        labels = [f"v{entry['version']}\n{entry['promoted_at'][:10]}" for entry in history]
+        labels.append(f"v{version}\ncandidate" if version is not None else "candidate")
+        fig = Figure(figsize=(7, 3.5), layout="constrained")
+        ax = fig.subplots()
+        for metric in metrics[:8]:
+            values = [entry["metrics"].get(metric) for entry in history]
+            values.append(_finite(candidate_result.metrics.get(metric)))
+            ax.plot(
+                range(len(values)),
+                [float("nan") if value is None else value for value in values],
+                marker="o",
+                label=metric,
+            )
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.set_title(f"{name}: gated metrics of past champions (each on its own holdout)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        path = "evaluation/champion_history.png"
+        mlflow.log_figure(fig, path)
+        return path
+
     @staticmethod
     def _metrics(
         candidate_result: Any, champion_result: Any | None, rows: list[dict[str, Any]]
@@ -658,7 +1027,10 @@ class EvaluateModelOperator(_ModelOperatorMixin, BaseOperator, SkipMixin):
 
     def _report(
         self, name: str, version: int | None, champion: int | None, champion_note: str, holdout_uri: str,
-        rows_count: int, rows: list[dict[str, Any]], passed: bool, reason: str,
+        rows_count: int, rows: list[dict[str, Any]], passed: bool, reason: str, *,
+        slice_rows: list[dict[str, Any]] | None = None, slices: list[dict[str, Any]] | None = None,
+        upstream: Mapping[str, Mapping[str, Any] | None] | None = None, links: Mapping[str, str] | None = None,
+        artifacts: Mapping[str, str] | None = None, history: list[dict[str, Any]] | None = None,
     ) -> str:  # fmt: skip
         title = f"v{version}" if version is not None else "candidate"
         against = f"champion v{champion}" if champion is not None else "no champion"
@@ -684,8 +1056,143 @@ class EvaluateModelOperator(_ModelOperatorMixin, BaseOperator, SkipMixin):
                 f"| {row['metric']} | {_fmt(row['shown'][1])} | {_fmt(row['shown'][0])} | {delta} | "
                 f"{row['threshold']} | {'pass' if row['passed'] else 'FAIL'} |"
             )
+        if slice_rows:
+            lines += ["", "#### Slices", ""]
+            for spec in slices or []:
+                limits = ", ".join(
+                    f"{m} max regression {c['max_regression']:g}" for m, c in spec["metrics"].items()
+                )
+                lines.append(f"By `{spec['column']}` ({limits}; segments need {spec['min_rows']} rows).")
+            lines += [
+                "",
+                "| slice | rows | metric | champion | candidate | delta | result |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for row in slice_rows:
+                delta = "n/a" if row["delta"] is None else f"{row['delta']:+.4f}"
+                result = "FAIL" if row["status"] == "fail" else row["status"]
+                lines.append(
+                    f"| {row['column']}={row['segment']} | {row['rows']} | {row['metric']} | "
+                    f"{_fmt(row['champion'])} | {_fmt(row['candidate'])} | {delta} | {result} |"
+                )
         lines += ["", f"**Decision: {'passed' if passed else 'rejected'}** — {reason}"]
+        upstream = upstream or {}
+        if upstream.get("validation") or upstream.get("drift"):
+            lines += ["", "#### Upstream checks", ""]
+            if upstream.get("validation"):
+                lines.append(f"- Data validation: {_describe_upstream(upstream['validation'])}")
+            if upstream.get("drift"):
+                lines.append(f"- Drift: {_describe_upstream(upstream['drift'])}")
+        if history:
+            lines += [
+                "",
+                "#### Past champions",
+                "",
+                "| version | promoted | " + " | ".join(_metric_names(rows)) + " |",
+            ]
+            lines.append("|---|---|" + "---|" * len(rows))
+            for entry in history:
+                values = " | ".join(_fmt(entry["metrics"].get(metric)) for metric in _metric_names(rows))
+                lines.append(f"| v{entry['version']} | {entry['promoted_at']} | {values} |")
+        named_links = [
+            (label, (links or {}).get(key))
+            for key, label in (
+                ("evaluation_run", "MLflow evaluation run"),
+                ("model_version", "MLflow model version"),
+                ("data_docs", "Data Docs"),
+            )
+        ]
+        if any(url for _, url in named_links) or artifacts:
+            lines += ["", "#### Links", ""]
+            lines += [f"- [{label}]({url})" for label, url in named_links if url]
+            if artifacts:
+                lines.append("- Plots: " + ", ".join(f"`{key}`" for key in sorted(artifacts)))
         return "\n".join(lines)
+
+
+def _metric_names(rows: list[dict[str, Any]]) -> list[str]:
+    return [row["metric"] for row in rows]
+
+
+def _summary_dict(value: Any, field: str) -> dict[str, Any] | None:
+    """An upstream summary given as a dict, a JSON string or the literal a plain template renders to."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = _load_string(value, field, "a dict (the upstream task's result)")
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{field} must render to a dict (the upstream task's result), got {value!r:.200}")
+    return dict(value)
+
+
+def _data_docs_link(validation: Mapping[str, Any] | None) -> str:
+    """Browser URL of the Data Docs named by a validation summary (``data_docs_uri`` or ``data_docs``)."""
+    uri = (validation or {}).get("data_docs_uri") or (validation or {}).get("data_docs")
+    if not isinstance(uri, str) or not uri:
+        return ""
+    if uri.startswith(("http://", "https://")):
+        return uri
+    try:
+        from airflow_mlops.links_data import data_docs_url
+    except ImportError:
+        return uri
+    return data_docs_url(uri)
+
+
+def _describe_upstream(summary: Mapping[str, Any]) -> str:
+    """One line about an upstream check: its outcome, its counts, what failed."""
+    outcome_keys = ("success", "passed", "drift", "drift_detected")
+    parts = []
+    for key in outcome_keys:
+        if key in summary:
+            value = summary[key]
+            if key in ("drift", "drift_detected"):
+                parts.append("**drift detected**" if value else "no drift detected")
+            else:
+                parts.append("**passed**" if value else "**FAILED**")
+    for key, value in summary.items():
+        if (
+            key in outcome_keys
+            or key in ("data_docs_uri", "data_docs")
+            or isinstance(value, Mapping | list | tuple)
+        ):
+            continue
+        parts.append(f"{key} `{value}`")
+    failed = summary.get("failed")
+    if isinstance(failed, list) and failed:
+        names = [
+            f"{item.get('expectation')}" + (f" on `{item['column']}`" if item.get("column") else "")
+            for item in failed[:5]
+            if isinstance(item, Mapping)
+        ]
+        parts.append(
+            "failed: " + ", ".join(names) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        )
+    for key, value in summary.items():
+        if key != "failed" and isinstance(value, Mapping | list | tuple) and value:
+            parts.append(f"{key} `{json.dumps(value, sort_keys=True, default=str)[:300]}`")
+    return "; ".join(parts) or "(empty summary)"
+
+
+def _plot_artifacts(result: Any) -> dict[str, str]:
+    """Artifact URIs the default evaluator logged for the candidate (plots need matplotlib)."""
+    artifacts = getattr(result, "artifacts", None) or {}
+    return {key: str(getattr(value, "uri", value)) for key, value in sorted(artifacts.items())}
+
+
+def _slice_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Compact slice outcome for the ``mlops.evaluation.summary`` tag."""
+    return {
+        "checked": sum(1 for row in rows if row["status"] in ("pass", "fail")),
+        "not_enough_rows": sorted(
+            {f"{row['column']}={row['segment']}" for row in rows if row["status"] == "not enough rows"}
+        ),
+        "failed": [
+            {key: row[key] for key in ("column", "segment", "metric", "candidate", "champion", "delta")}
+            for row in rows
+            if row["status"] == "fail"
+        ],
+    }
 
 
 def _has_template(value: Any) -> bool:

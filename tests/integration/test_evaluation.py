@@ -367,3 +367,155 @@ def test_the_candidate_can_be_named_by_its_challenger_alias(client, registry, sn
     result = op.execute({})
     assert result["candidate_version"] == version
     assert registry.tags(version)[T.GATE_DECISION] == "passed"
+
+
+# --- slices, report contents ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def regional(client, tmp_path_factory) -> dict:
+    """
+    A holdout with a ``region`` column where the label follows ``f0`` in the north and ``f1`` elsewhere.
+
+    ``north_model`` learned the north's rule and ``south_model`` the south's: the north model is better
+    overall (the north has most rows) but much worse in the south. ``tiny`` has too few rows to judge.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+
+    rng = __import__("numpy").random.default_rng(3)
+
+    def frame(region: str, rows: int) -> pd.DataFrame:
+        f0, f1 = rng.normal(size=rows), rng.normal(size=rows)
+        label = (f0 > 0) if region == "north" else (f1 > 0)
+        return pd.DataFrame({"f0": f0, "f1": f1, "region": region, "label": label.astype(int)})
+
+    holdout = pd.concat([frame("north", 150), frame("south", 60), frame("tiny", 10)], ignore_index=True)
+    train = pd.concat([frame("north", 200), frame("south", 200)], ignore_index=True)
+    uri = write_snapshot(tmp_path_factory.mktemp("regional"), "regional", train, holdout)
+    experiment_id = client.create_experiment(f"slice-tests-{uuid.uuid4().hex[:8]}")
+    uris = {}
+    for key, region, feature in (("north_model", "north", "f0"), ("south_model", "south", "f1")):
+        part = train[train["region"] == region]
+        pipeline = make_pipeline(
+            ColumnTransformer([("rule", "passthrough", [feature])]), LogisticRegression()
+        ).fit(part.drop(columns="label"), part["label"])
+        with mlflow.start_run(experiment_id=experiment_id, run_name=key):
+            uris[key] = mlflow.sklearn.log_model(
+                pipeline, name="model", pip_requirements=["scikit-learn"]
+            ).model_uri
+    return {"holdout": f"{uri}#holdout", **uris}
+
+
+def _slice_status(result: dict) -> dict[str, str]:
+    return {row["segment"]: row["status"] for row in result["slices"]}
+
+
+SLICES_BY_REGION = {
+    "column": "region",
+    "metrics": {"accuracy_score": {"max_regression": 0.05}},
+    "min_rows": 30,
+}
+
+
+@pytest.mark.parametrize(
+    ("slices", "with_champion", "passed", "statuses"),
+    [
+        pytest.param(
+            SLICES_BY_REGION, True, False, {"north": "pass", "south": "fail", "tiny": "not enough rows"},
+            id="a regression on one slice rejects a candidate that is better overall",
+        ),
+        pytest.param(
+            {**SLICES_BY_REGION, "metrics": {"accuracy_score": {"max_regression": 0.8}}},
+            True, True, {"north": "pass", "south": "pass", "tiny": "not enough rows"},
+            id="a regression within max_regression passes",
+        ),
+        pytest.param(
+            '{"column": "region", "metrics": {"accuracy_score": {"max_regression": 0}}, "min_rows": 100}',
+            True, True, {"north": "pass", "south": "not enough rows", "tiny": "not enough rows"},
+            id="slices with too few rows do not gate",
+        ),
+        pytest.param(
+            {"column": "region", "metrics": {"accuracy_score": {"max_regression": 0.0}}},
+            False, True, {"north": "no champion", "south": "no champion", "tiny": "not enough rows"},
+            id="without a champion slice metrics are reported only",
+        ),
+    ],
+)  # fmt: skip
+def test_slice_checks(client, regional, slices, with_champion, passed, statuses):
+    name = f"regional-{uuid.uuid4().hex[:8]}"
+    if with_champion:
+        champion = mlflow.register_model(regional["south_model"], name).version
+        client.set_registered_model_alias(name, T.CHAMPION, champion)
+    candidate = int(mlflow.register_model(regional["north_model"], name).version)
+
+    result = EvaluateModelOperator(
+        task_id="evaluate", model_name=name, candidate_version=candidate, holdout_data=regional["holdout"],
+        thresholds={"accuracy_score": {"threshold": 0.6, "min_absolute_change": 0.0}}, slices=slices,
+    ).execute({})  # fmt: skip
+
+    assert result["metrics"]["accuracy_score"]["candidate"] > 0.8  # better overall in every case
+    assert result["passed"] is passed, result["reason"]
+    assert _slice_status(result) == statuses
+    tiny = next(row for row in result["slices"] if row["segment"] == "tiny")
+    assert tiny["rows"] == 10
+    assert "| region=tiny | 10 | accuracy_score |" in result["report"]
+    assert "not enough rows" in result["report"]
+    summary = json.loads(client.get_model_version(name, str(candidate)).tags[T.EVALUATION_SUMMARY])
+    assert "region=tiny" in summary["slices"]["not_enough_rows"]
+    if not passed:
+        assert "slice accuracy_score on region=south" in result["reason"]
+        assert [failure["segment"] for failure in summary["slices"]["failed"]] == ["south"]
+        south = next(row for row in result["slices"] if row["segment"] == "south")
+        assert south["champion"] - south["candidate"] > 0.3
+        assert client.get_model_version(name, str(candidate)).tags[T.GATE_DECISION] == "rejected"
+
+
+def test_a_slice_column_missing_from_the_holdout_is_a_clear_error(registry, snapshot):
+    candidate = registry.add("strong")
+    op = evaluate_op(
+        registry,
+        snapshot,
+        candidate,
+        slices={"column": "region", "metrics": {"f1_score": {"max_regression": 0}}},
+    )
+    with pytest.raises(ModelEvaluationError, match=r"no slice column\(s\) \['region'\]"):
+        op.execute({})
+
+
+def test_report_shows_plots_past_champions_upstream_checks_and_links(
+    client, mlflow_server, registry, snapshot
+):
+    first = registry.add("weak")
+    evaluate_op(registry, snapshot, first, {"accuracy_score": {"threshold": 0.1}}).execute({})
+    PromoteModelOperator(task_id="promote", model_name=registry.name, version=first).execute({})
+    candidate = registry.add("strong")
+    validation = {
+        "success": True, "rows": 200, "evaluated": 3, "successful": 3, "unsuccessful": 0, "failed": [],
+        "data_docs_uri": "https://docs.example.com/validations/run-1.html",
+    }  # fmt: skip
+    op = evaluate_op(
+        registry, snapshot, candidate, validation_summary="{{ params.validation }}",
+        drift_summary={"drift": False, "drifted_features": [], "reference": "s3://lake/datasets/churn/abc"},
+    )  # fmt: skip
+    op.render_template_fields({"params": {"validation": validation}})
+    result = op.execute({})
+
+    report = result["report"]
+    assert "- Data validation: **passed**" in report
+    assert "[Data Docs](https://docs.example.com/validations/run-1.html)" in report
+    assert "- Drift: no drift detected; reference `s3://lake/datasets/churn/abc`" in report
+    run_page = f"{mlflow_server.uri}/#/experiments/"
+    assert f"[MLflow evaluation run]({run_page}" in report
+    assert f"/#/models/{registry.name}/versions/{candidate})" in report
+    assert f"| v{first} |" in report  # past champions, with what their own evaluation measured
+    # The default evaluator's plots and the champion history are artifacts of the evaluation runs.
+    artifacts = result["artifacts"]
+    assert {"roc_curve_plot", "precision_recall_curve_plot", "confusion_matrix"} <= set(artifacts)
+    history_uri = artifacts["champion_history"]
+    assert history_uri == f"runs:/{result['evaluation_run_id']}/evaluation/champion_history.png"
+    local = mlflow.artifacts.download_artifacts(history_uri)
+    assert open(local, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads(registry.tags(candidate)[T.EVALUATION_SUMMARY])
+    assert summary["artifacts"] == artifacts
+    assert result["links"]["data_docs"] == validation["data_docs_uri"]

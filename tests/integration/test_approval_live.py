@@ -1,0 +1,111 @@
+"""
+ApproveModelOperator under the real scheduler: a request nobody answers times out and counts as Reject, and the
+operator's notifiers run when the request is made.
+
+One LocalStack (Airflow services + MLflow on loopback) for the module, with a DAG folder holding one small DAG.
+Rejection by a person and a refused non-approver are covered by test_live_airflow.py.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+from mlflow import MlflowClient
+
+from airflow_mlops import tags as T
+from airflow_mlops.demo.stack import LocalStack
+
+pytestmark = [pytest.mark.integration, pytest.mark.live]
+
+DAG_ID = "mlops_approval_timeout"
+MODEL = "approval_timeout_model"
+
+DAG_FILE = '''
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG
+from airflow.sdk.bases.notifier import BaseNotifier
+
+from airflow_mlops.operators.approval import ApproveModelOperator
+
+
+class RecordingNotifier(BaseNotifier):
+    """Writes what it was told to a file: proof it ran, and with which request."""
+
+    template_fields = ("message",)
+
+    def __init__(self, path: str, message: str):
+        super().__init__()
+        self.path = path
+        self.message = message
+
+    def notify(self, context):
+        Path(self.path).write_text(json.dumps({{"message": self.message, "task_id": context["ti"].task_id}}))
+
+
+with DAG({dag_id!r}, schedule=None, catchup=False, params={{"model_name": {model!r}, "version": 1}}):
+    approve = ApproveModelOperator(
+        task_id="approve",
+        model_name="{{{{ params.model_name }}}}",
+        candidate_version="{{{{ params.version }}}}",
+        report="nothing to see",
+        response_timeout=timedelta(seconds=5),
+        notifiers=[RecordingNotifier({marker!r}, "asked: {{{{ task.subject }}}}")],
+    )
+    approve >> EmptyOperator(task_id="promote")
+'''
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    home = tmp_path_factory.mktemp("approval-stack")
+    dags = home / "dags"
+    dags.mkdir()
+    marker = home / "notified.json"
+    (dags / "approval_timeout.py").write_text(
+        textwrap.dedent(DAG_FILE).format(dag_id=DAG_ID, model=MODEL, marker=str(marker))
+    )
+    live = LocalStack(home, dags_folder=dags)
+    live.marker = marker
+    try:
+        live.start()
+        yield live
+    finally:
+        live.stop()
+
+
+@pytest.fixture(scope="module")
+def candidate(stack) -> MlflowClient:
+    """Version 1 of the model, registered before the DAG runs; no champion."""
+    client = MlflowClient(stack.mlflow_url)
+    client.create_registered_model(MODEL)
+    run = client.create_run(client.create_experiment("approval-timeout"))
+    client.create_model_version(MODEL, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    return client
+
+
+def test_an_unanswered_request_times_out_as_reject_after_notifying(stack, candidate):
+    run_id = stack.trigger(DAG_ID)
+    state = stack.wait_for_run(DAG_ID, run_id, timeout=300)
+
+    states = stack.task_states(DAG_ID, run_id)
+    assert state == "success", states
+    assert states == {"approve": "success", "promote": "skipped"}
+    decision = stack.xcom(DAG_ID, run_id, "approve")
+    assert decision["decision"] == "timed_out"
+    assert decision["option"] == "Reject"
+    assert decision["approver"] is None
+    tags = candidate.get_model_version(MODEL, "1").tags
+    assert tags[T.APPROVAL_DECISION] == "timed_out"
+    assert tags[T.APPROVAL_APPROVER] == ""
+    assert T.CHAMPION not in candidate.get_registered_model(MODEL).aliases
+    # The notifier ran when the request was made, with the request the operator built.
+    notified = json.loads(stack.marker.read_text())
+    assert notified == {"message": f"asked: Promote {MODEL} v1 to champion?", "task_id": "approve"}

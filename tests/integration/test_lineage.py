@@ -1,0 +1,100 @@
+"""``airflow-mlops lineage`` against a real MLflow server: the chain of a version, read from its tags alone."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from mlflow import MlflowClient
+
+from airflow_mlops import tags as T
+from airflow_mlops.lineage import main
+
+pytestmark = pytest.mark.integration
+
+DEPLOYMENTS = [
+    {"time": "2026-01-02T10:00:00+00:00", "action": "deploy", "version": "1", "outcome": "succeeded",
+     "target": "local", "endpoint": "http://127.0.0.1:5001", "actor": "reviewer"},
+    {"time": "2026-01-03T09:30:00+00:00", "action": "rollback", "version": "1", "outcome": "succeeded",
+     "target": "local", "endpoint": "http://127.0.0.1:5001", "actor": "oncall", "reason": "latency regression",
+     "previous_version": "2"},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model(mlflow_server) -> str:
+    """Version 1 of a model with the tags every stage of the CT DAG writes, and the champion alias."""
+    client = MlflowClient(mlflow_server.uri)
+    name = f"lineage-{uuid.uuid4().hex[:8]}"
+    client.create_registered_model(name)
+    run = client.create_run(client.create_experiment(f"lineage-{uuid.uuid4().hex[:8]}"))
+    client.log_metric(run.info.run_id, "val_accuracy", 0.91)
+    client.set_terminated(run.info.run_id)
+    client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    infra = {
+        "target": "local",
+        "passed": True,
+        "requests": 11,
+        "latency_ms": {"p50": 3.1, "p95": 7.5, "max": 9.0},
+    }
+    for key, value in {
+        T.DATA_URI: "s3://lake/datasets/churn/abc123", T.DATA_SHA256: "abc123",
+        T.VALIDATION_SUCCESS: "true", T.MLFLOW_RUN_ID: run.info.run_id,
+        T.AIRFLOW_DAG_ID: "mlops_continuous_training", T.AIRFLOW_RUN_ID: "manual__1", T.AIRFLOW_TRY_NUMBER: "1",
+        T.GATE_DECISION: "passed", T.GATE_REASON: "all 1 gated metric(s) met their thresholds",
+        T.APPROVAL_DECISION: "approved", T.APPROVAL_APPROVER: "reviewer",
+        T.APPROVAL_TIME: "2026-01-02T09:00:00+00:00", T.APPROVAL_COMMENT: "ship it",
+        T.PROMOTED_AT: "2026-01-02T09:01:00+00:00", T.PREVIOUS_CHAMPION: "",
+        T.INFRA_VALIDATION_PASSED: "true", T.INFRA_VALIDATION_SUMMARY: json.dumps(infra),
+        T.DEPLOYMENTS: json.dumps(DEPLOYMENTS), T.ROLLBACK_REASON: "rolled back to version 1: latency regression",
+    }.items():  # fmt: skip
+        client.set_model_version_tag(name, "1", key, value)
+    client.set_registered_model_alias(name, T.CHAMPION, "1")
+    return name
+
+
+def test_the_text_chain_shows_every_stage_in_order(mlflow_server, model, capsys):
+    assert main([model, "champion", "--tracking-uri", mlflow_server.uri]) == 0
+    out = capsys.readouterr().out
+    labels = [
+        line.split()[0]
+        for line in out.splitlines()[1:]
+        if line.startswith("  ") and not line.startswith("    ")
+    ]
+    assert labels == [
+        "data", "validation", "training", "airflow", "evaluation", "approval", "promotion", "infra",
+        "deployments", "rollback",
+    ]  # fmt: skip
+    assert f"{model} version 1 (aliases: champion)" in out
+    assert "approval    approved by reviewer at 2026-01-02T09:00:00+00:00: 'ship it'" in out
+    assert "infra       passed on local, 11 requests, latency ms p50=3.1 p95=7.5 max=9.0" in out
+    assert "deployments 2" in out
+    assert (
+        "    2026-01-03T09:30:00+00:00  rollback v1 succeeded on local http://127.0.0.1:5001 by oncall "
+        "(previous v2): latency regression"
+    ) in out
+    assert "rollback    rolled away from this version: rolled back to version 1: latency regression" in out
+
+
+def test_the_json_chain_has_infra_validation_deployments_and_rollback(mlflow_server, model, capsys):
+    assert main([model, "1", "--tracking-uri", mlflow_server.uri, "--json"]) == 0
+    chain = json.loads(capsys.readouterr().out)
+    assert chain["infra_validation"]["passed"] is True
+    assert chain["infra_validation"]["summary"]["latency_ms"]["p95"] == 7.5
+    assert chain["deployments"] == DEPLOYMENTS
+    assert chain["rollback"]["reason"] == "rolled back to version 1: latency regression"
+    assert chain["training_run"]["metrics"] == {"val_accuracy": 0.91}
+
+
+def test_a_version_without_deployments_says_so(mlflow_server, model, capsys):
+    client = MlflowClient(mlflow_server.uri)
+    run_id = client.get_model_version(model, "1").run_id
+    client.create_model_version(model, f"runs:/{run_id}/model", run_id=run_id)
+    assert main([model, "2", "--tracking-uri", mlflow_server.uri]) == 0
+    out = capsys.readouterr().out
+    assert "infra       not validated" in out
+    assert "deployments none" in out
+    assert "rollback" not in out
+    assert main([model, "7", "--tracking-uri", mlflow_server.uri]) == 1
+    assert f"Model '{model}' has no version or alias '7'" in capsys.readouterr().out
