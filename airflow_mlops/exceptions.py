@@ -30,6 +30,10 @@ class DataValidationError(NotRetryableError):
     """A dataset failed its Great Expectations suite."""
 
 
+class DataDriftError(NotRetryableError):
+    """A dataset drifted from its reference beyond the configured thresholds."""
+
+
 class TrainingError(MLOpsError):
     """The training process failed or did not produce a result."""
 

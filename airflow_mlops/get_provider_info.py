@@ -27,6 +27,7 @@ def get_provider_info():
         ],
         "triggers": [
             {"integration-name": "KServe", "python-modules": ["airflow_mlops.triggers.kserve"]},
+            {"integration-name": "MLOps datasets", "python-modules": ["airflow_mlops.triggers.new_data"]},
         ],
         "hooks": [
             {"integration-name": "MLflow", "python-modules": ["airflow_mlops.hooks.mlflow"]},
@@ -62,5 +63,6 @@ def get_provider_info():
         "extra-links": [
             "airflow_mlops.links.MLflowRunLink",
             "airflow_mlops.links.MLflowModelVersionLink",
+            "airflow_mlops.links_data.DataDocsLink",
         ],
     }

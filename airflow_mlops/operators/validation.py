@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseHook, BaseOperator
 
-from airflow_mlops.exceptions import DatasetError, DataValidationError
+from airflow_mlops.exceptions import ConnectionSetupError, DatasetError, DataValidationError
 from airflow_mlops.hooks.storage import StorageHook
-from airflow_mlops.runtime.datasets import load_manifest, parse_snapshot_uri, read_snapshot
-from airflow_mlops.runtime.storage import Storage, is_s3, local_path
+from airflow_mlops.links_data import DataDocsLink, data_docs_url
+from airflow_mlops.runtime.datasets import load_manifest, parse_snapshot_uri, read_snapshot, resolve_data_root
+from airflow_mlops.runtime.storage import Storage, is_s3, join, local_path
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -22,6 +25,11 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 RESULT_FORMATS = ("BOOLEAN_ONLY", "BASIC", "SUMMARY", "COMPLETE")
+ON_WARNING = ("fail", "continue")
+# Expectation severities (GX 1.x) whose failures do not block when on_warning="continue".
+NON_BLOCKING_SEVERITIES = frozenset({"warning", "info"})
+VALIDATION_DIR = "_validation"
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _EXPECTATION_KEYS = frozenset(
     {"type", "kwargs", "meta", "notes", "description", "severity", "id", "rendered_content"}
 )
@@ -128,44 +136,96 @@ def _describe_failure(failure: dict[str, Any]) -> str:
 
 class ValidateDatasetOperator(BaseOperator):
     """
-    Validate a dataset snapshot (or one of its splits) with Great Expectations.
+    Validate a dataset snapshot (or one of its splits), or a database table or query, with Great Expectations.
 
     Expectations are declared in the DAG file (``expectations``) or in a Great Expectations 1.x suite JSON
-    file (``suite_path``: ``{"name": ..., "expectations": [{"type": ..., "kwargs": ...}]}``). The snapshot is
-    validated in memory with an ephemeral GX context; nothing is written.
+    file (``suite_path``: ``{"name": ..., "expectations": [{"type": ..., "kwargs": ...}]}``). A snapshot is
+    validated in memory with an ephemeral GX context. A table or query (``sql_conn_id`` with ``table`` or
+    ``query``) is validated where it lives through a GX SQL datasource: GX sends the metric queries to the
+    database and no rows are loaded into the worker.
 
-    Returns (XCom) a compact summary, never data rows: ``{"success", "dataset", "name", "snapshot_id",
-    "split", "rows", "evaluated", "successful", "unsuccessful", "failed"}``, where each item of ``failed`` is
-    ``{"expectation", "column", "observed", "kwargs"}`` and ``observed`` holds the observed value, unexpected
-    counts, up to five unexpected values, or the error the expectation raised.
+    The rendered validation result (Data Docs HTML) is stored next to the snapshot, at
+    ``<snapshot>/_validation/<suite>[-<split>]/index.html`` (for SQL: under ``data_docs_uri``, default
+    ``<data_root>/validation/<sql_conn_id>/<table or query hash>/<suite>/``) and linked from the task as
+    "Data Docs".
+
+    Returns (XCom) a compact summary, never data rows: ``{"success", "blocking", "dataset", "name",
+    "snapshot_id", "split", "rows", "evaluated", "successful", "unsuccessful", "failed", "data_docs"}``, where
+    each item of ``failed`` is ``{"expectation", "column", "severity", "observed", "kwargs"}`` and
+    ``observed`` holds the observed value, unexpected counts, up to five unexpected values, or the error the
+    expectation raised. ``blocking`` is True when a failure stops the pipeline.
 
     :param dataset_uri: Snapshot URI, optionally with ``#train`` / ``#valid`` / ``#holdout``. (templated)
-    :param expectations: List of ``{"type": "expect_...", "kwargs": {...}}``.
+    :param expectations: List of ``{"type": "expect_...", "kwargs": {...}}``, optionally with
+        ``"severity": "critical" | "warning" | "info"``. (templated)
     :param suite_path: Path (local or ``s3://``) of a GX suite JSON file, instead of ``expectations``.
         (templated)
     :param soft_fail: If True, a failed validation logs a warning and returns the summary with
         ``success: false`` instead of failing the task.
+    :param on_warning: ``"fail"`` (default): any failed expectation fails the task. ``"continue"``: failures
+        of expectations with severity ``warning`` or ``info`` are logged and the task succeeds with
+        ``success: false, blocking: false``; downstream tasks can branch on that.
     :param result_format: GX result format: ``BOOLEAN_ONLY``, ``BASIC``, ``SUMMARY`` or ``COMPLETE``.
         ``BOOLEAN_ONLY`` reports no unexpected values at all.
-    :param aws_conn_id: Airflow ``aws`` connection for ``s3://`` snapshots and suite files.
+    :param aws_conn_id: Airflow ``aws`` connection for ``s3://`` snapshots, suite files and Data Docs.
+    :param sql_conn_id: Airflow connection of a SQL database (any common.sql ``DbApiHook``), instead of
+        ``dataset_uri``.
+    :param table: Table (optionally ``schema.table``) to validate in the database. (templated)
+    :param query: Query whose result is validated in the database, instead of ``table``. (templated)
+    :param suite_name: Name of the suite (Data Docs folder); default the suite file's ``name``, else
+        ``<dataset>-suite``.
+    :param data_docs: Whether to store the Data Docs page.
+    :param data_docs_uri: Folder (local or ``s3://``) for the Data Docs page, overriding the default.
+        (templated)
+    :param data_docs_base_url: URL of a web server that serves ``data_root``; the link then points there
+        instead of a ``file://`` or S3 console URL.
+    :param data_root: Root used for SQL Data Docs and ``data_docs_base_url`` (default ``$MLOPS_DATA_ROOT``).
     """
 
-    template_fields: Sequence[str] = ("dataset_uri", "suite_path", "expectations")
+    template_fields: Sequence[str] = (
+        "dataset_uri", "suite_path", "expectations", "table", "query", "data_docs_uri",
+    )  # fmt: skip
+    template_fields_renderers = {"query": "sql"}
+    operator_extra_links = (DataDocsLink(),)
 
     def __init__(
         self,
         *,
-        dataset_uri: str,
+        dataset_uri: str | None = None,
         expectations: list[dict[str, Any]] | None = None,
         suite_path: str | None = None,
         soft_fail: bool = False,
+        on_warning: str = "fail",
         result_format: str = "SUMMARY",
         aws_conn_id: str | None = StorageHook.default_conn_name,
+        sql_conn_id: str | None = None,
+        table: str | None = None,
+        query: str | None = None,
+        suite_name: str | None = None,
+        data_docs: bool = True,
+        data_docs_uri: str | None = None,
+        data_docs_base_url: str | None = None,
+        data_root: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(dataset_uri, str) or not dataset_uri.strip():
-            raise ValueError(f"dataset_uri must be a snapshot URI, got {dataset_uri!r}")
+        if sql_conn_id is None:
+            if not isinstance(dataset_uri, str) or not dataset_uri.strip():
+                raise ValueError(
+                    f"dataset_uri must be a snapshot URI (or pass sql_conn_id with table or query), got {dataset_uri!r}"
+                )
+            if table is not None or query is not None:
+                raise ValueError("table and query need sql_conn_id (the database connection)")
+        else:
+            if dataset_uri is not None:
+                raise ValueError(
+                    "Pass either dataset_uri (a snapshot) or sql_conn_id with table or query, not both"
+                )
+            if (table is None) == (query is None):
+                raise ValueError("With sql_conn_id, pass exactly one of table or query")
+            for label, value in (("table", table), ("query", query)):
+                if value is not None and (not isinstance(value, str) or not value.strip()):
+                    raise ValueError(f"{label} must be a non-empty string, got {value!r}")
         if (expectations is None) == (suite_path is None):
             raise ValueError("Pass exactly one of expectations (a list declared in the DAG) or suite_path")
         if suite_path is not None and (not isinstance(suite_path, str) or not suite_path.strip()):
@@ -174,12 +234,26 @@ class ValidateDatasetOperator(BaseOperator):
             raise ValueError(
                 f"result_format must be one of {', '.join(RESULT_FORMATS)}, got {result_format!r}"
             )
+        if on_warning not in ON_WARNING:
+            raise ValueError(f"on_warning must be one of {', '.join(ON_WARNING)}, got {on_warning!r}")
+        if suite_name is not None and (not isinstance(suite_name, str) or not _SAFE_NAME.sub("", suite_name)):
+            raise ValueError(f"suite_name must be a non-empty name, got {suite_name!r}")
         self.dataset_uri = dataset_uri
         self.expectations = check_expectations(expectations) if expectations is not None else None
         self.suite_path = suite_path
         self.soft_fail = soft_fail
+        self.on_warning = on_warning
         self.result_format = result_format
         self.aws_conn_id = aws_conn_id
+        self.sql_conn_id = sql_conn_id
+        self.table = table
+        self.query = query
+        self.suite_name = suite_name
+        self.data_docs = data_docs
+        self.data_docs_uri = data_docs_uri
+        self.data_docs_base_url = data_docs_base_url
+        self.data_root = data_root
+        self.data_docs_url = ""
 
     @cached_property
     def hook(self) -> StorageHook:
@@ -189,15 +263,20 @@ class ValidateDatasetOperator(BaseOperator):
         return self.hook.storage if any(is_s3(uri) for uri in uris) else Storage()
 
     def execute(self, context: Context) -> dict[str, Any]:
-        uri = self.dataset_uri.strip()
-        base, split = parse_snapshot_uri(uri)
-        storage = self._storage_for(base, self.suite_path or "")
+        suite_name = self.suite_name
         if self.expectations is not None:
             expectations, origin = self.expectations, "expectations"
         else:
-            expectations = self._load_suite(storage, self.suite_path.strip())
-            origin = f"suite file {self.suite_path.strip()}: expectations"
+            path = self.suite_path.strip()
+            expectations, file_suite_name = self._load_suite(self._storage_for(path), path)
+            origin = f"suite file {path}: expectations"
+            suite_name = suite_name or file_suite_name
+        if self.sql_conn_id is not None:
+            return self._validate_sql(expectations, origin, suite_name)
 
+        uri = self.dataset_uri.strip()
+        base, split = parse_snapshot_uri(uri)
+        storage = self._storage_for(base)
         try:
             manifest = load_manifest(base, storage)
             df = read_snapshot(uri, storage=storage)
@@ -208,9 +287,58 @@ class ValidateDatasetOperator(BaseOperator):
         self.log.info(
             "Validating dataset %s: %d rows against %d expectations", label, len(df), len(expectations)
         )
+        suite_name = _safe(suite_name or f"{name}-suite")
 
-        result = self._run_gx(df, name, expectations, origin)
+        result = self._run_gx(name, expectations, origin, suite_name, dataframe=df)
         summary = self._summarize(result, uri, manifest, split, len(df))
+        docs_dir = self.data_docs_uri or join(
+            base, VALIDATION_DIR, suite_name + (f"-{split}" if split else "")
+        )
+        return self._finish(result, summary, label, docs_dir, storage)
+
+    def _validate_sql(
+        self, expectations: list[dict[str, Any]], origin: str, suite_name: str | None
+    ) -> dict[str, Any]:
+        target = self.table.strip() if self.table is not None else self.query.strip()
+        what = f"table {target}" if self.table is not None else "query"
+        try:
+            db_hook = BaseHook.get_connection(self.sql_conn_id).get_hook()
+            try:
+                connection_string = db_hook.sqlalchemy_url.render_as_string(hide_password=False)
+            except (AttributeError, NotImplementedError):
+                connection_string = db_hook.get_uri()
+        except Exception as err:
+            raise ConnectionSetupError(
+                f"Cannot validate {what} on connection {self.sql_conn_id!r}: no SQLAlchemy URL from it ({err}). "
+                "Use a SQL database connection whose provider is installed."
+            ) from err
+        key = (
+            self.table.strip()
+            if self.table is not None
+            else "query-" + hashlib.sha256(target.encode()).hexdigest()[:16]
+        )
+        name = _safe(key)
+        label = f"{what} on connection {self.sql_conn_id!r}"
+        self.log.info("Validating %s in the database against %d expectations", label, len(expectations))
+        suite_name = _safe(suite_name or f"{name}-suite")
+        result = self._run_gx(
+            name, expectations, origin, suite_name, connection_string=connection_string, sql_target=target
+        )
+        dataset = (
+            f"sql://{self.sql_conn_id}/{self.table.strip()}"
+            if self.table is not None
+            else f"sql://{self.sql_conn_id}"
+        )
+        summary = self._summarize(result, dataset, {"name": name}, None, None)
+        docs_dir = self.data_docs_uri or join(
+            resolve_data_root(self.data_root), "validation", _safe(self.sql_conn_id), name, suite_name
+        )
+        return self._finish(result, summary, label, docs_dir, self._storage_for(docs_dir))
+
+    def _finish(
+        self, result: Any, summary: dict[str, Any], label: str, docs_dir: str, storage: Storage
+    ) -> dict[str, Any]:
+        summary["data_docs"] = self._write_data_docs(result, docs_dir, storage) if self.data_docs else None
         if summary["success"]:
             self.log.info("Dataset %s passed all %d expectations", label, summary["evaluated"])
             return summary
@@ -218,12 +346,29 @@ class ValidateDatasetOperator(BaseOperator):
             f"Dataset {label} failed {summary['unsuccessful']} of {summary['evaluated']} expectations:\n"
             + ("\n".join(_describe_failure(failure) for failure in summary["failed"]))
         )
+        if summary["data_docs"]:
+            message += f"\nData Docs: {summary['data_docs']}"
+        if not summary["blocking"]:
+            self.log.warning("%s\n(only warning-severity expectations failed; on_warning=continue)", message)
+            return summary
         if self.soft_fail:
             self.log.warning("%s\n(soft_fail=True: continuing)", message)
             return summary
         raise DataValidationError(message)
 
-    def _load_suite(self, storage: Storage, path: str) -> list[dict[str, Any]]:
+    def _write_data_docs(self, result: Any, docs_dir: str, storage: Storage) -> str:
+        from great_expectations.render.renderer import ValidationResultsPageRenderer
+        from great_expectations.render.view import DefaultJinjaPageView
+
+        html = DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
+        uri = join(docs_dir, "index.html")
+        storage.write_bytes(uri, html.encode("utf-8"))
+        root = resolve_data_root(self.data_root) if self.data_docs_base_url else None
+        self.data_docs_url = data_docs_url(uri, self.data_docs_base_url, root)
+        self.log.info("Data Docs written to %s", uri)
+        return uri
+
+    def _load_suite(self, storage: Storage, path: str) -> tuple[list[dict[str, Any]], str | None]:
         try:
             raw = storage.read_bytes(path) if is_s3(path) else local_path(path).read_bytes()
         except FileNotFoundError as err:
@@ -237,11 +382,22 @@ class ValidateDatasetOperator(BaseOperator):
                 f"Expectation suite file {path} must be a JSON object with an 'expectations' list "
                 '(GX 1.x suite format: {"name": ..., "expectations": [{"type": ..., "kwargs": ...}]})'
             )
-        return check_expectations(
+        expectations = check_expectations(
             suite["expectations"], origin=f"Expectation suite file {path}: expectations"
         )
+        suite_name = suite.get("name")
+        return expectations, suite_name if isinstance(suite_name, str) and suite_name.strip() else None
 
-    def _run_gx(self, df: pd.DataFrame, name: str, expectations: list[dict[str, Any]], origin: str) -> Any:
+    def _run_gx(
+        self,
+        name: str,
+        expectations: list[dict[str, Any]],
+        origin: str,
+        suite_name: str,
+        dataframe: pd.DataFrame | None = None,
+        connection_string: str | None = None,
+        sql_target: str | None = None,
+    ) -> Any:
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
         gx_logger = logging.getLogger("great_expectations")
         if gx_logger.level == logging.NOTSET:
@@ -274,37 +430,68 @@ class ValidateDatasetOperator(BaseOperator):
 
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-        batch = (
-            context.data_sources.add_pandas(name="airflow_mlops")
-            .add_dataframe_asset(name=name)
-            .add_batch_definition_whole_dataframe("snapshot")
-            .get_batch(batch_parameters={"dataframe": df})
-        )
-        suite = ExpectationSuite(name=f"{name}-suite", expectations=built)
+        if dataframe is not None:
+            batch = (
+                context.data_sources.add_pandas(name="airflow_mlops")
+                .add_dataframe_asset(name=name)
+                .add_batch_definition_whole_dataframe("snapshot")
+                .get_batch(batch_parameters={"dataframe": dataframe})
+            )
+        else:
+            batch = self._sql_batch(context, name, connection_string, sql_target)
+        suite = ExpectationSuite(name=suite_name, expectations=built)
         if len(suite.expectations) != len(built):  # GX drops invalid expectations with only a log line
             raise ValueError(f"Great Expectations rejected some expectations of {origin}; see the log above")
         return batch.validate(suite, result_format=self.result_format)
 
-    @staticmethod
+    def _sql_batch(self, context: Any, name: str, connection_string: str | None, target: str | None) -> Any:
+        # The dialect-specific datasources know their SQL quirks; any other SQLAlchemy URL goes through add_sql.
+        scheme = (connection_string or "").split(":", 1)[0].split("+", 1)[0]
+        add = {
+            "sqlite": context.data_sources.add_sqlite,
+            "postgresql": context.data_sources.add_postgres,
+        }.get(scheme, context.data_sources.add_sql)
+        source = add(name="airflow_mlops_sql", connection_string=connection_string)
+        try:
+            if self.table is not None:
+                schema_name, _, table_name = target.rpartition(".")
+                asset = source.add_table_asset(
+                    name=name, table_name=table_name, schema_name=schema_name or None
+                )
+            else:
+                asset = source.add_query_asset(name=name, query=target)
+            return asset.add_batch_definition_whole_table("all").get_batch()
+        except Exception as err:
+            what = f"table {target}" if self.table is not None else "query"
+            raise DatasetError(f"Cannot validate {what} on connection {self.sql_conn_id!r}: {err}") from err
+
     def _summarize(
-        result: Any, uri: str, manifest: dict[str, Any], split: str | None, rows: int
+        self, result: Any, uri: str, manifest: dict[str, Any], split: str | None, rows: int | None
     ) -> dict[str, Any]:
         failed = []
         for item in result.results:
             if item.success:
                 continue
             kwargs = {k: _compact(v) for k, v in item.expectation_config.kwargs.items() if k != "batch_id"}
+            severity = str(getattr(item.expectation_config, "severity", None) or "critical")
+            severity = getattr(severity, "value", severity).split(".")[-1].lower()
             failed.append(
                 {
                     "expectation": item.expectation_config.type,
                     "column": kwargs.get("column"),
+                    "severity": severity,
                     "observed": _observed(item.result or {}, item.exception_info),
                     "kwargs": kwargs,
                 }
             )
         statistics = result.statistics
+        blocking = any(
+            self.on_warning == "fail" or failure["severity"] not in NON_BLOCKING_SEVERITIES
+            for failure in failed
+        )
         return {
             "success": bool(result.success),
+            "blocking": bool(not result.success and blocking),
             "dataset": uri,
             "name": manifest.get("name"),
             "snapshot_id": manifest.get("snapshot_id"),
@@ -315,3 +502,8 @@ class ValidateDatasetOperator(BaseOperator):
             "unsuccessful": int(statistics["unsuccessful_expectations"]),
             "failed": failed,
         }
+
+
+def _safe(name: str) -> str:
+    """*name* made safe as one path segment (Data Docs folders)."""
+    return _SAFE_NAME.sub("_", name).strip("._") or "suite"

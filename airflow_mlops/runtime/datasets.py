@@ -90,6 +90,69 @@ def load_manifest(uri: str, storage: Storage | None = None) -> dict:
     return manifest
 
 
+def visible_files(uris: list[str], base: str) -> list[str]:
+    """Drop files whose path below *base* has a part starting with '.' or '_' (``_SUCCESS``, ``.crc``)."""
+    prefix = base.rstrip("/") + "/"
+    out = []
+    for uri in uris:
+        relative = uri[len(prefix) :] if uri.startswith(prefix) else uri.rsplit("/", 1)[-1]
+        if not any(part.startswith((".", "_")) for part in relative.split("/")):
+            out.append(uri)
+    return out
+
+
+def latest_manifest(root: str, name: str, storage: Storage | None = None) -> dict | None:
+    """
+    The manifest of the most recently written snapshot of dataset *name* under *root*, or None if none exists.
+
+    "Most recent" is the newest ``_manifest.json`` by modification time (one listing, one read).
+    """
+    storage = storage or Storage()
+    folder = join(root, "datasets", check_dataset_name(name))
+    try:
+        entries = storage.list_entries(folder)
+    except FileNotFoundError:
+        return None
+    prefix = folder.rstrip("/") + "/"
+    manifests = [
+        entry
+        for entry in entries
+        if entry["uri"].startswith(prefix)
+        and entry["uri"][len(prefix) :].count("/") == 1
+        and entry["uri"].endswith("/" + MANIFEST)
+        and not entry["uri"][len(prefix) :].startswith(".")
+    ]
+    if not manifests:
+        return None
+    newest = max(manifests, key=lambda entry: (entry["mtime"] or 0.0, entry["uri"]))
+    return load_manifest(newest["uri"][: -len(MANIFEST) - 1], storage)
+
+
+def changed_files(entries: list[dict], manifest: dict | None) -> list[dict]:
+    """
+    The entries of a listing (:meth:`Storage.list_entries`) that *manifest* did not ingest, or that changed.
+
+    A file counts as ingested when the manifest's ``source_files`` has the same URI and size, and the same
+    ETag (S3) or modification time (local) where the manifest recorded one.
+    """
+    known: dict[str, dict] = {item["uri"]: item for item in (manifest or {}).get("source_files") or []}
+    out = []
+    for entry in entries:
+        seen = known.get(entry["uri"])
+        if seen is None or int(seen.get("bytes", -1)) != int(entry["size"]):
+            out.append(entry)
+        elif entry.get("etag") and seen.get("etag") and entry["etag"] != seen["etag"]:
+            out.append(entry)
+        elif (
+            not entry.get("etag")
+            and entry.get("mtime") is not None
+            and seen.get("mtime") is not None
+            and abs(float(entry["mtime"]) - float(seen["mtime"])) > 1e-3
+        ):
+            out.append(entry)
+    return out
+
+
 def read_snapshot(uri: str, split: str | None = None, storage: Storage | None = None) -> pd.DataFrame:
     """
     Load a snapshot (or one of its splits) into a pandas DataFrame.

@@ -14,14 +14,23 @@ from __future__ import annotations
 
 import fnmatch
 import glob as _glob
+import logging
 import os
 import shutil
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 _GLOB_CHARS = "*?["
+log = logging.getLogger(__name__)
+# Managed transfers: parts of 64 MiB, 8 in flight, multipart from 64 MiB on (S3 allows 10,000 parts: 640 GiB).
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+MULTIPART_CHUNKSIZE = 64 * 1024 * 1024
+MAX_CONCURRENCY = 8
+PROGRESS_INTERVAL_S = 30.0
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
 
 
@@ -70,6 +79,73 @@ def _atomic_local_write(dest: Path, write: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def transfer_config(
+    multipart_threshold: int = MULTIPART_THRESHOLD,
+    multipart_chunksize: int = MULTIPART_CHUNKSIZE,
+    max_concurrency: int = MAX_CONCURRENCY,
+) -> Any:
+    """A boto3 ``TransferConfig`` for multipart, concurrent uploads, downloads and server-side copies."""
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(
+        multipart_threshold=multipart_threshold,
+        multipart_chunksize=multipart_chunksize,
+        max_concurrency=max_concurrency,
+        use_threads=max_concurrency > 1,
+    )
+
+
+class TransferProgress:
+    """
+    A boto3 transfer ``Callback`` that logs bytes done, percent and rate at most every *interval* seconds.
+
+    boto3 calls it from its worker threads with the bytes moved since the last call; it is thread-safe.
+    The final line is logged by :meth:`done`.
+
+    :param what: What is transferred, for the log lines (e.g. ``"upload s3://b/k"``).
+    :param total: Expected size in bytes (0 if unknown).
+    :param interval: Seconds between two progress lines.
+    :param logger: Logger to write to (default: this module's).
+    """
+
+    def __init__(
+        self,
+        what: str,
+        total: int,
+        interval: float = PROGRESS_INTERVAL_S,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.what = what
+        self.total = max(int(total), 0)
+        self.interval = interval
+        self.log = logger or log
+        self.bytes = 0
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+        self._last = self._start
+
+    def __call__(self, bytes_amount: int) -> None:
+        with self._lock:
+            self.bytes += bytes_amount
+            now = time.monotonic()
+            if now - self._last < self.interval:
+                return
+            self._last = now
+        self._log_line("in progress")
+
+    def done(self) -> None:
+        """Log the final line (total bytes and mean rate)."""
+        self._log_line("done")
+
+    def _log_line(self, state: str) -> None:
+        elapsed = max(time.monotonic() - self._start, 1e-9)
+        percent = 100.0 * self.bytes / self.total if self.total else 0.0
+        self.log.info(
+            "%s %s: %d of %d bytes (%.1f%%), %.1f MiB/s",
+            self.what, state, self.bytes, self.total, percent, self.bytes / elapsed / (1 << 20),
+        )  # fmt: skip
+
+
 class Storage:
     """
     Local filesystem and S3 behind one interface.
@@ -77,8 +153,16 @@ class Storage:
     :param s3_client: A boto3 S3 client to use for ``s3://`` URIs (built lazily from the environment if None).
     """
 
-    def __init__(self, s3_client: Any | None = None) -> None:
+    def __init__(self, s3_client: Any | None = None, transfer: Any | None = None) -> None:
         self._s3_client = s3_client
+        self._transfer = transfer
+
+    @property
+    def transfer(self) -> Any:
+        """The boto3 ``TransferConfig`` of managed transfers (multipart and concurrent; see :func:`transfer_config`)."""
+        if self._transfer is None:
+            self._transfer = transfer_config()
+        return self._transfer
 
     @property
     def s3(self) -> Any:
@@ -135,14 +219,65 @@ class Storage:
             return
         _atomic_local_write(local_path(uri), lambda tmp: tmp.write_bytes(data))
 
-    def download_file(self, uri: str, dest: str | Path) -> Path:
-        """Copy *uri* to the local file *dest* (S3: boto3's managed, multipart-capable transfer)."""
+    def head(self, uri: str) -> dict[str, Any]:
+        """
+        ``{"size", "etag", "mtime", "sha256"}`` of the file or object at *uri*, reading no data.
+
+        ``etag`` (S3, without quotes) and ``sha256`` (hex of the object's full-object ``ChecksumSHA256`` when the
+        store keeps one, else None) are None for local files; ``mtime`` is a POSIX timestamp.
+        """
+        if is_s3(uri):
+            bucket, key = split_s3(uri)
+            try:
+                response = self.s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+            except Exception as err:
+                if _is_not_found(err):
+                    raise FileNotFoundError(f"No object at {uri}") from err
+                raise
+            checksum = response.get("ChecksumSHA256")
+            sha256 = None
+            # "<base64>-<parts>" is a checksum of part checksums, not of the bytes: not usable as a content hash.
+            if (
+                checksum
+                and "-" not in checksum
+                and response.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT"
+            ):
+                import base64
+
+                sha256 = base64.b64decode(checksum).hex()
+            modified = response.get("LastModified")
+            return {
+                "size": int(response["ContentLength"]),
+                "etag": str(response.get("ETag", "")).strip('"') or None,
+                "mtime": modified.timestamp() if modified is not None else None,
+                "sha256": sha256,
+            }
+        stat = local_path(uri).stat()
+        return {"size": stat.st_size, "etag": None, "mtime": stat.st_mtime, "sha256": None}
+
+    def read_range(self, uri: str, start: int, length: int) -> bytes:
+        """*length* bytes of *uri* from offset *start* (S3: one ranged GET)."""
+        if is_s3(uri):
+            bucket, key = split_s3(uri)
+            end = start + length - 1
+            try:
+                return self.s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}")["Body"].read()
+            except Exception as err:
+                if _is_not_found(err):
+                    raise FileNotFoundError(f"No object at {uri}") from err
+                raise
+        with local_path(uri).open("rb") as stream:
+            stream.seek(start)
+            return stream.read(length)
+
+    def download_file(self, uri: str, dest: str | Path, progress: TransferProgress | None = None) -> Path:
+        """Copy *uri* to the local file *dest* (S3: boto3's managed, multipart and concurrent transfer)."""
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if is_s3(uri):
             bucket, key = split_s3(uri)
             try:
-                self.s3.download_file(bucket, key, str(dest))
+                self.s3.download_file(bucket, key, str(dest), Config=self.transfer, Callback=progress)
             except Exception as err:
                 if _is_not_found(err):
                     raise FileNotFoundError(f"No object at {uri}") from err
@@ -151,13 +286,41 @@ class Storage:
             shutil.copyfile(local_path(uri), dest)
         return dest
 
-    def upload_file(self, source: str | Path, uri: str) -> None:
-        """Copy the local file *source* to *uri* (S3: managed transfer; local: atomic copy)."""
+    def upload_file(self, source: str | Path, uri: str, progress: TransferProgress | None = None) -> None:
+        """Copy the local file *source* to *uri* (S3: managed multipart, concurrent transfer; local: atomic)."""
         if is_s3(uri):
             bucket, key = split_s3(uri)
-            self.s3.upload_file(str(source), bucket, key)
+            self.s3.upload_file(str(source), bucket, key, Config=self.transfer, Callback=progress)
             return
         _atomic_local_write(local_path(uri), lambda tmp: shutil.copyfile(source, tmp))
+
+    def copy(self, source: str, dest: str, progress: TransferProgress | None = None) -> None:
+        """
+        Copy *source* to *dest*. S3 to S3 is a server-side copy (``CopyObject``, or multipart ``UploadPartCopy``
+        for large objects, through boto3's transfer manager): no data bytes pass through this process.
+        """
+        if is_s3(source) and is_s3(dest):
+            src_bucket, src_key = split_s3(source)
+            bucket, key = split_s3(dest)
+            try:
+                self.s3.copy(
+                    {"Bucket": src_bucket, "Key": src_key},
+                    bucket,
+                    key,
+                    Config=self.transfer,
+                    Callback=progress,
+                )
+            except Exception as err:
+                if _is_not_found(err):
+                    raise FileNotFoundError(f"No object at {source}") from err
+                raise
+            return
+        if is_s3(dest):
+            self.upload_file(local_path(source), dest, progress)
+        elif is_s3(source):
+            self.download_file(source, local_path(dest), progress)
+        else:
+            _atomic_local_write(local_path(dest), lambda tmp: shutil.copyfile(local_path(source), tmp))
 
     def list_uris(self, prefix: str) -> list[str]:
         """
@@ -195,6 +358,41 @@ class Storage:
                 if not uri.endswith("/") and fnmatch.fnmatchcase(split_s3(uri)[1], key_pattern)
             ]
         return sorted(p for p in _glob.glob(str(local_path(pattern)), recursive=True) if Path(p).is_file())
+
+    def list_entries(self, prefix: str) -> list[dict[str, Any]]:
+        """
+        Like :meth:`list_uris`, with each file's fingerprint: ``{"uri", "size", "etag", "mtime"}``, sorted by URI.
+
+        One listing call per 1,000 S3 objects; no per-object request. ``etag`` is None for local files.
+        """
+        if is_s3(prefix):
+            bucket, key = split_s3(prefix)
+            key = key.rstrip("/") + "/" if key.strip("/") else ""
+            out = []
+            try:
+                for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+                    for obj in page.get("Contents", []):
+                        if obj["Key"].endswith("/"):
+                            continue
+                        modified = obj.get("LastModified")
+                        out.append(
+                            {
+                                "uri": f"s3://{bucket}/{obj['Key']}",
+                                "size": int(obj["Size"]),
+                                "etag": str(obj.get("ETag", "")).strip('"') or None,
+                                "mtime": modified.timestamp() if modified is not None else None,
+                            }
+                        )
+            except Exception as err:
+                if _is_not_found(err):
+                    raise FileNotFoundError(f"No bucket {bucket!r} (listing s3://{bucket}/{key})") from err
+                raise
+            return sorted(out, key=lambda entry: entry["uri"])
+        out = []
+        for uri in self.list_uris(prefix):
+            stat = Path(uri).stat()
+            out.append({"uri": uri, "size": stat.st_size, "etag": None, "mtime": stat.st_mtime})
+        return out
 
     def _list_s3(self, bucket: str, prefix: str) -> list[str]:
         out: list[str] = []

@@ -1,0 +1,217 @@
+"""Operator that gates a dataset snapshot on distribution drift from a reference snapshot."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowSkipException
+
+from airflow_mlops import tags
+from airflow_mlops.exceptions import DataDriftError, DatasetError, RegistryError
+from airflow_mlops.hooks.storage import StorageHook
+from airflow_mlops.runtime.datasets import load_manifest, parse_snapshot_uri, read_snapshot
+from airflow_mlops.runtime.drift import DEFAULT_THRESHOLDS, check_thresholds
+from airflow_mlops.runtime.storage import Storage, is_s3, join
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow.sdk import Context
+
+ON_DRIFT = ("fail", "skip", "continue")
+CHAMPION = "champion"
+DRIFT_DIR = "_drift"
+
+
+class DriftCheckOperator(BaseOperator):
+    """
+    Compare a dataset snapshot with a reference snapshot and stop the pipeline when it drifted.
+
+    The reference is ``reference_uri``, or by default the snapshot the current ``champion`` of ``model_name``
+    was trained on (its ``mlops.data.uri`` tag in the MLflow registry). Without a champion there is nothing
+    to compare with: the check passes and says so. Numeric features are compared by PSI (reference quantile
+    bins), the Kolmogorov-Smirnov statistic and the Wasserstein distance; categorical features by the
+    L-infinity distance and the Jensen-Shannon distance (see :mod:`airflow_mlops.runtime.drift`).
+
+    A JSON and a Markdown report are stored next to the snapshot, at
+    ``<snapshot>/_drift/<reference id>/report.json`` and ``report.md``.
+
+    Returns (XCom) ``{"drift", "dataset", "reference", "drifted_features", "missing_features", "features",
+    "report"}``, where ``features`` maps each feature to its metrics and exceeded metrics.
+
+    :param dataset_uri: Snapshot URI to check, optionally with a ``#split``. (templated)
+    :param reference_uri: Reference snapshot URI; default: the champion's training snapshot. (templated)
+    :param model_name: Registered model whose champion gives the reference (needed without
+        ``reference_uri``). (templated)
+    :param thresholds: Default limits per metric (``psi``, ``ks``, ``wasserstein``, ``linf``,
+        ``jensen_shannon``); a feature drifts when a metric exceeds its limit. Default
+        ``{"psi": 0.2, "ks": 0.2, "linf": 0.2, "jensen_shannon": 0.2}``.
+    :param feature_thresholds: Limits per feature, overriding ``thresholds`` for it, e.g.
+        ``{"income": {"psi": 0.3}}``.
+    :param columns: Features to compare (default: every column of the reference except ``exclude_columns``).
+    :param exclude_columns: Columns not compared (the label, ids).
+    :param on_drift: ``"fail"`` (raise :class:`~airflow_mlops.exceptions.DataDriftError`), ``"skip"`` (skip
+        this task, so downstream tasks skip with the default trigger rule) or ``"continue"`` (log, succeed).
+    :param bins: Number of reference quantile bins for PSI.
+    :param aws_conn_id: Airflow ``aws`` connection for ``s3://`` snapshots.
+    :param mlflow_conn_id: Airflow ``mlflow`` connection of the registry.
+    """
+
+    template_fields: Sequence[str] = ("dataset_uri", "reference_uri", "model_name")
+
+    def __init__(
+        self,
+        *,
+        dataset_uri: str,
+        reference_uri: str | None = None,
+        model_name: str | None = None,
+        thresholds: dict[str, float] | None = None,
+        feature_thresholds: dict[str, dict[str, float]] | None = None,
+        columns: list[str] | None = None,
+        exclude_columns: list[str] | None = None,
+        on_drift: str = "fail",
+        bins: int = 10,
+        aws_conn_id: str | None = StorageHook.default_conn_name,
+        mlflow_conn_id: str = "mlflow_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(dataset_uri, str) or not dataset_uri.strip():
+            raise ValueError(f"dataset_uri must be a snapshot URI, got {dataset_uri!r}")
+        if reference_uri is None and not model_name:
+            raise ValueError(
+                "Pass reference_uri (a snapshot URI) or model_name (its champion's training snapshot is used)"
+            )
+        if on_drift not in ON_DRIFT:
+            raise ValueError(f"on_drift must be one of {', '.join(ON_DRIFT)}, got {on_drift!r}")
+        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
+            raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
+        if feature_thresholds is not None and not isinstance(feature_thresholds, dict):
+            raise ValueError(
+                f"feature_thresholds must be a dict of feature to limits, got {feature_thresholds!r}"
+            )
+        for label, value in (("columns", columns), ("exclude_columns", exclude_columns)):
+            if value is not None and (
+                not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value)
+            ):
+                raise ValueError(f"{label} must be a list of column names, got {value!r}")
+        self.dataset_uri = dataset_uri
+        self.reference_uri = reference_uri
+        self.model_name = model_name
+        self.thresholds = check_thresholds(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
+        self.feature_thresholds = {
+            str(feature): check_thresholds(limits, f"feature_thresholds[{feature!r}]")
+            for feature, limits in (feature_thresholds or {}).items()
+        }
+        self.columns = list(columns) if columns else None
+        self.exclude_columns = list(exclude_columns or [])
+        self.on_drift = on_drift
+        self.bins = bins
+        self.aws_conn_id = aws_conn_id
+        self.mlflow_conn_id = mlflow_conn_id
+
+    @cached_property
+    def hook(self) -> StorageHook:
+        return StorageHook(aws_conn_id=self.aws_conn_id)
+
+    def _storage_for(self, *uris: str) -> Storage:
+        return self.hook.storage if any(is_s3(uri) for uri in uris) else Storage()
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.runtime.drift import compute_drift, to_markdown
+
+        uri = self.dataset_uri.strip()
+        reference = (self.reference_uri or "").strip() or self._champion_reference()
+        if reference is None:
+            self.log.info(
+                "Model %r has no %s (or its version has no %s tag): no reference to compare %s with; passing",
+                self.model_name, CHAMPION, tags.DATA_URI, uri,
+            )  # fmt: skip
+            return {
+                "drift": False, "dataset": uri, "reference": None, "drifted_features": [],
+                "missing_features": [], "features": {}, "report": None,
+            }  # fmt: skip
+        storage = self._storage_for(uri, reference)
+        try:
+            current_df = read_snapshot(uri, storage=storage)
+            reference_df = read_snapshot(reference, storage=storage)
+            reference_manifest = load_manifest(reference, storage)
+        except (FileNotFoundError, ValueError) as err:
+            raise DatasetError(f"Cannot check drift of {uri} against {reference}: {err}") from err
+        self.log.info(
+            "Drift of %s (%d rows) against %s (%d rows)", uri, len(current_df), reference, len(reference_df)
+        )
+        report = compute_drift(
+            reference_df, current_df, thresholds=self.thresholds, feature_thresholds=self.feature_thresholds,
+            columns=self.columns, exclude_columns=self.exclude_columns, bins=self.bins,
+        )  # fmt: skip
+        report = {"dataset": uri, "reference": reference, **report}
+
+        base, split = parse_snapshot_uri(uri)
+        ref_base, ref_split = parse_snapshot_uri(reference)
+        ref_id = str(reference_manifest.get("snapshot_id") or hashlib.sha256(ref_base.encode()).hexdigest())[
+            :16
+        ]
+        folder = join(base, DRIFT_DIR, "-".join(filter(None, [split, ref_id, ref_split])))
+        report_uri = join(folder, "report.json")
+        storage.write_bytes(report_uri, json.dumps(report, indent=2, sort_keys=True).encode())
+        storage.write_bytes(join(folder, "report.md"), to_markdown(report).encode())
+        summary = {**report, "report": report_uri}
+
+        if not report["drift"]:
+            self.log.info(
+                "No drift beyond the thresholds in %d features; report %s",
+                len(report["features"]),
+                report_uri,
+            )
+            return summary
+        details = [
+            f"- {feature}: "
+            + ", ".join(
+                f"{metric}={report['features'][feature]['metrics'][metric]:.4g} > "
+                f"{report['features'][feature]['thresholds'][metric]:g}"
+                for metric in report["features"][feature]["exceeded"]
+            )
+            for feature in report["drifted_features"]
+        ]
+        if report["missing_features"]:
+            details.append(f"- missing from {uri}: {', '.join(report['missing_features'])}")
+        message = (
+            f"Dataset {uri} drifted from {reference}:\n" + "\n".join(details) + f"\nReport: {report_uri}"
+        )
+        if self.on_drift == "continue":
+            self.log.warning("%s\n(on_drift=continue)", message)
+            return summary
+        if self.on_drift == "skip":
+            self.log.warning("%s\n(on_drift=skip: skipping downstream tasks)", message)
+            raise AirflowSkipException(message)
+        raise DataDriftError(message)
+
+    def _champion_reference(self) -> str | None:
+        """The training snapshot URI of the model's champion, or None if there is no champion."""
+        from airflow_mlops.hooks.mlflow import MLflowHook
+        from airflow_mlops.operators.registry import get_alias_version, get_model_version
+
+        client = MLflowHook(mlflow_conn_id=self.mlflow_conn_id).client
+        try:
+            version = get_alias_version(client, self.model_name, CHAMPION)
+            if version is None:
+                return None
+            model_version = get_model_version(client, self.model_name, version)
+        except RegistryError:
+            raise
+        except Exception as err:
+            raise RegistryError(
+                f"Cannot read the {CHAMPION} of model {self.model_name!r} from MLflow "
+                f"(connection {self.mlflow_conn_id!r}): {err}"
+            ) from err
+        uri = (model_version.tags or {}).get(tags.DATA_URI)
+        if uri:
+            self.log.info(
+                "Reference: snapshot %s of %s version %s (%s)", uri, self.model_name, version, CHAMPION
+            )
+        return uri or None

@@ -1,0 +1,171 @@
+"""
+Distribution drift between a reference and a current dataset, without Airflow.
+
+Numeric features: population stability index (PSI) on the reference's quantile bins, the two-sample
+Kolmogorov-Smirnov statistic (:func:`scipy.stats.ks_2samp`) and the Wasserstein distance
+(:func:`scipy.stats.wasserstein_distance`). Categorical features (strings, categories, booleans): the
+L-infinity distance between the category frequencies and the Jensen-Shannon distance
+(:func:`scipy.spatial.distance.jensenshannon`, base 2, so in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+NUMERIC_METRICS = ("psi", "ks", "wasserstein")
+CATEGORICAL_METRICS = ("linf", "jensen_shannon")
+METRICS = NUMERIC_METRICS + CATEGORICAL_METRICS
+# Gated by default; ``wasserstein`` is in the feature's own units, so it is reported but not gated.
+DEFAULT_THRESHOLDS = {"psi": 0.2, "ks": 0.2, "linf": 0.2, "jensen_shannon": 0.2}
+_EPS = 1e-6
+
+
+def check_thresholds(thresholds: object, origin: str = "thresholds") -> dict[str, float]:
+    """Validate ``{metric: limit}``; raise :class:`ValueError` naming what is allowed."""
+    if not isinstance(thresholds, dict):
+        raise ValueError(f"{origin} must be a dict of metric to limit, like {DEFAULT_THRESHOLDS}")
+    out = {}
+    for metric, limit in thresholds.items():
+        if metric not in METRICS:
+            raise ValueError(f"{origin}: unknown drift metric {metric!r}; allowed: {', '.join(METRICS)}")
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int | float)
+            or not math.isfinite(limit)
+            or limit < 0
+        ):
+            raise ValueError(f"{origin}: limit of {metric!r} must be a non-negative number, got {limit!r}")
+        out[metric] = float(limit)
+    return out
+
+
+def is_categorical(series: pd.Series) -> bool:
+    import pandas as pd
+
+    return not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
+
+
+def psi(reference: Any, current: Any, bins: int = 10) -> float:
+    """Population stability index of *current* against *reference*, on *bins* reference quantile bins."""
+    import numpy as np
+
+    reference = np.asarray(reference, dtype=float)
+    current = np.asarray(current, dtype=float)
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
+    if len(edges) < 2:  # a constant reference: one bin for its value, one for anything else
+        edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
+    edges[0], edges[-1] = -np.inf, np.inf
+    expected = np.histogram(reference, edges)[0] / max(len(reference), 1)
+    actual = np.histogram(current, edges)[0] / max(len(current), 1)
+    expected = np.clip(expected, _EPS, None)
+    actual = np.clip(actual, _EPS, None)
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def numeric_drift(reference: Any, current: Any, bins: int = 10) -> dict[str, float]:
+    from scipy.stats import ks_2samp, wasserstein_distance
+
+    ks = ks_2samp(reference, current)
+    return {
+        "psi": psi(reference, current, bins),
+        "ks": float(ks.statistic),
+        "ks_pvalue": float(ks.pvalue),
+        "wasserstein": float(wasserstein_distance(reference, current)),
+    }
+
+
+def categorical_drift(reference: pd.Series, current: pd.Series) -> dict[str, float]:
+    import numpy as np
+    from scipy.spatial.distance import jensenshannon
+
+    ref = reference.astype(str).value_counts(normalize=True)
+    cur = current.astype(str).value_counts(normalize=True)
+    categories = sorted(set(ref.index) | set(cur.index))
+    p = np.array([ref.get(c, 0.0) for c in categories])
+    q = np.array([cur.get(c, 0.0) for c in categories])
+    return {
+        "linf": float(np.max(np.abs(p - q))),
+        "jensen_shannon": float(jensenshannon(p, q, base=2)),
+        "new_categories": len(set(cur.index) - set(ref.index)),
+    }
+
+
+def compute_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    thresholds: dict[str, float] | None = None,
+    feature_thresholds: dict[str, dict[str, float]] | None = None,
+    columns: list[str] | None = None,
+    exclude_columns: list[str] | None = None,
+    bins: int = 10,
+) -> dict[str, Any]:
+    """
+    Compare every feature of *current* with *reference*.
+
+    :returns: ``{"drift": bool, "drifted_features": [...], "missing_features": [...], "features": {column:
+        {"kind", "metrics", "thresholds", "exceeded"}}}``. A feature drifts when a gated metric exceeds its
+        limit; a feature of the reference missing from *current* counts as drift.
+    """
+    limits = dict(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
+    feature_thresholds = feature_thresholds or {}
+    excluded = set(exclude_columns or [])
+    wanted = list(columns) if columns else [c for c in reference.columns if c not in excluded]
+    missing = [c for c in wanted if c not in current.columns or c not in reference.columns]
+    features: dict[str, Any] = {}
+    for column in wanted:
+        if column in missing:
+            continue
+        ref, cur = reference[column].dropna(), current[column].dropna()
+        categorical = is_categorical(reference[column]) or is_categorical(current[column])
+        if len(ref) == 0 or len(cur) == 0:
+            metrics: dict[str, float] = {}
+        elif categorical:
+            metrics = categorical_drift(ref, cur)
+        else:
+            metrics = numeric_drift(ref.to_numpy(dtype=float), cur.to_numpy(dtype=float), bins)
+        gates = {**limits, **feature_thresholds.get(column, {})}
+        applicable = CATEGORICAL_METRICS if categorical else NUMERIC_METRICS
+        gates = {metric: limit for metric, limit in gates.items() if metric in applicable}
+        exceeded = sorted(m for m, limit in gates.items() if m in metrics and metrics[m] > limit)
+        features[column] = {
+            "kind": "categorical" if categorical else "numeric",
+            "metrics": {key: round(value, 6) for key, value in metrics.items()},
+            "thresholds": gates,
+            "exceeded": exceeded,
+            "rows": {"reference": int(len(ref)), "current": int(len(cur))},
+        }
+    drifted = [column for column, info in features.items() if info["exceeded"]]
+    return {
+        "drift": bool(drifted or missing),
+        "drifted_features": drifted,
+        "missing_features": missing,
+        "features": features,
+    }
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    """A human-readable Markdown rendering of a drift report."""
+    lines = [
+        f"# Drift report: {report.get('dataset')}",
+        "",
+        f"- reference: `{report.get('reference')}`",
+        f"- current: `{report.get('dataset')}`",
+        f"- drift: **{'yes' if report['drift'] else 'no'}**"
+        + (f" ({', '.join(report['drifted_features'])})" if report["drifted_features"] else ""),
+    ]
+    if report["missing_features"]:
+        lines.append(f"- missing from the current data: {', '.join(report['missing_features'])}")
+    lines += ["", "| feature | kind | metric | value | limit | drift |", "|---|---|---|---|---|---|"]
+    for column, info in report["features"].items():
+        for metric, value in info["metrics"].items():
+            limit = info["thresholds"].get(metric)
+            flag = "**yes**" if metric in info["exceeded"] else ("no" if limit is not None else "")
+            lines.append(
+                f"| {column} | {info['kind']} | {metric} | {value:.4g} | "
+                f"{'' if limit is None else f'{limit:g}'} | {flag} |"
+            )
+    return "\n".join(lines) + "\n"

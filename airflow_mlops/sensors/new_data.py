@@ -1,0 +1,121 @@
+"""Sensor that waits for new or changed source files since a dataset's last snapshot."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, conf
+
+from airflow_mlops.exceptions import DatasetError
+from airflow_mlops.hooks.storage import StorageHook
+from airflow_mlops.runtime.datasets import check_dataset_name
+from airflow_mlops.runtime.storage import Storage, is_s3
+from airflow_mlops.triggers.new_data import MAX_FILES_IN_EVENT, NewDataTrigger, find_new_files
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow.sdk import Context
+
+
+class NewDataSensor(BaseSensorOperator):
+    """
+    Wait until a local directory or ``s3://`` prefix holds files the latest snapshot of a dataset did not ingest.
+
+    New or changed means: no file with the same URI, size and ETag (S3) or modification time (local) in the
+    ``source_files`` of the dataset's latest snapshot manifest; with no snapshot yet, any file counts. Names
+    starting with ``.`` or ``_`` are ignored, as the ingest ignores them. With ``deferrable=True`` (default:
+    ``[operators] default_deferrable``) the wait runs in the triggerer
+    (:class:`~airflow_mlops.triggers.new_data.NewDataTrigger`) and holds no worker slot.
+
+    Returns (XCom) ``{"source", "dataset_name", "count", "files", "snapshot"}``: the number of changed files,
+    up to 20 of them, and the snapshot compared with.
+
+    :param source: Local directory or glob, or ``s3://`` prefix or glob (what the ingest reads). (templated)
+    :param dataset_name: The dataset whose latest snapshot is the baseline. (templated)
+    :param data_root: Snapshot root (default ``$MLOPS_DATA_ROOT``, else ``./.mlops-data``). (templated)
+    :param aws_conn_id: Airflow ``aws`` connection for ``s3://`` locations.
+    :param deferrable: Wait in the triggerer instead of a worker slot.
+    """
+
+    template_fields: Sequence[str] = ("source", "dataset_name", "data_root")
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        dataset_name: str,
+        data_root: str | None = None,
+        aws_conn_id: str | None = StorageHook.default_conn_name,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(source, str) or not source.strip():
+            raise ValueError(f"source must be a local directory or s3:// prefix, got {source!r}")
+        if "{{" not in dataset_name and "{%" not in dataset_name:
+            check_dataset_name(dataset_name)
+        self.source = source
+        self.dataset_name = dataset_name
+        self.data_root = data_root
+        self.aws_conn_id = aws_conn_id
+        self.deferrable = deferrable
+        self._found: dict[str, Any] | None = None
+
+    def _storage(self) -> Storage:
+        if self.aws_conn_id is not None and (is_s3(self.source) or is_s3(self.data_root or "")):
+            return StorageHook(aws_conn_id=self.aws_conn_id).get_conn()
+        return Storage()
+
+    def poke(self, context: Context) -> bool:
+        found = find_new_files(self._storage(), self.source, self.dataset_name, self.data_root)
+        self.log.info(
+            "%d new or changed file(s) under %s since snapshot %s",
+            found["count"],
+            self.source,
+            found["snapshot"],
+        )
+        if found["count"]:
+            self._found = found
+        return bool(found["count"])
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            super().execute(context)
+            return self._result(self._found or {"count": 0, "files": [], "snapshot": None})
+        if self.poke(context):
+            return self._result(self._found)
+        deadline = time.time() + float(self.timeout) if self.timeout else None
+        self.defer(
+            trigger=NewDataTrigger(
+                source=self.source, dataset_name=self.dataset_name, data_root=self.data_root,
+                aws_conn_id=self.aws_conn_id, poll_interval=float(self.poke_interval), deadline=deadline,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=float(self.timeout)) if self.timeout else None,
+        )  # fmt: skip
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        if not event:
+            raise DatasetError(f"Waiting for new data under {self.source}: the trigger sent no event")
+        if event.get("status") == "timeout":
+            from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
+
+            if self.soft_fail:
+                raise AirflowSkipException(event.get("message"))
+            raise AirflowSensorTimeout(event.get("message"))
+        if event.get("status") != "success":
+            raise DatasetError(f"Waiting for new data under {self.source} failed: {event.get('message')}")
+        self.log.info("%s", event.get("message"))
+        return self._result(event)
+
+    def _result(self, found: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "dataset_name": self.dataset_name,
+            "count": int(found.get("count", 0)),
+            "files": list(found.get("files", []))[:MAX_FILES_IN_EVENT],
+            "snapshot": found.get("snapshot"),
+        }

@@ -1,0 +1,171 @@
+"""Trigger that waits, in the triggerer, for new or changed files since a dataset's last snapshot."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+
+from airflow_mlops.runtime.datasets import changed_files, latest_manifest, resolve_data_root, visible_files
+from airflow_mlops.runtime.storage import Storage, has_glob, is_s3, local_path
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+#: At most this many changed files are named in an event (the count is always exact).
+MAX_FILES_IN_EVENT = 20
+#: Consecutive failed polls (network, permissions) after which the trigger gives up.
+MAX_CONSECUTIVE_ERRORS = 5
+
+
+def normalize_source(source: str) -> str:
+    """The source as the ingest records it: S3 URIs as given, local paths absolute."""
+    source = source.strip()
+    return source if is_s3(source) else os.path.abspath(os.path.expanduser(str(local_path(source))))
+
+
+def find_new_files(storage: Storage, source: str, dataset_name: str, data_root: str | None) -> dict[str, Any]:
+    """
+    Compare the files under *source* with the ``source_files`` of the latest snapshot of *dataset_name*.
+
+    Blocking (listing and one manifest read): call it from a thread in async code.
+
+    :returns: ``{"files": [entries], "count", "snapshot": uri of the latest snapshot or None}``.
+    """
+    source = normalize_source(source)
+    if has_glob(source):
+        entries = _entries_by_glob(storage, source)
+    else:
+        entries = storage.list_entries(source)
+        visible = set(visible_files([entry["uri"] for entry in entries], source))
+        entries = [entry for entry in entries if entry["uri"] in visible]
+        if not entries and is_s3(source) and not source.endswith("/"):
+            try:  # a single object rather than a prefix
+                entries = [
+                    {"uri": source, **{k: v for k, v in storage.head(source).items() if k != "sha256"}}
+                ]
+            except FileNotFoundError:
+                entries = []
+    manifest = latest_manifest(resolve_data_root(data_root), dataset_name, storage)
+    changed = changed_files(entries, manifest)
+    return {"files": changed, "count": len(changed), "snapshot": (manifest or {}).get("uri")}
+
+
+def _entries_by_glob(storage: Storage, pattern: str) -> list[dict[str, Any]]:
+    matches = set(storage.glob(pattern))
+    if not matches:
+        return []
+    base = pattern[: min(pattern.find(c) for c in "*?[" if c in pattern)].rsplit("/", 1)[0] or "/"
+    return [entry for entry in storage.list_entries(base) if entry["uri"] in matches]
+
+
+class NewDataTrigger(BaseEventTrigger):
+    """
+    Poll a local directory or ``s3://`` prefix until it holds files the latest snapshot did not ingest.
+
+    A file is new or changed when the latest snapshot of ``dataset_name`` (its manifest's ``source_files``)
+    has no file with the same URI, size and ETag (S3) or modification time (local). Listings and manifest
+    reads run in a thread (:func:`asyncio.to_thread`), never on the event loop. The trigger yields exactly one
+    event: ``{"status": "success", "message", "source", "dataset_name", "count", "files", "snapshot"}`` where
+    ``files`` names up to 20 changed files (``{"uri", "size", "etag", "mtime"}``) and ``snapshot`` is the
+    latest snapshot compared with (or None), or ``{"status": "timeout" | "error", "message", "source",
+    "dataset_name"}``.
+
+    It subclasses ``BaseEventTrigger``, so it also works in an ``AssetWatcher`` for event-driven scheduling.
+
+    :param source: Local directory or glob, or ``s3://`` prefix or glob (as given to the ingest).
+    :param dataset_name: The dataset whose latest snapshot is the baseline.
+    :param data_root: Snapshot root (default ``$MLOPS_DATA_ROOT``, else ``./.mlops-data``).
+    :param aws_conn_id: Airflow ``aws`` connection for ``s3://`` locations (None: boto3 defaults).
+    :param poll_interval: Seconds between two polls.
+    :param deadline: Epoch seconds after which the wait ends with ``timeout`` (None: wait forever).
+    """
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        dataset_name: str,
+        data_root: str | None = None,
+        aws_conn_id: str | None = "aws_default",
+        poll_interval: float = 60.0,
+        deadline: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.dataset_name = dataset_name
+        self.data_root = data_root
+        self.aws_conn_id = aws_conn_id
+        self.poll_interval = float(poll_interval)
+        self.deadline = float(deadline) if deadline is not None else None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "source": self.source,
+                "dataset_name": self.dataset_name,
+                "data_root": self.data_root,
+                "aws_conn_id": self.aws_conn_id,
+                "poll_interval": self.poll_interval,
+                "deadline": self.deadline,
+            },
+        )
+
+    def _event(self, status: str, message: str, **extra: Any) -> TriggerEvent:
+        return TriggerEvent(
+            {"status": status, "message": message, "source": self.source, "dataset_name": self.dataset_name,
+             **extra}
+        )  # fmt: skip
+
+    def _storage(self) -> Storage:
+        uses_s3 = is_s3(self.source) or is_s3(resolve_data_root(self.data_root))
+        if not uses_s3 or self.aws_conn_id is None:
+            return Storage()
+        from airflow_mlops.hooks.storage import StorageHook
+
+        return StorageHook(aws_conn_id=self.aws_conn_id).get_conn()
+
+    def _poll(self, storage: Storage | None) -> tuple[Storage, dict[str, Any]]:
+        storage = storage or self._storage()
+        return storage, find_new_files(storage, self.source, self.dataset_name, self.data_root)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        storage: Storage | None = None
+        errors = 0
+        while True:
+            try:
+                storage, found = await asyncio.to_thread(self._poll, storage)
+                errors = 0
+            except Exception as err:
+                errors += 1
+                self.log.warning("Polling %s failed (%d in a row): %s", self.source, errors, err)
+                if errors >= MAX_CONSECUTIVE_ERRORS:
+                    yield self._event(
+                        "error",
+                        f"Cannot list {self.source} or read the snapshots of dataset {self.dataset_name!r} "
+                        f"({errors} failed polls in a row): {err}",
+                    )
+                    return
+                found = None
+            if found and found["count"]:
+                yield self._event(
+                    "success",
+                    f"{found['count']} new or changed file(s) under {self.source} since "
+                    f"{found['snapshot'] or 'no snapshot yet'}",
+                    count=found["count"],
+                    files=found["files"][:MAX_FILES_IN_EVENT],
+                    snapshot=found["snapshot"],
+                )
+                return
+            if self.deadline is not None and time.time() >= self.deadline:
+                yield self._event(
+                    "timeout",
+                    f"No new or changed files under {self.source} for dataset {self.dataset_name!r} "
+                    "before the deadline",
+                )
+                return
+            await asyncio.sleep(self.poll_interval)

@@ -1,0 +1,70 @@
+"""The example DAG ``mlops_ingest`` in a real dag.test() run: deferred wait, snapshot, Asset event."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.integration
+
+DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "ingest.py"
+
+
+def serialize_dag(dag) -> None:
+    """Store *dag* in the metadata DB, as the DAG processor would (dag.test() needs it serialized)."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
+    from airflow.serialization.serialized_objects import LazyDeserializedDAG
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        DagBundlesManager().sync_bundles_to_db(session=session)
+        session.flush()
+        update_dag_parsing_results_in_db(
+            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
+        )
+
+
+def load_dag(monkeypatch, source: Path, name: str):
+    monkeypatch.setenv("MLOPS_SOURCE_PATH", str(source))
+    monkeypatch.setenv("MLOPS_DATASET_NAME", name)
+    dag = runpy.run_path(str(DAG_FILE))["dag"]
+    serialize_dag(dag)
+    return dag
+
+
+def states(dag_run) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+def test_new_data_is_ingested_and_announced_then_nothing_new_skips(airflow_db, monkeypatch, tmp_path):
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    pd.DataFrame({"x": range(40), "label": [0, 1] * 20}).to_csv(raw / "part-1.csv", index=False)
+    dag = load_dag(monkeypatch, raw, "ingest_dag_demo")
+
+    first = dag.test()
+
+    assert states(first) == {"wait_for_new_data": "success", "ingest": "success"}
+    with create_session() as session:
+        events = (
+            session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.name == "mlops-dataset://ingest_dag_demo").all()
+        )  # fmt: skip
+        (event,) = events
+        assert event.extra["rows"] == 40
+        assert event.extra["uri"].endswith(f"/datasets/ingest_dag_demo/{event.extra['snapshot_id']}")
+        assert len(event.extra["sha256"]) == 64
+
+    # Nothing new: the sensor defers, its trigger times out, and the run is skipped, not failed.
+    dag.task_dict["wait_for_new_data"].timeout = 1
+    dag.task_dict["wait_for_new_data"].poke_interval = 0.2
+    serialize_dag(dag)
+    second = dag.test()
+    assert states(second) == {"wait_for_new_data": "skipped", "ingest": "skipped"}

@@ -1,0 +1,128 @@
+"""IngestDatasetOperator: SQL query sources, Asset events, transfer progress lines."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+import pytest
+
+from airflow_mlops.exceptions import DatasetError
+from airflow_mlops.operators.ingest import IngestDatasetOperator, dataset_asset
+from airflow_mlops.runtime.datasets import load_manifest, read_snapshot
+from airflow_mlops.runtime.storage import TransferProgress
+from tests.conftest import set_connection
+
+
+@pytest.fixture
+def sqlite_conn(tmp_path) -> str:
+    path = tmp_path / "shop.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE customers (id INTEGER, spend REAL, label INTEGER)")
+        db.executemany("INSERT INTO customers VALUES (?, ?, ?)", [(i, i * 1.5, i % 2) for i in range(40)])
+    set_connection("shop_db", conn_type="sqlite", host=str(path))
+    return str(path)
+
+
+def sql_ingest(data_root, sql: str, **kwargs) -> dict:
+    op = IngestDatasetOperator(
+        task_id="ingest", dataset_name="customers", sql=sql, sql_conn_id="shop_db",
+        data_root=str(data_root), **kwargs,
+    )  # fmt: skip
+    return op.execute(context={})
+
+
+def test_sql_query_becomes_a_snapshot(sqlite_conn, data_root):
+    result = sql_ingest(
+        data_root, "SELECT * FROM customers WHERE id < 30", split={"train": 0.5, "holdout": 0.5}
+    )
+
+    assert result["rows"] == 30
+    assert result["schema"] == {"id": "int64", "spend": "float64", "label": "int64"}
+    df = read_snapshot(result["uri"])
+    assert list(df["id"]) == list(range(30))
+    manifest = load_manifest(result["uri"])
+    assert manifest["source"] == "sql://shop_db"
+    assert manifest["query"] == "SELECT * FROM customers WHERE id < 30"
+    assert manifest["sha256_of"] == "rows"
+    assert len(read_snapshot(result["splits"]["train"])) == 15
+
+    # Same rows, same snapshot; changed rows, a new one.
+    assert (
+        sql_ingest(data_root, "SELECT * FROM customers WHERE id < 30", split={"train": 0.5, "holdout": 0.5})
+        == result
+    )
+    with sqlite3.connect(sqlite_conn) as db:
+        db.execute("UPDATE customers SET spend = 0 WHERE id = 3")
+    changed = sql_ingest(
+        data_root, "SELECT * FROM customers WHERE id < 30", split={"train": 0.5, "holdout": 0.5}
+    )
+    assert changed["snapshot_id"] != result["snapshot_id"]
+
+
+def test_sql_errors_name_the_connection(sqlite_conn, data_root):
+    with pytest.raises(DatasetError, match="query on connection 'shop_db' failed"):
+        sql_ingest(data_root, "SELECT * FROM no_such_table")
+    with pytest.raises(DatasetError, match="returned no rows"):
+        sql_ingest(data_root, "SELECT * FROM customers WHERE id < 0")
+    assert not list(data_root.rglob("*.parquet"))
+
+
+def test_sql_and_source_are_exclusive():
+    with pytest.raises(ValueError, match="exactly one of source"):
+        IngestDatasetOperator(task_id="t", dataset_name="d", source="x.csv", sql="SELECT 1", sql_conn_id="c")
+    with pytest.raises(ValueError, match="needs sql_conn_id"):
+        IngestDatasetOperator(task_id="t", dataset_name="d", sql="SELECT 1")
+
+
+def test_default_asset_outlet_gets_the_snapshot_in_its_event(sqlite_conn, data_root):
+    from airflow.sdk.execution_time.context import OutletEventAccessors
+
+    op = IngestDatasetOperator(
+        task_id="ingest", dataset_name="customers", sql="SELECT * FROM customers", sql_conn_id="shop_db",
+        data_root=str(data_root),
+    )  # fmt: skip
+    asset = dataset_asset("customers")
+    assert asset.name == "mlops-dataset://customers"
+    assert op.outlets == [asset]
+
+    events = OutletEventAccessors()
+    result = op.execute(context={"outlet_events": events})
+
+    assert events[asset].extra == {
+        "name": "customers", "snapshot_id": result["snapshot_id"], "uri": result["uri"],
+        "sha256": result["sha256"], "rows": 40,
+    }  # fmt: skip
+
+
+def test_templated_name_takes_an_explicit_asset():
+    from airflow.sdk import Asset
+
+    op = IngestDatasetOperator(task_id="t", dataset_name="{{ params.name }}", source="x.csv")
+    assert op.outlets == []
+    own = Asset("mlops-dataset://churn")
+    op = IngestDatasetOperator(task_id="t", dataset_name="{{ params.name }}", source="x.csv", asset=own)
+    assert op.outlets == [own]
+
+
+def test_transfer_progress_logs_bytes_percent_and_rate(caplog):
+    logger = logging.getLogger("test.progress")
+    progress = TransferProgress("Upload s3://b/k", total=1000, interval=0, logger=logger)
+    with caplog.at_level(logging.INFO, logger="test.progress"):
+        progress(250)
+        progress(750)
+        progress.done()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("Upload s3://b/k in progress: 250 of 1000 bytes (25.0%)")
+    assert lines[-1].startswith("Upload s3://b/k done: 1000 of 1000 bytes (100.0%)")
+    assert lines[-1].endswith("MiB/s")
+
+
+def test_transfer_progress_is_rate_limited(caplog):
+    logger = logging.getLogger("test.progress2")
+    progress = TransferProgress("Download s3://b/k", total=10, interval=3600, logger=logger)
+    with caplog.at_level(logging.INFO, logger="test.progress2"):
+        for _ in range(10):
+            progress(1)
+    assert caplog.records == []
+    assert progress.bytes == 10
