@@ -1,5 +1,5 @@
 """
-Continuous training: ingest -> validate -> train -> register -> evaluate (gate) -> infra-validate -> approve
+Continuous training: ingest -> validate -> drift -> train -> register -> evaluate (gate) -> infra-validate -> approve
 -> promote -> deploy (verified, rolled back automatically if the new version does not serve).
 
 Runs on the embedded default (local files, MLflow, a local training process) and, with other connections
@@ -20,6 +20,7 @@ from airflow.sdk import DAG, Param, chain
 
 from airflow_mlops.operators.approval import ApproveModelOperator
 from airflow_mlops.operators.deployment import DeployModelOperator, InfraValidateOperator
+from airflow_mlops.operators.drift import DriftCheckOperator
 from airflow_mlops.operators.evaluation import EvaluateModelOperator
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
@@ -76,6 +77,12 @@ with DAG(
             ],
         ],
     )
+    drift = DriftCheckOperator(
+        task_id="drift",
+        dataset_uri="{{ ti.xcom_pull(task_ids='ingest')['uri'] }}",
+        # Compared with the data the current champion was trained on (none yet: the check passes).
+        model_name="{{ params.model_name }}",
+    )
     train = TrainModelOperator(
         task_id="train",
         entrypoint="airflow_mlops.runtime.examples.sklearn_classifier",
@@ -110,6 +117,7 @@ with DAG(
         },
         # Shown in the evaluation report, which is the body of the approval request.
         validation_summary="{{ ti.xcom_pull(task_ids='validate') }}",
+        drift_summary="{{ ti.xcom_pull(task_ids='drift') }}",
     )
     infra_validate = InfraValidateOperator(
         task_id="infra_validate",
@@ -142,4 +150,4 @@ with DAG(
         target=SERVING_TARGET,
     )
 
-    chain(ingest, validate, train, register, evaluate, infra_validate, approve, promote, deploy)
+    chain(ingest, validate, drift, train, register, evaluate, infra_validate, approve, promote, deploy)
