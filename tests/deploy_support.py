@@ -6,7 +6,6 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from airflow_mlops.deploy_targets.base import Deployment, DeployTarget, Health, PredictionError
@@ -93,26 +92,6 @@ def register_version(tracking_uri: str, model_name: str, kind: str) -> str:
                 pip_requirements=["mlflow"],
             )
     return str(info.registered_model_version)
-
-
-class RecordingTI:
-    """What the operators use of a running task instance."""
-
-    map_index = -1
-
-    def __init__(
-        self, task_id: str, dag_id: str = "mlops_tests", run_id: str = "manual__1", try_number: int = 1
-    ):
-        self.task_id, self.dag_id, self.run_id, self.try_number = task_id, dag_id, run_id, try_number
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        pass
-
-
-def context_for(op, user: str | None = "alice", **ti_fields: Any) -> dict[str, Any]:
-    ti = RecordingTI(task_id=op.task_id, **ti_fields)
-    dag_run = SimpleNamespace(dag_id=ti.dag_id, run_id=ti.run_id, triggering_user_name=user)
-    return {"ti": ti, "task_instance": ti, "task": op, "run_id": ti.run_id, "dag_run": dag_run}
 
 
 def stop_local_processes() -> None:

@@ -36,6 +36,7 @@ from airflow_mlops.exceptions import (
 )
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.operators.registry import (
+    airflow_ids,
     get_alias_version,
     get_model_version,
     is_templated,
@@ -125,22 +126,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return ordered[rank - 1]
-
-
-def airflow_ids(context: Mapping[str, Any] | None) -> dict[str, Any]:
-    """dag_id, run_id, task_id, map_index and try_number of the running task (what is known)."""
-    if not context:
-        return {}
-    ti = context.get("ti") or context.get("task_instance")
-    dag_run = context.get("dag_run")
-    ids = {
-        "dag_id": getattr(ti, "dag_id", None) or getattr(dag_run, "dag_id", None),
-        "run_id": getattr(ti, "run_id", None) or getattr(dag_run, "run_id", None),
-        "task_id": getattr(ti, "task_id", None),
-        "map_index": getattr(ti, "map_index", None),
-        "try_number": getattr(ti, "try_number", None),
-    }
-    return {key: value for key, value in ids.items() if value is not None}
 
 
 def actor_of(context: Mapping[str, Any] | None) -> str:

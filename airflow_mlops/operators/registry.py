@@ -82,19 +82,34 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def airflow_lineage_tags(context: Mapping[str, Any] | None) -> dict[str, str]:
-    """``mlops.airflow.*`` tags for the task running now; keys whose value is unknown are left out."""
+def airflow_ids(context: Mapping[str, Any] | None) -> dict[str, Any]:
+    """dag_id, run_id, task_id, map_index and try_number of the running task (what is known)."""
     if not context:
         return {}
     ti = context.get("ti") or context.get("task_instance")
     dag_run = context.get("dag_run")
-    values = {
-        T.AIRFLOW_DAG_ID: getattr(ti, "dag_id", None) or getattr(dag_run, "dag_id", None),
-        T.AIRFLOW_RUN_ID: getattr(ti, "run_id", None) or context.get("run_id"),
-        T.AIRFLOW_TASK_ID: getattr(ti, "task_id", None) or getattr(context.get("task"), "task_id", None),
-        T.AIRFLOW_TRY_NUMBER: getattr(ti, "try_number", None),
+    ids = {
+        "dag_id": getattr(ti, "dag_id", None) or getattr(dag_run, "dag_id", None),
+        "run_id": getattr(ti, "run_id", None) or getattr(dag_run, "run_id", None) or context.get("run_id"),
+        "task_id": getattr(ti, "task_id", None) or getattr(context.get("task"), "task_id", None),
+        "map_index": getattr(ti, "map_index", None),
+        "try_number": getattr(ti, "try_number", None),
     }
-    return {key: str(value) for key, value in values.items() if value not in (None, "")}
+    return {key: value for key, value in ids.items() if value is not None}
+
+
+_LINEAGE_TAGS = {
+    "dag_id": T.AIRFLOW_DAG_ID,
+    "run_id": T.AIRFLOW_RUN_ID,
+    "task_id": T.AIRFLOW_TASK_ID,
+    "try_number": T.AIRFLOW_TRY_NUMBER,
+}
+
+
+def airflow_lineage_tags(context: Mapping[str, Any] | None) -> dict[str, str]:
+    """``mlops.airflow.*`` tags for the task running now; keys whose value is unknown are left out."""
+    ids = airflow_ids(context)
+    return {tag: str(ids[key]) for key, tag in _LINEAGE_TAGS.items() if ids.get(key) not in (None, "")}
 
 
 def error_code(err: BaseException) -> str | None:

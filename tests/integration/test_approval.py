@@ -22,24 +22,12 @@ from sklearn.linear_model import LogisticRegression
 from airflow_mlops import tags as T
 from airflow_mlops.exceptions import RegistryError
 from airflow_mlops.operators.approval import ApproveModelOperator
+from tests.task_context import RecordingTI
 
 pytestmark = pytest.mark.integration
 
 RESPONDED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 REVIEWER = {"id": "42", "name": "reviewer"}
-
-
-class RecordingTI:
-    """What the operators use of a running task instance: its identity and ``xcom_push``."""
-
-    map_index = -1
-
-    def __init__(self, task_id: str):
-        self.task_id, self.dag_id, self.run_id, self.try_number = task_id, "mlops_tests", "manual__1", 1
-        self.xcoms: dict = {}
-
-    def xcom_push(self, key, value):
-        self.xcoms[key] = value
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,9 @@ from airflow_mlops.deploy_targets.kserve import KServeTarget
 from airflow_mlops.exceptions import DeploymentError, DeploymentVerificationError
 from airflow_mlops.operators.deployment import DeployModelOperator
 from tests.conftest import set_connection
-from tests.deploy_support import context_for, write_holdout_snapshot
+from tests.deploy_support import write_holdout_snapshot
 from tests.kube_api_stub import KubeApiStub
+from tests.task_context import context_for
 
 if TYPE_CHECKING:
     from airflow_mlops.triggers.kserve import KServeInferenceServiceReadyTrigger

@@ -13,28 +13,9 @@ from sklearn.linear_model import LogisticRegression
 from airflow_mlops import tags as T
 from airflow_mlops.exceptions import RegistryError
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
+from tests.task_context import context_for
 
 pytestmark = pytest.mark.integration
-
-
-class RecordingTI:
-    """What the operators use of a running task instance: its identity and ``xcom_push``."""
-
-    map_index = -1
-
-    def __init__(
-        self, task_id: str, dag_id: str = "mlops_tests", run_id: str = "manual__1", try_number: int = 1
-    ):
-        self.task_id, self.dag_id, self.run_id, self.try_number = task_id, dag_id, run_id, try_number
-        self.xcoms: dict = {}
-
-    def xcom_push(self, key, value):
-        self.xcoms[key] = value
-
-
-def context_for(op, **ti_fields) -> dict:
-    ti = RecordingTI(task_id=op.task_id, **ti_fields)
-    return {"ti": ti, "task_instance": ti, "task": op, "run_id": ti.run_id}
 
 
 @pytest.fixture(scope="module")

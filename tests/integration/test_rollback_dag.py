@@ -14,12 +14,12 @@ from airflow_mlops.exceptions import DeploymentError, RegistryError
 from airflow_mlops.operators.deployment import DeployModelOperator, RollbackModelOperator
 from tests.conftest import free_port
 from tests.deploy_support import (
-    context_for,
     http_predict,
     register_version,
     stop_local_processes,
     write_holdout_snapshot,
 )
+from tests.task_context import context_for
 
 pytestmark = pytest.mark.integration
 
