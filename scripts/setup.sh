@@ -17,10 +17,10 @@ else
   .venv/bin/python -m pip install -q --disable-pip-version-check uv
   UV=".venv/bin/uv pip"
 fi
-$UV install -q -p .venv/bin/python "apache-airflow==${AIRFLOW_VERSION}"
+$UV install -q --compile-bytecode -p .venv/bin/python "apache-airflow==${AIRFLOW_VERSION}"
 $UV freeze -p .venv/bin/python > .venv/freeze-airflow.txt
 # Hold Airflow's distributions and pinned dependencies where they are: the resolver must fail rather than move them.
 .venv/bin/python scripts/check_no_downgrade.py --constraints .venv/freeze-airflow.txt > .venv/keep-airflow.txt
-$UV install -q -p .venv/bin/python -c .venv/keep-airflow.txt -e ".[dev]"
+$UV install -q --compile-bytecode -p .venv/bin/python -c .venv/keep-airflow.txt -e ".[dev]"
 $UV freeze -p .venv/bin/python > .venv/freeze-all.txt
 .venv/bin/python scripts/check_no_downgrade.py .venv/freeze-airflow.txt .venv/freeze-all.txt
