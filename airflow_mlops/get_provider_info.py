@@ -28,6 +28,7 @@ def get_provider_info():
         "triggers": [
             {"integration-name": "KServe", "python-modules": ["airflow_mlops.triggers.kserve"]},
             {"integration-name": "MLOps datasets", "python-modules": ["airflow_mlops.triggers.new_data"]},
+            {"integration-name": "MLOps training", "python-modules": ["airflow_mlops.triggers.training"]},
         ],
         "hooks": [
             {"integration-name": "MLflow", "python-modules": ["airflow_mlops.hooks.mlflow"]},

@@ -9,6 +9,8 @@ location, the thresholds and the hyper-parameters. Settings read from the enviro
 - ``MLOPS_SOURCE_PATH``: default data location (a local path or glob, or an ``s3://`` key or prefix)
 - ``MLOPS_APPROVERS``: comma-separated user ids allowed to approve (empty: any user with access)
 - ``MLOPS_SERVING_PORT``: port of the local model server endpoint (default 5001)
+- ``MLOPS_TRAINING_RUNTIME``: ``local`` (default, a child process) or ``kubernetes`` (a pod running
+  ``MLOPS_TRAINING_IMAGE``); see :func:`airflow_mlops.runtimes.runtime_from_env`
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
 from airflow_mlops.operators.training import TrainModelOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
+from airflow_mlops.runtimes import runtime_from_env
 
 APPROVERS = [{"id": user, "name": user} for user in os.environ.get("MLOPS_APPROVERS", "").split(",") if user]
 SERVING_TARGET = {"kind": "local", "port": int(os.environ.get("MLOPS_SERVING_PORT", "5001"))}
@@ -90,6 +93,7 @@ with DAG(
         train_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['train'] }}",
         valid_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['valid'] }}",
         hyperparameters="{{ dict(params.model_params, target=params.target) }}",
+        runtime=runtime_from_env(),  # MLOPS_TRAINING_RUNTIME=local|kubernetes (+ MLOPS_TRAINING_IMAGE)
     )
     register = RegisterModelOperator(
         task_id="register",

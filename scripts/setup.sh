@@ -22,5 +22,11 @@ $UV freeze -p .venv/bin/python > .venv/freeze-airflow.txt
 # Hold Airflow's distributions and pinned dependencies where they are: the resolver must fail rather than move them.
 .venv/bin/python scripts/check_no_downgrade.py --constraints .venv/freeze-airflow.txt > .venv/keep-airflow.txt
 $UV install -q --compile-bytecode -p .venv/bin/python -c .venv/keep-airflow.txt -e ".[dev]"
+# PyTorch (CPU build) for the PyTorch trainer's tests, through pip, which can take a local CPU wheel.
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  .venv/bin/python -m pip --version >/dev/null 2>&1 || .venv/bin/python -m ensurepip -q
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c .venv/keep-airflow.txt "torch==2.13.0" \
+    || echo "torch is not installed: the PyTorch trainer tests will be skipped" >&2
+fi
 $UV freeze -p .venv/bin/python > .venv/freeze-all.txt
 .venv/bin/python scripts/check_no_downgrade.py .venv/freeze-airflow.txt .venv/freeze-all.txt

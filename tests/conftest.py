@@ -173,3 +173,21 @@ def data_root(tmp_path) -> Path:
     root = tmp_path / "data-root"
     root.mkdir()
     return root
+
+
+@pytest.fixture(scope="session")
+def live_stack(tmp_path_factory):
+    """Live Airflow services and an MLflow server on loopback (``LocalStack``), shared by the live tests."""
+    from airflow_mlops.demo.stack import LocalStack
+
+    home = tmp_path_factory.mktemp("live-stack")
+    live = LocalStack(home)
+    live.start()
+    try:
+        yield live
+    finally:
+        live.stop()
+        # Keep the service and task logs as test artifacts.
+        for source, name in ((home / "logs", "live-stack-logs"), (live.airflow_home / "logs", "live-stack-task-logs")):
+            if source.exists():
+                shutil.copytree(source, ARTIFACTS / name, dirs_exist_ok=True)

@@ -7,17 +7,12 @@ import json
 import os
 import re
 import shlex
-import signal
-import subprocess
 import sys
-import tempfile
-import threading
-from collections import deque
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator
 
@@ -27,46 +22,59 @@ from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.hooks.storage import StorageHook
 from airflow_mlops.runtime import contract
 from airflow_mlops.runtime.storage import is_s3, join
+from airflow_mlops.runtimes import TrainingLaunch, TrainingRuntime, resolve_runtime
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from airflow.triggers.base import BaseTrigger
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
-#: Training runtimes this operator can start trainers in.
+#: Training runtimes this operator accepts by name; other runtimes are passed as objects
+#: (:class:`airflow_mlops.runtimes.KubernetesRuntime`).
 RUNTIMES = ("local",)
 #: Variables of the worker's environment a local trainer inherits (when set); nothing else leaks through.
 BASE_ENV_VARS = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH")
-#: How many of the trainer's last output lines a TrainingError quotes.
-TAIL_LINES = 20
-#: Seconds a trainer gets to exit after SIGTERM before it is killed.
-KILL_GRACE_SECONDS = 10.0
 #: MLflow's limit on a tag value; the result is stored as one.
 MAX_RESULT_CHARS = 8000
+
+#: Variables of MLflowHook.child_env() that hold credentials.
+_MLFLOW_SECRET_VARS = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 _MODULE_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
-def entrypoint_command(entrypoint: str | Sequence[str]) -> list[str]:
+def parse_entrypoint(entrypoint: str | Sequence[str]) -> tuple[str | None, list[str]]:
     """
-    Return the command that starts *entrypoint* (see :class:`TrainModelOperator`).
+    Split *entrypoint* (see :class:`TrainModelOperator`) into ``(module, args)`` for a Python module, or
+    ``(None, command)`` for a command given as a list.
 
     :raises ValueError: if *entrypoint* is none of the accepted forms.
     """
     if isinstance(entrypoint, str):
         tokens = shlex.split(entrypoint)
         if len(tokens) >= 2 and tokens[0] == "-m" and _MODULE_RE.match(tokens[1]):
-            return [sys.executable, *tokens]
+            return tokens[1], tokens[2:]
         if len(tokens) == 1 and _MODULE_RE.match(tokens[0]) and not tokens[0].endswith(".py"):
-            return [sys.executable, "-m", tokens[0]]
+            return tokens[0], []
     elif isinstance(entrypoint, Sequence) and entrypoint and all(isinstance(t, str) for t in entrypoint):
-        return list(entrypoint)
+        return None, list(entrypoint)
     raise ValueError(
         f"entrypoint {entrypoint!r} is not supported: give a Python module ('pkg.module'), "
         "'-m pkg.module [args...]' (both run with the worker's Python), or a command as a list of strings "
         "(['python', 'train.py', '--epochs', '3'])"
     )
+
+
+def entrypoint_command(entrypoint: str | Sequence[str]) -> list[str]:
+    """
+    Return the command that starts *entrypoint* locally: a module runs with the worker's own Python.
+
+    :raises ValueError: if *entrypoint* is none of the accepted forms.
+    """
+    module, args = parse_entrypoint(entrypoint)
+    return [sys.executable, "-m", module, *args] if module else args
 
 
 def _quote(value: str) -> str:
@@ -80,7 +88,7 @@ def _quote(value: str) -> str:
 
 class TrainModelOperator(BaseOperator):
     """
-    Train a model: start a trainer process with the training environment contract and return its result.
+    Train a model: start a trainer with the training environment contract and return its result.
 
     Before the trainer starts, the operator creates (or, on a retry, finds again) the MLflow run of this task
     instance, tagged with the Airflow dag_id / run_id / task_id / map index / try number and the data URIs.
@@ -90,12 +98,17 @@ class TrainModelOperator(BaseOperator):
     ``MLOPS_RESULT_PATH``; the operator stores that result on the run (tag ``mlops.training.result``) and
     returns it as XCom.
 
+    Where the trainer runs is the *runtime*: ``"local"`` (a child process of the worker) or a runtime object
+    such as :class:`~airflow_mlops.runtimes.KubernetesRuntime` (a GPU pod, or a multi-node Job). The
+    contract, the MLflow run and the result handling are the same for every runtime.
+
     Retries duplicate nothing: a retry after a successful training returns the stored result without
     training again; a retry after a failure resumes the same run with the same checkpoint URI.
 
     :param entrypoint: What to run. A Python module, ``"pkg.module"`` or ``"-m pkg.module --arg value"``,
-        runs with the worker's Python interpreter (``sys.executable -m pkg.module``); a list of strings is run
-        as a command as it is (``["python", "train.py"]``, ``["/opt/venv/bin/train"]``).
+        runs with the worker's Python interpreter locally (``sys.executable -m pkg.module``) and with the
+        image's ``python`` (or ``torchrun`` for several processes or nodes) in Kubernetes; a list of strings
+        is run as a command as it is (``["python", "train.py"]``, ``["/opt/venv/bin/train"]``).
     :param train_data: Snapshot URI of the training data, ``#train`` selects a split. (templated)
     :param valid_data: Snapshot URI of the validation data, ``#valid`` selects a split. (templated)
     :param experiment_name: MLflow experiment of the run; created if missing. (templated)
@@ -103,20 +116,24 @@ class TrainModelOperator(BaseOperator):
         dict, or a template string that renders to a JSON object or a Python dict literal (for example
         ``"{{ params.model_params }}"``). Not named ``params``: that is Airflow's own task argument (DAG
         params), which Airflow merges with the DAG's params and takes over. (templated)
-    :param runtime: Where the trainer runs. One of :data:`RUNTIMES`: ``"local"``, a child process of the
-        worker.
+    :param runtime: Where the trainer runs: ``"local"`` (one of :data:`RUNTIMES`), or a
+        :class:`~airflow_mlops.runtimes.TrainingRuntime` object such as
+        ``KubernetesRuntime(image=..., gpus=1)``. The runtime's own template fields are rendered. (templated)
     :param output_root: Directory or ``s3://`` prefix under which each task instance gets
         ``<dag_id>/<run_id>/<task_id>/{checkpoints,output}``; default ``$MLOPS_DATA_ROOT/runs``
         (``./.mlops-data/runs`` without it). (templated)
-    :param mlflow_conn_id: MLflow connection; the trainer gets its tracking URI and credentials.
+    :param mlflow_conn_id: MLflow connection; the trainer gets its tracking URI (and, locally, its
+        credentials; a Kubernetes pod gets credentials only from the Secrets the runtime names).
     :param aws_conn_id: Airflow ``aws`` connection (read as :class:`~airflow_mlops.hooks.storage.StorageHook`
-        reads it) whose credentials, region and ``endpoint_url`` the trainer gets as the standard ``AWS_*``
-        variables; needed when data, checkpoints or outputs are on S3. The worker also uses it to check that
-        ``s3://`` snapshots exist before starting the trainer. None gives the trainer no AWS settings at all.
+        reads it) whose region and ``endpoint_url`` the trainer gets as the standard ``AWS_*`` variables
+        (locally its credentials too); needed when data, checkpoints or outputs are on S3. The worker also
+        uses it to check that ``s3://`` snapshots exist before starting the trainer. None gives the trainer
+        no AWS settings at all.
     :param env: Extra, non-secret environment variables for the trainer. They may not redefine a contract
         variable. (templated)
     :param timeout: Longest the trainer may run (seconds or a timedelta); it is then stopped and the task
-        fails. None: no limit besides the task's ``execution_timeout``.
+        fails (in Kubernetes: the pod's ``activeDeadlineSeconds``). None: no limit besides the task's
+        ``execution_timeout``.
     """
 
     template_fields: Sequence[str] = (
@@ -126,6 +143,7 @@ class TrainModelOperator(BaseOperator):
         "hyperparameters",
         "output_root",
         "env",
+        "runtime",
     )
     template_fields_renderers = {"hyperparameters": "json", "env": "json"}
     ui_color = "#d6eaf8"
@@ -138,7 +156,7 @@ class TrainModelOperator(BaseOperator):
         experiment_name: str,
         valid_data: str | None = None,
         hyperparameters: dict[str, Any] | None = None,
-        runtime: str = "local",
+        runtime: str | TrainingRuntime = "local",
         output_root: str | None = None,
         mlflow_conn_id: str = MLflowHook.default_conn_name,
         aws_conn_id: str | None = None,
@@ -147,9 +165,8 @@ class TrainModelOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}; got {runtime!r}")
-        self.command = entrypoint_command(entrypoint)
+        runtime_obj = resolve_runtime(runtime)
+        parse_entrypoint(entrypoint)
         if not train_data:
             raise ValueError("train_data must be a snapshot URI (optionally ending in '#train')")
         if not experiment_name:
@@ -177,14 +194,23 @@ class TrainModelOperator(BaseOperator):
         self.valid_data = valid_data
         self.experiment_name = experiment_name
         self.hyperparameters = hyperparameters
-        self.runtime = runtime
+        self.runtime: TrainingRuntime = runtime_obj
         self.output_root = output_root
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
         self.env = env
         self.timeout = timeout
-        self._process: subprocess.Popen[str] | None = None
-        self._stop_reason: str | None = None
+        runtime_obj.check(self)
+
+    @property
+    def command(self) -> list[str]:
+        """The command that starts the trainer in the ``local`` runtime."""
+        return entrypoint_command(self.entrypoint)
+
+    @property
+    def trainer_description(self) -> str:
+        """How messages name the trainer: its entrypoint and the task."""
+        return f"training entrypoint {self.entrypoint!r} of task {self.task_id!r}"
 
     @cached_property
     def hook(self) -> MLflowHook:
@@ -197,6 +223,64 @@ class TrainModelOperator(BaseOperator):
     # -- execute -------------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
+        launch = self._prepare(context)
+        if isinstance(launch, dict):
+            return launch  # an earlier try already trained: its stored result
+        try:
+            raw = self.runtime.start(self, context, launch)
+        except Exception as err:
+            self._after_start_error(err, launch)
+            raise
+        return self._finish(launch, raw)
+
+    def execute_complete(
+        self,
+        context: Context,
+        event: dict[str, Any] | None = None,
+        launch: dict[str, Any] | None = None,
+        runtime_state: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Resume after a deferring runtime's trigger fired; fail on a missing or failed event."""
+        if launch is None:
+            raise TrainingError(f"Task {self.task_id!r} resumed without its training launch; retry the task")
+        training = TrainingLaunch.from_dict(launch)
+        if not event:
+            self._mark_failed(self.hook.client, training.mlflow_run_id)
+            raise TrainingError(f"The trigger of task {self.task_id!r} ended without an event")
+        try:
+            raw = self.runtime.resume(self, context, training, event, runtime_state or {})
+        except Exception as err:
+            self._after_start_error(err, training)
+            raise
+        return self._finish(training, raw)
+
+    def defer_training(
+        self,
+        *,
+        trigger: BaseTrigger,
+        launch: TrainingLaunch,
+        state: dict[str, Any],
+        timeout: timedelta | float | None = None,
+    ) -> NoReturn:
+        """Defer to *trigger*; :meth:`execute_complete` hands *launch* and *state* back to the runtime."""
+        self.defer(
+            trigger=trigger,
+            method_name="execute_complete",
+            kwargs={"launch": launch.to_dict(), "runtime_state": state},
+            timeout=timeout,
+        )
+
+    def on_kill(self) -> None:
+        self.runtime.stop(self)
+
+    # -- pieces --------------------------------------------------------------------------------------------
+
+    def _prepare(self, context: Context) -> TrainingLaunch | dict[str, Any]:
+        """
+        Check the data, find or create the MLflow run, and build the contract: what every runtime shares.
+
+        :return: The launch, or the stored result when an earlier try of this task instance already trained.
+        """
         ids = self._airflow_ids(context)
         train_data, valid_data = self._check_data()
         params_json = json.dumps(self._rendered_hyperparameters(), sort_keys=True)
@@ -224,8 +308,43 @@ class TrainModelOperator(BaseOperator):
             run_id = self._create_run(client, experiment_id, ids, train_data, valid_data)
         self.log.info("MLflow run: %s", self._run_url(experiment_id, run_id))
 
+        instance_uri = self._instance_uri(ids)
+        contract_env = {
+            contract.TRACKING_URI: self.hook.tracking_uri,
+            contract.EXPERIMENT_NAME: self.experiment_name,
+            contract.RUN_ID: run_id,
+            contract.TRAIN_DATA: train_data,
+            contract.VALID_DATA: valid_data or "",
+            contract.OUTPUT_URI: join(instance_uri, "output"),
+            contract.CHECKPOINT_URI: join(instance_uri, "checkpoints"),
+            contract.PARAMS: params_json,
+        }
+        return TrainingLaunch(
+            dag_id=ids["dag_id"],
+            dag_run_id=ids["run_id"],
+            task_id=ids["task_id"],
+            map_index=ids["map_index"],
+            try_number=ids["try_number"],
+            mlflow_run_id=run_id,
+            experiment_id=experiment_id,
+            experiment_name=self.experiment_name,
+            instance_uri=instance_uri,
+            contract_env={key: value for key, value in contract_env.items() if value != ""},
+        )
+
+    def _after_start_error(self, err: Exception, launch: TrainingLaunch) -> None:
+        """Mark the run FAILED unless *err* is a deferral (the trainer is still running)."""
+        from airflow.sdk.exceptions import TaskDeferred
+
+        if not isinstance(err, TaskDeferred):
+            self._mark_failed(self.hook.client, launch.mlflow_run_id)
+
+    def _finish(self, launch: TrainingLaunch, raw: dict[str, Any] | str | None) -> dict[str, Any]:
+        """Validate the trainer's result, store it on the MLflow run, finish the run, return it."""
+        client = self.hook.client
+        run_id = launch.mlflow_run_id
         try:
-            result = self._train(ids, run_id, train_data, valid_data, params_json)
+            result = self._check_result(raw, run_id)
         except Exception:
             self._mark_failed(client, run_id)
             raise
@@ -234,37 +353,6 @@ class TrainModelOperator(BaseOperator):
             client.set_terminated(run_id, "FINISHED")
         self.log.info("Training finished: model %s, metrics %s", result["model_uri"], result["metrics"])
         return result
-
-    def on_kill(self) -> None:
-        self._stop_child("the task was killed")
-
-    # -- pieces --------------------------------------------------------------------------------------------
-
-    def _train(
-        self, ids: dict[str, Any], run_id: str, train_data: str, valid_data: str | None, params_json: str
-    ) -> dict[str, Any]:
-        """Run the trainer for MLflow run *run_id* in the configured runtime and return its result."""
-        instance_uri = self._instance_uri(ids)
-        with tempfile.TemporaryDirectory(prefix="mlops-train-") as tmp:
-            result_path = Path(tmp) / "result.json"
-            env = self.build_env(
-                {
-                    contract.TRACKING_URI: self.hook.tracking_uri,
-                    contract.EXPERIMENT_NAME: self.experiment_name,
-                    contract.RUN_ID: run_id,
-                    contract.TRAIN_DATA: train_data,
-                    contract.VALID_DATA: valid_data or "",
-                    contract.OUTPUT_URI: join(instance_uri, "output"),
-                    contract.CHECKPOINT_URI: join(instance_uri, "checkpoints"),
-                    contract.PARAMS: params_json,
-                    contract.RESULT_PATH: str(result_path),
-                }
-            )
-            if not is_s3(instance_uri):
-                for name in ("output", "checkpoints"):
-                    Path(instance_uri, name).mkdir(parents=True, exist_ok=True)
-            self._run_local(env)
-            return self._read_result(result_path, run_id)
 
     def _airflow_ids(self, context: Context) -> dict[str, Any]:
         ti = context.get("ti")
@@ -456,89 +544,50 @@ class TrainModelOperator(BaseOperator):
         env.update({key: value for key, value in contract_env.items() if value != ""})
         return env
 
-    def _run_local(self, env: dict[str, str]) -> None:
-        """Run the trainer as a child process, streaming its output into the task log."""
-        self.log.info("Starting trainer: %s", shlex.join(self.command))
-        tail: deque[str] = deque(maxlen=TAIL_LINES)
-        self._stop_reason = None
-        try:
-            process = subprocess.Popen(
-                self.command,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
-                bufsize=1,
-                start_new_session=True,  # its own process group, so stopping it stops its children too
-            )
-        except OSError as err:
-            raise TrainingError(
-                f"Cannot start training entrypoint {self.entrypoint!r} of task {self.task_id!r}: {err}"
-            ) from err
-        self._process = process
-        timer = None
-        if self.timeout is not None:
-            timer = threading.Timer(
-                self.timeout,
-                self._stop_child,
-                args=(f"it ran longer than its timeout of {self.timeout:g} s",),
-            )
-            timer.daemon = True
-            timer.start()
-        try:
-            assert process.stdout is not None
-            for line in process.stdout:
-                line = line.rstrip("\n")
-                tail.append(line)
-                self.log.info("[trainer] %s", line)
-            returncode = process.wait()
-        finally:
-            if timer is not None:
-                timer.cancel()
-            self._process = None
-        if returncode != 0 or self._stop_reason:
-            if self._stop_reason:
-                how = f"was stopped because {self._stop_reason} (exit code {returncode})"
-            elif returncode < 0:
-                how = f"was killed by signal {-returncode}"
+    def remote_env(self) -> tuple[dict[str, str], list[str]]:
+        """
+        What a trainer outside the worker (a pod) may get from the MLflow and AWS connections.
+
+        :return: ``(env, secret_names)``: the non-secret settings (MLflow registry URI and TLS setting, AWS
+            region and endpoint URL) as plain variables, and the names of the credential variables the
+            connections hold, which such a trainer must get another way (Kubernetes Secrets, a service
+            account); their values are never returned.
+        """
+        env: dict[str, str] = {}
+        secret_names: list[str] = []
+        for key, value in self.hook.child_env().items():
+            if key in _MLFLOW_SECRET_VARS:
+                secret_names.append(key)
             else:
-                how = f"exited with code {returncode}"
-            output = "\n".join(tail) or "(no output)"
-            raise TrainingError(
-                f"Training entrypoint {self.entrypoint!r} of task {self.task_id!r} {how}. "
-                f"Last {len(tail)} lines of its output:\n{output}"
-            )
+                env[key] = value
+        if self.aws_conn_id:
+            settings = self._storage_hook._settings
+            if settings["aws_access_key_id"]:
+                secret_names += ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+                if settings["aws_session_token"]:
+                    secret_names.append("AWS_SESSION_TOKEN")
+            if settings["region_name"]:
+                env["AWS_DEFAULT_REGION"] = env["AWS_REGION"] = settings["region_name"]
+            if settings["endpoint_url"]:
+                env["AWS_ENDPOINT_URL_S3"] = settings["endpoint_url"]
+        return env, secret_names
 
-    def _stop_child(self, reason: str) -> None:
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        self._stop_reason = reason
-        self.log.warning("Stopping trainer (process group %s): %s", process.pid, reason)
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=KILL_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    def _read_result(self, result_path: Path, run_id: str) -> dict[str, Any]:
-        where = f"training entrypoint {self.entrypoint!r} of task {self.task_id!r}"
-        if not result_path.is_file():
+    def _check_result(self, raw: dict[str, Any] | str | None, run_id: str) -> dict[str, Any]:
+        """The trainer's result (what it wrote to ``MLOPS_RESULT_PATH``, as the runtime returned it), checked."""
+        where = self.trainer_description
+        if raw is None:
             raise TrainingError(
                 f"The {where} exited successfully but wrote no result to {contract.RESULT_PATH}; it must "
                 'write a JSON object {"run_id", "model_uri", "metrics"} there '
                 "(TrainingContext.write_result)"
             )
-        try:
-            result = json.loads(result_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise TrainingError(f"The result of the {where} is not valid JSON: {err}") from err
+        if isinstance(raw, str):
+            try:
+                result = json.loads(raw)
+            except json.JSONDecodeError as err:
+                raise TrainingError(f"The result of the {where} is not valid JSON: {err}") from err
+        else:
+            result = raw
         if not isinstance(result, dict):
             raise TrainingError(
                 f"The result of the {where} must be a JSON object, got {type(result).__name__}"

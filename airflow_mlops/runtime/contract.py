@@ -154,15 +154,29 @@ class TrainingContext:
         Write *result* as JSON to ``MLOPS_RESULT_PATH``, atomically (a reader never sees half a file).
 
         The contract's result is ``{"run_id", "model_uri", "metrics"}``; keep it small (it becomes XCom).
+        Where the result path is a file the platform mounted (a Kubernetes termination-message file, which
+        cannot be replaced), it is written in place instead.
         """
         payload = json.dumps(dict(result), sort_keys=True)
         path = Path(self.result_path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        except PermissionError:
+            fd, tmp = -1, ""  # a directory the platform created for the mounted file: write in place
+        if fd < 0:
+            path.write_text(payload, encoding="utf-8")
+            return path
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(payload)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                if not path.is_file():
+                    raise
+                path.write_text(payload, encoding="utf-8")  # mounted file (EBUSY): rename cannot replace it
+                Path(tmp).unlink(missing_ok=True)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

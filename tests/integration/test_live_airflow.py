@@ -9,7 +9,6 @@ The tests of this module share one stack and run in order: each builds on the re
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -17,24 +16,13 @@ import pytest
 
 from airflow_mlops.demo.run import MODEL_NAME, WORSE_PARAMS, sample_records
 from airflow_mlops.demo.stack import DAG_ID, ROLLBACK_DAG_ID, LocalStack
-from tests.conftest import ARTIFACTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.live]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    home = tmp_path_factory.mktemp("live-stack")
-    live = LocalStack(home)
-    live.start()
-    try:
-        yield live
-    finally:
-        live.stop()
-        # Keep the service and task logs as test artifacts.
-        for source, name in ((home / "logs", "live-stack-logs"), (live.airflow_home / "logs", "live-stack-task-logs")):
-            if source.exists():
-                shutil.copytree(source, ARTIFACTS / name, dirs_exist_ok=True)
+def stack(live_stack):
+    return live_stack
 
 
 @pytest.fixture(scope="module")
