@@ -1,0 +1,93 @@
+"""
+The main flow once in a real browser: headless Chromium from Debian, driven by Playwright (no browser
+download). Log in, trigger the DAG from its page through the params form, open Required Actions, read the
+evaluation report, approve with a comment. Screenshots are kept under test-artifacts/ui/.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from airflow_mlops.demo.run import MODEL_NAME, sample_records
+from airflow_mlops.demo.stack import DAG_ID
+from tests.conftest import ARTIFACTS
+
+pytestmark = [pytest.mark.integration, pytest.mark.live]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+SHOTS = ARTIFACTS / "ui"
+
+
+@pytest.fixture
+def page():
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not shutil.which("chromium"):
+        pytest.fail("Debian's chromium is not installed (apt-get install chromium chromium-driver)")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        yield page
+        browser.close()
+
+
+def _shot(page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_trigger_read_the_report_and_approve_in_the_browser(live_stack, page):
+    stack = live_stack
+    stack.wait_for_dag(DAG_ID)
+    before = {run["dag_run_id"] for run in stack.api("GET", f"/dags/{DAG_ID}/dagRuns").json()["dag_runs"]}
+
+    page.goto(f"{stack.airflow_url}/")
+    page.get_by_label("Username").fill("reviewer")
+    page.get_by_label("Password").fill("reviewer-pw")
+    _shot(page, "01-login")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{stack.airflow_url}/")
+
+    # Trigger from the DAG's page through the params form (which also unpauses the DAG).
+    page.goto(f"{stack.airflow_url}/dags/{DAG_ID}")
+    page.get_by_role("button", name="Trigger").click()
+    form = page.get_by_role("dialog")
+    form.locator("#element_model_name").fill(MODEL_NAME)
+    _shot(page, "02-trigger-form")
+    form.get_by_role("button", name="Trigger").click()
+    form.wait_for(state="hidden")
+
+    runs = stack.api("GET", f"/dags/{DAG_ID}/dagRuns").json()["dag_runs"]
+    (run,) = [r for r in runs if r["dag_run_id"] not in before]
+    assert run["conf"]["model_name"] == MODEL_NAME
+    assert stack.wait_for_approval_request(DAG_ID, run["dag_run_id"]) == "awaiting_input"
+    candidate = str(stack.xcom(DAG_ID, run["dag_run_id"], "register")["version"])
+
+    # The request is listed under Required Actions; its page shows the evaluation report.
+    page.goto(f"{stack.airflow_url}/required_actions")
+    subject = page.get_by_role("link", name=f"Promote {MODEL_NAME} v{candidate} to champion")
+    subject.first.wait_for()
+    _shot(page, "03-required-actions")
+    subject.first.click()
+    page.get_by_text("accuracy_score").first.wait_for()
+    assert page.get_by_text("Decision: passed").first.is_visible()
+    assert page.get_by_role("link", name="MLflow model version").first.is_visible()
+    page.locator("#element_comment").fill("approved in the browser")
+    _shot(page, "04-report")
+    page.get_by_role("button", name="Approve").click()
+
+    assert stack.wait_for_run(DAG_ID, run["dag_run_id"]) == "success", stack.task_states(DAG_ID, run["dag_run_id"])
+    page.reload()
+    page.get_by_text("Success").first.wait_for()
+    _shot(page, "05-after-approval")
+    decision = stack.xcom(DAG_ID, run["dag_run_id"], "approve")
+    assert decision["approver"] == "reviewer"
+    assert decision["comment"] == "approved in the browser"
+    assert stack.alias_version(MODEL_NAME) == candidate
+    assert stack.predict(sample_records(stack))[0] == candidate
