@@ -88,7 +88,41 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class KubeApiStub:
+class StubServer:
+    """What every API-server stand-in shares: its loopback URL, shutdown, and a kubeconfig pointing at it."""
+
+    server: ThreadingHTTPServer
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> StubServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "stub", "cluster": {"server": self.url}}],
+            "users": [{"name": "stub", "user": {"token": TOKEN}}],
+            "contexts": [
+                {"name": "stub", "context": {"cluster": "stub", "user": "stub", "namespace": namespace}}
+            ],
+            "current-context": "stub",
+        }
+        path.write_text(json.dumps(config))
+        return path
+
+
+class KubeApiStub(StubServer):
     """See the module docstring. Use as a context manager, or call :meth:`close`."""
 
     def __init__(self, validate: bool = True, reads_until_ready: int = 1) -> None:
@@ -143,33 +177,6 @@ class KubeApiStub:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> KubeApiStub:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "stub", "cluster": {"server": self.url}}],
-            "users": [{"name": "stub", "user": {"token": TOKEN}}],
-            "contexts": [
-                {"name": "stub", "context": {"cluster": "stub", "user": "stub", "namespace": namespace}}
-            ],
-            "current-context": "stub",
-        }
-        path.write_text(json.dumps(config))
-        return path
 
     # -- API -----------------------------------------------------------------------------------------------
 

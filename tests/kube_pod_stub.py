@@ -46,10 +46,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.kube_api_stub import TOKEN, StubServer
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-TOKEN = "stub-token"
 XCOM_PATH = "/airflow/xcom/return.json"
 EMPTY_XCOM = "__airflow_xcom_result_empty__"
 SIDECAR = "airflow-xcom-sidecar"
@@ -363,7 +364,7 @@ class _Pod:
         return [(self.created_at, line) for line in self.lines()]
 
 
-class KubePodStub:
+class KubePodStub(StubServer):
     """See the module docstring. Use as a context manager, or call :meth:`close`."""
 
     def __init__(self, validate: bool = True) -> None:
@@ -421,35 +422,10 @@ class KubePodStub:
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
     def close(self) -> None:
         for pod in list(self.pods.values()):
             pod.kill()
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> KubePodStub:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "stub", "cluster": {"server": self.url}}],
-            "users": [{"name": "stub", "user": {"token": TOKEN}}],
-            "contexts": [
-                {"name": "stub", "context": {"cluster": "stub", "user": "stub", "namespace": namespace}}
-            ],
-            "current-context": "stub",
-        }
-        path.write_text(json.dumps(config))
-        return path
+        super().close()
 
     def script_pods(self, *scripts: PodScript) -> None:
         """The next pods created get these scripts in order; later ones get the last (or the default)."""

@@ -178,6 +178,8 @@ class MLflowHook(BaseHook):
         """Test the connection by listing one experiment."""
         try:
             self.get_conn().search_experiments(max_results=1)
+        except ConnectionSetupError as err:
+            return False, str(err)
         except Exception as err:
             return False, f"Cannot reach MLflow at {self.tracking_uri}: {err}"
         return True, f"Connected to MLflow at {self.tracking_uri}"

@@ -10,7 +10,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_mlops.exceptions import ConnectionSetupError
-from airflow_mlops.runtime.storage import Storage
+from airflow_mlops.runtime.storage import Storage, is_s3
 
 # Extras of the Amazon provider's ``aws`` connection that this hook cannot honour; silently ignoring them
 # would talk to S3 as someone else than the connection says.
@@ -123,6 +123,10 @@ class StorageHook(BaseHook):
     def storage(self) -> Storage:
         """The storage of :meth:`get_conn`, built once per hook."""
         return self.get_conn()
+
+    def storage_for(self, *uris: str) -> Storage:
+        """Storage able to reach *uris*: the connection's when one is on S3; local-only work needs none."""
+        return self.storage if any(is_s3(uri) for uri in uris) else Storage()
 
     def describe(self) -> str:
         """Short, secret-free description for logs."""

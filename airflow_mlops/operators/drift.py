@@ -15,7 +15,7 @@ from airflow_mlops.exceptions import DataDriftError, DatasetError, RegistryError
 from airflow_mlops.hooks.storage import StorageHook
 from airflow_mlops.runtime.datasets import load_manifest, parse_snapshot_uri, read_snapshot
 from airflow_mlops.runtime.drift import DEFAULT_THRESHOLDS, check_thresholds
-from airflow_mlops.runtime.storage import Storage, is_s3, join
+from airflow_mlops.runtime.storage import join
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -118,8 +118,6 @@ class DriftCheckOperator(BaseOperator):
     def hook(self) -> StorageHook:
         return StorageHook(aws_conn_id=self.aws_conn_id)
 
-    def _storage_for(self, *uris: str) -> Storage:
-        return self.hook.storage if any(is_s3(uri) for uri in uris) else Storage()
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.runtime.drift import compute_drift, to_markdown
@@ -135,7 +133,7 @@ class DriftCheckOperator(BaseOperator):
                 "drift": False, "dataset": uri, "reference": None, "drifted_features": [],
                 "missing_features": [], "features": {}, "report": None,
             }  # fmt: skip
-        storage = self._storage_for(uri, reference)
+        storage = self.hook.storage_for(uri, reference)
         try:
             current_df = read_snapshot(uri, storage=storage)
             reference_df = read_snapshot(reference, storage=storage)

@@ -294,9 +294,6 @@ class IngestDatasetOperator(BaseOperator):
     def hook(self) -> StorageHook:
         return StorageHook(aws_conn_id=self.aws_conn_id)
 
-    def _storage_for(self, *uris: str) -> Storage:
-        # Local-only work needs no AWS connection at all.
-        return self.hook.storage if any(is_s3(uri) for uri in uris) else Storage()
 
     def _progress(self, what: str, total: int) -> TransferProgress:
         return TransferProgress(what, total, interval=self.progress_interval, logger=self.log)
@@ -321,7 +318,7 @@ class IngestDatasetOperator(BaseOperator):
         source = (self.source or "").strip()
         if not is_s3(source):
             source = os.path.abspath(os.path.expanduser(str(local_path(source))))
-        storage = self._storage_for(source, root)
+        storage = self.hook.storage_for(source, root)
 
         copied = self._try_server_side_copy(storage, name, source, root)
         if copied is not None:
@@ -357,7 +354,7 @@ class IngestDatasetOperator(BaseOperator):
     def _ingest_sql(self, name: str, root: str) -> dict[str, Any]:
         import pandas as pd
 
-        storage = self._storage_for(root)
+        storage = self.hook.storage_for(root)
         query = (self.sql or "").strip()
         source = f"sql://{self.sql_conn_id}"
         try:

@@ -259,8 +259,6 @@ class ValidateDatasetOperator(BaseOperator):
     def hook(self) -> StorageHook:
         return StorageHook(aws_conn_id=self.aws_conn_id)
 
-    def _storage_for(self, *uris: str) -> Storage:
-        return self.hook.storage if any(is_s3(uri) for uri in uris) else Storage()
 
     def execute(self, context: Context) -> dict[str, Any]:
         suite_name = self.suite_name
@@ -268,7 +266,7 @@ class ValidateDatasetOperator(BaseOperator):
             expectations, origin = self.expectations, "expectations"
         else:
             path = self.suite_path.strip()
-            expectations, file_suite_name = self._load_suite(self._storage_for(path), path)
+            expectations, file_suite_name = self._load_suite(self.hook.storage_for(path), path)
             origin = f"suite file {path}: expectations"
             suite_name = suite_name or file_suite_name
         if self.sql_conn_id is not None:
@@ -276,7 +274,7 @@ class ValidateDatasetOperator(BaseOperator):
 
         uri = self.dataset_uri.strip()
         base, split = parse_snapshot_uri(uri)
-        storage = self._storage_for(base)
+        storage = self.hook.storage_for(base)
         try:
             manifest = load_manifest(base, storage)
             df = read_snapshot(uri, storage=storage)
@@ -333,7 +331,7 @@ class ValidateDatasetOperator(BaseOperator):
         docs_dir = self.data_docs_uri or join(
             resolve_data_root(self.data_root), "validation", _safe(self.sql_conn_id), name, suite_name
         )
-        return self._finish(result, summary, label, docs_dir, self._storage_for(docs_dir))
+        return self._finish(result, summary, label, docs_dir, self.hook.storage_for(docs_dir))
 
     def _finish(
         self, result: Any, summary: dict[str, Any], label: str, docs_dir: str, storage: Storage

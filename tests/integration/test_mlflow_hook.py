@@ -146,3 +146,9 @@ def test_credentials_reach_mlflow_worker_threads(recording_servers):
         list(pool.map(lambda _: client.search_experiments(), range(2)))
 
     assert server.api_auth_headers() == {"Bearer tok-threads"}
+
+
+def test_connection_test_of_an_unknown_connection_says_so():
+    ok, message = MLflowHook(mlflow_conn_id="no_such_mlflow").test_connection()
+    assert not ok
+    assert "'no_such_mlflow' is not defined" in message

@@ -14,6 +14,7 @@ from airflow_mlops.runtime import contract
 from airflow_mlops.runtimes import KubernetesRuntime, TrainingLaunch
 from tests.conftest import set_connection
 from tests.k8s_training_support import k8s_context
+from tests.kube_api_stub import strict
 from tests.kube_pod_stub import schema_versions, validate_object
 
 CRDS = Path(__file__).resolve().parents[1] / "data" / "k8s-crds"
@@ -245,22 +246,6 @@ def test_multi_node_job_and_service_are_valid_and_wire_the_rendezvous():
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": "job-train-1a2b3c4d"}
     assert service["metadata"]["ownerReferences"][0]["kind"] == "Job"
-
-
-def strict(schema):
-    """The CRD schema with unknown fields refused (the API server would prune them silently)."""
-    if isinstance(schema, list):
-        return [strict(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: strict(v) for k, v in schema.items()}
-    if (
-        "properties" in out
-        and "additionalProperties" not in out
-        and not out.get("x-kubernetes-preserve-unknown-fields")
-    ):
-        out["additionalProperties"] = False
-    return out
 
 
 def test_kubeflow_trainjob_manifest_validates_against_the_crd():
