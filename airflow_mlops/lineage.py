@@ -188,12 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model_name")
     parser.add_argument("version", help="version number or alias (e.g. champion)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
+    parser.add_argument("--registry-uri", help="model registry URI (default: the tracking URI)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = parser.parse_args(argv)
 
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=args.tracking_uri)
+    registry_uri = args.registry_uri or args.tracking_uri  # else MLflow's own default (MLFLOW_REGISTRY_URI)
+    client = mlflow.MlflowClient(tracking_uri=args.tracking_uri, registry_uri=registry_uri)
     try:
         lineage = get_lineage(client, args.model_name, args.version)
     except LookupError as err:

@@ -88,6 +88,24 @@ def set_connection(conn_id: str, **fields) -> None:
     os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(fields)
 
 
+@pytest.fixture(autouse=True)
+def _isolate_process_state():
+    """
+    Undo what one test leaves in this process for the next: environment variables (connections, and the
+    MLFLOW_* variables ``mlflow.set_tracking_uri`` / ``set_registry_uri`` write) and MLflow's global URIs.
+    An Airflow task runs in a process of its own, so operators may set them; tests share one process.
+    """
+    before = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(before)
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(before.get("MLFLOW_TRACKING_URI", ""))
+        mlflow.set_registry_uri("")
+
+
 @pytest.fixture(scope="session")
 def session_dir() -> Path:
     return _SESSION_DIR

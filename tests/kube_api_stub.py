@@ -8,7 +8,14 @@ every stored spec against the InferenceService CRD schema (422 on a violation, a
 plays KServe's controller: after ``reads_until_ready`` reads of a new generation it writes the status a
 KServe controller would write for the behaviour configured for that model version (``ok``, ``fail-load``,
 ``pending``). It also plays the predictor: ``POST /serving/{ns}/{name}/invocations`` answers
-``{"predictions": [<served version>] * rows}`` (or HTTP 500 for behaviour ``bad-predict``).
+``{"predictions": [<served version>] * rows}`` (or HTTP 500 for behaviour ``bad-predict``; HTTP 503 for every second request to a version of a resource with
+behaviour ``flaky-predict``).
+
+Canaries: a Ready rollout whose spec has ``canaryTrafficPercent: N`` while another version is rolled out
+splits the traffic as KServe does: the shared URL sends N of every 100 requests to the new (``latest``)
+revision and the rest to the previous one, and the status lists both in ``components.predictor.traffic``
+with tag URLs (``.../latest``, ``.../prev``, as tag routing gives) that reach one revision only. A rollout
+without ``canaryTrafficPercent`` sends everything to its version.
 
 Driven through the real ``kubernetes`` client (a kubeconfig pointing at it), so requests, content types and
 errors are real HTTP.
@@ -29,7 +36,7 @@ CRD_FILE = Path(__file__).parent / "data" / "k8s-crds" / "kserve.serving.kserve.
 TOKEN = "stub-token"
 _COLLECTION = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/inferenceservices/?$")
 _ITEM = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/inferenceservices/([^/?]+)$")
-_PREDICT = re.compile(r"^/serving/([^/]+)/([^/]+)/invocations$")
+_PREDICT = re.compile(r"^/serving/([^/]+)/([^/]+)(?:/(latest|prev))?/invocations$")
 _VERSION_ANNOTATION = "airflow-mlops/model-version"
 
 
@@ -133,6 +140,11 @@ class KubeApiStub(StubServer):
         self.reads_until_ready = reads_until_ready
         self.predictions: list[dict[str, Any]] = []
         self._reads: dict[tuple[str, str], int] = {}
+        #: Per resource: (latest version, previous version or None, percent of traffic to latest).
+        self.routes: dict[tuple[str, str], tuple[str, str | None, int]] = {}
+        self._rolled_out: dict[tuple[str, str], str] = {}
+        self._shared_requests = 0
+        self._version_requests: dict[tuple[str, str, str], int] = {}
         self._validator = spec_validator() if validate else None
         self._resource_version = 0
         stub = self
@@ -161,7 +173,7 @@ class KubeApiStub(StubServer):
                 )
                 predict = _PREDICT.match(path)
                 if predict and self.command == "POST":
-                    code, payload = stub.predict(predict.group(1), predict.group(2), body)
+                    code, payload = stub.predict(predict.group(1), predict.group(2), body, predict.group(3))
                     self._send(code, payload)
                     return
                 if self.headers.get("Authorization") != f"Bearer {TOKEN}":
@@ -176,7 +188,6 @@ class KubeApiStub(StubServer):
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
-
 
     # -- API -----------------------------------------------------------------------------------------------
 
@@ -299,9 +310,36 @@ class KubeApiStub(StubServer):
                 },
             }  # fmt: skip
             return
+        base = f"{self.url}/serving/{namespace}/{name}"
+        percent = (obj.get("spec") or {}).get("predictor", {}).get("canaryTrafficPercent")
+        previous_version = self._rolled_out.get(key)
+        predictor_status: dict[str, Any] = {
+            "latestCreatedRevision": revision,
+            "latestReadyRevision": revision,
+        }
+        if percent is not None and percent < 100 and previous_version not in (None, version):
+            self.routes[key] = (version, previous_version, int(percent))
+            previous_revision = (
+                (previous.get("components") or {}).get("predictor", {}).get("latestRolledoutRevision")
+            )
+            predictor_status.update(
+                {
+                    "latestRolledoutRevision": previous_revision,
+                    "traffic": [
+                        {"tag": "prev", "revisionName": previous_revision, "percent": 100 - int(percent),
+                         "latestRevision": False, "url": f"{base}/prev"},
+                        {"tag": "latest", "revisionName": revision, "percent": int(percent),
+                         "latestRevision": True, "url": f"{base}/latest"},
+                    ],
+                }
+            )  # fmt: skip
+        else:
+            self.routes[key] = (version, None, 100)
+            self._rolled_out[key] = version
+            predictor_status["latestRolledoutRevision"] = revision
         obj["status"] = {
             "observedGeneration": generation,
-            "url": f"{self.url}/serving/{namespace}/{name}",
+            "url": base,
             "conditions": [
                 {"type": "PredictorReady", "status": "True", "lastTransitionTime": _now()},
                 {"type": "Ready", "status": "True", "lastTransitionTime": _now()},
@@ -310,17 +348,35 @@ class KubeApiStub(StubServer):
                 "transitionStatus": "UpToDate",
                 "states": {"activeModelState": "Loaded", "targetModelState": "Loaded"},
             },
-            "components": {"predictor": {"latestCreatedRevision": revision, "latestReadyRevision": revision}},
+            "components": {"predictor": predictor_status},
         }
 
-    def predict(self, namespace: str, name: str, body: Any) -> tuple[int, Any]:
+    def predict(self, namespace: str, name: str, body: Any, tag: str | None = None) -> tuple[int, Any]:
         with self.lock:
             obj = self.objects.get((namespace, name))
             if obj is None:
                 return 404, {"error": f"no InferenceService {namespace}/{name}"}
             version = obj["metadata"].get("annotations", {}).get(_VERSION_ANNOTATION, "")
+            latest, prev, percent = self.routes.get((namespace, name), (version, None, 100))
+            if tag == "prev" and prev is None:
+                return 404, {"error": f"no previous revision of {namespace}/{name}"}
+            if tag == "latest":
+                version = latest
+            elif tag == "prev" or prev is not None:
+                # The shared URL: N of every 100 requests go to the canary, in an even spread.
+                self._shared_requests += 1
+                n = self._shared_requests
+                to_canary = tag is None and (n * percent) // 100 != ((n - 1) * percent) // 100
+                version = latest if to_canary else prev
             records = (body or {}).get("dataframe_records") or []
-            self.predictions.append({"name": name, "version": version, "rows": len(records)})
+            self.predictions.append({"name": name, "version": version, "rows": len(records), "tag": tag})
+            counter = (namespace, name, version)
+            self._version_requests[counter] = self._version_requests.get(counter, 0) + 1
+            if self.behaviour.get(version) == "flaky-predict" and self._version_requests[counter] % 2 == 0:
+                return 503, {
+                    "error_code": "UNAVAILABLE",
+                    "message": "upstream connect error (every 2nd request)",
+                }
             if self.behaviour.get(version) == "bad-predict":
                 return 500, {"error_code": "INTERNAL_ERROR", "message": "predict() raised: division by zero"}
             return 200, {"predictions": [int(version)] * len(records)}

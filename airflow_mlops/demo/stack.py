@@ -92,10 +92,16 @@ class LocalStack:
         return {user: f"{user}-pw" for user in self.USERS}
 
     def env(self) -> dict[str, str]:
+        """The environment of every process of the stack: this process's, plus :meth:`settings`."""
         env = dict(os.environ)
         bin_dir = str(Path(sys.executable).parent)
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-        env.update(
+        env.update(self.settings())
+        return env
+
+    def settings(self) -> dict[str, str]:
+        """The settings the stack itself sets (Airflow configuration, connections, ``MLOPS_*``)."""
+        settings = dict(
             {
                 "AIRFLOW_HOME": str(self.airflow_home),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
@@ -126,8 +132,8 @@ class LocalStack:
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        env.update(self.extra_env)
-        return env
+        settings.update(self.extra_env)
+        return settings
 
     # -- processes -----------------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:

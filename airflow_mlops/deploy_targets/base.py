@@ -284,6 +284,38 @@ class DeployTarget(abc.ABC):
         """What the serving side says about *deployment* (server log tail, status), for error messages."""
         return ""
 
+    # -- canary rollout --------------------------------------------------------------------------------------
+
+    #: Whether :meth:`deploy_canary`, :meth:`predict_canary` and :meth:`promote_canary` are implemented.
+    supports_canary: ClassVar[bool] = False
+
+    def canary_percent(self) -> int | None:
+        """Percent of traffic a new version gets first (its canary), from the target's settings; None: none."""
+        return None
+
+    def deploy_canary(self, model_name: str, version: str, model_uri: str, percent: int) -> Deployment:
+        """
+        Serve *version* as a canary next to what serves now: it gets *percent* % of the traffic, the
+        previous version the rest. On failure change nothing.
+        """
+        raise NotImplementedError(
+            f"Deploy target {self.config_kind()} cannot roll out a canary; leave canary_percent unset"
+        )
+
+    def predict_canary(
+        self, deployment: Deployment, records: Sequence[Mapping[str, Any]], timeout: float = 30.0
+    ) -> list[Any]:
+        """Predictions of the canary *deployment* itself (not of the version beside it), for the bake."""
+        raise NotImplementedError(f"Deploy target {self.config_kind()} has no canary to send requests to")
+
+    def canary_endpoint(self, deployment: Deployment) -> str:
+        """The URL :meth:`predict_canary` calls (for logs and the history)."""
+        return deployment.endpoint
+
+    def promote_canary(self, model_name: str, deployment: Deployment) -> Deployment:
+        """Send all traffic to the canary *deployment*; may return before that is ready."""
+        raise NotImplementedError(f"Deploy target {self.config_kind()} has no canary to promote")
+
     # -- sandbox (infra validation) ------------------------------------------------------------------------
 
     def start_sandbox(self, model_name: str, version: str, model_uri: str) -> Deployment:

@@ -60,6 +60,8 @@ STORAGE_SCHEMES = (
     "oci://",
     "hf://",
 )
+#: Annotation asking KServe for ``latest-``/``prev-`` tagged URLs of the revisions (used to reach a canary).
+ANNOTATION_TAG_ROUTING = "serving.kserve.io/enable-tag-routing"
 #: Reasons of a ``False`` condition that mean the rollout failed (not just "still in progress").
 FAILED_REASONS = frozenset({"RevisionFailed", "ModelLoadFailed", "InvalidPredictorSpec"})
 _NAME_MAX = 45  # KServe derives longer names (e.g. "<name>-predictor-00001-deployment") from it
@@ -172,8 +174,10 @@ class KServeTarget(DeployTarget):
     :param resources: Container resources, ``{"requests": {...}, "limits": {...}}``.
     :param gpus: GPUs per replica (added to the limits as *gpu_resource*).
     :param gpu_resource: Extended resource name of a GPU.
-    :param canary_traffic_percent: Percent of traffic the new revision gets (KServe canary rollout); None
-        sends all traffic to it once ready. A rollback always sends all traffic to the version it restores.
+    :param canary_traffic_percent: Percent of traffic a new version gets first (KServe canary rollout,
+        ``canaryTrafficPercent``) while ``DeployModelOperator`` bakes it; then it is promoted to 100% or rolled
+        back. None (or no version serving yet) sends all traffic to it once ready. A rollback always sends all
+        traffic to the version it restores.
     :param min_replicas: ``spec.predictor.minReplicas``.
     :param max_replicas: ``spec.predictor.maxReplicas``.
     :param service_account_name: Service account of the predictor (e.g. the one holding the S3 secret).
@@ -488,6 +492,15 @@ class KServeTarget(DeployTarget):
         url = (obj.get("status") or {}).get("url") or ""
         name = meta.get("name")
         endpoint = self.endpoint_url.format(name=name, namespace=self.namespace) if self.endpoint_url else url
+        predictor_status = ((obj.get("status") or {}).get("components") or {}).get("predictor") or {}
+        canary_url = next(
+            (
+                t.get("url")
+                for t in predictor_status.get("traffic") or []
+                if isinstance(t, Mapping) and t.get("tag") == "latest" and t.get("url")
+            ),
+            None,
+        )
         ready_time = next(
             (
                 c.get("lastTransitionTime")
@@ -510,18 +523,54 @@ class KServeTarget(DeployTarget):
                 "generation": generation,
                 "state": state,
                 "message": message,
+                "canary_traffic_percent": ((obj.get("spec") or {}).get("predictor") or {}).get(
+                    "canaryTrafficPercent"
+                ),
+                "canary_url": canary_url,
             },
         )
 
     # -- DeployTarget --------------------------------------------------------------------------------------
 
     def deploy(self, model_name: str, version: str, model_uri: str) -> Deployment:
+        """Serve *version* with all traffic (a canary rollout is :meth:`deploy_canary`)."""
+        manifest = self.build_manifest(model_name, str(version), self.storage_uri(model_uri))
+        return self._to_deployment(self.apply(manifest), model_name)
+
+    # -- canary rollout ------------------------------------------------------------------------------------
+
+    supports_canary = True
+
+    def canary_percent(self) -> int | None:
+        return self.canary_traffic_percent
+
+    def deploy_canary(self, model_name: str, version: str, model_uri: str, percent: int) -> Deployment:
+        """A new revision serving *version* with ``canaryTrafficPercent: percent``; the previous one keeps the rest."""
         manifest = self.build_manifest(
-            model_name,
-            str(version),
-            self.storage_uri(model_uri),
-            canary_traffic_percent=self.canary_traffic_percent,
+            model_name, str(version), self.storage_uri(model_uri), canary_traffic_percent=percent
         )
+        manifest["metadata"]["annotations"][ANNOTATION_TAG_ROUTING] = "true"
+        return self._to_deployment(self.apply(manifest), model_name)
+
+    def canary_endpoint(self, deployment: Deployment) -> str:
+        """
+        The canary revision's own URL (KServe's ``latest`` traffic tag, from tag routing), else the shared
+        endpoint (``endpoint_url`` set, or no tag URL in the status): then the bake measures all traffic.
+        """
+        if self.endpoint_url:
+            return deployment.endpoint
+        return deployment.details.get("canary_url") or deployment.endpoint
+
+    def predict_canary(self, deployment: Deployment, records: Any, timeout: float = 30.0) -> list[Any]:
+        endpoint = self.canary_endpoint(deployment)
+        if not endpoint:
+            return self.predict(deployment, records, timeout=timeout)  # raises: no URL
+        return post_invocations(endpoint, records, timeout=timeout)
+
+    def promote_canary(self, model_name: str, deployment: Deployment) -> Deployment:
+        """All traffic to the canary: the spec without ``canaryTrafficPercent`` (KServe rolls it out at 100%)."""
+        manifest = self.build_manifest(model_name, deployment.version, self.storage_uri(deployment.model_uri))
+        manifest["metadata"]["annotations"][ANNOTATION_TAG_ROUTING] = "true"
         return self._to_deployment(self.apply(manifest), model_name)
 
     def rollback(self, model_name: str, to: Deployment) -> Deployment:

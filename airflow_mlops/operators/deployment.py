@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 DEFAULT_SAMPLE_ROWS = 20
 #: Rows of the post-deploy smoke test.
 DEFAULT_SMOKE_ROWS = 5
+#: Seconds a canary is baked by default, and seconds between its bake requests.
+DEFAULT_BAKE_SECONDS = 60.0
+DEFAULT_BAKE_INTERVAL = 1.0
 _ERROR_MAX = 3000
 
 
@@ -82,6 +85,38 @@ def _check_columns(drop_columns: Any) -> None:
         return
     if isinstance(drop_columns, str) or not all(isinstance(c, str) for c in drop_columns):
         raise ValueError(f"drop_columns must be a list of column names, got {drop_columns!r}")
+
+
+def _has_template(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return any(is_templated(v) for v in value.values())
+    return is_templated(value)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_canary(
+    canary_percent: Any, bake_seconds: Any, bake_interval: Any, max_error_rate: Any, max_latency_ms: Any
+) -> None:
+    if canary_percent is not None and (
+        isinstance(canary_percent, bool)
+        or not isinstance(canary_percent, int)
+        or not 0 < canary_percent < 100
+    ):
+        raise ValueError(
+            f"canary_percent must be an integer from 1 to 99 (the canary's share of traffic) or None, "
+            f"got {canary_percent!r}"
+        )
+    if not _number(bake_seconds) or bake_seconds < 0:
+        raise ValueError(f"bake_seconds must be a non-negative number of seconds, got {bake_seconds!r}")
+    if not _number(bake_interval) or bake_interval <= 0:
+        raise ValueError(f"bake_interval must be a positive number of seconds, got {bake_interval!r}")
+    if not _number(max_error_rate) or not 0 <= max_error_rate <= 1:
+        raise ValueError(f"max_error_rate must be a share from 0 to 1, got {max_error_rate!r}")
+    if max_latency_ms is not None and (not _number(max_latency_ms) or max_latency_ms <= 0):
+        raise ValueError(f"max_latency_ms must be a positive number or None, got {max_latency_ms!r}")
 
 
 def _check_rows(rows: Any, field: str) -> None:
@@ -356,11 +391,18 @@ class DeployModelOperator(_ServingOperator):
       stops serving the model. If the target refuses the deploy itself (a port in use, a URI it cannot read),
       nothing changed: only the alias is moved back and :class:`DeploymentError` is raised.
 
+    Canary flow (targets with ``supports_canary``, e.g. KServe's ``canaryTrafficPercent``): when a canary
+    percent N is set (``canary_percent``, else the target's own setting) and a previous version serves, the
+    version is deployed at N% of the traffic, verified, then **baked**: for ``bake_seconds`` one sample row
+    every ``bake_interval`` seconds goes to the canary revision, and its error rate and p95 latency are
+    compared with ``max_error_rate`` and ``max_latency_ms``. Passing promotes it to 100% (verified again);
+    failing rolls back as above. The bake result (requests, errors, error rate, p95) is in the history entry.
+
     Safe to retry: a version that already serves (and answers) is not redeployed, and a task instance never
     writes the same history entry twice.
 
     Returns (XCom) ``{"model_name", "version", "previous_version", "target", "endpoint", "action",
-    "outcome", "changed"}``.
+    "outcome", "changed"}`` (plus ``"bake"`` after a canary rollout).
 
     :param model_name: Registered model name (templated).
     :param version: Version to deploy (templated); None deploys the version ``alias`` points at.
@@ -375,6 +417,13 @@ class DeployModelOperator(_ServingOperator):
     :param ready_timeout: Seconds the deployment may take to become ready.
     :param request_timeout: Seconds one smoke-test request may take.
     :param deferrable: Wait for readiness in the triggerer (targets with a trigger, e.g. KServe).
+    :param canary_percent: Percent of traffic (1-99) the version gets during its bake; None uses the
+        target's own setting (KServe ``canary_traffic_percent``). Needs ``sample_data`` and a target that
+        supports canaries.
+    :param bake_seconds: How long a canary is baked (the task holds its worker slot meanwhile).
+    :param bake_interval: Seconds between bake requests.
+    :param max_error_rate: Highest share (0-1) of failed bake requests that still promotes the canary.
+    :param max_latency_ms: Highest p95 latency of the bake requests; None: no limit.
     :param mlflow_conn_id: MLflow connection.
     :param aws_conn_id: ``aws`` connection for an ``s3://`` sample snapshot.
     """
@@ -406,6 +455,11 @@ class DeployModelOperator(_ServingOperator):
         ready_timeout: float = 900.0,
         request_timeout: float = 30.0,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        canary_percent: int | None = None,
+        bake_seconds: float = DEFAULT_BAKE_SECONDS,
+        bake_interval: float = DEFAULT_BAKE_INTERVAL,
+        max_error_rate: float = 0.0,
+        max_latency_ms: float | None = None,
         mlflow_conn_id: str = MLflowHook.default_conn_name,
         aws_conn_id: str | None = None,
         **kwargs: Any,
@@ -413,6 +467,7 @@ class DeployModelOperator(_ServingOperator):
         super().__init__(**kwargs)
         if not is_templated(model_name):
             validate_model_name(model_name)
+        _check_canary(canary_percent, bake_seconds, bake_interval, max_error_rate, max_latency_ms)
         if version not in (None, "") and not is_templated(version):
             parse_version(version, str(model_name))
         if sample_data is not None and not isinstance(sample_data, str):
@@ -436,8 +491,35 @@ class DeployModelOperator(_ServingOperator):
         self.ready_timeout = float(ready_timeout)
         self.request_timeout = request_timeout
         self.deferrable = deferrable
+        self.canary_percent = canary_percent
+        self.bake_seconds = float(bake_seconds)
+        self.bake_interval = float(bake_interval)
+        self.max_error_rate = float(max_error_rate)
+        self.max_latency_ms = max_latency_ms
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
+        if self.action == "deploy" and self.target is not None and not _has_template(self.target):
+            self._canary_of(self._target(self.target), sample_data)
+
+    def _canary_of(self, target: DeployTarget | None, sample_data: Any) -> int | None:
+        """The canary percent this deployment uses (None: no canary); ValueError if the target cannot do it."""
+        if target is None:
+            return None
+        percent = self.canary_percent if self.canary_percent is not None else target.canary_percent()
+        if percent is None or percent in (0, 100):
+            return None
+        if not target.supports_canary:
+            raise ValueError(
+                f"Task {self.task_id!r}: deploy target {target.config_kind()} cannot roll out a canary "
+                f"(canary_percent={percent}); use a target that supports canaries (e.g. kserve) or leave "
+                "canary_percent unset"
+            )
+        if not sample_data:
+            raise ValueError(
+                f"Task {self.task_id!r}: a canary rollout ({percent}%) is baked with requests from sample_data; "
+                "give sample_data (e.g. '<snapshot-uri>#holdout') or leave the canary percent unset"
+            )
+        return int(percent)
 
     # -- planning ------------------------------------------------------------------------------------------
 
@@ -492,6 +574,12 @@ class DeployModelOperator(_ServingOperator):
             "actor": actor_of(context),
             "airflow": airflow_ids(context),
             "phase": "deploy",
+            # A canary needs a version beside it; a rollback goes straight to 100%.
+            "canary": (
+                self._canary_of(target, verify.get("sample_data"))
+                if previous is not None and self.action == "deploy"
+                else None
+            ),
         }
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -523,7 +611,11 @@ class DeployModelOperator(_ServingOperator):
             version, name, plan["model_uri"], target.describe(), previous.version if previous else "nothing",
         )  # fmt: skip
         try:
-            deployment = target.deploy(name, version, plan["model_uri"])
+            if plan.get("canary"):
+                self.log.info("Canary rollout: version %s gets %s%% of the traffic", version, plan["canary"])
+                deployment = target.deploy_canary(name, version, plan["model_uri"], plan["canary"])
+            else:
+                deployment = target.deploy(name, version, plan["model_uri"])
         except DeploymentError as err:
             # The target changed nothing: what served before still serves.
             self._record(plan, version, "failed", f"deploy refused: {err}", deployment=None)
@@ -570,9 +662,21 @@ class DeployModelOperator(_ServingOperator):
         self, context: Context, target: DeployTarget, deployment: Deployment, plan: dict[str, Any]
     ) -> dict[str, Any]:
         records = self._records(plan["verify"])
-        failure = self._check(target, deployment, records)
+        canary = plan["phase"] == "deploy" and bool(plan.get("canary")) and "bake" not in plan
+        failure = self._check(target, deployment, records, canary=canary)
         if plan["phase"] == "rollback":
             return self._rolled_back(target, deployment, plan, failure)
+        if not failure and canary:
+            plan = {**plan, "bake": self._bake(target, deployment, records)}
+            failure = plan["bake"].get("failure")
+            if not failure:
+                self.log.info("Canary passed its bake: %s; promoting it to 100%%", plan["bake"])
+                try:
+                    promoted = target.promote_canary(plan["model_name"], deployment)
+                except DeploymentError as err:
+                    failure = f"promoting the canary to 100% failed: {err}"
+                else:
+                    return self._await_ready(context, target, promoted, plan)
         if failure:
             return self._failed(context, target, deployment, plan, failure)
         return self._succeeded(target, deployment, plan, changed=True)
@@ -590,15 +694,20 @@ class DeployModelOperator(_ServingOperator):
         return self._failed(context, target, deployment, plan, f"not ready: {message}")
 
     def _check(
-        self, target: DeployTarget, deployment: Deployment, records: list[dict[str, Any]]
+        self,
+        target: DeployTarget,
+        deployment: Deployment,
+        records: list[dict[str, Any]],
+        canary: bool = False,
     ) -> str | None:
         """None if *deployment* passes the health check and the smoke test, else why not."""
         health = target.health(deployment)
         if not health.ok:
             return f"health check failed: {health.message}"
         if records:
+            predict = target.predict_canary if canary else target.predict
             try:
-                predictions = target.predict(deployment, records, timeout=self.request_timeout)
+                predictions = predict(deployment, records, timeout=self.request_timeout)
             except PredictionError as err:
                 details = target.diagnostics(deployment)
                 return f"smoke test failed: {err}" + (f"\n{details}" if details else "")
@@ -608,6 +717,60 @@ class DeployModelOperator(_ServingOperator):
             "Verified %s: %s; smoke test: %s rows", deployment.endpoint, health.message, len(records)
         )
         return None
+
+    def _bake(
+        self, target: DeployTarget, deployment: Deployment, records: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """
+        Send one sample row every ``bake_interval`` seconds to the canary for ``bake_seconds`` (at least one
+        request) and judge error rate and p95 latency. With ``max_error_rate`` 0 the first error ends it.
+        """
+        endpoint = target.canary_endpoint(deployment)
+        self.log.info(
+            "Baking version %s at %s for %ss (one request every %ss)",
+            deployment.version, endpoint, self.bake_seconds, self.bake_interval,
+        )  # fmt: skip
+        deadline = time.monotonic() + self.bake_seconds
+        latencies: list[float] = []
+        errors, last_error = 0, ""
+        while True:
+            record = records[len(latencies) % len(records)]
+            started = time.perf_counter()
+            try:
+                predictions = target.predict_canary(deployment, [record], timeout=self.request_timeout)
+                if len(predictions) != 1:
+                    raise PredictionError(f"1 row sent, {len(predictions)} predictions received")
+            except PredictionError as err:
+                errors, last_error = errors + 1, str(err)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if (errors and not self.max_error_rate) or time.monotonic() + self.bake_interval > deadline:
+                break
+            time.sleep(self.bake_interval)
+        requests = len(latencies)
+        result: dict[str, Any] = {
+            "canary_percent": deployment.details.get("canary_traffic_percent"),
+            "endpoint": endpoint,
+            "requests": requests,
+            "errors": errors,
+            "error_rate": round(errors / requests, 4),
+            "p95_ms": round(percentile(latencies, 95), 2),
+            "max_error_rate": self.max_error_rate,
+            "max_latency_ms": self.max_latency_ms,
+        }
+        if result["error_rate"] > self.max_error_rate:
+            result["failure"] = (
+                f"canary bake failed: error rate {result['error_rate']} > max_error_rate {self.max_error_rate} "
+                f"({errors} of {requests} requests); last error: {last_error[:_ERROR_MAX]}"
+            )
+            details = target.diagnostics(deployment)
+            if details:
+                result["failure"] += f"\n{details}"
+        elif self.max_latency_ms is not None and result["p95_ms"] > self.max_latency_ms:
+            result["failure"] = (
+                f"canary bake failed: p95 latency {result['p95_ms']} ms > max_latency_ms {self.max_latency_ms} "
+                f"({requests} requests)"
+            )
+        return result
 
     def _succeeded(
         self, target: DeployTarget, deployment: Deployment, plan: dict[str, Any], changed: bool
@@ -628,6 +791,7 @@ class DeployModelOperator(_ServingOperator):
             "action": self.action,
             "outcome": "succeeded",
             "changed": changed,
+            **({"bake": plan["bake"]} if plan.get("bake") else {}),
         }
 
     def _failed(
@@ -744,6 +908,8 @@ class DeployModelOperator(_ServingOperator):
             "verify": plan["verify"],
             "airflow": plan["airflow"],
         }
+        if plan.get("bake") and str(version) == str(plan["version"]):
+            entry["bake"] = {k: v for k, v in plan["bake"].items() if k != "failure"}
         append_entry(self.hook.client, plan["model_name"], entry, target if outcome == "succeeded" else None)
 
 

@@ -171,7 +171,8 @@ class Storage:
             import boto3
 
             endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-            self._s3_client = boto3.client("s3", endpoint_url=endpoint or None)
+            # A fresh session reads the environment as it is now (boto3.client() reuses a cached one).
+            self._s3_client = boto3.session.Session().client("s3", endpoint_url=endpoint or None)
         return self._s3_client
 
     def exists(self, uri: str) -> bool:

@@ -84,7 +84,7 @@ def stack(tmp_path_factory):
 @pytest.fixture(scope="module")
 def candidate(stack) -> MlflowClient:
     """Version 1 of the model, registered before the DAG runs; no champion."""
-    client = MlflowClient(stack.mlflow_url)
+    client = MlflowClient(stack.mlflow_url, registry_uri=stack.mlflow_url)
     client.create_registered_model(MODEL)
     run = client.create_run(client.create_experiment("approval-timeout"))
     client.create_model_version(MODEL, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)

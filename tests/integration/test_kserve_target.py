@@ -63,7 +63,7 @@ def test_create_wait_patch_and_rollback_over_http(kube, target):
     assert target.current("churn").version == "1"
     assert target.predict(first, ROWS) == [1, 1]
 
-    second = target.deploy("churn", "2", "s3://models/churn/2")
+    second = target.deploy_canary("churn", "2", "s3://models/churn/2", target.canary_percent())
 
     patch = kube.requests[-1]
     assert patch["method"] == "PATCH"
@@ -74,7 +74,16 @@ def test_create_wait_patch_and_rollback_over_http(kube, target):
     assert predictor["model"]["storageUri"] == "s3://models/churn/2"
     assert predictor["canaryTrafficPercent"] == 25
     assert target.health(second).ok
-    assert target.predict(second, ROWS) == [2, 2]
+    # The shared URL splits 25/75; the canary's own (tag) URL reaches version 2 only.
+    assert sorted(target.predict(second, ROWS[:1])[0] for _ in range(8)) == [1] * 6 + [2] * 2
+    assert target.canary_endpoint(second) == f"{kube.url}/serving/models/churn/latest"
+    assert target.predict_canary(second, ROWS) == [2, 2]
+
+    promoted = target.wait_ready(target.promote_canary("churn", second), timeout=30)
+
+    assert "canaryTrafficPercent" not in stored(kube, "churn")["spec"]["predictor"]
+    assert promoted.version == "2"
+    assert [target.predict(promoted, ROWS[:1])[0] for _ in range(4)] == [2] * 4
 
     restored = target.wait_ready(target.rollback("churn", first), timeout=30)
 
@@ -231,3 +240,70 @@ def test_deploy_operator_defers_verifies_and_rolls_back_on_kserve(kube, registry
     ]
     assert {e["actor"] for e in history} == {"bob"}
     assert json.loads(client.get_registered_model(name).tags[T.DEPLOYMENT_TARGET])["kind"] == "kserve"
+
+
+def test_deploy_operator_bakes_a_canary_then_promotes_it_or_rolls_it_back(kube, mlflow_server, tmp_path):
+    from mlflow import MlflowClient
+
+    kube.behaviour.clear()
+    client = MlflowClient(mlflow_server.uri)
+    name = "kserve_canary"
+    client.create_registered_model(name)
+    v1, v2, v3 = (
+        client.create_model_version(name, source=f"s3://models/{name}/{i}").version for i in (1, 2, 3)
+    )
+    holdout = write_holdout_snapshot(tmp_path)
+    config = {"kind": "kserve", "namespace": "models", "kubernetes_conn_id": CONN_ID, "poll_interval": 0.05,
+              "canary_traffic_percent": 20}  # fmt: skip
+
+    def deploy(version, task_id):
+        op = DeployModelOperator(
+            task_id=task_id, model_name=name, version=version, target=config, sample_data=holdout,
+            drop_columns=["label"], deferrable=True, bake_seconds=0.3, bake_interval=0.05,
+        )  # fmt: skip
+        return run_deferrable(op, context_for(op, user="carol"))
+
+    result, _ = deploy(v1, "deploy_v1")  # nothing served before: no canary, straight to 100%
+    assert "bake" not in result
+    assert "canaryTrafficPercent" not in stored(kube, "kserve-canary")["spec"]["predictor"]
+
+    seen = len(kube.predictions)
+    result, deferrals = deploy(v2, "deploy_v2")
+
+    assert deferrals == 2  # the canary's rollout, then the promotion, each waited for in the triggerer
+    assert result["outcome"] == "succeeded"
+    bake = result["bake"]
+    assert bake["canary_percent"] == 20
+    assert bake["requests"] >= 1
+    assert bake["errors"] == 0
+    assert bake["endpoint"] == f"{kube.url}/serving/models/kserve-canary/latest"
+    baked = [p for p in kube.predictions[seen:] if p["tag"] == "latest"]
+    assert {p["version"] for p in baked} == {v2}
+    assert len(baked) == bake["requests"] + 1  # the bake plus the canary's smoke test
+    predictor = stored(kube, "kserve-canary")["spec"]["predictor"]
+    assert "canaryTrafficPercent" not in predictor  # promoted: all traffic to version 2
+    assert predictor["model"]["storageUri"] == f"s3://models/{name}/2"
+    assert client.get_registered_model(name).aliases[T.CHAMPION] == v2
+    assert read_history(client, name)[-1]["bake"]["error_rate"] == 0.0
+
+    kube.behaviour[v3] = "flaky-predict"  # passes the one smoke request, fails the bake
+    with pytest.raises(DeploymentVerificationError, match="canary bake failed: error rate") as err:
+        deploy(v3, "deploy_v3")
+
+    assert f"version {v2} serves again" in str(err.value)
+    stored_obj = stored(kube, "kserve-canary")
+    assert "canaryTrafficPercent" not in stored_obj["spec"]["predictor"]
+    assert stored_obj["metadata"]["annotations"]["airflow-mlops/model-version"] == v2
+    assert stored_obj["spec"]["predictor"]["model"]["storageUri"] == f"s3://models/{name}/2"
+    assert client.get_registered_model(name).aliases[T.CHAMPION] == v2
+    history = read_history(client, name)
+    assert [(e["action"], e["version"], e["outcome"]) for e in history[-2:]] == [
+        ("deploy", v3, "failed"),
+        ("auto_rollback", v2, "succeeded"),
+    ]
+    assert "upstream connect error" in history[-2]["reason"]
+    assert history[-2]["bake"]["errors"] == 1
+    assert "canary bake failed" in client.get_model_version(name, v3).tags[T.ROLLBACK_REASON]
+    target = KServeTarget(namespace="models", kubernetes_conn_id=CONN_ID)
+    assert target.predict(target.current(name), ROWS) == [int(v2)] * 2
+    target.stop(name)

@@ -79,7 +79,7 @@ def test_mlflow_uses_postgres_and_s3_and_the_buckets_exist(compose):
 
 
 def test_settings_carry_the_same_names_as_the_embedded_demo(compose, tmp_path):
-    embedded = LocalStack(tmp_path).env()
+    embedded = LocalStack(tmp_path).settings()
     compose_env = _env(compose["services"]["airflow-scheduler"])
     shared = {name for name in embedded if name.startswith(("MLOPS_", "AIRFLOW_CONN_"))}
     assert shared, "the embedded demo defines no MLOPS_ settings"

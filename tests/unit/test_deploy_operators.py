@@ -45,6 +45,15 @@ def test_templated_arguments_are_accepted_until_rendered():
         ({"drop_columns": "label"}, "drop_columns must be a list"),
         ({"alias": ""}, "alias must be a registry alias"),
         ({"ready_timeout": -1}, "ready_timeout"),
+        ({"canary_percent": 0}, "canary_percent must be an integer from 1 to 99"),
+        ({"canary_percent": 100}, "canary_percent must be an integer from 1 to 99"),
+        ({"canary_percent": True}, "canary_percent"),
+        ({"bake_seconds": -1}, "bake_seconds must be a non-negative number"),
+        ({"bake_interval": 0}, "bake_interval must be a positive number"),
+        ({"max_error_rate": 1.5}, "max_error_rate must be a share from 0 to 1"),
+        ({"max_latency_ms": 0}, "max_latency_ms must be a positive number"),
+        ({"canary_percent": 10, "sample_data": "/d#holdout"}, "target local cannot roll out a canary"),
+        ({"target": {"kind": "kserve", "canary_traffic_percent": 10}}, "give sample_data"),
     ],
 )
 def test_deploy_operator_rejects_bad_arguments(kwargs, message):
@@ -86,3 +95,12 @@ def test_percentiles_are_nearest_rank():
     assert percentile(values, 50) == 3.0
     assert percentile(values, 95) == 10.0
     assert percentile([7.0], 95) == 7.0
+
+
+def test_a_canary_on_kserve_is_accepted_with_sample_data():
+    op = DeployModelOperator(
+        task_id="deploy", model_name="churn", version=2, target={"kind": "kserve"}, canary_percent=10,
+        sample_data="/data/datasets/churn/abc#holdout", bake_seconds=300, max_error_rate=0.01,
+    )  # fmt: skip
+
+    assert (op.canary_percent, op.bake_seconds, op.max_error_rate) == (10, 300.0, 0.01)

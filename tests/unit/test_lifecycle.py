@@ -15,6 +15,7 @@ from airflow_mlops.runtime.lifecycle import EXIT_PREEMPTED, PreemptionGuard
 
 
 def test_sigterm_becomes_a_flag_then_a_final_checkpoint_and_exit_143():
+    before = signal.getsignal(signal.SIGTERM)
     saved = []
     with PreemptionGuard(on_preempt=lambda: saved.append("final checkpoint")) as guard:
         guard.exit_if_requested()  # nothing yet: training goes on
@@ -25,7 +26,7 @@ def test_sigterm_becomes_a_flag_then_a_final_checkpoint_and_exit_143():
 
     assert exit_info.value.code == EXIT_PREEMPTED == 143
     assert saved == ["final checkpoint"]
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the previous handler is back
+    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
 
 
 def test_process_rank_reads_torchrun_variables(monkeypatch):

@@ -1,0 +1,280 @@
+"""
+Bytes a worker receives when ValidateDatasetOperator validates a PostgreSQL table in the database.
+
+Starts a throwaway PostgreSQL server (``initdb`` + ``postgres`` from the PATH or ``/usr/lib/postgresql/*/bin``,
+run as the ``postgres`` user when started as root) on loopback, fills a ``--rows`` x 20 column table with
+``generate_series``, and puts a byte-counting TCP proxy on loopback between the worker and the server.
+``ValidateDatasetOperator(sql_conn_id=..., table=...)`` then validates the table with a 10-expectation suite
+(row count, not null, between, in set) in a fresh child process, through an Airflow ``postgres``
+connection defined by ``AIRFLOW_CONN_<ID>`` that points at the proxy. Every byte the worker's database
+connections receive and send crosses the proxy, so the counts are exact (TCP payload). For comparison the
+same proxy counts a ``COPY ... TO STDOUT`` of the whole table (what loading the rows into the worker would
+move at least). Needs ``apache-airflow-providers-postgres`` in the environment.
+
+    python benchmarks/sql_pushdown.py [--rows 10000000] [--markdown docs/benchmarks-data.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+SECTION = "## Validating a PostgreSQL table in the database (SQL push-down)"
+CAT_A = ["a", "b", "c", "d", "e"]
+CAT_B = [f"b{i:02d}" for i in range(20)]
+REGIONS = ["eu-west", "eu-north", "us-east", "us-west", "ap-south", "ap-east", "sa-east", "af-south"]
+
+
+def suite(rows: int) -> list[dict]:
+    return [
+        {"type": "expect_table_row_count_to_equal", "kwargs": {"value": rows}},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "id"}},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "f00"}},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "cat_a"}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "f01", "min_value": 0, "max_value": 1}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "f02", "min_value": -10, "max_value": 10}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "i00", "min_value": 0, "max_value": 999}},
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "cat_a", "value_set": CAT_A}},
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "cat_b", "value_set": CAT_B}},
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "region", "value_set": REGIONS}},
+    ]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pg_bin(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
+    if not found:
+        sys.exit(f"{name} not found: install PostgreSQL (Debian: apt-get install -y postgresql)")
+    return found
+
+
+class CountingProxy:
+    """Loopback TCP proxy that counts payload bytes in each direction."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.to_client = 0  # received by the worker
+        self.to_server = 0  # sent by the worker
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.to_client = self.to_server = self.connections = 0
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._pump, args=(client, server, "to_server"), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, "to_client"), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, counter: str) -> None:
+        try:
+            while data := source.recv(1 << 16):
+                sink.sendall(data)
+                with self._lock:
+                    setattr(self, counter, getattr(self, counter) + len(data))
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+class Postgres:
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir / "pg"
+        self.dir.mkdir()
+        self.port = free_port()
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_user:
+            shutil.chown(self.dir, "postgres")
+        self.data = self.dir / "data"
+
+    def _run(self, *argv: str, **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run([*self.as_user, *argv], check=True, capture_output=True, text=True, **kwargs)
+
+    def start(self) -> None:
+        self._run(pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync")
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            pg_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"), "-w", "start"
+        )
+
+    def psql(
+        self, sql: str, database: str = "postgres", port: int | None = None, host: str | None = None
+    ) -> str:
+        argv = [shutil.which("psql") or pg_bin("psql"), "-h", host or str(self.dir), "-p", str(port or self.port),
+                "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql]  # fmt: skip
+        return self._run(*argv).stdout.strip()
+
+    def stop(self) -> None:
+        subprocess.run([*self.as_user, pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
+                       capture_output=True, check=False)  # fmt: skip
+
+
+def load_table(pg: Postgres, rows: int) -> None:
+    pg.psql("CREATE DATABASE bench")
+    floats = ",\n".join(f"(random() * {i})::float8 AS f{i:02d}" for i in range(3, 12))
+    sql = f"""
+    CREATE UNLOGGED TABLE big AS
+    SELECT g::bigint AS id,
+           random()::float8 AS f00,
+           random()::float8 AS f01,
+           (random() * 20 - 10)::float8 AS f02,
+           {floats},
+           floor(random() * 1000)::bigint AS i00,
+           floor(random() * 1e12)::bigint AS i01,
+           floor(random() * 200 - 100)::bigint AS i02,
+           (ARRAY{CAT_A!r})[1 + floor(random() * {len(CAT_A)})::int] AS cat_a,
+           (ARRAY{CAT_B!r})[1 + floor(random() * {len(CAT_B)})::int] AS cat_b,
+           (ARRAY{REGIONS!r})[1 + floor(random() * {len(REGIONS)})::int] AS region,
+           'sku-' || lpad(floor(random() * 200000)::text, 6, '0') AS sku
+    FROM generate_series(1, {rows}) AS g;
+    ANALYZE big;
+    """
+    pg.psql(sql, database="bench")
+
+
+WORKER = r"""
+import json, sys, time
+spec = json.loads(sys.argv[1])
+def mem(key):  # this process's own peak (ru_maxrss would include the parent's peak at fork time)
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith(key + ":"))
+from airflow_mlops.operators.validation import ValidateDatasetOperator
+import great_expectations, sqlalchemy  # imported lazily by the operator
+op = ValidateDatasetOperator(task_id="validate", sql_conn_id=spec["conn_id"], table="big",
+                             expectations=spec["suite"], aws_conn_id=None)
+start = time.perf_counter()
+result = op.execute(context={})
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "maxrss_kib": mem("VmHWM"),
+                  "success": result["success"], "evaluated": result["evaluated"],
+                  "failed": result["failed"]}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--markdown", help="append the results as a section to this Markdown page")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="mlops-bench-"))
+    os.chmod(work, 0o755)
+    pg = Postgres(work)
+    results: dict = {"rows": args.rows}
+    try:
+        pg.start()
+        start = time.perf_counter()
+        load_table(pg, args.rows)
+        results["load_seconds"] = round(time.perf_counter() - start, 1)
+        results["table_rows"] = int(pg.psql("SELECT count(*) FROM big", database="bench"))
+        results["relation_bytes"] = int(pg.psql("SELECT pg_total_relation_size('big')", database="bench"))
+        results["columns"] = int(pg.psql(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'big'", database="bench"
+        ))  # fmt: skip
+
+        proxy = CountingProxy(pg.port)
+        env = dict(
+            os.environ, GX_ANALYTICS_ENABLED="false", AIRFLOW_HOME=str(work / "airflow"),
+            MLOPS_DATA_ROOT=str(work / "data"),
+            AIRFLOW_CONN_PG_BENCH=json.dumps({"conn_type": "postgres", "host": "127.0.0.1", "port": proxy.port,
+                                              "login": "postgres", "schema": "bench"}),
+        )  # fmt: skip
+        spec = {"conn_id": "pg_bench", "suite": suite(args.rows)}
+        proc = subprocess.run(
+            [sys.executable, "-c", WORKER, json.dumps(spec)], env=env, capture_output=True, text=True, check=False
+        )  # fmt: skip
+        if proc.returncode != 0:
+            sys.exit(f"validation failed:\n{proc.stderr[-4000:]}")
+        run = json.loads(proc.stdout.strip().splitlines()[-1])
+        run.update(received_bytes=proxy.to_client, sent_bytes=proxy.to_server, connections=proxy.connections)
+        results["validate"] = run
+
+        proxy.reset()
+        start = time.perf_counter()
+        subprocess.run(
+            [*pg.as_user, shutil.which("psql") or pg_bin("psql"), "-h", "127.0.0.1", "-p", str(proxy.port),
+             "-U", "postgres", "-d", "bench", "-qAt", "-c", "COPY big TO STDOUT"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True,
+        )  # fmt: skip
+        results["copy_out"] = {
+            "received_bytes": proxy.to_client,
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        proxy.close()
+    finally:
+        pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+    if args.markdown:
+        path = Path(args.markdown)
+        path.write_text(path.read_text().rstrip("\n") + "\n\n" + markdown(results))
+
+
+def _mib(value: int) -> str:
+    return f"{value / (1 << 20):,.1f} MiB"
+
+
+def markdown(results: dict) -> str:
+    run = results["validate"]
+    copy = results["copy_out"]
+    return "\n".join([
+        SECTION,
+        "",
+        "Command: `python benchmarks/sql_pushdown.py --markdown docs/benchmarks-data.md` (a throwaway",
+        "PostgreSQL on loopback; bytes are TCP payload counted by a proxy between the worker and the server).",
+        "",
+        f"Table: {results['table_rows']:,} rows x {results['columns']} columns, "
+        f"`pg_total_relation_size` {_mib(results['relation_bytes'])} ({results['relation_bytes']:,} B). "
+        f"Suite: {run['evaluated']} expectations (row count, not null, between, in set).",
+        "",
+        "| what | received by the worker | sent by the worker | seconds | worker peak RSS |",
+        "|---|---|---|---|---|",
+        f"| `ValidateDatasetOperator(sql_conn_id=..., table=...)` ({'passed' if run['success'] else 'failed'}, "
+        f"{run['connections']} connection(s)) | {run['received_bytes']:,} B | {run['sent_bytes']:,} B | "
+        f"{run['seconds']:.1f} | {run['maxrss_kib'] / (1 << 20):.2f} GiB |",
+        f"| for comparison: `COPY big TO STDOUT` (the rows as text) | {copy['received_bytes']:,} B | | "
+        f"{copy['seconds']} | |",
+        "",
+        f"The worker received {run['received_bytes'] / results['relation_bytes']:.6%} of the table's size: only",
+        "metric results (counts, a few example values) come back; the rows stay in the database. Timings are",
+        "from a shared 2-core machine and only indicative; the byte counts are exact.",
+        "",
+    ])  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
