@@ -48,6 +48,30 @@ _MAX_EXAMPLES = 5
 _MAX_CHARS = 300
 
 
+# Table-level expectations that need the rows but no particular column.
+_ROW_COUNT_EXPECTATIONS = {"expect_table_row_count_to_be_between", "expect_table_row_count_to_equal"}
+_COLUMN_KWARGS = ("column", "column_A", "column_B")
+
+
+def columns_to_read(expectations: list[dict[str, Any]], schema: list[str]) -> list[str] | None:
+    """
+    The snapshot columns a suite looks at, so only those are read (memory and time grow with them).
+
+    None (read everything) when an expectation is about the table's columns as a whole. A column the suite
+    names but the snapshot lacks is not read, and its expectation fails as missing.
+    """
+    needed: set[str] = set()
+    for item in expectations:
+        kind, kwargs = item["type"], item.get("kwargs") or {}
+        if kind.startswith("expect_table_") and kind not in _ROW_COUNT_EXPECTATIONS:
+            return None
+        needed.update(str(kwargs[key]) for key in _COLUMN_KWARGS if isinstance(kwargs.get(key), str))
+        if isinstance(kwargs.get("column_list"), list | tuple):
+            needed.update(str(column) for column in kwargs["column_list"])
+    selected = [column for column in schema if column in needed]
+    return selected or schema[:1] or None  # row counts need the rows: one column carries them
+
+
 def check_expectations(expectations: object, origin: str = "expectations") -> list[dict[str, Any]]:
     """
     Check the shape of declared expectations without importing Great Expectations.
@@ -277,7 +301,8 @@ class ValidateDatasetOperator(BaseOperator):
         storage = self.hook.storage_for(base)
         try:
             manifest = load_manifest(base, storage)
-            df = read_snapshot(uri, storage=storage)
+            columns = columns_to_read(expectations, list(manifest.get("schema") or {}))
+            df = read_snapshot(uri, storage=storage, columns=columns)
         except (FileNotFoundError, ValueError) as err:
             raise DatasetError(f"Cannot validate {uri}: {err}") from err
         name = manifest.get("name", base)

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 from airflow_mlops.runtime.storage import Storage, is_s3, join, local_path
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pandas as pd
 
 MANIFEST = "_manifest.json"
@@ -153,13 +155,16 @@ def changed_files(entries: list[dict], manifest: dict | None) -> list[dict]:
     return out
 
 
-def read_snapshot(uri: str, split: str | None = None, storage: Storage | None = None) -> pd.DataFrame:
+def read_snapshot(
+    uri: str, split: str | None = None, storage: Storage | None = None, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
     """
     Load a snapshot (or one of its splits) into a pandas DataFrame.
 
     :param uri: Snapshot URI, optionally with ``#train`` / ``#valid`` / ``#holdout`` to select a split.
     :param split: Split to read; overrides the one in *uri*. None reads all rows.
     :param storage: Storage to read through (default: local files and S3 from the AWS environment).
+    :param columns: Read only these columns (Parquet reads no other bytes); None reads them all.
     :raises FileNotFoundError: if there is no snapshot at *uri*.
     :raises ValueError: if the snapshot has no such split.
     """
@@ -179,5 +184,5 @@ def read_snapshot(uri: str, split: str | None = None, storage: Storage | None = 
     if is_s3(file_uri):
         with tempfile.TemporaryDirectory(prefix="mlops-snapshot-") as tmp:
             local = storage.download_file(file_uri, Path(tmp) / Path(files[key]).name)
-            return pd.read_parquet(local)
-    return pd.read_parquet(local_path(file_uri))
+            return pd.read_parquet(local, columns=columns)
+    return pd.read_parquet(local_path(file_uri), columns=columns)

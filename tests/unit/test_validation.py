@@ -185,3 +185,31 @@ def test_unknown_split_is_a_dataset_error(snapshot):
 def test_expectation_shape_checked_at_init(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ValidateDatasetOperator(task_id="validate", dataset_uri="/data/datasets/demo/abc", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("suite", "expected"),
+    [
+        pytest.param(
+            [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "b"}},
+             {"type": "expect_column_pair_values_a_to_be_greater_than_b", "kwargs": {"column_A": "d", "column_B": "a"}}],
+            ["a", "b", "d"], id="only-the-named-columns-in-snapshot-order",
+        ),
+        pytest.param(
+            [{"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}}], ["a"],
+            id="row-count-reads-one-column",
+        ),
+        pytest.param(
+            [{"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": ["a"]}}], None,
+            id="table-shape-reads-everything",
+        ),
+        pytest.param(
+            [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "missing"}}], ["a"],
+            id="a-missing-column-is-not-read",
+        ),
+    ],
+)  # fmt: skip
+def test_only_the_columns_a_suite_looks_at_are_read(suite, expected):
+    from airflow_mlops.operators.validation import columns_to_read
+
+    assert columns_to_read(suite, ["a", "b", "c", "d", "e"]) == expected
