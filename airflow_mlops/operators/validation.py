@@ -184,6 +184,11 @@ class ValidateDatasetOperator(BaseOperator):
         ``"severity": "critical" | "warning" | "info"``. (templated)
     :param suite_path: Path (local or ``s3://``) of a GX suite JSON file, instead of ``expectations``.
         (templated)
+    :param gx_context_dir: Folder of a Great Expectations file data context (``gx/`` project), used with
+        ``checkpoint_name`` instead of ``expectations`` / ``suite_path``. (templated)
+    :param checkpoint_name: Checkpoint of that context to run. Its one validation definition validates the
+        snapshot when its batch definition is a dataframe one (the snapshot is passed as the batch), or its
+        own data otherwise. (templated)
     :param soft_fail: If True, a failed validation logs a warning and returns the summary with
         ``success: false`` instead of failing the task.
     :param on_warning: ``"fail"`` (default): any failed expectation fails the task. ``"continue"``: failures
@@ -207,7 +212,8 @@ class ValidateDatasetOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        "dataset_uri", "suite_path", "expectations", "table", "query", "data_docs_uri",
+        "dataset_uri", "suite_path", "expectations", "table", "query", "data_docs_uri", "gx_context_dir",
+        "checkpoint_name",
     )  # fmt: skip
     template_fields_renderers = {"query": "sql"}
     operator_extra_links = (DataDocsLink(),)
@@ -218,6 +224,8 @@ class ValidateDatasetOperator(BaseOperator):
         dataset_uri: str | None = None,
         expectations: list[dict[str, Any]] | None = None,
         suite_path: str | None = None,
+        gx_context_dir: str | None = None,
+        checkpoint_name: str | None = None,
         soft_fail: bool = False,
         on_warning: str = "fail",
         result_format: str = "SUMMARY",
@@ -250,8 +258,15 @@ class ValidateDatasetOperator(BaseOperator):
             for label, value in (("table", table), ("query", query)):
                 if value is not None and (not isinstance(value, str) or not value.strip()):
                     raise ValueError(f"{label} must be a non-empty string, got {value!r}")
-        if (expectations is None) == (suite_path is None):
-            raise ValueError("Pass exactly one of expectations (a list declared in the DAG) or suite_path")
+        if sum(x is not None for x in (expectations, suite_path, checkpoint_name)) != 1:
+            raise ValueError(
+                "Pass exactly one of expectations (a list declared in the DAG), suite_path (a GX suite JSON "
+                "file) or checkpoint_name (with gx_context_dir, a GX file data context)"
+            )
+        if (checkpoint_name is None) != (gx_context_dir is None):
+            raise ValueError("checkpoint_name and gx_context_dir go together (a checkpoint of that GX context)")
+        if checkpoint_name is not None and sql_conn_id is not None:
+            raise ValueError("A checkpoint validates its own data or the snapshot; it does not take sql_conn_id")
         if suite_path is not None and (not isinstance(suite_path, str) or not suite_path.strip()):
             raise ValueError(f"suite_path must be the path of a suite JSON file, got {suite_path!r}")
         if result_format not in RESULT_FORMATS:
@@ -265,6 +280,8 @@ class ValidateDatasetOperator(BaseOperator):
         self.dataset_uri = dataset_uri
         self.expectations = check_expectations(expectations) if expectations is not None else None
         self.suite_path = suite_path
+        self.gx_context_dir = gx_context_dir
+        self.checkpoint_name = checkpoint_name
         self.soft_fail = soft_fail
         self.on_warning = on_warning
         self.result_format = result_format
@@ -286,7 +303,10 @@ class ValidateDatasetOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         suite_name = self.suite_name
-        if self.expectations is not None:
+        if self.checkpoint_name is not None:
+            expectations, origin = [], f"checkpoint {self.checkpoint_name!r}"
+            suite_name = suite_name or str(self.checkpoint_name)
+        elif self.expectations is not None:
             expectations, origin = self.expectations, "expectations"
         else:
             path = self.suite_path.strip()
@@ -301,7 +321,8 @@ class ValidateDatasetOperator(BaseOperator):
         storage = self.hook.storage_for(base)
         try:
             manifest = load_manifest(base, storage)
-            columns = columns_to_read(expectations, list(manifest.get("schema") or {}))
+            schema = list(manifest.get("schema") or {})
+            columns = None if self.checkpoint_name is not None else columns_to_read(expectations, schema)
             df = read_snapshot(uri, storage=storage, columns=columns)
         except (FileNotFoundError, ValueError) as err:
             raise DatasetError(f"Cannot validate {uri}: {err}") from err
@@ -312,7 +333,10 @@ class ValidateDatasetOperator(BaseOperator):
         )
         suite_name = _safe(suite_name or f"{name}-suite")
 
-        result = self._run_gx(name, expectations, origin, suite_name, dataframe=df)
+        if self.checkpoint_name is not None:
+            result = self._run_checkpoint(df)
+        else:
+            result = self._run_gx(name, expectations, origin, suite_name, dataframe=df)
         summary = self._summarize(result, uri, manifest, split, len(df))
         docs_dir = self.data_docs_uri or join(
             base, VALIDATION_DIR, suite_name + (f"-{split}" if split else "")
@@ -466,6 +490,31 @@ class ValidateDatasetOperator(BaseOperator):
         if len(suite.expectations) != len(built):  # GX drops invalid expectations with only a log line
             raise ValueError(f"Great Expectations rejected some expectations of {origin}; see the log above")
         return batch.validate(suite, result_format=self.result_format)
+
+    def _run_checkpoint(self, dataframe: pd.DataFrame) -> Any:
+        """Run the checkpoint of the GX file context; return its (single) validation result."""
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        import great_expectations as gx
+
+        root = str(self.gx_context_dir)
+        try:
+            context = gx.get_context(mode="file", project_root_dir=root)
+            checkpoint = context.checkpoints.get(str(self.checkpoint_name))
+        except Exception as err:
+            raise ValueError(
+                f"Cannot load checkpoint {self.checkpoint_name!r} from the GX context at {root}: {err}"
+            ) from err
+        definitions = list(checkpoint.validation_definitions)
+        if len(definitions) != 1:
+            raise ValueError(
+                f"Checkpoint {self.checkpoint_name!r} in {root} has {len(definitions)} validation definitions; "
+                "this operator validates one dataset per task, so give it exactly one"
+            )
+        data = definitions[0].data
+        is_dataframe = getattr(data.data_asset, "type", "") == "dataframe"
+        result = checkpoint.run(batch_parameters={"dataframe": dataframe} if is_dataframe else None)
+        (validation,) = result.run_results.values()
+        return validation
 
     def _sql_batch(self, context: Any, name: str, connection_string: str | None, target: str | None) -> Any:
         # The dialect-specific datasources know their SQL quirks; any other SQLAlchemy URL goes through add_sql.

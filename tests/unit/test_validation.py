@@ -213,3 +213,51 @@ def test_only_the_columns_a_suite_looks_at_are_read(suite, expected):
     from airflow_mlops.operators.validation import columns_to_read
 
     assert columns_to_read(suite, ["a", "b", "c", "d", "e"]) == expected
+
+
+@pytest.fixture(scope="module")
+def gx_project(tmp_path_factory):
+    """A Great Expectations file data context with a checkpoint that validates a dataframe asset."""
+    import great_expectations as gx
+
+    root = tmp_path_factory.mktemp("gx-project")
+    context = gx.get_context(mode="file", project_root_dir=str(root))
+    batch = (
+        context.data_sources.add_pandas("snapshots")
+        .add_dataframe_asset("demo")
+        .add_batch_definition_whole_dataframe("whole")
+    )
+    suite = context.suites.add(
+        gx.ExpectationSuite(
+            name="demo-checks",
+            expectations=[
+                gx.expectations.ExpectColumnValuesToNotBeNull(column="f1"),
+                gx.expectations.ExpectColumnValuesToBeInSet(column="label", value_set=[0, 1]),
+            ],
+        )
+    )
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name="demo", data=batch, suite=suite))
+    context.checkpoints.add(gx.Checkpoint(name="nightly", validation_definitions=[definition]))
+    return str(root)
+
+
+def test_checkpoint_of_a_gx_file_context_validates_the_snapshot(snapshot, gx_project):
+    with pytest.raises(DataValidationError) as info:
+        validate(snapshot["uri"], gx_context_dir=gx_project, checkpoint_name="nightly")
+    message = str(info.value)
+    assert "failed 1 of 2 expectations" in message
+    assert "unexpected_count=3" in message
+
+    summary = validate(snapshot["uri"], gx_context_dir=gx_project, checkpoint_name="nightly", soft_fail=True)
+    assert (summary["evaluated"], summary["unsuccessful"]) == (2, 1)
+    assert summary["rows"] == 120
+
+
+def test_unknown_checkpoint_is_named(snapshot, gx_project):
+    with pytest.raises(ValueError, match="Cannot load checkpoint 'weekly' from the GX context"):
+        validate(snapshot["uri"], gx_context_dir=gx_project, checkpoint_name="weekly")
+
+
+def test_checkpoint_needs_its_context():
+    with pytest.raises(ValueError, match="checkpoint_name and gx_context_dir go together"):
+        ValidateDatasetOperator(task_id="v", dataset_uri="/data/x", checkpoint_name="nightly")
