@@ -123,14 +123,15 @@ with DAG(
         validation_summary="{{ ti.xcom_pull(task_ids='validate') }}",
         drift_summary="{{ ti.xcom_pull(task_ids='drift') }}",
     )
-    infra_validate = InfraValidateOperator(
-        task_id="infra_validate",
-        model_name="{{ params.model_name }}",
-        version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
-        sample_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['holdout'] }}",
-        drop_columns=["{{ params.target }}"],
-        target=SERVING_TARGET,
-    )
+    # The candidate, where it will serve, and holdout rows (without the label) to send it.
+    serving = {
+        "model_name": "{{ params.model_name }}",
+        "version": "{{ ti.xcom_pull(task_ids='register')['version'] }}",
+        "sample_data": "{{ ti.xcom_pull(task_ids='ingest')['splits']['holdout'] }}",
+        "drop_columns": ["{{ params.target }}"],
+        "target": SERVING_TARGET,
+    }
+    infra_validate = InfraValidateOperator(task_id="infra_validate", **serving)
     approve = ApproveModelOperator(
         task_id="approve",
         model_name="{{ params.model_name }}",
@@ -144,14 +145,6 @@ with DAG(
         model_name="{{ params.model_name }}",
         version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
     )
-
-    deploy = DeployModelOperator(
-        task_id="deploy",
-        model_name="{{ params.model_name }}",
-        version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
-        sample_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['holdout'] }}",
-        drop_columns=["{{ params.target }}"],
-        target=SERVING_TARGET,
-    )
+    deploy = DeployModelOperator(task_id="deploy", **serving)
 
     chain(ingest, validate, drift, train, register, evaluate, infra_validate, approve, promote, deploy)
