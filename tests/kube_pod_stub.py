@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.kube_api_stub import TOKEN, StubServer
+from tests.kube_api_stub import TOKEN, StubServer, apply_merge_patch
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -144,18 +144,6 @@ def matches(labels: dict[str, str], selector: str) -> bool:
         elif term not in labels:
             return False
     return True
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge_patch(out.get(key), value)
-    return out
 
 
 @dataclass
@@ -560,7 +548,7 @@ class KubePodStub(StubServer):
         if method == "GET":
             return 200, pod.snapshot()
         if method == "PATCH":
-            pod.obj = merge_patch(pod.obj, body)
+            pod.obj = apply_merge_patch(pod.obj, body)
             pod.obj["metadata"]["resourceVersion"] = self._next_rv()
             return 200, pod.snapshot()
         if method == "DELETE":
