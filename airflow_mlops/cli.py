@@ -7,7 +7,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"demo": "airflow_mlops.demo.run", "lineage": "airflow_mlops.lineage"}
+    commands = {"demo": "airflow_mlops.demo.run", "lineage": "airflow_mlops.lineage.chain"}
     if not argv or argv[0] not in commands:
         print(f"usage: airflow-mlops {{{','.join(commands)}}} [options]", file=sys.stderr)
         return 2

@@ -64,6 +64,6 @@ def get_provider_info():
         "extra-links": [
             "airflow_mlops.links.MLflowRunLink",
             "airflow_mlops.links.MLflowModelVersionLink",
-            "airflow_mlops.links_data.DataDocsLink",
+            "airflow_mlops.links.DataDocsLink",
         ],
     }

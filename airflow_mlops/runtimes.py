@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from airflow_mlops.data.storage import is_s3
 from airflow_mlops.exceptions import TrainingError
-from airflow_mlops.runtime import contract
-from airflow_mlops.runtime.storage import is_s3
+from airflow_mlops.trainer import contract
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -52,8 +52,8 @@ def cold_import_seconds() -> float:
 
 def measure(minutes: float) -> dict:
     from airflow_mlops.operators.training import TrainModelOperator
-    from airflow_mlops.runtime import contract
     from airflow_mlops.runtimes import KubernetesRuntime
+    from airflow_mlops.trainer import contract
 
     work = Path(tempfile.mkdtemp(prefix="k8s-slot-seconds-"))
     (work / "mlflow").mkdir()
@@ -82,7 +82,7 @@ def measure(minutes: float) -> dict:
 
             def make() -> TrainModelOperator:
                 return TrainModelOperator(
-                    task_id="train", entrypoint="airflow_mlops.runtime.examples.torch_mlp",
+                    task_id="train", entrypoint="airflow_mlops.trainer.examples.torch_mlp",
                     train_data=f"{snapshot}#train", experiment_name="k8s-slot-seconds",
                     output_root="s3://bucket/runs", runtime=runtime,
                 )  # fmt: skip

@@ -88,7 +88,7 @@ with DAG(
     )
     train = TrainModelOperator(
         task_id="train",
-        entrypoint="airflow_mlops.runtime.examples.sklearn_classifier",
+        entrypoint="airflow_mlops.trainer.examples.sklearn_classifier",
         experiment_name="{{ params.model_name }}",
         train_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['train'] }}",
         valid_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['valid'] }}",

@@ -1,6 +1,6 @@
-# Trainer image for the PyTorch demo trainer (airflow_mlops.runtime.examples.torch_mlp): GPUs with CUDA,
+# Trainer image for the PyTorch demo trainer (airflow_mlops.trainer.examples.torch_mlp): GPUs with CUDA,
 # DDP with torchrun on one or many nodes. It holds only the training side of the package
-# (airflow_mlops/runtime imports no Airflow). Build from the repository root:
+# (airflow_mlops/trainer and airflow_mlops/data import no Airflow). Build from the repository root:
 #   docker build -f docker/trainer-torch.Dockerfile -t registry.example.com/ml/trainer-torch:1.0 .
 # BASE_IMAGE: an official PyTorch runtime image whose CUDA version the nodes' NVIDIA driver supports.
 # For a CPU-only image: --build-arg BASE_IMAGE=python:3.11-slim --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
@@ -15,11 +15,12 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then pip install --index-url "$TORCH_INDEX_URL
  && pip install "mlflow>=3.1" "pandas>=2.1" "pyarrow>=15" "boto3>=1.34" "psutil" "nvidia-ml-py"
 
 COPY airflow_mlops/__init__.py /opt/trainer/airflow_mlops/__init__.py
-COPY airflow_mlops/runtime /opt/trainer/airflow_mlops/runtime
+COPY airflow_mlops/trainer /opt/trainer/airflow_mlops/trainer
+COPY airflow_mlops/data /opt/trainer/airflow_mlops/data
 
 # Non-root; /airflow/xcom is where the trainer writes its result (a volume, or the termination-message file
 # of a multi-node Job's pods).
 RUN useradd --uid 1000 --create-home trainer && mkdir -p /airflow/xcom && chown trainer /airflow/xcom
 USER 1000
 WORKDIR /home/trainer
-CMD ["python", "-m", "airflow_mlops.runtime.examples.torch_mlp"]
+CMD ["python", "-m", "airflow_mlops.trainer.examples.torch_mlp"]

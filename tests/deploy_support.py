@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from airflow_mlops.deploy_targets.base import Deployment, DeployTarget, Health, PredictionError
+from airflow_mlops.serving.base import Deployment, DeployTarget, Health, PredictionError
 
 SERVING_MODELS_FILE = Path(__file__).parent / "data" / "serving_models.py"
 FEATURES = ["tenure_months", "monthly_spend"]

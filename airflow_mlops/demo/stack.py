@@ -225,7 +225,7 @@ class LocalStack:
         serving = self.data_root / "serving"
         if not serving.is_dir():
             return
-        from airflow_mlops.deploy_targets.local import LocalServerTarget
+        from airflow_mlops.serving.local import LocalServerTarget
 
         target = LocalServerTarget(port=self.serving_port, state_dir=str(serving), mlflow_conn_id=None)
         for state in sorted(serving.glob("*/state.json")):

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from airflow_mlops.exceptions import ConnectionSetupError
+from airflow_mlops.exceptions import ConnectionSetupError, ServiceUnavailableError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -116,7 +116,7 @@ class MLflowHook(BaseHook):
                 os.environ["MLFLOW_TRACKING_INSECURE_TLS"] = "true"
 
     def check_reachable(self, timeout: float = 10.0) -> None:
-        """Raise :class:`ConnectionSetupError` naming the connection and URI if the server does not answer."""
+        """Raise :class:`ServiceUnavailableError` naming the connection and URI if the server does not answer."""
         if not self.is_remote:
             return
         import requests
@@ -126,12 +126,12 @@ class MLflowHook(BaseHook):
                 f"{self.tracking_uri}/health", timeout=timeout, verify=self._settings["verify_tls"]
             )
         except requests.RequestException as err:
-            raise ConnectionSetupError(
+            raise ServiceUnavailableError(
                 f"MLflow server {self.tracking_uri} (connection {self.mlflow_conn_id!r}) is unreachable: "
                 f"{type(err).__name__}"
             ) from err
         if response.status_code >= 500:
-            raise ConnectionSetupError(
+            raise ServiceUnavailableError(
                 f"MLflow server {self.tracking_uri} (connection {self.mlflow_conn_id!r}) answered "
                 f"HTTP {response.status_code} on /health"
             )

@@ -9,8 +9,8 @@ from typing import Any
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+from airflow_mlops.data.storage import Storage, is_s3
 from airflow_mlops.exceptions import ConnectionSetupError
-from airflow_mlops.runtime.storage import Storage, is_s3
 
 # Extras of the Amazon provider's ``aws`` connection that this hook cannot honour; silently ignoring them
 # would talk to S3 as someone else than the connection says.
@@ -19,7 +19,7 @@ _UNSUPPORTED_EXTRAS = ("role_arn", "assume_role_method")
 
 class StorageHook(BaseHook):
     """
-    Local files and S3 (or any S3-compatible store) through one :class:`~airflow_mlops.runtime.storage.Storage`.
+    Local files and S3 (or any S3-compatible store) through one :class:`~airflow_mlops.data.storage.Storage`.
 
     The S3 client is built from an Airflow connection of type ``aws``, read the way the Amazon provider reads
     it: login = access key id, password = secret access key; extras ``endpoint_url`` (or
@@ -114,7 +114,7 @@ class StorageHook(BaseHook):
         return session.client("s3", **client_kwargs)
 
     def get_conn(self) -> Storage:
-        """A :class:`~airflow_mlops.runtime.storage.Storage` whose S3 client comes from the connection."""
+        """A :class:`~airflow_mlops.data.storage.Storage` whose S3 client comes from the connection."""
         if self.aws_conn_id is None:
             return Storage()
         return Storage(s3_client=self.get_client())

@@ -29,12 +29,12 @@ from kubernetes.client import ApiClient, Configuration  # noqa: TID253 - loaded 
 from kubernetes.client import models as k8s  # noqa: TID253
 from kubernetes.client.exceptions import ApiException  # noqa: TID253
 
+from airflow_mlops.data.storage import is_s3
 from airflow_mlops.exceptions import TrainingError
 from airflow_mlops.operators.training import parse_entrypoint
-from airflow_mlops.runtime import contract
-from airflow_mlops.runtime.lifecycle import EXIT_PREEMPTED, SYSTEM_METRICS_ENV
-from airflow_mlops.runtime.storage import is_s3
 from airflow_mlops.runtimes import GPU_PRODUCT_LABEL
+from airflow_mlops.trainer import contract
+from airflow_mlops.trainer.lifecycle import EXIT_PREEMPTED, SYSTEM_METRICS_ENV
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -13,15 +13,10 @@ from airflow.sdk.exceptions import DownstreamTasksSkipped
 
 from airflow_mlops import tags as T
 from airflow_mlops.hooks.mlflow import MLflowHook
-from airflow_mlops.operators.registry import (
-    _ModelOperatorMixin,
-    get_alias_version,
-    get_model_version,
-    is_templated,
-    parse_version,
-    utc_now_iso,
-    validate_model_name,
-)
+from airflow_mlops.operators.base import ModelOperatorMixin
+from airflow_mlops.registry import get_alias_version, get_model_version, parse_version, validate_model_name
+from airflow_mlops.utils.clock import utc_now_iso
+from airflow_mlops.utils.templating import is_templated
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -30,7 +25,7 @@ COMMENT_PARAM = "comment"
 _TAG_VALUE_MAX = 5000
 
 
-class ApproveModelOperator(_ModelOperatorMixin, ApprovalOperator):
+class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
     """
     Ask a person to approve promoting a candidate model version to ``champion``.
 

@@ -2,10 +2,10 @@
 Serving operators: infra-validate a candidate, deploy a version with verification and automatic rollback,
 and roll back on request.
 
-All three work on any :class:`~airflow_mlops.deploy_targets.base.DeployTarget` (``"local"``, ``"kserve"``, or a
+All three work on any :class:`~airflow_mlops.serving.base.DeployTarget` (``"local"``, ``"kserve"``, or a
 user's own), given as a target object, a config dict (``{"kind": "local", "port": 5001}``) or a kind name.
 Deployment history and rollback reasons are written to the MLflow registry
-(:mod:`airflow_mlops.deploy_targets.history`).
+(:mod:`airflow_mlops.lineage.deployments`).
 """
 
 from __future__ import annotations
@@ -20,13 +20,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, conf
 
 from airflow_mlops import tags as T
-from airflow_mlops.deploy_targets.base import (
-    Deployment,
-    DeployTarget,
-    PredictionError,
-    target_from_config,
-    utc_now,
-)
 from airflow_mlops.exceptions import (
     DatasetError,
     DeploymentError,
@@ -35,14 +28,16 @@ from airflow_mlops.exceptions import (
     RegistryError,
 )
 from airflow_mlops.hooks.mlflow import MLflowHook
-from airflow_mlops.operators.registry import (
-    airflow_ids,
-    get_alias_version,
-    get_model_version,
-    is_templated,
-    parse_version,
-    validate_model_name,
+from airflow_mlops.registry import get_alias_version, get_model_version, parse_version, validate_model_name
+from airflow_mlops.serving.base import (
+    Deployment,
+    DeployTarget,
+    PredictionError,
+    target_from_config,
+    utc_now,
 )
+from airflow_mlops.utils.context import airflow_ids
+from airflow_mlops.utils.templating import is_templated
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -133,8 +128,8 @@ def sample_records(
 
     :raises DatasetError: if the snapshot cannot be read, is empty, or lacks a column to drop.
     """
-    from airflow_mlops.runtime.datasets import read_snapshot
-    from airflow_mlops.runtime.storage import is_s3
+    from airflow_mlops.data.snapshots import read_snapshot
+    from airflow_mlops.data.storage import is_s3
 
     storage = None
     if is_s3(uri):
@@ -892,7 +887,7 @@ class DeployModelOperator(_ServingOperator):
         action: str | None = None,
         previous_version: str | None = None,
     ) -> None:
-        from airflow_mlops.deploy_targets.history import append_entry
+        from airflow_mlops.lineage.deployments import append_entry
 
         target = plan["target"]
         entry = {
@@ -954,7 +949,7 @@ class RollbackModelOperator(DeployModelOperator):
         super().__init__(model_name=model_name, version=version, target=target, reason=reason, **kwargs)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.deploy_targets.history import (
+        from airflow_mlops.lineage.deployments import (
             last_target_config,
             previous_serving_version,
             read_history,
@@ -1007,7 +1002,7 @@ class RollbackModelOperator(DeployModelOperator):
 
     def _last_verify(self, client: MlflowClient, name: str, serving: str | None) -> dict[str, Any]:
         """The smoke-test settings the serving version was deployed with (none known: health check only)."""
-        from airflow_mlops.deploy_targets.history import read_version_history
+        from airflow_mlops.lineage.deployments import read_version_history
 
         if serving:
             for entry in reversed(read_version_history(client, name, serving)):

@@ -11,11 +11,11 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_mlops import tags
+from airflow_mlops.data.drift import DEFAULT_THRESHOLDS, check_thresholds
+from airflow_mlops.data.snapshots import load_manifest, parse_snapshot_uri, read_snapshot
+from airflow_mlops.data.storage import join
 from airflow_mlops.exceptions import DataDriftError, DatasetError, RegistryError
 from airflow_mlops.hooks.storage import StorageHook
-from airflow_mlops.runtime.datasets import load_manifest, parse_snapshot_uri, read_snapshot
-from airflow_mlops.runtime.drift import DEFAULT_THRESHOLDS, check_thresholds
-from airflow_mlops.runtime.storage import join
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -35,7 +35,7 @@ class DriftCheckOperator(BaseOperator):
     was trained on (its ``mlops.data.uri`` tag in the MLflow registry). Without a champion there is nothing
     to compare with: the check passes and says so. Numeric features are compared by PSI (reference quantile
     bins), the Kolmogorov-Smirnov statistic and the Wasserstein distance; categorical features by the
-    L-infinity distance and the Jensen-Shannon distance (see :mod:`airflow_mlops.runtime.drift`).
+    L-infinity distance and the Jensen-Shannon distance (see :mod:`airflow_mlops.data.drift`).
 
     A JSON and a Markdown report are stored next to the snapshot, at
     ``<snapshot>/_drift/<reference id>/report.json`` and ``report.md``.
@@ -120,7 +120,7 @@ class DriftCheckOperator(BaseOperator):
 
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.runtime.drift import compute_drift, to_markdown
+        from airflow_mlops.data.drift import compute_drift, to_markdown
 
         uri = self.dataset_uri.strip()
         reference = (self.reference_uri or "").strip() or self._champion_reference()
@@ -192,7 +192,7 @@ class DriftCheckOperator(BaseOperator):
     def _champion_reference(self) -> str | None:
         """The training snapshot URI of the model's champion, or None if there is no champion."""
         from airflow_mlops.hooks.mlflow import MLflowHook
-        from airflow_mlops.operators.registry import get_alias_version, get_model_version
+        from airflow_mlops.registry import get_alias_version, get_model_version
 
         client = MLflowHook(mlflow_conn_id=self.mlflow_conn_id).client
         try:

@@ -20,17 +20,17 @@ from airflow_mlops import tags as T
 from airflow_mlops.exceptions import ModelEvaluationError, ModelGateFailedError, RegistryError
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.links import MLflowModelVersionLink, MLflowRunLink, model_version_url, run_url
-from airflow_mlops.operators.registry import (
-    _ModelOperatorMixin,
-    airflow_lineage_tags,
+from airflow_mlops.operators.base import ModelOperatorMixin
+from airflow_mlops.registry import (
     error_code,
     get_alias_version,
     get_model_version,
-    is_templated,
     parse_version,
     tag_value,
     validate_model_name,
 )
+from airflow_mlops.utils.context import airflow_lineage_tags
+from airflow_mlops.utils.templating import is_templated
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -471,7 +471,7 @@ def gate_metric(
     return row
 
 
-class EvaluateModelOperator(_ModelOperatorMixin, BaseOperator, SkipMixin):
+class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
     """
     Evaluate a candidate model version against the champion on a holdout snapshot and gate it.
 
@@ -839,8 +839,8 @@ class EvaluateModelOperator(_ModelOperatorMixin, BaseOperator, SkipMixin):
         return champion, f"champion v{champion}"
 
     def _read_holdout(self, uri: str) -> pd.DataFrame:
-        from airflow_mlops.runtime.datasets import read_snapshot
-        from airflow_mlops.runtime.storage import is_s3
+        from airflow_mlops.data.snapshots import read_snapshot
+        from airflow_mlops.data.storage import is_s3
 
         storage = None
         if is_s3(uri):
@@ -1133,7 +1133,7 @@ def _data_docs_link(validation: Mapping[str, Any] | None) -> str:
     if uri.startswith(("http://", "https://")):
         return uri
     try:
-        from airflow_mlops.links_data import data_docs_url
+        from airflow_mlops.links import data_docs_url
     except ImportError:
         return uri
     return data_docs_url(uri)

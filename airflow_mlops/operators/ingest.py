@@ -19,9 +19,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, BaseHook, BaseOperator
 
 from airflow_mlops import __version__
-from airflow_mlops.exceptions import ConnectionSetupError, DatasetError
-from airflow_mlops.hooks.storage import StorageHook
-from airflow_mlops.runtime.datasets import (
+from airflow_mlops.data.snapshots import (
     DATA,
     MANIFEST,
     SPLIT_NAMES,
@@ -31,7 +29,7 @@ from airflow_mlops.runtime.datasets import (
     snapshot_uri,
     visible_files,
 )
-from airflow_mlops.runtime.storage import (
+from airflow_mlops.data.storage import (
     PROGRESS_INTERVAL_S,
     Storage,
     TransferProgress,
@@ -41,6 +39,8 @@ from airflow_mlops.runtime.storage import (
     local_path,
     split_s3,
 )
+from airflow_mlops.exceptions import ConnectionSetupError, DatasetError
+from airflow_mlops.hooks.storage import StorageHook
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

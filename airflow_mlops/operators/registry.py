@@ -11,8 +11,6 @@ import json
 import re
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -20,159 +18,34 @@ from airflow.sdk import BaseOperator
 from airflow_mlops import tags as T
 from airflow_mlops.exceptions import RegistryError
 from airflow_mlops.hooks.mlflow import MLflowHook
-from airflow_mlops.links import MLflowModelVersionLink, model_version_url
+from airflow_mlops.operators.base import ModelOperatorMixin
+from airflow_mlops.registry import (
+    delete_alias_if_points_to,
+    error_code,
+    get_alias_version,
+    get_model_version,
+    parse_version,
+    tag_value,
+    validate_model_name,
+)
+from airflow_mlops.utils.clock import utc_now_iso
+from airflow_mlops.utils.context import airflow_lineage_tags
+from airflow_mlops.utils.templating import is_templated
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,255}$")
-MODEL_NAME_RULE = (
-    "1-256 characters: letters, digits, '_', '-' and '.', starting with a letter, digit or '_' "
-    "(no '/', ':', spaces or '..')"
-)
 _RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-]+$")
 _TAG_KEY_MAX = 250
 _TAG_VALUE_MAX = 5000
 
 
-# --- helpers shared by the model operators (registry, evaluation, approval) -------------------------------
-
-
-def is_templated(value: Any) -> bool:
-    """Whether *value* still holds Jinja markup (validated again after rendering)."""
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
-
-
-def validate_model_name(name: Any, field: str = "model_name") -> str:
-    """Return *name* if it is a valid registered model name, else raise ValueError saying what is allowed."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"{field} must be a non-empty string ({MODEL_NAME_RULE}); got {name!r}")
-    if not MODEL_NAME_PATTERN.match(name) or ".." in name:
-        raise ValueError(f"{field} {name!r} is not a valid model name: use {MODEL_NAME_RULE}")
-    return name
-
-
-def parse_version(value: Any, model_name: str, field: str = "version") -> int:
-    """Return a model version number from an int or a templated string such as ``"3"``."""
-    if isinstance(value, bool):
-        value = None
-    try:
-        version = int(str(value).strip()) if value is not None else None
-    except ValueError:
-        version = None
-    if version is None or version < 1:
-        raise ValueError(
-            f"{field} for model {model_name!r} must be a positive integer model version, got {value!r}"
-        )
-    return version
-
-
-def tag_value(value: Any) -> str:
-    """Render a tag value as a string (MLflow tags are strings); booleans become ``true``/``false``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Mapping | list | tuple):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    return "" if value is None else str(value)
-
-
-def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def airflow_ids(context: Mapping[str, Any] | None) -> dict[str, Any]:
-    """dag_id, run_id, task_id, map_index and try_number of the running task (what is known)."""
-    if not context:
-        return {}
-    ti = context.get("ti") or context.get("task_instance")
-    dag_run = context.get("dag_run")
-    ids = {
-        "dag_id": getattr(ti, "dag_id", None) or getattr(dag_run, "dag_id", None),
-        "run_id": getattr(ti, "run_id", None) or getattr(dag_run, "run_id", None) or context.get("run_id"),
-        "task_id": getattr(ti, "task_id", None) or getattr(context.get("task"), "task_id", None),
-        "map_index": getattr(ti, "map_index", None),
-        "try_number": getattr(ti, "try_number", None),
-    }
-    return {key: value for key, value in ids.items() if value is not None}
-
-
-_LINEAGE_TAGS = {
-    "dag_id": T.AIRFLOW_DAG_ID,
-    "run_id": T.AIRFLOW_RUN_ID,
-    "task_id": T.AIRFLOW_TASK_ID,
-    "try_number": T.AIRFLOW_TRY_NUMBER,
-}
-
-
-def airflow_lineage_tags(context: Mapping[str, Any] | None) -> dict[str, str]:
-    """``mlops.airflow.*`` tags for the task running now; keys whose value is unknown are left out."""
-    ids = airflow_ids(context)
-    return {tag: str(ids[key]) for key, tag in _LINEAGE_TAGS.items() if ids.get(key) not in (None, "")}
-
-
-def error_code(err: BaseException) -> str | None:
-    """The machine-readable MLflow error code of *err* (``RESOURCE_DOES_NOT_EXIST``...), if any."""
-    return getattr(err, "error_code", None)
-
-
-def get_model_version(client: MlflowClient, model_name: str, version: int) -> ModelVersion:
-    """Return a model version, or raise :class:`RegistryError` naming the model and version."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version(model_name, str(version))
-    except MlflowException as err:
-        if error_code(err) == "RESOURCE_DOES_NOT_EXIST":
-            raise RegistryError(
-                f"Model {model_name!r} has no version {version}: register it first "
-                "(RegisterModelOperator) or check the version number."
-            ) from err
-        raise
-
-
-def get_alias_version(client: MlflowClient, model_name: str, alias: str) -> int | None:
-    """Version the alias points at, or None if the model or the alias does not exist."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        aliases = client.get_registered_model(model_name).aliases or {}
-    except MlflowException as err:
-        if error_code(err) == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
-    version = aliases.get(alias)
-    return int(version) if version is not None else None
-
-
-def delete_alias_if_points_to(client: MlflowClient, model_name: str, alias: str, version: int) -> bool:
-    """Remove *alias* if it points at *version*; return whether it did."""
-    if get_alias_version(client, model_name, alias) != version:
-        return False
-    client.delete_registered_model_alias(model_name, alias)
-    return True
-
-
-class _ModelOperatorMixin:
-    """Shared lazily built hook and the link to the model version; operators set ``mlflow_conn_id``."""
-
-    mlflow_conn_id: str
-    operator_extra_links = (MLflowModelVersionLink(),)
-
-    @cached_property
-    def hook(self) -> MLflowHook:
-        return MLflowHook(mlflow_conn_id=self.mlflow_conn_id)
-
-    def link_model_version(self, model_name: str, version: int | str) -> None:
-        """Point the task's "MLflow model version" link at *version* of *model_name*."""
-        self.mlflow_model_version_url = model_version_url(self.hook.tracking_uri, model_name, version)
-
-
 # --- operators -------------------------------------------------------------------------------------------
 
 
-class RegisterModelOperator(_ModelOperatorMixin, BaseOperator):
+class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
     """
     Register a trained model as a new version of a registered model and make it the ``challenger``.
 
@@ -359,7 +232,7 @@ class RegisterModelOperator(_ModelOperatorMixin, BaseOperator):
             delay = min(delay * 2, 10.0)
 
 
-class PromoteModelOperator(_ModelOperatorMixin, BaseOperator):
+class PromoteModelOperator(ModelOperatorMixin, BaseOperator):
     """
     Make a model version the ``champion`` by moving the alias to it.
 

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from airflow.sdk import BaseOperator
 
 from airflow_mlops import tags
+from airflow_mlops.data.storage import is_s3, join
 from airflow_mlops.exceptions import DatasetError, TrainingError
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.hooks.storage import StorageHook
-from airflow_mlops.runtime import contract
-from airflow_mlops.runtime.storage import is_s3, join
 from airflow_mlops.runtimes import TrainingLaunch, TrainingRuntime, resolve_runtime
+from airflow_mlops.trainer import contract
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -92,7 +92,7 @@ class TrainModelOperator(BaseOperator):
 
     Before the trainer starts, the operator creates (or, on a retry, finds again) the MLflow run of this task
     instance, tagged with the Airflow dag_id / run_id / task_id / map index / try number and the data URIs.
-    The trainer sees only the contract (:mod:`airflow_mlops.runtime.contract`), the MLflow connection's
+    The trainer sees only the contract (:mod:`airflow_mlops.trainer.contract`), the MLflow connection's
     settings, a minimal base environment and *env*; never the worker's whole environment. It attaches to the
     run (``MLFLOW_RUN_ID``), logs its model, and writes ``{"run_id", "model_uri", "metrics"}`` to
     ``MLOPS_RESULT_PATH``; the operator stores that result on the run (tag ``mlops.training.result``) and
@@ -399,7 +399,7 @@ class TrainModelOperator(BaseOperator):
 
     def _check_data(self) -> tuple[str, str | None]:
         """Check the rendered data URIs name existing snapshots (and splits) before anything starts."""
-        from airflow_mlops.runtime.datasets import load_manifest, parse_snapshot_uri
+        from airflow_mlops.data.snapshots import load_manifest, parse_snapshot_uri
 
         uris = {"train_data": self.train_data, "valid_data": self.valid_data}
         for field, uri in uris.items():

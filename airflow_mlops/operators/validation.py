@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook, BaseOperator
 
+from airflow_mlops.data.snapshots import load_manifest, parse_snapshot_uri, read_snapshot, resolve_data_root
+from airflow_mlops.data.storage import Storage, is_s3, join, local_path
 from airflow_mlops.exceptions import ConnectionSetupError, DatasetError, DataValidationError
 from airflow_mlops.hooks.storage import StorageHook
-from airflow_mlops.links_data import DataDocsLink, data_docs_url
-from airflow_mlops.runtime.datasets import load_manifest, parse_snapshot_uri, read_snapshot, resolve_data_root
-from airflow_mlops.runtime.storage import Storage, is_s3, join, local_path
+from airflow_mlops.links import DataDocsLink, data_docs_url
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, conf
 
+from airflow_mlops.data.snapshots import check_dataset_name
+from airflow_mlops.data.storage import Storage, is_s3
 from airflow_mlops.exceptions import DatasetError
 from airflow_mlops.hooks.storage import StorageHook
-from airflow_mlops.runtime.datasets import check_dataset_name
-from airflow_mlops.runtime.storage import Storage, is_s3
 from airflow_mlops.triggers.new_data import MAX_FILES_IN_EVENT, NewDataTrigger, find_new_files
 
 if TYPE_CHECKING:

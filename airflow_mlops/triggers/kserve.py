@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_mlops.deploy_targets.kserve import API_VERSION, GROUP, PLURAL, inference_service_state
+from airflow_mlops.serving.kserve import API_VERSION, GROUP, PLURAL, inference_service_state
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -23,7 +23,7 @@ class KServeInferenceServiceReadyTrigger(BaseTrigger):
 
     The cncf-kubernetes provider has no async wait for custom objects; this trigger reads the resource through
     its ``AsyncKubernetesHook`` and judges it with
-    :func:`airflow_mlops.deploy_targets.kserve.inference_service_state`. It yields exactly one event:
+    :func:`airflow_mlops.serving.kserve.inference_service_state`. It yields exactly one event:
     ``{"status": "success", "message", "name", "namespace", "url", "generation"}`` when Ready, or
     ``{"status": "failed" | "timeout" | "error", "message", "name", "namespace"}``.
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from airflow_mlops.runtime.datasets import changed_files, latest_manifest, resolve_data_root, visible_files
-from airflow_mlops.runtime.storage import Storage, has_glob, is_s3, local_path
+from airflow_mlops.data.snapshots import changed_files, latest_manifest, resolve_data_root, visible_files
+from airflow_mlops.data.storage import Storage, has_glob, is_s3, local_path
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

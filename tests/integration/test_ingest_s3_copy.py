@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from airflow_mlops.data.snapshots import load_manifest, read_snapshot
 from airflow_mlops.exceptions import DatasetError
 from airflow_mlops.hooks.storage import StorageHook
 from airflow_mlops.operators.ingest import IngestDatasetOperator
-from airflow_mlops.runtime.datasets import load_manifest, read_snapshot
 
 pytestmark = pytest.mark.integration
 

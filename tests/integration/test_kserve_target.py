@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from airflow_mlops import tags as T
-from airflow_mlops.deploy_targets.history import read_history
-from airflow_mlops.deploy_targets.kserve import KServeTarget
 from airflow_mlops.exceptions import DeploymentError, DeploymentVerificationError
+from airflow_mlops.lineage.deployments import read_history
 from airflow_mlops.operators.deployment import DeployModelOperator
+from airflow_mlops.serving.kserve import KServeTarget
 from tests.conftest import set_connection
 from tests.deploy_support import write_holdout_snapshot
 from tests.kube_api_stub import KubeApiStub

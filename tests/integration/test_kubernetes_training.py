@@ -15,8 +15,8 @@ import pytest
 
 from airflow_mlops import tags
 from airflow_mlops.exceptions import TrainingError
-from airflow_mlops.runtime import contract
 from airflow_mlops.runtimes import KubernetesRuntime
+from airflow_mlops.trainer import contract
 from tests.conftest import set_connection
 from tests.integration.test_training import write_snapshot
 from tests.k8s_training_support import RUN_ID, TaskStateStore, Timing, k8s_context, run_deferred
@@ -77,7 +77,7 @@ def operator_factory(snapshot: str, experiment: str, tmp_path, **runtime_kwargs)
     def make():
         return TrainModelOperator(
             task_id="train",
-            entrypoint="airflow_mlops.runtime.examples.sklearn_classifier",
+            entrypoint="airflow_mlops.trainer.examples.sklearn_classifier",
             train_data=f"{snapshot}#train",
             experiment_name=experiment,
             output_root=str(tmp_path / "runs"),

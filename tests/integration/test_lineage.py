@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from airflow_mlops import tags as T
-from airflow_mlops.lineage import main
+from airflow_mlops.lineage.chain import main
 
 pytestmark = pytest.mark.integration
 

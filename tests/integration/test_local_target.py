@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 
 from airflow_mlops import tags as T
-from airflow_mlops.deploy_targets.history import read_history, read_version_history
-from airflow_mlops.deploy_targets.local import LocalServerTarget
 from airflow_mlops.exceptions import (
     DeploymentError,
     DeploymentVerificationError,
     InfraValidationError,
     RegistryError,
 )
+from airflow_mlops.lineage.deployments import read_history, read_version_history
 from airflow_mlops.operators.deployment import DeployModelOperator, InfraValidateOperator
+from airflow_mlops.serving.local import LocalServerTarget
 from tests.conftest import free_port
 from tests.deploy_support import (
     http_predict,

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from airflow_mlops import tags as T
-from airflow_mlops.deploy_targets.history import read_history
-from airflow_mlops.deploy_targets.local import LocalServerTarget
 from airflow_mlops.exceptions import DeploymentError, RegistryError
+from airflow_mlops.lineage.deployments import read_history
 from airflow_mlops.operators.deployment import DeployModelOperator, RollbackModelOperator
+from airflow_mlops.serving.local import LocalServerTarget
 from tests.conftest import free_port
 from tests.deploy_support import (
     http_predict,

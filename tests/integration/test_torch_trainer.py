@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from airflow_mlops.runtime import contract
+from airflow_mlops.trainer import contract
 from tests.integration.test_training import context, write_snapshot
 
 torch = pytest.importorskip("torch")
 
 pytestmark = pytest.mark.integration
 
-MODULE = "airflow_mlops.runtime.examples.torch_mlp"
+MODULE = "airflow_mlops.trainer.examples.torch_mlp"
 TRAIN_ROWS = 140  # write_snapshot's train split
 PARAMS = {"epochs": 6, "batch_size": 32, "checkpoint_every": 5, "hidden": [16], "seed": 3}
 
@@ -87,8 +87,8 @@ def test_one_process_through_the_operator_logs_a_model_that_predicts_labels(
 ):
     import mlflow
 
+    from airflow_mlops.data.snapshots import read_snapshot
     from airflow_mlops.operators.training import TrainModelOperator
-    from airflow_mlops.runtime.datasets import read_snapshot
 
     result = TrainModelOperator(
         task_id="train", entrypoint=MODULE, train_data=f"{snapshot}#train", valid_data=f"{snapshot}#valid",

@@ -15,7 +15,7 @@ import pytest
 
 from airflow_mlops import tags
 from airflow_mlops.exceptions import DatasetError
-from airflow_mlops.runtime import contract
+from airflow_mlops.trainer import contract
 
 SENTINEL = "MLOPS_TEST_WORKER_ONLY_SECRET"
 
@@ -105,7 +105,7 @@ def runs_of(experiment_name: str) -> list:
 # A trainer that resumes from a checkpoint: the first try saves one and crashes, the next one finishes.
 FLAKY_TRAINER = """
     import sys
-    from airflow_mlops.runtime.contract import TrainingContext
+    from airflow_mlops.trainer.contract import TrainingContext
 
     ctx = TrainingContext.from_env()
     attempt = int(ctx.load_checkpoint("attempts") or b"0") + 1
@@ -130,7 +130,7 @@ ENV_DUMP_TRAINER = """
     ENV = dict(os.environ)  # before any library adds to it
     from pathlib import Path
     from mlflow import MlflowClient
-    from airflow_mlops.runtime.contract import TrainingContext
+    from airflow_mlops.trainer.contract import TrainingContext
 
     ctx = TrainingContext.from_env()
     run = MlflowClient().get_run(os.environ["MLFLOW_RUN_ID"])
@@ -156,8 +156,8 @@ def test_unknown_runtime_is_rejected_naming_the_allowed_ones():
 @pytest.mark.parametrize(
     ("entrypoint", "command"),
     [
-        ("airflow_mlops.runtime.examples.sklearn_classifier",
-         [sys.executable, "-m", "airflow_mlops.runtime.examples.sklearn_classifier"]),
+        ("airflow_mlops.trainer.examples.sklearn_classifier",
+         [sys.executable, "-m", "airflow_mlops.trainer.examples.sklearn_classifier"]),
         ("-m pkg.train --epochs 3", [sys.executable, "-m", "pkg.train", "--epochs", "3"]),
         (["python", "train.py"], ["python", "train.py"]),
     ],
@@ -187,10 +187,10 @@ def test_sklearn_trainer_logs_a_loadable_model_and_a_retry_does_not_train_again(
     import mlflow
     from sklearn.metrics import accuracy_score
 
-    from airflow_mlops.runtime.datasets import read_snapshot
+    from airflow_mlops.data.snapshots import read_snapshot
 
     op = make_operator(
-        entrypoint="airflow_mlops.runtime.examples.sklearn_classifier",
+        entrypoint="airflow_mlops.trainer.examples.sklearn_classifier",
         train_data=f"{snapshot}#train",
         valid_data=f"{snapshot}#valid",
         experiment_name=experiment,
@@ -446,8 +446,8 @@ def test_in_a_dag_run_a_retry_resumes_the_run_of_the_failed_try(
 
 # A trainer that reads its data and keeps its checkpoints on S3, with the credentials the runtime gives it.
 S3_TRAINER = """
-    from airflow_mlops.runtime.contract import TrainingContext
-    from airflow_mlops.runtime.datasets import read_snapshot
+    from airflow_mlops.trainer.contract import TrainingContext
+    from airflow_mlops.data.snapshots import read_snapshot
 
     ctx = TrainingContext.from_env()
     rows = len(read_snapshot(ctx.train_data))

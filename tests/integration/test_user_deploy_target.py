@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from airflow_mlops import tags as T
-from airflow_mlops.deploy_targets.history import read_full_history, read_history
 from airflow_mlops.exceptions import DeploymentError, DeploymentVerificationError
+from airflow_mlops.lineage.deployments import read_full_history, read_history
 from airflow_mlops.operators.deployment import DeployModelOperator, RollbackModelOperator
 from tests.deploy_support import EchoTarget, write_holdout_snapshot
 from tests.task_context import context_for

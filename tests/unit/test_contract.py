@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from airflow_mlops.runtime import contract
-from airflow_mlops.runtime.contract import ContractError, TrainingContext
+from airflow_mlops.trainer import contract
+from airflow_mlops.trainer.contract import ContractError, TrainingContext
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ def test_saving_a_missing_path_is_an_error(environ, tmp_path):
 def test_runtime_imports_neither_airflow_nor_heavy_libraries():
     code = (
         "import sys\n"
-        "import airflow_mlops.runtime.contract, airflow_mlops.runtime.examples.sklearn_classifier\n"
+        "import airflow_mlops.trainer.contract, airflow_mlops.trainer.examples.sklearn_classifier\n"
         "loaded = {m.split('.')[0] for m in sys.modules}\n"
         "print(sorted(loaded & {'airflow', 'mlflow', 'pandas', 'sklearn', 'boto3'}))\n"
     )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_mlops.deploy_targets.kserve import (
+from airflow_mlops.exceptions import DeploymentError
+from airflow_mlops.serving.kserve import (
     KServeTarget,
     inference_service_state,
     merge_patch,
     service_name_for,
 )
-from airflow_mlops.exceptions import DeploymentError
 from airflow_mlops.triggers.kserve import KServeInferenceServiceReadyTrigger
 from tests.kube_api_stub import apply_merge_patch, spec_validator
 

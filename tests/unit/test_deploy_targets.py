@@ -14,7 +14,7 @@ from airflow_mlops.deploy_targets import (
     register_target_kind,
     target_from_config,
 )
-from airflow_mlops.deploy_targets.history import _dumps_within, previous_serving_version
+from airflow_mlops.lineage.deployments import _dumps_within, previous_serving_version
 from tests.deploy_support import EchoTarget
 
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 
+from airflow_mlops.data.drift import psi
 from airflow_mlops.exceptions import DataDriftError
 from airflow_mlops.operators.drift import DriftCheckOperator
 from airflow_mlops.operators.ingest import IngestDatasetOperator
-from airflow_mlops.runtime.drift import psi
 
 
 def synthetic(rows: int, seed: int, shift: float = 0.0, plan_mix=(0.6, 0.3, 0.1)) -> pd.DataFrame:

@@ -7,10 +7,10 @@ import sqlite3
 
 import pytest
 
+from airflow_mlops.data.snapshots import load_manifest, read_snapshot
+from airflow_mlops.data.storage import TransferProgress
 from airflow_mlops.exceptions import DatasetError
 from airflow_mlops.operators.ingest import IngestDatasetOperator, dataset_asset
-from airflow_mlops.runtime.datasets import load_manifest, read_snapshot
-from airflow_mlops.runtime.storage import TransferProgress
 from tests.conftest import set_connection
 
 

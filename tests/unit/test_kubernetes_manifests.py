@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_mlops.runtime import contract
 from airflow_mlops.runtimes import KubernetesRuntime, TrainingLaunch
+from airflow_mlops.trainer import contract
 from tests.conftest import set_connection
 from tests.k8s_training_support import k8s_context
 from tests.kube_api_stub import strict
@@ -88,7 +88,7 @@ def operator(runtime: KubernetesRuntime, **kwargs):
     from airflow_mlops.operators.training import TrainModelOperator
 
     return TrainModelOperator(
-        task_id="train", entrypoint="-m airflow_mlops.runtime.examples.torch_mlp --epochs 3",
+        task_id="train", entrypoint="-m airflow_mlops.trainer.examples.torch_mlp --epochs 3",
         train_data="s3://bucket/datasets/churn/abc#train", experiment_name="demo churn classifier (v2)",
         runtime=runtime, mlflow_conn_id="mlflow_manifests", timeout=7200, **kwargs,
     )  # fmt: skip
@@ -120,7 +120,7 @@ def test_gpu_pod_is_valid_for_kubernetes_1_30_and_the_newest_version():
     assert base["command"] == [
         "torchrun",
         "--module",
-        "airflow_mlops.runtime.examples.torch_mlp",
+        "airflow_mlops.trainer.examples.torch_mlp",
         "--epochs",
         "3",
     ]

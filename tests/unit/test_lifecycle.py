@@ -9,9 +9,9 @@ import signal
 
 import pytest
 
-from airflow_mlops.runtime import contract, lifecycle
-from airflow_mlops.runtime.contract import TrainingContext
-from airflow_mlops.runtime.lifecycle import EXIT_PREEMPTED, PreemptionGuard
+from airflow_mlops.trainer import contract, lifecycle
+from airflow_mlops.trainer.contract import TrainingContext
+from airflow_mlops.trainer.lifecycle import EXIT_PREEMPTED, PreemptionGuard
 
 
 def test_sigterm_becomes_a_flag_then_a_final_checkpoint_and_exit_143():

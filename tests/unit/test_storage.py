@@ -6,9 +6,7 @@ import json
 
 import pytest
 
-from airflow_mlops.exceptions import ConnectionSetupError
-from airflow_mlops.hooks.storage import StorageHook
-from airflow_mlops.runtime.datasets import (
+from airflow_mlops.data.snapshots import (
     check_dataset_name,
     load_manifest,
     parse_snapshot_uri,
@@ -16,7 +14,9 @@ from airflow_mlops.runtime.datasets import (
     resolve_data_root,
     snapshot_uri,
 )
-from airflow_mlops.runtime.storage import Storage, has_glob, is_s3, join, split_s3
+from airflow_mlops.data.storage import Storage, has_glob, is_s3, join, split_s3
+from airflow_mlops.exceptions import ConnectionSetupError
+from airflow_mlops.hooks.storage import StorageHook
 
 
 def test_uri_helpers():

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from airflow_mlops.exceptions import DataValidationError
-from airflow_mlops.links_data import DataDocsLink, data_docs_url
+from airflow_mlops.links import DataDocsLink, data_docs_url
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
 from tests.conftest import set_connection
@@ -124,4 +124,4 @@ def test_data_docs_url_forms():
 def test_data_docs_link_is_registered_with_airflow():
     from airflow.providers_manager import ProvidersManager
 
-    assert "airflow_mlops.links_data.DataDocsLink" in set(ProvidersManager().extra_links_class_names)
+    assert "airflow_mlops.links.DataDocsLink" in set(ProvidersManager().extra_links_class_names)

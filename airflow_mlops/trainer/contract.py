@@ -5,7 +5,7 @@ A trainer reads everything it needs from environment variables (names below), tr
 that already exists (``MLFLOW_RUN_ID``), and writes its result as a JSON object to ``MLOPS_RESULT_PATH``:
 ``{"run_id": ..., "model_uri": ..., "metrics": {...}}``. :class:`TrainingContext` wraps all of it::
 
-    from airflow_mlops.runtime.contract import TrainingContext
+    from airflow_mlops.trainer.contract import TrainingContext
 
     ctx = TrainingContext.from_env()
     state = ctx.load_checkpoint()  # None on the first try, the last saved bytes on a retry
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.runtime.storage import Storage, is_s3, join
+from airflow_mlops.data.storage import Storage, is_s3, join
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -79,7 +79,7 @@ class TrainingContext:
     Everything the training contract gives a trainer, plus helpers to use it.
 
     Build it with :meth:`from_env`. Checkpoints and outputs go through
-    :class:`airflow_mlops.runtime.storage.Storage`, so local directories and ``s3://`` prefixes both work
+    :class:`airflow_mlops.data.storage.Storage`, so local directories and ``s3://`` prefixes both work
     (S3 credentials come from the standard AWS environment the runtime injects).
 
     :param tracking_uri: MLflow tracking URI.

@@ -6,8 +6,8 @@ and :func:`target_from_config` builds the target back, so a target travels throu
 the registry (the rollback DAG redeploys on the target recorded there). Targets hold connection *ids*, never
 secrets.
 
-Built-in kinds: ``"local"`` (:class:`~airflow_mlops.deploy_targets.local.LocalServerTarget`) and ``"kserve"``
-(:class:`~airflow_mlops.deploy_targets.kserve.KServeTarget`). A user target is a subclass of
+Built-in kinds: ``"local"`` (:class:`~airflow_mlops.serving.local.LocalServerTarget`) and ``"kserve"``
+(:class:`~airflow_mlops.serving.kserve.KServeTarget`). A user target is a subclass of
 :class:`DeployTarget` named by its dotted path (``{"kind": "my_pkg.targets.SageMakerTarget", ...}``) or
 registered under a short name with :func:`register_target_kind` or the ``airflow_mlops.deploy_targets`` entry-point
 group. See docs/deployment.md.
@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "airflow_mlops.deploy_targets"
 
 _BUILTIN_KINDS: dict[str, str] = {
-    "local": "airflow_mlops.deploy_targets.local.LocalServerTarget",
-    "kserve": "airflow_mlops.deploy_targets.kserve.KServeTarget",
+    "local": "airflow_mlops.serving.local.LocalServerTarget",
+    "kserve": "airflow_mlops.serving.kserve.KServeTarget",
 }
 _REGISTERED_KINDS: dict[str, str] = {}
 _DOTTED_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")

@@ -10,7 +10,7 @@ Layout of what the target manages, per registered model, under ``<state_dir>/<mo
 - ``lock``: serialises deploys of the same model.
 
 Clients call ``http://<host>:<port>`` (the *public* port). A small reverse proxy
-(:mod:`airflow_mlops.deploy_targets._proxy`) listens there and forwards to the model server named in
+(:mod:`airflow_mlops.serving.proxy`) listens there and forwards to the model server named in
 ``state.json``. A deploy starts the new version on a spare loopback port, waits until it answers
 ``GET /ping``, rewrites ``state.json`` (the proxy switches on the next request) and stops the old server: the
 public port never changes and never goes dark, and a version that does not start never replaces one that
@@ -35,14 +35,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.deploy_targets.base import (
+from airflow_mlops.exceptions import DeploymentError
+from airflow_mlops.serving.base import (
     Deployment,
     DeployTarget,
     Health,
     check_model_name,
     utc_now,
 )
-from airflow_mlops.exceptions import DeploymentError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -300,7 +300,7 @@ class LocalServerTarget(DeployTarget):
         """Directory holding one sub-directory per model."""
         if self.state_dir:
             return Path(self.state_dir).expanduser().resolve()
-        from airflow_mlops.runtime.datasets import resolve_data_root
+        from airflow_mlops.data.snapshots import resolve_data_root
 
         root = resolve_data_root()
         if root.startswith("s3://"):
@@ -445,7 +445,7 @@ class LocalServerTarget(DeployTarget):
     def _start_proxy(self, model_name: str) -> dict[str, Any]:
         log_path = self._log_path(model_name, "proxy.log")
         command = [
-            sys.executable, "-m", "airflow_mlops.deploy_targets._proxy",
+            sys.executable, "-m", "airflow_mlops.serving.proxy",
             "--host", self.host, "--port", str(self.port), "--state", str(self.state_path(model_name)),
         ]  # fmt: skip
         env = {name: os.environ[name] for name in BASE_ENV_VARS if os.environ.get(name)}

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from airflow_mlops.runtime.storage import Storage, is_s3, join, local_path
+from airflow_mlops.data.storage import Storage, is_s3, join, local_path
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -21,14 +21,14 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.deploy_targets.base import (
+from airflow_mlops.exceptions import DeploymentError
+from airflow_mlops.serving.base import (
     Deployment,
     DeployTarget,
     Health,
     check_model_name,
     post_invocations,
 )
-from airflow_mlops.exceptions import DeploymentError
 
 if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook

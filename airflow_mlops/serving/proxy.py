@@ -6,7 +6,7 @@ the file when it changes, so the local target switches versions by starting the 
 checking it, and rewriting the state file; clients keep calling the same port. Each answer carries the
 header ``X-MLOps-Model-Version``. ``GET /_mlops/proxy`` answers the proxy's own status.
 
-Run as ``python -m airflow_mlops.deploy_targets._proxy --host H --port P --state FILE``. Standard library only:
+Run as ``python -m airflow_mlops.serving.proxy --host H --port P --state FILE``. Standard library only:
 it starts in a fraction of a second and imports neither Airflow nor MLflow.
 """
 

@@ -1,8 +1,8 @@
 """
 Demo trainer: a scikit-learn classifier that follows the training contract.
 
-Run by a training runtime (``TrainModelOperator(entrypoint="airflow_mlops.runtime.examples.sklearn_classifier")``)
-or by hand with the contract variables set: ``python -m airflow_mlops.runtime.examples.sklearn_classifier``.
+Run by a training runtime (``TrainModelOperator(entrypoint="airflow_mlops.trainer.examples.sklearn_classifier")``)
+or by hand with the contract variables set: ``python -m airflow_mlops.trainer.examples.sklearn_classifier``.
 
 Hyper-parameters (``MLOPS_PARAMS``):
 
@@ -21,8 +21,8 @@ import pickle
 import sys
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.runtime.contract import TrainingContext
-from airflow_mlops.runtime.datasets import read_snapshot
+from airflow_mlops.data.snapshots import read_snapshot
+from airflow_mlops.trainer.contract import TrainingContext
 
 if TYPE_CHECKING:
     import pandas as pd

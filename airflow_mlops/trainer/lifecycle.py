@@ -8,7 +8,7 @@ killed or times out. :class:`PreemptionGuard` turns that signal into a flag the 
 steps, so the trainer writes one last checkpoint at a consistent point and exits; the next try (same
 ``MLOPS_CHECKPOINT_URI``) resumes from it::
 
-    from airflow_mlops.runtime.lifecycle import PreemptionGuard
+    from airflow_mlops.trainer.lifecycle import PreemptionGuard
 
     with PreemptionGuard() as guard:
         for step in range(start, total_steps):

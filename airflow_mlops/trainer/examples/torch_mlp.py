@@ -1,7 +1,7 @@
 """
 Demo trainer: a tabular MLP classifier in PyTorch that follows the training contract.
 
-Runs as one process (``python -m airflow_mlops.runtime.examples.torch_mlp``) or as several under ``torchrun``
+Runs as one process (``python -m airflow_mlops.trainer.examples.torch_mlp``) or as several under ``torchrun``
 (one per GPU, on one or many nodes; ``KubernetesRuntime(gpus=..., num_nodes=...)`` starts it that way),
 with DistributedDataParallel over NCCL on GPUs and gloo on CPUs. On a GPU it trains under bf16 autocast and
 feeds batches from pinned host memory; without one it trains on the CPU.
@@ -38,9 +38,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.runtime.contract import TrainingContext
-from airflow_mlops.runtime.datasets import read_snapshot
-from airflow_mlops.runtime.lifecycle import PreemptionGuard, enable_system_metrics, process_rank
+from airflow_mlops.data.snapshots import read_snapshot
+from airflow_mlops.trainer.contract import TrainingContext
+from airflow_mlops.trainer.lifecycle import PreemptionGuard, enable_system_metrics, process_rank
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,0 +1,103 @@
+"""
+The MLflow model registry as the package uses it: model names, versions, aliases, tag values.
+
+Registry conventions (MLflow 3 aliases, not stages): ``challenger`` is the candidate under evaluation and
+approval, ``champion`` is what serves. Every version carries ``mlops.*`` lineage tags (:mod:`airflow_mlops.tags`).
+Plain functions of an ``MlflowClient``; no Airflow import.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.exceptions import ModelVersionNotFoundError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,255}$")
+MODEL_NAME_RULE = (
+    "1-256 characters: letters, digits, '_', '-' and '.', starting with a letter, digit or '_' "
+    "(no '/', ':', spaces or '..')"
+)
+
+
+def validate_model_name(name: Any, field: str = "model_name") -> str:
+    """Return *name* if it is a valid registered model name, else raise ValueError saying what is allowed."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{field} must be a non-empty string ({MODEL_NAME_RULE}); got {name!r}")
+    if not MODEL_NAME_PATTERN.match(name) or ".." in name:
+        raise ValueError(f"{field} {name!r} is not a valid model name: use {MODEL_NAME_RULE}")
+    return name
+
+
+def parse_version(value: Any, model_name: str, field: str = "version") -> int:
+    """Return a model version number from an int or a templated string such as ``"3"``."""
+    if isinstance(value, bool):
+        value = None
+    try:
+        version = int(str(value).strip()) if value is not None else None
+    except ValueError:
+        version = None
+    if version is None or version < 1:
+        raise ValueError(
+            f"{field} for model {model_name!r} must be a positive integer model version, got {value!r}"
+        )
+    return version
+
+
+def tag_value(value: Any) -> str:
+    """Render a tag value as a string (MLflow tags are strings); booleans become ``true``/``false``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return "" if value is None else str(value)
+
+
+def error_code(err: BaseException) -> str | None:
+    """The machine-readable MLflow error code of *err* (``RESOURCE_DOES_NOT_EXIST``...), if any."""
+    return getattr(err, "error_code", None)
+
+
+def get_model_version(client: MlflowClient, model_name: str, version: int) -> ModelVersion:
+    """Return a model version, or raise :class:`ModelVersionNotFoundError` (not retryable) naming both."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(model_name, str(version))
+    except MlflowException as err:
+        if error_code(err) == "RESOURCE_DOES_NOT_EXIST":
+            raise ModelVersionNotFoundError(
+                f"Model {model_name!r} has no version {version}: register it first "
+                "(RegisterModelOperator) or check the version number.",
+                model=model_name,
+                version=str(version),
+            ) from err
+        raise
+
+
+def get_alias_version(client: MlflowClient, model_name: str, alias: str) -> int | None:
+    """Version the alias points at, or None if the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        aliases = client.get_registered_model(model_name).aliases or {}
+    except MlflowException as err:
+        if error_code(err) == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    version = aliases.get(alias)
+    return int(version) if version is not None else None
+
+
+def delete_alias_if_points_to(client: MlflowClient, model_name: str, alias: str, version: int) -> bool:
+    """Remove *alias* if it points at *version*; return whether it did."""
+    if get_alias_version(client, model_name, alias) != version:
+        return False
+    client.delete_registered_model_alias(model_name, alias)
+    return True
