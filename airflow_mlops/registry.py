@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.exceptions import ModelVersionNotFoundError
+from airflow_mlops.exceptions import ConfigurationError, ModelVersionNotFoundError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -101,3 +101,27 @@ def delete_alias_if_points_to(client: MlflowClient, model_name: str, alias: str,
         return False
     client.delete_registered_model_alias(model_name, alias)
     return True
+
+
+def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    """
+    The id of the MLflow experiment *name*, created if missing (safe when another task creates it too).
+
+    Raises :class:`~airflow_mlops.exceptions.ConfigurationError` if the experiment is deleted.
+    """
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name)
+        except MlflowException as err:  # created concurrently by another task
+            if error_code(err) != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
+    if experiment is None or experiment.lifecycle_stage == "deleted":
+        raise ConfigurationError(
+            f"MLflow experiment {name!r} is deleted: restore it (mlflow experiments restore) or choose another "
+            "experiment name"
+        )
+    return experiment.experiment_id
