@@ -28,14 +28,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.conftest import MLflowServer, set_connection, stop_process  # noqa: E402 - sets an isolated AIRFLOW_HOME
-from tests.integration.test_training import write_snapshot  # noqa: E402
+from tests.integration.operators.test_training import write_snapshot  # noqa: E402
 from tests.k8s_training_support import Timing, k8s_context, run_deferred  # noqa: E402
 from tests.kube_pod_stub import KubePodStub, PodScript  # noqa: E402
 
 TARGET = 0.02
 _IMPORTS = (
     "import time; t = time.perf_counter(); import airflow.sdk; t0 = time.perf_counter(); "
-    "import mlflow, airflow_mlops.operators._kubernetes; print(time.perf_counter() - t0)"
+    "import mlflow, airflow_mlops.training.kubernetes.pod, airflow_mlops.training.kubernetes.job; "
+    "print(time.perf_counter() - t0)"
 )
 
 
@@ -51,8 +52,7 @@ def cold_import_seconds() -> float:
 
 
 def measure(minutes: float) -> dict:
-    from airflow_mlops.operators.training import TrainModelOperator
-    from airflow_mlops.runtimes import KubernetesRuntime
+    from airflow_mlops.operators.training import KubernetesConnection, KubernetesRuntime, TrainModelOperator
     from airflow_mlops.trainer import contract
 
     work = Path(tempfile.mkdtemp(prefix="k8s-slot-seconds-"))
@@ -76,8 +76,8 @@ def measure(minutes: float) -> dict:
                 }
 
             runtime = KubernetesRuntime(
-                image="registry.example.com/trainer:1.0", gpus=1, kubernetes_conn_id="kubernetes_bench",
-                poll_interval=5,
+                image="registry.example.com/trainer:1.0", gpus=1,
+                connection=KubernetesConnection(conn_id="kubernetes_bench"), deferrable=True, poll_interval=5,
             )  # fmt: skip
 
             def make() -> TrainModelOperator:

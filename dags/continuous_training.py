@@ -10,7 +10,7 @@ location, the thresholds and the hyper-parameters. Settings read from the enviro
 - ``MLOPS_APPROVERS``: comma-separated user ids allowed to approve (empty: any user with access)
 - ``MLOPS_SERVING_PORT``: port of the local model server endpoint (default 5001)
 - ``MLOPS_TRAINING_RUNTIME``: ``local`` (default, a child process) or ``kubernetes`` (a pod running
-  ``MLOPS_TRAINING_IMAGE``); see :func:`airflow_mlops.runtimes.runtime_from_env`
+  ``MLOPS_TRAINING_IMAGE``); see :func:`airflow_mlops.training.selection.runtime_from_env`
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
 from airflow_mlops.operators.training import TrainModelOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
-from airflow_mlops.runtimes import runtime_from_env
+from airflow_mlops.training.selection import runtime_from_env
 
 APPROVERS = [{"id": user, "name": user} for user in os.environ.get("MLOPS_APPROVERS", "").split(",") if user]
 SERVING_TARGET = {"kind": "local", "port": int(os.environ.get("MLOPS_SERVING_PORT", "5001"))}

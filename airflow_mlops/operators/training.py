@@ -1,14 +1,21 @@
-"""Train a model in a separate process that follows the training contract and logs to MLflow."""
+"""
+Train a model in a separate process that follows the training contract and logs to MLflow.
+
+:class:`TrainModelOperator` prepares the training (data checks, the MLflow run, the contract) and hands a
+:class:`~airflow_mlops.training.spec.TrainingSpec` to its runtime. The runtimes live in
+:mod:`airflow_mlops.training` and are re-exported here, where DAGs import them from::
+
+    from airflow_mlops.operators.training import KubernetesRuntime, Gpus, Resources, TrainModelOperator
+
+The Kubernetes names are loaded on first use, so a DAG that trains locally never imports them.
+"""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import os
-import re
-import shlex
-import sys
-from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -18,63 +25,67 @@ from airflow.sdk import BaseOperator
 
 from airflow_mlops import tags
 from airflow_mlops.data.storage import is_s3, join
-from airflow_mlops.exceptions import DatasetError, TrainingError
+from airflow_mlops.exceptions import ConfigurationError, DatasetError, TrainingError, TrainingResultError
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.hooks.storage import StorageHook
-from airflow_mlops.runtimes import TrainingLaunch, TrainingRuntime, resolve_runtime
-from airflow_mlops.trainer import contract
+from airflow_mlops.registry import get_or_create_experiment
+from airflow_mlops.training.base import TrainingCallbacks, TrainingRuntime
+from airflow_mlops.training.local import LocalRuntime
+from airflow_mlops.training.selection import RUNTIMES, resolve_runtime, runtime_from_env
+from airflow_mlops.training.spec import TrainingSpec, entrypoint_command, parse_entrypoint
+from airflow_mlops.utils.context import airflow_ids
+from airflow_mlops.utils.environment import base_environment
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from airflow.sdk import Context
     from airflow.triggers.base import BaseTrigger
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
-#: Training runtimes this operator accepts by name; other runtimes are passed as objects
-#: (:class:`airflow_mlops.runtimes.KubernetesRuntime`).
-RUNTIMES = ("local",)
-#: Variables of the worker's environment a local trainer inherits (when set); nothing else leaks through.
-BASE_ENV_VARS = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH")
+    from airflow_mlops.training.kubernetes.config import Gpus, Resources, Scheduling
+    from airflow_mlops.training.kubernetes.runtime import KubernetesRuntime
+    from airflow_mlops.utils.k8s import KubernetesConnection
+
+__all__ = [
+    "RUNTIMES",
+    "Gpus",
+    "KubernetesConnection",
+    "KubernetesRuntime",
+    "LocalRuntime",
+    "Resources",
+    "Scheduling",
+    "TrainModelOperator",
+    "TrainingRuntime",
+    "TrainingSpec",
+    "entrypoint_command",
+    "parse_entrypoint",
+    "runtime_from_env",
+]
+
+#: Names re-exported from their modules on first use (they are not needed to parse a local-training DAG).
+_LAZY = {
+    "KubernetesRuntime": "airflow_mlops.training.kubernetes.runtime",
+    "Gpus": "airflow_mlops.training.kubernetes.config",
+    "Resources": "airflow_mlops.training.kubernetes.config",
+    "Scheduling": "airflow_mlops.training.kubernetes.config",
+    "KubernetesConnection": "airflow_mlops.utils.k8s",
+}
+
 #: MLflow's limit on a tag value; the result is stored as one.
 MAX_RESULT_CHARS = 8000
 
 #: Variables of MLflowHook.child_env() that hold credentials.
 _MLFLOW_SECRET_VARS = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-
-_MODULE_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
-def parse_entrypoint(entrypoint: str | Sequence[str]) -> tuple[str | None, list[str]]:
-    """
-    Split *entrypoint* (see :class:`TrainModelOperator`) into ``(module, args)`` for a Python module, or
-    ``(None, command)`` for a command given as a list.
-
-    :raises ValueError: if *entrypoint* is none of the accepted forms.
-    """
-    if isinstance(entrypoint, str):
-        tokens = shlex.split(entrypoint)
-        if len(tokens) >= 2 and tokens[0] == "-m" and _MODULE_RE.match(tokens[1]):
-            return tokens[1], tokens[2:]
-        if len(tokens) == 1 and _MODULE_RE.match(tokens[0]) and not tokens[0].endswith(".py"):
-            return tokens[0], []
-    elif isinstance(entrypoint, Sequence) and entrypoint and all(isinstance(t, str) for t in entrypoint):
-        return None, list(entrypoint)
-    raise ValueError(
-        f"entrypoint {entrypoint!r} is not supported: give a Python module ('pkg.module'), "
-        "'-m pkg.module [args...]' (both run with the worker's Python), or a command as a list of strings "
-        "(['python', 'train.py', '--epochs', '3'])"
-    )
-
-
-def entrypoint_command(entrypoint: str | Sequence[str]) -> list[str]:
-    """
-    Return the command that starts *entrypoint* locally: a module runs with the worker's own Python.
-
-    :raises ValueError: if *entrypoint* is none of the accepted forms.
-    """
-    module, args = parse_entrypoint(entrypoint)
-    return [sys.executable, "-m", module, *args] if module else args
+def __getattr__(name: str) -> Any:
+    """Load the Kubernetes runtime and its parts when a DAG first names them."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _quote(value: str) -> str:
@@ -99,7 +110,8 @@ class TrainModelOperator(BaseOperator):
     returns it as XCom.
 
     Where the trainer runs is the *runtime*: ``"local"`` (a child process of the worker) or a runtime object
-    such as :class:`~airflow_mlops.runtimes.KubernetesRuntime` (a GPU pod, or a multi-node Job). The
+    such as :class:`~airflow_mlops.training.kubernetes.runtime.KubernetesRuntime` (a GPU pod, or a multi-node
+    Job). The
     contract, the MLflow run and the result handling are the same for every runtime.
 
     Retries duplicate nothing: a retry after a successful training returns the stored result without
@@ -117,7 +129,7 @@ class TrainModelOperator(BaseOperator):
         ``"{{ params.model_params }}"``). Not named ``params``: that is Airflow's own task argument (DAG
         params), which Airflow merges with the DAG's params and takes over. (templated)
     :param runtime: Where the trainer runs: ``"local"`` (one of :data:`RUNTIMES`), or a
-        :class:`~airflow_mlops.runtimes.TrainingRuntime` object such as
+        :class:`~airflow_mlops.training.base.TrainingRuntime` object such as
         ``KubernetesRuntime(image=..., gpus=1)``. The runtime's own template fields are rendered. (templated)
     :param output_root: Directory or ``s3://`` prefix under which each task instance gets
         ``<dag_id>/<run_id>/<task_id>/{checkpoints,output}``; default ``$MLOPS_DATA_ROOT/runs``
@@ -179,6 +191,8 @@ class TrainModelOperator(BaseOperator):
         if env is not None:
             if not isinstance(env, dict):
                 raise ValueError(f"env must be a dict of strings or None, got {type(env).__name__}")
+            from airflow_mlops.trainer import contract  # the names only; no trainer code runs here
+
             clashes = sorted(set(env) & set(contract.CONTRACT_VARS))
             if clashes:
                 raise ValueError(
@@ -200,7 +214,7 @@ class TrainModelOperator(BaseOperator):
         self.aws_conn_id = aws_conn_id
         self.env = env
         self.timeout = timeout
-        runtime_obj.check(self)
+        runtime_obj.check(env=env)
 
     @property
     def command(self) -> list[str]:
@@ -214,6 +228,7 @@ class TrainModelOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> MLflowHook:
+        """The MLflow hook of ``mlflow_conn_id``."""
         return MLflowHook(mlflow_conn_id=self.mlflow_conn_id)
 
     @cached_property
@@ -223,64 +238,71 @@ class TrainModelOperator(BaseOperator):
     # -- execute -------------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
-        launch = self._prepare(context)
-        if isinstance(launch, dict):
-            return launch  # an earlier try already trained: its stored result
+        """Prepare the training, run it on the runtime (which may defer) and return the checked result."""
+        spec = self._prepare(context)
+        if isinstance(spec, dict):
+            return spec  # an earlier try already trained: its stored result
         try:
-            raw = self.runtime.start(self, context, launch)
+            raw = self.runtime.start(spec, context, self._callbacks())
         except Exception as err:
-            self._after_start_error(err, launch)
+            self._after_start_error(err, spec)
             raise
-        return self._finish(launch, raw)
+        return self._finish(spec, raw)
 
     def execute_complete(
         self,
         context: Context,
         event: dict[str, Any] | None = None,
-        launch: dict[str, Any] | None = None,
+        spec: dict[str, Any] | None = None,
         runtime_state: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Resume after a deferring runtime's trigger fired; fail on a missing or failed event."""
-        if launch is None:
-            raise TrainingError(f"Task {self.task_id!r} resumed without its training launch; retry the task")
-        training = TrainingLaunch.from_dict(launch)
+        if spec is None:
+            raise TrainingError(f"Task {self.task_id!r} resumed without its training spec; retry the task")
+        training = TrainingSpec.from_dict(spec)
         if not event:
             self._mark_failed(self.hook.client, training.mlflow_run_id)
             raise TrainingError(f"The trigger of task {self.task_id!r} ended without an event")
         try:
-            raw = self.runtime.resume(self, context, training, event, runtime_state or {})
+            raw = self.runtime.resume(training, context, self._callbacks(), event, runtime_state or {})
         except Exception as err:
             self._after_start_error(err, training)
             raise
         return self._finish(training, raw)
 
-    def defer_training(
+    def on_kill(self) -> None:
+        """Stop the trainer the runtime started."""
+        self.runtime.stop()
+
+    def _callbacks(self) -> TrainingCallbacks:
+        return TrainingCallbacks(log=self.log, defer=self._defer_training)
+
+    def _defer_training(
         self,
         *,
         trigger: BaseTrigger,
-        launch: TrainingLaunch,
+        spec: TrainingSpec,
         state: dict[str, Any],
         timeout: timedelta | float | None = None,
     ) -> NoReturn:
-        """Defer to *trigger*; :meth:`execute_complete` hands *launch* and *state* back to the runtime."""
+        """Defer to *trigger*; :meth:`execute_complete` hands *spec* and *state* back to the runtime."""
         self.defer(
             trigger=trigger,
             method_name="execute_complete",
-            kwargs={"launch": launch.to_dict(), "runtime_state": state},
+            kwargs={"spec": spec.to_dict(), "runtime_state": state},
             timeout=timeout,
         )
 
-    def on_kill(self) -> None:
-        self.runtime.stop(self)
-
     # -- pieces --------------------------------------------------------------------------------------------
 
-    def _prepare(self, context: Context) -> TrainingLaunch | dict[str, Any]:
+    def _prepare(self, context: Context) -> TrainingSpec | dict[str, Any]:
         """
         Check the data, find or create the MLflow run, and build the contract: what every runtime shares.
 
-        :return: The launch, or the stored result when an earlier try of this task instance already trained.
+        :return: The spec, or the stored result when an earlier try of this task instance already trained.
         """
+        from airflow_mlops.trainer import contract
+
         ids = self._airflow_ids(context)
         train_data, valid_data = self._check_data()
         params_json = json.dumps(self._rendered_hyperparameters(), sort_keys=True)
@@ -319,30 +341,65 @@ class TrainModelOperator(BaseOperator):
             contract.CHECKPOINT_URI: join(instance_uri, "checkpoints"),
             contract.PARAMS: params_json,
         }
-        return TrainingLaunch(
+        return self.training_spec(
+            ids=ids,
+            mlflow_run_id=run_id,
+            experiment_id=experiment_id,
+            instance_uri=instance_uri,
+            contract_env={key: value for key, value in contract_env.items() if value != ""},
+        )
+
+    def training_spec(
+        self,
+        *,
+        ids: dict[str, Any],
+        mlflow_run_id: str,
+        experiment_id: str,
+        instance_uri: str,
+        contract_env: dict[str, str],
+    ) -> TrainingSpec:
+        """
+        What the runtime is asked to run, once the MLflow run exists (no I/O but the connections' settings).
+
+        :param ids: ``dag_id``, ``run_id``, ``task_id``, ``map_index``, ``try_number`` of the task instance.
+        :param mlflow_run_id: The MLflow run the trainer logs to.
+        :param experiment_id: Its experiment.
+        :param instance_uri: The task instance's output root (``<output_root>/<dag_id>/<run_id>/<task_id>``).
+        :param contract_env: The contract's variables (all but ``MLOPS_RESULT_PATH``).
+        """
+        connection_env, secret_names = self.remote_env()
+        execution_timeout = self.execution_timeout.total_seconds() if self.execution_timeout else None
+        return TrainingSpec(
+            entrypoint=self.entrypoint if isinstance(self.entrypoint, str) else tuple(self.entrypoint),
             dag_id=ids["dag_id"],
             dag_run_id=ids["run_id"],
             task_id=ids["task_id"],
             map_index=ids["map_index"],
             try_number=ids["try_number"],
-            mlflow_run_id=run_id,
+            mlflow_run_id=mlflow_run_id,
             experiment_id=experiment_id,
             experiment_name=self.experiment_name,
             instance_uri=instance_uri,
-            contract_env={key: value for key, value in contract_env.items() if value != ""},
+            contract_env=contract_env,
+            env={str(key): str(value) for key, value in (self.env or {}).items()},
+            connection_env=connection_env,
+            secret_names=tuple(secret_names),
+            timeout=self.timeout,
+            execution_timeout=execution_timeout,
+            process_env=self.build_env(contract_env),
         )
 
-    def _after_start_error(self, err: Exception, launch: TrainingLaunch) -> None:
+    def _after_start_error(self, err: Exception, spec: TrainingSpec) -> None:
         """Mark the run FAILED unless *err* is a deferral (the trainer is still running)."""
         from airflow.sdk.exceptions import TaskDeferred
 
         if not isinstance(err, TaskDeferred):
-            self._mark_failed(self.hook.client, launch.mlflow_run_id)
+            self._mark_failed(self.hook.client, spec.mlflow_run_id)
 
-    def _finish(self, launch: TrainingLaunch, raw: dict[str, Any] | str | None) -> dict[str, Any]:
+    def _finish(self, spec: TrainingSpec, raw: dict[str, Any] | str | None) -> dict[str, Any]:
         """Validate the trainer's result, store it on the MLflow run, finish the run, return it."""
         client = self.hook.client
-        run_id = launch.mlflow_run_id
+        run_id = spec.mlflow_run_id
         try:
             result = self._check_result(raw, run_id)
         except Exception:
@@ -355,18 +412,14 @@ class TrainModelOperator(BaseOperator):
         return result
 
     def _airflow_ids(self, context: Context) -> dict[str, Any]:
-        ti = context.get("ti")
-        dag_run = context.get("dag_run")
-        map_index = getattr(ti, "map_index", None)
+        ids = airflow_ids(context)
+        map_index = ids.get("map_index")
         return {
-            "dag_id": getattr(ti, "dag_id", None) or self.dag_id,
-            "run_id": context.get("run_id")
-            or getattr(dag_run, "run_id", None)
-            or getattr(ti, "run_id", None)
-            or "manual",
+            "dag_id": ids.get("dag_id") or self.dag_id,
+            "run_id": ids.get("run_id") or "manual",
             "task_id": self.task_id,
             "map_index": -1 if map_index is None else int(map_index),
-            "try_number": getattr(ti, "try_number", None) or 1,
+            "try_number": ids.get("try_number") or 1,
         }
 
     def _rendered_hyperparameters(self) -> dict[str, Any]:
@@ -379,20 +432,20 @@ class TrainModelOperator(BaseOperator):
                 try:
                     value = ast.literal_eval(value)
                 except (ValueError, SyntaxError) as err:
-                    raise ValueError(
+                    raise ConfigurationError(
                         f"hyperparameters of task {self.task_id!r} rendered to {value!r}, which is neither a "
                         "JSON object nor a dict literal"
                     ) from err
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise ValueError(
+            raise ConfigurationError(
                 f"hyperparameters of task {self.task_id!r} must be a dict, got {type(value).__name__}: {value!r}"
             )
         try:
             json.dumps(value)
         except (TypeError, ValueError) as err:
-            raise ValueError(
+            raise ConfigurationError(
                 f"hyperparameters of task {self.task_id!r} are not JSON-serialisable: {err}"
             ) from err
         return value
@@ -416,31 +469,19 @@ class TrainModelOperator(BaseOperator):
             try:
                 files = load_manifest(base, storage=storage).get("files") or {}
             except FileNotFoundError as err:
-                raise DatasetError(f"{field} {uri!r}: {err}; run the ingest task first") from err
+                raise DatasetError(
+                    f"{field} {uri!r}: {err}; run the ingest task first", dataset=uri, uri=uri
+                ) from err
             if split and split not in files:
                 raise DatasetError(
-                    f"{field} {uri!r}: snapshot has no split {split!r}; it has {sorted(files)}"
+                    f"{field} {uri!r}: snapshot has no split {split!r}; it has {sorted(files)}",
+                    dataset=uri,
+                    uri=uri,
                 )
         return self.train_data.strip(), (self.valid_data or "").strip() or None
 
     def _experiment_id(self, client: MlflowClient) -> str:
-        from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
-
-        experiment = client.get_experiment_by_name(self.experiment_name)
-        if experiment is None:
-            try:
-                return client.create_experiment(self.experiment_name)
-            except MlflowException as err:  # created concurrently by another task
-                if err.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
-                    raise
-                experiment = client.get_experiment_by_name(self.experiment_name)
-        if experiment.lifecycle_stage == "deleted":
-            raise TrainingError(
-                f"MLflow experiment {self.experiment_name!r} is deleted: restore it "
-                "(mlflow experiments restore) or choose another experiment_name"
-            )
-        return experiment.experiment_id
+        return get_or_create_experiment(client, self.experiment_name)
 
     @staticmethod
     def _identity_tags(ids: dict[str, Any]) -> dict[str, str]:
@@ -535,7 +576,7 @@ class TrainModelOperator(BaseOperator):
 
         Later groups win; an empty optional contract variable is left out.
         """
-        env = {name: os.environ[name] for name in BASE_ENV_VARS if os.environ.get(name)}
+        env = base_environment()
         env.setdefault("PATH", os.defpath)
         env["PYTHONUNBUFFERED"] = "1"  # so the trainer's output reaches the task log as it is printed
         env.update(self._aws_env())
@@ -574,10 +615,12 @@ class TrainModelOperator(BaseOperator):
 
     def _check_result(self, raw: dict[str, Any] | str | None, run_id: str) -> dict[str, Any]:
         """The trainer's result (what it wrote to ``MLOPS_RESULT_PATH``, as the runtime returned it), checked."""
+        from airflow_mlops.trainer.contract import RESULT_PATH
+
         where = self.trainer_description
         if raw is None:
-            raise TrainingError(
-                f"The {where} exited successfully but wrote no result to {contract.RESULT_PATH}; it must "
+            raise self._result_error(
+                f"The {where} exited successfully but wrote no result to {RESULT_PATH}; it must "
                 'write a JSON object {"run_id", "model_uri", "metrics"} there '
                 "(TrainingContext.write_result)"
             )
@@ -585,17 +628,17 @@ class TrainModelOperator(BaseOperator):
             try:
                 result = json.loads(raw)
             except json.JSONDecodeError as err:
-                raise TrainingError(f"The result of the {where} is not valid JSON: {err}") from err
+                raise self._result_error(f"The result of the {where} is not valid JSON: {err}") from err
         else:
             result = raw
         if not isinstance(result, dict):
-            raise TrainingError(
+            raise self._result_error(
                 f"The result of the {where} must be a JSON object, got {type(result).__name__}"
             )
         if not isinstance(result.get("model_uri"), str) or not result["model_uri"]:
-            raise TrainingError(f"The result of the {where} has no 'model_uri' (keys: {sorted(result)})")
+            raise self._result_error(f"The result of the {where} has no 'model_uri' (keys: {sorted(result)})")
         if not isinstance(result.get("metrics"), dict):
-            raise TrainingError(f"The result of the {where} has no 'metrics' object (keys: {sorted(result)})")
+            raise self._result_error(f"The result of the {where} has no 'metrics' object (keys: {sorted(result)})")
         result.setdefault("run_id", run_id)
         if result["run_id"] != run_id:
             self.log.warning(
@@ -603,11 +646,14 @@ class TrainModelOperator(BaseOperator):
             )
         size = len(json.dumps(result, sort_keys=True))
         if size > MAX_RESULT_CHARS:
-            raise TrainingError(
+            raise self._result_error(
                 f"The result of the {where} is {size} characters; it becomes XCom and an MLflow tag, so keep "
                 f"it under {MAX_RESULT_CHARS} (ids, URIs and final metrics; log the rest to MLflow)"
             )
         return result
+
+    def _result_error(self, message: str) -> TrainingResultError:
+        return TrainingResultError(message, model=self.experiment_name, reason="invalid-result")
 
     def _mark_failed(self, client: MlflowClient, run_id: str) -> None:
         try:

@@ -128,8 +128,9 @@ def is_main_process() -> bool:
 
 def enable_system_metrics(sampling_interval: float | None = None) -> bool:
     """
-    Make MLflow record system metrics (CPU, memory, disk, network and, with ``nvidia-ml-py``, GPU) of runs
-    this process starts or resumes.
+    Make MLflow record system metrics (CPU, memory, disk, network; GPU with ``nvidia-ml-py``) of this process.
+
+    They are recorded for the runs this process starts or resumes.
 
     Off when ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING`` is explicitly false, or when ``psutil`` (which MLflow
     samples with) is not installed. Call it before ``mlflow.start_run``, in the main process only.

@@ -6,8 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_mlops.utils.k8s import KubernetesConnection
+
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Mapping
 
 
 class KubernetesTrainingJobTrigger(BaseTrigger):
@@ -22,10 +24,9 @@ class KubernetesTrainingJobTrigger(BaseTrigger):
 
     :param job_name: Name of the Job (and of its headless Service).
     :param namespace: Their namespace.
-    :param kubernetes_conn_id: Airflow ``kubernetes`` connection.
-    :param config_file: Kubeconfig path, if not the connection's.
-    :param cluster_context: Kubeconfig context.
-    :param in_cluster: Use the in-cluster configuration.
+    :param connection: How to reach the cluster: a
+        :class:`~airflow_mlops.utils.k8s.KubernetesConnection` as its ``to_dict()`` (kept whole: connection,
+        kubeconfig file and context, in-cluster configuration). None: the defaults.
     :param poll_interval: Seconds between reads of the Job status.
     """
 
@@ -34,31 +35,25 @@ class KubernetesTrainingJobTrigger(BaseTrigger):
         *,
         job_name: str,
         namespace: str,
-        kubernetes_conn_id: str | None = "kubernetes_default",
-        config_file: str | None = None,
-        cluster_context: str | None = None,
-        in_cluster: bool | None = None,
+        connection: Mapping[str, Any] | KubernetesConnection | None = None,
         poll_interval: float = 10.0,
     ) -> None:
         super().__init__()
         self.job_name = job_name
         self.namespace = namespace
-        self.kubernetes_conn_id = kubernetes_conn_id
-        self.config_file = config_file
-        self.cluster_context = cluster_context
-        self.in_cluster = in_cluster
+        self.connection = (
+            connection if isinstance(connection, KubernetesConnection) else KubernetesConnection.from_dict(connection)
+        )
         self.poll_interval = float(poll_interval)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The class path and exactly the constructor arguments."""
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
                 "job_name": self.job_name,
                 "namespace": self.namespace,
-                "kubernetes_conn_id": self.kubernetes_conn_id,
-                "config_file": self.config_file,
-                "cluster_context": self.cluster_context,
-                "in_cluster": self.in_cluster,
+                "connection": self.connection.to_dict(),
                 "poll_interval": self.poll_interval,
             },
         )
@@ -77,16 +72,17 @@ class KubernetesTrainingJobTrigger(BaseTrigger):
             pod_names=[],
             pod_namespace=self.namespace,
             base_container_name="base",
-            kubernetes_conn_id=self.kubernetes_conn_id,
+            kubernetes_conn_id=self.connection.conn_id,
             poll_interval=self.poll_interval,
-            cluster_context=self.cluster_context,
-            config_file=self.config_file,
-            in_cluster=self.in_cluster,
+            cluster_context=self.connection.cluster_context,
+            config_file=self.connection.config_file,
+            in_cluster=self.connection.in_cluster,
             get_logs=False,
             do_xcom_push=False,
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Wait for the Job through ``KubernetesJobTrigger``; yield one small event."""
         try:
             async for event in self._job_trigger().run():
                 yield self._event(event.payload["status"], event.payload["message"])
@@ -103,7 +99,7 @@ class KubernetesTrainingJobTrigger(BaseTrigger):
 
         hook = self._job_trigger().hook
         async with hook.get_conn() as connection:
-            calls = (
+            calls: tuple[tuple[str, Any, dict[str, Any]], ...] = (
                 (
                     "Job",
                     async_client.BatchV1Api(connection).delete_namespaced_job,

@@ -47,6 +47,7 @@ def split_features(frame: pd.DataFrame, target: str, source: str) -> tuple[pd.Da
 
 
 def build_model(params: dict[str, Any]) -> Pipeline:
+    """The scikit-learn pipeline *params* ask for: optional column selection, scaling, a classifier."""
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
@@ -157,6 +158,7 @@ def train(ctx: TrainingContext) -> dict[str, Any]:
 
 
 def main() -> int:
+    """Train from the contract in the environment; the process's exit code."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout)
     train(TrainingContext.from_env())
     return 0

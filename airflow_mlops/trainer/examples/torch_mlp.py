@@ -53,6 +53,7 @@ MODEL_CODE = Path(__file__).with_name("torch_mlp_model.py")
 
 
 def feature_columns(frame: pd.DataFrame, params: dict[str, Any], target: str) -> list[str]:
+    """The feature columns: ``params['features']``, else every numeric column but the label."""
     if target not in frame.columns:
         raise ValueError(
             f"Label column {target!r} is not in the training data (columns: {list(frame.columns)}); "
@@ -67,6 +68,7 @@ def feature_columns(frame: pd.DataFrame, params: dict[str, Any], target: str) ->
 
 
 def build_model(n_features: int, hidden: list[int], n_classes: int) -> torch.nn.Module:
+    """A multi-layer perceptron with *hidden* layer sizes."""
     import torch
 
     layers: list[torch.nn.Module] = []
@@ -101,6 +103,7 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, n_classes
 
 
 def save_state(ctx: TrainingContext, state: dict[str, Any]) -> None:
+    """Save the training state as the checkpoint of this task instance."""
     import torch
 
     buffer = io.BytesIO()
@@ -109,6 +112,7 @@ def save_state(ctx: TrainingContext, state: dict[str, Any]) -> None:
 
 
 def load_state(ctx: TrainingContext) -> dict[str, Any] | None:
+    """The training state of the last checkpoint, or None before the first one."""
     import torch
 
     data = ctx.load_checkpoint(CHECKPOINT)
@@ -157,7 +161,7 @@ def train(ctx: TrainingContext) -> dict[str, Any] | None:
         x_valid, y_valid = x_train, y_train
 
     dataset = TensorDataset(x_train, y_train)
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+    sampler: DistributedSampler[Any] = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
     loader = DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, pin_memory=cuda,
         num_workers=int(params.get("loader_workers", 0)),
@@ -318,6 +322,7 @@ def _log_model(
 
 
 def main() -> int:
+    """Train from the contract in the environment (one process of a torchrun group); the exit code."""
     logging.basicConfig(
         level=logging.INFO,
         format=f"%(levelname)s rank{os.environ.get('RANK', '0')} %(name)s: %(message)s",

@@ -14,18 +14,24 @@ import json
 import pytest
 
 from airflow_mlops import tags
-from airflow_mlops.exceptions import TrainingError
-from airflow_mlops.runtimes import KubernetesRuntime
+from airflow_mlops.exceptions import (
+    InvalidManifestError,
+    TrainingError,
+    TrainingImageError,
+    TrainingPreemptedError,
+    TrainingResourceError,
+)
+from airflow_mlops.operators.training import KubernetesConnection, KubernetesRuntime, Resources
 from airflow_mlops.trainer import contract
 from tests.conftest import set_connection
-from tests.integration.test_training import write_snapshot
+from tests.integration.operators.test_training import write_snapshot
 from tests.k8s_training_support import RUN_ID, TaskStateStore, Timing, k8s_context, run_deferred
 from tests.kube_pod_stub import KubePodStub, PodScript
 
 pytestmark = pytest.mark.integration
 
 CONN_ID = "kubernetes_training_stub"
-FAST = {"poll_interval": 0.1, "kubernetes_conn_id": CONN_ID}
+FAST = {"poll_interval": 0.1, "connection": KubernetesConnection(conn_id=CONN_ID), "deferrable": True}
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +116,7 @@ def test_pod_runs_deferred_and_returns_the_trainer_result_through_the_xcom_sidec
         PodScript(pending_seconds=0.3, run_seconds=0.3, logs=["epoch 1 loss 0.52", "epoch 2 loss 0.31"],
                   result=trainer_result, on_create=on_create)
     )  # fmt: skip
-    make = operator_factory(snapshot, experiment, tmp_path, gpus=1, memory="8Gi")
+    make = operator_factory(snapshot, experiment, tmp_path, gpus=1, resources=Resources(memory="8Gi"))
     timing = Timing()
 
     result = run_deferred(make, k8s_context("k8s_dag"), timing)
@@ -183,18 +189,20 @@ def test_credentials_reach_the_pod_only_as_secret_references(
 
 
 @pytest.mark.parametrize(
-    ("script", "expected"),
+    ("script", "expected", "error_type"),
     [
         pytest.param(
             PodScript(run_seconds=0.2, exit_code=137, terminated_reason="OOMKilled", logs=["loading batch 1"]),
             r"^Training pod \S+ was OOMKilled: the trainer used more memory than its limit \(4Gi; /dev/shm counts "
             r"towards it\)\. Raise memory= .*batch size",
+            TrainingResourceError,
             id="oom",
         ),
         pytest.param(
             PodScript(waiting=("ImagePullBackOff", 'Back-off pulling image "registry.example.com/trainer:1.0"')),
             r"^Training pod \S+ cannot pull image 'registry.example.com/trainer:1.0' \(ImagePullBackOff: .*\)\. "
             r"Check the image name and tag, and give image_pull_secrets= for a private registry\.$",
+            TrainingImageError,
             id="image-pull",
         ),
         pytest.param(
@@ -202,24 +210,33 @@ def test_credentials_reach_the_pod_only_as_secret_references(
                                     "nodes are available: 4 No preemption victims found for incoming pod."),
             r"^Training pod \S+ could not be scheduled within 1 s: 0/4 nodes are available: 4 Insufficient "
             r"nvidia.com/gpu\..*No node has 2 free nvidia.com/gpu: ask for fewer gpus",
+            TrainingError,
             id="unschedulable",
         ),
         pytest.param(
             PodScript(waiting=None, exit_code=3, logs=["Traceback ...", "ValueError: no column 'label'"]),
             r"^Training pod \S+: the trainer exited with code 3 \(Error\)\. Its output is in the task log above\.$",
+            TrainingError,
             id="exit-code",
         ),
     ],
 )  # fmt: skip
 def test_failures_end_in_one_line_saying_what_happened_and_what_to_change(
-    mlflow_server, stub, snapshot, experiment, tmp_path, script, expected
+    mlflow_server, stub, snapshot, experiment, tmp_path, script, expected, error_type
 ):
     stub.script_pods(script)
-    make = operator_factory(snapshot, experiment, tmp_path, gpus=2, memory="4Gi", schedule_timeout=1)
+    make = operator_factory(
+        snapshot, experiment, tmp_path, gpus=2, resources=Resources(memory="4Gi"), schedule_timeout=1
+    )
 
     with pytest.raises(TrainingError, match=expected) as excinfo:
         run_deferred(make, k8s_context("failing_dag"))
 
+    assert type(excinfo.value) is error_type
+    # OOMKilled and image pull errors fail at once (no retries spent); the others may be retried
+    assert excinfo.value.retryable is (error_type is TrainingError)
+    assert excinfo.value.pod == stub.created[-1]["metadata"]["name"]
+    assert excinfo.value.model == experiment
     assert "\n" not in str(excinfo.value)
     assert stub.live("Pod") == []  # cleaned up
     (run,) = runs_of(experiment)
@@ -292,7 +309,7 @@ def test_killing_the_task_deletes_its_pod(mlflow_server, stub, snapshot, experim
     worker = threading.Thread(target=run)
     worker.start()
     deadline = time.monotonic() + 60
-    while getattr(op, "_k8s_engine", None) is None and time.monotonic() < deadline:
+    while not stub.live("Pod") and time.monotonic() < deadline:
         time.sleep(0.05)
     (name,) = stub.live("Pod")
     while stub.pod(name, "ml")["status"]["phase"] != "Running" and time.monotonic() < deadline:
@@ -350,12 +367,17 @@ def test_a_failed_node_fails_the_job_with_its_reason_and_everything_is_deleted(
         PodScript(result=rank0_result, run_seconds=0.6),
         PodScript(exit_code=137, terminated_reason="OOMKilled", run_seconds=0.2),
     )
-    make = operator_factory(snapshot, experiment, tmp_path, num_nodes=2, memory="32Gi")
+    make = operator_factory(snapshot, experiment, tmp_path, num_nodes=2, resources=Resources(memory="32Gi"))
 
     with pytest.raises(
         TrainingError, match=r"^Node 1 of 2 \(pod job-train-\S+\) of Job job-train-\S+ was OOMKilled"
-    ):
+    ) as excinfo:
         run_deferred(make, k8s_context("multinode_fail_dag"))
+
+    assert isinstance(excinfo.value, TrainingResourceError)
+    assert excinfo.value.retryable is False
+    assert excinfo.value.job.startswith("job-train-")
+    assert excinfo.value.pod.startswith(excinfo.value.job)
 
     assert (stub.live("Job"), stub.live("Service"), stub.live("Pod")) == ([], [], [])
     (run,) = runs_of(experiment)
@@ -413,6 +435,44 @@ def test_a_pod_deleted_under_the_task_is_started_again(mlflow_server, stub, snap
         make().execute_complete(context, event=fire(first.value.trigger), **first.value.kwargs)
     result = make().execute_complete(context, event=fire(second.value.trigger), **second.value.kwargs)
 
-    assert second.value.kwargs["launch"]["attempt"] == 2
-    assert result["checkpoint_uri"] == first.value.kwargs["launch"]["contract_env"][contract.CHECKPOINT_URI]
+    assert second.value.kwargs["spec"]["attempt"] == 2
+    assert result["checkpoint_uri"] == first.value.kwargs["spec"]["contract_env"][contract.CHECKPOINT_URI]
     assert len([o for o in stub.created if o["kind"] == "Pod"]) == 2
+
+
+def test_a_pod_preempted_more_often_than_allowed_fails_with_a_retryable_error(
+    mlflow_server, stub, snapshot, experiment, tmp_path
+):
+    preempted = PodScript(
+        run_seconds=0.2,
+        pod_failure={"reason": "", "message": "Preempted", "disruption": "PreemptionByScheduler"},
+    )
+    stub.script_pods(preempted, preempted)
+    make = operator_factory(snapshot, experiment, tmp_path, max_preemptions=1)
+
+    with pytest.raises(TrainingPreemptedError, match=r"was preempted by a higher-priority pod.*max_preemptions=1") as err:
+        run_deferred(make, k8s_context("preempted_twice_dag"))
+
+    assert err.value.retryable is True  # the task's retries start it again
+    assert err.value.reason == "PreemptionByScheduler"
+    assert len([o for o in stub.created if o["kind"] == "Pod"]) == 2
+    assert stub.live("Pod") == []
+
+
+def test_a_pod_the_api_server_refuses_fails_at_once_as_an_invalid_manifest(
+    mlflow_server, stub, snapshot, experiment, tmp_path
+):
+    make = operator_factory(
+        snapshot, experiment, tmp_path,
+        # a mode the client passes through untouched and the schema refuses (it must be an integer)
+        volumes=[{"name": "config", "configMap": {"name": "trainer-config", "defaultMode": {"octal": "0644"}}}],
+    )  # fmt: skip
+
+    with pytest.raises(InvalidManifestError, match=r"The API server rejected the training pod of task 'train'") as err:
+        run_deferred(make, k8s_context("invalid_pod_dag"))
+
+    assert err.value.retryable is False
+    assert stub.rejected  # the stand-in refused it (422), as an API server would
+    stub.rejected.clear()
+    (run,) = runs_of(experiment)
+    assert run.info.status == "FAILED"

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from airflow_mlops.runtimes import KubernetesRuntime, runtime_from_env
+from airflow_mlops.operators.training import KubernetesRuntime, runtime_from_env
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 NOT_AT_PARSE_TIME = [
     "kubernetes", "kubernetes_asyncio", "mlflow", "torch", "pandas",
     "airflow.providers.cncf.kubernetes.operators.pod", "airflow.providers.cncf.kubernetes.operators.job",
-    "airflow.providers.cncf.kubernetes.hooks.kubernetes", "airflow_mlops.operators._kubernetes",
+    "airflow.providers.cncf.kubernetes.hooks.kubernetes", "airflow_mlops.training.kubernetes.pod",
+    "airflow_mlops.training.kubernetes.job",
 ]  # fmt: skip
 
 
@@ -25,7 +26,7 @@ def test_the_example_dag_switches_to_kubernetes_with_one_setting_and_imports_no_
     code = textwrap.dedent(
         """
         import json, runpy, sys
-        import airflow_mlops.runtimes, airflow_mlops.triggers.training
+        import airflow_mlops.training.kubernetes.runtime, airflow_mlops.triggers.training
         ns = runpy.run_path(sys.argv[1], run_name="dag_file")
         task = ns["dag"].get_task("train")
         print(json.dumps({
@@ -44,7 +45,7 @@ def test_the_example_dag_switches_to_kubernetes_with_one_setting_and_imports_no_
     result = json.loads(out.stdout.strip().splitlines()[-1])
 
     assert result["loaded"] == []
-    assert result["runtime"] == "KubernetesRuntime(gpus=1, image='registry/trainer:1.2')"
+    assert result["runtime"] == "KubernetesRuntime(gpus=Gpus(count=1), image='registry/trainer:1.2')"
 
 
 def test_runtime_from_env():
@@ -55,7 +56,8 @@ def test_runtime_from_env():
         "MLOPS_TRAINING_NAMESPACE": "ml", "MLOPS_TRAINING_ENV_SECRETS": "mlflow-auth, s3-creds",
     })  # fmt: skip
     assert isinstance(runtime, KubernetesRuntime)
-    assert (runtime.image, runtime.gpus, runtime.namespace) == ("trainer:1", 0, "ml")
+    assert (runtime.image, runtime.gpus.count, runtime.namespace) == ("trainer:1", 0, "ml")
+    assert runtime.connection.namespace == "ml"
     assert runtime.env_from_secrets == ["mlflow-auth", "s3-creds"]
 
 

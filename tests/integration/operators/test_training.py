@@ -320,6 +320,7 @@ def test_failed_try_marks_the_run_failed_and_the_retry_resumes_from_its_checkpoi
 
     with pytest.raises(TrainingError) as excinfo:
         run(1)
+    assert excinfo.value.retryable is True  # the next try resumes from the checkpoint
     message = str(excinfo.value)
     assert f"Training entrypoint {command!r}" in message
     assert "exited with code 3" in message
@@ -361,22 +362,25 @@ def test_failed_try_marks_the_run_failed_and_the_retry_resumes_from_its_checkpoi
 def test_missing_or_invalid_result_fails_the_task(
     mlflow_server, snapshot, experiment, tmp_path, body, problem
 ):
-    from airflow_mlops.exceptions import TrainingError
+    from airflow_mlops.exceptions import TrainingError, TrainingResultError
 
     op = make_operator(
         entrypoint=script(tmp_path, "no_result", f"import os\n{body}\n"),
         train_data=snapshot, experiment_name=experiment, output_root=str(tmp_path / "runs"),
     )  # fmt: skip
 
-    with pytest.raises(TrainingError, match=problem):
+    with pytest.raises(TrainingError, match=problem) as err:
         op.execute(context("no_result_dag"))
+    assert isinstance(err.value, TrainingResultError)
+    assert err.value.retryable is False  # the same trainer would write the same result again
+    assert err.value.model == experiment
     (run,) = runs_of(experiment)
     assert run.info.status == "FAILED"
 
 
 @pytest.mark.integration
 def test_trainer_running_past_its_timeout_is_stopped(mlflow_server, snapshot, experiment, tmp_path):
-    from airflow_mlops.exceptions import TrainingError
+    from airflow_mlops.exceptions import TrainingError, TrainingTimeoutError
 
     op = make_operator(
         entrypoint=script(tmp_path, "slow", "import time\nprint('warming up')\ntime.sleep(120)\n"),
@@ -385,6 +389,8 @@ def test_trainer_running_past_its_timeout_is_stopped(mlflow_server, snapshot, ex
 
     with pytest.raises(TrainingError, match=r"stopped because it ran longer than its timeout of 1 s") as err:
         op.execute(context("slow_dag"))
+    assert isinstance(err.value, TrainingTimeoutError)
+    assert err.value.retryable is True
     assert "warming up" in str(err.value)
     (run,) = runs_of(experiment)
     assert run.info.status == "FAILED"
@@ -553,3 +559,32 @@ def test_killing_the_task_stops_the_trainer_and_its_children(mlflow_server, snap
     assert process_gone(grandchild)
     (run_,) = runs_of(experiment)
     assert run_.info.status == "FAILED"
+
+
+@pytest.mark.integration
+def test_a_deleted_experiment_fails_at_once_as_a_configuration_error(mlflow_server, snapshot, experiment):
+    from mlflow import MlflowClient
+
+    from airflow_mlops.exceptions import ConfigurationError
+
+    client = MlflowClient(mlflow_server.uri)
+    client.delete_experiment(client.create_experiment(experiment))
+    op = make_operator(entrypoint="pkg.train", train_data=snapshot, experiment_name=experiment)
+
+    with pytest.raises(ConfigurationError, match=rf"MLflow experiment '{experiment}' is deleted: restore it") as err:
+        op.execute(context("deleted_experiment_dag"))
+    assert err.value.retryable is False
+
+
+@pytest.mark.integration
+def test_hyperparameters_that_render_to_no_dict_fail_at_once(mlflow_server, snapshot, experiment):
+    from airflow_mlops.exceptions import ConfigurationError
+
+    op = make_operator(
+        entrypoint="pkg.train", train_data=snapshot, experiment_name=experiment, hyperparameters="[1, 2]"
+    )
+
+    with pytest.raises(ConfigurationError, match="hyperparameters of task 'train' must be a dict, got list") as err:
+        op.execute(context("bad_params_dag"))
+    assert err.value.retryable is False
+    assert isinstance(err.value, ValueError)
