@@ -5,45 +5,50 @@ Numeric features: population stability index (PSI) on the reference's quantile b
 Kolmogorov-Smirnov statistic (:func:`scipy.stats.ks_2samp`) and the Wasserstein distance
 (:func:`scipy.stats.wasserstein_distance`). Categorical features (strings, categories, booleans): the
 L-infinity distance between the category frequencies and the Jensen-Shannon distance
-(:func:`scipy.spatial.distance.jensenshannon`, base 2, so in [0, 1]).
+(:func:`scipy.spatial.distance.jensenshannon`, base 2, so in [0, 1]). The metrics and their limits are
+checked by :mod:`airflow_mlops.data.drift_thresholds` (all a DAG needs at parse time).
 """
 
 from __future__ import annotations
 
-import math
+import hashlib
 from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.data.drift_thresholds import (
+    CATEGORICAL_METRICS,
+    DEFAULT_THRESHOLDS,
+    METRICS,
+    NUMERIC_METRICS,
+    check_thresholds,
+)
+from airflow_mlops.data.snapshots import DRIFT_DIR, parse_snapshot_uri
+from airflow_mlops.data.storage import join
 
 if TYPE_CHECKING:
     import pandas as pd
 
-NUMERIC_METRICS = ("psi", "ks", "wasserstein")
-CATEGORICAL_METRICS = ("linf", "jensen_shannon")
-METRICS = NUMERIC_METRICS + CATEGORICAL_METRICS
-# Gated by default; ``wasserstein`` is in the feature's own units, so it is reported but not gated.
-DEFAULT_THRESHOLDS = {"psi": 0.2, "ks": 0.2, "linf": 0.2, "jensen_shannon": 0.2}
+__all__ = [
+    "CATEGORICAL_METRICS",
+    "DEFAULT_THRESHOLDS",
+    "DRIFT_DIR",
+    "METRICS",
+    "NUMERIC_METRICS",
+    "categorical_drift",
+    "check_thresholds",
+    "compute_drift",
+    "drift_message",
+    "is_categorical",
+    "numeric_drift",
+    "psi",
+    "report_folder",
+    "to_markdown",
+]
+
 _EPS = 1e-6
 
 
-def check_thresholds(thresholds: object, origin: str = "thresholds") -> dict[str, float]:
-    """Validate ``{metric: limit}``; raise :class:`ValueError` naming what is allowed."""
-    if not isinstance(thresholds, dict):
-        raise ValueError(f"{origin} must be a dict of metric to limit, like {DEFAULT_THRESHOLDS}")
-    out = {}
-    for metric, limit in thresholds.items():
-        if metric not in METRICS:
-            raise ValueError(f"{origin}: unknown drift metric {metric!r}; allowed: {', '.join(METRICS)}")
-        if (
-            isinstance(limit, bool)
-            or not isinstance(limit, int | float)
-            or not math.isfinite(limit)
-            or limit < 0
-        ):
-            raise ValueError(f"{origin}: limit of {metric!r} must be a non-negative number, got {limit!r}")
-        out[metric] = float(limit)
-    return out
-
-
 def is_categorical(series: pd.Series) -> bool:
+    """Whether *series* is compared as categories (strings, categories, booleans) rather than numbers."""
     import pandas as pd
 
     return not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
@@ -67,6 +72,7 @@ def psi(reference: Any, current: Any, bins: int = 10) -> float:
 
 
 def numeric_drift(reference: Any, current: Any, bins: int = 10) -> dict[str, float]:
+    """PSI, Kolmogorov-Smirnov statistic (and p-value) and Wasserstein distance of two numeric samples."""
     from scipy.stats import ks_2samp, wasserstein_distance
 
     ks = ks_2samp(reference, current)
@@ -79,6 +85,7 @@ def numeric_drift(reference: Any, current: Any, bins: int = 10) -> dict[str, flo
 
 
 def categorical_drift(reference: pd.Series, current: pd.Series) -> dict[str, float]:
+    """L-infinity and Jensen-Shannon distances of two category frequencies, and the new categories' count."""
     import numpy as np
     from scipy.spatial.distance import jensenshannon
 
@@ -169,3 +176,37 @@ def to_markdown(report: dict[str, Any]) -> str:
                 f"{'' if limit is None else f'{limit:g}'} | {flag} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def drift_message(report: dict[str, Any], report_uri: str | None = None) -> str:
+    """
+    What drifted in *report* (of :func:`compute_drift`, with ``dataset`` and ``reference``), one line each.
+
+    Each drifted feature is named with every metric over its limit; missing features are listed last.
+    """
+    features = report["features"]
+    details = [
+        f"- {feature}: "
+        + ", ".join(
+            f"{metric}={features[feature]['metrics'][metric]:.4g} > {features[feature]['thresholds'][metric]:g}"
+            for metric in features[feature]["exceeded"]
+        )
+        for feature in report["drifted_features"]
+    ]
+    if report["missing_features"]:
+        details.append(f"- missing from {report['dataset']}: {', '.join(report['missing_features'])}")
+    message = f"Dataset {report['dataset']} drifted from {report['reference']}:\n" + "\n".join(details)
+    return message + (f"\nReport: {report_uri}" if report_uri else "")
+
+
+def report_folder(uri: str, reference: str, reference_snapshot_id: str | None) -> str:
+    """
+    Where the drift report of snapshot *uri* against *reference* is stored.
+
+    ``<snapshot>/_drift/[<split>-]<reference id>[-<reference split>]``, the reference id being the first 16
+    characters of its snapshot id (or of the SHA-256 of its URI).
+    """
+    base, split = parse_snapshot_uri(uri)
+    ref_base, ref_split = parse_snapshot_uri(reference)
+    ref_id = str(reference_snapshot_id or hashlib.sha256(ref_base.encode()).hexdigest())[:16]
+    return join(base, DRIFT_DIR, "-".join(filter(None, [split, ref_id, ref_split])))

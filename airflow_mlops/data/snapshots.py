@@ -5,29 +5,51 @@ A snapshot lives at ``<root>/datasets/<name>/<snapshot_id>/`` and holds ``data.p
 ``<split>.parquet`` per requested split, and ``_manifest.json``, written last: a snapshot without a manifest
 does not exist. ``<root>`` is a local directory or ``s3://bucket/prefix`` (default: ``$MLOPS_DATA_ROOT``,
 else ``./.mlops-data``). A snapshot URI followed by ``#train`` / ``#valid`` / ``#holdout`` selects a split.
+
+The snapshot id is the SHA-256 of the source content hash and the canonical JSON of how it is read and split
+(:func:`snapshot_id`): the same input gives the same id, so a retry finds the snapshot it already wrote.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from airflow_mlops import __version__
+from airflow_mlops.data.formats import canonical_json
 from airflow_mlops.data.storage import Storage, is_s3, join, local_path
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     import pandas as pd
+
+    from airflow_mlops.data.storage import TransferProgress
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "_manifest.json"
 DATA = "data"
 SPLIT_NAMES = ("train", "valid", "holdout")
+#: Folders of a snapshot that hold what is written about it later: validation results, drift reports.
+VALIDATION_DIR = "_validation"
+DRIFT_DIR = "_drift"
 DATA_ROOT_ENV = "MLOPS_DATA_ROOT"
 DEFAULT_DATA_ROOT = "./.mlops-data"
+#: What a manifest's ``sha256`` is the hash of (manifest key ``sha256_of``).
+SHA256_OF_BYTES = "bytes"
+SHA256_OF_S3_ETAG = "s3-etag+size"
+SHA256_OF_ROWS = "rows"
+#: The manifest's ``producer``.
+PRODUCER = f"airflow-provider-mlops {__version__}"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -92,17 +114,6 @@ def load_manifest(uri: str, storage: Storage | None = None) -> dict:
     return manifest
 
 
-def visible_files(uris: list[str], base: str) -> list[str]:
-    """Drop files whose path below *base* has a part starting with '.' or '_' (``_SUCCESS``, ``.crc``)."""
-    prefix = base.rstrip("/") + "/"
-    out = []
-    for uri in uris:
-        relative = uri[len(prefix) :] if uri.startswith(prefix) else uri.rsplit("/", 1)[-1]
-        if not any(part.startswith((".", "_")) for part in relative.split("/")):
-            out.append(uri)
-    return out
-
-
 def latest_manifest(root: str, name: str, storage: Storage | None = None) -> dict | None:
     """
     The manifest of the most recently written snapshot of dataset *name* under *root*, or None if none exists.
@@ -128,31 +139,6 @@ def latest_manifest(root: str, name: str, storage: Storage | None = None) -> dic
         return None
     newest = max(manifests, key=lambda entry: (entry["mtime"] or 0.0, entry["uri"]))
     return load_manifest(newest["uri"][: -len(MANIFEST) - 1], storage)
-
-
-def changed_files(entries: list[dict], manifest: dict | None) -> list[dict]:
-    """
-    The entries of a listing (:meth:`Storage.list_entries`) that *manifest* did not ingest, or that changed.
-
-    A file counts as ingested when the manifest's ``source_files`` has the same URI and size, and the same
-    ETag (S3) or modification time (local) where the manifest recorded one.
-    """
-    known: dict[str, dict] = {item["uri"]: item for item in (manifest or {}).get("source_files") or []}
-    out = []
-    for entry in entries:
-        seen = known.get(entry["uri"])
-        if seen is None or int(seen.get("bytes", -1)) != int(entry["size"]):
-            out.append(entry)
-        elif entry.get("etag") and seen.get("etag") and entry["etag"] != seen["etag"]:
-            out.append(entry)
-        elif (
-            not entry.get("etag")
-            and entry.get("mtime") is not None
-            and seen.get("mtime") is not None
-            and abs(float(entry["mtime"]) - float(seen["mtime"])) > 1e-3
-        ):
-            out.append(entry)
-    return out
 
 
 def read_snapshot(
@@ -186,3 +172,112 @@ def read_snapshot(
             local = storage.download_file(file_uri, Path(tmp) / Path(files[key]).name)
             return pd.read_parquet(local, columns=columns)
     return pd.read_parquet(local_path(file_uri), columns=columns)
+
+
+def snapshot_spec(
+    fmt: str, csv_options: dict[str, Any] | None, split: dict[str, float] | None, split_seed: int
+) -> dict[str, Any]:
+    """How a source is read and split: what, besides the content, a snapshot id depends on."""
+    return {
+        "format": fmt,
+        "csv_options": (csv_options or {}) if fmt == "csv" else None,
+        "split": {"seed": split_seed, "fractions": split} if split else None,
+    }
+
+
+def snapshot_id(content_sha256: str, spec: dict[str, Any]) -> str:
+    """The id of the snapshot of content *content_sha256* read and split as *spec* (:func:`snapshot_spec`)."""
+    return hashlib.sha256(f"{content_sha256}\n{canonical_json(spec)}".encode()).hexdigest()
+
+
+def ingest_result(manifest: dict[str, Any]) -> dict[str, Any]:
+    """
+    The small, JSON-safe description of a snapshot an ingest returns, built from its manifest.
+
+    ``{"name", "snapshot_id", "uri", "sha256", "rows", "schema", "splits"}``, where ``splits`` maps each
+    split to ``<uri>#<split>``; built from the manifest so that retries return the same value.
+    """
+    uri = manifest["uri"]
+    return {
+        "name": manifest["name"],
+        "snapshot_id": manifest["snapshot_id"],
+        "uri": uri,
+        "sha256": manifest["sha256"],
+        "rows": manifest["rows"],
+        "schema": manifest["schema"],
+        "splits": {split: f"{uri}#{split}" for split in manifest["files"] if split != DATA},
+    }
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    """The stored form of a manifest (indented JSON, sorted keys)."""
+    return json.dumps(manifest, indent=2, sort_keys=True).encode()
+
+
+def write_parquet(frames: dict[str, pd.DataFrame], directory: Path) -> None:
+    """
+    Write each frame as ``<directory>/<key>.parquet`` (no index).
+
+    :raises ValueError: if the rows cannot be stored as Parquet (mixed types in a column...).
+    """
+    import pyarrow as pa
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for key, frame in frames.items():
+        try:
+            frame.to_parquet(directory / f"{key}.parquet", index=False)
+        except (pa.ArrowException, ValueError, TypeError) as err:
+            raise ValueError(f"rows cannot be stored as Parquet: {err}") from err
+
+
+def publish_snapshot(
+    storage: Storage,
+    target: str,
+    frames: dict[str, pd.DataFrame],
+    manifest: dict[str, Any],
+    tmp: Path,
+    progress: Callable[[str, int], TransferProgress] | None = None,
+) -> dict[str, Any]:
+    """
+    Write the snapshot at *target*: one Parquet file per frame, the manifest last; return the stored manifest.
+
+    On S3 the files are uploaded from *tmp* and the manifest put last. Locally the snapshot is written into
+    a staging folder renamed into place, so a crash leaves no half snapshot; when a concurrent attempt
+    finished first, its manifest is returned.
+
+    :param progress: Builds the progress callback of one upload from ``(what, total bytes)``.
+    :raises ValueError: if the rows cannot be stored as Parquet.
+    """
+    stored = manifest_bytes(manifest)
+    if is_s3(target):
+        write_parquet(frames, tmp)
+        for key in frames:
+            local = tmp / f"{key}.parquet"
+            uri = join(target, f"{key}.parquet")
+            callback = progress(f"Upload {uri}", local.stat().st_size) if progress else None
+            storage.upload_file(local, uri, callback)
+            if callback is not None:
+                callback.done()
+        storage.write_bytes(join(target, MANIFEST), stored)
+        return manifest
+
+    final = local_path(target)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
+    try:
+        write_parquet(frames, staging)
+        (staging / MANIFEST).write_bytes(stored)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            if (final / MANIFEST).exists():
+                log.info("Snapshot %s was completed by a concurrent attempt; keeping it", target)
+                return load_manifest(target, storage)
+            # A directory without a manifest is not a snapshot (a leftover): replace it.
+            leftover = final.parent / f".{final.name}.stale-{uuid.uuid4().hex[:12]}"
+            os.rename(final, leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+            os.rename(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 _GLOB_CHARS = "*?["
@@ -32,6 +32,23 @@ MULTIPART_CHUNKSIZE = 64 * 1024 * 1024
 MAX_CONCURRENCY = 8
 PROGRESS_INTERVAL_S = 30.0
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
+# Error codes of S3 answers that a later retry can get past (throttling, server faults).
+_TRANSIENT_CODES = frozenset(
+    {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling", "ThrottlingException"}
+)
+# botocore errors raised when S3 could not be reached or did not answer in time (by class name, so this
+# module needs no botocore import).
+_TRANSIENT_ERRORS = frozenset(
+    {
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionClosedError",
+        "ConnectionError",
+        "ProxyConnectionError",
+        "ResponseStreamingError",
+    }
+)
 
 
 def is_s3(uri: str) -> bool:
@@ -68,6 +85,30 @@ def _is_not_found(err: Exception) -> bool:
     return str(response.get("Error", {}).get("Code")) in _NOT_FOUND_CODES
 
 
+def is_transient_error(err: BaseException) -> bool:
+    """
+    Whether *err*, raised by an S3 call, is a fault a retry can get past.
+
+    True for a server error (HTTP 5xx), throttling, a timeout or a connection failure; False for the
+    answers that say the request itself is wrong (missing key or bucket, access denied).
+    """
+    if isinstance(err, TimeoutError | ConnectionError):
+        return True
+    if not type(err).__module__.startswith(("botocore", "boto3", "urllib3", "s3transfer")):
+        return False
+    if any(cls.__name__ in _TRANSIENT_ERRORS for cls in type(err).__mro__):
+        return True
+    response = getattr(err, "response", None) or {}
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code = str(response.get("Error", {}).get("Code"))
+    return (isinstance(status, int) and status >= 500) or code in _TRANSIENT_CODES or code.startswith("5")
+
+
+def is_storage_error(err: BaseException) -> bool:
+    """Whether *err* comes from the S3 client (boto3, botocore, s3transfer) rather than from our code."""
+    return type(err).__module__.startswith(("botocore", "boto3", "s3transfer"))
+
+
 def _atomic_local_write(dest: Path, write: Any) -> None:
     """Write *dest* through a temporary sibling and an atomic rename, so readers never see half a file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +136,13 @@ def transfer_config(
     )
 
 
+class InfoLogger(Protocol):
+    """What :class:`TransferProgress` logs to: a ``logging.Logger``, or an Airflow task's ``self.log``."""
+
+    def info(self, msg: Any, /, *args: Any) -> Any:
+        """Log *msg* % *args* at INFO."""
+
+
 class TransferProgress:
     """
     A boto3 transfer ``Callback`` that logs bytes done, percent and rate at most every *interval* seconds.
@@ -113,12 +161,12 @@ class TransferProgress:
         what: str,
         total: int,
         interval: float = PROGRESS_INTERVAL_S,
-        logger: logging.Logger | None = None,
+        logger: InfoLogger | None = None,
     ) -> None:
         self.what = what
         self.total = max(int(total), 0)
         self.interval = interval
-        self.log = logger or log
+        self.log: InfoLogger = logger or log
         self.bytes = 0
         self._lock = threading.Lock()
         self._start = time.monotonic()
@@ -297,7 +345,9 @@ class Storage:
 
     def copy(self, source: str, dest: str, progress: TransferProgress | None = None) -> None:
         """
-        Copy *source* to *dest*. S3 to S3 is a server-side copy (``CopyObject``, or multipart ``UploadPartCopy``
+        Copy *source* to *dest*.
+
+        S3 to S3 is a server-side copy (``CopyObject``, or multipart ``UploadPartCopy``
         for large objects, through boto3's transfer manager): no data bytes pass through this process.
         """
         if is_s3(source) and is_s3(dest):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -11,10 +10,16 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_mlops import tags
-from airflow_mlops.data.drift import DEFAULT_THRESHOLDS, check_thresholds
-from airflow_mlops.data.snapshots import load_manifest, parse_snapshot_uri, read_snapshot
+from airflow_mlops.data.drift_thresholds import DEFAULT_THRESHOLDS, check_thresholds
+from airflow_mlops.data.snapshots import DRIFT_DIR, load_manifest, read_snapshot
 from airflow_mlops.data.storage import join
-from airflow_mlops.exceptions import DataDriftError, DatasetError, RegistryError
+from airflow_mlops.exceptions import (
+    ConfigurationError,
+    DataDriftError,
+    DatasetConfigurationError,
+    DatasetError,
+    RegistryError,
+)
 from airflow_mlops.hooks.storage import StorageHook
 
 if TYPE_CHECKING:
@@ -22,9 +27,10 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
+__all__ = ["CHAMPION", "DRIFT_DIR", "ON_DRIFT", "DriftCheckOperator"]
+
 ON_DRIFT = ("fail", "skip", "continue")
 CHAMPION = "champion"
-DRIFT_DIR = "_drift"
 
 
 class DriftCheckOperator(BaseOperator):
@@ -116,15 +122,28 @@ class DriftCheckOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> StorageHook:
+        """The storage hook of ``aws_conn_id`` (built on first use, never at parse time)."""
         return StorageHook(aws_conn_id=self.aws_conn_id)
 
-
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.data.drift import compute_drift, to_markdown
+        """Compare the snapshot with its reference, store the report; fail, skip or continue on drift."""
+        from airflow_mlops.data.drift import compute_drift, drift_message, report_folder, to_markdown
 
+        if not isinstance(self.dataset_uri, str) or not self.dataset_uri.strip():
+            raise DatasetConfigurationError(
+                f"dataset_uri must be a snapshot URI, got {self.dataset_uri!r} once rendered",
+                uri=str(self.dataset_uri),
+            )
         uri = self.dataset_uri.strip()
-        reference = (self.reference_uri or "").strip() or self._champion_reference()
-        if reference is None:
+        reference = (self.reference_uri or "").strip()
+        if not reference and not self.model_name:
+            raise ConfigurationError(
+                f"No reference for {uri}: reference_uri and model_name rendered empty; pass a snapshot URI "
+                "or the model whose champion's training snapshot is the reference",
+                uri=uri,
+            )
+        found = reference or self._champion_reference()
+        if found is None:
             self.log.info(
                 "Model %r has no %s (or its version has no %s tag): no reference to compare %s with; passing",
                 self.model_name, CHAMPION, tags.DATA_URI, uri,
@@ -133,13 +152,17 @@ class DriftCheckOperator(BaseOperator):
                 "drift": False, "dataset": uri, "reference": None, "drifted_features": [],
                 "missing_features": [], "features": {}, "report": None,
             }  # fmt: skip
+        reference = found
         storage = self.hook.storage_for(uri, reference)
         try:
+            name = load_manifest(uri, storage).get("name")
             current_df = read_snapshot(uri, storage=storage)
             reference_df = read_snapshot(reference, storage=storage)
             reference_manifest = load_manifest(reference, storage)
         except (FileNotFoundError, ValueError) as err:
-            raise DatasetError(f"Cannot check drift of {uri} against {reference}: {err}") from err
+            raise DatasetError(
+                f"Cannot check drift of {uri} against {reference}: {err}", uri=uri, reason=str(err)
+            ) from err
         self.log.info(
             "Drift of %s (%d rows) against %s (%d rows)", uri, len(current_df), reference, len(reference_df)
         )
@@ -149,12 +172,7 @@ class DriftCheckOperator(BaseOperator):
         )  # fmt: skip
         report = {"dataset": uri, "reference": reference, **report}
 
-        base, split = parse_snapshot_uri(uri)
-        ref_base, ref_split = parse_snapshot_uri(reference)
-        ref_id = str(reference_manifest.get("snapshot_id") or hashlib.sha256(ref_base.encode()).hexdigest())[
-            :16
-        ]
-        folder = join(base, DRIFT_DIR, "-".join(filter(None, [split, ref_id, ref_split])))
+        folder = report_folder(uri, reference, reference_manifest.get("snapshot_id"))
         report_uri = join(folder, "report.json")
         storage.write_bytes(report_uri, json.dumps(report, indent=2, sort_keys=True).encode())
         storage.write_bytes(join(folder, "report.md"), to_markdown(report).encode())
@@ -167,39 +185,31 @@ class DriftCheckOperator(BaseOperator):
                 report_uri,
             )
             return summary
-        details = [
-            f"- {feature}: "
-            + ", ".join(
-                f"{metric}={report['features'][feature]['metrics'][metric]:.4g} > "
-                f"{report['features'][feature]['thresholds'][metric]:g}"
-                for metric in report["features"][feature]["exceeded"]
-            )
-            for feature in report["drifted_features"]
-        ]
-        if report["missing_features"]:
-            details.append(f"- missing from {uri}: {', '.join(report['missing_features'])}")
-        message = (
-            f"Dataset {uri} drifted from {reference}:\n" + "\n".join(details) + f"\nReport: {report_uri}"
-        )
+        message = drift_message(report, report_uri)
         if self.on_drift == "continue":
             self.log.warning("%s\n(on_drift=continue)", message)
             return summary
         if self.on_drift == "skip":
             self.log.warning("%s\n(on_drift=skip: skipping downstream tasks)", message)
             raise AirflowSkipException(message)
-        raise DataDriftError(message)
+        raise DataDriftError(
+            message, dataset=name, uri=uri, reason="drifted: " + ", ".join(
+                [*report["drifted_features"], *(f"{column} (missing)" for column in report["missing_features"])]
+            ),
+        )  # fmt: skip
 
     def _champion_reference(self) -> str | None:
         """The training snapshot URI of the model's champion, or None if there is no champion."""
         from airflow_mlops.hooks.mlflow import MLflowHook
         from airflow_mlops.registry import get_alias_version, get_model_version
 
+        model = str(self.model_name)
         client = MLflowHook(mlflow_conn_id=self.mlflow_conn_id).client
         try:
-            version = get_alias_version(client, self.model_name, CHAMPION)
+            version = get_alias_version(client, model, CHAMPION)
             if version is None:
                 return None
-            model_version = get_model_version(client, self.model_name, version)
+            model_version = get_model_version(client, model, version)
         except RegistryError:
             raise
         except Exception as err:

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, conf
 
+from airflow_mlops.data.changes import MAX_FILES_IN_EVENT, find_new_files
 from airflow_mlops.data.snapshots import check_dataset_name
 from airflow_mlops.data.storage import Storage, is_s3
-from airflow_mlops.exceptions import DatasetError
+from airflow_mlops.exceptions import DatasetConfigurationError, DatasetError
 from airflow_mlops.hooks.storage import StorageHook
-from airflow_mlops.triggers.new_data import MAX_FILES_IN_EVENT, NewDataTrigger, find_new_files
+from airflow_mlops.utils.templating import is_templated
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -55,7 +56,7 @@ class NewDataSensor(BaseSensorOperator):
         super().__init__(**kwargs)
         if not isinstance(source, str) or not source.strip():
             raise ValueError(f"source must be a local directory or s3:// prefix, got {source!r}")
-        if "{{" not in dataset_name and "{%" not in dataset_name:
+        if not is_templated(dataset_name):
             check_dataset_name(dataset_name)
         self.source = source
         self.dataset_name = dataset_name
@@ -69,7 +70,23 @@ class NewDataSensor(BaseSensorOperator):
             return StorageHook(aws_conn_id=self.aws_conn_id).get_conn()
         return Storage()
 
+    def _check_rendered(self) -> None:
+        """Check the rendered dataset name and source (templated values are only known now)."""
+        try:
+            check_dataset_name(self.dataset_name)
+        except ValueError as err:
+            raise DatasetConfigurationError(
+                str(err), dataset=str(self.dataset_name), uri=str(self.source), reason="invalid dataset name"
+            ) from err
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise DatasetConfigurationError(
+                f"source must be a local directory or s3:// prefix, got {self.source!r} once rendered",
+                dataset=self.dataset_name, uri=str(self.source), reason="empty source",
+            )  # fmt: skip
+
     def poke(self, context: Context) -> bool:
+        """Whether the source holds files the dataset's latest snapshot did not ingest."""
+        self._check_rendered()
         found = find_new_files(self._storage(), self.source, self.dataset_name, self.data_root)
         self.log.info(
             "%d new or changed file(s) under %s since snapshot %s",
@@ -82,11 +99,15 @@ class NewDataSensor(BaseSensorOperator):
         return bool(found["count"])
 
     def execute(self, context: Context) -> Any:
+        """Wait for new files (in the triggerer when deferrable); return what was found."""
+        self._check_rendered()
         if not self.deferrable:
             super().execute(context)
             return self._result(self._found or {"count": 0, "files": [], "snapshot": None})
         if self.poke(context):
-            return self._result(self._found)
+            return self._result(self._found or {})
+        from airflow_mlops.triggers.new_data import NewDataTrigger  # the triggerer's code, not the parser's
+
         deadline = time.time() + float(self.timeout) if self.timeout else None
         self.defer(
             trigger=NewDataTrigger(
@@ -98,8 +119,12 @@ class NewDataSensor(BaseSensorOperator):
         )  # fmt: skip
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Finish the deferred wait: return what the trigger found, or raise on a timeout or error event."""
         if not event:
-            raise DatasetError(f"Waiting for new data under {self.source}: the trigger sent no event")
+            raise DatasetError(
+                f"Waiting for new data under {self.source}: the trigger sent no event",
+                dataset=self.dataset_name, uri=self.source,
+            )  # fmt: skip
         if event.get("status") == "timeout":
             from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
@@ -107,7 +132,10 @@ class NewDataSensor(BaseSensorOperator):
                 raise AirflowSkipException(event.get("message"))
             raise AirflowSensorTimeout(event.get("message"))
         if event.get("status") != "success":
-            raise DatasetError(f"Waiting for new data under {self.source} failed: {event.get('message')}")
+            raise DatasetError(
+                f"Waiting for new data under {self.source} failed: {event.get('message')}",
+                dataset=self.dataset_name, uri=self.source, reason=str(event.get("message")),
+            )  # fmt: skip
         self.log.info("%s", event.get("message"))
         return self._result(event)
 

@@ -3,63 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from airflow_mlops.data.snapshots import changed_files, latest_manifest, resolve_data_root, visible_files
-from airflow_mlops.data.storage import Storage, has_glob, is_s3, local_path
+from airflow_mlops.data.changes import MAX_FILES_IN_EVENT, find_new_files
+from airflow_mlops.data.snapshots import resolve_data_root
+from airflow_mlops.data.sources import normalize_source
+from airflow_mlops.data.storage import Storage, is_s3
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-#: At most this many changed files are named in an event (the count is always exact).
-MAX_FILES_IN_EVENT = 20
+__all__ = ["MAX_CONSECUTIVE_ERRORS", "MAX_FILES_IN_EVENT", "NewDataTrigger", "find_new_files", "normalize_source"]
+
 #: Consecutive failed polls (network, permissions) after which the trigger gives up.
 MAX_CONSECUTIVE_ERRORS = 5
-
-
-def normalize_source(source: str) -> str:
-    """The source as the ingest records it: S3 URIs as given, local paths absolute."""
-    source = source.strip()
-    return source if is_s3(source) else os.path.abspath(os.path.expanduser(str(local_path(source))))
-
-
-def find_new_files(storage: Storage, source: str, dataset_name: str, data_root: str | None) -> dict[str, Any]:
-    """
-    Compare the files under *source* with the ``source_files`` of the latest snapshot of *dataset_name*.
-
-    Blocking (listing and one manifest read): call it from a thread in async code.
-
-    :returns: ``{"files": [entries], "count", "snapshot": uri of the latest snapshot or None}``.
-    """
-    source = normalize_source(source)
-    if has_glob(source):
-        entries = _entries_by_glob(storage, source)
-    else:
-        entries = storage.list_entries(source)
-        visible = set(visible_files([entry["uri"] for entry in entries], source))
-        entries = [entry for entry in entries if entry["uri"] in visible]
-        if not entries and is_s3(source) and not source.endswith("/"):
-            try:  # a single object rather than a prefix
-                entries = [
-                    {"uri": source, **{k: v for k, v in storage.head(source).items() if k != "sha256"}}
-                ]
-            except FileNotFoundError:
-                entries = []
-    manifest = latest_manifest(resolve_data_root(data_root), dataset_name, storage)
-    changed = changed_files(entries, manifest)
-    return {"files": changed, "count": len(changed), "snapshot": (manifest or {}).get("uri")}
-
-
-def _entries_by_glob(storage: Storage, pattern: str) -> list[dict[str, Any]]:
-    matches = set(storage.glob(pattern))
-    if not matches:
-        return []
-    base = pattern[: min(pattern.find(c) for c in "*?[" if c in pattern)].rsplit("/", 1)[0] or "/"
-    return [entry for entry in storage.list_entries(base) if entry["uri"] in matches]
 
 
 class NewDataTrigger(BaseEventTrigger):
@@ -103,6 +63,7 @@ class NewDataTrigger(BaseEventTrigger):
         self.deadline = float(deadline) if deadline is not None else None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The trigger's class path and exactly its constructor arguments."""
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
@@ -134,6 +95,7 @@ class NewDataTrigger(BaseEventTrigger):
         return storage, find_new_files(storage, self.source, self.dataset_name, self.data_root)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll until new or changed files appear, the deadline passes, or polls keep failing; one event."""
         storage: Storage | None = None
         errors = 0
         while True:

@@ -11,7 +11,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ["mlflow", "great_expectations", "pandas", "numpy", "sklearn", "kubernetes", "kubernetes_asyncio",
          "boto3", "botocore", "torch", "scipy", "pyarrow"]  # fmt: skip
-PUBLIC_PACKAGES = ["hooks", "operators", "sensors", "triggers", "deploy_targets"]
+# Every package a worker or a DAG imports; ``trainer`` runs in training processes and may import what it needs.
+PUBLIC_PACKAGES = [
+    "hooks", "operators", "sensors", "triggers", "deploy_targets", "serving", "lineage", "data", "evaluation",
+    "training", "training/kubernetes", "utils",
+]  # fmt: skip
+# What the continuous-training DAG must not load while it is parsed: the modules of work it does not do at
+# parse time (Kubernetes, serving back ends, lineage, statistics, reports, the trainer side).
+NOT_AT_PARSE = [
+    "airflow_mlops.training.kubernetes", "airflow_mlops.serving.kserve", "airflow_mlops.serving.local",
+    "airflow_mlops.serving.proxy", "airflow_mlops.hooks.kserve", "airflow_mlops.triggers", "airflow_mlops.lineage",
+    "airflow_mlops.trainer", "airflow_mlops.demo", "airflow_mlops.evaluation.report", "airflow_mlops.data.drift",
+]  # fmt: skip
 
 
 def public_modules() -> list[str]:
@@ -19,10 +30,10 @@ def public_modules() -> list[str]:
     for package in PUBLIC_PACKAGES:
         for path in sorted((REPO / "airflow_mlops" / package).glob("*.py")):
             if not path.name.startswith("_"):
-                modules.append(f"airflow_mlops.{package}.{path.stem}")
-    for optional in ("links",):
-        if (REPO / "airflow_mlops" / f"{optional}.py").exists():
-            modules.append(f"airflow_mlops.{optional}")
+                modules.append(f"airflow_mlops.{package.replace('/', '.')}.{path.stem}")
+    for path in sorted((REPO / "airflow_mlops").glob("*.py")):
+        if path.stem not in ("__init__", "cli") and f"airflow_mlops.{path.stem}" not in modules:
+            modules.append(f"airflow_mlops.{path.stem}")
     return modules
 
 
@@ -52,3 +63,23 @@ def test_dags_and_public_modules_import_no_heavy_library():
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["loaded"] == [], f"heavy libraries imported at parse time: {result['loaded']}"
     assert "mlops_continuous_training" in result["dag_ids"]
+
+
+def test_the_continuous_training_dag_loads_only_the_modules_of_the_operators_it_uses():
+    code = textwrap.dedent(
+        """
+        import json, runpy, sys
+        import airflow.sdk
+        runpy.run_path(sys.argv[1], run_name="dag_file")
+        print(json.dumps(sorted(m for m in sys.modules if m.startswith("airflow_mlops"))))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(REPO / "dags" / "continuous_training.py")],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "airflow_mlops.operators.training" in loaded
+    unexpected = [m for m in loaded if any(m == p or m.startswith(p + ".") for p in NOT_AT_PARSE)]
+    assert unexpected == [], f"loaded while parsing the DAG: {unexpected}"

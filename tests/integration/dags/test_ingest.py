@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "ingest.py"
+DAG_FILE = Path(__file__).resolve().parents[3] / "dags" / "ingest.py"
 
 
 def serialize_dag(dag) -> None:

@@ -127,8 +127,10 @@ def test_zero_byte_object_is_rejected(s3_server, bucket):
 
 
 def test_missing_key_is_rejected(s3_server, bucket):
-    with pytest.raises(DatasetError, match=r"'demo'.*s3://.*/raw/missing.csv does not exist"):
+    with pytest.raises(DatasetError, match=r"'demo'.*s3://.*/raw/missing.csv does not exist") as info:
         ingest(f"s3://{bucket}/raw/missing.csv", f"s3://{bucket}/mlops")
+    assert info.value.retryable is False  # a retry would find the same nothing
+    assert (info.value.dataset, info.value.uri) == ("demo", f"s3://{bucket}/raw/missing.csv")
     with pytest.raises(DatasetError, match="no files match"):
         ingest(f"s3://{bucket}/raw/*.parquet", f"s3://{bucket}/mlops")
     with pytest.raises(DatasetError, match="cannot read source"):

@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 
-from airflow_mlops.data.drift import psi
-from airflow_mlops.exceptions import DataDriftError
+from airflow_mlops.exceptions import ConfigurationError, DataDriftError, DatasetError
 from airflow_mlops.operators.drift import DriftCheckOperator
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 
@@ -71,6 +70,8 @@ def test_shifted_numeric_feature_fails_naming_it(tmp_path, data_root, reference)
     with pytest.raises(DataDriftError, match=r"- income: ks=0\.\d+ > 0\.2, psi=\d\.\d+ > 0\.2") as err:
         check(current, reference)
     assert "plan" not in str(err.value).split("Report:")[0].replace(current, "")
+    assert err.value.retryable is False
+    assert (err.value.dataset, err.value.uri, err.value.reason) == ("customers", current, "drifted: income")
 
 
 def test_shifted_categories_drift_and_per_feature_limits(tmp_path, data_root, reference):
@@ -91,13 +92,6 @@ def test_skip_outcome_and_missing_feature(tmp_path, data_root, reference):
         check(current, reference, on_drift="skip")
 
 
-def test_psi_of_identical_samples_is_zero_and_grows_with_shift():
-    rng = np.random.default_rng(0)
-    base = rng.normal(size=5000)
-    assert psi(base, base) == pytest.approx(0.0, abs=1e-9)
-    assert psi(base, base + 0.5) < psi(base, base + 1.0)
-
-
 def test_arguments_are_checked():
     with pytest.raises(ValueError, match="reference_uri .* or model_name"):
         DriftCheckOperator(task_id="d", dataset_uri="x")
@@ -105,3 +99,20 @@ def test_arguments_are_checked():
         DriftCheckOperator(task_id="d", dataset_uri="x", reference_uri="y", thresholds={"chi2": 1})
     with pytest.raises(ValueError, match="on_drift must be one of fail, skip, continue"):
         DriftCheckOperator(task_id="d", dataset_uri="x", reference_uri="y", on_drift="warn")
+
+
+def test_reference_and_model_that_render_empty_fail_without_retries(tmp_path, data_root, reference):
+    op = DriftCheckOperator(task_id="drift", dataset_uri=reference, reference_uri="{{ params.reference }}")
+    op.reference_uri = ""  # what the template rendered to
+    with pytest.raises(ConfigurationError, match="reference_uri and model_name rendered empty") as info:
+        op.execute(context={})
+    assert info.value.retryable is False
+    assert info.value.uri == reference
+
+
+def test_missing_snapshot_is_a_dataset_error_naming_it(tmp_path, reference):
+    missing = str(tmp_path / "datasets" / "customers" / ("0" * 64))
+    with pytest.raises(DatasetError, match="No dataset snapshot") as info:
+        check(missing, reference)
+    assert info.value.retryable is False
+    assert info.value.uri == missing

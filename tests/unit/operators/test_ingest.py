@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from airflow_mlops.data.snapshots import load_manifest, read_snapshot
-from airflow_mlops.exceptions import DatasetError
+from airflow_mlops.exceptions import ConfigurationError, DatasetError, ServiceUnavailableError
 from airflow_mlops.operators.ingest import IngestDatasetOperator
+from tests.conftest import free_port
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -194,6 +195,8 @@ def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, data_root, make_so
     with pytest.raises(DatasetError, match=problem) as info:
         ingest(source, data_root, name="bad-input")
     assert "'bad-input'" in str(info.value)
+    assert info.value.retryable is False
+    assert (info.value.dataset, info.value.uri) == ("bad-input", str(source))
     assert snapshot_files(data_root) == []
 
 
@@ -201,6 +204,7 @@ def test_missing_label_column_fails_before_writing(demo_csv, data_root):
     with pytest.raises(DatasetError, match="label column 'target' is missing") as info:
         ingest(demo_csv, data_root, label_column="target")
     assert "'demo'" in str(info.value)
+    assert (info.value.dataset, info.value.uri, info.value.reason) == ("demo", str(demo_csv), "missing label column")
     assert "label" in str(info.value)
     assert snapshot_files(data_root) == []
 
@@ -253,8 +257,37 @@ def test_templated_dataset_name_is_checked_at_execute(demo_csv, data_root):
     assert "dataset_name" in op.template_fields
     assert "source" in op.template_fields
     op.dataset_name = "../../etc"  # what the template rendered to
-    with pytest.raises(DatasetError, match="Invalid dataset name"):
+    with pytest.raises(DatasetError, match="Invalid dataset name") as info:
         op.execute(context={})
+    assert snapshot_files(data_root) == []
+    assert isinstance(info.value, ConfigurationError)  # and a ValueError: fix the DAG, do not retry
+    assert isinstance(info.value, ValueError)
+    assert info.value.retryable is False
+    assert info.value.dataset == "../../etc"
+
+
+def test_templated_source_that_renders_empty_fails_without_retries(data_root):
+    op = IngestDatasetOperator(
+        task_id="ingest", dataset_name="demo", source="{{ params.source }}", data_root=str(data_root)
+    )
+    op.source = " "  # what the template rendered to
+    with pytest.raises(ConfigurationError, match="source must be a non-empty path") as info:
+        op.execute(context={})
+    assert info.value.retryable is False
+    assert (info.value.dataset, info.value.uri) == ("demo", " ")
+
+
+def test_unreachable_s3_is_retryable(data_root, monkeypatch):
+    port = free_port()  # nothing listens there
+    monkeypatch.setenv("AIRFLOW_CONN_MLOPS_TEST_UNREACHABLE", json.dumps({
+        "conn_type": "aws", "login": "a", "password": "b",
+        "extra": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1",
+                  "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1}},
+    }))  # fmt: skip
+    with pytest.raises(ServiceUnavailableError, match="cannot read source s3://raw/demo.csv") as info:
+        ingest("s3://raw/demo.csv", data_root, aws_conn_id="mlops_test_unreachable")
+    assert info.value.retryable is True
+    assert (info.value.dataset, info.value.uri) == ("demo", "s3://raw/demo.csv")
     assert snapshot_files(data_root) == []
 
 

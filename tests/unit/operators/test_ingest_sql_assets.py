@@ -1,14 +1,12 @@
-"""IngestDatasetOperator: SQL query sources, Asset events, transfer progress lines."""
+"""IngestDatasetOperator: SQL query sources and Asset events."""
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 
 import pytest
 
 from airflow_mlops.data.snapshots import load_manifest, read_snapshot
-from airflow_mlops.data.storage import TransferProgress
 from airflow_mlops.exceptions import DatasetError
 from airflow_mlops.operators.ingest import IngestDatasetOperator, dataset_asset
 from tests.conftest import set_connection
@@ -103,26 +101,3 @@ def test_templated_name_takes_an_explicit_asset():
     own = Asset("mlops-dataset://churn")
     op = IngestDatasetOperator(task_id="t", dataset_name="{{ params.name }}", source="x.csv", asset=own)
     assert op.outlets == [own]
-
-
-def test_transfer_progress_logs_bytes_percent_and_rate(caplog):
-    logger = logging.getLogger("test.progress")
-    progress = TransferProgress("Upload s3://b/k", total=1000, interval=0, logger=logger)
-    with caplog.at_level(logging.INFO, logger="test.progress"):
-        progress(250)
-        progress(750)
-        progress.done()
-    lines = [r.getMessage() for r in caplog.records]
-    assert lines[0].startswith("Upload s3://b/k in progress: 250 of 1000 bytes (25.0%)")
-    assert lines[-1].startswith("Upload s3://b/k done: 1000 of 1000 bytes (100.0%)")
-    assert lines[-1].endswith("MiB/s")
-
-
-def test_transfer_progress_is_rate_limited(caplog):
-    logger = logging.getLogger("test.progress2")
-    progress = TransferProgress("Download s3://b/k", total=10, interval=3600, logger=logger)
-    with caplog.at_level(logging.INFO, logger="test.progress2"):
-        for _ in range(10):
-            progress(1)
-    assert caplog.records == []
-    assert progress.bytes == 10

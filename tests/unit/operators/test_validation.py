@@ -8,7 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from airflow_mlops.exceptions import DatasetError, DataValidationError
+from airflow_mlops.exceptions import (
+    ConfigurationError,
+    DatasetConfigurationError,
+    DatasetError,
+    DataValidationError,
+)
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
 
@@ -72,6 +77,9 @@ def test_failure_names_dataset_and_observed_values(snapshot):
     assert "unexpected_examples=[7, 7, 7]" in message
     assert "expect_column_mean_to_be_between" in message
     assert "observed_value=" in message
+    assert info.value.retryable is False
+    assert (info.value.dataset, info.value.uri) == ("demo", snapshot["uri"])
+    assert info.value.reason == "failed: expect_column_mean_to_be_between, expect_column_values_to_be_in_set"
 
 
 def test_soft_fail_returns_summary_without_data_rows(snapshot):
@@ -142,13 +150,17 @@ def test_malformed_suite_file_is_named(snapshot, tmp_path, content, message):
 
 
 def test_missing_suite_file_is_named(snapshot, tmp_path):
-    with pytest.raises(ValueError, match="missing-suite.json does not exist"):
+    with pytest.raises(ConfigurationError, match="missing-suite.json does not exist") as info:
         validate(snapshot["uri"], suite_path=str(tmp_path / "missing-suite.json"))
+    assert info.value.retryable is False
+    assert info.value.uri == str(tmp_path / "missing-suite.json")
 
 
 def test_unknown_expectation_type_is_named(snapshot):
-    with pytest.raises(ValueError, match="Unknown expectation type 'expect_column_to_be_awesome'"):
+    with pytest.raises(ConfigurationError, match="Unknown expectation type 'expect_column_to_be_awesome'") as info:
         validate(snapshot["uri"], expectations=[{"type": "expect_column_to_be_awesome", "kwargs": {}}])
+    assert info.value.retryable is False
+    assert (info.value.dataset, info.value.uri) == ("demo", snapshot["uri"])
 
 
 def test_invalid_expectation_kwargs_are_named(snapshot):
@@ -158,8 +170,27 @@ def test_invalid_expectation_kwargs_are_named(snapshot):
 
 
 def test_missing_snapshot_is_a_dataset_error(tmp_path):
-    with pytest.raises(DatasetError, match="No dataset snapshot"):
-        validate(str(tmp_path / "datasets" / "demo" / ("0" * 64)), expectations=GOOD)
+    missing = str(tmp_path / "datasets" / "demo" / ("0" * 64))
+    with pytest.raises(DatasetError, match="No dataset snapshot") as info:
+        validate(missing, expectations=GOOD)
+    assert info.value.retryable is False
+    assert info.value.uri == missing
+
+
+def test_templated_arguments_are_checked_once_rendered(snapshot):
+    op = ValidateDatasetOperator(task_id="validate", dataset_uri="{{ params.uri }}", expectations="{{ params.suite }}")
+    op.expectations = [{"type": "expect_column_to_exist", "kwargs": {"column": "label"}}]  # rendered
+    op.dataset_uri = "  "
+    with pytest.raises(DatasetConfigurationError, match="dataset_uri must be a snapshot URI") as info:
+        op.execute(context={})
+    assert info.value.retryable is False
+    op.dataset_uri = snapshot["uri"]
+    op.expectations = {"type": "expect_column_to_exist"}  # rendered to one expectation, not a list
+    with pytest.raises(ConfigurationError, match="non-empty list of expectations") as info:
+        op.execute(context={})
+    assert info.value.retryable is False
+    op.expectations = [{"type": "expect_column_to_exist", "kwargs": {"column": "label"}}]
+    assert op.execute(context={})["success"] is True
 
 
 def test_unknown_split_is_a_dataset_error(snapshot):
@@ -185,34 +216,6 @@ def test_unknown_split_is_a_dataset_error(snapshot):
 def test_expectation_shape_checked_at_init(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ValidateDatasetOperator(task_id="validate", dataset_uri="/data/datasets/demo/abc", **kwargs)
-
-
-@pytest.mark.parametrize(
-    ("suite", "expected"),
-    [
-        pytest.param(
-            [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "b"}},
-             {"type": "expect_column_pair_values_a_to_be_greater_than_b", "kwargs": {"column_A": "d", "column_B": "a"}}],
-            ["a", "b", "d"], id="only-the-named-columns-in-snapshot-order",
-        ),
-        pytest.param(
-            [{"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}}], ["a"],
-            id="row-count-reads-one-column",
-        ),
-        pytest.param(
-            [{"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": ["a"]}}], None,
-            id="table-shape-reads-everything",
-        ),
-        pytest.param(
-            [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "missing"}}], ["a"],
-            id="a-missing-column-is-not-read",
-        ),
-    ],
-)  # fmt: skip
-def test_only_the_columns_a_suite_looks_at_are_read(suite, expected):
-    from airflow_mlops.operators.validation import columns_to_read
-
-    assert columns_to_read(suite, ["a", "b", "c", "d", "e"]) == expected
 
 
 @pytest.fixture(scope="module")

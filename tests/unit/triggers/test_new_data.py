@@ -1,4 +1,4 @@
-"""NewDataTrigger and NewDataSensor: new or changed files since the dataset's latest snapshot."""
+"""NewDataTrigger: new or changed files since the dataset's latest snapshot, in the triggerer."""
 
 from __future__ import annotations
 
@@ -8,13 +8,9 @@ import os
 import time
 
 import pandas as pd
-import pytest
-from airflow.sdk.exceptions import TaskDeferred
 from airflow.triggers.base import BaseEventTrigger
 
-from airflow_mlops.exceptions import DatasetError
 from airflow_mlops.operators.ingest import IngestDatasetOperator
-from airflow_mlops.sensors.new_data import NewDataSensor
 from airflow_mlops.triggers.new_data import NewDataTrigger
 
 
@@ -108,34 +104,6 @@ def test_touched_file_with_same_size_counts_as_changed(tmp_path, data_root):
 
     (event,) = run_trigger(trigger_for(raw, data_root, deadline=time.time() + 30))
     assert event["count"] == 1
-
-
-def test_sensor_pokes_defers_and_completes(tmp_path, data_root):
-    raw = tmp_path / "raw"
-    write_csv(raw / "a.csv")
-    sensor = NewDataSensor(
-        task_id="wait", source=str(raw), dataset_name="events", data_root=str(data_root),
-        deferrable=True, poke_interval=5, timeout=60,
-    )  # fmt: skip
-    result = sensor.execute(context={})  # something new already: no deferral
-    assert result["count"] == 1
-
-    ingest(raw, data_root)
-    with pytest.raises(TaskDeferred) as deferred:
-        sensor.execute(context={})
-    trigger = deferred.value.trigger
-    assert isinstance(trigger, NewDataTrigger)
-    assert trigger.serialize()[1]["poll_interval"] == 5.0
-    assert trigger.serialize()[1]["deadline"] is not None
-
-    write_csv(raw / "b.csv")
-    (event,) = run_trigger(trigger)
-    done = sensor.execute_complete(context={}, event=event)
-    assert done["count"] == 1
-    assert done["files"][0]["uri"] == str(raw / "b.csv")
-
-    with pytest.raises(DatasetError, match="failed: boom"):
-        sensor.execute_complete(context={}, event={"status": "error", "message": "boom"})
 
 
 def test_trigger_can_watch_an_asset_for_event_driven_scheduling(tmp_path, data_root):

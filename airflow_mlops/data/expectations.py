@@ -1,0 +1,371 @@
+"""
+Great Expectations suites: checking them, running them, and summarising their results, without Airflow.
+
+Expectations are plain dicts, ``{"type": "expect_...", "kwargs": {...}}`` (the GX 1.x suite format), checked
+without importing Great Expectations (:func:`check_expectations`). A validation result is summarised into a
+small JSON value that never holds data rows (:func:`summarize`). Great Expectations is imported only by the
+functions that run a suite.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: GX result formats, from the least to the most detailed.
+RESULT_FORMATS = ("BOOLEAN_ONLY", "BASIC", "SUMMARY", "COMPLETE")
+#: What to do when only non-blocking expectations fail.
+ON_WARNING = ("fail", "continue")
+#: Expectation severities (GX 1.x) whose failures do not block when ``on_warning="continue"``.
+NON_BLOCKING_SEVERITIES = frozenset({"warning", "info"})
+#: The keys an expectation may have.
+EXPECTATION_KEYS = frozenset(
+    {"type", "kwargs", "meta", "notes", "description", "severity", "id", "rendered_content"}
+)
+# Passed on to GX; the ids and rendered content of an exported suite are not.
+_CONFIG_FIELDS = EXPECTATION_KEYS - {"id", "rendered_content"}
+# What a failed expectation reports, in this order; never the rows themselves.
+_OBSERVED_KEYS = (
+    "observed_value",
+    "element_count",
+    "unexpected_count",
+    "unexpected_percent",
+    "missing_count",
+    "partial_unexpected_list",
+)
+_MAX_EXAMPLES = 5
+_MAX_CHARS = 300
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+# Table-level expectations that need the rows but no particular column.
+_ROW_COUNT_EXPECTATIONS = {"expect_table_row_count_to_be_between", "expect_table_row_count_to_equal"}
+_COLUMN_KWARGS = ("column", "column_A", "column_B")
+_EXAMPLE = '[{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "label"}}]'
+
+
+def safe_name(name: str) -> str:
+    """*name* made safe as one path segment (Data Docs folders)."""
+    return _SAFE_NAME.sub("_", name).strip("._") or "suite"
+
+
+def is_valid_suite_name(name: object) -> bool:
+    """Whether *name* is a string with at least one letter, digit, ``.``, ``_`` or ``-``."""
+    return isinstance(name, str) and bool(_SAFE_NAME.sub("", name))
+
+
+def check_expectations(expectations: object, origin: str = "expectations") -> list[dict[str, Any]]:
+    """
+    Check the shape of declared expectations without importing Great Expectations.
+
+    Each item must be a dict with a string ``type`` starting with ``expect_`` and a dict ``kwargs``
+    (optionally ``meta``, ``notes``, ``description``, ``id``, ``severity``).
+
+    :param expectations: The list to check.
+    :param origin: Where the list comes from, for error messages (the argument or the suite file).
+    :raises ValueError: naming the offending item and what is allowed.
+    """
+    if not isinstance(expectations, list | tuple) or not expectations:
+        raise ValueError(f"{origin} must be a non-empty list of expectations like {_EXAMPLE}")
+    out = []
+    for index, item in enumerate(expectations):
+        where = f"{origin}[{index}]"
+        if not isinstance(item, dict):
+            raise ValueError(f"{where} must be a dict like {_EXAMPLE[1:-1]}, got {item!r}")
+        kind = item.get("type")
+        if not isinstance(kind, str) or not kind.startswith("expect_"):
+            raise ValueError(
+                f"{where} needs a 'type' naming a Great Expectations expectation (expect_...), got {kind!r}"
+            )
+        if not isinstance(item.get("kwargs"), dict):
+            raise ValueError(f"{where} ({kind}) needs a dict 'kwargs', got {item.get('kwargs')!r}")
+        unknown = sorted(set(item) - EXPECTATION_KEYS)
+        if unknown:
+            raise ValueError(f"{where} ({kind}) has unknown keys {unknown}; allowed: {sorted(EXPECTATION_KEYS)}")
+        out.append(dict(item))
+    return out
+
+
+def parse_suite(raw: bytes, path: str) -> tuple[list[dict[str, Any]], str | None]:
+    """
+    The expectations and name of the GX 1.x suite JSON *raw*, read from *path* (named in messages).
+
+    :raises ValueError: if it is not valid JSON or not a suite of well-formed expectations.
+    """
+    try:
+        suite = json.loads(raw)
+    except ValueError as err:
+        raise ValueError(f"Expectation suite file {path} is not valid JSON: {err}") from err
+    if not isinstance(suite, dict) or "expectations" not in suite:
+        raise ValueError(
+            f"Expectation suite file {path} must be a JSON object with an 'expectations' list "
+            '(GX 1.x suite format: {"name": ..., "expectations": [{"type": ..., "kwargs": ...}]})'
+        )
+    expectations = check_expectations(
+        suite["expectations"], origin=f"Expectation suite file {path}: expectations"
+    )
+    name = suite.get("name")
+    return expectations, name if isinstance(name, str) and name.strip() else None
+
+
+def columns_to_read(expectations: list[dict[str, Any]], schema: list[str]) -> list[str] | None:
+    """
+    The snapshot columns a suite looks at, so only those are read (memory and time grow with them).
+
+    None (read everything) when an expectation is about the table's columns as a whole. A column the suite
+    names but the snapshot lacks is not read, and its expectation fails as missing.
+    """
+    needed: set[str] = set()
+    for item in expectations:
+        kind, kwargs = item["type"], item.get("kwargs") or {}
+        if kind.startswith("expect_table_") and kind not in _ROW_COUNT_EXPECTATIONS:
+            return None
+        needed.update(str(kwargs[key]) for key in _COLUMN_KWARGS if isinstance(kwargs.get(key), str))
+        if isinstance(kwargs.get("column_list"), list | tuple):
+            needed.update(str(column) for column in kwargs["column_list"])
+    selected = [column for column in schema if column in needed]
+    return selected or schema[:1] or None  # row counts need the rows: one column carries them
+
+
+# -- summarising results ---------------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    def default(obj: Any) -> Any:
+        if hasattr(obj, "item"):  # numpy scalars
+            return obj.item()
+        return str(obj)
+
+    return json.loads(json.dumps(value, default=default))
+
+
+def compact(value: Any) -> Any:
+    """*value* as JSON, or a truncated string of it when it is long (observed column lists, big sets)."""
+    value = _jsonable(value)
+    text = json.dumps(value)
+    return value if len(text) <= _MAX_CHARS else text[: _MAX_CHARS - 3] + "..."
+
+
+def _exception_message(info: Any) -> str | None:
+    """The first error message in a GX ``exception_info`` (flat, or keyed by metric)."""
+    if not isinstance(info, dict):
+        return None
+    if info.get("raised_exception"):
+        return str(info.get("exception_message"))
+    for value in info.values():
+        if isinstance(value, dict) and value.get("raised_exception"):
+            return str(value.get("exception_message"))
+    return None
+
+
+def observed(result: dict[str, Any], exception_info: Any) -> dict[str, Any]:
+    """What a failed expectation saw: observed value, unexpected counts, up to five examples, or its error."""
+    out: dict[str, Any] = {}
+    error = _exception_message(exception_info)
+    if error:
+        out["error"] = error[:_MAX_CHARS]
+    for key in _OBSERVED_KEYS:
+        if result.get(key) is None:
+            continue
+        if key == "partial_unexpected_list":
+            out["unexpected_examples"] = compact(result[key][:_MAX_EXAMPLES])
+        elif key == "unexpected_percent":
+            out[key] = round(float(result[key]), 4)
+        else:
+            out[key] = compact(result[key])
+    return out
+
+
+def summarize(result: Any, on_warning: str = "fail") -> dict[str, Any]:
+    """
+    A compact, JSON-safe summary of a GX validation result, never holding data rows.
+
+    :param result: A GX ``ExpectationSuiteValidationResult``.
+    :param on_warning: ``"continue"``: failures of ``warning``/``info`` expectations do not block.
+    :returns: ``{"success", "blocking", "evaluated", "successful", "unsuccessful", "failed"}``, each item
+        of ``failed`` being ``{"expectation", "column", "severity", "observed", "kwargs"}``.
+    """
+    failed = []
+    for item in result.results:
+        if item.success:
+            continue
+        kwargs = {k: compact(v) for k, v in item.expectation_config.kwargs.items() if k != "batch_id"}
+        severity = str(getattr(item.expectation_config, "severity", None) or "critical")
+        severity = getattr(severity, "value", severity).split(".")[-1].lower()
+        failed.append(
+            {
+                "expectation": item.expectation_config.type,
+                "column": kwargs.get("column"),
+                "severity": severity,
+                "observed": observed(item.result or {}, item.exception_info),
+                "kwargs": kwargs,
+            }
+        )
+    statistics = result.statistics
+    blocking = any(
+        on_warning == "fail" or failure["severity"] not in NON_BLOCKING_SEVERITIES for failure in failed
+    )
+    return {
+        "success": bool(result.success),
+        "blocking": bool(not result.success and blocking),
+        "evaluated": int(statistics["evaluated_expectations"]),
+        "successful": int(statistics["successful_expectations"]),
+        "unsuccessful": int(statistics["unsuccessful_expectations"]),
+        "failed": failed,
+    }
+
+
+def describe_failure(failure: dict[str, Any]) -> str:
+    """One line for a failed expectation of a summary: ``- type(kwargs): observed``."""
+    arguments = ", ".join(f"{key}={json.dumps(value)}" for key, value in failure["kwargs"].items())
+    seen = ", ".join(f"{key}={json.dumps(value)}" for key, value in failure["observed"].items())
+    return f"- {failure['expectation']}({arguments}): {seen or 'failed'}"
+
+
+def failure_message(label: str, summary: dict[str, Any]) -> str:
+    """The message of a failed validation of *label*: counts, one line per failure, and the Data Docs."""
+    message = (
+        f"Dataset {label} failed {summary['unsuccessful']} of {summary['evaluated']} expectations:\n"
+        + "\n".join(describe_failure(failure) for failure in summary["failed"])
+    )
+    if summary.get("data_docs"):
+        message += f"\nData Docs: {summary['data_docs']}"
+    return message
+
+
+# -- running suites (imports Great Expectations) ---------------------------------------------------------
+
+
+def _quiet_gx() -> None:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    gx_logger = logging.getLogger("great_expectations")
+    if gx_logger.level == logging.NOTSET:
+        # GX logs its own internals at INFO (docs registration, metric declarations): keep task logs readable.
+        gx_logger.setLevel(logging.WARNING)
+
+
+def _quiet_gx_config_logger() -> None:
+    if logging.getLogger("great_expectations").level == logging.WARNING:
+        # This module forces its own logger to INFO on import.
+        logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
+
+
+def build_suite(expectations: list[dict[str, Any]], origin: str, suite_name: str) -> Any:
+    """
+    A GX ``ExpectationSuite`` named *suite_name* of checked *expectations* (from *origin*, for messages).
+
+    :raises ValueError: naming an unknown expectation type or invalid kwargs.
+    """
+    _quiet_gx()
+    from great_expectations.core.expectation_suite import ExpectationSuite
+    from great_expectations.exceptions import ExpectationNotFoundError
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    _quiet_gx_config_logger()
+    built = []
+    for index, item in enumerate(expectations):
+        kind = item["type"]
+        fields = {key: value for key, value in item.items() if key in _CONFIG_FIELDS}
+        try:
+            built.append(ExpectationConfiguration(**fields).to_domain_obj())
+        except ExpectationNotFoundError as err:
+            raise ValueError(
+                f"Unknown expectation type {kind!r} in {origin}[{index}]; see "
+                "https://greatexpectations.io/expectations/ for the available types"
+            ) from err
+        except Exception as err:
+            detail = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+            raise ValueError(f"Invalid kwargs for {kind!r} in {origin}[{index}]: {detail}") from err
+    suite = ExpectationSuite(name=suite_name, expectations=built)
+    if len(suite.expectations) != len(built):  # GX drops invalid expectations with only a log line
+        raise ValueError(f"Great Expectations rejected some expectations of {origin}; see the log above")
+    return suite
+
+
+def ephemeral_context() -> Any:
+    """An in-memory GX data context without progress bars."""
+    _quiet_gx()
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    _quiet_gx_config_logger()
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return context
+
+
+def dataframe_batch(context: Any, name: str, dataframe: pd.DataFrame) -> Any:
+    """A GX batch of the whole *dataframe*, as asset *name* of *context*."""
+    return (
+        context.data_sources.add_pandas(name="airflow_mlops")
+        .add_dataframe_asset(name=name)
+        .add_batch_definition_whole_dataframe("snapshot")
+        .get_batch(batch_parameters={"dataframe": dataframe})
+    )
+
+
+def sql_batch(
+    context: Any, name: str, connection_string: str, table: str | None = None, query: str | None = None
+) -> Any:
+    """
+    A GX batch of a database *table* (``[schema.]table``) or *query*, validated where it lives.
+
+    GX sends the metric queries to the database; no rows are loaded here.
+    """
+    # The dialect-specific datasources know their SQL quirks; any other SQLAlchemy URL goes through add_sql.
+    scheme = connection_string.split(":", 1)[0].split("+", 1)[0]
+    add = {
+        "sqlite": context.data_sources.add_sqlite,
+        "postgresql": context.data_sources.add_postgres,
+    }.get(scheme, context.data_sources.add_sql)
+    source = add(name="airflow_mlops_sql", connection_string=connection_string)
+    if table is not None:
+        schema_name, _, table_name = table.rpartition(".")
+        asset = source.add_table_asset(name=name, table_name=table_name, schema_name=schema_name or None)
+    else:
+        asset = source.add_query_asset(name=name, query=query)
+    return asset.add_batch_definition_whole_table("all").get_batch()
+
+
+def run_checkpoint(context_dir: str, checkpoint_name: str, dataframe: pd.DataFrame) -> Any:
+    """
+    Run checkpoint *checkpoint_name* of the GX file context at *context_dir*; return its one validation result.
+
+    Its validation definition validates *dataframe* when its batch definition is a dataframe one, or its own
+    data otherwise.
+
+    :raises ValueError: if the checkpoint cannot be loaded or has not exactly one validation definition.
+    """
+    _quiet_gx()
+    import great_expectations as gx
+
+    try:
+        context = gx.get_context(mode="file", project_root_dir=context_dir)
+        checkpoint = context.checkpoints.get(checkpoint_name)
+    except Exception as err:
+        raise ValueError(
+            f"Cannot load checkpoint {checkpoint_name!r} from the GX context at {context_dir}: {err}"
+        ) from err
+    definitions = list(checkpoint.validation_definitions)
+    if len(definitions) != 1:
+        raise ValueError(
+            f"Checkpoint {checkpoint_name!r} in {context_dir} has {len(definitions)} validation definitions; "
+            "this operator validates one dataset per task, so give it exactly one"
+        )
+    data = definitions[0].data
+    is_dataframe = getattr(data.data_asset, "type", "") == "dataframe"
+    result = checkpoint.run(batch_parameters={"dataframe": dataframe} if is_dataframe else None)
+    (validation,) = result.run_results.values()
+    return validation
+
+
+def render_data_docs(result: Any) -> str:
+    """The Data Docs HTML page of a GX validation result."""
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    return str(DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result)))

@@ -1,0 +1,82 @@
+"""StorageHook: the S3 client settings it reads from an Airflow ``aws`` connection, secrets kept out of logs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from airflow_mlops.data.storage import Storage
+from airflow_mlops.exceptions import ConnectionSetupError
+from airflow_mlops.hooks.storage import StorageHook
+
+
+class _Sent(Exception):
+    """Raised from a botocore hook to stop a request after it was signed."""
+
+
+def _signed_headers(client) -> dict[str, str]:
+    """Headers of the request the client would send (nothing leaves the machine)."""
+    seen: dict[str, str] = {}
+
+    def capture(request, **_):
+        seen.update({k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()})
+        raise _Sent
+
+    client.meta.events.register("before-send.s3", capture)
+    with pytest.raises(_Sent):
+        client.list_buckets()
+    return seen
+
+
+def _aws_connection(monkeypatch, conn_id: str, **fields) -> None:
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "aws", **fields}))
+
+
+def test_hook_builds_client_from_connection(monkeypatch, capfd):
+    _aws_connection(
+        monkeypatch, "mlops_test_s3", login="AKIDFROMCONN", password="very-secret-key",
+        extra={"endpoint_url": "http://127.0.0.1:9", "region_name": "eu-west-3", "aws_session_token": "tok-123"},
+    )  # fmt: skip
+    storage = StorageHook(aws_conn_id="mlops_test_s3").get_conn()
+    assert isinstance(storage, Storage)
+    assert storage.s3.meta.endpoint_url == "http://127.0.0.1:9"
+    assert storage.s3.meta.region_name == "eu-west-3"
+    headers = _signed_headers(storage.s3)
+    assert "Credential=AKIDFROMCONN/" in headers["Authorization"]
+    assert headers["X-Amz-Security-Token"] == "tok-123"
+    out, err = capfd.readouterr()
+    assert "127.0.0.1:9" in out + err  # the hook logged which endpoint it uses...
+    assert "very-secret-key" not in out + err
+    assert "tok-123" not in out + err
+
+
+def test_hook_reads_service_config_endpoint(monkeypatch):
+    _aws_connection(
+        monkeypatch, "mlops_test_s3_svc", login="a", password="b",
+        extra={"endpoint_url": "http://127.0.0.1:8", "service_config": {"s3": {"endpoint_url": "http://127.0.0.1:7"}}},
+    )  # fmt: skip
+    assert (
+        StorageHook(aws_conn_id="mlops_test_s3_svc").get_conn().s3.meta.endpoint_url == "http://127.0.0.1:7"
+    )
+
+
+def test_hook_without_connection_uses_boto3_defaults(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:6")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDFROMENV")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    client = StorageHook(aws_conn_id=None).get_conn().s3
+    assert client.meta.endpoint_url == "http://127.0.0.1:6"
+    assert "Credential=AKIDFROMENV/" in _signed_headers(client)["Authorization"]
+
+
+def test_hook_names_missing_connection():
+    with pytest.raises(ConnectionSetupError, match="'no_such_aws_conn' is not defined"):
+        StorageHook(aws_conn_id="no_such_aws_conn").get_conn()
+
+
+def test_hook_refuses_role_assumption(monkeypatch):
+    _aws_connection(monkeypatch, "mlops_test_s3_role", extra={"role_arn": "arn:aws:iam::1:role/x"})
+    with pytest.raises(ConnectionSetupError, match="role_arn"):
+        StorageHook(aws_conn_id="mlops_test_s3_role").get_conn()

@@ -1,0 +1,85 @@
+"""NewDataSensor: pokes, defers to its trigger, completes from the event; bad rendered arguments."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pandas as pd
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+
+from airflow_mlops.exceptions import ConfigurationError, DatasetError
+from airflow_mlops.operators.ingest import IngestDatasetOperator
+from airflow_mlops.sensors.new_data import NewDataSensor
+from airflow_mlops.triggers.new_data import NewDataTrigger
+
+
+def write_csv(path, rows: int = 10) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"x": range(rows), "label": [0, 1] * (rows // 2)}).to_csv(path, index=False)
+
+
+def ingest(source, data_root) -> dict:
+    op = IngestDatasetOperator(
+        task_id="i", dataset_name="events", source=str(source), data_root=str(data_root)
+    )
+    return op.execute(context={})
+
+
+def run_trigger(trigger: NewDataTrigger) -> list[dict]:
+    async def collect():
+        return [event.payload async for event in trigger.run()]
+
+    return asyncio.run(asyncio.wait_for(collect(), timeout=60))
+
+
+def test_sensor_pokes_defers_and_completes(tmp_path, data_root):
+    raw = tmp_path / "raw"
+    write_csv(raw / "a.csv")
+    sensor = NewDataSensor(
+        task_id="wait", source=str(raw), dataset_name="events", data_root=str(data_root),
+        deferrable=True, poke_interval=5, timeout=60,
+    )  # fmt: skip
+    result = sensor.execute(context={})  # something new already: no deferral
+    assert result["count"] == 1
+
+    ingest(raw, data_root)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(context={})
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, NewDataTrigger)
+    assert trigger.serialize()[1]["poll_interval"] == 5.0
+    assert trigger.serialize()[1]["deadline"] is not None
+
+    write_csv(raw / "b.csv")
+    (event,) = run_trigger(trigger)
+    done = sensor.execute_complete(context={}, event=event)
+    assert done["count"] == 1
+    assert done["files"][0]["uri"] == str(raw / "b.csv")
+
+    with pytest.raises(DatasetError, match="failed: boom") as info:
+        sensor.execute_complete(context={}, event={"status": "error", "message": "boom"})
+    assert (info.value.dataset, info.value.uri) == ("events", str(raw))
+
+
+def test_deferrable_defaults_to_the_operators_setting():
+    import inspect
+
+    from airflow.sdk import conf
+
+    default = inspect.signature(NewDataSensor.__init__).parameters["deferrable"].default
+    assert default is conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+def test_templated_name_that_renders_unsafe_fails_without_retries(tmp_path, data_root):
+    sensor = NewDataSensor(
+        task_id="wait", source=str(tmp_path), dataset_name="{{ params.name }}", data_root=str(data_root),
+        deferrable=True,
+    )  # fmt: skip
+    sensor.dataset_name = "../../etc"  # what the template rendered to
+    with pytest.raises(ConfigurationError, match="Invalid dataset name") as info:
+        sensor.execute(context={})
+    assert isinstance(info.value, DatasetError)
+    assert info.value.retryable is False
+    assert info.value.dataset == "../../etc"
+    assert info.value.uri == str(tmp_path)
