@@ -8,8 +8,11 @@ from urllib.parse import quote
 from airflow.sdk import BaseOperatorLink
 
 if TYPE_CHECKING:
-    from airflow.models.taskinstancekey import TaskInstanceKey
     from airflow.sdk import BaseOperator
+    from airflow.sdk.types import TaskInstanceKey
+
+
+# -- MLflow ------------------------------------------------------------------------------------------------
 
 
 def _ui_base(tracking_uri: str | None) -> str | None:
@@ -47,13 +50,20 @@ class MLflowModelVersionLink(BaseOperatorLink):
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         return getattr(operator, "mlflow_model_version_url", "") or ""
 
+
+# -- Great Expectations Data Docs --------------------------------------------------------------------------
+
+
 def data_docs_url(uri: str, base_url: str | None = None, root: str | None = None) -> str:
     """
     A browser URL for the Data Docs page stored at *uri*.
 
-    With *base_url* (a web server that serves the data root *root*), the page's path below *root* is
-    appended to it. Otherwise a local page becomes a ``file://`` URL and an S3 page its AWS console page.
+    A URI that already is a web page (``http(s)://``) is returned as it is. With *base_url* (a web server that
+    serves the data root *root*), the page's path below *root* is appended to it. Otherwise a local page
+    becomes a ``file://`` URL and an S3 page its AWS console page.
     """
+    if uri.startswith(("http://", "https://")):
+        return uri
     if base_url and root and uri.startswith(root.rstrip("/") + "/"):
         return base_url.rstrip("/") + "/" + quote(uri[len(root.rstrip("/")) + 1 :])
     if uri.startswith("s3://"):

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+#: Model version tag values are VARCHAR(5000) in MLflow's SQL store: longer values are cut to this.
+TAG_VALUE_MAX = 5000
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,255}$")
 MODEL_NAME_RULE = (
     "1-256 characters: letters, digits, '_', '-' and '.', starting with a letter, digit or '_' "

@@ -5,7 +5,8 @@ MLflow's REST client asks a named *request auth provider* (the ``mlflow.request_
 for a ``requests`` auth object on every call. :class:`AirflowConnectionAuthProvider` answers with an auth
 object that looks up the credentials registered for the request's host in a :class:`contextvars.ContextVar`,
 so two hooks talking to two servers in one process each send their own credentials, and nothing secret is
-written to the environment. This module imports only the standard library and ``requests``.
+written to the environment. This module imports the standard library, ``requests`` (when auth is built) and
+MLflow's provider base class: it is loaded by MLflow, or by the hook once MLflow is imported.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ except ImportError:  # pragma: no cover - mlflow is a hard dependency; keep the 
     RequestAuthProvider = object  # type: ignore[assignment,misc]
 
 
-class AirflowConnectionAuthProvider(RequestAuthProvider):  # type: ignore[misc,valid-type]
+class AirflowConnectionAuthProvider(RequestAuthProvider):
     """MLflow request auth provider that sends the credentials of the Airflow connection in use."""
 
     def get_name(self) -> str:

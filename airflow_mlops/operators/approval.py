@@ -8,13 +8,21 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.exceptions import HITLRejectException, HITLTimeoutError
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import Param, ParamsDict
+from airflow.sdk import Param
+from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import DownstreamTasksSkipped
 
 from airflow_mlops import tags as T
+from airflow_mlops.exceptions import ApprovalRejectedError
 from airflow_mlops.hooks.mlflow import MLflowHook
-from airflow_mlops.operators.base import ModelOperatorMixin
-from airflow_mlops.registry import get_alias_version, get_model_version, parse_version, validate_model_name
+from airflow_mlops.operators.base import ModelOperatorMixin, rendered_arguments
+from airflow_mlops.registry import (
+    TAG_VALUE_MAX,
+    get_alias_version,
+    get_model_version,
+    parse_version,
+    validate_model_name,
+)
 from airflow_mlops.utils.clock import utc_now_iso
 from airflow_mlops.utils.templating import is_templated
 
@@ -22,7 +30,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 COMMENT_PARAM = "comment"
-_TAG_VALUE_MAX = 5000
 
 
 class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
@@ -33,7 +40,11 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
     ``Reject``) whose request names the model and versions and shows the evaluation report. On Airflow 3.3+
     the task waits in ``awaiting_input`` (no worker slot, no triggerer); people answer on the UI's Required
     Actions page and may leave a comment. A rejection, or no answer within ``response_timeout`` (the
-    default option is ``Reject``), skips the downstream tasks, so the champion stays as it is.
+    default option is ``Reject``), skips the downstream tasks, so the champion stays as it is. With
+    ``fail_on_reject=True``, or when a request without a default option times out, the task fails instead
+    with :class:`~airflow_mlops.exceptions.ApprovalRejectedError` (not retried; ``reason`` is ``rejected``
+    or ``timed_out``). A candidate version that does not exist fails the task before anyone is asked, with
+    :class:`~airflow_mlops.exceptions.ModelVersionNotFoundError`.
 
     The decision is written to the model version as the tags ``mlops.approval.decision``
     (``approved`` / ``rejected`` / ``timed_out``), ``mlops.approval.approver``, ``mlops.approval.time`` and
@@ -120,8 +131,7 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
 
         Called by :meth:`execute` after the template fields are rendered, before the request is written.
         """
-        name = validate_model_name(self.model_name)
-        version = parse_version(self.candidate_version, name, "candidate_version")
+        name, version = self._model_version()
         client = self.hook.client
         get_model_version(client, name, version)  # fail before asking anyone about a missing version
         self.link_model_version(name, version)
@@ -142,18 +152,30 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         try:
             super().execute_complete(context=context, event=event)
-        except (DownstreamTasksSkipped, HITLRejectException, HITLTimeoutError):
+        except (DownstreamTasksSkipped, HITLRejectException, HITLTimeoutError) as err:
             # The return value is lost when the task raises: record the decision and push it first.
             result = self._record(event)
             ti = context.get("ti")
             if ti is not None:
                 ti.xcom_push(key="return_value", value=result)
-            raise
+            if isinstance(err, DownstreamTasksSkipped):
+                raise
+            raise ApprovalRejectedError(
+                _rejection_message(result),
+                model=result["model_name"],
+                version=str(result["version"]),
+                reason=result["decision"],
+            ) from err
         return self._record(event)
 
+    def _model_version(self) -> tuple[str, int]:
+        """The rendered model name and candidate version; invalid ones are a ``ConfigurationError``."""
+        with rendered_arguments(model=str(self.model_name)):
+            name = validate_model_name(self.model_name)
+            return name, parse_version(self.candidate_version, name, "candidate_version")
+
     def _record(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        name = validate_model_name(self.model_name)
-        version = parse_version(self.candidate_version, name, "candidate_version")
+        name, version = self._model_version()
         chosen = (event.get("chosen_options") or [None])[0]
         user = event.get("responded_by_user")
         if "error" in event or event.get("timedout") or not user:
@@ -175,7 +197,7 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
             (T.APPROVAL_DECISION, decision),
             (T.APPROVAL_APPROVER, approver or ""),
             (T.APPROVAL_TIME, when),
-            (T.APPROVAL_COMMENT, str(comment)[:_TAG_VALUE_MAX]),
+            (T.APPROVAL_COMMENT, str(comment)[:TAG_VALUE_MAX]),
         ):
             client.set_model_version_tag(name, str(version), key, value)
         self.log.info("Approval of %s v%s: %s by %s", name, version, decision, approver or "nobody")
@@ -188,3 +210,13 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
             "version": version,
             "option": chosen,
         }
+
+
+def _rejection_message(result: Mapping[str, Any]) -> str:
+    """E.g. ``Approval of model 'churn' v3 was rejected by reviewer: too slow``, or ``... timed out``."""
+    message = f"Approval of model {result['model_name']!r} v{result['version']}"
+    if result["decision"] == "timed_out":
+        message += " timed out"
+    else:
+        message += " was rejected" + (f" by {result['approver']}" if result["approver"] else "")
+    return message + (f": {result['comment']}" if result["comment"] else "")

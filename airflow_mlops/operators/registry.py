@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_mlops import tags as T
-from airflow_mlops.exceptions import RegistryError
+from airflow_mlops.exceptions import ConfigurationError, RegistryError
 from airflow_mlops.hooks.mlflow import MLflowHook
-from airflow_mlops.operators.base import ModelOperatorMixin
+from airflow_mlops.operators.base import ModelOperatorMixin, rendered_arguments
 from airflow_mlops.registry import (
+    TAG_VALUE_MAX,
     delete_alias_if_points_to,
     error_code,
     get_alias_version,
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 _RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-]+$")
 _TAG_KEY_MAX = 250
-_TAG_VALUE_MAX = 5000
 
 
 # --- operators -------------------------------------------------------------------------------------------
@@ -88,11 +88,7 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
         super().__init__(**kwargs)
         if not is_templated(model_name):
             validate_model_name(model_name)
-        if not isinstance(model_uri, str) or not model_uri.strip():
-            raise ValueError(
-                "model_uri must be a non-empty string: the URI of the logged model "
-                "(models:/<model_id>, runs:/<run_id>/<path>), usually from the training result"
-            )
+        _check_model_uri(model_uri)
         if tags is not None and not isinstance(tags, Mapping | str):
             raise ValueError(
                 f"tags must be a dict of tag name to value (or a JSON string of one), got {tags!r}"
@@ -111,14 +107,17 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
         self.await_registration_for = await_registration_for
 
     def execute(self, context: Context) -> dict[str, Any]:
-        name = validate_model_name(self.model_name)
-        model_uri = str(self.model_uri).strip()
-        user_tags = _parse_tags(self.tags)
+        with rendered_arguments(model=str(self.model_name)):
+            name = validate_model_name(self.model_name)
+            user_tags = _parse_tags(self.tags)
+            model_uri = _check_model_uri(self.model_uri)
         client = self.hook.client
 
         run_id = (str(self.run_id).strip() if self.run_id else "") or self._derive_run_id(client, model_uri)
         if run_id and not _RUN_ID_PATTERN.match(run_id):
-            raise ValueError(f"run_id {run_id!r} for model {name!r} is not an MLflow run id")
+            raise ConfigurationError(
+                f"run_id {run_id!r} for model {name!r} is not an MLflow run id", model=name, uri=model_uri
+            )
 
         existing = self._find_existing_version(client, name, run_id, model_uri)
         if existing is not None:
@@ -135,7 +134,7 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
         if run_id:
             lineage[T.MLFLOW_RUN_ID] = run_id
         for key, value in lineage.items():
-            client.set_model_version_tag(name, str(version), key, tag_value(value)[:_TAG_VALUE_MAX])
+            client.set_model_version_tag(name, str(version), key, tag_value(value)[:TAG_VALUE_MAX])
 
         champion = get_alias_version(client, name, T.CHAMPION)
         if champion == version:
@@ -170,7 +169,9 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
             except MlflowException as err:
                 raise RegistryError(
                     f"Cannot register {model_uri} as model {self.model_name!r}: logged model "
-                    f"{match.group(1)} not found on {self.hook.tracking_uri} ({error_code(err)})"
+                    f"{match.group(1)} not found on {self.hook.tracking_uri} ({error_code(err)})",
+                    model=str(self.model_name),
+                    uri=model_uri,
                 ) from err
         return ""
 
@@ -207,7 +208,9 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
         except MlflowException as err:
             raise RegistryError(
                 f"Cannot register {model_uri} as a version of model {name!r} on {self.hook.registry_uri}: "
-                f"{err.message} ({error_code(err)}). Check that the model URI exists."
+                f"{err.message} ({error_code(err)}). Check that the model URI exists.",
+                model=name,
+                uri=model_uri,
             ) from err
         return int(mv.version)
 
@@ -221,12 +224,17 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
             if mv.status == "FAILED_REGISTRATION":
                 raise RegistryError(
                     f"Version {version} of model {name!r} failed to register: {mv.status_message}. "
-                    "Delete it and register the model again."
+                    "Delete it and register the model again.",
+                    model=name,
+                    version=str(version),
+                    reason=mv.status_message,
                 )
             if time.monotonic() >= deadline:
                 raise RegistryError(
                     f"Version {version} of model {name!r} is still {mv.status} after "
-                    f"{self.await_registration_for}s; raise await_registration_for or check the registry."
+                    f"{self.await_registration_for}s; raise await_registration_for or check the registry.",
+                    model=name,
+                    version=str(version),
                 )
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
@@ -242,7 +250,8 @@ class PromoteModelOperator(ModelOperatorMixin, BaseOperator):
     result is returned.
 
     Returns (XCom) ``{"model_name", "version", "previous_champion"}`` (``previous_champion`` is None when
-    the model had no champion).
+    the model had no champion). A version that does not exist fails the task at once with
+    :class:`~airflow_mlops.exceptions.ModelVersionNotFoundError` (not retried).
 
     :param model_name: Registered model name (templated).
     :param version: Model version to promote (templated), e.g. ``"{{ ti.xcom_pull('register')['version'] }}"``.
@@ -270,15 +279,18 @@ class PromoteModelOperator(ModelOperatorMixin, BaseOperator):
         self.mlflow_conn_id = mlflow_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        name = validate_model_name(self.model_name)
-        version = parse_version(self.version, name)
+        with rendered_arguments(model=str(self.model_name)):
+            name = validate_model_name(self.model_name)
+            version = parse_version(self.version, name)
         client = self.hook.client
 
         mv = get_model_version(client, name, version)
         self.link_model_version(name, version)
         if mv.status != "READY":
             raise RegistryError(
-                f"Version {version} of model {name!r} is {mv.status}, not READY; it cannot be promoted."
+                f"Version {version} of model {name!r} is {mv.status}, not READY; it cannot be promoted.",
+                model=name,
+                version=str(version),
             )
         current = get_alias_version(client, name, T.CHAMPION)
         if current == version:
@@ -299,7 +311,16 @@ class PromoteModelOperator(ModelOperatorMixin, BaseOperator):
         return {"model_name": name, "version": version, "previous_champion": previous}
 
 
-def _check_tag_keys(tags: Mapping[str, Any]) -> None:
+def _check_model_uri(model_uri: Any) -> str:
+    if not isinstance(model_uri, str) or not model_uri.strip():
+        raise ValueError(
+            "model_uri must be a non-empty string: the URI of the logged model "
+            f"(models:/<model_id>, runs:/<run_id>/<path>), usually from the training result; got {model_uri!r}"
+        )
+    return model_uri.strip()
+
+
+def _check_tag_keys(tags: Mapping[Any, Any]) -> None:
     for key in tags:
         if not isinstance(key, str) or not key.strip() or len(key) > _TAG_KEY_MAX:
             raise ValueError(
@@ -312,10 +333,11 @@ def _parse_tags(tags: Mapping[str, Any] | str | None) -> dict[str, Any]:
         return {}
     if isinstance(tags, str):
         try:
-            tags = json.loads(tags)
+            parsed = json.loads(tags)
         except json.JSONDecodeError as err:
             raise ValueError(f"tags is a string but not JSON of a dict: {tags[:200]!r}") from err
-        if not isinstance(tags, Mapping):
-            raise ValueError(f"tags must render to a dict of tag name to value, got {type(tags).__name__}")
+        if not isinstance(parsed, Mapping):
+            raise ValueError(f"tags must render to a dict of tag name to value, got {type(parsed).__name__}")
+        tags = parsed
     _check_tag_keys(tags)
     return dict(tags)

@@ -20,7 +20,7 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
 from airflow_mlops import tags as T
-from airflow_mlops.exceptions import RegistryError
+from airflow_mlops.exceptions import ApprovalRejectedError, ModelVersionNotFoundError, RegistryError
 from airflow_mlops.operators.approval import ApproveModelOperator
 from tests.task_context import RecordingTI
 
@@ -148,5 +148,34 @@ def test_the_request_names_model_and_versions_and_shows_the_report(model):
 def test_the_request_is_not_made_for_a_missing_version(model):
     op = approval(model)
     op.candidate_version = "9"
-    with pytest.raises(RegistryError, match=f"Model '{model['name']}' has no version 9"):
+    with pytest.raises(ModelVersionNotFoundError, match=f"Model '{model['name']}' has no version 9") as err:
         op.prepare_request()
+    assert isinstance(err.value, RegistryError)
+    assert err.value.retryable is False
+    assert (err.value.model, err.value.version) == (model["name"], "9")
+
+
+def test_fail_on_reject_fails_the_task_with_the_decision_recorded(client, model):
+    op = approval(model, fail_on_reject=True)
+    ti = RecordingTI("approve")
+    with pytest.raises(ApprovalRejectedError, match="was rejected by reviewer: too slow") as err:
+        op.execute_complete({"ti": ti, "task": op}, event("Reject", comment="too slow"))
+
+    assert err.value.retryable is False
+    assert (err.value.model, err.value.version, err.value.reason) == (model["name"], "2", "rejected")
+    assert ti.xcoms["return_value"]["decision"] == "rejected"
+    assert version_tags(client, model)[T.APPROVAL_DECISION] == "rejected"
+    assert client.get_registered_model(model["name"]).aliases[T.CHAMPION] == "1"
+
+
+def test_a_timeout_without_a_default_option_fails_the_task_as_timed_out(client, model):
+    op = approval(model, defaults=None, response_timeout=timedelta(hours=4))
+    ti = RecordingTI("approve")
+    timeout_event = {"error": "The Human-in-the-loop response timeout has passed", "error_type": "timeout"}
+    with pytest.raises(ApprovalRejectedError, match="timed out") as err:
+        op.execute_complete({"ti": ti, "task": op}, timeout_event)
+
+    assert err.value.retryable is False
+    assert (err.value.model, err.value.version, err.value.reason) == (model["name"], "2", "timed_out")
+    assert ti.xcoms["return_value"]["decision"] == "timed_out"
+    assert version_tags(client, model)[T.APPROVAL_DECISION] == "timed_out"

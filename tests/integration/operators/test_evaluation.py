@@ -21,12 +21,14 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.svm import SVC
 
 from airflow_mlops import tags as T
-from airflow_mlops.exceptions import ModelEvaluationError, ModelGateFailedError
-from airflow_mlops.operators.evaluation import (
-    CLASSIFIER_METRICS,
-    REGRESSOR_METRICS,
-    EvaluateModelOperator,
+from airflow_mlops.evaluation.thresholds import CLASSIFIER_METRICS, REGRESSOR_METRICS
+from airflow_mlops.exceptions import (
+    ConfigurationError,
+    ModelEvaluationError,
+    ModelGateFailedError,
+    ModelVersionNotFoundError,
 )
+from airflow_mlops.operators.evaluation import EvaluateModelOperator
 from airflow_mlops.operators.registry import PromoteModelOperator
 
 if TYPE_CHECKING:
@@ -208,8 +210,14 @@ def test_fail_on_gate_fails_the_task_and_still_pushes_the_result(registry, snaps
     op = evaluate_op(registry, snapshot, candidate, fail_on_gate=True)
     context = context_for(op)
 
-    with pytest.raises(ModelGateFailedError, match=f"model '{registry.name}' v{candidate} did not pass"):
+    with pytest.raises(
+        ModelGateFailedError, match=f"model '{registry.name}' v{candidate} did not pass"
+    ) as err:
         op.execute(context)
+    assert err.value.retryable is False
+    assert (err.value.model, err.value.version) == (registry.name, str(candidate))
+    assert "accuracy_score" in err.value.reason
+    assert err.value.reason == context["ti"].xcoms["return_value"]["reason"]
     assert context["ti"].xcoms["return_value"]["passed"] is False
     assert registry.tags(candidate)[T.GATE_DECISION] == "rejected"
 
@@ -291,6 +299,10 @@ def test_a_gated_metric_the_model_does_not_produce_is_a_clear_error(registry, sn
     ) as err:
         op.execute({})
     assert "accuracy_score" in str(err.value)  # names what it does produce
+    assert err.value.retryable is False
+    assert (err.value.model, err.value.version) == (registry.name, str(candidate))
+    assert err.value.dataset == snapshot["holdout"]
+    assert err.value.uri == f"models:/{registry.name}/{candidate}"
     assert T.GATE_DECISION not in registry.tags(candidate)
 
 
@@ -299,6 +311,30 @@ def test_a_missing_target_column_is_a_clear_error(registry, snapshot):
     op = evaluate_op(registry, snapshot, candidate, target="churned")
     with pytest.raises(ModelEvaluationError, match="no target column 'churned'.*'label'"):
         op.execute({})
+
+
+def test_a_missing_candidate_version_fails_at_once_naming_model_and_version(registry, snapshot):
+    registry.add("strong")
+    op = evaluate_op(registry, snapshot, 7)
+    with pytest.raises(ModelVersionNotFoundError, match=f"Model '{registry.name}' has no version 7") as err:
+        op.execute({})
+    assert err.value.retryable is False
+    assert (err.value.model, err.value.version) == (registry.name, "7")
+
+
+def test_a_missing_candidate_alias_fails_at_once(registry, snapshot):
+    registry.add("strong")
+    op = EvaluateModelOperator(
+        task_id="evaluate",
+        model_name=registry.name,
+        candidate_model_uri=f"models:/{registry.name}@challenger",
+        holdout_data=snapshot["holdout"],
+        thresholds={"f1_score": {"threshold": 0.5}},
+    )
+    with pytest.raises(ModelVersionNotFoundError, match="has no alias 'challenger'") as err:
+        op.execute({})
+    assert err.value.retryable is False
+    assert err.value.model == registry.name
 
 
 def test_thresholds_from_dag_params_are_rendered_and_validated(registry, snapshot):
@@ -312,8 +348,10 @@ def test_thresholds_from_dag_params_are_rendered_and_validated(registry, snapsho
 
     bad = evaluate_op(registry, snapshot, candidate, thresholds="{{ params.thresholds }}")
     bad.render_template_fields({"params": {"thresholds": {"accuracy": {"threshold": 0.5}}}})
-    with pytest.raises(ValueError, match="Unknown metric 'accuracy'"):
+    with pytest.raises(ValueError, match="Unknown metric 'accuracy'") as err:
         bad.execute({})
+    assert isinstance(err.value, ConfigurationError)
+    assert err.value.retryable is False
 
 
 def test_regressors_are_gated_on_regression_metrics(client, tmp_path):

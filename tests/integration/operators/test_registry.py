@@ -11,7 +11,7 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
 from airflow_mlops import tags as T
-from airflow_mlops.exceptions import RegistryError
+from airflow_mlops.exceptions import ModelVersionNotFoundError, RegistryError
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
 from tests.task_context import context_for
 
@@ -116,8 +116,9 @@ def test_registering_an_unknown_model_uri_names_the_model(client, model_name):
     op = RegisterModelOperator(
         task_id="register", model_name=model_name, model_uri="models:/m-0123456789abcdef"
     )
-    with pytest.raises(RegistryError, match=f"as model '{model_name}'.*m-0123456789abcdef"):
+    with pytest.raises(RegistryError, match=f"as model '{model_name}'.*m-0123456789abcdef") as err:
         op.execute({})
+    assert (err.value.model, err.value.uri) == (model_name, "models:/m-0123456789abcdef")
 
 
 def test_promotion_moves_champion_records_the_previous_one_and_is_idempotent(client, trained, model_name):
@@ -154,6 +155,9 @@ def test_templated_promotion_renders_model_and_version(client, trained, model_na
 
 def test_promoting_a_missing_version_names_model_and_version(client, trained, model_name):
     register(model_name, trained[0])
-    with pytest.raises(RegistryError, match=f"Model '{model_name}' has no version 7"):
+    with pytest.raises(ModelVersionNotFoundError, match=f"Model '{model_name}' has no version 7") as err:
         promote(model_name, 7)
+    assert isinstance(err.value, RegistryError)
+    assert err.value.retryable is False  # a retry cannot create the version: no retries spent
+    assert (err.value.model, err.value.version) == (model_name, "7")
     assert aliases(client, model_name) == {T.CHALLENGER: 1}

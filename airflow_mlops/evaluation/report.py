@@ -1,0 +1,316 @@
+"""
+What an evaluation reports: the Markdown report, the metric and tag summaries, past champions and their plot.
+
+No Airflow import; matplotlib is imported by :func:`champion_history_figure` when it draws.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops import tags as T
+from airflow_mlops.evaluation.slices import slice_summary
+from airflow_mlops.evaluation.values import finite, fmt, load_spec
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: How many past champions the report and the plot show (the most recent ones).
+HISTORY_MAX = 20
+#: Where the champion history plot is logged in the evaluation run.
+HISTORY_PLOT_PATH = "evaluation/champion_history.png"
+
+_LINK_LABELS = (
+    ("evaluation_run", "MLflow evaluation run"),
+    ("model_version", "MLflow model version"),
+    ("data_docs", "Data Docs"),
+)
+
+
+def upstream_summary(value: Any, field: str) -> dict[str, Any] | None:
+    """An upstream task's result given as a dict, a JSON string or the literal a plain template renders to."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = load_spec(value, field, "a dict (the upstream task's result)")
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{field} must render to a dict (the upstream task's result), got {value!r:.200}")
+    return dict(value)
+
+
+def data_docs_uri(validation: Mapping[str, Any] | None) -> str:
+    """The Data Docs page a validation summary names (``data_docs_uri``, or ``data_docs``), or ""."""
+    uri = (validation or {}).get("data_docs_uri") or (validation or {}).get("data_docs")
+    return uri if isinstance(uri, str) else ""
+
+
+def describe_upstream(summary: Mapping[str, Any]) -> str:
+    """One line about an upstream check: its outcome, its counts, what failed."""
+    outcome_keys = ("success", "passed", "drift", "drift_detected")
+    parts = []
+    for key in outcome_keys:
+        if key in summary:
+            value = summary[key]
+            if key in ("drift", "drift_detected"):
+                parts.append("**drift detected**" if value else "no drift detected")
+            else:
+                parts.append("**passed**" if value else "**FAILED**")
+    for key, value in summary.items():
+        if (
+            key in outcome_keys
+            or key in ("data_docs_uri", "data_docs")
+            or isinstance(value, Mapping | list | tuple)
+        ):
+            continue
+        parts.append(f"{key} `{value}`")
+    failed = summary.get("failed")
+    if isinstance(failed, list) and failed:
+        names = [
+            f"{item.get('expectation')}" + (f" on `{item['column']}`" if item.get("column") else "")
+            for item in failed[:5]
+            if isinstance(item, Mapping)
+        ]
+        parts.append(
+            "failed: " + ", ".join(names) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        )
+    for key, value in summary.items():
+        if key != "failed" and isinstance(value, Mapping | list | tuple) and value:
+            parts.append(f"{key} `{json.dumps(value, sort_keys=True, default=str)[:300]}`")
+    return "; ".join(parts) or "(empty summary)"
+
+
+def metrics_summary(
+    candidate_metrics: Mapping[str, Any],
+    champion_metrics: Mapping[str, Any] | None,
+    rows: list[dict[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """
+    Every metric the candidate produced: ``{"candidate", "champion", "delta", "passed"}``.
+
+    ``passed`` comes from the gate rows and is None for metrics not gated; *champion_metrics* None means no
+    champion.
+    """
+    gated = {row["metric"]: row["passed"] for row in rows}
+    metrics = {}
+    for metric in sorted(candidate_metrics):
+        candidate = finite(candidate_metrics[metric])
+        champion = finite(champion_metrics.get(metric)) if champion_metrics is not None else None
+        metrics[metric] = {
+            "candidate": candidate,
+            "champion": champion,
+            "delta": candidate - champion if candidate is not None and champion is not None else None,
+            "passed": gated.get(metric),
+        }
+    return metrics
+
+
+def evaluation_summary(
+    *,
+    passed: bool,
+    holdout_uri: str,
+    rows_count: int,
+    champion: int | None,
+    evaluation_run_id: str,
+    rows: list[dict[str, Any]],
+    artifacts: Mapping[str, str],
+    slice_rows: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """
+    The compact summary written to the candidate version as ``mlops.evaluation.summary``.
+
+    It holds the decision, the holdout, the champion, the evaluation run, the gated metrics of both models,
+    the plots and, with slice checks, :func:`~airflow_mlops.evaluation.slices.slice_summary`.
+    """
+    summary: dict[str, Any] = {
+        "passed": passed,
+        "holdout": holdout_uri,
+        "rows": rows_count,
+        "champion_version": champion,
+        "evaluation_run_id": evaluation_run_id,
+        "metrics": {
+            row["metric"]: {"candidate": row["candidate"], "champion": row["champion"]} for row in rows
+        },
+        "artifacts": dict(artifacts),
+    }
+    if slice_rows:
+        summary["slices"] = slice_summary(slice_rows)
+    return summary
+
+
+def plot_artifacts(result: Any) -> dict[str, str]:
+    """Artifact URIs the default evaluator logged for a model (its plots need matplotlib)."""
+    artifacts = getattr(result, "artifacts", None) or {}
+    return {key: str(getattr(value, "uri", value)) for key, value in sorted(artifacts.items())}
+
+
+def champion_history(
+    model_versions: Iterable[Any], metrics: list[str], candidate: int | None
+) -> list[dict[str, Any]]:
+    """
+    Past champions, oldest first (at most :data:`HISTORY_MAX`).
+
+    Past champions are the versions carrying ``mlops.promotion.time``, each with the gated *metrics* its own
+    evaluation measured (``mlops.evaluation.summary``); the *candidate* version is left out.
+
+    :param model_versions: The model's versions (objects with ``version`` and ``tags``, as MLflow returns
+        them).
+    """
+    history = []
+    for mv in model_versions:
+        tags = mv.tags or {}
+        promoted_at = tags.get(T.PROMOTED_AT)
+        if not promoted_at or (candidate is not None and int(mv.version) == candidate):
+            continue
+        try:
+            summary = json.loads(tags.get(T.EVALUATION_SUMMARY) or "{}")
+        except ValueError:
+            summary = {}
+        measured = summary.get("metrics") if isinstance(summary, dict) else None
+        values = {}
+        for metric in metrics:
+            entry = (measured or {}).get(metric)
+            values[metric] = finite(entry.get("candidate")) if isinstance(entry, dict) else None
+        history.append({"version": int(mv.version), "promoted_at": promoted_at, "metrics": values})
+    history.sort(key=lambda entry: (entry["promoted_at"], entry["version"]))
+    return history[-HISTORY_MAX:]
+
+
+def champion_history_figure(
+    name: str,
+    history: list[dict[str, Any]],
+    metrics: list[str],
+    version: int | None,
+    candidate_metrics: Mapping[str, Any],
+) -> Figure | None:
+    """
+    A plot of the gated metrics of past champions and this candidate; None when there is nothing to draw.
+
+    Raises ImportError when matplotlib is not installed. A bare ``Figure`` renders with Agg: pyplot (and its
+    global state) is not touched.
+    """
+    if not any(value is not None for entry in history for value in entry["metrics"].values()):
+        return None
+    from matplotlib.figure import Figure
+
+    labels = [f"v{entry['version']}\n{entry['promoted_at'][:10]}" for entry in history]
+    labels.append(f"v{version}\ncandidate" if version is not None else "candidate")
+    fig = Figure(figsize=(7, 3.5), layout="constrained")
+    ax = fig.subplots()
+    for metric in metrics[:8]:
+        values = [entry["metrics"].get(metric) for entry in history]
+        values.append(finite(candidate_metrics.get(metric)))
+        ax.plot(
+            range(len(values)),
+            [float("nan") if value is None else value for value in values],
+            marker="o",
+            label=metric,
+        )
+    ax.set_xticks(range(len(labels)), labels, fontsize=7)
+    ax.set_title(f"{name}: gated metrics of past champions (each on its own holdout)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def render_report(
+    *,
+    name: str,
+    version: int | None,
+    champion: int | None,
+    champion_note: str,
+    holdout_uri: str,
+    rows_count: int,
+    target: str,
+    model_type: str,
+    rows: list[dict[str, Any]],
+    passed: bool,
+    reason: str,
+    slice_rows: list[dict[str, Any]] | None = None,
+    slices: list[dict[str, Any]] | None = None,
+    upstream: Mapping[str, Mapping[str, Any] | None] | None = None,
+    links: Mapping[str, str] | None = None,
+    artifacts: Mapping[str, str] | None = None,
+    history: list[dict[str, Any]] | None = None,
+) -> str:
+    """
+    The Markdown report an approver reads.
+
+    It holds the comparison table, the slice table, the decision with its reason, the upstream checks, the
+    past champions and the links.
+
+    :param rows: The gate rows (:func:`~airflow_mlops.evaluation.gate.gate_metric`).
+    :param slice_rows: The slice rows (:func:`~airflow_mlops.evaluation.slices.check_slices`).
+    :param slices: The parsed slice specs, to state their limits.
+    :param upstream: ``{"validation": summary, "drift": summary}`` (either may be None).
+    :param links: ``{"evaluation_run", "model_version", "data_docs"}`` URLs ("" when unknown).
+    :param artifacts: Plot names to artifact URIs.
+    :param history: Past champions (:func:`champion_history`).
+    """
+    title = f"v{version}" if version is not None else "candidate"
+    against = f"champion v{champion}" if champion is not None else "no champion"
+    lines = [
+        f"### Evaluation of `{name}` {title} against {against}",
+        "",
+        f"Holdout `{holdout_uri}` ({rows_count} rows), target `{target}`, model type {model_type}.",
+        "",
+    ]
+    if champion is None:
+        lines += [
+            f"**{champion_note[0].upper()}{champion_note[1:]}**: only absolute thresholds apply; "
+            "min_absolute_change / min_relative_change are not applied.",
+            "",
+        ]
+    lines += [
+        "| metric | champion | candidate | delta | threshold | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        delta = "n/a" if row["delta"] is None else f"{row['delta']:+.4f}"
+        lines.append(
+            f"| {row['metric']} | {fmt(row['shown'][1])} | {fmt(row['shown'][0])} | {delta} | "
+            f"{row['threshold']} | {'pass' if row['passed'] else 'FAIL'} |"
+        )
+    if slice_rows:
+        lines += ["", "#### Slices", ""]
+        for spec in slices or []:
+            limits = ", ".join(
+                f"{m} max regression {c['max_regression']:g}" for m, c in spec["metrics"].items()
+            )
+            lines.append(f"By `{spec['column']}` ({limits}; segments need {spec['min_rows']} rows).")
+        lines += [
+            "",
+            "| slice | rows | metric | champion | candidate | delta | result |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in slice_rows:
+            delta = "n/a" if row["delta"] is None else f"{row['delta']:+.4f}"
+            result = "FAIL" if row["status"] == "fail" else row["status"]
+            lines.append(
+                f"| {row['column']}={row['segment']} | {row['rows']} | {row['metric']} | "
+                f"{fmt(row['champion'])} | {fmt(row['candidate'])} | {delta} | {result} |"
+            )
+    lines += ["", f"**Decision: {'passed' if passed else 'rejected'}** — {reason}"]
+    validation = (upstream or {}).get("validation")
+    drift = (upstream or {}).get("drift")
+    if validation or drift:
+        lines += ["", "#### Upstream checks", ""]
+        if validation:
+            lines.append(f"- Data validation: {describe_upstream(validation)}")
+        if drift:
+            lines.append(f"- Drift: {describe_upstream(drift)}")
+    if history:
+        metric_names = [row["metric"] for row in rows]
+        lines += ["", "#### Past champions", "", "| version | promoted | " + " | ".join(metric_names) + " |"]
+        lines.append("|---|---|" + "---|" * len(rows))
+        for entry in history:
+            values = " | ".join(fmt(entry["metrics"].get(metric)) for metric in metric_names)
+            lines.append(f"| v{entry['version']} | {entry['promoted_at']} | {values} |")
+    named_links = [(label, (links or {}).get(key)) for key, label in _LINK_LABELS]
+    if any(url for _, url in named_links) or artifacts:
+        lines += ["", "#### Links", ""]
+        lines += [f"- [{label}]({url})" for label, url in named_links if url]
+        if artifacts:
+            lines.append("- Plots: " + ", ".join(f"`{key}`" for key in sorted(artifacts)))
+    return "\n".join(lines)

@@ -1,0 +1,13 @@
+"""ApproveModelOperator's request form, as the DAG defines it. No server."""
+
+from __future__ import annotations
+
+from airflow_mlops.operators.approval import ApproveModelOperator
+
+
+def test_approval_operator_rejects_by_default_and_offers_a_comment_field():
+    op = ApproveModelOperator(task_id="approve", model_name="churn", candidate_version="{{ v }}")
+    assert op.defaults == ["Reject"]
+    assert op.options == ["Approve", "Reject"]
+    assert op.serialized_params["comment"]["schema"]["type"] == ["null", "string"]
+    assert {"model_name", "candidate_version", "report", "subject", "body"} <= set(op.template_fields)
