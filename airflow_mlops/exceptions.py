@@ -163,3 +163,22 @@ class DeploymentError(RetryableError):
 
 class DeploymentVerificationError(DeploymentError, NotRetryableError):
     """A deployed model failed its post-deploy check; the target was rolled back to the previous version."""
+
+
+class DeploymentRejectedError(DeploymentError, NotRetryableError):
+    """
+    The serving platform refused a deployment, or reports that its rollout cannot succeed.
+
+    An invalid spec (HTTP 4xx), a revision that failed, a model that failed to load, an invalid predictor
+    spec; or there is nothing to deploy (a rollback without history, or to the version already serving). A
+    retry would fail the same way.
+    """
+
+
+class DatasetConfigurationError(ConfigurationError, DatasetError):
+    """
+    A dataset argument (name, snapshot URI, source) is invalid once rendered (``execute`` time).
+
+    Both a :class:`ConfigurationError` (a ``ValueError``: fix the DAG or its parameters) and a
+    :class:`DatasetError` (it is about the dataset named in ``dataset=``); not retryable.
+    """

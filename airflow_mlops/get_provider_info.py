@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
 
-def get_provider_info():
+
+def get_provider_info() -> dict[str, Any]:
+    """The provider's metadata: integrations, hooks, triggers, connection types, extra links."""
     from airflow_mlops import __version__
 
     return {
@@ -32,6 +35,7 @@ def get_provider_info():
         ],
         "hooks": [
             {"integration-name": "MLflow", "python-modules": ["airflow_mlops.hooks.mlflow"]},
+            {"integration-name": "KServe", "python-modules": ["airflow_mlops.hooks.kserve"]},
         ],
         "connection-types": [
             {

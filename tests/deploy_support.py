@@ -99,7 +99,7 @@ def stop_local_processes() -> None:
     import os
     import signal
 
-    from airflow_mlops.deploy_targets import local
+    from airflow_mlops.serving import local
 
     for pid, proc in list(local._CHILDREN.items()):
         for sig in (signal.SIGTERM, signal.SIGKILL):

@@ -54,6 +54,7 @@ def sample_records(stack: LocalStack, rows: int = 3) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``airflow-mlops demo``: run the demo end to end and report what served."""
     parser = argparse.ArgumentParser(prog="airflow-mlops demo", description=__doc__)
     parser.add_argument("--home", default=".demo", help="folder for every file the demo writes (default .demo)")
     parser.add_argument("--auto-approve", action="store_true", help="approve as user 'reviewer' via the REST API")

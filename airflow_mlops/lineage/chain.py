@@ -184,6 +184,7 @@ def _describe_deployment(entry: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``airflow-mlops lineage``: print the lineage of a model version (exit code 1 if it does not exist)."""
     parser = argparse.ArgumentParser(prog="airflow-mlops lineage", description=__doc__)
     parser.add_argument("model_name")
     parser.add_argument("version", help="version number or alias (e.g. champion)")

@@ -26,9 +26,11 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops import tags as T
+from airflow_mlops.registry import error_code
+from airflow_mlops.utils.context import airflow_ids
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from mlflow import MlflowClient
 
@@ -89,7 +91,7 @@ def read_history(client: MlflowClient, model_name: str) -> list[dict[str, Any]]:
     try:
         model = client.get_registered_model(model_name)
     except MlflowException as err:
-        if getattr(err, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+        if error_code(err) == "RESOURCE_DOES_NOT_EXIST":
             return []
         raise
     return _loads((model.tags or {}).get(T.DEPLOYMENTS))
@@ -116,7 +118,7 @@ def last_target_config(client: MlflowClient, model_name: str) -> dict[str, Any] 
     try:
         model = client.get_registered_model(model_name)
     except MlflowException as err:
-        if getattr(err, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+        if error_code(err) == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise
     raw = (model.tags or {}).get(T.DEPLOYMENT_TARGET)
@@ -127,7 +129,32 @@ def last_target_config(client: MlflowClient, model_name: str) -> dict[str, Any] 
     return config if isinstance(config, dict) else None
 
 
-def previous_serving_version(history: list[Mapping[str, Any]], current_version: str | None) -> str | None:
+def last_verify_settings(
+    client: MlflowClient, model_name: str, version: str | int | None
+) -> dict[str, Any] | None:
+    """
+    The smoke-test settings (``verify``) *version* was last deployed with successfully, or None if unknown.
+
+    A rollback reuses them to check the version it restores.
+    """
+    if not version:
+        return None
+    for entry in reversed(read_version_history(client, model_name, version)):
+        if entry.get("outcome") == "succeeded" and isinstance(entry.get("verify"), dict):
+            return dict(entry["verify"])
+    return None
+
+
+def actor_of(context: Mapping[str, Any] | None) -> str:
+    """Who acts: the user who triggered the DAG run, else ``airflow:<dag_id>`` (scheduled and asset runs)."""
+    dag_run = (context or {}).get("dag_run")
+    user = getattr(dag_run, "triggering_user_name", None)
+    if user:
+        return str(user)
+    return f"airflow:{airflow_ids(context).get('dag_id', 'unknown')}"
+
+
+def previous_serving_version(history: Sequence[Mapping[str, Any]], current_version: str | None) -> str | None:
     """The version that last served successfully before *current_version* took over (None if there is none)."""
     for entry in reversed(history):
         if entry.get("outcome") == "succeeded" and str(entry.get("version")) != str(current_version):
@@ -145,7 +172,8 @@ def append_entry(
     Append *entry* to the model's and the version's ``mlops.deployments`` lists.
 
     A retried task writes nothing twice: an entry of the same task instance (dag, run, task, map index) with
-    the same action, version and outcome as one already there is skipped. With *target_config*, the model's ``mlops.deployment.target`` is set too.
+    the same action, version and outcome as one already there is skipped. With *target_config*, the model's
+    ``mlops.deployment.target`` is set too.
 
     :return: Whether the entry was new.
     """

@@ -1,41 +1,50 @@
 """
-Serving operators: infra-validate a candidate, deploy a version with verification and automatic rollback,
-and roll back on request.
+Serving operators: infra-validate a candidate, deploy a version, roll back on request.
+
+Deploying verifies the version and rolls back automatically if it fails.
 
 All three work on any :class:`~airflow_mlops.serving.base.DeployTarget` (``"local"``, ``"kserve"``, or a
 user's own), given as a target object, a config dict (``{"kind": "local", "port": 5001}``) or a kind name.
-Deployment history and rollback reasons are written to the MLflow registry
-(:mod:`airflow_mlops.lineage.deployments`).
+The checks live in :mod:`airflow_mlops.serving.verification`, the canary policy and its bake in
+:mod:`airflow_mlops.serving.canary`, and the deployment history the operators write to the MLflow registry in
+:mod:`airflow_mlops.lineage.deployments`.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import time
 from collections.abc import Mapping, Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, conf
 
 from airflow_mlops import tags as T
 from airflow_mlops.exceptions import (
-    DatasetError,
+    ConfigurationError,
     DeploymentError,
+    DeploymentRejectedError,
     DeploymentVerificationError,
     InfraValidationError,
-    RegistryError,
+    ModelVersionNotFoundError,
 )
 from airflow_mlops.hooks.mlflow import MLflowHook
+from airflow_mlops.operators.base import ModelOperatorMixin, rendered_arguments
 from airflow_mlops.registry import get_alias_version, get_model_version, parse_version, validate_model_name
-from airflow_mlops.serving.base import (
-    Deployment,
-    DeployTarget,
-    PredictionError,
-    target_from_config,
-    utc_now,
+from airflow_mlops.serving.base import Deployment, DeployTarget, target_from_config
+from airflow_mlops.serving.canary import CanaryPolicy, bake
+from airflow_mlops.serving.verification import (
+    DEFAULT_SAMPLE_ROWS,
+    DEFAULT_SMOKE_ROWS,
+    ERROR_MAX,
+    RequestFailedError,
+    SmokeTest,
+    exercise,
+    latency_summary,
+    percentile,
+    sample_records,
+    smoke_test,
 )
+from airflow_mlops.utils.clock import utc_now_iso
 from airflow_mlops.utils.context import airflow_ids
 from airflow_mlops.utils.templating import is_templated
 
@@ -43,17 +52,26 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from mlflow import MlflowClient
 
-#: Rows sent by default: one request per row plus one batch request with all of them (infra validation).
-DEFAULT_SAMPLE_ROWS = 20
-#: Rows of the post-deploy smoke test.
-DEFAULT_SMOKE_ROWS = 5
-#: Seconds a canary is baked by default, and seconds between its bake requests.
-DEFAULT_BAKE_SECONDS = 60.0
-DEFAULT_BAKE_INTERVAL = 1.0
-_ERROR_MAX = 3000
+__all__ = [
+    "CanaryPolicy",
+    "DeployModelOperator",
+    "InfraValidateOperator",
+    "RollbackModelOperator",
+    "percentile",
+    "sample_records",
+]
+
+#: The loose canary arguments of earlier releases, now fields of ``canary=CanaryPolicy(...)``.
+_OLD_CANARY_ARGUMENTS = {
+    "canary_percent": "percent",
+    "bake_seconds": "bake_seconds",
+    "bake_interval": "interval",
+    "max_error_rate": "max_error_rate",
+    "max_latency_ms": "max_p95_ms",
+}
 
 
-# -- helpers -----------------------------------------------------------------------------------------------
+# -- argument checks (parse time) --------------------------------------------------------------------------
 
 
 def _target_arg(target: Any, field: str = "target") -> Any:
@@ -62,10 +80,8 @@ def _target_arg(target: Any, field: str = "target") -> Any:
         return target.to_config()
     if target is None:
         return None
-    if isinstance(target, str) and is_templated(target):
-        return target
-    if isinstance(target, Mapping) and any(is_templated(v) for v in target.values()):
-        return dict(target)
+    if isinstance(target, str | Mapping) and is_templated(target):
+        return dict(target) if isinstance(target, Mapping) else target
     if not isinstance(target, str | Mapping):
         raise ValueError(
             f"{field} must be a DeployTarget, a config dict like {{'kind': 'local', 'port': 5001}}, or a kind "
@@ -82,112 +98,37 @@ def _check_columns(drop_columns: Any) -> None:
         raise ValueError(f"drop_columns must be a list of column names, got {drop_columns!r}")
 
 
-def _has_template(value: Any) -> bool:
-    if isinstance(value, Mapping):
-        return any(is_templated(v) for v in value.values())
-    return is_templated(value)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _check_canary(
-    canary_percent: Any, bake_seconds: Any, bake_interval: Any, max_error_rate: Any, max_latency_ms: Any
-) -> None:
-    if canary_percent is not None and (
-        isinstance(canary_percent, bool)
-        or not isinstance(canary_percent, int)
-        or not 0 < canary_percent < 100
-    ):
-        raise ValueError(
-            f"canary_percent must be an integer from 1 to 99 (the canary's share of traffic) or None, "
-            f"got {canary_percent!r}"
-        )
-    if not _number(bake_seconds) or bake_seconds < 0:
-        raise ValueError(f"bake_seconds must be a non-negative number of seconds, got {bake_seconds!r}")
-    if not _number(bake_interval) or bake_interval <= 0:
-        raise ValueError(f"bake_interval must be a positive number of seconds, got {bake_interval!r}")
-    if not _number(max_error_rate) or not 0 <= max_error_rate <= 1:
-        raise ValueError(f"max_error_rate must be a share from 0 to 1, got {max_error_rate!r}")
-    if max_latency_ms is not None and (not _number(max_latency_ms) or max_latency_ms <= 0):
-        raise ValueError(f"max_latency_ms must be a positive number or None, got {max_latency_ms!r}")
-
-
 def _check_rows(rows: Any, field: str) -> None:
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
         raise ValueError(f"{field} must be a positive integer, got {rows!r}")
 
 
-def sample_records(
-    uri: str, drop_columns: Sequence[str] | None, rows: int, aws_conn_id: str | None = None
-) -> list[dict[str, Any]]:
-    """
-    The first *rows* rows of a snapshot (``<snapshot-uri>#holdout``) as JSON-safe records, without
-    *drop_columns* (the label).
+class _ServingOperator(ModelOperatorMixin, BaseOperator):
+    """What the serving operators share: the MLflow hook, the target, the version check."""
 
-    :raises DatasetError: if the snapshot cannot be read, is empty, or lacks a column to drop.
-    """
-    from airflow_mlops.data.snapshots import read_snapshot
-    from airflow_mlops.data.storage import is_s3
-
-    storage = None
-    if is_s3(uri):
-        from airflow_mlops.hooks.storage import StorageHook
-
-        storage = StorageHook(aws_conn_id=aws_conn_id).get_conn()
-    try:
-        data = read_snapshot(uri, storage=storage)
-    except (FileNotFoundError, ValueError) as err:
-        raise DatasetError(f"Cannot read the sample requests from {uri}: {err}") from err
-    missing = [c for c in drop_columns or [] if c not in data.columns]
-    if missing:
-        raise DatasetError(
-            f"Sample data {uri} has no column(s) {missing} to drop; its columns are {list(data.columns)}"
-        )
-    data = data.drop(columns=list(drop_columns or [])).head(rows)
-    if data.empty:
-        raise DatasetError(f"Sample data {uri} has no rows to send to the model")
-    return json.loads(data.to_json(orient="records", date_format="iso"))
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in [0, 100]) of a non-empty sequence."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def actor_of(context: Mapping[str, Any] | None) -> str:
-    """Who acts: the user who triggered the DAG run, else ``airflow:<dag_id>`` (scheduled and asset runs)."""
-    dag_run = (context or {}).get("dag_run")
-    user = getattr(dag_run, "triggering_user_name", None)
-    if user:
-        return str(user)
-    return f"airflow:{airflow_ids(context).get('dag_id', 'unknown')}"
-
-
-class _ServingOperator(BaseOperator):
-    """What the serving operators share: the MLflow hook, the target, sample data."""
-
+    model_name: str
     mlflow_conn_id: str
     aws_conn_id: str | None
     request_timeout: float
-
-    @cached_property
-    def hook(self) -> MLflowHook:
-        return MLflowHook(mlflow_conn_id=self.mlflow_conn_id)
 
     def _target(self, config: Any) -> DeployTarget:
         try:
             return target_from_config(config)
         except ValueError as err:
-            raise ValueError(f"Task {self.task_id!r}: invalid deploy target {config!r}: {err}") from err
+            raise ConfigurationError(
+                f"Task {self.task_id!r}: invalid deploy target {config!r}: {err}"
+            ) from err
+
+    def _model_name(self) -> str:
+        with rendered_arguments():
+            return validate_model_name(self.model_name)
 
     def _version(self, client: MlflowClient, name: str, version: Any) -> str:
-        """*version* as a string after checking the registry has it."""
-        number = parse_version(version, name)
+        """*version* as a string after checking the registry has it (else ModelVersionNotFoundError)."""
+        with rendered_arguments(model=name):
+            number = parse_version(version, name)
         get_model_version(client, name, number)
+        self.link_model_version(name, number)
         return str(number)
 
 
@@ -219,7 +160,8 @@ class InfraValidateOperator(_ServingOperator):
     :param mlflow_conn_id: MLflow connection.
     :param aws_conn_id: ``aws`` connection for an ``s3://`` sample snapshot.
     :raises InfraValidationError: if the sandbox does not start or an answer is wrong, with the server's
-        error (its answer and its log) in the message.
+        error (its answer and its log) in the message (not retryable).
+    :raises ModelVersionNotFoundError: if the version does not exist (not retryable).
     """
 
     template_fields: Sequence[str] = ("model_name", "version", "sample_data", "target", "drop_columns")
@@ -269,12 +211,13 @@ class InfraValidateOperator(_ServingOperator):
         self._sandbox: tuple[DeployTarget, Deployment] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
-        name = validate_model_name(self.model_name)
+        name = self._model_name()
         target = self._target(self.target)
         client = self.hook.client
         version = self._version(client, name, self.version)
         model_uri = target.resolve_model_uri(client, name, version)
         records = sample_records(str(self.sample_data), self.drop_columns, self.sample_rows, self.aws_conn_id)
+        where = f"Version {version} of model {name!r}"
         summary: dict[str, Any] = {
             "model_name": name,
             "version": version,
@@ -282,7 +225,7 @@ class InfraValidateOperator(_ServingOperator):
             "target": target.config_kind(),
             "rows": len(records),
             "requests": 0,
-            "time": utc_now(),
+            "time": utc_now_iso(),
         }
         self.log.info(
             "Infra-validating version %s of model %s on a %s sandbox with %s rows",
@@ -293,13 +236,18 @@ class InfraValidateOperator(_ServingOperator):
             with target.sandbox(name, version, model_uri) as sandbox:
                 self._sandbox = (target, sandbox)
                 try:
-                    self._exercise(target, sandbox, records, latencies, summary)
-                except PredictionError as err:
+                    summary["requests"] = exercise(
+                        target, sandbox, records, timeout=self.request_timeout, latencies=latencies
+                    )
+                except RequestFailedError as err:
+                    summary["requests"] = err.requests
                     details = target.diagnostics(sandbox)
                     raise InfraValidationError(
-                        f"Version {version} of model {name!r} cannot serve on target {target.config_kind()}: "
-                        f"request {summary['requests']} of {len(records) + 1} failed: {err}"
-                        + (f"\n{details}" if details else "")
+                        f"{where} cannot serve on target {target.config_kind()}: {err}"
+                        + (f"\n{details}" if details else ""),
+                        model=name,
+                        version=version,
+                        reason=str(err),
                     ) from err
         except InfraValidationError as err:
             self._record(client, summary, passed=False, error=str(err))
@@ -307,23 +255,22 @@ class InfraValidateOperator(_ServingOperator):
         except (DeploymentError, NotImplementedError) as err:
             self._record(client, summary, passed=False, error=str(err))
             raise InfraValidationError(
-                f"Version {version} of model {name!r} cannot serve on target {target.config_kind()}: {err}"
+                f"{where} cannot serve on target {target.config_kind()}: {err}",
+                model=name,
+                version=version,
+                reason=str(err),
             ) from err
         finally:
             self._sandbox = None
-        summary["latency_ms"] = {
-            "p50": round(percentile(latencies, 50), 2),
-            "p95": round(percentile(latencies, 95), 2),
-            "max": round(max(latencies), 2),
-        }
+        summary["latency_ms"] = latency_summary(latencies)
         p95 = summary["latency_ms"]["p95"]
         if self.max_latency_ms is not None and p95 > self.max_latency_ms:
             message = (
-                f"Version {version} of model {name!r} answers too slowly on target {target.config_kind()}: "
+                f"{where} answers too slowly on target {target.config_kind()}: "
                 f"p95 latency {p95} ms > max_latency_ms {self.max_latency_ms} ({len(latencies)} requests)"
             )
             self._record(client, summary, passed=False, error=message)
-            raise InfraValidationError(message)
+            raise InfraValidationError(message, model=name, version=version, reason="too slow")
         self._record(client, summary, passed=True)
         self.log.info("Version %s of model %s served every request: %s", version, name, summary["latency_ms"])
         return {**summary, "passed": True}
@@ -335,30 +282,8 @@ class InfraValidateOperator(_ServingOperator):
             self.log.info("Task killed: stopping the infra-validation sandbox of %s", deployment.endpoint)
             target.stop_sandbox(deployment)
 
-    def _exercise(
-        self,
-        target: DeployTarget,
-        sandbox: Deployment,
-        records: list[dict[str, Any]],
-        latencies: list[float],
-        summary: dict[str, Any],
-    ) -> None:
-        for record in records:
-            summary["requests"] += 1
-            started = time.perf_counter()
-            predictions = target.predict(sandbox, [record], timeout=self.request_timeout)
-            latencies.append((time.perf_counter() - started) * 1000)
-            if len(predictions) != 1:
-                raise PredictionError(
-                    f"1 row sent, {len(predictions)} predictions received: {predictions!r:.300}"
-                )
-        summary["requests"] += 1
-        predictions = target.predict(sandbox, records, timeout=self.request_timeout)
-        if len(predictions) != len(records):
-            raise PredictionError(f"{len(records)} rows sent, {len(predictions)} predictions received")
-
     def _record(self, client: MlflowClient, summary: dict[str, Any], passed: bool, error: str = "") -> None:
-        values = {**summary, "passed": passed, **({"error": error[:_ERROR_MAX]} if error else {})}
+        values = {**summary, "passed": passed, **({"error": error[:ERROR_MAX]} if error else {})}
         name, version = summary["model_name"], summary["version"]
         client.set_model_version_tag(name, version, T.INFRA_VALIDATION_PASSED, "true" if passed else "false")
         client.set_model_version_tag(
@@ -382,15 +307,15 @@ class DeployModelOperator(_ServingOperator):
       (``mlops.deployments``) and the target's config recorded (``mlops.deployment.target``);
     - failure: the target goes back to the previous deployment (re-verified), ``alias`` is moved back to it,
       the failed version gets ``mlops.rollback.reason``, both events go to the history, and the task fails
-      with :class:`DeploymentVerificationError` giving the reason. With no previous deployment the target
-      stops serving the model. If the target refuses the deploy itself (a port in use, a URI it cannot read),
-      nothing changed: only the alias is moved back and :class:`DeploymentError` is raised.
+      with :class:`DeploymentVerificationError` (not retryable) giving the reason. With no previous
+      deployment the target stops serving the model. If the target refuses the deploy itself (a port in use,
+      a URI it cannot read), nothing changed: only the alias is moved back and :class:`DeploymentError` is
+      raised (retryable, unless the refusal is final: :class:`DeploymentRejectedError`).
 
-    Canary flow (targets with ``supports_canary``, e.g. KServe's ``canaryTrafficPercent``): when a canary
-    percent N is set (``canary_percent``, else the target's own setting) and a previous version serves, the
-    version is deployed at N% of the traffic, verified, then **baked**: for ``bake_seconds`` one sample row
-    every ``bake_interval`` seconds goes to the canary revision, and its error rate and p95 latency are
-    compared with ``max_error_rate`` and ``max_latency_ms``. Passing promotes it to 100% (verified again);
+    Canary flow (targets with ``supports_canary``, e.g. KServe's ``canaryTrafficPercent``): when the
+    :class:`~airflow_mlops.serving.canary.CanaryPolicy` ``canary`` gives a percent N (else the target's own
+    setting) and a previous version serves, the version is deployed at N% of the traffic, verified, then
+    **baked** (see :func:`~airflow_mlops.serving.canary.bake`). Passing promotes it to 100% (verified again);
     failing rolls back as above. The bake result (requests, errors, error rate, p95) is in the history entry.
 
     Safe to retry: a version that already serves (and answers) is not redeployed, and a task instance never
@@ -411,14 +336,12 @@ class DeployModelOperator(_ServingOperator):
     :param reason: Why (recorded in the history). (templated)
     :param ready_timeout: Seconds the deployment may take to become ready.
     :param request_timeout: Seconds one smoke-test request may take.
-    :param deferrable: Wait for readiness in the triggerer (targets with a trigger, e.g. KServe).
-    :param canary_percent: Percent of traffic (1-99) the version gets during its bake; None uses the
-        target's own setting (KServe ``canary_traffic_percent``). Needs ``sample_data`` and a target that
-        supports canaries.
-    :param bake_seconds: How long a canary is baked (the task holds its worker slot meanwhile).
-    :param bake_interval: Seconds between bake requests.
-    :param max_error_rate: Highest share (0-1) of failed bake requests that still promotes the canary.
-    :param max_latency_ms: Highest p95 latency of the bake requests; None: no limit.
+    :param deferrable: Wait for readiness in the triggerer (targets with a trigger, e.g. KServe); default
+        ``[operators] default_deferrable``.
+    :param canary: The canary policy: a :class:`~airflow_mlops.serving.canary.CanaryPolicy` or a dict of its
+        fields (``{"percent": 10, "bake_seconds": 600, "max_error_rate": 0.01}``); None: the defaults (a
+        canary only if the target sets a percent). A canary needs ``sample_data`` and a target that supports
+        canaries.
     :param mlflow_conn_id: MLflow connection.
     :param aws_conn_id: ``aws`` connection for an ``s3://`` sample snapshot.
     """
@@ -450,19 +373,22 @@ class DeployModelOperator(_ServingOperator):
         ready_timeout: float = 900.0,
         request_timeout: float = 30.0,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        canary_percent: int | None = None,
-        bake_seconds: float = DEFAULT_BAKE_SECONDS,
-        bake_interval: float = DEFAULT_BAKE_INTERVAL,
-        max_error_rate: float = 0.0,
-        max_latency_ms: float | None = None,
+        canary: CanaryPolicy | Mapping[str, Any] | None = None,
         mlflow_conn_id: str = MLflowHook.default_conn_name,
         aws_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
+        old = sorted(set(kwargs) & set(_OLD_CANARY_ARGUMENTS))
+        if old:
+            moved = ", ".join(f"{key}= -> {_OLD_CANARY_ARGUMENTS[key]}=" for key in old)
+            raise ValueError(
+                f"{', '.join(old)}: the canary settings are one argument now, "
+                f"canary=CanaryPolicy(...) (from airflow_mlops.serving.canary) or a dict ({moved})"
+            )
         super().__init__(**kwargs)
         if not is_templated(model_name):
             validate_model_name(model_name)
-        _check_canary(canary_percent, bake_seconds, bake_interval, max_error_rate, max_latency_ms)
+        self.canary = CanaryPolicy.coerce(canary)
         if version not in (None, "") and not is_templated(version):
             parse_version(version, str(model_name))
         if sample_data is not None and not isinstance(sample_data, str):
@@ -486,35 +412,30 @@ class DeployModelOperator(_ServingOperator):
         self.ready_timeout = float(ready_timeout)
         self.request_timeout = request_timeout
         self.deferrable = deferrable
-        self.canary_percent = canary_percent
-        self.bake_seconds = float(bake_seconds)
-        self.bake_interval = float(bake_interval)
-        self.max_error_rate = float(max_error_rate)
-        self.max_latency_ms = max_latency_ms
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
-        if self.action == "deploy" and self.target is not None and not _has_template(self.target):
-            self._canary_of(self._target(self.target), sample_data)
+        if self.action == "deploy" and self.target is not None and not is_templated(self.target):
+            self._canary_of(target_from_config(self.target), sample_data)
 
     def _canary_of(self, target: DeployTarget | None, sample_data: Any) -> int | None:
         """The canary percent this deployment uses (None: no canary); ValueError if the target cannot do it."""
         if target is None:
             return None
-        percent = self.canary_percent if self.canary_percent is not None else target.canary_percent()
-        if percent is None or percent in (0, 100):
+        percent = self.canary.percent_for(target)
+        if percent is None:
             return None
         if not target.supports_canary:
             raise ValueError(
                 f"Task {self.task_id!r}: deploy target {target.config_kind()} cannot roll out a canary "
-                f"(canary_percent={percent}); use a target that supports canaries (e.g. kserve) or leave "
-                "canary_percent unset"
+                f"(canary percent {percent}); use a target that supports canaries (e.g. kserve) or leave "
+                "the canary percent unset"
             )
         if not sample_data:
             raise ValueError(
                 f"Task {self.task_id!r}: a canary rollout ({percent}%) is baked with requests from sample_data; "
                 "give sample_data (e.g. '<snapshot-uri>#holdout') or leave the canary percent unset"
             )
-        return int(percent)
+        return percent
 
     # -- planning ------------------------------------------------------------------------------------------
 
@@ -522,29 +443,27 @@ class DeployModelOperator(_ServingOperator):
         if self.version not in (None, ""):
             return self._version(client, name, self.version)
         if not self.alias:
-            raise ValueError(
-                f"Task {self.task_id!r}: give version, or an alias to deploy the version it points at"
+            raise ConfigurationError(
+                f"Task {self.task_id!r}: give version, or an alias to deploy the version it points at",
+                model=name,
             )
         aliased = get_alias_version(client, name, self.alias)
         if aliased is None:
-            raise RegistryError(
-                f"Model {name!r} has no alias {self.alias!r} to deploy: give the version to deploy, or promote one"
+            raise ModelVersionNotFoundError(
+                f"Model {name!r} has no alias {self.alias!r} to deploy: give the version to deploy, or promote one",
+                model=name,
             )
         return self._version(client, name, aliased)
 
-    def _verify_settings(self) -> dict[str, Any]:
-        return {
-            "sample_data": str(self.sample_data).strip() if self.sample_data else None,
-            "drop_columns": list(self.drop_columns or []),
-            "rows": self.smoke_rows,
-        }
+    def _smoke_test(self) -> SmokeTest:
+        with rendered_arguments():
+            _check_columns(self.drop_columns)
+            return SmokeTest.from_dict(
+                {"sample_data": self.sample_data, "drop_columns": self.drop_columns, "rows": self.smoke_rows}
+            )
 
     def _records(self, verify: Mapping[str, Any]) -> list[dict[str, Any]]:
-        if not verify.get("sample_data"):
-            return []
-        return sample_records(
-            verify["sample_data"], verify.get("drop_columns"), int(verify["rows"]), self.aws_conn_id
-        )
+        return SmokeTest.from_dict(verify).records(self.aws_conn_id)
 
     def _plan(
         self,
@@ -554,39 +473,40 @@ class DeployModelOperator(_ServingOperator):
         model_uri: str,
         target: DeployTarget,
         previous: Deployment | None,
-        verify: Mapping[str, Any],
+        verify: SmokeTest,
         reason: str,
     ) -> dict[str, Any]:
         """Everything the later steps need, JSON-serialisable (it travels through a deferral)."""
+        from airflow_mlops.lineage.deployments import actor_of
+
+        canary = None
+        if previous is not None and self.action == "deploy":  # a canary needs a version beside it
+            with rendered_arguments(model=name, version=version):
+                canary = self._canary_of(target, verify.sample_data)
         return {
             "model_name": name,
             "version": version,
             "model_uri": model_uri,
             "target": target.to_config(),
             "previous": previous.to_dict() if previous else None,
-            "verify": dict(verify),
+            "verify": verify.to_dict(),
             "reason": reason,
             "actor": actor_of(context),
             "airflow": airflow_ids(context),
             "phase": "deploy",
-            # A canary needs a version beside it; a rollback goes straight to 100%.
-            "canary": (
-                self._canary_of(target, verify.get("sample_data"))
-                if previous is not None and self.action == "deploy"
-                else None
-            ),
+            "canary": canary,  # the percent; a rollback goes straight to 100%
         }
 
     def execute(self, context: Context) -> dict[str, Any]:
-        name = validate_model_name(self.model_name)
+        name = self._model_name()
         if self.target is None:
-            raise ValueError(f"Task {self.task_id!r}: give the deploy target")
+            raise ConfigurationError(f"Task {self.task_id!r}: give the deploy target", model=name)
         target = self._target(self.target)
         client = self.hook.client
         version = self._resolve_version(client, name)
         model_uri = target.resolve_model_uri(client, name, version)
-        verify = self._verify_settings()
-        self._records(verify)  # bad sample data fails here, before anything changes
+        verify = self._smoke_test()
+        verify.records(self.aws_conn_id)  # bad sample data fails here, before anything changes
         previous = target.current(name)
         plan = self._plan(context, name, version, model_uri, target, previous, verify, str(self.reason or ""))
         return self._switch(context, target, plan)
@@ -615,6 +535,8 @@ class DeployModelOperator(_ServingOperator):
             # The target changed nothing: what served before still serves.
             self._record(plan, version, "failed", f"deploy refused: {err}", deployment=None)
             self._restore_alias(plan)
+            if err.model is None:
+                err.model, err.version = name, version
             raise
         return self._await_ready(context, target, deployment, plan)
 
@@ -658,14 +580,19 @@ class DeployModelOperator(_ServingOperator):
     ) -> dict[str, Any]:
         records = self._records(plan["verify"])
         canary = plan["phase"] == "deploy" and bool(plan.get("canary")) and "bake" not in plan
-        failure = self._check(target, deployment, records, canary=canary)
+        failure, health = smoke_test(target, deployment, records, timeout=self.request_timeout, canary=canary)
+        if not failure:
+            self.log.info("Verified %s: %s; smoke test: %s rows", deployment.endpoint, health, len(records))
         if plan["phase"] == "rollback":
             return self._rolled_back(target, deployment, plan, failure)
         if not failure and canary:
-            plan = {**plan, "bake": self._bake(target, deployment, records)}
-            failure = plan["bake"].get("failure")
+            result = bake(
+                target, deployment, records, self.canary, request_timeout=self.request_timeout, log=self.log
+            )
+            plan = {**plan, "bake": result}
+            failure = result.get("failure")
             if not failure:
-                self.log.info("Canary passed its bake: %s; promoting it to 100%%", plan["bake"])
+                self.log.info("Canary passed its bake: %s; promoting it to 100%%", result)
                 try:
                     promoted = target.promote_canary(plan["model_name"], deployment)
                 except DeploymentError as err:
@@ -687,85 +614,6 @@ class DeployModelOperator(_ServingOperator):
         if plan["phase"] == "rollback":
             return self._rolled_back(target, deployment, plan, f"not ready: {message}")
         return self._failed(context, target, deployment, plan, f"not ready: {message}")
-
-    def _check(
-        self,
-        target: DeployTarget,
-        deployment: Deployment,
-        records: list[dict[str, Any]],
-        canary: bool = False,
-    ) -> str | None:
-        """None if *deployment* passes the health check and the smoke test, else why not."""
-        health = target.health(deployment)
-        if not health.ok:
-            return f"health check failed: {health.message}"
-        if records:
-            predict = target.predict_canary if canary else target.predict
-            try:
-                predictions = predict(deployment, records, timeout=self.request_timeout)
-            except PredictionError as err:
-                details = target.diagnostics(deployment)
-                return f"smoke test failed: {err}" + (f"\n{details}" if details else "")
-            if len(predictions) != len(records):
-                return f"smoke test failed: {len(records)} rows sent, {len(predictions)} predictions received"
-        self.log.info(
-            "Verified %s: %s; smoke test: %s rows", deployment.endpoint, health.message, len(records)
-        )
-        return None
-
-    def _bake(
-        self, target: DeployTarget, deployment: Deployment, records: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        """
-        Send one sample row every ``bake_interval`` seconds to the canary for ``bake_seconds`` (at least one
-        request) and judge error rate and p95 latency. With ``max_error_rate`` 0 the first error ends it.
-        """
-        endpoint = target.canary_endpoint(deployment)
-        self.log.info(
-            "Baking version %s at %s for %ss (one request every %ss)",
-            deployment.version, endpoint, self.bake_seconds, self.bake_interval,
-        )  # fmt: skip
-        deadline = time.monotonic() + self.bake_seconds
-        latencies: list[float] = []
-        errors, last_error = 0, ""
-        while True:
-            record = records[len(latencies) % len(records)]
-            started = time.perf_counter()
-            try:
-                predictions = target.predict_canary(deployment, [record], timeout=self.request_timeout)
-                if len(predictions) != 1:
-                    raise PredictionError(f"1 row sent, {len(predictions)} predictions received")
-            except PredictionError as err:
-                errors, last_error = errors + 1, str(err)
-            latencies.append((time.perf_counter() - started) * 1000)
-            if (errors and not self.max_error_rate) or time.monotonic() + self.bake_interval > deadline:
-                break
-            time.sleep(self.bake_interval)
-        requests = len(latencies)
-        result: dict[str, Any] = {
-            "canary_percent": deployment.details.get("canary_traffic_percent"),
-            "endpoint": endpoint,
-            "requests": requests,
-            "errors": errors,
-            "error_rate": round(errors / requests, 4),
-            "p95_ms": round(percentile(latencies, 95), 2),
-            "max_error_rate": self.max_error_rate,
-            "max_latency_ms": self.max_latency_ms,
-        }
-        if result["error_rate"] > self.max_error_rate:
-            result["failure"] = (
-                f"canary bake failed: error rate {result['error_rate']} > max_error_rate {self.max_error_rate} "
-                f"({errors} of {requests} requests); last error: {last_error[:_ERROR_MAX]}"
-            )
-            details = target.diagnostics(deployment)
-            if details:
-                result["failure"] += f"\n{details}"
-        elif self.max_latency_ms is not None and result["p95_ms"] > self.max_latency_ms:
-            result["failure"] = (
-                f"canary bake failed: p95 latency {result['p95_ms']} ms > max_latency_ms {self.max_latency_ms} "
-                f"({requests} requests)"
-            )
-        return result
 
     def _succeeded(
         self, target: DeployTarget, deployment: Deployment, plan: dict[str, Any], changed: bool
@@ -810,7 +658,10 @@ class DeployModelOperator(_ServingOperator):
             self._restore_alias(plan)
             raise DeploymentVerificationError(
                 f"Version {version} of model {name!r} failed verification on target {target.config_kind()}: "
-                f"{failure}. Nothing served this model before, so it is no longer served at all."
+                f"{failure}. Nothing served this model before, so it is no longer served at all.",
+                model=name,
+                version=version,
+                reason=failure,
             )
         self.log.warning("Rolling back model %s to version %s", name, previous.version)
         plan = {**plan, "phase": "rollback", "failure": failure, "failed_version": version}
@@ -836,7 +687,10 @@ class DeployModelOperator(_ServingOperator):
             raise DeploymentError(
                 f"Version {failed_version} of model {name!r} failed verification ({plan['failure']}), and rolling "
                 f"back to version {previous['version']} failed too: {failure}. The endpoint "
-                f"{deployment.endpoint or ''} may not serve; check the target ({target.describe()})."
+                f"{deployment.endpoint or ''} may not serve; check the target ({target.describe()}).",
+                model=name,
+                version=failed_version,
+                reason=failure,
             )
         self._move_alias(name, previous["version"])
         self._record(rollback_plan, previous["version"], "succeeded", rollback_plan["reason"], deployment,
@@ -844,7 +698,10 @@ class DeployModelOperator(_ServingOperator):
         raise DeploymentVerificationError(
             f"Version {failed_version} of model {name!r} failed verification on target {target.config_kind()}: "
             f"{plan['failure']}. Rolled back: version {previous['version']} serves again at {deployment.endpoint}"
-            + (f" and alias {self.alias!r} points at it." if self.alias else ".")
+            + (f" and alias {self.alias!r} points at it." if self.alias else "."),
+            model=name,
+            version=failed_version,
+            reason=plan["failure"],
         )
 
     # -- registry ------------------------------------------------------------------------------------------
@@ -868,7 +725,7 @@ class DeployModelOperator(_ServingOperator):
         if plan["previous"]:
             self._move_alias(name, plan["previous"]["version"])
             return
-        mv = client.get_model_version(name, str(version))
+        mv = get_model_version(client, name, int(version))
         earlier = (mv.tags or {}).get(T.PREVIOUS_CHAMPION)
         if earlier and earlier.isdigit():
             self._move_alias(name, earlier)
@@ -891,7 +748,7 @@ class DeployModelOperator(_ServingOperator):
 
         target = plan["target"]
         entry = {
-            "time": utc_now(),
+            "time": utc_now_iso(),
             "action": action or self.action,
             "version": str(version),
             "outcome": outcome,
@@ -918,7 +775,7 @@ class RollbackModelOperator(DeployModelOperator):
     :class:`DeployModelOperator`'s (the smoke-test settings of the last deployment are reused unless
     ``sample_data`` is given), and if the restored version fails it, the target goes back to what served.
     The history records who (the user who triggered the run), why (*reason*) and when; the version rolled
-    away from gets ``mlops.rollback.reason``.
+    away from gets ``mlops.rollback.reason``. ``deferrable`` defaults to ``[operators] default_deferrable``.
 
     :param model_name: Registered model name (templated).
     :param reason: Why the rollback is done (required, templated).
@@ -926,8 +783,10 @@ class RollbackModelOperator(DeployModelOperator):
     :param target: Deploy target; None uses the one recorded in the registry. (templated)
     :param sample_data: Smoke-test rows (templated); None reuses those of the last deployment.
     :param kwargs: The other arguments of :class:`DeployModelOperator`.
-    :raises DeploymentError: if the model has no deployment history, or the version already serves.
-    :raises RegistryError: if the version does not exist.
+    :raises DeploymentRejectedError: if the model has no deployment history, or the version already serves
+        (not retryable: nothing changed).
+    :raises ModelVersionNotFoundError: if the version does not exist (not retryable).
+    :raises ConfigurationError: if the rendered reason is empty.
     """
 
     action = "rollback"
@@ -951,23 +810,26 @@ class RollbackModelOperator(DeployModelOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.lineage.deployments import (
             last_target_config,
+            last_verify_settings,
             previous_serving_version,
             read_history,
         )
 
-        name = validate_model_name(self.model_name)
+        name = self._model_name()
         reason = str(self.reason or "").strip()
         if not reason:
-            raise ValueError(
-                f"Rollback of model {name!r}: reason is empty; say why the model is rolled back (it is recorded)"
+            raise ConfigurationError(
+                f"Rollback of model {name!r}: reason is empty; say why the model is rolled back (it is recorded)",
+                model=name,
             )
         client = self.hook.client
         history = read_history(client, name)
         config = self.target or last_target_config(client, name)
         if not history or config is None:
-            raise DeploymentError(
+            raise DeploymentRejectedError(
                 f"Model {name!r} has no deployment history in the registry (tag {T.DEPLOYMENTS}): there is "
-                "nothing to roll back. Deploy it with DeployModelOperator first."
+                "nothing to roll back. Deploy it with DeployModelOperator first.",
+                model=name,
             )
         target = self._target(config)
         current = target.current(name)
@@ -977,21 +839,28 @@ class RollbackModelOperator(DeployModelOperator):
         else:
             found = previous_serving_version(history, serving)
             if found is None:
-                raise DeploymentError(
+                raise DeploymentRejectedError(
                     f"Model {name!r} has no earlier version that served before version {serving}: give the "
-                    "version to roll back to."
+                    "version to roll back to.",
+                    model=name,
                 )
             version = self._version(client, name, found)
         model_uri = target.resolve_model_uri(client, name, version)
         if current is not None and current.version == version and current.model_uri == model_uri:
             aliased = get_alias_version(client, name, self.alias) if self.alias else None
             if current.ready and target.health(current).ok and (not self.alias or aliased == int(version)):
-                raise DeploymentError(
+                raise DeploymentRejectedError(
                     f"Version {version} of model {name!r} already serves at {current.endpoint}: nothing to roll "
-                    "back, nothing changed. Give another version."
+                    "back, nothing changed. Give another version.",
+                    model=name,
+                    version=version,
                 )
-        verify = self._verify_settings() if self.sample_data else self._last_verify(client, name, serving)
-        self._records(verify)  # bad sample data fails here, before anything changes
+        if self.sample_data:
+            verify = self._smoke_test()
+        else:
+            last = last_verify_settings(client, name, serving)
+            verify = SmokeTest.from_dict(last) if last is not None else self._smoke_test()
+        verify.records(self.aws_conn_id)  # bad sample data fails here, before anything changes
         plan = self._plan(context, name, version, model_uri, target, current, verify, reason)
         result = self._switch(context, target, plan)
         if serving and serving != version:
@@ -1000,12 +869,3 @@ class RollbackModelOperator(DeployModelOperator):
             )
         return result
 
-    def _last_verify(self, client: MlflowClient, name: str, serving: str | None) -> dict[str, Any]:
-        """The smoke-test settings the serving version was deployed with (none known: health check only)."""
-        from airflow_mlops.lineage.deployments import read_version_history
-
-        if serving:
-            for entry in reversed(read_version_history(client, name, serving)):
-                if entry.get("outcome") == "succeeded" and isinstance(entry.get("verify"), dict):
-                    return entry["verify"]
-        return self._verify_settings()

@@ -1,6 +1,7 @@
 """
-Serving: pluggable targets behind the deployment operators, with their verification and canary policy
-(see docs/deployment.md).
+Serving: pluggable targets behind the deployment operators, with their verification and canary policy.
+
+See docs/deployment.md.
 
 Public names are loaded lazily, so importing this package (or its stand-alone ``proxy`` module, which the local
 target runs as a process of its own) stays cheap.
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
         target_class,
         target_from_config,
     )
+    from airflow_mlops.serving.canary import CanaryPolicy
     from airflow_mlops.serving.kserve import KServeTarget
     from airflow_mlops.serving.local import LocalServerTarget
 
@@ -33,10 +35,12 @@ _LAZY = {
     "target_class": "airflow_mlops.serving.base",
     "target_from_config": "airflow_mlops.serving.base",
     "LocalServerTarget": "airflow_mlops.serving.local",
+    "CanaryPolicy": "airflow_mlops.serving.canary",
     "KServeTarget": "airflow_mlops.serving.kserve",
 }
 
 __all__ = [
+    "CanaryPolicy",
     "DeployTarget",
     "Deployment",
     "Health",
@@ -50,6 +54,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    """Load a public name on first use."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

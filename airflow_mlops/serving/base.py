@@ -24,7 +24,6 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_mlops.exceptions import DeploymentError
@@ -42,29 +41,15 @@ _BUILTIN_KINDS: dict[str, str] = {
 }
 _REGISTERED_KINDS: dict[str, str] = {}
 _DOTTED_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,255}$")
-
-
-def utc_now() -> str:
-    """Current UTC time, ISO 8601, seconds precision."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def check_model_name(model_name: object) -> str:
-    """Return *model_name* if it is a registered-model name safe for paths and URLs, else raise ValueError."""
-    if not isinstance(model_name, str) or not _MODEL_NAME.match(model_name) or ".." in model_name:
-        raise ValueError(
-            f"Invalid model name {model_name!r}: use 1-256 letters, digits, '_', '-' and '.', starting with a "
-            "letter, digit or '_' (no '/', no '..')"
-        )
-    return model_name
 
 
 @dataclass(frozen=True)
 class Deployment:
     """
-    A model version as served by a target: what :meth:`DeployTarget.deploy` returns and what
-    :meth:`DeployTarget.current` finds. JSON round-trips through :meth:`to_dict` / :meth:`from_dict`.
+    A model version as served by a target.
+
+    What :meth:`DeployTarget.deploy` returns and what :meth:`DeployTarget.current` finds. JSON round-trips
+    through :meth:`to_dict` / :meth:`from_dict`.
 
     :param model_name: Registered model name.
     :param version: Registered model version (a string, as MLflow writes it).
@@ -107,7 +92,7 @@ class PredictionError(DeploymentError):
 
     def __init__(self, message: str, status_code: int | None = None, body: str = "") -> None:
         super().__init__(message)
-        self.status_code = status_code
+        self.status_code = status_code  # type: ignore[assignment]  # AirflowException types it HTTPStatus
         self.body = body
 
 
@@ -295,8 +280,9 @@ class DeployTarget(abc.ABC):
 
     def deploy_canary(self, model_name: str, version: str, model_uri: str, percent: int) -> Deployment:
         """
-        Serve *version* as a canary next to what serves now: it gets *percent* % of the traffic, the
-        previous version the rest. On failure change nothing.
+        Serve *version* as a canary next to what serves now.
+
+        It gets *percent* % of the traffic, the previous version the rest. On failure change nothing.
         """
         raise NotImplementedError(
             f"Deploy target {self.config_kind()} cannot roll out a canary; leave canary_percent unset"
@@ -396,8 +382,10 @@ def target_class(kind: str) -> type[DeployTarget]:
 
 def target_from_config(config: DeployTarget | Mapping[str, Any] | str) -> DeployTarget:
     """
-    Build a target from a :class:`DeployTarget`, a config dict (``{"kind": "local", "port": 5001}``), a JSON
-    string of one, or a bare kind name (``"local"``: default settings).
+    Build a target from its description.
+
+    A :class:`DeployTarget`, a config dict (``{"kind": "local", "port": 5001}``), a JSON string of one, or a
+    bare kind name (``"local"``: default settings).
 
     :raises ValueError: naming the kind and the bad setting.
     """

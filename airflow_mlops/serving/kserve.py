@@ -17,29 +17,42 @@ from __future__ import annotations
 import copy
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.exceptions import DeploymentError
-from airflow_mlops.serving.base import (
-    Deployment,
-    DeployTarget,
-    Health,
-    check_model_name,
-    post_invocations,
+from airflow_mlops.exceptions import DeploymentError, DeploymentRejectedError
+from airflow_mlops.hooks.kserve import (
+    API_VERSION,
+    FAILED_REASONS,
+    GROUP,
+    KIND,
+    PLURAL,
+    KServeHook,
+    api_error_is_retryable,
+    describe_conditions,
+    inference_service_state,
 )
+from airflow_mlops.registry import validate_model_name
+from airflow_mlops.serving.base import Deployment, DeployTarget, Health, post_invocations
+from airflow_mlops.utils.k8s import KubernetesConnection, label_value
 
 if TYPE_CHECKING:
-    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
     from mlflow import MlflowClient
 
     from airflow_mlops.triggers.kserve import KServeInferenceServiceReadyTrigger
 
-GROUP = "serving.kserve.io"
-API_VERSION = "v1beta1"
-PLURAL = "inferenceservices"
-KIND = "InferenceService"
+__all__ = [
+    "API_VERSION",
+    "FAILED_REASONS",
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "KServeTarget",
+    "inference_service_state",
+    "merge_patch",
+    "service_name_for",
+]
 
 ANNOTATION_MODEL = "airflow-mlops/model-name"
 ANNOTATION_VERSION = "airflow-mlops/model-version"
@@ -62,8 +75,6 @@ STORAGE_SCHEMES = (
 )
 #: Annotation asking KServe for ``latest-``/``prev-`` tagged URLs of the revisions (used to reach a canary).
 ANNOTATION_TAG_ROUTING = "serving.kserve.io/enable-tag-routing"
-#: Reasons of a ``False`` condition that mean the rollout failed (not just "still in progress").
-FAILED_REASONS = frozenset({"RevisionFailed", "ModelLoadFailed", "InvalidPredictorSpec"})
 _NAME_MAX = 45  # KServe derives longer names (e.g. "<name>-predictor-00001-deployment") from it
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
@@ -74,12 +85,6 @@ def service_name_for(model_name: str) -> str:
     if not name or not name[0].isalpha():
         name = f"m-{name}".rstrip("-")
     return name[:_NAME_MAX].rstrip("-")
-
-
-def label_value(value: str) -> str:
-    """*value* made a valid Kubernetes label value (63 characters of ``[A-Za-z0-9_.-]``, alphanumeric ends)."""
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", value)[:63]
-    return cleaned.strip("-_.") or "model"
 
 
 def merge_patch(old: Any, new: Any) -> Any:
@@ -110,61 +115,15 @@ def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any
     return base
 
 
-def inference_service_state(obj: Mapping[str, Any], min_generation: int | None = None) -> tuple[str, str]:
-    """
-    Where an ``InferenceService`` stands: ``("ready" | "failed" | "pending", message)``.
-
-    Ready means: the controller has seen generation *min_generation* (``status.observedGeneration``), the
-    ``Ready`` condition is ``True`` and the latest created predictor revision is the latest ready one. Failed
-    means: the model failed to load (``status.modelStatus``) or a condition reports a failed revision, for
-    that generation. For a ready resource the message is its URL.
-    """
-    status = obj.get("status") or {}
-    observed = status.get("observedGeneration")
-    fresh = min_generation is None or (observed is not None and int(observed) >= int(min_generation))
-    conditions = {c.get("type"): c for c in status.get("conditions") or [] if isinstance(c, Mapping)}
-    model_status = status.get("modelStatus") or {}
-    states = model_status.get("states") or {}
-    failure = model_status.get("lastFailureInfo") or {}
-    if fresh and (
-        model_status.get("transitionStatus") in ("BlockedByFailedLoad", "InvalidSpec")
-        or states.get("targetModelState") == "FailedToLoad"
-    ):
-        detail = failure.get("message") or model_status.get("transitionStatus")
-        return "failed", f"{failure.get('reason') or 'ModelLoadFailed'}: {detail}"
-    if fresh:
-        for condition in conditions.values():
-            if condition.get("status") == "False" and condition.get("reason") in FAILED_REASONS:
-                return (
-                    "failed",
-                    f"{condition.get('type')} {condition.get('reason')}: {condition.get('message')}",
-                )
-    ready = conditions.get("Ready") or {}
-    predictor = (status.get("components") or {}).get("predictor") or {}
-    latest_created, latest_ready = (
-        predictor.get("latestCreatedRevision"),
-        predictor.get("latestReadyRevision"),
-    )
-    rolled_out = not latest_created or latest_created == latest_ready
-    if fresh and ready.get("status") == "True" and rolled_out:
-        return "ready", status.get("url") or ""
-    if not fresh:
-        return (
-            "pending",
-            f"waiting for the controller to observe generation {min_generation} (seen: {observed})",
-        )
-    reason = ready.get("reason") or (
-        "rolling out revision " + latest_created if not rolled_out else "no Ready yet"
-    )
-    return "pending", f"{reason}: {ready.get('message') or ''}".rstrip(": ")
-
-
 class KServeTarget(DeployTarget):
     """
     Serve registered model versions as a KServe ``InferenceService`` (``serving.kserve.io/v1beta1``).
 
     :param namespace: Namespace of the ``InferenceService``.
     :param kubernetes_conn_id: Airflow ``kubernetes`` connection (cncf-kubernetes provider).
+    :param config_file: Kubeconfig path, if not the connection's.
+    :param cluster_context: Kubeconfig context.
+    :param in_cluster: Use the in-cluster configuration.
     :param service_name: Name of the ``InferenceService``; default derived from the model name.
     :param model_format: ``spec.predictor.model.modelFormat.name`` (``mlflow`` by default).
     :param protocol_version: Inference protocol of the predictor (``v2`` for MLServer's MLflow runtime).
@@ -198,6 +157,9 @@ class KServeTarget(DeployTarget):
         *,
         namespace: str = "default",
         kubernetes_conn_id: str = "kubernetes_default",
+        config_file: str | None = None,
+        cluster_context: str | None = None,
+        in_cluster: bool | None = None,
         service_name: str | None = None,
         model_format: str = "mlflow",
         protocol_version: str | None = "v2",
@@ -241,23 +203,29 @@ class KServeTarget(DeployTarget):
         for field_name, value in (("min_replicas", min_replicas), ("max_replicas", max_replicas)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValueError(f"{field_name} must be a non-negative integer or None, got {value!r}")
-        for field_name, value in (
+        mappings: tuple[tuple[str, Any], ...] = (
             ("resources", resources),
             ("labels", labels),
             ("annotations", annotations),
             ("predictor_overrides", predictor_overrides),
             ("storage_uri_map", storage_uri_map),
-        ):
-            if value is not None and not isinstance(value, dict):
-                raise ValueError(f"{field_name} must be a dict or None, got {type(value).__name__}")
+        )
+        for field_name, mapping in mappings:
+            if mapping is not None and not isinstance(mapping, dict):
+                raise ValueError(f"{field_name} must be a dict or None, got {type(mapping).__name__}")
         if resources and set(resources) - {"requests", "limits", "claims"}:
             raise ValueError(f"resources takes 'requests' and 'limits', got {sorted(resources)}")
         if not model_format and not image:
             raise ValueError("Give model_format (e.g. 'mlflow') or a custom predictor image")
         if not isinstance(poll_interval, int | float) or poll_interval <= 0:
             raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
+        if in_cluster is not None and not isinstance(in_cluster, bool):
+            raise ValueError(f"in_cluster must be true, false or None, got {in_cluster!r}")
         self.namespace = namespace
         self.kubernetes_conn_id = kubernetes_conn_id
+        self.config_file = config_file
+        self.cluster_context = cluster_context
+        self.in_cluster = in_cluster
         self.service_name = service_name
         self.model_format = model_format
         self.protocol_version = protocol_version
@@ -281,6 +249,9 @@ class KServeTarget(DeployTarget):
         return {
             "namespace": self.namespace,
             "kubernetes_conn_id": self.kubernetes_conn_id,
+            "config_file": self.config_file,
+            "cluster_context": self.cluster_context,
+            "in_cluster": self.in_cluster,
             "service_name": self.service_name,
             "model_format": self.model_format,
             "protocol_version": self.protocol_version,
@@ -305,7 +276,7 @@ class KServeTarget(DeployTarget):
 
     def name_for(self, model_name: str) -> str:
         """Name of the model's ``InferenceService``."""
-        return self.service_name or service_name_for(check_model_name(model_name))
+        return self.service_name or service_name_for(validate_model_name(model_name))
 
     def storage_uri(self, artifact_uri: str) -> str:
         """*artifact_uri* rewritten through ``storage_uri_map``; raise if KServe cannot download from it."""
@@ -315,10 +286,11 @@ class KServeTarget(DeployTarget):
                 uri = replacement + uri[len(prefix) :]
                 break
         if not uri.startswith(STORAGE_SCHEMES):
-            raise DeploymentError(
+            raise DeploymentRejectedError(
                 f"KServe cannot download the model from {artifact_uri!r}: its storage initializer reads "
                 f"{', '.join(STORAGE_SCHEMES)}. Store MLflow artifacts in such a store, or map the prefix "
-                "with storage_uri_map (e.g. {'mlflow-artifacts:/': 's3://<bucket>/<artifacts-prefix>/'})."
+                "with storage_uri_map (e.g. {'mlflow-artifacts:/': 's3://<bucket>/<artifacts-prefix>/'}).",
+                uri=artifact_uri,
             )
         return uri
 
@@ -398,60 +370,64 @@ class KServeTarget(DeployTarget):
             "spec": {"predictor": predictor},
         }
 
-    # -- Kubernetes API ------------------------------------------------------------------------------------
+    # -- Kubernetes API (through the KServe hook) -----------------------------------------------------------
+
+    @property
+    def connection(self) -> KubernetesConnection:
+        """How this target reaches its cluster; the trigger of its deferrable wait gets the same."""
+        return KubernetesConnection(
+            conn_id=self.kubernetes_conn_id,
+            namespace=self.namespace,
+            config_file=self.config_file,
+            cluster_context=self.cluster_context,
+            in_cluster=self.in_cluster,
+        )
 
     @cached_property
-    def hook(self) -> KubernetesHook:
-        """The cncf-kubernetes hook of ``kubernetes_conn_id`` (its module imports the kubernetes client)."""
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+    def hook(self) -> KServeHook:
+        """The KServe hook of :attr:`connection` (it imports the kubernetes client when first used)."""
+        return KServeHook(self.connection)
 
-        return KubernetesHook(conn_id=self.kubernetes_conn_id)
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, model: str | None = None) -> Any:
+        """
+        Run a hook call, turning API errors into deployment errors.
 
-    def _api(self):
-        return self.hook.custom_object_client
-
-    def _call(self, what: str, fn, *args: Any, **kwargs: Any) -> Any:
-        from kubernetes.client.exceptions import ApiException
+        :class:`DeploymentError` (retryable) for 5xx, 408, 409, 429 and network errors;
+        :class:`DeploymentRejectedError` (not retryable) for any other 4xx, e.g. a spec the API server rejects.
+        """
+        from kubernetes.client.exceptions import ApiException  # type: ignore[import-untyped]
         from urllib3.exceptions import HTTPError
 
         try:
-            return fn(*args, **kwargs)
+            return fn(*args)
         except ApiException as err:
-            if err.status == 404:
-                raise
-            raise DeploymentError(
+            error = DeploymentError if api_error_is_retryable(err.status) else DeploymentRejectedError
+            raise error(
                 f"Kubernetes API refused to {what} (connection {self.kubernetes_conn_id!r}): HTTP {err.status} "
-                f"{err.reason}: {(err.body or '')[:1000]}"
+                f"{err.reason}: {(err.body or '')[:1000]}",
+                model=model,
             ) from err
         except HTTPError as err:
             raise DeploymentError(
-                f"Kubernetes API unreachable while trying to {what} (connection {self.kubernetes_conn_id!r}): {err}"
+                f"Kubernetes API unreachable while trying to {what} (connection {self.kubernetes_conn_id!r}): {err}",
+                model=model,
             ) from err
 
     def get(self, name: str) -> dict[str, Any] | None:
         """The ``InferenceService`` *name* in the target's namespace, or None."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            return self._call(
-                f"read InferenceService {self.namespace}/{name}",
-                self._api().get_namespaced_custom_object,
-                GROUP, API_VERSION, self.namespace, PLURAL, name,
-            )  # fmt: skip
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
+        return self._call(
+            f"read InferenceService {self.namespace}/{name}", self.hook.get_inference_service, name
+        )
 
     def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Create the ``InferenceService`` of *manifest*, or merge-patch the existing one to match it."""
         name = manifest["metadata"]["name"]
+        model = manifest["metadata"]["annotations"].get(ANNOTATION_MODEL)
         existing = self.get(name)
         if existing is None:
             return self._call(
                 f"create InferenceService {self.namespace}/{name}",
-                self._api().create_namespaced_custom_object,
-                GROUP, API_VERSION, self.namespace, PLURAL, manifest,
+                self.hook.create_inference_service, manifest, model=model,
             )  # fmt: skip
         patch: dict[str, Any] = {}
         spec_patch = merge_patch(existing.get("spec") or {}, manifest["spec"])
@@ -466,23 +442,12 @@ class KServeTarget(DeployTarget):
             return existing
         return self._call(
             f"patch InferenceService {self.namespace}/{name}",
-            self._api().patch_namespaced_custom_object,
-            GROUP, API_VERSION, self.namespace, PLURAL, name, patch,
+            self.hook.patch_inference_service, name, patch, model=model,
         )  # fmt: skip
 
     def delete(self, name: str) -> None:
         """Delete the ``InferenceService`` *name* (no error if it does not exist)."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            self._call(
-                f"delete InferenceService {self.namespace}/{name}",
-                self._api().delete_namespaced_custom_object,
-                GROUP, API_VERSION, self.namespace, PLURAL, name,
-            )  # fmt: skip
-        except ApiException as err:
-            if err.status != 404:
-                raise
+        self._call(f"delete InferenceService {self.namespace}/{name}", self.hook.delete_inference_service, name)
 
     def _to_deployment(self, obj: Mapping[str, Any], model_name: str) -> Deployment:
         meta = obj.get("metadata") or {}
@@ -554,8 +519,10 @@ class KServeTarget(DeployTarget):
 
     def canary_endpoint(self, deployment: Deployment) -> str:
         """
-        The canary revision's own URL (KServe's ``latest`` traffic tag, from tag routing), else the shared
-        endpoint (``endpoint_url`` set, or no tag URL in the status): then the bake measures all traffic.
+        The canary revision's own URL (KServe's ``latest`` traffic tag, from tag routing).
+
+        Else the shared endpoint (``endpoint_url`` set, or no tag URL in the status): then the bake measures
+        all traffic.
         """
         if self.endpoint_url:
             return deployment.endpoint
@@ -587,27 +554,35 @@ class KServeTarget(DeployTarget):
         self.delete(self.name_for(model_name))
 
     def wait_ready(self, deployment: Deployment, timeout: float) -> Deployment:
+        """
+        Poll until the generation written is Ready.
+
+        :raises DeploymentRejectedError: KServe reports the rollout failed (a failed revision, a model that
+            failed to load, an invalid predictor spec): not retryable.
+        :raises DeploymentError: the resource disappeared, or was not Ready in time (retryable).
+        """
         name, generation = deployment.details["name"], deployment.details.get("generation")
+        fields = {"model": deployment.model_name, "version": deployment.version}
+        where = f"InferenceService {self.namespace}/{name}"
         deadline = time.monotonic() + timeout
-        message = ""
         while True:
-            obj = self.get(name)
+            state, message, obj = self._call(f"read {where}", self.hook.get_state, name, generation)
             if obj is None:
-                raise DeploymentError(
-                    f"InferenceService {self.namespace}/{name} disappeared while rolling out"
-                )
-            state, message = inference_service_state(obj, generation)
+                raise DeploymentError(f"{where} disappeared while rolling out", **fields)
             if state == "ready":
                 return self._to_deployment(obj, deployment.model_name)
             if state == "failed":
-                raise DeploymentError(
-                    f"InferenceService {self.namespace}/{name} (model {deployment.model_name!r} version "
-                    f"{deployment.version}) failed to roll out: {message}"
+                raise DeploymentRejectedError(
+                    f"{where} (model {deployment.model_name!r} version {deployment.version}) failed to roll "
+                    f"out: {message}",
+                    reason=message,
+                    **fields,
                 )
             if time.monotonic() + self.poll_interval > deadline:
                 raise DeploymentError(
-                    f"InferenceService {self.namespace}/{name} (model {deployment.model_name!r} version "
-                    f"{deployment.version}) was not Ready within {timeout:.0f}s: {message}"
+                    f"{where} (model {deployment.model_name!r} version {deployment.version}) was not Ready "
+                    f"within {timeout:.0f}s: {message}",
+                    **fields,
                 )
             time.sleep(self.poll_interval)
 
@@ -616,8 +591,7 @@ class KServeTarget(DeployTarget):
 
         return KServeInferenceServiceReadyTrigger(
             name=deployment.details["name"],
-            namespace=self.namespace,
-            kubernetes_conn_id=self.kubernetes_conn_id,
+            connection=self.connection.to_dict(),
             min_generation=deployment.details.get("generation"),
             deadline=time.time() + timeout,
             poll_interval=self.poll_interval,
@@ -643,7 +617,9 @@ class KServeTarget(DeployTarget):
         if not deployment.endpoint:
             raise DeploymentError(
                 f"InferenceService {self.namespace}/{deployment.details.get('name')} has no URL to send requests "
-                "to; set endpoint_url in the KServe target's settings"
+                "to; set endpoint_url in the KServe target's settings",
+                model=deployment.model_name,
+                version=deployment.version,
             )
         return post_invocations(deployment.endpoint, records, timeout=timeout)
 
@@ -652,15 +628,7 @@ class KServeTarget(DeployTarget):
         obj = self.get(name) if name else None
         if obj is None:
             return ""
-        status = obj.get("status") or {}
-        conditions = "; ".join(
-            f"{c.get('type')}={c.get('status')} {c.get('reason') or ''} {c.get('message') or ''}".strip()
-            for c in status.get("conditions") or []
-        )
-        failure = (status.get("modelStatus") or {}).get("lastFailureInfo")
-        return f"InferenceService {self.namespace}/{name}: conditions: {conditions or 'none'}" + (
-            f"; last failure: {failure}" if failure else ""
-        )
+        return f"InferenceService {self.namespace}/{name}: {describe_conditions(obj)}"
 
     def start_sandbox(self, model_name: str, version: str, model_uri: str) -> Deployment:
         """A separate ``InferenceService`` (``<name>-infraval``, one replica) that no client calls."""

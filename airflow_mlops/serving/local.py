@@ -36,20 +36,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.exceptions import DeploymentError
-from airflow_mlops.serving.base import (
-    Deployment,
-    DeployTarget,
-    Health,
-    check_model_name,
-    utc_now,
-)
+from airflow_mlops.registry import validate_model_name
+from airflow_mlops.serving.base import Deployment, DeployTarget, Health
+from airflow_mlops.utils.clock import utc_now_iso
+from airflow_mlops.utils.environment import base_environment
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
-#: Variables of the worker's environment a model server inherits when set (besides the MLflow settings of
-#: the connection): the basics, and the standard credentials variables of artifact stores.
-BASE_ENV_VARS = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+#: Prefixes of the worker's variables a model server inherits when set, besides the base environment
+#: (:func:`airflow_mlops.utils.environment.base_environment`) and the MLflow settings of the connection: the
+#: standard credentials variables of artifact stores.
 INHERITED_ENV_PREFIXES = ("AWS_", "MLFLOW_S3_", "GOOGLE_", "AZURE_")
 #: Log files kept per model (the oldest are removed).
 KEEP_LOGS = 20
@@ -93,7 +90,7 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 def _create_time(pid: int) -> float | None:
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     try:
         proc = psutil.Process(pid)
@@ -311,7 +308,7 @@ class LocalServerTarget(DeployTarget):
         return Path(root) / "serving"
 
     def model_dir(self, model_name: str) -> Path:
-        return self.state_root() / check_model_name(model_name)
+        return self.state_root() / validate_model_name(model_name)
 
     def state_path(self, model_name: str) -> Path:
         """The state file of *model_name*."""
@@ -366,7 +363,7 @@ class LocalServerTarget(DeployTarget):
     # -- processes -----------------------------------------------------------------------------------------
 
     def _env(self) -> dict[str, str]:
-        env = {name: os.environ[name] for name in BASE_ENV_VARS if os.environ.get(name)}
+        env = base_environment()
         env.update(
             {k: v for k, v in os.environ.items() if k.startswith(INHERITED_ENV_PREFIXES) and v is not None}
         )
@@ -398,7 +395,7 @@ class LocalServerTarget(DeployTarget):
                 "port": port,
                 "version": version,
                 "model_uri": model_uri,
-                "started_at": utc_now(),
+                "started_at": utc_now_iso(),
             }
         )
         url = f"http://{_LOOPBACK}:{port}/ping"
@@ -448,12 +445,12 @@ class LocalServerTarget(DeployTarget):
             sys.executable, "-m", "airflow_mlops.serving.proxy",
             "--host", self.host, "--port", str(self.port), "--state", str(self.state_path(model_name)),
         ]  # fmt: skip
-        env = {name: os.environ[name] for name in BASE_ENV_VARS if os.environ.get(name)}
+        env = base_environment()
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")) if p
         )
         info = _spawn(command, log_path, env, cwd=self.model_dir(model_name))
-        info.update({"host": self.host, "port": self.port, "started_at": utc_now()})
+        info.update({"host": self.host, "port": self.port, "started_at": utc_now_iso()})
         url = f"{self.endpoint}/_mlops/proxy"
         deadline = time.monotonic() + _PROXY_STARTUP_SECONDS
         while True:
@@ -502,7 +499,7 @@ class LocalServerTarget(DeployTarget):
     # -- DeployTarget --------------------------------------------------------------------------------------
 
     def deploy(self, model_name: str, version: str, model_uri: str) -> Deployment:
-        check_model_name(model_name)
+        validate_model_name(model_name)
         version = str(version)
         with self._locked(model_name):
             state = self.read_state(model_name) or {}
@@ -530,7 +527,7 @@ class LocalServerTarget(DeployTarget):
                     "target": self.to_config(),
                     "proxy": proxy,
                     "server": server,
-                    "updated_at": utc_now(),
+                    "updated_at": utc_now_iso(),
                 }
                 self._write_state(model_name, new_state)
             except BaseException:
@@ -579,7 +576,7 @@ class LocalServerTarget(DeployTarget):
         return f"Server log ({log}):\n{tail}" if tail else ""
 
     def start_sandbox(self, model_name: str, version: str, model_uri: str) -> Deployment:
-        check_model_name(model_name)
+        validate_model_name(model_name)
         info = self._start_server(model_name, str(version), model_uri, purpose="sandbox")
         return Deployment(
             model_name=model_name,

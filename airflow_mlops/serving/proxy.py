@@ -89,7 +89,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:
@@ -155,6 +155,7 @@ class _ProxyServer(ThreadingHTTPServer):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the proxy until it is signalled (``python -m airflow_mlops.serving.proxy --port N --state FILE``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)

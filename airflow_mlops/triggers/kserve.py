@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_mlops.serving.kserve import API_VERSION, GROUP, PLURAL, inference_service_state
+from airflow_mlops.hooks.kserve import AsyncKServeHook
+from airflow_mlops.utils.k8s import KubernetesConnection
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Mapping
 
 #: Consecutive failed status reads (API errors, network) after which the trigger gives up.
 MAX_CONSECUTIVE_ERRORS = 5
@@ -22,14 +23,15 @@ class KServeInferenceServiceReadyTrigger(BaseTrigger):
     Poll an ``InferenceService`` with the async Kubernetes client until it is Ready, failed, or too late.
 
     The cncf-kubernetes provider has no async wait for custom objects; this trigger reads the resource through
-    its ``AsyncKubernetesHook`` and judges it with
-    :func:`airflow_mlops.serving.kserve.inference_service_state`. It yields exactly one event:
-    ``{"status": "success", "message", "name", "namespace", "url", "generation"}`` when Ready, or
+    :class:`~airflow_mlops.hooks.kserve.AsyncKServeHook` and judges it with
+    :func:`~airflow_mlops.hooks.kserve.inference_service_state`, as the KServe target does. It yields exactly
+    one event: ``{"status": "success", "message", "name", "namespace", "url", "generation"}`` when Ready, or
     ``{"status": "failed" | "timeout" | "error", "message", "name", "namespace"}``.
 
     :param name: Name of the ``InferenceService``.
-    :param namespace: Its namespace.
-    :param kubernetes_conn_id: Airflow ``kubernetes`` connection.
+    :param connection: How to reach the cluster and the namespace of the resource:
+        :meth:`KubernetesConnection.to_dict() <airflow_mlops.utils.k8s.KubernetesConnection.to_dict>`
+        (``conn_id``, ``namespace``, ``config_file``, ``cluster_context``, ``in_cluster``).
     :param min_generation: The ``metadata.generation`` the controller must have observed (the one the deploy
         wrote); None accepts any.
     :param deadline: Epoch seconds after which the wait ends with ``timeout`` (absolute, so a restarted
@@ -41,27 +43,29 @@ class KServeInferenceServiceReadyTrigger(BaseTrigger):
         self,
         *,
         name: str,
-        namespace: str,
-        kubernetes_conn_id: str = "kubernetes_default",
+        connection: Mapping[str, Any] | None = None,
         min_generation: int | None = None,
         deadline: float,
         poll_interval: float = 10.0,
     ) -> None:
         super().__init__()
         self.name = name
-        self.namespace = namespace
-        self.kubernetes_conn_id = kubernetes_conn_id
+        self.connection = KubernetesConnection.from_dict(connection).to_dict()
         self.min_generation = min_generation
         self.deadline = float(deadline)
         self.poll_interval = float(poll_interval)
+
+    @property
+    def namespace(self) -> str:
+        """Namespace of the resource (the connection's, else ``default``)."""
+        return self.connection.get("namespace") or "default"
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
                 "name": self.name,
-                "namespace": self.namespace,
-                "kubernetes_conn_id": self.kubernetes_conn_id,
+                "connection": dict(self.connection),
                 "min_generation": self.min_generation,
                 "deadline": self.deadline,
                 "poll_interval": self.poll_interval,
@@ -73,29 +77,20 @@ class KServeInferenceServiceReadyTrigger(BaseTrigger):
             {"status": status, "message": message, "name": self.name, "namespace": self.namespace, **extra}
         )
 
-    async def _read(self) -> dict[str, Any]:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
-        from kubernetes_asyncio.client import CustomObjectsApi
-
-        hook = AsyncKubernetesHook(conn_id=self.kubernetes_conn_id)
-        async with hook.get_conn() as api_client:
-            return await CustomObjectsApi(api_client).get_namespaced_custom_object(
-                GROUP, API_VERSION, self.namespace, PLURAL, self.name
-            )
+    def _hook(self) -> AsyncKServeHook:
+        return AsyncKServeHook(self.connection)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from kubernetes_asyncio.client.exceptions import ApiException
 
         where = f"InferenceService {self.namespace}/{self.name}"
+        hook = self._hook()
         errors = 0
         message = "no status read yet"
         while True:
             try:
-                obj = await self._read()
+                state, message, obj = await hook.aget_state(self.name, self.min_generation)
             except ApiException as err:
-                if err.status == 404:
-                    yield self._event("failed", f"{where} does not exist (deleted while rolling out?)")
-                    return
                 errors += 1
                 message = f"Kubernetes API answered HTTP {err.status} {err.reason}"
             except Exception as err:  # network errors, config errors: retried, then reported
@@ -103,9 +98,11 @@ class KServeInferenceServiceReadyTrigger(BaseTrigger):
                 message = f"cannot read {where}: {type(err).__name__}: {err}"
             else:
                 errors = 0
-                state, message = inference_service_state(obj, self.min_generation)
+                if state == "missing":
+                    yield self._event("failed", f"{where} does not exist (deleted while rolling out?)")
+                    return
                 if state == "ready":
-                    generation = (obj.get("metadata") or {}).get("generation")
+                    generation = ((obj or {}).get("metadata") or {}).get("generation")
                     yield self._event("success", f"{where} is Ready", url=message, generation=generation)
                     return
                 if state == "failed":

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from airflow_mlops import tags as T
-from airflow_mlops.exceptions import DeploymentError, RegistryError
+from airflow_mlops.exceptions import (
+    ConfigurationError,
+    DeploymentError,
+    DeploymentRejectedError,
+    ModelVersionNotFoundError,
+    RegistryError,
+)
 from airflow_mlops.lineage.deployments import read_history
 from airflow_mlops.operators.deployment import DeployModelOperator, RollbackModelOperator
 from airflow_mlops.serving.local import LocalServerTarget
@@ -23,7 +29,7 @@ from tests.task_context import context_for
 
 pytestmark = pytest.mark.integration
 
-DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "rollback.py"
+DAG_FILE = Path(__file__).resolve().parents[3] / "dags" / "rollback.py"
 MODEL = "rollback_dag_churn"
 ROWS = [{"tenure_months": 5.0, "monthly_spend": 50.0}]
 
@@ -93,8 +99,12 @@ def test_the_form_requires_a_reason(dag, airflow_db, served):
 def test_rolling_back_to_the_version_already_serving_changes_nothing(served, client):
     serving = LocalServerTarget.from_config(served["config"]).current(MODEL)
 
-    with pytest.raises(DeploymentError, match=f"Version {serving.version} .* already serves"):
+    with pytest.raises(DeploymentError, match=f"Version {serving.version} .* already serves") as err:
         rollback(version=serving.version, reason="again")
+
+    assert isinstance(err.value, DeploymentRejectedError)
+    assert err.value.retryable is False
+    assert (err.value.model, err.value.version) == (MODEL, serving.version)
 
     assert (
         LocalServerTarget.from_config(served["config"]).current(MODEL).details["pid"]
@@ -105,8 +115,12 @@ def test_rolling_back_to_the_version_already_serving_changes_nothing(served, cli
 def test_rolling_back_to_a_version_that_does_not_exist_changes_nothing(served, client):
     before = read_history(client, MODEL)
 
-    with pytest.raises(RegistryError, match="has no version 42"):
+    with pytest.raises(RegistryError, match="has no version 42") as err:
         rollback(version="42", reason="typo")
+
+    assert isinstance(err.value, ModelVersionNotFoundError)
+    assert err.value.retryable is False
+    assert (err.value.model, err.value.version) == (MODEL, "42")
 
     assert read_history(client, MODEL) == before
     assert http_predict(served["endpoint"], ROWS)[1] == client.get_registered_model(MODEL).aliases[T.CHAMPION]
@@ -116,12 +130,19 @@ def test_an_empty_reason_is_refused_after_rendering(served):
     op = RollbackModelOperator(task_id="rollback", model_name=MODEL, reason="{{ params.reason }}")
     op.reason = " "  # what an empty form field renders to
 
-    with pytest.raises(ValueError, match="reason is empty"):
+    with pytest.raises(ValueError, match="reason is empty") as err:
         op.execute(context_for(op))
+
+    assert isinstance(err.value, ConfigurationError)
+    assert err.value.retryable is False
 
 
 def test_a_model_without_deployment_history_cannot_be_rolled_back(client, mlflow_server):
     client.create_registered_model("never_deployed_churn")
 
-    with pytest.raises(DeploymentError, match="no deployment history"):
+    with pytest.raises(DeploymentError, match="no deployment history") as err:
         rollback(model_name="never_deployed_churn", reason="why not")
+
+    assert isinstance(err.value, DeploymentRejectedError)
+    assert err.value.retryable is False
+    assert err.value.model == "never_deployed_churn"

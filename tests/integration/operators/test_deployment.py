@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from airflow_mlops import tags as T
-from airflow_mlops.exceptions import DeploymentError, DeploymentVerificationError
+from airflow_mlops.exceptions import DeploymentError, DeploymentRejectedError, DeploymentVerificationError
 from airflow_mlops.lineage.deployments import read_full_history, read_history
 from airflow_mlops.operators.deployment import DeployModelOperator, RollbackModelOperator
 from tests.deploy_support import EchoTarget, write_holdout_snapshot
@@ -47,8 +47,11 @@ def test_a_user_target_deploys_rolls_back_and_is_found_by_the_rollback(model, tm
     run(DeployModelOperator, "deploy_1", version=v1, **common)
     run(DeployModelOperator, "deploy_2", version=v2, reason="weekly retrain", **common)
     EchoTarget.broken.add(v3)
-    with pytest.raises(DeploymentVerificationError, match=f"version {v3} raised"):
+    with pytest.raises(DeploymentVerificationError, match=f"version {v3} raised") as err:
         run(DeployModelOperator, "deploy_3", version=v3, **common)
+    assert err.value.retryable is False
+    assert (err.value.model, err.value.version) == (name, v3)
+    assert err.value.reason.startswith("smoke test failed")
     assert EchoTarget.served[name].version == v2
 
     result = run(RollbackModelOperator, "rollback", user="erin", model_name=name, reason="v2 drifts")
@@ -98,7 +101,10 @@ def test_rolling_back_with_no_earlier_version_is_refused(model):
     client, name, (v1, _, _) = model
     run(DeployModelOperator, "deploy_1", model_name=name, version=v1, target=TARGET)
 
-    with pytest.raises(DeploymentError, match="no earlier version"):
+    with pytest.raises(DeploymentError, match="no earlier version") as err:
         run(RollbackModelOperator, "rollback", model_name=name, reason="undo")
+
+    assert isinstance(err.value, DeploymentRejectedError)
+    assert err.value.retryable is False
 
     assert EchoTarget.served[name].version == v1

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from airflow_mlops import tags as T
-from airflow_mlops.exceptions import DeploymentError, DeploymentVerificationError
+from airflow_mlops.exceptions import DeploymentError, DeploymentRejectedError, DeploymentVerificationError
 from airflow_mlops.lineage.deployments import read_history
 from airflow_mlops.operators.deployment import DeployModelOperator
+from airflow_mlops.serving.canary import CanaryPolicy
 from airflow_mlops.serving.kserve import KServeTarget
 from tests.conftest import set_connection
 from tests.deploy_support import write_holdout_snapshot
@@ -113,8 +114,13 @@ def test_a_failed_rollout_is_reported_with_kserves_message(kube, target):
 
     deployment = target.deploy("broken", "3", "s3://models/broken/3")
 
-    with pytest.raises(DeploymentError, match="No module named 'missing_dep'"):
+    with pytest.raises(DeploymentError, match="No module named 'missing_dep'") as err:
         target.wait_ready(deployment, timeout=30)
+
+    assert isinstance(err.value, DeploymentRejectedError)  # KServe says the model cannot load: no retry
+    assert err.value.retryable is False
+    assert (err.value.model, err.value.version) == ("broken", "3")
+    assert "ModelLoadFailed" in err.value.reason
     target.stop("broken")
 
 
@@ -124,8 +130,12 @@ def test_the_api_server_refusing_a_spec_is_a_clear_error_and_changes_nothing(kub
         namespace="models", kubernetes_conn_id=CONN_ID, predictor_overrides={"minReplicas": "two"}
     )
 
-    with pytest.raises(DeploymentError, match="HTTP 422"):
+    with pytest.raises(DeploymentError, match="HTTP 422") as err:
         bad.deploy("strict", "2", "s3://models/strict/2")
+
+    assert isinstance(err.value, DeploymentRejectedError)
+    assert err.value.retryable is False
+    assert err.value.model == "strict"
 
     assert target.current("strict").version == "1"
     target.stop("strict")
@@ -222,6 +232,9 @@ def test_deploy_operator_defers_verifies_and_rolls_back_on_kserve(kube, registry
     with pytest.raises(DeploymentVerificationError, match="missing_dep") as err:
         deploy(v2, "deploy_v2")
     assert f"version {v1} serves again" in str(err.value)
+    assert err.value.retryable is False
+    assert (err.value.model, err.value.version) == (name, v2)
+    assert err.value.reason.startswith("not ready: failed:")
     assert stored(kube, "kserve-churn")["spec"]["predictor"]["model"]["storageUri"] == f"s3://models/{name}/1"
 
     kube.behaviour[v3] = "bad-predict"
@@ -259,7 +272,7 @@ def test_deploy_operator_bakes_a_canary_then_promotes_it_or_rolls_it_back(kube, 
     def deploy(version, task_id):
         op = DeployModelOperator(
             task_id=task_id, model_name=name, version=version, target=config, sample_data=holdout,
-            drop_columns=["label"], deferrable=True, bake_seconds=0.3, bake_interval=0.05,
+            drop_columns=["label"], deferrable=True, canary=CanaryPolicy(bake_seconds=0.3, interval=0.05),
         )  # fmt: skip
         return run_deferrable(op, context_for(op, user="carol"))
 
@@ -307,3 +320,23 @@ def test_deploy_operator_bakes_a_canary_then_promotes_it_or_rolls_it_back(kube, 
     target = KServeTarget(namespace="models", kubernetes_conn_id=CONN_ID)
     assert target.predict(target.current(name), ROWS) == [int(v2)] * 2
     target.stop(name)
+
+
+def test_a_kubeconfig_file_alone_reaches_the_cluster_from_the_target_and_its_trigger(kube, tmp_path):
+    kube.behaviour.clear()
+    kubeconfig = kube.write_kubeconfig(tmp_path / "config")
+    # No Airflow connection: only the kubeconfig file (the trigger used to drop it and fall back to defaults).
+    target = KServeTarget(
+        namespace="models", kubernetes_conn_id="kubernetes_default", config_file=str(kubeconfig),
+        poll_interval=0.05,
+    )  # fmt: skip
+
+    deployment = target.deploy("by-file", "1", "s3://models/by-file/1")
+    trigger = target.ready_trigger(deployment, timeout=30)
+    event = first_event(trigger)
+
+    assert trigger.serialize()[1]["connection"]["config_file"] == str(kubeconfig)
+    assert event["status"] == "success"
+    assert event["namespace"] == "models"
+    assert target.current("by-file").version == "1"
+    target.stop("by-file")

@@ -19,6 +19,7 @@ from airflow_mlops.exceptions import (
     DeploymentError,
     DeploymentVerificationError,
     InfraValidationError,
+    ModelVersionNotFoundError,
     RegistryError,
 )
 from airflow_mlops.lineage.deployments import read_history, read_version_history
@@ -173,6 +174,11 @@ def test_infra_validation_stops_a_model_that_raises_before_it_serves(
     with pytest.raises(InfraValidationError, match="feature store unreachable") as err:
         infra_validate(target_config, v3, holdout)
 
+    assert err.value.retryable is False
+    assert (err.value.model, err.value.version) == (MODEL, v3)
+    assert "request 1 of 6 failed" in str(err.value)
+    assert json.loads(client.get_model_version(MODEL, v3).tags[T.INFRA_VALIDATION_SUMMARY])["requests"] == 1
+
     assert f"Version {v3}" in str(err.value)
     assert "HTTP" in str(err.value)
     assert client.get_model_version(MODEL, v3).tags[T.INFRA_VALIDATION_PASSED] == "false"
@@ -190,6 +196,9 @@ def test_a_version_failing_the_smoke_test_is_rolled_back_automatically(
         deploy(target_config, v4, holdout, task_id="deploy_v4")
 
     assert f"version {v2} serves again" in str(err.value)
+    assert err.value.retryable is False
+    assert (err.value.model, err.value.version) == (MODEL, v4)
+    assert err.value.reason.startswith("smoke test failed")
     assert http_predict(f"http://127.0.0.1:{target_config['port']}", ROWS) == ([1, 1], v2)
     assert champion(client) == v2
     history = read_history(client, MODEL)
@@ -206,8 +215,10 @@ def test_a_port_already_taken_is_refused_and_nothing_changes(target_config, vers
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        with pytest.raises(DeploymentError, match=f"Port {taken} .* already in use"):
+        with pytest.raises(DeploymentError, match=f"Port {taken} .* already in use") as err:
             deploy({**target_config, "port": taken}, versions["zeros"], holdout, task_id="deploy_taken")
+
+    assert (err.value.model, err.value.version) == (MODEL, versions["zeros"])
 
     assert http_predict(f"http://127.0.0.1:{target_config['port']}", ROWS) == ([1, 1], versions["ones"])
     assert champion(client) == versions["ones"]
@@ -226,5 +237,8 @@ def test_a_model_uri_that_does_not_resolve_is_refused_and_nothing_changes(target
 
 
 def test_deploying_a_version_that_does_not_exist_fails_before_anything_starts(target_config, holdout):
-    with pytest.raises(RegistryError, match="has no version 99"):
+    with pytest.raises(RegistryError, match="has no version 99") as err:
         deploy(target_config, 99, holdout, task_id="deploy_99")
+
+    assert isinstance(err.value, ModelVersionNotFoundError)
+    assert err.value.retryable is False

@@ -1,16 +1,20 @@
-"""The deployment operators reject bad arguments when the DAG is parsed, saying what is allowed."""
+"""
+The deployment operators reject bad arguments when the DAG is parsed, saying what is allowed, and the same
+arguments found bad once rendered fail the task at once (ConfigurationError, no retries).
+"""
 
 from __future__ import annotations
 
 import pytest
 
 from airflow_mlops.deploy_targets import LocalServerTarget
+from airflow_mlops.exceptions import ConfigurationError
 from airflow_mlops.operators.deployment import (
     DeployModelOperator,
     InfraValidateOperator,
     RollbackModelOperator,
-    percentile,
 )
+from airflow_mlops.serving.canary import CanaryPolicy
 
 
 def test_a_target_object_is_kept_as_its_json_config():
@@ -45,15 +49,19 @@ def test_templated_arguments_are_accepted_until_rendered():
         ({"drop_columns": "label"}, "drop_columns must be a list"),
         ({"alias": ""}, "alias must be a registry alias"),
         ({"ready_timeout": -1}, "ready_timeout"),
-        ({"canary_percent": 0}, "canary_percent must be an integer from 1 to 99"),
-        ({"canary_percent": 100}, "canary_percent must be an integer from 1 to 99"),
-        ({"canary_percent": True}, "canary_percent"),
-        ({"bake_seconds": -1}, "bake_seconds must be a non-negative number"),
-        ({"bake_interval": 0}, "bake_interval must be a positive number"),
-        ({"max_error_rate": 1.5}, "max_error_rate must be a share from 0 to 1"),
-        ({"max_latency_ms": 0}, "max_latency_ms must be a positive number"),
-        ({"canary_percent": 10, "sample_data": "/d#holdout"}, "target local cannot roll out a canary"),
+        ({"canary": {"percent": 0}}, "canary percent must be an integer from 1 to 99"),
+        ({"canary": {"percent": 100}}, "canary percent must be an integer from 1 to 99"),
+        ({"canary": {"percent": True}}, "canary percent"),
+        ({"canary": {"bake_seconds": -1}}, "bake_seconds must be a non-negative number"),
+        ({"canary": {"interval": 0}}, "canary interval must be a positive number"),
+        ({"canary": {"max_error_rate": 1.5}}, "max_error_rate must be a share from 0 to 1"),
+        ({"canary": {"max_p95_ms": 0}}, "max_p95_ms must be a positive number"),
+        ({"canary": {"bake_secs": 5}}, r"Unknown canary setting\(s\) \['bake_secs'\]"),
+        ({"canary": 10}, "canary must be a CanaryPolicy"),
+        ({"canary": {"percent": 10}, "sample_data": "/d#holdout"}, "target local cannot roll out a canary"),
         ({"target": {"kind": "kserve", "canary_traffic_percent": 10}}, "give sample_data"),
+        ({"canary_percent": 10}, r"canary=CanaryPolicy\(\.\.\.\).*canary_percent= -> percent="),
+        ({"bake_interval": 1}, "bake_interval= -> interval="),
     ],
 )
 def test_deploy_operator_rejects_bad_arguments(kwargs, message):
@@ -89,18 +97,56 @@ def test_rollback_defaults_to_the_previous_champion_on_the_recorded_target():
     assert op.action == "rollback"
 
 
-def test_percentiles_are_nearest_rank():
-    values = [10.0, 1.0, 5.0, 3.0]
-
-    assert percentile(values, 50) == 3.0
-    assert percentile(values, 95) == 10.0
-    assert percentile([7.0], 95) == 7.0
-
-
-def test_a_canary_on_kserve_is_accepted_with_sample_data():
+@pytest.mark.parametrize(
+    "canary",
+    [
+        CanaryPolicy(percent=10, bake_seconds=300, max_error_rate=0.01),
+        {"percent": 10, "bake_seconds": 300, "max_error_rate": 0.01},
+    ],
+    ids=["policy", "dict"],
+)
+def test_a_canary_on_kserve_is_accepted_with_sample_data(canary):
     op = DeployModelOperator(
-        task_id="deploy", model_name="churn", version=2, target={"kind": "kserve"}, canary_percent=10,
-        sample_data="/data/datasets/churn/abc#holdout", bake_seconds=300, max_error_rate=0.01,
+        task_id="deploy", model_name="churn", version=2, target={"kind": "kserve"}, canary=canary,
+        sample_data="/data/datasets/churn/abc#holdout",
     )  # fmt: skip
 
-    assert (op.canary_percent, op.bake_seconds, op.max_error_rate) == (10, 300.0, 0.01)
+    assert op.canary == CanaryPolicy(percent=10, bake_seconds=300.0, interval=1.0, max_error_rate=0.01)
+    assert (op.canary.percent, op.canary.bake_seconds, op.canary.max_error_rate) == (10, 300.0, 0.01)
+
+
+def test_deferrable_defaults_to_the_operators_default_deferrable_setting():
+    from airflow.sdk import conf
+
+    default = conf.getboolean("operators", "default_deferrable", fallback=False)
+
+    assert DeployModelOperator(task_id="deploy", model_name="churn", version=1).deferrable is default
+    assert RollbackModelOperator(task_id="rollback", model_name="churn", reason="r").deferrable is default
+
+
+@pytest.mark.parametrize(
+    ("operator", "rendered", "message"),
+    [
+        (DeployModelOperator, {"model_name": "bad/name"}, "not a valid model name"),
+        (DeployModelOperator, {"target": {"kind": "local", "port": "not-a-port"}}, "invalid deploy target"),
+        (DeployModelOperator, {"target": None}, "give the deploy target"),
+        (InfraValidateOperator, {"target": '{"kind": "heroku"}'}, "Unknown deploy target kind"),
+        (RollbackModelOperator, {"model_name": "churn ml"}, "not a valid model name"),
+    ],
+)
+def test_arguments_found_bad_once_rendered_fail_without_retries(operator, rendered, message):
+    kwargs = {"task_id": "t", "model_name": "{{ params.model }}", "version": 1}
+    if operator is InfraValidateOperator:
+        kwargs["sample_data"] = "/data/datasets/churn/abc#holdout"
+    if operator is RollbackModelOperator:
+        kwargs["reason"] = "bad"
+    op = operator(**kwargs)
+    op.model_name = "churn"
+    for field, value in rendered.items():  # what Jinja rendered
+        setattr(op, field, value)
+
+    with pytest.raises(ConfigurationError, match=message) as err:
+        op.execute({})
+
+    assert isinstance(err.value, ValueError)
+    assert err.value.retryable is False

@@ -14,7 +14,6 @@ from airflow_mlops.deploy_targets import (
     register_target_kind,
     target_from_config,
 )
-from airflow_mlops.lineage.deployments import _dumps_within, previous_serving_version
 from tests.deploy_support import EchoTarget
 
 
@@ -87,27 +86,3 @@ def test_deployment_round_trips_through_json():
                             details={"pid": 1})  # fmt: skip
 
     assert Deployment.from_dict(json.loads(json.dumps(deployment.to_dict()))) == deployment
-
-
-def test_previous_champion_is_the_last_version_that_served_before_the_current_one():
-    history = [
-        {"version": "1", "outcome": "succeeded"},
-        {"version": "2", "outcome": "succeeded"},
-        {"version": "3", "outcome": "failed"},
-        {"version": "2", "outcome": "succeeded"},
-    ]
-
-    assert previous_serving_version(history, "2") == "1"
-    assert previous_serving_version(history, "1") == "2"
-    assert previous_serving_version(history[:1], "1") is None
-
-
-def test_history_drops_the_oldest_entries_to_fit_the_tag_limit():
-    entries = [{"version": str(i), "reason": "x" * 100} for i in range(100)]
-
-    text = _dumps_within(entries, 5000)
-
-    kept = json.loads(text)
-    assert len(text) <= 5000
-    assert kept[-1]["version"] == "99"
-    assert kept[0]["version"] != "0"

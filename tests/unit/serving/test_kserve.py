@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_mlops.exceptions import DeploymentError
-from airflow_mlops.serving.kserve import (
-    KServeTarget,
-    inference_service_state,
-    merge_patch,
-    service_name_for,
-)
-from airflow_mlops.triggers.kserve import KServeInferenceServiceReadyTrigger
+from airflow_mlops.exceptions import DeploymentError, DeploymentRejectedError
+from airflow_mlops.serving.base import Deployment
+from airflow_mlops.serving.kserve import KServeTarget, merge_patch, service_name_for
+from airflow_mlops.utils.k8s import KubernetesConnection
 from tests.kube_api_stub import apply_merge_patch, spec_validator
 
 
@@ -120,8 +116,11 @@ def test_storage_uri_mapping_and_unreadable_locations():
     )
     with pytest.raises(DeploymentError, match="storage_uri_map"):
         KServeTarget().storage_uri("mlflow-artifacts:/3/models/m-1/artifacts")
-    with pytest.raises(DeploymentError, match="cannot download"):
+    with pytest.raises(DeploymentError, match="cannot download") as err:
         KServeTarget().storage_uri("/local/path/model")
+    assert isinstance(err.value, DeploymentRejectedError)
+    assert err.value.retryable is False
+    assert err.value.uri == "/local/path/model"
 
 
 @pytest.mark.parametrize(
@@ -146,60 +145,61 @@ def test_service_names_are_dns_labels():
     assert len(service_name_for("x" * 300)) <= 45
 
 
-def _isvc(generation, observed, ready="True", **status):
-    return {
-        "metadata": {"generation": generation},
-        "status": {
-            "observedGeneration": observed,
-            "url": "http://m.models.example.com",
-            "conditions": [{"type": "Ready", "status": ready, "reason": status.pop("reason", None)}],
-            **status,
-        },
-    }
+def test_labels_use_the_shared_kubernetes_label_sanitiser():
+    from airflow_mlops.utils.k8s import label_value
+
+    for name in ("Churn.Classifier_v2", "x" * 200, "_odd-"):
+        label = KServeTarget().build_manifest(name, "1", "s3://b/m")["metadata"]["labels"]["airflow-mlops/model"]
+        assert label == label_value(name)
+        assert len(label) <= 63
 
 
-def test_readiness_counts_only_for_the_generation_written():
-    assert inference_service_state(_isvc(2, 2), 2) == ("ready", "http://m.models.example.com")
-    # The controller has not seen the patch yet:
-    assert inference_service_state(_isvc(2, 1), 2)[0] == "pending"
-    rolling = _isvc(
-        2, 2, components={"predictor": {"latestCreatedRevision": "r2", "latestReadyRevision": "r1"}}
-    )
-    assert inference_service_state(rolling, 2)[0] == "pending"
-
-
-def test_a_failed_model_load_is_reported_with_its_message():
-    failed = _isvc(
-        3, 3, ready="False",
-        modelStatus={
-            "transitionStatus": "BlockedByFailedLoad",
-            "states": {"activeModelState": "Loaded", "targetModelState": "FailedToLoad"},
-            "lastFailureInfo": {"reason": "ModelLoadFailed", "message": "No module named 'xgboost'"},
-        },
+def test_the_target_hands_its_whole_cluster_connection_to_its_trigger():
+    target = KServeTarget(
+        namespace="ml", kubernetes_conn_id="k8s", config_file="/etc/kube/config", cluster_context="prod",
+        in_cluster=False, poll_interval=2,
     )  # fmt: skip
+    deployment = Deployment("m", "3", "s3://b/3", "kserve", "", "", ready=False,
+                            details={"name": "m", "generation": 4})  # fmt: skip
 
-    state, message = inference_service_state(failed, 3)
+    trigger = target.ready_trigger(deployment, timeout=60)
 
-    assert state == "failed"
-    assert "No module named 'xgboost'" in message
-    assert inference_service_state(failed, 4)[0] == "pending"  # an older generation's failure does not count
-
-
-def test_trigger_serializes_exactly_its_arguments():
-    trigger = KServeInferenceServiceReadyTrigger(
-        name="churn",
-        namespace="models",
-        kubernetes_conn_id="k8s",
-        min_generation=3,
-        deadline=1e9,
-        poll_interval=5,
+    expected = KubernetesConnection(
+        conn_id="k8s", namespace="ml", config_file="/etc/kube/config", cluster_context="prod", in_cluster=False
     )
+    assert target.connection == expected
+    assert target.hook.connection == expected
+    assert trigger.connection == expected.to_dict()
+    assert trigger.namespace == "ml"
+    assert (trigger.min_generation, trigger.poll_interval) == (4, 2.0)
+    assert KServeTarget.from_config(target.to_config()).connection == expected
 
-    classpath, kwargs = trigger.serialize()
 
-    assert classpath == "airflow_mlops.triggers.kserve.KServeInferenceServiceReadyTrigger"
-    assert kwargs == {
-        "name": "churn", "namespace": "models", "kubernetes_conn_id": "k8s", "min_generation": 3,
-        "deadline": 1e9, "poll_interval": 5.0,
-    }  # fmt: skip
-    assert KServeInferenceServiceReadyTrigger(**kwargs).serialize() == (classpath, kwargs)
+@pytest.mark.parametrize(
+    ("status", "retryable"),
+    [(500, True), (503, True), (429, True), (409, True), (422, False), (400, False), (403, False)],
+)
+def test_kubernetes_api_errors_are_retryable_only_when_a_retry_can_help(status, retryable):
+    from kubernetes.client.exceptions import ApiException
+
+    def refuse(*args):
+        raise ApiException(status=status, reason="Refused")
+
+    with pytest.raises(DeploymentError, match=f"HTTP {status}") as err:
+        KServeTarget(kubernetes_conn_id="k8s")._call("patch InferenceService m", refuse, model="m")
+
+    assert err.value.retryable is retryable
+    assert isinstance(err.value, DeploymentRejectedError) is not retryable
+    assert err.value.model == "m"
+
+
+def test_an_unreachable_api_server_is_retryable():
+    from urllib3.exceptions import ReadTimeoutError
+
+    def time_out(*args):
+        raise ReadTimeoutError(None, "/apis", "read timed out")
+
+    with pytest.raises(DeploymentError, match="unreachable") as err:
+        KServeTarget()._call("read InferenceService m", time_out)
+
+    assert err.value.retryable is True
