@@ -6,6 +6,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``airflow-mlops demo ...`` or ``airflow-mlops lineage ...``; return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"demo": "airflow_mlops.demo.run", "lineage": "airflow_mlops.lineage.chain"}
     if not argv or argv[0] not in commands:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_mlops import tags as T
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 def airflow_ids(context: Mapping[str, Any] | None) -> dict[str, Any]:
