@@ -17,7 +17,3 @@ def serialize_dag(dag) -> None:
             "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
         )
 
-
-def task_states(dag_run) -> dict[str, str]:
-    """``task_id -> state`` of every task instance of *dag_run*."""
-    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}

@@ -30,19 +30,14 @@ from airflow_mlops.exceptions import (
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.operators.base import ModelOperatorMixin, rendered_arguments
 from airflow_mlops.registry import get_alias_version, get_model_version, parse_version, validate_model_name
-from airflow_mlops.serving.base import Deployment, DeployTarget, target_from_config
-from airflow_mlops.serving.canary import CanaryPolicy, bake
-from airflow_mlops.serving.verification import (
+from airflow_mlops.serving.base import (
     DEFAULT_SAMPLE_ROWS,
     DEFAULT_SMOKE_ROWS,
     ERROR_MAX,
-    RequestFailedError,
-    SmokeTest,
-    exercise,
-    latency_summary,
-    percentile,
-    sample_records,
-    smoke_test,
+    Deployment,
+    DeployTarget,
+    canary_percent_for,
+    target_from_config,
 )
 from airflow_mlops.utils.clock import utc_now_iso
 from airflow_mlops.utils.context import airflow_ids
@@ -52,6 +47,9 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from mlflow import MlflowClient
 
+    from airflow_mlops.serving.canary import CanaryPolicy
+    from airflow_mlops.serving.verification import SmokeTest, percentile, sample_records
+
 __all__ = [
     "CanaryPolicy",
     "DeployModelOperator",
@@ -60,6 +58,22 @@ __all__ = [
     "percentile",
     "sample_records",
 ]
+
+#: Names re-exported from their modules on first use: the canary and the checks run only in ``execute``.
+_LAZY = {
+    "CanaryPolicy": "airflow_mlops.serving.canary",
+    "percentile": "airflow_mlops.serving.verification",
+    "sample_records": "airflow_mlops.serving.verification",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load the canary policy and the checks when first named."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 #: The loose canary arguments of earlier releases, now fields of ``canary=CanaryPolicy(...)``.
 _OLD_CANARY_ARGUMENTS = {
@@ -216,6 +230,13 @@ class InfraValidateOperator(_ServingOperator):
         client = self.hook.client
         version = self._version(client, name, self.version)
         model_uri = target.resolve_model_uri(client, name, version)
+        from airflow_mlops.serving.verification import (
+            RequestFailedError,
+            exercise,
+            latency_summary,
+            sample_records,
+        )
+
         records = sample_records(str(self.sample_data), self.drop_columns, self.sample_rows, self.aws_conn_id)
         where = f"Version {version} of model {name!r}"
         summary: dict[str, Any] = {
@@ -388,7 +409,11 @@ class DeployModelOperator(_ServingOperator):
         super().__init__(**kwargs)
         if not is_templated(model_name):
             validate_model_name(model_name)
-        self.canary = CanaryPolicy.coerce(canary)
+        self.canary: CanaryPolicy | None = None  # None: the default policy (the target's own canary percent)
+        if canary is not None:
+            from airflow_mlops.serving.canary import CanaryPolicy
+
+            self.canary = CanaryPolicy.coerce(canary)
         if version not in (None, "") and not is_templated(version):
             parse_version(version, str(model_name))
         if sample_data is not None and not isinstance(sample_data, str):
@@ -421,7 +446,7 @@ class DeployModelOperator(_ServingOperator):
         """The canary percent this deployment uses (None: no canary); ValueError if the target cannot do it."""
         if target is None:
             return None
-        percent = self.canary.percent_for(target)
+        percent = canary_percent_for(self.canary.percent if self.canary else None, target)
         if percent is None:
             return None
         if not target.supports_canary:
@@ -456,6 +481,8 @@ class DeployModelOperator(_ServingOperator):
         return self._version(client, name, aliased)
 
     def _smoke_test(self) -> SmokeTest:
+        from airflow_mlops.serving.verification import SmokeTest
+
         with rendered_arguments():
             _check_columns(self.drop_columns)
             return SmokeTest.from_dict(
@@ -463,6 +490,8 @@ class DeployModelOperator(_ServingOperator):
             )
 
     def _records(self, verify: Mapping[str, Any]) -> list[dict[str, Any]]:
+        from airflow_mlops.serving.verification import SmokeTest
+
         return SmokeTest.from_dict(verify).records(self.aws_conn_id)
 
     def _plan(
@@ -578,6 +607,9 @@ class DeployModelOperator(_ServingOperator):
     def _ready(
         self, context: Context, target: DeployTarget, deployment: Deployment, plan: dict[str, Any]
     ) -> dict[str, Any]:
+        from airflow_mlops.serving.canary import CanaryPolicy, bake
+        from airflow_mlops.serving.verification import smoke_test
+
         records = self._records(plan["verify"])
         canary = plan["phase"] == "deploy" and bool(plan.get("canary")) and "bake" not in plan
         failure, health = smoke_test(target, deployment, records, timeout=self.request_timeout, canary=canary)
@@ -587,7 +619,7 @@ class DeployModelOperator(_ServingOperator):
             return self._rolled_back(target, deployment, plan, failure)
         if not failure and canary:
             result = bake(
-                target, deployment, records, self.canary, request_timeout=self.request_timeout, log=self.log
+                target, deployment, records, self.canary or CanaryPolicy(), request_timeout=self.request_timeout, log=self.log
             )
             plan = {**plan, "bake": result}
             failure = result.get("failure")
@@ -858,6 +890,8 @@ class RollbackModelOperator(DeployModelOperator):
         if self.sample_data:
             verify = self._smoke_test()
         else:
+            from airflow_mlops.serving.verification import SmokeTest
+
             last = last_verify_settings(client, name, serving)
             verify = SmokeTest.from_dict(last) if last is not None else self._smoke_test()
         verify.records(self.aws_conn_id)  # bad sample data fails here, before anything changes

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, SkipMixin
 
 from airflow_mlops import tags as T
-from airflow_mlops.evaluation.gate import gate_decision, gate_metric
 from airflow_mlops.evaluation.slices import check_slices, parse_slices
 from airflow_mlops.evaluation.thresholds import check_model_type, parse_thresholds
 from airflow_mlops.exceptions import (
@@ -195,6 +194,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.evaluation import report as reporting  # not needed to parse the DAG
+        from airflow_mlops.evaluation.gate import gate_decision, gate_metric
 
         with rendered_arguments(model=str(self.model_name)):
             thresholds = parse_thresholds(self.thresholds, self.model_type)

@@ -36,14 +36,6 @@ from airflow_mlops.data.snapshots import (
     snapshot_spec,
     snapshot_uri,
 )
-from airflow_mlops.data.sources import (
-    SourceFile,
-    combined_sha256,
-    fetch_sources,
-    frame_sha256,
-    normalize_source,
-    object_sha256,
-)
 from airflow_mlops.data.splits import check_split, check_split_seed, split_rows
 from airflow_mlops.data.storage import (
     PROGRESS_INTERVAL_S,
@@ -71,6 +63,10 @@ if TYPE_CHECKING:
 
     import pandas as pd
     from airflow.sdk import Context
+
+    from airflow_mlops.data.sources import (
+        SourceFile,
+    )
 
 __all__ = [
     "ASSET_SCHEME",
@@ -265,6 +261,8 @@ class IngestDatasetOperator(BaseOperator):
     # -- files -------------------------------------------------------------------------------------------
 
     def _ingest_files(self, name: str, root: str) -> dict[str, Any]:
+        from airflow_mlops.data.sources import combined_sha256, normalize_source
+
         source = normalize_source(self.source or "")
         storage = self.hook.storage_for(source, root)
 
@@ -306,6 +304,8 @@ class IngestDatasetOperator(BaseOperator):
 
     def _fetch(self, storage: Storage, name: str, source: str, tmp: Path) -> list[SourceFile]:
         """Resolve the source, bring S3 objects to local disk, and hash every file (sorted by URI)."""
+        from airflow_mlops.data.sources import fetch_sources
+
         try:
             return fetch_sources(storage, source, tmp, self._progress)
         except ValueError as err:
@@ -320,6 +320,8 @@ class IngestDatasetOperator(BaseOperator):
     # -- SQL ---------------------------------------------------------------------------------------------
 
     def _ingest_sql(self, name: str, root: str) -> dict[str, Any]:
+        from airflow_mlops.data.sources import frame_sha256
+
         storage = self.hook.storage_for(root)
         query = (self.sql or "").strip()
         source = f"sql://{self.sql_conn_id}"
@@ -448,6 +450,8 @@ class IngestDatasetOperator(BaseOperator):
         self, storage: Storage, name: str, source: str, root: str
     ) -> dict[str, Any] | None:
         """Snapshot one S3 Parquet object by a server-side copy; None when that does not apply."""
+        from airflow_mlops.data.sources import SourceFile, object_sha256
+
         if not (self.server_side_copy and is_s3(source) and is_s3(root) and not self.split):
             return None
         if has_glob(source) or source.endswith("/") or self.format == "csv":

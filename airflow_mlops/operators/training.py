@@ -27,14 +27,8 @@ from airflow_mlops import tags
 from airflow_mlops.data.storage import is_s3, join
 from airflow_mlops.exceptions import ConfigurationError, DatasetError, TrainingError, TrainingResultError
 from airflow_mlops.hooks.mlflow import MLflowHook
-from airflow_mlops.hooks.storage import StorageHook
-from airflow_mlops.registry import get_or_create_experiment
-from airflow_mlops.training.base import TrainingCallbacks, TrainingRuntime
-from airflow_mlops.training.local import LocalRuntime
+from airflow_mlops.training.entrypoint import entrypoint_command, parse_entrypoint
 from airflow_mlops.training.selection import RUNTIMES, resolve_runtime, runtime_from_env
-from airflow_mlops.training.spec import TrainingSpec, entrypoint_command, parse_entrypoint
-from airflow_mlops.utils.context import airflow_ids
-from airflow_mlops.utils.environment import base_environment
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -44,8 +38,12 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
+    from airflow_mlops.hooks.storage import StorageHook
+    from airflow_mlops.training.base import TrainingCallbacks, TrainingRuntime
     from airflow_mlops.training.kubernetes.config import Gpus, Resources, Scheduling
     from airflow_mlops.training.kubernetes.runtime import KubernetesRuntime
+    from airflow_mlops.training.local import LocalRuntime
+    from airflow_mlops.training.spec import TrainingSpec
     from airflow_mlops.utils.k8s import KubernetesConnection
 
 __all__ = [
@@ -66,6 +64,9 @@ __all__ = [
 
 #: Names re-exported from their modules on first use (they are not needed to parse a local-training DAG).
 _LAZY = {
+    "LocalRuntime": "airflow_mlops.training.local",
+    "TrainingRuntime": "airflow_mlops.training.base",
+    "TrainingSpec": "airflow_mlops.training.spec",
     "KubernetesRuntime": "airflow_mlops.training.kubernetes.runtime",
     "Gpus": "airflow_mlops.training.kubernetes.config",
     "Resources": "airflow_mlops.training.kubernetes.config",
@@ -82,7 +83,7 @@ _TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
 def __getattr__(name: str) -> Any:
-    """Load the Kubernetes runtime and its parts when a DAG first names them."""
+    """Load the runtimes, the spec and the Kubernetes parts when a DAG first names them."""
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -233,6 +234,8 @@ class TrainModelOperator(BaseOperator):
 
     @cached_property
     def _storage_hook(self) -> StorageHook:
+        from airflow_mlops.hooks.storage import StorageHook
+
         return StorageHook(aws_conn_id=self.aws_conn_id)
 
     # -- execute -------------------------------------------------------------------------------------------
@@ -259,6 +262,8 @@ class TrainModelOperator(BaseOperator):
         """Resume after a deferring runtime's trigger fired; fail on a missing or failed event."""
         if spec is None:
             raise TrainingError(f"Task {self.task_id!r} resumed without its training spec; retry the task")
+        from airflow_mlops.training.spec import TrainingSpec
+
         training = TrainingSpec.from_dict(spec)
         if not event:
             self._mark_failed(self.hook.client, training.mlflow_run_id)
@@ -275,6 +280,8 @@ class TrainModelOperator(BaseOperator):
         self.runtime.stop()
 
     def _callbacks(self) -> TrainingCallbacks:
+        from airflow_mlops.training.base import TrainingCallbacks
+
         return TrainingCallbacks(log=self.log, defer=self._defer_training)
 
     def _defer_training(
@@ -369,6 +376,8 @@ class TrainModelOperator(BaseOperator):
         """
         connection_env, secret_names = self.remote_env()
         execution_timeout = self.execution_timeout.total_seconds() if self.execution_timeout else None
+        from airflow_mlops.training.spec import TrainingSpec
+
         return TrainingSpec(
             entrypoint=self.entrypoint if isinstance(self.entrypoint, str) else tuple(self.entrypoint),
             dag_id=ids["dag_id"],
@@ -412,6 +421,8 @@ class TrainModelOperator(BaseOperator):
         return result
 
     def _airflow_ids(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.utils.context import airflow_ids
+
         ids = airflow_ids(context)
         map_index = ids.get("map_index")
         return {
@@ -481,6 +492,8 @@ class TrainModelOperator(BaseOperator):
         return self.train_data.strip(), (self.valid_data or "").strip() or None
 
     def _experiment_id(self, client: MlflowClient) -> str:
+        from airflow_mlops.registry import get_or_create_experiment
+
         return get_or_create_experiment(client, self.experiment_name)
 
     @staticmethod
@@ -576,6 +589,8 @@ class TrainModelOperator(BaseOperator):
 
         Later groups win; an empty optional contract variable is left out.
         """
+        from airflow_mlops.utils.environment import base_environment
+
         env = base_environment()
         env.setdefault("PATH", os.defpath)
         env["PYTHONUNBUFFERED"] = "1"  # so the trainer's output reaches the task log as it is printed

@@ -32,6 +32,15 @@ if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
     from mlflow import MlflowClient
 
+# Defaults of the checks every target gets (serving.verification), here so that DAG files can name them
+# without importing the checks.
+#: Rows sent by default: one request per row plus one batch request with all of them (infra validation).
+DEFAULT_SAMPLE_ROWS = 20
+#: Rows of the post-deploy smoke test.
+DEFAULT_SMOKE_ROWS = 5
+#: Characters of an error kept in messages and registry tags.
+ERROR_MAX = 3000
+
 #: Entry-point group through which installed packages add target kinds (name = kind, value = class path).
 ENTRY_POINT_GROUP = "airflow_mlops.deploy_targets"
 
@@ -403,3 +412,15 @@ def target_from_config(config: DeployTarget | Mapping[str, Any] | str) -> Deploy
     if not kind:
         raise ValueError(f"Deploy target config {dict(config)!r} has no 'kind' (e.g. 'local' or 'kserve')")
     return target_class(kind).from_config(config)
+
+
+def canary_percent_for(percent: int | None, target: DeployTarget) -> int | None:
+    """
+    The canary percent a deployment on *target* uses: *percent* if given, else the target's own setting.
+
+    ``None``, 0 and 100 mean no canary (the new version takes all traffic at once).
+    """
+    chosen = percent if percent is not None else target.canary_percent()
+    if chosen is None or chosen in (0, 100):
+        return None
+    return int(chosen)

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.serving.base import PredictionError
-from airflow_mlops.serving.verification import ERROR_MAX, percentile
+from airflow_mlops.serving.base import ERROR_MAX, PredictionError, canary_percent_for
+from airflow_mlops.serving.verification import percentile
 
 if TYPE_CHECKING:
     import logging
@@ -107,10 +107,7 @@ class CanaryPolicy:
 
     def percent_for(self, target: DeployTarget) -> int | None:
         """The canary percent a deployment on *target* uses: this policy's, else the target's; None: no canary."""
-        percent = self.percent if self.percent is not None else target.canary_percent()
-        if percent is None or percent in (0, 100):
-            return None
-        return int(percent)
+        return canary_percent_for(self.percent, target)
 
 
 def bake(
@@ -129,7 +126,7 @@ def bake(
     least one request); with ``max_error_rate`` 0 the first error ends the bake.
 
     :return: ``{"canary_percent", "endpoint", "requests", "errors", "error_rate", "p95_ms",
-        "max_error_rate", "max_latency_ms"}``, plus ``"failure"`` (why) if the canary failed.
+        "max_error_rate", "max_p95_ms"}``, plus ``"failure"`` (why) if the canary failed.
     """
     endpoint = target.canary_endpoint(deployment)
     if log is not None:

@@ -31,14 +31,13 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.exceptions import DeploymentError
 from airflow_mlops.registry import validate_model_name
 from airflow_mlops.serving.base import Deployment, DeployTarget, Health
-from airflow_mlops.utils.clock import utc_now_iso
+from airflow_mlops.utils.clock import utc_now, utc_now_iso
 from airflow_mlops.utils.environment import base_environment
 
 if TYPE_CHECKING:
@@ -381,7 +380,7 @@ class LocalServerTarget(DeployTarget):
     def _start_server(self, model_name: str, version: str, model_uri: str, purpose: str) -> dict[str, Any]:
         """Start a model server on a spare loopback port and return once it answers ``GET /ping``."""
         port = free_port(_LOOPBACK)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        stamp = utc_now().strftime("%Y%m%dT%H%M%S")
         log_path = self._log_path(model_name, f"server-v{version}-{purpose}-{stamp}-{port}.log")
         command = [
             sys.executable, "-m", "mlflow", "models", "serve",

@@ -16,19 +16,13 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.exceptions import DatasetError
-from airflow_mlops.serving.base import PredictionError
+from airflow_mlops.serving.base import DEFAULT_SMOKE_ROWS, PredictionError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from airflow_mlops.serving.base import Deployment, DeployTarget
 
-#: Rows sent by default: one request per row plus one batch request with all of them (infra validation).
-DEFAULT_SAMPLE_ROWS = 20
-#: Rows of the post-deploy smoke test.
-DEFAULT_SMOKE_ROWS = 5
-#: Characters of an error kept in messages and registry tags.
-ERROR_MAX = 3000
 
 
 @dataclass(frozen=True)

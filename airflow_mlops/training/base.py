@@ -7,7 +7,6 @@ A runtime receives a :class:`~airflow_mlops.training.spec.TrainingSpec` (what to
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Protocol
 
 from airflow_mlops.exceptions import TrainingError
@@ -48,17 +47,21 @@ class TaskLog(Protocol):
     def debug(self, msg: Any, /, *args: Any, **kwargs: Any) -> Any: ...
 
 
-@dataclass(frozen=True)
 class TrainingCallbacks:
     """
     What a runtime may ask of the task running it.
+
+    A plain class rather than a dataclass: this module is imported while DAG files are parsed.
 
     :param log: The task's logger.
     :param defer: Hands the wait to a trigger (raises ``TaskDeferred``).
     """
 
-    log: TaskLog
-    defer: Defer
+    __slots__ = ("defer", "log")
+
+    def __init__(self, log: TaskLog, defer: Defer) -> None:
+        self.log = log
+        self.defer = defer
 
 
 class TrainingRuntime:

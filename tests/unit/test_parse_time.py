@@ -17,10 +17,11 @@ PUBLIC_PACKAGES = [
     "training", "training/kubernetes", "utils",
 ]  # fmt: skip
 # What the continuous-training DAG must not load while it is parsed: the modules of work it does not do at
-# parse time (Kubernetes, serving back ends, lineage, statistics, reports, the trainer side).
+# parse time (Kubernetes, the serving back ends it does not use, checks and canaries, lineage, statistics,
+# reports, the trainer side). Its local serving target is loaded: the literal target settings are checked.
 NOT_AT_PARSE = [
-    "airflow_mlops.training.kubernetes", "airflow_mlops.serving.kserve", "airflow_mlops.serving.local",
-    "airflow_mlops.serving.proxy", "airflow_mlops.hooks.kserve", "airflow_mlops.triggers", "airflow_mlops.lineage",
+    "airflow_mlops.training.kubernetes", "airflow_mlops.training.spec", "airflow_mlops.serving.kserve",
+    "airflow_mlops.serving.proxy", "airflow_mlops.serving.canary", "airflow_mlops.serving.verification", "airflow_mlops.hooks.kserve", "airflow_mlops.triggers", "airflow_mlops.lineage",
     "airflow_mlops.trainer", "airflow_mlops.demo", "airflow_mlops.evaluation.report", "airflow_mlops.data.drift",
 ]  # fmt: skip
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.trainer import contract
 from airflow_mlops.trainer.lifecycle import SYSTEM_METRICS_ENV
+from airflow_mlops.training.entrypoint import parse_entrypoint
 from airflow_mlops.training.kubernetes.config import GPU_PRODUCT_LABEL
-from airflow_mlops.training.spec import parse_entrypoint
 from airflow_mlops.utils.k8s import label_value
 
 if TYPE_CHECKING:

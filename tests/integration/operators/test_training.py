@@ -16,6 +16,7 @@ import pytest
 from airflow_mlops import tags
 from airflow_mlops.exceptions import DatasetError
 from airflow_mlops.trainer import contract
+from tests.dag_support import serialize_dag
 
 SENTINEL = "MLOPS_TEST_WORKER_ONLY_SECRET"
 
@@ -408,21 +409,6 @@ def test_missing_snapshot_fails_before_any_run_is_created(mlflow_server, data_ro
     with pytest.raises(DatasetError, match="_manifest.json is missing; run the ingest task first"):
         op.execute(context("missing_dag"))
     assert runs_of(experiment) == []
-
-
-def serialize_dag(dag) -> None:
-    """Store *dag* (defined in a test, outside the DAG bundle) in the metadata DB, as the DAG processor would."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-    from airflow.serialization.serialized_objects import LazyDeserializedDAG
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        DagBundlesManager().sync_bundles_to_db(session=session)
-        session.flush()
-        update_dag_parsing_results_in_db(
-            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
-        )
 
 
 @pytest.mark.integration

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from airflow_mlops.training.spec import TrainingSpec, entrypoint_command, parse_entrypoint
+from airflow_mlops.training.entrypoint import entrypoint_command, parse_entrypoint
+from airflow_mlops.training.spec import TrainingSpec
 
 
 def make_spec(**overrides) -> TrainingSpec:
