@@ -5,8 +5,10 @@ Deploying verifies the version and rolls back automatically if it fails.
 
 All three work on any :class:`~airflow_mlops.serving.base.DeployTarget` (``"local"``, ``"kserve"``, or a
 user's own), given as a target object, a config dict (``{"kind": "local", "port": 5001}``) or a kind name.
-The checks live in :mod:`airflow_mlops.serving.verification`, the canary policy and its bake in
-:mod:`airflow_mlops.serving.canary`, and the deployment history the operators write to the MLflow registry in
+The operators check arguments, build the hook and the target, and hand a release plan to
+:mod:`airflow_mlops.serving.release` (switch, await readiness, verify, bake, roll back, record). The checks
+live in :mod:`airflow_mlops.serving.verification`, the canary policy and its bake in
+:mod:`airflow_mlops.serving.canary`, and the deployment history written to the MLflow registry in
 :mod:`airflow_mlops.lineage.deployments`.
 """
 
@@ -22,8 +24,6 @@ from airflow_mlops import tags as T
 from airflow_mlops.exceptions import (
     ConfigurationError,
     DeploymentError,
-    DeploymentRejectedError,
-    DeploymentVerificationError,
     InfraValidationError,
     ModelVersionNotFoundError,
 )
@@ -45,9 +45,11 @@ from airflow_mlops.utils.templating import is_templated
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from airflow.triggers.base import BaseTrigger
     from mlflow import MlflowClient
 
     from airflow_mlops.serving.canary import CanaryPolicy
+    from airflow_mlops.serving.release import Release
     from airflow_mlops.serving.verification import SmokeTest, percentile, sample_records
 
 __all__ = [
@@ -333,6 +335,9 @@ class DeployModelOperator(_ServingOperator):
       a URI it cannot read), nothing changed: only the alias is moved back and :class:`DeploymentError` is
       raised (retryable, unless the refusal is final: :class:`DeploymentRejectedError`).
 
+    The steps run in :class:`~airflow_mlops.serving.release.Release`, from a JSON plan that also carries a
+    deferred wait through the triggerer; this operator checks the arguments and builds the plan.
+
     Canary flow (targets with ``supports_canary``, e.g. KServe's ``canaryTrafficPercent``): when the
     :class:`~airflow_mlops.serving.canary.CanaryPolicy` ``canary`` gives a percent N (else the target's own
     setting) and a previous version serves, the version is deployed at N% of the traffic, verified, then
@@ -489,11 +494,6 @@ class DeployModelOperator(_ServingOperator):
                 {"sample_data": self.sample_data, "drop_columns": self.drop_columns, "rows": self.smoke_rows}
             )
 
-    def _records(self, verify: Mapping[str, Any]) -> list[dict[str, Any]]:
-        from airflow_mlops.serving.verification import SmokeTest
-
-        return SmokeTest.from_dict(verify).records(self.aws_conn_id)
-
     def _plan(
         self,
         context: Context,
@@ -505,26 +505,44 @@ class DeployModelOperator(_ServingOperator):
         verify: SmokeTest,
         reason: str,
     ) -> dict[str, Any]:
-        """Everything the later steps need, JSON-serialisable (it travels through a deferral)."""
+        """The release plan (:func:`~airflow_mlops.serving.release.new_plan`), after checking its canary."""
         from airflow_mlops.lineage.deployments import actor_of
+        from airflow_mlops.serving.release import new_plan
 
         canary = None
         if previous is not None and self.action == "deploy":  # a canary needs a version beside it
             with rendered_arguments(model=name, version=version):
                 canary = self._canary_of(target, verify.sample_data)
-        return {
-            "model_name": name,
-            "version": version,
-            "model_uri": model_uri,
-            "target": target.to_config(),
-            "previous": previous.to_dict() if previous else None,
-            "verify": verify.to_dict(),
-            "reason": reason,
-            "actor": actor_of(context),
-            "airflow": airflow_ids(context),
-            "phase": "deploy",
-            "canary": canary,  # the percent; a rollback goes straight to 100%
-        }
+        return new_plan(
+            model_name=name,
+            version=version,
+            model_uri=model_uri,
+            target=target,
+            previous=previous,
+            verify=verify,
+            reason=reason,
+            actor=actor_of(context),
+            airflow=airflow_ids(context),
+            canary=canary,
+        )
+
+    def _release(self, target: DeployTarget) -> Release:
+        """The release logic on *target*, with this task's settings, logger and deferral."""
+        from airflow_mlops.serving.release import Release, ReleaseSettings
+
+        settings = ReleaseSettings(
+            action=self.action,
+            alias=self.alias,
+            ready_timeout=self.ready_timeout,
+            request_timeout=self.request_timeout,
+            deferrable=self.deferrable,
+            canary=self.canary,
+            aws_conn_id=self.aws_conn_id,
+        )
+        return Release(target, self.hook.client, settings, log=self.log, defer=self._defer)
+
+    def _defer(self, trigger: BaseTrigger, plan: dict[str, Any]) -> None:
+        self.defer(trigger=trigger, method_name="execute_complete", kwargs={"plan": plan})
 
     def execute(self, context: Context) -> dict[str, Any]:
         name = self._model_name()
@@ -538,56 +556,7 @@ class DeployModelOperator(_ServingOperator):
         verify.records(self.aws_conn_id)  # bad sample data fails here, before anything changes
         previous = target.current(name)
         plan = self._plan(context, name, version, model_uri, target, previous, verify, str(self.reason or ""))
-        return self._switch(context, target, plan)
-
-    # -- the mechanism shared by deploy and rollback ---------------------------------------------------------
-
-    def _switch(self, context: Context, target: DeployTarget, plan: dict[str, Any]) -> dict[str, Any]:
-        name, version = plan["model_name"], plan["version"]
-        previous = Deployment.from_dict(plan["previous"]) if plan["previous"] else None
-        if previous is not None and previous.version == version and previous.model_uri == plan["model_uri"]:
-            if previous.ready and target.health(previous).ok:
-                self.log.info("Version %s of model %s already serves at %s", version, name, previous.endpoint)
-                plan["previous"] = None
-                return self._succeeded(target, previous, plan, changed=False)
-        self.log.info(
-            "Deploying version %s of model %s (%s) on %s; serving now: %s",
-            version, name, plan["model_uri"], target.describe(), previous.version if previous else "nothing",
-        )  # fmt: skip
-        try:
-            if plan.get("canary"):
-                self.log.info("Canary rollout: version %s gets %s%% of the traffic", version, plan["canary"])
-                deployment = target.deploy_canary(name, version, plan["model_uri"], plan["canary"])
-            else:
-                deployment = target.deploy(name, version, plan["model_uri"])
-        except DeploymentError as err:
-            # The target changed nothing: what served before still serves.
-            self._record(plan, version, "failed", f"deploy refused: {err}", deployment=None)
-            self._restore_alias(plan)
-            if err.model is None:
-                err.model, err.version = name, version
-            raise
-        return self._await_ready(context, target, deployment, plan)
-
-    def _await_ready(
-        self, context: Context, target: DeployTarget, deployment: Deployment, plan: dict[str, Any]
-    ) -> dict[str, Any]:
-        if not deployment.ready:
-            trigger = target.ready_trigger(deployment, self.ready_timeout) if self.deferrable else None
-            if trigger is not None:
-                self.log.info(
-                    "Waiting in the triggerer for %s to be ready", deployment.endpoint or deployment.details
-                )
-                self.defer(
-                    trigger=trigger,
-                    method_name="execute_complete",
-                    kwargs={"plan": {**plan, "deployment": deployment.to_dict()}},
-                )
-            try:
-                deployment = target.wait_ready(deployment, self.ready_timeout)
-            except DeploymentError as err:
-                return self._not_ready(context, target, deployment, plan, str(err))
-        return self._ready(context, target, deployment, plan)
+        return self._release(target).start(plan)
 
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, plan: dict[str, Any] | None = None
@@ -596,205 +565,7 @@ class DeployModelOperator(_ServingOperator):
         if not event or not plan:
             raise DeploymentError(f"Task {self.task_id!r} resumed without a trigger event; run it again")
         target = self._target(plan["target"])
-        deployment = Deployment.from_dict(plan["deployment"])
-        if event.get("status") != "success":
-            return self._not_ready(
-                context, target, deployment, plan, f"{event.get('status')}: {event.get('message')}"
-            )
-        fresh = target.current(plan["model_name"]) or deployment
-        return self._ready(context, target, fresh, plan)
-
-    def _ready(
-        self, context: Context, target: DeployTarget, deployment: Deployment, plan: dict[str, Any]
-    ) -> dict[str, Any]:
-        from airflow_mlops.serving.canary import CanaryPolicy, bake
-        from airflow_mlops.serving.verification import smoke_test
-
-        records = self._records(plan["verify"])
-        canary = plan["phase"] == "deploy" and bool(plan.get("canary")) and "bake" not in plan
-        failure, health = smoke_test(target, deployment, records, timeout=self.request_timeout, canary=canary)
-        if not failure:
-            self.log.info("Verified %s: %s; smoke test: %s rows", deployment.endpoint, health, len(records))
-        if plan["phase"] == "rollback":
-            return self._rolled_back(target, deployment, plan, failure)
-        if not failure and canary:
-            result = bake(
-                target, deployment, records, self.canary or CanaryPolicy(), request_timeout=self.request_timeout, log=self.log
-            )
-            plan = {**plan, "bake": result}
-            failure = result.get("failure")
-            if not failure:
-                self.log.info("Canary passed its bake: %s; promoting it to 100%%", result)
-                try:
-                    promoted = target.promote_canary(plan["model_name"], deployment)
-                except DeploymentError as err:
-                    failure = f"promoting the canary to 100% failed: {err}"
-                else:
-                    return self._await_ready(context, target, promoted, plan)
-        if failure:
-            return self._failed(context, target, deployment, plan, failure)
-        return self._succeeded(target, deployment, plan, changed=True)
-
-    def _not_ready(
-        self,
-        context: Context,
-        target: DeployTarget,
-        deployment: Deployment,
-        plan: dict[str, Any],
-        message: str,
-    ) -> dict[str, Any]:
-        if plan["phase"] == "rollback":
-            return self._rolled_back(target, deployment, plan, f"not ready: {message}")
-        return self._failed(context, target, deployment, plan, f"not ready: {message}")
-
-    def _succeeded(
-        self, target: DeployTarget, deployment: Deployment, plan: dict[str, Any], changed: bool
-    ) -> dict[str, Any]:
-        name, version = plan["model_name"], plan["version"]
-        self._move_alias(name, version)
-        previous_version = plan["previous"]["version"] if plan["previous"] else None
-        self._record(
-            plan, version, "succeeded", plan["reason"], deployment, previous_version=previous_version
-        )
-        self.log.info("Version %s of model %s serves at %s", version, name, deployment.endpoint)
-        return {
-            "model_name": name,
-            "version": version,
-            "previous_version": previous_version,
-            "target": target.config_kind(),
-            "endpoint": deployment.endpoint,
-            "action": self.action,
-            "outcome": "succeeded",
-            "changed": changed,
-            **({"bake": plan["bake"]} if plan.get("bake") else {}),
-        }
-
-    def _failed(
-        self,
-        context: Context,
-        target: DeployTarget,
-        deployment: Deployment,
-        plan: dict[str, Any],
-        failure: str,
-    ) -> dict[str, Any]:
-        name, version = plan["model_name"], plan["version"]
-        self.log.error("Version %s of model %s failed verification: %s", version, name, failure)
-        self._record(plan, version, "failed", failure, deployment)
-        client = self.hook.client
-        client.set_model_version_tag(
-            name, version, T.ROLLBACK_REASON, f"automatic rollback: {failure}"[:5000]
-        )
-        previous = Deployment.from_dict(plan["previous"]) if plan["previous"] else None
-        if previous is None:
-            target.stop(name)
-            self._restore_alias(plan)
-            raise DeploymentVerificationError(
-                f"Version {version} of model {name!r} failed verification on target {target.config_kind()}: "
-                f"{failure}. Nothing served this model before, so it is no longer served at all.",
-                model=name,
-                version=version,
-                reason=failure,
-            )
-        self.log.warning("Rolling back model %s to version %s", name, previous.version)
-        plan = {**plan, "phase": "rollback", "failure": failure, "failed_version": version}
-        try:
-            restored = target.rollback(name, previous)
-        except DeploymentError as err:
-            return self._rolled_back(target, previous, plan, f"rollback refused: {err}")
-        return self._await_ready(context, target, restored, plan)
-
-    def _rolled_back(
-        self, target: DeployTarget, deployment: Deployment, plan: dict[str, Any], failure: str | None
-    ) -> dict[str, Any]:
-        """End of an automatic rollback: always raises, saying what serves now."""
-        name, failed_version = plan["model_name"], plan["failed_version"]
-        previous = plan["previous"]
-        rollback_plan = {
-            **plan,
-            "reason": f"automatic rollback from version {failed_version}: {plan['failure']}",
-        }
-        if failure:
-            self._record(rollback_plan, previous["version"], "failed", f"{rollback_plan['reason']}; {failure}",
-                         deployment, action="auto_rollback", previous_version=failed_version)  # fmt: skip
-            raise DeploymentError(
-                f"Version {failed_version} of model {name!r} failed verification ({plan['failure']}), and rolling "
-                f"back to version {previous['version']} failed too: {failure}. The endpoint "
-                f"{deployment.endpoint or ''} may not serve; check the target ({target.describe()}).",
-                model=name,
-                version=failed_version,
-                reason=failure,
-            )
-        self._move_alias(name, previous["version"])
-        self._record(rollback_plan, previous["version"], "succeeded", rollback_plan["reason"], deployment,
-                     action="auto_rollback", previous_version=failed_version)  # fmt: skip
-        raise DeploymentVerificationError(
-            f"Version {failed_version} of model {name!r} failed verification on target {target.config_kind()}: "
-            f"{plan['failure']}. Rolled back: version {previous['version']} serves again at {deployment.endpoint}"
-            + (f" and alias {self.alias!r} points at it." if self.alias else "."),
-            model=name,
-            version=failed_version,
-            reason=plan["failure"],
-        )
-
-    # -- registry ------------------------------------------------------------------------------------------
-
-    def _move_alias(self, name: str, version: str) -> None:
-        if not self.alias:
-            return
-        client = self.hook.client
-        if get_alias_version(client, name, self.alias) != int(version):
-            client.set_registered_model_alias(name, self.alias, str(version))
-            self.log.info("Alias %s of model %s now points at version %s", self.alias, name, version)
-
-    def _restore_alias(self, plan: Mapping[str, Any]) -> None:
-        """After a failure: the alias goes back to what serves (the previous deployment), if it moved."""
-        if not self.alias:
-            return
-        name, version = plan["model_name"], plan["version"]
-        client = self.hook.client
-        if get_alias_version(client, name, self.alias) != int(version):
-            return
-        if plan["previous"]:
-            self._move_alias(name, plan["previous"]["version"])
-            return
-        mv = get_model_version(client, name, int(version))
-        earlier = (mv.tags or {}).get(T.PREVIOUS_CHAMPION)
-        if earlier and earlier.isdigit():
-            self._move_alias(name, earlier)
-        else:
-            client.delete_registered_model_alias(name, self.alias)
-            self.log.info("Removed alias %s of model %s: no version serves", self.alias, name)
-
-    def _record(
-        self,
-        plan: Mapping[str, Any],
-        version: str,
-        outcome: str,
-        reason: str,
-        deployment: Deployment | None,
-        *,
-        action: str | None = None,
-        previous_version: str | None = None,
-    ) -> None:
-        from airflow_mlops.lineage.deployments import append_entry
-
-        target = plan["target"]
-        entry = {
-            "time": utc_now_iso(),
-            "action": action or self.action,
-            "version": str(version),
-            "outcome": outcome,
-            "target": target.get("kind"),
-            "endpoint": deployment.endpoint if deployment else "",
-            "actor": plan["actor"],
-            "reason": reason or "",
-            "previous_version": previous_version,
-            "verify": plan["verify"],
-            "airflow": plan["airflow"],
-        }
-        if plan.get("bake") and str(version) == str(plan["version"]):
-            entry["bake"] = {k: v for k, v in plan["bake"].items() if k != "failure"}
-        append_entry(self.hook.client, plan["model_name"], entry, target if outcome == "succeeded" else None)
+        return self._release(target).resume(plan, event)
 
 
 class RollbackModelOperator(DeployModelOperator):
@@ -840,11 +611,11 @@ class RollbackModelOperator(DeployModelOperator):
         super().__init__(model_name=model_name, version=version, target=target, reason=reason, **kwargs)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.lineage.deployments import (
-            last_target_config,
-            last_verify_settings,
-            previous_serving_version,
-            read_history,
+        from airflow_mlops.serving.release import (
+            ensure_rollback_changes,
+            rollback_smoke_test,
+            rollback_source,
+            rollback_version,
         )
 
         name = self._model_name()
@@ -855,51 +626,23 @@ class RollbackModelOperator(DeployModelOperator):
                 model=name,
             )
         client = self.hook.client
-        history = read_history(client, name)
-        config = self.target or last_target_config(client, name)
-        if not history or config is None:
-            raise DeploymentRejectedError(
-                f"Model {name!r} has no deployment history in the registry (tag {T.DEPLOYMENTS}): there is "
-                "nothing to roll back. Deploy it with DeployModelOperator first.",
-                model=name,
-            )
+        history, config = rollback_source(client, name, self.target)
         target = self._target(config)
         current = target.current(name)
         serving = current.version if current else None
         if self.version not in (None, ""):
             version = self._version(client, name, self.version)
         else:
-            found = previous_serving_version(history, serving)
-            if found is None:
-                raise DeploymentRejectedError(
-                    f"Model {name!r} has no earlier version that served before version {serving}: give the "
-                    "version to roll back to.",
-                    model=name,
-                )
-            version = self._version(client, name, found)
+            version = self._version(client, name, rollback_version(history, name, serving))
         model_uri = target.resolve_model_uri(client, name, version)
-        if current is not None and current.version == version and current.model_uri == model_uri:
-            aliased = get_alias_version(client, name, self.alias) if self.alias else None
-            if current.ready and target.health(current).ok and (not self.alias or aliased == int(version)):
-                raise DeploymentRejectedError(
-                    f"Version {version} of model {name!r} already serves at {current.endpoint}: nothing to roll "
-                    "back, nothing changed. Give another version.",
-                    model=name,
-                    version=version,
-                )
+        ensure_rollback_changes(target, client, current, name, version, model_uri, self.alias)
         if self.sample_data:
             verify = self._smoke_test()
-        else:
-            from airflow_mlops.serving.verification import SmokeTest
-
-            last = last_verify_settings(client, name, serving)
-            verify = SmokeTest.from_dict(last) if last is not None else self._smoke_test()
+        else:  # the smoke test of the last deployment of what serves
+            verify = rollback_smoke_test(client, name, serving) or self._smoke_test()
         verify.records(self.aws_conn_id)  # bad sample data fails here, before anything changes
         plan = self._plan(context, name, version, model_uri, target, current, verify, reason)
-        result = self._switch(context, target, plan)
-        if serving and serving != version:
-            client.set_model_version_tag(
-                name, serving, T.ROLLBACK_REASON, f"rolled back to version {version}: {reason}"[:5000]
-            )
+        release = self._release(target)
+        result = release.start(plan)
+        release.mark_rolled_away(name, serving, version, reason)
         return result
-

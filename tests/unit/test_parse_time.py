@@ -21,7 +21,9 @@ PUBLIC_PACKAGES = [
 # reports, the trainer side). Its local serving target is loaded: the literal target settings are checked.
 NOT_AT_PARSE = [
     "airflow_mlops.training.kubernetes", "airflow_mlops.training.spec", "airflow_mlops.serving.kserve",
-    "airflow_mlops.serving.proxy", "airflow_mlops.serving.canary", "airflow_mlops.serving.verification", "airflow_mlops.hooks.kserve", "airflow_mlops.triggers", "airflow_mlops.lineage",
+    "airflow_mlops.serving.proxy", "airflow_mlops.serving.canary", "airflow_mlops.serving.verification",
+    "airflow_mlops.serving.release", "airflow_mlops.hooks.kserve", "airflow_mlops.triggers",
+    "airflow_mlops.lineage",
     "airflow_mlops.trainer", "airflow_mlops.demo", "airflow_mlops.evaluation.report", "airflow_mlops.data.drift",
 ]  # fmt: skip
 
