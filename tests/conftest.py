@@ -92,7 +92,8 @@ def set_connection(conn_id: str, **fields) -> None:
 def _isolate_process_state():
     """
     Undo what one test leaves in this process for the next: environment variables (connections, and the
-    MLFLOW_* variables ``mlflow.set_tracking_uri`` / ``set_registry_uri`` write) and MLflow's global URIs.
+    MLFLOW_* variables ``mlflow.set_tracking_uri`` / ``set_registry_uri`` write), MLflow's global URIs and its
+    active experiment.
     An Airflow task runs in a process of its own, so operators may set them; tests share one process.
     """
     before = dict(os.environ)
@@ -104,6 +105,10 @@ def _isolate_process_state():
 
         mlflow.set_tracking_uri(before.get("MLFLOW_TRACKING_URI", ""))
         mlflow.set_registry_uri("")
+        # mlflow.set_experiment() in a test (tests/deploy_support.py) leaves a process-wide active experiment,
+        # which makes a later test's start_run(run_id=...) of another experiment fail; MLflow has no public
+        # way to unset it.
+        mlflow.tracking.fluent._active_experiment_id = None
 
 
 @pytest.fixture(scope="session")

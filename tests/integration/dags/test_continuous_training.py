@@ -11,7 +11,7 @@ from airflow_mlops.demo.data import make_demo_data
 
 pytestmark = pytest.mark.integration
 
-DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "continuous_training.py"
+DAG_FILE = Path(__file__).resolve().parents[3] / "dags" / "continuous_training.py"
 
 
 @pytest.fixture(scope="module")
