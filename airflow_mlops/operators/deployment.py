@@ -34,13 +34,11 @@ from airflow_mlops.serving.base import (
     DEFAULT_SAMPLE_ROWS,
     DEFAULT_SMOKE_ROWS,
     ERROR_MAX,
-    Deployment,
     DeployTarget,
     canary_percent_for,
     target_from_config,
 )
 from airflow_mlops.utils.clock import utc_now_iso
-from airflow_mlops.utils.context import airflow_ids
 from airflow_mlops.utils.templating import is_templated
 
 if TYPE_CHECKING:
@@ -50,6 +48,7 @@ if TYPE_CHECKING:
 
     from airflow_mlops.serving.canary import CanaryPolicy
     from airflow_mlops.serving.release import Release
+    from airflow_mlops.serving.status import Deployment
     from airflow_mlops.serving.verification import SmokeTest, percentile, sample_records
 
 __all__ = [
@@ -508,6 +507,7 @@ class DeployModelOperator(_ServingOperator):
         """The release plan (:func:`~airflow_mlops.serving.release.new_plan`), after checking its canary."""
         from airflow_mlops.lineage.deployments import actor_of
         from airflow_mlops.serving.release import new_plan
+        from airflow_mlops.utils.context import airflow_ids
 
         canary = None
         if previous is not None and self.action == "deploy":  # a canary needs a version beside it
@@ -646,3 +646,4 @@ class RollbackModelOperator(DeployModelOperator):
         result = release.start(plan)
         release.mark_rolled_away(name, serving, version, reason)
         return result
+

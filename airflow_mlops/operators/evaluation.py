@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, SkipMixin
 
 from airflow_mlops import tags as T
-from airflow_mlops.evaluation.slices import check_slices, parse_slices
 from airflow_mlops.evaluation.thresholds import check_model_type, parse_thresholds
 from airflow_mlops.exceptions import (
     ConfigurationError,
@@ -168,7 +167,9 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
             raise ValueError("target must be the name of the label column in the holdout data")
         if not is_templated(thresholds):
             parse_thresholds(thresholds, model_type)
-        if not is_templated(slices):
+        if slices is not None and not is_templated(slices):
+            from airflow_mlops.evaluation.slices import parse_slices
+
             parse_slices(slices, model_type)
         for field, value in (("validation_summary", validation_summary), ("drift_summary", drift_summary)):
             if value is not None and not isinstance(value, Mapping | str):
@@ -195,6 +196,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.evaluation import report as reporting  # not needed to parse the DAG
         from airflow_mlops.evaluation.gate import gate_decision, gate_metric
+        from airflow_mlops.evaluation.slices import check_slices, parse_slices
 
         with rendered_arguments(model=str(self.model_name)):
             thresholds = parse_thresholds(self.thresholds, self.model_type)

@@ -27,9 +27,9 @@ if TYPE_CHECKING:
     from airflow_mlops.serving.local import LocalServerTarget
 
 _LAZY = {
-    "Deployment": "airflow_mlops.serving.base",
+    "Deployment": "airflow_mlops.serving.status",
     "DeployTarget": "airflow_mlops.serving.base",
-    "Health": "airflow_mlops.serving.base",
+    "Health": "airflow_mlops.serving.status",
     "PredictionError": "airflow_mlops.serving.base",
     "register_target_kind": "airflow_mlops.serving.base",
     "target_class": "airflow_mlops.serving.base",

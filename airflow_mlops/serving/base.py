@@ -23,7 +23,6 @@ import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_mlops.exceptions import DeploymentError
@@ -31,6 +30,8 @@ from airflow_mlops.exceptions import DeploymentError
 if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
     from mlflow import MlflowClient
+
+    from airflow_mlops.serving.status import Deployment, Health
 
 # Defaults of the checks every target gets (serving.verification), here so that DAG files can name them
 # without importing the checks.
@@ -50,50 +51,6 @@ _BUILTIN_KINDS: dict[str, str] = {
 }
 _REGISTERED_KINDS: dict[str, str] = {}
 _DOTTED_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """
-    A model version as served by a target.
-
-    What :meth:`DeployTarget.deploy` returns and what :meth:`DeployTarget.current` finds. JSON round-trips
-    through :meth:`to_dict` / :meth:`from_dict`.
-
-    :param model_name: Registered model name.
-    :param version: Registered model version (a string, as MLflow writes it).
-    :param model_uri: What the target loaded (``models:/name/3``, an ``s3://`` artifact location...).
-    :param target: Kind of the target that serves it (``"local"``, ``"kserve"``, a dotted path).
-    :param endpoint: Base URL clients call (predictions at ``<endpoint>/invocations``).
-    :param deployed_at: When this version started serving (ISO 8601 UTC).
-    :param ready: Whether the target reported it ready; False while a remote rollout is still in progress.
-    :param details: Target-specific, JSON-serialisable facts (process ids, resource names, generation).
-    """
-
-    model_name: str
-    version: str
-    model_uri: str
-    target: str
-    endpoint: str
-    deployed_at: str
-    ready: bool = True
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Deployment:
-        names = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in names})
-
-
-@dataclass(frozen=True)
-class Health:
-    """Result of :meth:`DeployTarget.health`: whether the deployment answers, and what it said."""
-
-    ok: bool
-    message: str
 
 
 class PredictionError(DeploymentError):
@@ -258,6 +215,8 @@ class DeployTarget(abc.ABC):
     def health(self, deployment: Deployment, timeout: float = 10.0) -> Health:
         """Whether *deployment* answers ``GET <endpoint>/ping``."""
         import requests
+
+        from airflow_mlops.serving.status import Health
 
         url = deployment.endpoint.rstrip("/") + "/ping"
         try:
@@ -424,3 +383,12 @@ def canary_percent_for(percent: int | None, target: DeployTarget) -> int | None:
     if chosen is None or chosen in (0, 100):
         return None
     return int(chosen)
+
+
+def __getattr__(name: str) -> Any:
+    """``Deployment`` and ``Health`` live in :mod:`airflow_mlops.serving.status`; importable from here too."""
+    if name in ("Deployment", "Health"):
+        from airflow_mlops.serving import status
+
+        return getattr(status, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

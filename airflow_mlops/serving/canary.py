@@ -20,7 +20,8 @@ from airflow_mlops.serving.verification import percentile
 if TYPE_CHECKING:
     import logging
 
-    from airflow_mlops.serving.base import Deployment, DeployTarget
+    from airflow_mlops.serving.base import DeployTarget
+    from airflow_mlops.serving.status import Deployment
 
 #: Seconds a canary is baked by default, and seconds between its bake requests.
 DEFAULT_BAKE_SECONDS = 60.0

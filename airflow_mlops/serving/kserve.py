@@ -34,7 +34,8 @@ from airflow_mlops.hooks.kserve import (
     inference_service_state,
 )
 from airflow_mlops.registry import validate_model_name
-from airflow_mlops.serving.base import Deployment, DeployTarget, Health, post_invocations
+from airflow_mlops.serving.base import DeployTarget, post_invocations
+from airflow_mlops.serving.status import Deployment, Health
 from airflow_mlops.utils.k8s import KubernetesConnection, label_value
 
 if TYPE_CHECKING:

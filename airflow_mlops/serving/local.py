@@ -36,12 +36,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.exceptions import DeploymentError
 from airflow_mlops.registry import validate_model_name
-from airflow_mlops.serving.base import Deployment, DeployTarget, Health
+from airflow_mlops.serving.base import DeployTarget
 from airflow_mlops.utils.clock import utc_now, utc_now_iso
 from airflow_mlops.utils.environment import base_environment
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
+
+    from airflow_mlops.serving.status import Deployment, Health
 
 #: Prefixes of the worker's variables a model server inherits when set, besides the base environment
 #: (:func:`airflow_mlops.utils.environment.base_environment`) and the MLflow settings of the connection: the
@@ -477,6 +479,8 @@ class LocalServerTarget(DeployTarget):
             time.sleep(0.1)
 
     def _deployment(self, model_name: str, state: Mapping[str, Any]) -> Deployment:
+        from airflow_mlops.serving.status import Deployment
+
         server, proxy = state["server"], state.get("proxy") or {}
         return Deployment(
             model_name=model_name,
@@ -555,6 +559,8 @@ class LocalServerTarget(DeployTarget):
             self.state_path(model_name).unlink(missing_ok=True)
 
     def health(self, deployment: Deployment, timeout: float = 10.0) -> Health:
+        from airflow_mlops.serving.status import Health
+
         if deployment.details.get("sandbox"):
             return super().health(deployment, timeout)
         url = deployment.endpoint.rstrip("/") + "/ping"
@@ -575,6 +581,8 @@ class LocalServerTarget(DeployTarget):
         return f"Server log ({log}):\n{tail}" if tail else ""
 
     def start_sandbox(self, model_name: str, version: str, model_uri: str) -> Deployment:
+        from airflow_mlops.serving.status import Deployment
+
         validate_model_name(model_name)
         info = self._start_server(model_name, str(version), model_uri, purpose="sandbox")
         return Deployment(

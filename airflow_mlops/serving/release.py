@@ -41,8 +41,8 @@ from airflow_mlops.lineage.deployments import (
     read_history,
 )
 from airflow_mlops.registry import get_alias_version, get_model_version
-from airflow_mlops.serving.base import Deployment
 from airflow_mlops.serving.canary import CanaryPolicy, bake
+from airflow_mlops.serving.status import Deployment
 from airflow_mlops.serving.verification import SmokeTest, smoke_test
 from airflow_mlops.utils.clock import utc_now_iso
 

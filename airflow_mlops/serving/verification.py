@@ -21,7 +21,8 @@ from airflow_mlops.serving.base import DEFAULT_SMOKE_ROWS, PredictionError
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from airflow_mlops.serving.base import Deployment, DeployTarget
+    from airflow_mlops.serving.base import DeployTarget
+    from airflow_mlops.serving.status import Deployment
 
 
 
