@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
 
-import pandas as pd
 from airflow.triggers.base import BaseEventTrigger
 
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.triggers.new_data import NewDataTrigger
-
-
-def write_csv(path, rows: int = 10) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"x": range(rows), "label": [0, 1] * (rows // 2)}).to_csv(path, index=False)
-
-
-def ingest(source, data_root) -> dict:
-    op = IngestDatasetOperator(
-        task_id="i", dataset_name="events", source=str(source), data_root=str(data_root)
-    )
-    return op.execute(context={})
-
-
-def run_trigger(trigger: NewDataTrigger) -> list[dict]:
-    async def collect():
-        return [event.payload async for event in trigger.run()]
-
-    return asyncio.run(asyncio.wait_for(collect(), timeout=60))
+from tests.new_data_support import ingest, run_trigger, write_csv
 
 
 def trigger_for(source, data_root, deadline: float | None = None) -> NewDataTrigger:
