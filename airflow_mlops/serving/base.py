@@ -2,15 +2,15 @@
 The deploy-target interface: one small abstract class for every place a model version can be served.
 
 A target is a plain, JSON-describable object: :meth:`DeployTarget.to_config` returns ``{"kind": ..., **settings}``
-and :func:`target_from_config` builds the target back, so a target travels through XCom, DAG params, triggers and
-the registry (the rollback DAG redeploys on the target recorded there). Targets hold connection *ids*, never
-secrets.
+and :func:`target_from_config` builds the target back, so a target travels through XCom, DAG params and
+triggers. Targets hold connection *ids*, never secrets.
 
 Built-in kinds: ``"local"`` (:class:`~airflow_mlops.serving.local.LocalServerTarget`) and ``"kserve"``
-(:class:`~airflow_mlops.serving.kserve.KServeTarget`). A user target is a subclass of
-:class:`DeployTarget` named by its dotted path (``{"kind": "my_pkg.targets.SageMakerTarget", ...}``) or
-registered under a short name with :func:`register_target_kind` or the ``airflow_mlops.deploy_targets`` entry-point
-group. See docs/deployment.md.
+(:class:`~airflow_mlops.serving.kserve.KServeTarget`). A user target is a subclass of :class:`DeployTarget`
+given a short kind name in code: :func:`register_target_kind` (in the DAG file or a plugin) or the
+``airflow_mlops.deploy_targets`` entry-point group of an installed package. A config never names a class by its
+dotted path: configs arrive as data (DAG params, XCom, registry tags), and importing whatever they name would
+run any code on the worker. See docs/operations.md.
 
 This module imports no heavy library.
 """
@@ -49,8 +49,9 @@ _BUILTIN_KINDS: dict[str, str] = {
     "local": "airflow_mlops.serving.local.LocalServerTarget",
     "kserve": "airflow_mlops.serving.kserve.KServeTarget",
 }
-_REGISTERED_KINDS: dict[str, str] = {}
+_REGISTERED_KINDS: dict[str, str | type[DeployTarget]] = {}
 _DOTTED_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+_KIND_NAME = re.compile(r"^[A-Za-z_][\w-]*$")
 
 
 class PredictionError(DeploymentError):
@@ -129,7 +130,8 @@ class DeployTarget(abc.ABC):
       validation); :meth:`sandbox` wraps both and always stops the sandbox.
     """
 
-    #: Short name of the kind (``"local"``); None means the class is addressed by its dotted path.
+    #: Short name of the kind (``"local"``) written by :meth:`to_config` once the kind is registered
+    #: (:func:`register_target_kind`, entry point); None: the name it is registered under.
     kind: ClassVar[str | None] = None
 
     # -- description ---------------------------------------------------------------------------------------
@@ -140,10 +142,19 @@ class DeployTarget(abc.ABC):
 
     @classmethod
     def config_kind(cls) -> str:
-        """The ``kind`` written by :meth:`to_config`: the short name, else the class's dotted path."""
-        if cls.kind and _kind_path(cls.kind) == f"{cls.__module__}.{cls.__qualname__}":
+        """
+        The ``kind`` written by :meth:`to_config`: the short name this class is known by.
+
+        A class known by no kind (neither built in, registered nor an entry point) gets its dotted path, for
+        messages only: :func:`target_from_config` refuses it (see :func:`register_target_kind`).
+        """
+        path = _class_path(cls)
+        if cls.kind and _kind_path(cls.kind) == path:
             return cls.kind
-        return f"{cls.__module__}.{cls.__qualname__}"
+        for kind, kind_path in available_kinds().items():
+            if kind_path == path:
+                return kind
+        return path
 
     def to_config(self) -> dict[str, Any]:
         """``{"kind": ..., **settings}``; :func:`target_from_config` builds an equal target from it."""
@@ -296,15 +307,38 @@ class DeployTarget(abc.ABC):
 # -- target kinds ------------------------------------------------------------------------------------------
 
 
-def register_target_kind(kind: str, class_path: str) -> None:
-    """Let ``{"kind": kind}`` name the target class at *class_path* (``"my_pkg.targets.SageMakerTarget"``)."""
-    if not kind or not isinstance(kind, str) or "." in kind:
-        raise ValueError(f"A target kind name is a short name without dots, got {kind!r}")
-    if not _DOTTED_PATH.match(class_path):
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_target_kind(kind: str, target: str | type[DeployTarget]) -> None:
+    """
+    Let ``{"kind": kind, ...}`` name a user's :class:`DeployTarget` subclass.
+
+    Call it in code that runs wherever the target is built: the DAG file (or a module it imports) and, for a
+    deferrable wait, a plugin the triggerer loads. An installed package can declare the same in the
+    ``airflow_mlops.deploy_targets`` entry-point group instead. This is the only way besides the entry points
+    and the built-in kinds: a config naming a dotted path is refused, because configs arrive as data.
+
+    :param kind: Short name without dots (``"sagemaker"``); a built-in kind cannot be replaced.
+    :param target: The class, or its dotted path (``"my_pkg.targets.SageMakerTarget"``, imported when the
+        kind is first used).
+    """
+    if not isinstance(kind, str) or not _KIND_NAME.match(kind):
         raise ValueError(
-            f"class_path must be a dotted path like 'my_pkg.targets.MyTarget', got {class_path!r}"
+            f"A target kind name is a short name of letters, digits, '_' and '-' (no dots), got {kind!r}"
         )
-    _REGISTERED_KINDS[kind] = class_path
+    if kind in _BUILTIN_KINDS:
+        raise ValueError(f"Deploy target kind {kind!r} is built in and cannot be registered again")
+    if isinstance(target, type):
+        if not issubclass(target, DeployTarget):
+            raise ValueError(f"Deploy target kind {kind!r}: {target!r} is not a DeployTarget subclass")
+    elif not isinstance(target, str) or not _DOTTED_PATH.match(target):
+        raise ValueError(
+            f"register_target_kind takes a DeployTarget subclass or its dotted path like "
+            f"'my_pkg.targets.MyTarget', got {target!r}"
+        )
+    _REGISTERED_KINDS[kind] = target
 
 
 def _entry_point_kinds() -> dict[str, str]:
@@ -314,30 +348,54 @@ def _entry_point_kinds() -> dict[str, str]:
 
 
 def available_kinds() -> dict[str, str]:
-    """Every short kind name known now, with its class path."""
-    return {**_entry_point_kinds(), **_REGISTERED_KINDS, **_BUILTIN_KINDS}
+    """Every kind name known now (built in, registered, entry points), with its class path."""
+    registered = {
+        kind: target if isinstance(target, str) else _class_path(target)
+        for kind, target in _REGISTERED_KINDS.items()
+    }
+    return {**_entry_point_kinds(), **registered, **_BUILTIN_KINDS}
 
 
 def _kind_path(kind: str) -> str | None:
     if kind in _BUILTIN_KINDS:
         return _BUILTIN_KINDS[kind]
     if kind in _REGISTERED_KINDS:
-        return _REGISTERED_KINDS[kind]
-    if "." in kind:
-        return kind
+        target = _REGISTERED_KINDS[kind]
+        return target if isinstance(target, str) else _class_path(target)
     return _entry_point_kinds().get(kind)
 
 
+def _unknown_kind(kind: str) -> str:
+    known = ", ".join(sorted(available_kinds()))
+    if "." in kind:
+        start = (
+            f"Deploy target kind {kind!r} looks like a dotted path; a target's config never names a class to "
+            "import (configs come from DAG params, XCom and the registry), so nothing was imported."
+        )
+    else:
+        start = f"Unknown deploy target kind {kind!r}."
+    return (
+        f"{start} Kinds available: {known}. To use your own DeployTarget subclass, give it a kind in code: "
+        "airflow_mlops.serving.register_target_kind('mykind', 'my_pkg.targets.MyTarget') in the DAG file (or a "
+        f"plugin), or an entry point in the group {ENTRY_POINT_GROUP!r} of an installed package."
+    )
+
+
 def target_class(kind: str) -> type[DeployTarget]:
-    """The :class:`DeployTarget` subclass a ``kind`` names (short name or dotted path)."""
+    """
+    The :class:`DeployTarget` subclass a ``kind`` names: a built-in, registered or entry-point kind.
+
+    :raises ValueError: for any other kind (a dotted path included), listing the kinds available and how to
+        add one; nothing is imported.
+    """
     if not isinstance(kind, str) or not kind:
         raise ValueError(f"Deploy target kind must be a non-empty string, got {kind!r}")
+    registered = _REGISTERED_KINDS.get(kind) if kind not in _BUILTIN_KINDS else None
+    if isinstance(registered, type):
+        return registered
     path = _kind_path(kind)
-    if path is None or not _DOTTED_PATH.match(path):
-        raise ValueError(
-            f"Unknown deploy target kind {kind!r}: use one of {', '.join(sorted(available_kinds()))}, or the "
-            "dotted path of a DeployTarget subclass ('my_pkg.targets.MyTarget')"
-        )
+    if path is None:
+        raise ValueError(_unknown_kind(kind))
     module_name, _, class_name = path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)

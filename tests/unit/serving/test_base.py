@@ -1,8 +1,9 @@
-"""Deploy targets are JSON-describable, found by kind name or dotted path, and user targets plug in."""
+"""Deploy targets are JSON-describable, found by kind name only, and user targets plug in through code."""
 
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -17,6 +18,16 @@ from airflow_mlops.deploy_targets import (
 from tests.deploy_support import EchoTarget
 
 
+@pytest.fixture
+def no_registered_kinds(monkeypatch):
+    monkeypatch.setattr(base, "_REGISTERED_KINDS", {})
+
+
+@pytest.fixture
+def echo_kind(no_registered_kinds):
+    register_target_kind("echo", "tests.deploy_support.EchoTarget")
+
+
 @pytest.mark.parametrize(
     "target",
     [
@@ -26,7 +37,7 @@ from tests.deploy_support import EchoTarget
     ],
     ids=["local", "kserve", "user-target"],
 )
-def test_a_target_round_trips_through_json(target):
+def test_a_target_round_trips_through_json(echo_kind, target):
     config = json.loads(json.dumps(target.to_config()))
 
     rebuilt = target_from_config(config)
@@ -35,15 +46,9 @@ def test_a_target_round_trips_through_json(target):
     assert rebuilt.to_config() == target.to_config()
 
 
-@pytest.fixture
-def no_registered_kinds(monkeypatch):
-    monkeypatch.setattr(base, "_REGISTERED_KINDS", {})
-
-
-def test_built_in_kinds_are_short_names_and_user_targets_dotted_paths(no_registered_kinds):
+def test_built_in_kinds_are_short_names(no_registered_kinds):
     assert LocalServerTarget().to_config()["kind"] == "local"
     assert KServeTarget().to_config()["kind"] == "kserve"
-    assert EchoTarget().to_config()["kind"] == "tests.deploy_support.EchoTarget"
     assert isinstance(target_from_config("local"), LocalServerTarget)
     assert isinstance(target_from_config('{"kind": "kserve", "namespace": "ml"}'), KServeTarget)
 
@@ -56,23 +61,93 @@ def test_a_user_target_can_be_registered_under_a_short_name(no_registered_kinds)
     assert isinstance(target, EchoTarget)
     assert target.region == "ap-south-1"
     assert target.to_config()["kind"] == "echo"
+    assert base.available_kinds()["echo"] == "tests.deploy_support.EchoTarget"
+
+
+def test_a_user_target_class_can_be_registered_under_any_short_name(no_registered_kinds):
+    class SageMakerTarget(EchoTarget):
+        kind = None
+
+    register_target_kind("sagemaker", SageMakerTarget)
+
+    target = target_from_config({"kind": "sagemaker", "region": "ap-south-1"})
+    assert type(target) is SageMakerTarget
+    assert target.to_config() == {"kind": "sagemaker", "region": "ap-south-1"}
+
+
+def test_a_kind_from_the_entry_point_group_is_found(no_registered_kinds, monkeypatch):
+    monkeypatch.setattr(base, "_entry_point_kinds", lambda: {"echo": "tests.deploy_support.EchoTarget"})
+
+    assert isinstance(target_from_config({"kind": "echo"}), EchoTarget)
+    assert EchoTarget().to_config()["kind"] == "echo"
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["os.system", "subprocess.Popen", "tests.deploy_support.EchoTarget", "no_such_pkg_xyz.Target"],
+)
+def test_a_config_naming_a_dotted_path_is_refused_and_nothing_is_imported(no_registered_kinds, kind):
+    module = kind.rpartition(".")[0]
+    was_loaded = module in sys.modules
+
+    with pytest.raises(ValueError, match="looks like a dotted path") as err:
+        target_from_config({"kind": kind, "region": "eu-west-1"})
+
+    message = str(err.value)
+    assert "nothing was imported" in message
+    assert "Kinds available: kserve, local." in message
+    assert "register_target_kind(" in message
+    assert "airflow_mlops.deploy_targets" in message
+    assert (module in sys.modules) == was_loaded
+
+
+def test_a_json_config_naming_a_dotted_path_is_refused(no_registered_kinds):
+    with pytest.raises(ValueError, match="'os.system' looks like a dotted path"):
+        target_from_config('{"kind": "os.system", "command": "touch /tmp/owned"}')
+
+
+def test_an_unregistered_user_target_describes_itself_but_cannot_be_rebuilt(no_registered_kinds):
+    config = EchoTarget().to_config()
+
+    assert config["kind"] == "tests.deploy_support.EchoTarget"
+    with pytest.raises(ValueError, match="register_target_kind"):
+        target_from_config(config)
+
+
+@pytest.mark.parametrize(
+    ("kind", "target", "message"),
+    [
+        ("my.kind", "tests.deploy_support.EchoTarget", "no dots"),
+        ("local", "tests.deploy_support.EchoTarget", "built in"),
+        ("echo", "EchoTarget", "dotted path"),
+        ("echo", dict, "not a DeployTarget subclass"),
+    ],
+)
+def test_register_target_kind_refuses_bad_names_and_classes(no_registered_kinds, kind, target, message):
+    with pytest.raises(ValueError, match=message):
+        register_target_kind(kind, target)
+    assert kind not in base._REGISTERED_KINDS or kind == "local"
 
 
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"kind": "sagemaker"}, "Unknown deploy target kind 'sagemaker'"),
+        ({"kind": "sagemaker"}, "Unknown deploy target kind 'sagemaker'. Kinds available: kserve, local"),
         ({"port": 5001}, "has no 'kind'"),
-        ({"kind": "json.JSONDecoder"}, "not a DeployTarget subclass"),
-        ({"kind": "no_such_pkg.Target"}, "cannot import"),
         ({"kind": "local", "prot": 5001}, "Invalid settings for deploy target local"),
         ({"kind": "local", "port": 70000}, "port of the local target"),
         (42, "got int"),
     ],
 )
-def test_bad_target_configs_say_what_is_allowed(config, message):
+def test_bad_target_configs_say_what_is_allowed(no_registered_kinds, config, message):
     with pytest.raises(ValueError, match=message):
         target_from_config(config)
+
+
+def test_a_registered_path_that_is_no_target_is_refused(no_registered_kinds):
+    register_target_kind("decoder", "json.JSONDecoder")
+    with pytest.raises(ValueError, match="not a DeployTarget subclass"):
+        target_from_config({"kind": "decoder"})
 
 
 def test_local_target_constructor_does_no_io(tmp_path):
