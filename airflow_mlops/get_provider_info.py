@@ -6,8 +6,9 @@ from typing import Any
 
 
 def get_provider_info() -> dict[str, Any]:
-    """The provider's metadata: integrations, hooks, triggers, connection types, extra links."""
+    """The provider's metadata: integrations, hooks, triggers, connection types, extra links, configuration."""
     from airflow_mlops import __version__
+    from airflow_mlops.data.sources import DEFAULT_MAX_SOURCE_BYTES, DEFAULT_MAX_SOURCE_FILES
 
     return {
         "package-name": "airflow-provider-mlops",
@@ -70,4 +71,47 @@ def get_provider_info() -> dict[str, Any]:
             "airflow_mlops.links.MLflowModelVersionLink",
             "airflow_mlops.links.DataDocsLink",
         ],
+        "config": {
+            "mlops": {
+                "description": "Bounds on what the MLOps operators read and release.",
+                "options": {
+                    "allowed_sources": {
+                        "description": "Where ingests and new-data sensors may read: comma-separated local "
+                        "directories and s3://bucket/prefix patterns (fnmatch globs allowed, e.g. "
+                        "s3://team-*/incoming). A local source is resolved (symlinks, '..') before it is "
+                        "matched. Empty: the data root ($MLOPS_DATA_ROOT, else ./.mlops-data) and the "
+                        "demo data folder (the folder of $MLOPS_SOURCE_PATH, else ./data).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/srv/ml/incoming,s3://ml-landing/churn,s3://team-*/exports",
+                        "default": "",
+                    },
+                    "max_source_files": {
+                        "description": "Most files one ingest reads; a larger source fails before anything "
+                        "is downloaded or hashed.",
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "50000",
+                        "default": str(DEFAULT_MAX_SOURCE_FILES),
+                    },
+                    "max_source_bytes": {
+                        "description": "Most bytes one ingest reads (sum of the listed sizes); a larger "
+                        "source fails before anything is downloaded or hashed.",
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": str(100 * 1024**3),
+                        "default": str(DEFAULT_MAX_SOURCE_BYTES),
+                    },
+                    "require_approval": {
+                        "description": "Promote, deploy and rollback refuse a model version that has no "
+                        "passed evaluation gate and no recorded approval; set False only where no person "
+                        "approves releases.",
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": "False",
+                        "default": "True",
+                    },
+                },
+            }
+        },
     }

@@ -1,16 +1,33 @@
-"""Helpers for the new-data sensor and trigger tests: source files, a first snapshot, a trigger run."""
+"""
+Helpers for the data tests: source files, a first snapshot, a trigger run, and sources allowed in temp folders.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from typing import TYPE_CHECKING
 
 import pandas as pd
+import pytest
 
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 
 if TYPE_CHECKING:
     from airflow_mlops.triggers.new_data import NewDataTrigger
+
+
+#: ``[mlops] allowed_sources`` for tests that read from pytest's temporary folders and from moto's S3.
+ALLOWED_SOURCES_ENV = "AIRFLOW__MLOPS__ALLOWED_SOURCES"
+TEST_ALLOWED_SOURCES = f"{tempfile.gettempdir()},s3://*"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def sources_in_temp_folders():
+    """Allow ingests and sensors of the module using it to read the temporary folders (and any bucket)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(ALLOWED_SOURCES_ENV, TEST_ALLOWED_SOURCES)
+        yield
 
 
 def write_csv(path, rows: int = 10) -> None:

@@ -5,8 +5,10 @@ Numeric features: population stability index (PSI) on the reference's quantile b
 Kolmogorov-Smirnov statistic (:func:`scipy.stats.ks_2samp`) and the Wasserstein distance
 (:func:`scipy.stats.wasserstein_distance`). Categorical features (strings, categories, booleans): the
 L-infinity distance between the category frequencies and the Jensen-Shannon distance
-(:func:`scipy.spatial.distance.jensenshannon`, base 2, so in [0, 1]). The metrics and their limits are
-checked by :mod:`airflow_mlops.data.drift_thresholds` (all a DAG needs at parse time).
+(:func:`scipy.spatial.distance.jensenshannon`, base 2, so in [0, 1]). Every feature: the change of its null
+rate (``null_rate``), so a column that became all null drifts. Columns of the current data that the
+reference lacks are reported as added, those it lacks as missing; both count as drift. The metrics and their
+limits are checked by :mod:`airflow_mlops.data.drift_thresholds` (all a DAG needs at parse time).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.data.drift_thresholds import (
     CATEGORICAL_METRICS,
+    COMMON_METRICS,
     DEFAULT_THRESHOLDS,
     METRICS,
     NUMERIC_METRICS,
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CATEGORICAL_METRICS",
+    "COMMON_METRICS",
     "DEFAULT_THRESHOLDS",
     "DRIFT_DIR",
     "METRICS",
@@ -113,15 +117,19 @@ def compute_drift(
     """
     Compare every feature of *current* with *reference*.
 
-    :returns: ``{"drift": bool, "drifted_features": [...], "missing_features": [...], "features": {column:
-        {"kind", "metrics", "thresholds", "exceeded"}}}``. A feature drifts when a gated metric exceeds its
-        limit; a feature of the reference missing from *current* counts as drift.
+    :returns: ``{"drift": bool, "drifted_features": [...], "missing_features": [...], "added_features":
+        [...], "features": {column: {"kind", "metrics", "thresholds", "exceeded", "rows", "null_rate"}}}``.
+        A feature drifts when a gated metric exceeds its limit (``null_rate``: the change of its share of
+        nulls); a feature of the reference missing from *current*, and a column of *current* the reference
+        lacks (unless *columns* names the features, or it is excluded), count as drift.
     """
     limits = dict(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
     feature_thresholds = feature_thresholds or {}
     excluded = set(exclude_columns or [])
     wanted = list(columns) if columns else [c for c in reference.columns if c not in excluded]
     missing = [c for c in wanted if c not in current.columns or c not in reference.columns]
+    known = set(reference.columns) | excluded
+    added = [] if columns else [str(c) for c in current.columns if c not in known]
     features: dict[str, Any] = {}
     for column in wanted:
         if column in missing:
@@ -134,8 +142,13 @@ def compute_drift(
             metrics = categorical_drift(ref, cur)
         else:
             metrics = numeric_drift(ref.to_numpy(dtype=float), cur.to_numpy(dtype=float), bins)
+        null_rates = {
+            "reference": _null_rate(reference[column]),
+            "current": _null_rate(current[column]),
+        }
+        metrics["null_rate"] = abs(null_rates["current"] - null_rates["reference"])
         gates = {**limits, **feature_thresholds.get(column, {})}
-        applicable = CATEGORICAL_METRICS if categorical else NUMERIC_METRICS
+        applicable = (CATEGORICAL_METRICS if categorical else NUMERIC_METRICS) + COMMON_METRICS
         gates = {metric: limit for metric, limit in gates.items() if metric in applicable}
         exceeded = sorted(m for m, limit in gates.items() if m in metrics and metrics[m] > limit)
         features[column] = {
@@ -144,14 +157,20 @@ def compute_drift(
             "thresholds": gates,
             "exceeded": exceeded,
             "rows": {"reference": int(len(ref)), "current": int(len(cur))},
+            "null_rate": {key: round(value, 6) for key, value in null_rates.items()},
         }
     drifted = [column for column, info in features.items() if info["exceeded"]]
     return {
-        "drift": bool(drifted or missing),
+        "drift": bool(drifted or missing or added),
         "drifted_features": drifted,
         "missing_features": missing,
+        "added_features": added,
         "features": features,
     }
+
+
+def _null_rate(series: pd.Series) -> float:
+    return float(series.isna().mean()) if len(series) else 0.0
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -166,6 +185,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     ]
     if report["missing_features"]:
         lines.append(f"- missing from the current data: {', '.join(report['missing_features'])}")
+    if report.get("added_features"):
+        lines.append(f"- not in the reference: {_first(report['added_features'])}")
     lines += ["", "| feature | kind | metric | value | limit | drift |", "|---|---|---|---|---|---|"]
     for column, info in report["features"].items():
         for metric, value in info["metrics"].items():
@@ -182,7 +203,8 @@ def drift_message(report: dict[str, Any], report_uri: str | None = None) -> str:
     """
     What drifted in *report* (of :func:`compute_drift`, with ``dataset`` and ``reference``), one line each.
 
-    Each drifted feature is named with every metric over its limit; missing features are listed last.
+    Each drifted feature is named with every metric over its limit (with the null rates when ``null_rate``
+    is one); missing and added features are listed last.
     """
     features = report["features"]
     details = [
@@ -191,12 +213,28 @@ def drift_message(report: dict[str, Any], report_uri: str | None = None) -> str:
             f"{metric}={features[feature]['metrics'][metric]:.4g} > {features[feature]['thresholds'][metric]:g}"
             for metric in features[feature]["exceeded"]
         )
+        + _null_detail(features[feature])
         for feature in report["drifted_features"]
     ]
     if report["missing_features"]:
         details.append(f"- missing from {report['dataset']}: {', '.join(report['missing_features'])}")
+    if report.get("added_features"):
+        details.append(f"- not in the reference: {_first(report['added_features'])}")
     message = f"Dataset {report['dataset']} drifted from {report['reference']}:\n" + "\n".join(details)
     return message + (f"\nReport: {report_uri}" if report_uri else "")
+
+
+def _null_detail(info: dict[str, Any]) -> str:
+    rates = info.get("null_rate")
+    if "null_rate" not in info["exceeded"] or not rates:
+        return ""
+    return f" (nulls {rates['reference']:.0%} -> {rates['current']:.0%})"
+
+
+def _first(columns: list[str], shown: int = 20) -> str:
+    """The first *shown* of *columns*, and how many more there are."""
+    more = len(columns) - shown
+    return ", ".join(columns[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def report_folder(uri: str, reference: str, reference_snapshot_id: str | None) -> str:

@@ -85,7 +85,9 @@ def check_expectations(expectations: object, origin: str = "expectations") -> li
             raise ValueError(f"{where} ({kind}) needs a dict 'kwargs', got {item.get('kwargs')!r}")
         unknown = sorted(set(item) - EXPECTATION_KEYS)
         if unknown:
-            raise ValueError(f"{where} ({kind}) has unknown keys {unknown}; allowed: {sorted(EXPECTATION_KEYS)}")
+            raise ValueError(
+                f"{where} ({kind}) has unknown keys {unknown}; allowed: {sorted(EXPECTATION_KEYS)}"
+            )
         out.append(dict(item))
     return out
 

@@ -1,13 +1,16 @@
 """
 Formats of the files an ingest reads (CSV and Parquet), without Airflow.
 
-Telling the format from file names, checking ``pandas.read_csv`` options, reading files into one DataFrame,
+Telling the format from file names, checking a file's first bytes against it (:func:`check_content`, before
+anything is downloaded or hashed), checking ``pandas.read_csv`` options, reading files into one DataFrame,
 and reading a Parquet object's row count and schema from its footer alone. Problems with the data raise
-:class:`ValueError` whose message names the file; callers add the dataset name.
+:class:`ValueError` whose message names the file and the problem, never the file's content; callers add the
+dataset name.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +35,32 @@ FORMAT_BY_SUFFIX = (
     (".csv.xz", "csv"),
     (".csv.zst", "csv"),
     (".csv.zip", "csv"),
+)
+#: How many leading bytes of each file :func:`check_content` looks at.
+SNIFF_BYTES = 64 * 1024
+#: Compression ``pandas.read_csv`` infers from a CSV file's name, and the magic bytes each starts with.
+_COMPRESSION_BY_SUFFIX = (
+    (".gz", "gzip"), (".bz2", "bz2"), (".zip", "zip"), (".xz", "xz"), (".zst", "zstd"),
+)  # fmt: skip
+_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bz2"),
+    (b"PK\x03\x04", "zip"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"PAR1", "parquet"),
+)
+_WHAT = {
+    "gzip": "gzip-compressed",
+    "bz2": "bzip2-compressed",
+    "zip": "a zip archive (an Excel .xlsx workbook is one)",
+    "xz": "xz-compressed",
+    "zstd": "zstd-compressed",
+    "parquet": "a Parquet file",
+}
+_SUPPORTED = (
+    "supported: CSV text (.csv), compressed CSV (.csv.gz, .csv.bz2, .csv.xz, .csv.zst, .csv.zip) and "
+    "Parquet (.parquet, .parq, .pq)"
 )
 #: ``read_csv`` arguments that would change what a "file" is; everything else is passed through.
 RESERVED_CSV_OPTIONS = frozenset({"filepath_or_buffer", "iterator", "chunksize"})
@@ -105,6 +134,129 @@ def detect_format(fmt: str, uris: Sequence[str]) -> str:
     return next(iter(formats))
 
 
+def _magic_kind(head: bytes) -> str | None:
+    return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
+
+
+def csv_compression(uri: str, csv_options: dict[str, Any] | None = None) -> str | None:
+    """The compression ``pandas.read_csv`` reads *uri* with: the ``compression`` option, else from the name."""
+    option = (csv_options or {}).get("compression", "infer")
+    if isinstance(option, dict):
+        option = option.get("method")
+    if option != "infer":
+        return str(option) if option else None
+    name = uri.rsplit("/", 1)[-1].lower()
+    return next((kind for suffix, kind in _COMPRESSION_BY_SUFFIX if name.endswith(suffix)), None)
+
+
+def check_content(uri: str, head: bytes, fmt: str, csv_options: dict[str, Any] | None = None) -> None:
+    """
+    Check the first bytes *head* of the file at *uri* (up to :data:`SNIFF_BYTES`) against the format *fmt*.
+
+    Parquet files must start with ``PAR1``; a CSV file must be compressed the way its name says (gzip
+    ``1f8b``, zip ``PK``, ...), and plain CSV text in a UTF-8 encoding must decode. The message names the
+    file and what it is instead, never its content.
+
+    :raises ValueError: if the file is empty or not what *fmt* and its name say.
+    """
+    if not head:
+        raise ValueError(f"{uri} is empty (0 bytes)")
+    kind = _magic_kind(head)
+    if fmt == "parquet":
+        if kind != "parquet":
+            found = _WHAT[kind] if kind else "text or another format"
+            raise ValueError(
+                f"{uri} is not a Parquet file (it does not start with PAR1; it is {found}); {_SUPPORTED}"
+            )
+        return
+    compression = csv_compression(uri, csv_options)
+    if compression is None:
+        if kind == "parquet":
+            raise ValueError(
+                f"{uri} is a Parquet file, not CSV text (name it .parquet or pass format='parquet')"
+            )
+        if kind is not None:
+            suffix = next(suffix for suffix, name in _COMPRESSION_BY_SUFFIX if name == kind)
+            raise ValueError(
+                f"{uri} is {_WHAT[kind]}, not CSV text (name it .csv{suffix} to have it decompressed, or "
+                f"decompress it); {_SUPPORTED}"
+            )
+        _check_text(uri, head, str((csv_options or {}).get("encoding") or "utf-8"))
+        return
+    expected = {"gzip": "gzip", "bz2": "bz2", "zip": "zip", "xz": "xz", "zstd": "zstd"}.get(compression)
+    if expected is not None and kind != expected:
+        found = _WHAT[kind] if kind else "not compressed"
+        raise ValueError(
+            f"{uri} should be {_WHAT[expected]} (its name or csv_options say {compression}) but it is {found}; "
+            f"rename it or fix csv_options; {_SUPPORTED}"
+        )
+
+
+def _check_text(uri: str, head: bytes, encoding: str) -> None:
+    """Raise if *head* (a file's first bytes) is not text in *encoding* (checked for UTF-8 encodings only)."""
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError as err:
+        raise ValueError(f"csv_options encoding {encoding!r} is not a known text encoding") from err
+    if codec not in ("utf-8", "utf-8-sig"):
+        return
+    try:
+        codecs.getincrementaldecoder(codec)("strict").decode(head, final=False)
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{uri} is not valid {encoding} text ({err.reason} at byte {err.start}); pass "
+            "csv_options={'encoding': ...} with the file's encoding"
+        ) from err
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        raise ValueError(f"{uri} holds a NUL byte (at byte {nul}): it is binary, not CSV text")
+
+
+def _open_decompressed(local: Path, compression: str | None) -> Any:
+    """*local* opened for reading its (decompressed) bytes, or None for a compression without a stdlib reader."""
+    if compression is None:
+        return local.open("rb")
+    if compression == "gzip":
+        import gzip
+
+        return gzip.open(local, "rb")
+    if compression == "bz2":
+        import bz2
+
+        return bz2.open(local, "rb")
+    if compression == "xz":
+        import lzma
+
+        return lzma.open(local, "rb")
+    return None
+
+
+def undecodable_offset(local: Path, encoding: str, compression: str | None = None) -> int | None:
+    """
+    Offset in the file *local* (after decompression) of its first byte that is not *encoding* text.
+
+    Decodes the whole file in chunks: pandas reads in blocks and reports offsets within a block, so its own
+    ``UnicodeDecodeError.start`` is not an offset in the file. None if the file decodes, or cannot be read
+    here (zip, zstd).
+    """
+    stream = _open_decompressed(local, compression)
+    if stream is None:
+        return None
+    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    position = 0
+    with stream:
+        while True:
+            chunk = stream.read(1 << 20)
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as err:
+                return position - pending + err.start
+            if not chunk:
+                return None
+            position += len(chunk)
+
+
 def read_file(local: Path, uri: str, fmt: str, csv_options: dict[str, Any] | None = None) -> pd.DataFrame:
     """
     Read one local file (downloaded from *uri*, which error messages name) as *fmt*.
@@ -118,8 +270,13 @@ def read_file(local: Path, uri: str, fmt: str, csv_options: dict[str, Any] | Non
         try:
             return pd.read_csv(local, **options)
         except UnicodeDecodeError as err:
+            compression = csv_compression(uri, csv_options)
+            offset = undecodable_offset(local, str(options["encoding"]), compression)
+            where = "" if offset is None else f" at byte {offset}"
+            if offset is not None and compression:
+                where += " of the decompressed text"
             raise ValueError(
-                f"{uri} is not valid {options['encoding']} text ({err.reason} at byte {err.start}); pass "
+                f"{uri} is not valid {options['encoding']} text ({err.reason}{where}); pass "
                 "csv_options={'encoding': ...} with the file's encoding"
             ) from err
         except pd.errors.EmptyDataError as err:
@@ -153,9 +310,13 @@ def read_files(
         if len(frame) == 0:
             raise ValueError(f"{uri} has no rows (only a header or schema)")
         if frames and list(frame.columns) != list(frames[0].columns):
+            # Counts only, no names: a rejected file's header may hold anything (data, personal details).
+            first = set(frames[0].columns)
+            missing, extra = len(first - set(frame.columns)), len(set(frame.columns) - first)
+            problem = f"{missing} of its columns missing, {extra} others" if missing or extra else "another order"
             raise ValueError(
-                f"{uri} has columns {list(frame.columns)[:20]}, but {files[0][1]} has "
-                f"{list(frames[0].columns)[:20]}; all files must have the same columns"
+                f"{uri} has other columns than {files[0][1]} ({problem}); all files must have the same "
+                "columns, in the same order"
             )
         frames.append(frame)
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,7 +52,13 @@ SHA256_OF_ROWS = "rows"
 #: The manifest's ``producer``.
 PRODUCER = f"airflow-provider-mlops {__version__}"
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: A local staging folder (``.<snapshot id>.tmp-...``) untouched for this long belongs to a dead ingest.
+STAGING_GRACE_S = 3600.0
+# ".<snapshot>.tmp-<owner>-<try>-<random>" (owner: a hash of the task instance), or ".<snapshot>.tmp-<random>".
+_STAGING_RE = re.compile(
+    r"\.(?P<snapshot>[^/]+)\.tmp-(?:(?P<owner>[0-9a-f]{12})-(?P<attempt>\d+)-)?[0-9a-f]{12}"
+)
 
 
 def check_dataset_name(name: object) -> str:
@@ -61,7 +68,7 @@ def check_dataset_name(name: object) -> str:
     Allowed: 1-128 characters of letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit,
     without ``..``; so no ``/``, no absolute path, no way out of ``<root>/datasets/``.
     """
-    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
         raise ValueError(
             f"Invalid dataset name {name!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a "
             "letter or digit (no '/', no '..', no absolute path)."
@@ -230,6 +237,63 @@ def write_parquet(frames: dict[str, pd.DataFrame], directory: Path) -> None:
             raise ValueError(f"rows cannot be stored as Parquet: {err}") from err
 
 
+def staging_owner(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
+    """The short owner tag a task instance puts in its staging folders' names (the same for all its tries)."""
+    return hashlib.sha256(f"{dag_id}\n{run_id}\n{task_id}\n{map_index}".encode()).hexdigest()[:12]
+
+
+def _last_touched(path: Path) -> float:
+    newest = path.lstat().st_mtime
+    for folder, _, names in os.walk(path):
+        for entry in [folder, *(os.path.join(folder, name) for name in names)]:
+            try:
+                newest = max(newest, os.lstat(entry).st_mtime)
+            except FileNotFoundError:
+                continue
+    return newest
+
+
+def remove_stale_staging(
+    root: str,
+    name: str,
+    owner: str | None = None,
+    attempt: int | None = None,
+    grace: float = STAGING_GRACE_S,
+) -> list[str]:
+    """
+    Remove the staging folders a killed ingest of dataset *name* left under the local *root*; return them.
+
+    A staging folder is removed when its owner tag is *owner* with a try number below *attempt* (an earlier
+    try of the same task instance, which is over), or when nothing in it changed for *grace* seconds. Folders
+    of an ingest that may still be writing are left alone. S3 roots have no staging folders.
+    """
+    if is_s3(root):
+        return []
+    folder = local_path(join(root, "datasets", check_dataset_name(name)))
+    if not folder.is_dir():
+        return []
+    removed = []
+    now = time.time()
+    for path in sorted(folder.glob(".*.tmp-*")) + sorted(folder.glob(".*.stale-*")):
+        found = _STAGING_RE.fullmatch(path.name)
+        earlier_try = (
+            found is not None
+            and owner is not None
+            and attempt is not None
+            and found["owner"] == owner
+            and int(found["attempt"]) < attempt
+        )
+        try:
+            stale = earlier_try or ".stale-" in path.name or now - _last_touched(path) > grace
+        except FileNotFoundError:
+            continue  # removed meanwhile
+        if stale and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+            log.info("Removed staging folder %s left by an earlier, interrupted ingest", path)
+    return removed
+
+
 def publish_snapshot(
     storage: Storage,
     target: str,
@@ -237,15 +301,20 @@ def publish_snapshot(
     manifest: dict[str, Any],
     tmp: Path,
     progress: Callable[[str, int], TransferProgress] | None = None,
+    owner: str | None = None,
+    attempt: int | None = None,
 ) -> dict[str, Any]:
     """
     Write the snapshot at *target*: one Parquet file per frame, the manifest last; return the stored manifest.
 
     On S3 the files are uploaded from *tmp* and the manifest put last. Locally the snapshot is written into
-    a staging folder renamed into place, so a crash leaves no half snapshot; when a concurrent attempt
-    finished first, its manifest is returned.
+    a staging folder (``.<snapshot id>.tmp-<owner>-<try>-<random>``) renamed into place, so a crash leaves no
+    half snapshot, and a later try removes what a killed one left (:func:`remove_stale_staging`); when a
+    concurrent attempt finished first, its manifest is returned.
 
     :param progress: Builds the progress callback of one upload from ``(what, total bytes)``.
+    :param owner: The task instance's owner tag (:func:`staging_owner`), put in the staging folder's name.
+    :param attempt: The try number, put in the staging folder's name with *owner*.
     :raises ValueError: if the rows cannot be stored as Parquet.
     """
     stored = manifest_bytes(manifest)
@@ -263,7 +332,8 @@ def publish_snapshot(
 
     final = local_path(target)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tag = f"{owner}-{int(attempt)}-" if owner and attempt is not None else ""
+    staging = final.parent / f".{final.name}.tmp-{tag}{uuid.uuid4().hex[:12]}"
     try:
         write_parquet(frames, staging)
         (staging / MANIFEST).write_bytes(stored)

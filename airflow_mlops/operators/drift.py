@@ -41,24 +41,28 @@ class DriftCheckOperator(BaseOperator):
     was trained on (its ``mlops.data.uri`` tag in the MLflow registry). Without a champion there is nothing
     to compare with: the check passes and says so. Numeric features are compared by PSI (reference quantile
     bins), the Kolmogorov-Smirnov statistic and the Wasserstein distance; categorical features by the
-    L-infinity distance and the Jensen-Shannon distance (see :mod:`airflow_mlops.data.drift`).
+    L-infinity distance and the Jensen-Shannon distance; every feature by the change of its null rate. Columns
+    the current snapshot lacks, or has and the reference does not, count as drift too (see
+    :mod:`airflow_mlops.data.drift`).
 
     A JSON and a Markdown report are stored next to the snapshot, at
     ``<snapshot>/_drift/<reference id>/report.json`` and ``report.md``.
 
-    Returns (XCom) ``{"drift", "dataset", "reference", "drifted_features", "missing_features", "features",
-    "report"}``, where ``features`` maps each feature to its metrics and exceeded metrics.
+    Returns (XCom) ``{"drift", "dataset", "reference", "drifted_features", "missing_features",
+    "added_features", "features", "report"}``, where ``features`` maps each feature to its metrics and
+    exceeded metrics.
 
     :param dataset_uri: Snapshot URI to check, optionally with a ``#split``. (templated)
     :param reference_uri: Reference snapshot URI; default: the champion's training snapshot. (templated)
     :param model_name: Registered model whose champion gives the reference (needed without
         ``reference_uri``). (templated)
     :param thresholds: Default limits per metric (``psi``, ``ks``, ``wasserstein``, ``linf``,
-        ``jensen_shannon``); a feature drifts when a metric exceeds its limit. Default
-        ``{"psi": 0.2, "ks": 0.2, "linf": 0.2, "jensen_shannon": 0.2}``.
+        ``jensen_shannon``, ``null_rate``); a feature drifts when a metric exceeds its limit. Default
+        ``{"psi": 0.2, "ks": 0.2, "linf": 0.2, "jensen_shannon": 0.2, "null_rate": 0.1}``.
     :param feature_thresholds: Limits per feature, overriding ``thresholds`` for it, e.g.
         ``{"income": {"psi": 0.3}}``.
-    :param columns: Features to compare (default: every column of the reference except ``exclude_columns``).
+    :param columns: Features to compare (default: every column of the reference except ``exclude_columns``,
+        and columns of the current snapshot the reference lacks count as drift).
     :param exclude_columns: Columns not compared (the label, ids).
     :param on_drift: ``"fail"`` (raise :class:`~airflow_mlops.exceptions.DataDriftError`), ``"skip"`` (skip
         this task, so downstream tasks skip with the default trigger rule) or ``"continue"`` (log, succeed).
@@ -150,7 +154,7 @@ class DriftCheckOperator(BaseOperator):
             )  # fmt: skip
             return {
                 "drift": False, "dataset": uri, "reference": None, "drifted_features": [],
-                "missing_features": [], "features": {}, "report": None,
+                "missing_features": [], "added_features": [], "features": {}, "report": None,
             }  # fmt: skip
         reference = found
         storage = self.hook.storage_for(uri, reference)
@@ -194,7 +198,11 @@ class DriftCheckOperator(BaseOperator):
             raise AirflowSkipException(message)
         raise DataDriftError(
             message, dataset=name, uri=uri, reason="drifted: " + ", ".join(
-                [*report["drifted_features"], *(f"{column} (missing)" for column in report["missing_features"])]
+                [
+                    *report["drifted_features"],
+                    *(f"{column} (missing)" for column in report["missing_features"]),
+                    *(f"{column} (added)" for column in report["added_features"][:20]),
+                ]
             ),
         )  # fmt: skip
 

@@ -8,10 +8,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow.sdk import Asset, BaseHook, BaseOperator
+from airflow.sdk import Asset, BaseHook, BaseOperator, conf
 
 from airflow_mlops.data.formats import (
     FORMATS,
+    SNIFF_BYTES,
+    check_content,
     check_csv_options,
     check_format,
     detect_format,
@@ -31,10 +33,12 @@ from airflow_mlops.data.snapshots import (
     load_manifest,
     manifest_bytes,
     publish_snapshot,
+    remove_stale_staging,
     resolve_data_root,
     snapshot_id,
     snapshot_spec,
     snapshot_uri,
+    staging_owner,
 )
 from airflow_mlops.data.splits import check_split, check_split_seed, split_rows
 from airflow_mlops.data.storage import (
@@ -64,9 +68,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from airflow.sdk import Context
 
-    from airflow_mlops.data.sources import (
-        SourceFile,
-    )
+    from airflow_mlops.data.sources import SourceFile, SourceLimits
 
 __all__ = [
     "ASSET_SCHEME",
@@ -105,6 +107,14 @@ class IngestDatasetOperator(BaseOperator):
     schema come from the Parquet footer (ranged GETs) and the content hash from the object's
     ``ChecksumSHA256`` when the store keeps one, else from its ETag and size (manifest ``sha256_of`` says
     which).
+
+    File sources are bounded by the ``[mlops]`` configuration, checked before any byte is downloaded or
+    hashed: the source (resolved: symlinks, ``..``) and every file it names must lie within
+    ``allowed_sources``, it may hold at most ``max_source_files`` files and ``max_source_bytes`` bytes
+    (listed sizes), and each file's first bytes must match its format (``PAR1`` for Parquet; CSV compressed
+    as its name says, and UTF-8 text when read as UTF-8). A source outside ``allowed_sources`` fails at once
+    with :class:`~airflow_mlops.exceptions.DatasetConfigurationError`. Staging folders a killed try left
+    under a local root are removed by the next try (or, once an hour old, by any later ingest).
 
     Returns (XCom) ``{"name", "snapshot_id", "uri", "sha256", "rows", "schema", "splits"}`` where
     ``splits`` maps each split to ``<uri>#<split>``. Every Asset among the task's outlets (by default
@@ -221,6 +231,12 @@ class IngestDatasetOperator(BaseOperator):
         """Snapshot the source (or the query's rows); return the snapshot's description."""
         name = self._rendered_name()
         root = resolve_data_root(self.data_root)
+        self._staging_owner, self._attempt = self._staging_tag(context)
+        removed = remove_stale_staging(root, name, self._staging_owner, self._attempt)
+        if removed:
+            self.log.info(
+                "Dataset %s: removed %d staging folder(s) of interrupted ingests", name, len(removed)
+            )
         if self.sql is not None:
             manifest = self._ingest_sql(name, root)
         else:
@@ -230,6 +246,34 @@ class IngestDatasetOperator(BaseOperator):
         if self.mlflow_run_id:
             self._log_mlflow_input(manifest)
         return result
+
+    @staticmethod
+    def _staging_tag(context: Context) -> tuple[str | None, int | None]:
+        """The task instance's staging owner tag and try number (None outside a task run)."""
+        ti = context.get("ti") if hasattr(context, "get") else None
+        try:
+            owner = staging_owner(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))  # type: ignore[union-attr]
+            return owner, int(ti.try_number)  # type: ignore[union-attr]
+        except (AttributeError, TypeError, ValueError):
+            return None, None
+
+    @staticmethod
+    def source_policy() -> tuple[list[str], SourceLimits]:
+        """The allowed sources and limits of ``[mlops]`` (read when a task runs, never at parse time)."""
+        from airflow_mlops.data.sources import SourceLimits, parse_allowed_sources
+
+        allowed = parse_allowed_sources(conf.get("mlops", "allowed_sources", fallback=""))
+        limits = SourceLimits()
+        try:
+            limits = SourceLimits(
+                max_files=conf.getint("mlops", "max_source_files", fallback=limits.max_files),
+                max_bytes=conf.getint("mlops", "max_source_bytes", fallback=limits.max_bytes),
+            )
+        except (ValueError, TypeError) as err:
+            raise ConfigurationError(
+                f"[mlops] max_source_files and max_source_bytes must be whole numbers: {err}"
+            ) from err
+        return allowed, limits
 
     def _rendered_name(self) -> str:
         """The rendered dataset name, checked again; the rendered source and query, checked again."""
@@ -264,18 +308,22 @@ class IngestDatasetOperator(BaseOperator):
         from airflow_mlops.data.sources import combined_sha256, normalize_source
 
         source = normalize_source(self.source or "")
+        allowed, limits = self.source_policy()
+        self._check_allowed(name, source, allowed)
         storage = self.hook.storage_for(source, root)
 
-        copied = self._try_server_side_copy(storage, name, source, root)
+        copied = self._try_server_side_copy(storage, name, source, root, limits)
         if copied is not None:
             return copied
 
+        entries = self._list(storage, name, source, allowed, limits)
+        try:
+            fmt = detect_format(self.format, [entry["uri"] for entry in entries])
+        except ValueError as err:
+            self._fail(name, source, err)
+        self._check_contents(storage, name, source, entries, fmt)
         with tempfile.TemporaryDirectory(prefix="mlops-ingest-") as tmp:
-            files = self._fetch(storage, name, source, Path(tmp) / "source")
-            try:
-                fmt = detect_format(self.format, [file.uri for file in files])
-            except ValueError as err:
-                self._fail(name, source, err)
+            files = self._fetch(storage, name, source, entries, Path(tmp) / "source")
             content_sha256 = combined_sha256(files)
             snapshot = snapshot_id(content_sha256, self._spec(fmt))
             target = snapshot_uri(root, name, snapshot)
@@ -302,12 +350,79 @@ class IngestDatasetOperator(BaseOperator):
             }
             return self._snapshot_frame(storage, name, source, target, snapshot, df, described, Path(tmp))
 
-    def _fetch(self, storage: Storage, name: str, source: str, tmp: Path) -> list[SourceFile]:
-        """Resolve the source, bring S3 objects to local disk, and hash every file (sorted by URI)."""
-        from airflow_mlops.data.sources import fetch_sources
+    @staticmethod
+    def _check_allowed(name: str, source: str, allowed: list[str]) -> None:
+        from airflow_mlops.data.sources import SourceNotAllowedError, check_source_allowed
 
         try:
-            return fetch_sources(storage, source, tmp, self._progress)
+            check_source_allowed(source, allowed)
+        except SourceNotAllowedError as err:
+            raise DatasetConfigurationError(
+                f"Dataset {name!r}: {err}", dataset=name, uri=source, reason="source not allowed"
+            ) from err
+
+    def _list(
+        self, storage: Storage, name: str, source: str, allowed: list[str], limits: SourceLimits
+    ) -> list[dict[str, Any]]:
+        """The source's files with their listed sizes, within the allowed sources and the limits."""
+        from airflow_mlops.data.sources import (
+            SourceNotAllowedError,
+            SourceTooLargeError,
+            check_files_allowed,
+            list_source,
+        )
+
+        entries = self._storage_call(name, source, lambda: list_source(storage, source))
+        try:
+            check_files_allowed(entries, allowed)
+            limits.check(source, entries)
+        except SourceNotAllowedError as err:
+            raise DatasetConfigurationError(
+                f"Dataset {name!r}: {err}", dataset=name, uri=source, reason="source not allowed"
+            ) from err
+        except SourceTooLargeError as err:
+            raise DatasetError(
+                f"Dataset {name!r}: {err}", dataset=name, uri=source, reason="source too large"
+            ) from err
+        return entries
+
+    def _check_contents(
+        self, storage: Storage, name: str, source: str, entries: list[dict[str, Any]], fmt: str
+    ) -> None:
+        """Check every file's first bytes against the format (one small read each; nothing downloaded)."""
+        for entry in entries:
+            size = min(int(entry["size"]), SNIFF_BYTES)
+            head = self._storage_call(
+                name,
+                source,
+                lambda uri=entry["uri"], size=size: storage.read_range(uri, 0, size) if size else b"",
+            )
+            try:
+                check_content(entry["uri"], head, fmt, self.csv_options)
+            except ValueError as err:
+                self._fail(name, source, err)
+
+    def _storage_call(self, name: str, source: str, call: Any) -> Any:
+        """Run *call* (a listing or read of the source), turning its failures into dataset errors."""
+        try:
+            return call()
+        except ValueError as err:
+            self._fail(name, source, err)
+        except FileNotFoundError as err:
+            self._fail(name, source, err, f"cannot read source {source}: ")
+        except Exception as err:
+            if is_storage_error(err):
+                self._fail(name, source, err, f"cannot read source {source}: ")
+            raise
+
+    def _fetch(
+        self, storage: Storage, name: str, source: str, entries: list[dict[str, Any]], tmp: Path
+    ) -> list[SourceFile]:
+        """Bring the listed S3 objects to local disk, and hash every file (sorted by URI)."""
+        from airflow_mlops.data.sources import fetch_files
+
+        try:
+            return fetch_files(storage, entries, tmp, self._progress)
         except ValueError as err:
             self._fail(name, source, err)
         except FileNotFoundError as err:
@@ -388,11 +503,11 @@ class IngestDatasetOperator(BaseOperator):
         return manifest
 
     def _check_label(self, name: str, source: str, columns: list[str]) -> None:
+        # The file's columns are not listed: a rejected file's header may be data.
         if self.label_column and self.label_column not in columns:
-            shown = ", ".join(columns[:20]) + (", ..." if len(columns) > 20 else "")
             raise DatasetError(
                 f"Dataset {name!r}: label column {self.label_column!r} is missing from {source} "
-                f"(columns: {shown})",
+                f"(it has {len(columns)} other columns)",
                 dataset=name, uri=source, reason="missing label column",
             )  # fmt: skip
 
@@ -434,8 +549,9 @@ class IngestDatasetOperator(BaseOperator):
         }
         try:
             manifest = publish_snapshot(
-                storage, target, {DATA: df, **parts}, manifest, tmp / "out", self._progress
-            )
+                storage, target, {DATA: df, **parts}, manifest, tmp / "out", self._progress,
+                owner=getattr(self, "_staging_owner", None), attempt=getattr(self, "_attempt", None),
+            )  # fmt: skip
         except ValueError as err:
             self._fail(name, source, err)
         self.log.info(
@@ -447,7 +563,7 @@ class IngestDatasetOperator(BaseOperator):
     # -- server-side copy --------------------------------------------------------------------------------
 
     def _try_server_side_copy(
-        self, storage: Storage, name: str, source: str, root: str
+        self, storage: Storage, name: str, source: str, root: str, limits: SourceLimits
     ) -> dict[str, Any] | None:
         """Snapshot one S3 Parquet object by a server-side copy; None when that does not apply."""
         from airflow_mlops.data.sources import SourceFile, object_sha256
@@ -470,7 +586,16 @@ class IngestDatasetOperator(BaseOperator):
             raise DatasetError(
                 f"Dataset {name!r}: {source} is empty (0 bytes)", dataset=name, uri=source, reason="empty"
             )
+        from airflow_mlops.data.sources import SourceTooLargeError
+
         try:
+            limits.check(source, [head])
+        except SourceTooLargeError as err:
+            raise DatasetError(
+                f"Dataset {name!r}: {err}", dataset=name, uri=source, reason="source too large"
+            ) from err
+        try:
+            check_content(source, storage.read_range(source, 0, 4), "parquet")
             rows, schema = parquet_footer(storage, source, head["size"])
         except (ValueError, FileNotFoundError) as err:
             self._fail(name, source, err)

@@ -27,7 +27,10 @@ class NewDataSensor(BaseSensorOperator):
 
     New or changed means: no file with the same URI, size and ETag (S3) or modification time (local) in the
     ``source_files`` of the dataset's latest snapshot manifest; with no snapshot yet, any file counts. Names
-    starting with ``.`` or ``_`` are ignored, as the ingest ignores them. With ``deferrable=True`` (default:
+    starting with ``.`` or ``_`` are ignored, as the ingest ignores them. The source must lie within
+    ``[mlops] allowed_sources`` (checked when the task starts, before it defers; the trigger checks again):
+    one outside fails at once with :class:`~airflow_mlops.exceptions.DatasetConfigurationError`. With
+    ``deferrable=True`` (default:
     ``[operators] default_deferrable``) the wait runs in the triggerer
     (:class:`~airflow_mlops.triggers.new_data.NewDataTrigger`) and holds no worker slot.
 
@@ -71,7 +74,7 @@ class NewDataSensor(BaseSensorOperator):
         return Storage()
 
     def _check_rendered(self) -> None:
-        """Check the rendered dataset name and source (templated values are only known now)."""
+        """Check the rendered dataset name and source (templated values are only known now), and where it is."""
         try:
             check_dataset_name(self.dataset_name)
         except ValueError as err:
@@ -83,6 +86,21 @@ class NewDataSensor(BaseSensorOperator):
                 f"source must be a local directory or s3:// prefix, got {self.source!r} once rendered",
                 dataset=self.dataset_name, uri=str(self.source), reason="empty source",
             )  # fmt: skip
+        from airflow_mlops.data.sources import (
+            SourceNotAllowedError,
+            check_source_allowed,
+            parse_allowed_sources,
+        )
+
+        try:
+            check_source_allowed(
+                self.source, parse_allowed_sources(conf.get("mlops", "allowed_sources", fallback=""))
+            )
+        except SourceNotAllowedError as err:
+            raise DatasetConfigurationError(
+                f"Waiting for new data of dataset {self.dataset_name!r}: {err}",
+                dataset=self.dataset_name, uri=self.source, reason="source not allowed",
+            ) from err  # fmt: skip
 
     def poke(self, context: Context) -> bool:
         """Whether the source holds files the dataset's latest snapshot did not ingest."""

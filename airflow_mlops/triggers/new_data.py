@@ -16,7 +16,13 @@ from airflow_mlops.data.storage import Storage, is_s3
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ["MAX_CONSECUTIVE_ERRORS", "MAX_FILES_IN_EVENT", "NewDataTrigger", "find_new_files", "normalize_source"]
+__all__ = [
+    "MAX_CONSECUTIVE_ERRORS",
+    "MAX_FILES_IN_EVENT",
+    "NewDataTrigger",
+    "find_new_files",
+    "normalize_source",
+]
 
 #: Consecutive failed polls (network, permissions) after which the trigger gives up.
 MAX_CONSECUTIVE_ERRORS = 5
@@ -33,6 +39,9 @@ class NewDataTrigger(BaseEventTrigger):
     ``files`` names up to 20 changed files (``{"uri", "size", "etag", "mtime"}``) and ``snapshot`` is the
     latest snapshot compared with (or None), or ``{"status": "timeout" | "error", "message", "source",
     "dataset_name"}``.
+
+    The source must lie within ``[mlops] allowed_sources`` (as the triggerer's configuration says); one
+    outside ends the wait at once with an ``error`` event naming it and the allowed locations.
 
     It subclasses ``BaseEventTrigger``, so it also works in an ``AssetWatcher`` for event-driven scheduling.
 
@@ -94,8 +103,32 @@ class NewDataTrigger(BaseEventTrigger):
         storage = storage or self._storage()
         return storage, find_new_files(storage, self.source, self.dataset_name, self.data_root)
 
+    def _not_allowed(self) -> str | None:
+        """Why the source may not be watched (outside ``[mlops] allowed_sources``), or None."""
+        from airflow.sdk import conf
+
+        from airflow_mlops.data.sources import (
+            SourceNotAllowedError,
+            check_source_allowed,
+            parse_allowed_sources,
+        )
+
+        try:
+            check_source_allowed(
+                self.source, parse_allowed_sources(conf.get("mlops", "allowed_sources", fallback=""))
+            )
+        except SourceNotAllowedError as err:
+            return str(err)
+        return None
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until new or changed files appear, the deadline passes, or polls keep failing; one event."""
+        refused = await asyncio.to_thread(self._not_allowed)
+        if refused:
+            yield self._event(
+                "error", f"Not waiting for new data of dataset {self.dataset_name!r}: {refused}"
+            )
+            return
         storage: Storage | None = None
         errors = 0
         while True:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.dag_support import serialize_dag
+from tests.new_data_support import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
 
 pytestmark = pytest.mark.integration
 

@@ -10,6 +10,7 @@ import pytest
 from airflow_mlops.exceptions import DataValidationError
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
+from tests.new_data_support import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
 
 HEADER = "customer_id,tenure_months,monthly_spend,label"
 GOOD_ROWS = [f"{i},{i % 60 + 1},{20 + i % 50}.5,{i % 2}" for i in range(40)]

@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from airflow_mlops.exceptions import ConfigurationError, DataDriftError, DatasetError
 from airflow_mlops.operators.drift import DriftCheckOperator
 from airflow_mlops.operators.ingest import IngestDatasetOperator
+from tests.new_data_support import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
 
 
 def synthetic(rows: int, seed: int, shift: float = 0.0, plan_mix=(0.6, 0.3, 0.1)) -> pd.DataFrame:

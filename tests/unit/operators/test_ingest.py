@@ -14,6 +14,7 @@ from airflow_mlops.data.snapshots import load_manifest, read_snapshot
 from airflow_mlops.exceptions import ConfigurationError, DatasetError, ServiceUnavailableError
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 from tests.conftest import free_port
+from tests.new_data_support import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -185,7 +186,7 @@ def _write(path: Path, content: bytes) -> Path:
         pytest.param(lambda d: d / "nothing-*.csv", "no files match", id="glob-no-match"),
         pytest.param(lambda d: _write(d / "empty.csv", b""), r"is empty \(0 bytes\)", id="empty-file"),
         pytest.param(lambda d: _write(d / "header.csv", b"f1,f2,label\n"), "has no rows", id="header-only"),
-        pytest.param(lambda d: _write(d / "fake.parquet", b"a,b\n1,2\n"), "not a readable Parquet", id="not-parquet"),
+        pytest.param(lambda d: _write(d / "fake.parquet", b"a,b\n1,2\n"), r"is not a Parquet file \(it does not start with PAR1", id="not-parquet"),
         pytest.param(lambda d: _write(d / "latin.csv", "a,label\ncafé,1\n".encode("latin-1")), "not valid utf-8", id="not-utf8"),
         pytest.param(lambda d: (d / "empty-dir").mkdir() or d / "empty-dir", "holds no data files", id="empty-dir"),
     ],

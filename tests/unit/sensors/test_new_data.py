@@ -8,7 +8,12 @@ from airflow.sdk.exceptions import TaskDeferred
 from airflow_mlops.exceptions import ConfigurationError, DatasetError
 from airflow_mlops.sensors.new_data import NewDataSensor
 from airflow_mlops.triggers.new_data import NewDataTrigger
-from tests.new_data_support import ingest, run_trigger, write_csv
+from tests.new_data_support import (
+    ingest,
+    run_trigger,
+    sources_in_temp_folders,  # noqa: F401  (autouse: sources in temp folders)
+    write_csv,
+)
 
 
 def test_sensor_pokes_defers_and_completes(tmp_path, data_root):
