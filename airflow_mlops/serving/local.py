@@ -87,6 +87,45 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+#: Options of ``mlflow models serve`` the target sets itself, which ``server_args`` may not repeat (the last
+#: occurrence wins): where the model server listens (always loopback behind the endpoint proxy), its port,
+#: the model, and MLServer (which opens its own ports on every interface).
+_OWNED_SERVER_OPTIONS: dict[str, str] = {
+    "-h": "host", "--host": "host", "-p": "port", "--port": "port",
+    "-m": "model", "--model-uri": "model", "--enable-mlserver": "mlserver",
+}  # fmt: skip
+
+
+def check_server_args(server_args: Sequence[str]) -> None:
+    """
+    Refuse ``server_args`` that set what the local target owns: the model server's address, port or model.
+
+    Target settings can arrive as data (DAG params, XCom), so none of them may make a model server listen
+    beyond loopback: the server always binds ``127.0.0.1``, and only the endpoint proxy listens on the
+    target's ``host`` (a setting of its own, loopback unless the DAG says otherwise).
+
+    :raises ValueError: naming the option and the setting to use instead.
+    """
+    for arg in server_args:
+        option = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2]
+        what = _OWNED_SERVER_OPTIONS.get(option)
+        if what is None:
+            continue
+        if what == "host":
+            hint = (
+                "the model server always listens on 127.0.0.1 behind the endpoint proxy; the address clients "
+                "call is the target's own 'host' setting (default 127.0.0.1), set where the DAG builds the "
+                "target"
+            )
+        elif what == "port":
+            hint = "the model server gets a spare loopback port; the endpoint's port is the target's 'port' setting"
+        elif what == "model":
+            hint = "the model comes from the version being deployed"
+        else:
+            hint = "MLServer opens its own ports on every interface, beyond the local target's control"
+        raise ValueError(f"server_args of the local target may not contain {arg!r}: {hint}.")
+
+
 # -- processes ---------------------------------------------------------------------------------------------
 
 
@@ -198,6 +237,17 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+def _listens(info: Mapping[str, Any], port: int) -> bool:
+    """Whether the process recorded in *info* listens on TCP *port*."""
+    import psutil
+
+    try:
+        connections = psutil.Process(int(info["pid"])).net_connections(kind="inet")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections)
+
+
 def log_tail(path: str | os.PathLike[str] | None, lines: int = LOG_TAIL_LINES) -> str:
     """The last *lines* lines of a log file ("" if there is none)."""
     if not path:
@@ -231,14 +281,17 @@ class LocalServerTarget(DeployTarget):
     (``--env-manager local``).
 
     :param port: Public port of the model's endpoint.
-    :param host: Address the endpoint listens on; keep the default (loopback) unless the machine is
-        protected otherwise.
+    :param host: Address the endpoint proxy listens on; keep the default (loopback) unless the machine is
+        protected otherwise. The only setting that opens the endpoint beyond loopback: set it in the DAG,
+        never from a parameter users fill in. The model servers behind the proxy always listen on loopback.
     :param state_dir: Where state and logs live; default ``<MLOPS_DATA_ROOT>/serving`` (a local directory).
     :param mlflow_conn_id: MLflow connection the servers load ``models:/`` URIs through; None uses
         ``MLFLOW_TRACKING_URI`` of the worker's environment.
     :param startup_timeout: Seconds a new server gets to answer ``GET /ping``.
     :param workers: Worker processes per server (``mlflow models serve -w``).
-    :param server_args: Extra arguments for ``mlflow models serve`` (e.g. ``["--timeout", "120"]``).
+    :param server_args: Extra arguments for ``mlflow models serve`` (e.g. ``["--timeout", "120"]``); options the
+        target sets itself (``-h``/``--host``, ``-p``/``--port``, ``-m``/``--model-uri``,
+        ``--enable-mlserver``) are refused: the model server only ever listens on loopback.
     """
 
     kind = "local"
@@ -268,6 +321,7 @@ class LocalServerTarget(DeployTarget):
             isinstance(server_args, str) or not all(isinstance(a, str) for a in server_args)
         ):
             raise ValueError(f"server_args must be a list of strings, got {server_args!r}")
+        check_server_args(server_args or [])
         self.port = port
         self.host = host
         self.state_dir = state_dir
@@ -384,6 +438,7 @@ class LocalServerTarget(DeployTarget):
         port = free_port(_LOOPBACK)
         stamp = utc_now().strftime("%Y%m%dT%H%M%S")
         log_path = self._log_path(model_name, f"server-v{version}-{purpose}-{stamp}-{port}.log")
+        check_server_args(self.server_args)
         command = [
             sys.executable, "-m", "mlflow", "models", "serve",
             "-m", model_uri, "-h", _LOOPBACK, "-p", str(port),
@@ -465,8 +520,10 @@ class LocalServerTarget(DeployTarget):
                     f"Nothing was changed. Log ({log_path}):\n{log_tail(log_path)}"
                 )
             try:
+                # The status answers no pid: that the proxy answering is the one just started is checked
+                # on this machine, from the port the process listens on.
                 status, _, body = _get(url, timeout=2.0)
-                if status == 200 and json.loads(body).get("pid") == info["pid"]:
+                if status == 200 and json.loads(body).get("proxy") == "ok" and _listens(info, self.port):
                     return info
             except (OSError, ValueError):
                 pass

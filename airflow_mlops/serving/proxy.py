@@ -4,7 +4,10 @@ The local target's front door: a tiny reverse proxy that keeps a model's endpoin
 It forwards every request to the model server named in the target's state file (``server.port``), re-reading
 the file when it changes, so the local target switches versions by starting the new server on a spare port,
 checking it, and rewriting the state file; clients keep calling the same port. Each answer carries the
-header ``X-MLOps-Model-Version``. ``GET /_mlops/proxy`` answers the proxy's own status.
+header ``X-MLOps-Model-Version``. ``GET /_mlops/proxy`` answers ``{"proxy": "ok", "version": "3"}`` (``version``
+null while nothing is served) and nothing else: the endpoint may be reachable by anyone who can reach the
+port, so the proxy's pid, the model server's port, paths and the state file stay in the state file, which only
+the local target reads.
 
 Run as ``python -m airflow_mlops.serving.proxy --host H --port P --state FILE``. Standard library only:
 it starts in a fraction of a second and imports neither Airflow nor MLflow.
@@ -105,7 +108,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if self.path == STATUS_PATH:
             backend = self.server.state.backend()
-            self._reply(200, {"proxy": "ok", "pid": os.getpid(), "backend": backend})
+            version = (str(backend.get("version") or "") or None) if backend else None
+            self._reply(200, {"proxy": "ok", "version": version}, version)
             return
         backend = self.server.state.backend()
         if backend is None:

@@ -154,6 +154,37 @@ def test_a_later_task_finds_the_server_from_the_target_config(target_config, ver
     assert target.predict(current, ROWS) == [1, 1]
 
 
+def test_the_endpoint_status_tells_only_the_serving_version(target_config, versions):
+    import requests
+
+    target = LocalServerTarget.from_config(target_config)
+    current = target.current(MODEL)
+
+    response = requests.get(f"http://127.0.0.1:{target_config['port']}/_mlops/proxy", timeout=10)
+
+    assert response.json() == {"proxy": "ok", "version": versions["ones"]}
+    state = json.loads(Path(target_config["state_dir"], MODEL, "state.json").read_text())
+    for private in (state["proxy"]["pid"], state["server"]["pid"], state["server"]["port"]):
+        assert str(private) not in response.text
+    assert target_config["state_dir"] not in response.text
+    # The target itself knows its processes from its state file.
+    assert current.ready
+    assert current.details["proxy_pid"] == state["proxy"]["pid"]
+
+
+def test_server_args_binding_beyond_loopback_are_refused_and_nothing_starts(target_config, versions, holdout):
+    from airflow_mlops.serving import local
+
+    children = set(local._CHILDREN)
+    exposed = {**target_config, "server_args": ["-h", "0.0.0.0"]}
+
+    with pytest.raises(ValueError, match="may not contain '-h'.*'host' setting"):
+        deploy(exposed, versions["zeros"], holdout, task_id="deploy_exposed")
+
+    assert set(local._CHILDREN) == children
+    assert http_predict(f"http://127.0.0.1:{target_config['port']}", ROWS) == ([1, 1], versions["ones"])
+
+
 def test_infra_validation_of_a_servable_model_records_latency(target_config, versions, holdout, client):
     result = infra_validate(target_config, versions["ones"], holdout)
 
