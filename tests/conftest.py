@@ -199,18 +199,45 @@ def data_root(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def live_stack(tmp_path_factory):
-    """Live Airflow services and an MLflow server on loopback (``LocalStack``), shared by the live tests."""
+def live_kube():
+    """
+    The Kubernetes API-server stand-in (KServe controller and predictor) of the live stack, on loopback.
+
+    It serves from this process; the stack's task processes reach it through the ``kubernetes_kill``
+    connection.
+    """
+    from tests.kube_api_stub import KubeApiStub
+
+    with KubeApiStub() as stub:
+        yield stub
+
+
+@pytest.fixture(scope="session")
+def live_stack(tmp_path_factory, live_kube):
+    """
+    Live Airflow services and an MLflow server on loopback (``LocalStack``), shared by the live tests.
+
+    Besides the repository's DAGs it parses the kill-point DAGs (bundle ``kill-points``, tests/kill/dags/),
+    with their fault plan, serving port and Kubernetes connection in its environment.
+    """
     from airflow_mlops.demo.stack import LocalStack
+    from tests.kill.support import KILL_DAGS, stack_settings
 
     home = tmp_path_factory.mktemp("live-stack")
-    live = LocalStack(home)
+    live = LocalStack(
+        home,
+        extra_env=stack_settings(home, live_kube, free_port()),
+        extra_dag_bundles={"kill-points": KILL_DAGS},
+    )
     live.start()
     try:
         yield live
     finally:
         live.stop()
         # Keep the service and task logs as test artifacts.
-        for source, name in ((home / "logs", "live-stack-logs"), (live.airflow_home / "logs", "live-stack-task-logs")):
+        for source, name in (
+            (home / "logs", "live-stack-logs"),
+            (live.airflow_home / "logs", "live-stack-task-logs"),
+        ):
             if source.exists():
                 shutil.copytree(source, ARTIFACTS / name, dirs_exist_ok=True)

@@ -48,6 +48,9 @@ class LocalStack:
     :param serving_port: Port of the local model server endpoint the example DAG deploys to.
     :param approvers: Users allowed to approve promotions (``MLOPS_APPROVERS`` of the example DAG).
     :param dags_folder: Folder of the DAG files (the repository's ``dags/``).
+    :param extra_env: Settings added to (or replacing) those of :meth:`settings`.
+    :param extra_dag_bundles: More DAG folders, by bundle name, parsed beside *dags_folder* (each one a
+        ``LocalDagBundle``; *dags_folder* is the bundle ``dags-folder``).
     """
 
     USERS = {"admin": "admin", "reviewer": "user", "intruder": "user"}
@@ -61,6 +64,7 @@ class LocalStack:
         approvers: str = "reviewer",
         dags_folder: str | Path = REPO_DAGS,
         extra_env: dict[str, str] | None = None,
+        extra_dag_bundles: dict[str, str | Path] | None = None,
     ) -> None:
         self.home = Path(home).resolve()
         self.airflow_port = airflow_port or free_port()
@@ -72,6 +76,9 @@ class LocalStack:
         self.approvers = approvers
         self.dags_folder = Path(dags_folder).resolve()
         self.extra_env = extra_env or {}
+        self.extra_dag_bundles = {
+            name: Path(path).resolve() for name, path in (extra_dag_bundles or {}).items()
+        }
         self.procs: dict[str, subprocess.Popen] = {}
         self._tokens: dict[str, str] = {}
 
@@ -133,6 +140,15 @@ class LocalStack:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.extra_dag_bundles:
+            bundle = "airflow.dag_processing.bundles.local.LocalDagBundle"
+            folders = {"dags-folder": self.dags_folder, **self.extra_dag_bundles}
+            settings["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
+                [
+                    {"name": name, "classpath": bundle, "kwargs": {"path": str(path)}}
+                    for name, path in folders.items()
+                ]
+            )
         settings.update(self.extra_env)
         return settings
 
@@ -186,7 +202,9 @@ class LocalStack:
                 [*airflow, "db", "migrate"], env=self.env(), capture_output=True, text=True, cwd=self.home
             )
             if migrate.returncode != 0:
-                raise StackError(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}{migrate.stderr[-2000:]}")
+                raise StackError(
+                    f"airflow db migrate failed:\n{migrate.stdout[-2000:]}{migrate.stderr[-2000:]}"
+                )
             self._spawn("api-server", [*airflow, "api-server", "--port", str(self.airflow_port)])
             self._spawn("scheduler", [*airflow, "scheduler"])
             self._spawn("dag-processor", [*airflow, "dag-processor"])
@@ -255,17 +273,23 @@ class LocalStack:
                 timeout=30,
             )
             if response.status_code >= 300:
-                raise StackError(f"cannot log in as {user}: HTTP {response.status_code} {response.text[:200]}")
+                raise StackError(
+                    f"cannot log in as {user}: HTTP {response.status_code} {response.text[:200]}"
+                )
             self._tokens[user] = response.json()["access_token"]
         return self._tokens[user]
 
     def api(self, method: str, path: str, user: str = "admin", **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.token(user)}"}
-        return requests.request(method, f"{self.airflow_url}/api/v2{path}", headers=headers, timeout=60, **kwargs)
+        return requests.request(
+            method, f"{self.airflow_url}/api/v2{path}", headers=headers, timeout=60, **kwargs
+        )
 
     def _ok(self, response: requests.Response) -> Any:
         if response.status_code >= 300:
-            raise StackError(f"{response.request.method} {response.url}: HTTP {response.status_code} {response.text[:500]}")
+            raise StackError(
+                f"{response.request.method} {response.url}: HTTP {response.status_code} {response.text[:500]}"
+            )
         return response.json()
 
     def wait_for_dag(self, dag_id: str, timeout: float = 240.0) -> None:
@@ -277,21 +301,26 @@ class LocalStack:
         errors = self.api("GET", "/importErrors").text[:2000]
         raise StackError(f"DAG {dag_id} was not parsed within {timeout:.0f}s; import errors: {errors}")
 
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        """Unpause *dag_id* and trigger a run with *conf*; return the run id."""
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+        """Unpause *dag_id* and trigger a run with *conf* (and the run id *run_id*, if given); return the run id."""
         self.wait_for_dag(dag_id)
         self._ok(self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False}))
-        run = self._ok(
-            self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
-        )
+        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
+        if run_id:
+            body["dag_run_id"] = run_id
+        run = self._ok(self.api("POST", f"/dags/{dag_id}/dagRuns", json=body))
         return run["dag_run_id"]
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         return self._ok(self.api("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id)}"))["state"]
 
-    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
+        """The task instances of a run by task id (``state``, ``try_number``, ...), as the REST API gives them."""
         body = self._ok(self.api("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id)}/taskInstances"))
-        return {ti["task_id"]: ti["state"] for ti in body["task_instances"]}
+        return {ti["task_id"]: ti for ti in body["task_instances"]}
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        return {task_id: ti["state"] for task_id, ti in self.task_instances(dag_id, run_id).items()}
 
     def wait_for_task_state(
         self, dag_id: str, run_id: str, task_id: str, states: set[str], timeout: float = 900.0
@@ -314,7 +343,9 @@ class LocalStack:
             if state in FINISHED:
                 return state
             time.sleep(3)
-        raise StackError(f"{dag_id}/{run_id} did not finish within {timeout:.0f}s: {self.task_states(dag_id, run_id)}")
+        raise StackError(
+            f"{dag_id}/{run_id} did not finish within {timeout:.0f}s: {self.task_states(dag_id, run_id)}"
+        )
 
     def wait_for_approval_request(
         self, dag_id: str, run_id: str, task_id: str = "approve", timeout: float = 900.0, settle: float = 5.0
@@ -350,7 +381,9 @@ class LocalStack:
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         body = self._ok(
-            self.api("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id)}/taskInstances/{task_id}/xcomEntries/{key}")
+            self.api(
+                "GET", f"/dags/{dag_id}/dagRuns/{quote(run_id)}/taskInstances/{task_id}/xcomEntries/{key}"
+            )
         )
         value = body["value"]
         return json.loads(value) if isinstance(value, str) and value[:1] in "{[" else value

@@ -126,7 +126,8 @@ KILL_POINTS: dict[str, KillPoint] = {
         KillPoint(
             "register.created",
             "the model version is created; no lineage tags, no challenger alias",
-            (Hook(f"{_CLIENT}.create_model_version", "after"),),
+            # mlflow.register_model and MlflowClient.create_model_version both create through it.
+            (Hook(f"{_CLIENT}._create_model_version", "after"),),
         ),
         KillPoint(
             "register.aliased",
