@@ -7,6 +7,8 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
 
+from airflow_mlops.utils.urls import without_credentials
+
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
 
 def _ui_base(tracking_uri: str | None) -> str | None:
     if tracking_uri and tracking_uri.startswith(("http://", "https://")):
-        return tracking_uri.rstrip("/")
+        return without_credentials(tracking_uri).rstrip("/")  # a link is shown to everyone: no user-info
     return None
 
 

@@ -12,6 +12,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_mlops.exceptions import ConnectionSetupError, ServiceUnavailableError
+from airflow_mlops.utils.urls import URLCredentials, split_credentials
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -35,7 +36,9 @@ class MLflowHook(BaseHook):
     MLflow accepts (``sqlite:///mlflow.db`` for the embedded default). A host without a scheme is read as
     ``http://host:port``. Login/password give basic auth; the ``token`` extra gives bearer auth; the
     ``registry_uri`` extra points the registry elsewhere; ``verify_tls`` (default true) turns TLS
-    verification off when false.
+    verification off when false. User-info in the host or ``registry_uri`` (``https://user:pw@host``) is
+    taken out of the URI and used as login/password (masked in logs); it may not contradict the
+    connection's own login/password, and a non-HTTP URI (a database) may not carry a password at all.
 
     Credentials are kept in memory for the current execution context only: they are never written to
     ``os.environ``, logged, or returned in XCom (see :mod:`airflow_mlops.hooks._mlflow_auth`).
@@ -68,22 +71,59 @@ class MLflowHook(BaseHook):
                 f"MLflow connection {self.mlflow_conn_id!r} has no host: set it to the tracking URI "
                 "(http(s)://host:port, or sqlite:///path/to/mlflow.db)."
             )
-        if "://" in host:
-            tracking_uri = host
-            if conn.port and urlsplit(host).scheme in _REMOTE_SCHEMES and urlsplit(host).port is None:
-                parts = urlsplit(host)
-                tracking_uri = parts._replace(netloc=f"{parts.hostname}:{conn.port}").geturl()
-        else:
-            scheme = conn.schema if conn.schema in _REMOTE_SCHEMES else "http"
-            tracking_uri = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
+        if "://" not in host:
+            host = f"{conn.schema if conn.schema in _REMOTE_SCHEMES else 'http'}://{host}"
+        tracking = self._split_uri("host", host)
+        tracking_uri = tracking.url
+        parts = urlsplit(tracking_uri)
+        if conn.port and parts.scheme in _REMOTE_SCHEMES and parts.port is None:
+            tracking_uri = parts._replace(netloc=f"{parts.netloc}:{conn.port}").geturl()
+        registry = self._split_uri("registry_uri extra", (extra.get("registry_uri") or "").strip())
+        username = self._merge("user name", "login", conn.login, tracking.username, registry.username)
+        password = self._merge("password", "password", conn.password, tracking.password, registry.password)
         return {
             "tracking_uri": tracking_uri.rstrip("/"),
-            "registry_uri": (extra.get("registry_uri") or "").strip() or None,
-            "username": conn.login or None,
-            "password": conn.password or None,
+            "registry_uri": registry.url or None,
+            "username": username,
+            "password": password,
             "token": extra.get("token") or None,
             "verify_tls": _truthy(extra.get("verify_tls"), default=True),
         }
+
+    def _split_uri(self, field: str, uri: str) -> URLCredentials:
+        """
+        *uri* of the connection's *field* without user-info, and the user-info's credentials (masked).
+
+        Credentials in an ``http(s)`` URI become the connection's basic-auth credentials; other URIs (a
+        database) are refused, because MLflow can only read their credentials from the URI itself.
+        """
+        from airflow.sdk.log import mask_secret
+
+        try:
+            split = split_credentials(uri)
+        except ValueError as err:
+            raise ConnectionSetupError(f"MLflow connection {self.mlflow_conn_id!r}: {field}: {err}") from None
+        if split.password:
+            mask_secret(split.password)
+        if split.password and urlsplit(split.url).scheme not in _REMOTE_SCHEMES:
+            raise ConnectionSetupError(
+                f"MLflow connection {self.mlflow_conn_id!r}: the {field} {split.url!r} carries a password in "
+                "its URI, which would reach logs, links and trainers. Point the connection at an MLflow "
+                "tracking server (http(s)://host:port) with the credentials in login/password, or give the "
+                "database its password outside the URI (for example PGPASSWORD or ~/.pgpass)."
+            )
+        return split
+
+    def _merge(self, what: str, field: str, own: str | None, *from_uris: str | None) -> str | None:
+        """The connection's *field*, or the one value the URIs' user-info gives; refuse two different ones."""
+        values = {value for value in (own, *from_uris) if value}
+        if len(values) > 1:
+            raise ConnectionSetupError(
+                f"MLflow connection {self.mlflow_conn_id!r} gives two different {what}s: one in its {field} "
+                "and one in the user-info of its host or registry_uri (user:password@). Keep the "
+                "credentials in login/password only and remove them from the URI."
+            )
+        return values.pop() if values else None
 
     @property
     def tracking_uri(self) -> str:

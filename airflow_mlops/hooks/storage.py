@@ -11,6 +11,7 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_mlops.data.storage import Storage, is_s3
 from airflow_mlops.exceptions import ConnectionSetupError
+from airflow_mlops.utils.urls import split_credentials
 
 # Extras of the Amazon provider's ``aws`` connection that this hook cannot honour; silently ignoring them
 # would talk to S3 as someone else than the connection says.
@@ -25,8 +26,9 @@ class StorageHook(BaseHook):
     it: login = access key id, password = secret access key; extras ``endpoint_url`` (or
     ``service_config.s3.endpoint_url``), ``region_name``, ``aws_session_token``, ``profile_name``,
     ``verify`` (false, or a CA bundle path) and ``config_kwargs`` (botocore ``Config`` arguments, for
-    example ``{"s3": {"addressing_style": "path"}}``). Role assumption (``role_arn``) is not supported. Without a login, boto3's default credential chain (environment,
-    instance or pod role) supplies the credentials. Secrets are never logged.
+    example ``{"s3": {"addressing_style": "path"}}``). Role assumption (``role_arn``) is not supported, nor
+    credentials in ``endpoint_url`` (``http://key:secret@host`` is refused). Without a login, boto3's default
+    credential chain (environment, instance or pod role) supplies the credentials. Secrets are never logged.
 
     :param aws_conn_id: The Airflow ``aws`` connection to use; None uses boto3's defaults entirely
         (credential chain, ``AWS_REGION``, ``AWS_ENDPOINT_URL_S3``).
@@ -70,16 +72,37 @@ class StorageHook(BaseHook):
             raise ConnectionSetupError(
                 f"AWS connection {self.aws_conn_id!r}: extra 'config_kwargs' must be a JSON object"
             )
+        endpoint_url = service_s3.get("endpoint_url") or extra.get("endpoint_url") or None
+        if endpoint_url:
+            self._refuse_credentials_in(str(endpoint_url))
         return {
             "aws_access_key_id": conn.login or extra.get("aws_access_key_id") or None,
             "aws_secret_access_key": conn.password or extra.get("aws_secret_access_key") or None,
             "aws_session_token": extra.get("aws_session_token") or None,
             "region_name": extra.get("region_name") or service_s3.get("region_name") or None,
-            "endpoint_url": service_s3.get("endpoint_url") or extra.get("endpoint_url") or None,
+            "endpoint_url": endpoint_url,
             "profile_name": extra.get("profile_name") or None,
             "verify": extra.get("verify"),
             "config_kwargs": config_kwargs,
         }
+
+    def _refuse_credentials_in(self, endpoint_url: str) -> None:
+        """Refuse (and mask) user-info in ``endpoint_url``: S3 never authenticates with it, and URLs are shown."""
+        from airflow.sdk.log import mask_secret
+
+        try:
+            split = split_credentials(endpoint_url)
+        except ValueError as err:
+            raise ConnectionSetupError(f"AWS connection {self.aws_conn_id!r}: endpoint_url: {err}") from None
+        if split.password:
+            mask_secret(split.password)
+        if split.username or split.password:
+            raise ConnectionSetupError(
+                f"AWS connection {self.aws_conn_id!r}: endpoint_url {split.url!r} carries credentials "
+                "(user:password@), which S3 does not read and which would reach logs and trainers. Give the "
+                "access key id as login and the secret access key as password, and endpoint_url as "
+                "scheme://host[:port] only."
+            )
 
     def get_client(self) -> Any:
         """A new boto3 S3 client built from the connection."""

@@ -543,9 +543,9 @@ class TrainModelOperator(BaseOperator):
         return run.info.run_id
 
     def _run_url(self, experiment_id: str, run_id: str) -> str:
-        if self.hook.is_remote:
-            return f"{self.hook.tracking_uri}/#/experiments/{experiment_id}/runs/{run_id}"
-        return run_id
+        from airflow_mlops.links import run_url
+
+        return run_url(self.hook.tracking_uri, experiment_id, run_id) or run_id
 
     def _instance_uri(self, ids: dict[str, Any]) -> str:
         """``<output_root>/<dag_id>/<run_id>/<task_id>[/<map_index>]``: the same for every try."""
@@ -653,7 +653,9 @@ class TrainModelOperator(BaseOperator):
         if not isinstance(result.get("model_uri"), str) or not result["model_uri"]:
             raise self._result_error(f"The result of the {where} has no 'model_uri' (keys: {sorted(result)})")
         if not isinstance(result.get("metrics"), dict):
-            raise self._result_error(f"The result of the {where} has no 'metrics' object (keys: {sorted(result)})")
+            raise self._result_error(
+                f"The result of the {where} has no 'metrics' object (keys: {sorted(result)})"
+            )
         result.setdefault("run_id", run_id)
         if result["run_id"] != run_id:
             self.log.warning(

@@ -37,6 +37,7 @@ from airflow_mlops.registry import validate_model_name
 from airflow_mlops.serving.base import DeployTarget, post_invocations
 from airflow_mlops.serving.status import Deployment, Health
 from airflow_mlops.utils.k8s import KubernetesConnection, label_value
+from airflow_mlops.utils.urls import without_credentials
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -220,6 +221,14 @@ class KServeTarget(DeployTarget):
             raise ValueError("Give model_format (e.g. 'mlflow') or a custom predictor image")
         if not isinstance(poll_interval, int | float) or poll_interval <= 0:
             raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
+        if endpoint_url is not None and (
+            not isinstance(endpoint_url, str) or without_credentials(endpoint_url) != endpoint_url
+        ):
+            raise ValueError(
+                "endpoint_url of the KServe target must be a URL like 'http://{name}.{namespace}.example.com' "
+                "without credentials (user:password@): the smoke test sends no credentials, and the URL is "
+                "shown in logs and the deployment history"
+            )
         if in_cluster is not None and not isinstance(in_cluster, bool):
             raise ValueError(f"in_cluster must be true, false or None, got {in_cluster!r}")
         self.namespace = namespace
@@ -448,7 +457,9 @@ class KServeTarget(DeployTarget):
 
     def delete(self, name: str) -> None:
         """Delete the ``InferenceService`` *name* (no error if it does not exist)."""
-        self._call(f"delete InferenceService {self.namespace}/{name}", self.hook.delete_inference_service, name)
+        self._call(
+            f"delete InferenceService {self.namespace}/{name}", self.hook.delete_inference_service, name
+        )
 
     def _to_deployment(self, obj: Mapping[str, Any], model_name: str) -> Deployment:
         meta = obj.get("metadata") or {}
