@@ -20,6 +20,7 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param, chain
 
+from airflow_mlops.data.expectations import table_suite
 from airflow_mlops.operators.approval import ApproveModelOperator
 from airflow_mlops.operators.deployment import DeployModelOperator, InfraValidateOperator
 from airflow_mlops.operators.drift import DriftCheckOperator
@@ -45,8 +46,11 @@ with DAG(
     render_template_as_native_obj=True,
     tags=["mlops"],
     params={
-        "model_name": Param("demo_churn_classifier", type="string", minLength=1, pattern=r"^[\w.-]+$",
-                            description="Registered model name in MLflow."),
+        # Python's "$" also matches before a final newline: "(?!\n)" refuses it ("\Z" is not JavaScript).
+        "model_name": Param("demo_churn_classifier", type="string", minLength=1, maxLength=128,
+                            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$(?!\n)",
+                            description="Registered model name in MLflow (also the dataset name): letters, "
+                                        "digits, '.', '_', '-'."),
         "data_path": Param(os.environ.get("MLOPS_SOURCE_PATH", "data/customers.csv"), type="string",
                            minLength=1, description="Local path or glob, or s3:// key or prefix (CSV/Parquet)."),
         "target": Param("label", type="string", minLength=1, description="Label column."),
@@ -68,17 +72,8 @@ with DAG(
     validate = ValidateDatasetOperator(
         task_id="validate",
         dataset_uri="{{ ti.xcom_pull(task_ids='ingest')['uri'] }}",
-        expectations=[
-            {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 100}},
-            {
-                "type": "expect_column_values_to_be_in_set",
-                "kwargs": {"column": "{{ params.target }}", "value_set": [0, 1]},
-            },
-            *[
-                {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": column}}
-                for column in FEATURES
-            ],
-        ],
+        # Exactly these columns (no extra or junk ones), a label that is 0 or 1 and never null, no null features.
+        expectations=table_suite(FEATURES, "{{ params.target }}", label_values=[0, 1], min_rows=100),
     )
     drift = DriftCheckOperator(
         task_id="drift",

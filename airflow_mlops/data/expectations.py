@@ -16,6 +16,8 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pandas as pd
 
 #: GX result formats, from the least to the most detailed.
@@ -90,6 +92,46 @@ def check_expectations(expectations: object, origin: str = "expectations") -> li
             )
         out.append(dict(item))
     return out
+
+
+def table_suite(
+    features: Sequence[str],
+    label: str,
+    label_values: Sequence[Any] | None = None,
+    min_rows: int = 1,
+) -> list[dict[str, Any]]:
+    """
+    The suite a training table needs before anything trains on it, as expectation dicts.
+
+    Exactly the columns *features* plus *label* (an extra, junk or missing column fails), at least
+    *min_rows* rows, a label that is never null (an all-null label fails) and, when *label_values* is
+    given, always one of them, and features that are never null. The names may be Jinja templates
+    (``"{{ params.target }}"``): the operator renders them.
+
+    :param features: The feature columns.
+    :param label: The label column.
+    :param label_values: The values the label may take (None: any).
+    :param min_rows: The fewest rows accepted.
+    """
+    suite: list[dict[str, Any]] = [
+        {
+            "type": "expect_table_columns_to_match_set",
+            "kwargs": {"column_set": [*features, label], "exact_match": True},
+        },
+        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": min_rows}},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": label}},
+    ]
+    if label_values is not None:
+        suite.append(
+            {
+                "type": "expect_column_values_to_be_in_set",
+                "kwargs": {"column": label, "value_set": list(label_values)},
+            }
+        )
+    suite += [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": column}} for column in features
+    ]
+    return suite
 
 
 def parse_suite(raw: bytes, path: str) -> tuple[list[dict[str, Any]], str | None]:

@@ -309,7 +309,7 @@ class IngestDatasetOperator(BaseOperator):
 
         source = normalize_source(self.source or "")
         allowed, limits = self.source_policy()
-        self._check_allowed(name, source, allowed)
+        self._check_allowed(name, (self.source or "").strip(), allowed)  # as given: '..' and links shown
         storage = self.hook.storage_for(source, root)
 
         copied = self._try_server_side_copy(storage, name, source, root, limits)

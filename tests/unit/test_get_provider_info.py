@@ -45,3 +45,19 @@ def test_extra_links_are_registered_and_point_at_the_mlflow_ui():
     assert run_url("http://mlflow:5000/", "3", "abc") == "http://mlflow:5000/#/experiments/3/runs/abc"
     assert model_version_url("https://m", "churn model", 7) == "https://m/#/models/churn%20model/versions/7"
     assert run_url("sqlite:///mlflow.db", "3", "abc") == ""  # no UI to link to
+
+
+def test_the_mlops_config_section_is_declared_and_read_by_airflow():
+    from airflow.sdk import conf
+
+    from airflow_mlops.get_provider_info import get_provider_info
+
+    options = get_provider_info()["config"]["mlops"]["options"]
+    assert set(options) == {"allowed_sources", "max_source_files", "max_source_bytes", "require_approval"}
+    for option in options.values():
+        assert set(option) == {"description", "version_added", "type", "example", "default"}
+        assert isinstance(option["default"], str)
+    # Airflow's own configuration knows the defaults (the environment of these tests sets none of them).
+    assert conf.getint("mlops", "max_source_files") == 10_000
+    assert conf.getint("mlops", "max_source_bytes") == 10 * 1024**3
+    assert conf.getboolean("mlops", "require_approval") is True

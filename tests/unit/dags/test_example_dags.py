@@ -53,6 +53,33 @@ def test_every_jinja_expression_is_in_a_template_field(dags):
 
 def test_continuous_training_params_form(dags):
     params = dags["mlops_continuous_training"].params
-    assert {"model_name", "data_path", "target", "min_accuracy", "min_improvement", "model_params"} <= set(params)
+    assert {"model_name", "data_path", "target", "min_accuracy", "min_improvement", "model_params"} <= set(
+        params
+    )
     schema = params.get_param("min_accuracy").schema
     assert (schema["minimum"], schema["maximum"]) == (0, 1)
+
+
+@pytest.mark.parametrize("name", ["churn\n", "churn\r\n", "../churn", "_churn", "churn model"])
+def test_the_model_name_param_refuses_unsafe_names(dags, name):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    param = dags["mlops_continuous_training"].params.get_param("model_name")
+    assert param.resolve(value="demo_churn-classifier.v2") == "demo_churn-classifier.v2"
+    with pytest.raises(ParamValidationError, match="does not match"):
+        param.resolve(value=name)
+
+
+def test_the_validation_suite_pins_the_columns_and_requires_a_label(dags):
+    suite = dags["mlops_continuous_training"].get_task("validate").expectations
+    by_type = {item["type"]: item["kwargs"] for item in suite}
+    assert by_type["expect_table_columns_to_match_set"] == {
+        "column_set": [
+            "tenure_months", "monthly_spend", "support_calls", "usage_hours", "discount_rate", "{{ params.target }}",
+        ],
+        "exact_match": True,
+    }  # fmt: skip
+    assert {
+        "type": "expect_column_values_to_not_be_null",
+        "kwargs": {"column": "{{ params.target }}"},
+    } in suite

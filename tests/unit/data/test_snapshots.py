@@ -21,7 +21,23 @@ def test_valid_dataset_names(name):
     assert check_dataset_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", "a/b", "..", "../etc", "/abs/path", "a..b", ".hidden", "x" * 200, None])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "a/b",
+        "..",
+        "../etc",
+        "/abs/path",
+        "a..b",
+        ".hidden",
+        "x" * 200,
+        None,
+        "churn\n",
+        "churn\r\n",
+        "\nchurn",
+    ],
+)
 def test_unsafe_dataset_names_are_rejected(name):
     with pytest.raises(ValueError, match="Invalid dataset name"):
         check_dataset_name(name)

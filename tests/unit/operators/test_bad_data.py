@@ -1,13 +1,24 @@
 """
-Bad data of the kinds users send, each stopped with a message naming the dataset and
-the problem (these all parse, so validation is where they are caught). The suite is the kind a team writes once for its table: schema, types, nulls, uniqueness.
+Bad data of the kinds users send, each stopped with a message naming the dataset and the problem.
+
+Data that parses is caught by validation: a suite of the kind a team writes once for its table (schema,
+types, nulls, uniqueness), and the example DAG's own suite on its demo data. Data that changed since the
+champion's is caught by the drift check; files that are not what their names say by the ingest.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
+import runpy
+from pathlib import Path
+
+import pandas as pd
 import pytest
 
-from airflow_mlops.exceptions import DataValidationError
+from airflow_mlops.demo.data import make_demo_data
+from airflow_mlops.exceptions import DataDriftError, DatasetError, DataValidationError
+from airflow_mlops.operators.drift import DriftCheckOperator
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
 from tests.new_data_support import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
@@ -31,14 +42,16 @@ def _csv(rows: list[str], header: str = HEADER, sep: str = ",") -> str:
 CASES = {
     "wrong-delimiter": (_csv(GOOD_ROWS, sep=";"), "expect_table_columns_to_match_set"),
     "strings-where-numbers-expected": (
-        _csv([*GOOD_ROWS[:-1], "39,12,twelve dollars,1"]), "expect_column_values_to_be_in_type_list"
+        _csv([*GOOD_ROWS[:-1], "39,12,twelve dollars,1"]),
+        "expect_column_values_to_be_in_type_list",
     ),
     "all-null-column": (
         _csv([row.rsplit(",", 2)[0] + ",," + row.rsplit(",", 1)[1] for row in GOOD_ROWS]),
         "expect_column_values_to_not_be_null",
     ),
     "unexpected-extra-column": (
-        _csv([row + ",x" for row in GOOD_ROWS], header=HEADER + ",notes"), "expect_table_columns_to_match_set"
+        _csv([row + ",x" for row in GOOD_ROWS], header=HEADER + ",notes"),
+        "expect_table_columns_to_match_set",
     ),
     "duplicated-rows": (_csv([*GOOD_ROWS, GOOD_ROWS[3], GOOD_ROWS[7]]), "expect_column_values_to_be_unique"),
 }
@@ -68,7 +81,140 @@ def test_the_suite_passes_on_good_data(tmp_path):
     snapshot = IngestDatasetOperator(
         task_id="ingest", dataset_name="customers", source=str(source), data_root=str(tmp_path / "root")
     ).execute(context={})
-    summary = ValidateDatasetOperator(task_id="validate", dataset_uri=snapshot["uri"], expectations=SUITE).execute(
-        context={}
-    )
+    summary = ValidateDatasetOperator(
+        task_id="validate", dataset_uri=snapshot["uri"], expectations=SUITE
+    ).execute(context={})
     assert summary["success"] is True
+
+
+# -- the example DAG's own checks, on its demo data -------------------------------------------------------
+
+DAG_FILE = Path(__file__).resolve().parents[3] / "dags" / "continuous_training.py"
+
+
+@pytest.fixture(scope="module")
+def example_suite() -> list[dict]:
+    """The validation suite of ``mlops_continuous_training``, rendered for the label column ``label``."""
+    task = runpy.run_path(str(DAG_FILE))["dag"].get_task("validate")
+    return json.loads(json.dumps(task.expectations).replace("{{ params.target }}", "label"))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> pd.DataFrame:
+    return pd.read_csv(make_demo_data(tmp_path_factory.mktemp("demo") / "customers.csv", rows=300))
+
+
+def _ingest_frame(tmp_path, name: str, frame: pd.DataFrame) -> dict:
+    source = tmp_path / f"{name}.csv"
+    frame.to_csv(source, index=False)
+    return IngestDatasetOperator(
+        task_id="ingest", dataset_name=name, source=str(source), data_root=str(tmp_path / "root")
+    ).execute(context={})
+
+
+def _junk_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat([frame, pd.DataFrame({f"junk_{i}": 1 for i in range(300)}, index=frame.index)], axis=1)
+
+
+EXAMPLE_CASES = {
+    "all-null-label": (
+        lambda df: df.assign(label=None),
+        'expect_column_values_to_not_be_null(column="label")',
+    ),
+    "unexpected-extra-column": (lambda df: df.assign(notes="x"), "expect_table_columns_to_match_set"),
+    "hundreds-of-junk-columns": (_junk_columns, "expect_table_columns_to_match_set"),
+    "missing-feature-column": (
+        lambda df: df.drop(columns=["discount_rate"]),
+        "expect_table_columns_to_match_set",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(EXAMPLE_CASES))
+def test_the_example_suite_stops_bad_data_on_the_first_run(case, tmp_path, demo, example_suite):
+    spoil, failing = EXAMPLE_CASES[case]
+    name = f"first_run_{case.replace('-', '_')}"
+    snapshot = _ingest_frame(tmp_path, name, spoil(demo))
+
+    with pytest.raises(DataValidationError) as info:
+        ValidateDatasetOperator(
+            task_id="validate", dataset_uri=snapshot["uri"], expectations=example_suite
+        ).execute(context={})
+    message = str(info.value)
+    assert repr(name) in message
+    assert failing in message
+    assert len(message) < 4000  # hundreds of columns do not flood the log
+
+
+def test_the_example_suite_passes_the_demo_data(tmp_path, demo, example_suite):
+    snapshot = _ingest_frame(tmp_path, "first_run_good", demo)
+    summary = ValidateDatasetOperator(
+        task_id="validate", dataset_uri=snapshot["uri"], expectations=example_suite
+    ).execute(context={})
+    assert summary["success"] is True
+
+
+# -- drift against the champion's data --------------------------------------------------------------------
+
+DRIFT_CASES = {
+    "column-became-all-null": (
+        lambda df: df.assign(usage_hours=None),
+        "- usage_hours: null_rate=1 > 0.1 (nulls 0% -> 100%)",
+    ),
+    "null-rate-grew": (
+        lambda df: df.assign(support_calls=df["support_calls"].where(df.index % 3 != 0)),
+        "- support_calls: null_rate=0.3333 > 0.1 (nulls 0% -> 33%)",
+    ),
+    "added-columns": (
+        lambda df: df.assign(notes="x", promo_code="y"),
+        "- not in the reference: notes, promo_code",
+    ),
+    "missing-column": (lambda df: df.drop(columns=["discount_rate"]), ": discount_rate"),
+}
+
+
+@pytest.mark.parametrize("case", list(DRIFT_CASES))
+def test_drift_flags_nulls_and_changed_columns(case, tmp_path, demo):
+    spoil, shown = DRIFT_CASES[case]
+    reference = _ingest_frame(tmp_path, "reference", demo)
+    current = _ingest_frame(tmp_path, "current", spoil(demo))
+
+    with pytest.raises(DataDriftError) as info:
+        DriftCheckOperator(
+            task_id="drift", dataset_uri=current["uri"], reference_uri=reference["uri"]
+        ).execute(context={})
+    assert f"Dataset {current['uri']} drifted from {reference['uri']}" in str(info.value)
+    assert shown in str(info.value)
+
+
+# -- files that are not what their names say --------------------------------------------------------------
+
+
+def test_a_gzip_file_named_csv_is_named_as_gzip(tmp_path):
+    source = tmp_path / "customers.csv"
+    source.write_bytes(gzip.compress(_csv(GOOD_ROWS).encode()))
+
+    with pytest.raises(DatasetError) as info:
+        IngestDatasetOperator(
+            task_id="ingest", dataset_name="gz", source=str(source), data_root=str(tmp_path / "root")
+        ).execute(context={})
+    message = str(info.value)
+    assert f"{source} is gzip-compressed, not CSV text (name it .csv.gz" in message
+    assert ".csv.gz, .csv.bz2" in message
+    assert "Parquet" in message
+    assert "utf-8" not in message
+
+
+def test_the_undecodable_byte_is_reported_at_its_offset_in_the_file(tmp_path):
+    rows = [f"{i},{i % 60 + 1},{20 + i % 50}.5,{i % 2}" for i in range(60_000)]
+    text = _csv(rows).encode()
+    offset = 700_001  # beyond the first bytes checked up front and beyond pandas' first read block
+    assert offset < len(text)
+    source = tmp_path / "latin.csv"
+    source.write_bytes(text[:offset] + b"\xe9" + text[offset + 1 :])
+
+    with pytest.raises(DatasetError) as info:
+        IngestDatasetOperator(
+            task_id="ingest", dataset_name="latin", source=str(source), data_root=str(tmp_path / "root")
+        ).execute(context={})
+    assert f"{source} is not valid utf-8 text (invalid continuation byte at byte {offset})" in str(info.value)

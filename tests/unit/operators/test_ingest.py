@@ -205,7 +205,11 @@ def test_missing_label_column_fails_before_writing(demo_csv, data_root):
     with pytest.raises(DatasetError, match="label column 'target' is missing") as info:
         ingest(demo_csv, data_root, label_column="target")
     assert "'demo'" in str(info.value)
-    assert (info.value.dataset, info.value.uri, info.value.reason) == ("demo", str(demo_csv), "missing label column")
+    assert (info.value.dataset, info.value.uri, info.value.reason) == (
+        "demo",
+        str(demo_csv),
+        "missing label column",
+    )
     assert "label" in str(info.value)
     assert snapshot_files(data_root) == []
 
@@ -245,7 +249,7 @@ def test_crash_mid_write_leaves_no_snapshot_and_retry_succeeds(demo_csv, data_ro
     assert len(read_snapshot(result["splits"]["holdout"])) == 15
 
 
-@pytest.mark.parametrize("name", ["a/b", "..", "../escape", "/abs/path"])
+@pytest.mark.parametrize("name", ["a/b", "..", "../escape", "/abs/path", "demo\n"])
 def test_unsafe_dataset_name_rejected_at_init(demo_csv, name):
     with pytest.raises(ValueError, match="Invalid dataset name"):
         IngestDatasetOperator(task_id="ingest", dataset_name=name, source=str(demo_csv))

@@ -66,3 +66,22 @@ def test_templated_name_that_renders_unsafe_fails_without_retries(tmp_path, data
     assert info.value.retryable is False
     assert info.value.dataset == "../../etc"
     assert info.value.uri == str(tmp_path)
+
+
+def test_a_source_outside_the_allowed_sources_fails_before_deferring(tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__MLOPS__ALLOWED_SOURCES", str(tmp_path / "landing"))
+    sensor = NewDataSensor(
+        task_id="wait", source="/etc", dataset_name="events", data_root=str(data_root), deferrable=True,
+    )  # fmt: skip
+    with pytest.raises(DatasetError) as info:  # not TaskDeferred: nothing is watched
+        sensor.execute(context={})
+    assert str(info.value) == (
+        f"Waiting for new data of dataset 'events': source /etc is outside the allowed sources "
+        f"({tmp_path / 'landing'}); an administrator allows more in [mlops] allowed_sources"
+    )
+    assert info.value.retryable is False
+
+
+def test_a_dataset_name_with_a_trailing_newline_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="Invalid dataset name"):
+        NewDataSensor(task_id="wait", source=str(tmp_path), dataset_name="events\n")

@@ -104,3 +104,13 @@ def test_trigger_can_watch_an_asset_for_event_driven_scheduling(tmp_path, data_r
 
     stored = json.dumps(DagSerialization.to_dict(dag))
     assert "airflow_mlops.triggers.new_data.NewDataTrigger" in stored
+
+
+def test_a_source_outside_the_allowed_sources_ends_the_wait_with_an_error(tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__MLOPS__ALLOWED_SOURCES", str(tmp_path / "landing"))
+    (event,) = run_trigger(trigger_for("s3://someone-elses-bucket/raw/", data_root))
+    assert event["status"] == "error"
+    assert event["message"] == (
+        "Not waiting for new data of dataset 'events': source s3://someone-elses-bucket/raw/ is outside the "
+        f"allowed sources ({tmp_path / 'landing'}); an administrator allows more in [mlops] allowed_sources"
+    )
