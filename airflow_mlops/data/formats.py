@@ -313,7 +313,9 @@ def read_files(
             # Counts only, no names: a rejected file's header may hold anything (data, personal details).
             first = set(frames[0].columns)
             missing, extra = len(first - set(frame.columns)), len(set(frame.columns) - first)
-            problem = f"{missing} of its columns missing, {extra} others" if missing or extra else "another order"
+            problem = (
+                f"{missing} of its columns missing, {extra} others" if missing or extra else "another order"
+            )
             raise ValueError(
                 f"{uri} has other columns than {files[0][1]} ({problem}); all files must have the same "
                 "columns, in the same order"
