@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 COMMENT_PARAM = "comment"
+#: ``mlops.approval.decision`` of an approval refused because the user who triggered the run gave it.
+SELF_APPROVAL_REFUSED = "self_approval_refused"
 
 
 class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
@@ -46,9 +48,17 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
     or ``timed_out``). A candidate version that does not exist fails the task before anyone is asked, with
     :class:`~airflow_mlops.exceptions.ModelVersionNotFoundError`.
 
+    Nobody approves their own run: an ``Approve`` from the user who triggered the DAG run (the run's
+    ``triggering_user_name``) is refused, recorded with the decision ``self_approval_refused`` (the version
+    stays unapproved), and fails the task with
+    :class:`~airflow_mlops.exceptions.ApprovalRejectedError` (not retried; ``reason`` is
+    ``self_approval_refused``); trigger a new run and let someone else answer. A ``Reject`` from that user
+    counts as usual. Runs nobody triggered (scheduled, asset-triggered) are not concerned. Set
+    ``allow_self_approval=True`` where one person may both trigger and approve (a single-user setup).
+
     The decision is written to the model version as the tags ``mlops.approval.decision``
-    (``approved`` / ``rejected`` / ``timed_out``), ``mlops.approval.approver``, ``mlops.approval.time`` and
-    ``mlops.approval.comment``.
+    (``approved`` / ``rejected`` / ``timed_out`` / ``self_approval_refused``), ``mlops.approval.approver``,
+    ``mlops.approval.time`` and ``mlops.approval.comment``. Only ``approved`` lets a version be promoted.
 
     Returns (XCom) ``{"decision", "approver", "time", "comment", "model_name", "version", "option"}``
     (``option`` is the option that took effect: ``Approve`` or ``Reject``).
@@ -63,6 +73,8 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
     :param body: Body of the request (templated); default the report plus what each answer does.
     :param defaults: Option taken when ``response_timeout`` passes; ``"Reject"`` unless given.
     :param params: Extra form fields; a ``comment`` text field is always added.
+    :param allow_self_approval: Accept an ``Approve`` from the user who triggered the run (default False:
+        refused, see above).
 
     Other keyword arguments go to ``ApprovalOperator`` (``assigned_users``, ``response_timeout``,
     ``notifiers``, ``fail_on_reject``, ``ignore_downstream_trigger_rules``...). ``notifiers`` are called
@@ -85,8 +97,11 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         body: str | None = None,
         defaults: str | list[str] | None = ApprovalOperator.REJECT,
         params: ParamsDict | dict[str, Any] | None = None,
+        allow_self_approval: bool = False,
         **kwargs: Any,
     ) -> None:
+        if not isinstance(allow_self_approval, bool):
+            raise ValueError(f"allow_self_approval must be True or False, got {allow_self_approval!r}")
         if not is_templated(model_name):
             validate_model_name(model_name)
         if not is_templated(candidate_version):
@@ -119,6 +134,7 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         self.candidate_version = candidate_version
         self.report = report
         self.mlflow_conn_id = mlflow_conn_id
+        self.allow_self_approval = allow_self_approval
 
     def execute(self, context: Context) -> Any:
         self.prepare_request()
@@ -150,6 +166,21 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
             self.body = "\n\n".join(part for part in (self.report, outcome) if part)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        trigger_user = self._self_approver(context, event)
+        if trigger_user is not None:
+            result = self._record(event, refused=True)
+            ti = context.get("ti")
+            if ti is not None:
+                ti.xcom_push(key="return_value", value=result)
+            raise ApprovalRejectedError(
+                f"Approval of model {result['model_name']!r} v{result['version']} by {trigger_user} was "
+                f"refused: {trigger_user} triggered this run, and nobody approves their own run. Trigger a new "
+                "run and let another user approve it, or set allow_self_approval=True on the task "
+                f"{self.task_id!r} where one person may do both.",
+                model=result["model_name"],
+                version=str(result["version"]),
+                reason=SELF_APPROVAL_REFUSED,
+            )
         try:
             super().execute_complete(context=context, event=event)
         except (DownstreamTasksSkipped, HITLRejectException, HITLTimeoutError) as err:
@@ -174,18 +205,30 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
             name = validate_model_name(self.model_name)
             return name, parse_version(self.candidate_version, name, "candidate_version")
 
-    def _record(self, event: Mapping[str, Any]) -> dict[str, Any]:
+    def _self_approver(self, context: Context, event: Mapping[str, Any]) -> str | None:
+        """The user who triggered the run, if that user answered ``Approve`` and it is not allowed; else None."""
+        if self.allow_self_approval or "error" in event or event.get("timedout"):
+            return None
+        if (event.get("chosen_options") or [None])[0] != self.APPROVE:
+            return None
+        dag_run = context.get("dag_run")
+        trigger_user = getattr(dag_run, "triggering_user_name", None) if dag_run is not None else None
+        approver = _user_name(event.get("responded_by_user"))
+        if trigger_user and approver and approver == trigger_user:
+            return trigger_user
+        return None
+
+    def _record(self, event: Mapping[str, Any], refused: bool = False) -> dict[str, Any]:
         name, version = self._model_version()
         chosen = (event.get("chosen_options") or [None])[0]
         user = event.get("responded_by_user")
-        if "error" in event or event.get("timedout") or not user:
+        if refused:
+            decision = SELF_APPROVAL_REFUSED
+        elif "error" in event or event.get("timedout") or not user:
             decision = "timed_out"
         else:
             decision = "approved" if chosen == self.APPROVE else "rejected"
-        approver = None
-        if user:
-            get = user.get if isinstance(user, Mapping) else lambda key: getattr(user, key, None)
-            approver = get("name") or get("id")
+        approver = _user_name(user)
         responded_at = event.get("responded_at")
         if isinstance(responded_at, datetime):
             when = responded_at.isoformat(timespec="seconds")
@@ -210,6 +253,15 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
             "version": version,
             "option": chosen,
         }
+
+
+def _user_name(user: Any) -> str | None:
+    """The name of the user in a HITL response (a mapping or an object with ``name`` / ``id``), or None."""
+    if not user:
+        return None
+    get = user.get if isinstance(user, Mapping) else lambda key: getattr(user, key, None)
+    name = get("name") or get("id")
+    return str(name) if name else None
 
 
 def _rejection_message(result: Mapping[str, Any]) -> str:

@@ -14,6 +14,7 @@ import mlflow
 import pytest
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG
+from airflow.sdk.api.datamodels._generated import DagRun, DagRunState, DagRunType
 from airflow.sdk.exceptions import DownstreamTasksSkipped
 from mlflow import MlflowClient
 from sklearn.datasets import make_classification
@@ -21,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 
 from airflow_mlops import tags as T
 from airflow_mlops.exceptions import ApprovalRejectedError, ModelVersionNotFoundError, RegistryError
-from airflow_mlops.operators.approval import ApproveModelOperator
+from airflow_mlops.operators.approval import SELF_APPROVAL_REFUSED, ApproveModelOperator
 from tests.task_context import RecordingTI
 
 pytestmark = pytest.mark.integration
@@ -179,3 +180,75 @@ def test_a_timeout_without_a_default_option_fails_the_task_as_timed_out(client, 
     assert (err.value.model, err.value.version, err.value.reason) == (model["name"], "2", "timed_out")
     assert ti.xcoms["return_value"]["decision"] == "timed_out"
     assert version_tags(client, model)[T.APPROVAL_DECISION] == "timed_out"
+
+
+def dag_run(triggered_by: str | None, run_type: DagRunType = DagRunType.MANUAL) -> DagRun:
+    """The DAG run the task runner puts in a task's context (as the API server sends it)."""
+    now = datetime(2026, 1, 2, 3, 0, 0, tzinfo=UTC)
+    return DagRun(
+        dag_id="mlops_continuous_training", run_id=f"{run_type.value}__1", logical_date=None,
+        data_interval_start=None, data_interval_end=None, run_after=now, start_date=now, end_date=None,
+        run_type=run_type, state=DagRunState.RUNNING, triggering_user_name=triggered_by,
+        consumed_asset_events=[], partition_key=None,
+    )  # fmt: skip
+
+
+def test_the_user_who_triggered_the_run_cannot_approve_it(client, model):
+    op = approval(model)
+    ti = RecordingTI("approve")
+    context = {"ti": ti, "task": op, "dag_run": dag_run(triggered_by="reviewer")}
+
+    with pytest.raises(
+        ApprovalRejectedError, match="by reviewer was refused: reviewer triggered this run"
+    ) as err:
+        op.execute_complete(context, event("Approve", comment="my own model is great"))
+
+    assert "allow_self_approval=True" in str(err.value)
+    assert err.value.retryable is False
+    assert (err.value.model, err.value.version, err.value.reason) == (
+        model["name"],
+        "2",
+        SELF_APPROVAL_REFUSED,
+    )
+    assert ti.xcoms["return_value"]["decision"] == SELF_APPROVAL_REFUSED
+    tags = version_tags(client, model)
+    assert tags[T.APPROVAL_DECISION] == SELF_APPROVAL_REFUSED
+    assert tags[T.APPROVAL_APPROVER] == "reviewer"
+    assert client.get_registered_model(model["name"]).aliases[T.CHAMPION] == "1"
+
+
+def test_self_approval_is_accepted_when_the_task_allows_it(client, model):
+    op = approval(model, allow_self_approval=True)
+    context = {"ti": RecordingTI("approve"), "task": op, "dag_run": dag_run(triggered_by="reviewer")}
+
+    result = op.execute_complete(context, event("Approve"))
+
+    assert result["decision"] == "approved"
+    assert version_tags(client, model)[T.APPROVAL_DECISION] == "approved"
+
+
+@pytest.mark.parametrize(
+    ("triggered_by", "run_type"),
+    [("admin", DagRunType.MANUAL), (None, DagRunType.SCHEDULED), (None, DagRunType.ASSET_TRIGGERED)],
+    ids=["another-user", "scheduled", "asset-triggered"],
+)
+def test_an_approval_by_someone_who_did_not_trigger_the_run_counts(client, model, triggered_by, run_type):
+    op = approval(model)
+    context = {"ti": RecordingTI("approve"), "task": op, "dag_run": dag_run(triggered_by, run_type)}
+
+    result = op.execute_complete(context, event("Approve"))
+
+    assert (result["decision"], result["approver"]) == ("approved", "reviewer")
+    assert version_tags(client, model)[T.APPROVAL_DECISION] == "approved"
+
+
+def test_the_user_who_triggered_the_run_may_reject_it(client, model):
+    op = approval(model)
+    ti = RecordingTI("approve")
+    context = {"ti": ti, "task": op, "dag_run": dag_run(triggered_by="reviewer")}
+
+    with pytest.raises(DownstreamTasksSkipped):
+        op.execute_complete(context, event("Reject", comment="not ready"))
+
+    assert version_tags(client, model)[T.APPROVAL_DECISION] == "rejected"
+    assert ti.xcoms["return_value"]["approver"] == "reviewer"
