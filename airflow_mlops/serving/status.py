@@ -25,7 +25,7 @@ class Deployment:
     :param model_name: Registered model name.
     :param version: Registered model version (a string, as MLflow writes it).
     :param model_uri: What the target loaded (``models:/name/3``, an ``s3://`` artifact location...).
-    :param target: Kind of the target that serves it (``"local"``, ``"kserve"``, a dotted path).
+    :param target: Kind of the target that serves it (``"local"``, ``"kserve"``, a registered kind).
     :param endpoint: Base URL clients call (predictions at ``<endpoint>/invocations``).
     :param deployed_at: When this version started serving (ISO 8601 UTC).
     :param ready: Whether the target reported it ready; False while a remote rollout is still in progress.
