@@ -150,6 +150,14 @@ class ApprovalRejectedError(NotRetryableError):
     """A person rejected the model version, or the approval request timed out."""
 
 
+class ApprovalRequiredError(NotRetryableError):
+    """
+    A model version may not become ``champion`` or serve: it has no passed gate or no recorded approval.
+
+    ``reason`` names what is missing (``gate``, ``approval``, ``served before`` for a rollback target).
+    """
+
+
 # -- serving ------------------------------------------------------------------------------------------------
 
 
@@ -159,6 +167,10 @@ class InfraValidationError(NotRetryableError):
 
 class DeploymentError(RetryableError):
     """A model cannot be deployed, or rolled back, on its serving target (retryable: a transient fault)."""
+
+
+class ReleaseInProgressError(DeploymentError):
+    """Another release of the same model (another task instance) is in progress; retry once it ends."""
 
 
 class DeploymentVerificationError(DeploymentError, NotRetryableError):

@@ -13,7 +13,8 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.exceptions import ConfigurationError, ModelVersionNotFoundError
+from airflow_mlops import tags as T
+from airflow_mlops.exceptions import ApprovalRequiredError, ConfigurationError, ModelVersionNotFoundError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 #: Model version tag values are VARCHAR(5000) in MLflow's SQL store: longer values are cut to this.
 TAG_VALUE_MAX = 5000
-MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,255}$")
+MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,255}")
 MODEL_NAME_RULE = (
     "1-256 characters: letters, digits, '_', '-' and '.', starting with a letter, digit or '_' "
     "(no '/', ':', spaces or '..')"
@@ -32,7 +33,7 @@ def validate_model_name(name: Any, field: str = "model_name") -> str:
     """Return *name* if it is a valid registered model name, else raise ValueError saying what is allowed."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"{field} must be a non-empty string ({MODEL_NAME_RULE}); got {name!r}")
-    if not MODEL_NAME_PATTERN.match(name) or ".." in name:
+    if not MODEL_NAME_PATTERN.fullmatch(name) or ".." in name:
         raise ValueError(f"{field} {name!r} is not a valid model name: use {MODEL_NAME_RULE}")
     return name
 
@@ -127,3 +128,54 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
             "experiment name"
         )
     return experiment.experiment_id
+
+
+def release_blockers(mv: ModelVersion) -> list[str]:
+    """
+    What keeps a model version from becoming ``champion`` or serving: a passed gate, a recorded approval.
+
+    Empty when the version has ``mlops.gate.decision`` = ``passed`` and ``mlops.approval.decision`` =
+    ``approved`` with an approver and a time; otherwise one line per missing item.
+    """
+    tags = mv.tags or {}
+    missing = []
+    gate = tags.get(T.GATE_DECISION)
+    if gate != "passed":
+        found = f"is {gate!r}" if gate else "is missing"
+        missing.append(
+            f"no passed evaluation gate ({T.GATE_DECISION} {found}; EvaluateModelOperator writes it)"
+        )
+    decision = tags.get(T.APPROVAL_DECISION)
+    if decision != "approved" or not tags.get(T.APPROVAL_APPROVER) or not tags.get(T.APPROVAL_TIME):
+        found = f"is {decision!r}" if decision else "is missing"
+        if decision == "approved":
+            found = f"has no {T.APPROVAL_APPROVER} or {T.APPROVAL_TIME}"
+        missing.append(
+            f"no recorded approval ({T.APPROVAL_DECISION} {found}; ApproveModelOperator records who approved and when)"
+        )
+    return missing
+
+
+def check_release_allowed(
+    client: MlflowClient, model_name: str, version: int | str, action: str, required: bool = True
+) -> ModelVersion:
+    """
+    The model version, after checking it may become ``champion`` or serve (:func:`release_blockers`).
+
+    :param action: What is refused, for the message (``promote``, ``deploy``, ``roll back to``).
+    :param required: ``[mlops] require_approval``; False checks only that the version exists.
+    :raises ApprovalRequiredError: naming what is missing (not retryable).
+    """
+    mv = get_model_version(client, model_name, int(version))
+    missing = release_blockers(mv) if required else []
+    if missing:
+        raise ApprovalRequiredError(
+            f"Refusing to {action} version {version} of model {model_name!r}: it has "
+            + " and ".join(missing)
+            + ". Only a version that passed the gate and was approved may become champion or serve "
+            "([mlops] require_approval = False turns this off where no person approves releases).",
+            model=model_name,
+            version=str(version),
+            reason="; ".join(missing),
+        )
+    return mv

@@ -50,6 +50,9 @@ INFRA_VALIDATION_SUMMARY = "mlops.infra_validation.summary"
 DEPLOYMENTS = "mlops.deployments"
 DEPLOYMENT_TARGET = "mlops.deployment.target"
 ROLLBACK_REASON = "mlops.rollback.reason"
+# The durable record of the model's last release (serving.record): a small pointer on the registered model
+# and the full record on the version released.
+RELEASE = "mlops.release"
 
 # Registry aliases.
 CHAMPION = "champion"

@@ -162,6 +162,19 @@ def previous_serving_version(history: Sequence[Mapping[str, Any]], current_versi
     return None
 
 
+def last_served_version(history: Sequence[Mapping[str, Any]]) -> str | None:
+    """The version of the last successful entry (what serves when the history is the whole story), or None."""
+    for entry in reversed(history):
+        if entry.get("outcome") == "succeeded":
+            return str(entry["version"])
+    return None
+
+
+def served_before(client: MlflowClient, model_name: str, version: str | int) -> bool:
+    """Whether *version* ever served successfully (a succeeded entry in its own history)."""
+    return any(e.get("outcome") == "succeeded" for e in read_version_history(client, model_name, version))
+
+
 def append_entry(
     client: MlflowClient,
     model_name: str,

@@ -15,7 +15,7 @@ live in :mod:`airflow_mlops.serving.verification`, the canary policy and its bak
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, conf
@@ -29,7 +29,13 @@ from airflow_mlops.exceptions import (
 )
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.operators.base import ModelOperatorMixin, rendered_arguments
-from airflow_mlops.registry import get_alias_version, get_model_version, parse_version, validate_model_name
+from airflow_mlops.registry import (
+    check_release_allowed,
+    get_alias_version,
+    get_model_version,
+    parse_version,
+    validate_model_name,
+)
 from airflow_mlops.serving.base import (
     DEFAULT_SAMPLE_ROWS,
     DEFAULT_SMOKE_ROWS,
@@ -47,6 +53,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from airflow_mlops.serving.canary import CanaryPolicy
+    from airflow_mlops.serving.record import ReleaseRecord
     from airflow_mlops.serving.release import Release
     from airflow_mlops.serving.status import Deployment
     from airflow_mlops.serving.verification import SmokeTest, percentile, sample_records
@@ -75,6 +82,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: The loose canary arguments of earlier releases, now fields of ``canary=CanaryPolicy(...)``.
 _OLD_CANARY_ARGUMENTS = {
@@ -526,9 +534,10 @@ class DeployModelOperator(_ServingOperator):
             canary=canary,
         )
 
-    def _release(self, target: DeployTarget) -> Release:
-        """The release logic on *target*, with this task's settings, logger and deferral."""
+    def _release(self, target: DeployTarget, context: Context) -> Release:
+        """The release logic on *target*, with this task's settings, logger, deferral and try."""
         from airflow_mlops.serving.release import Release, ReleaseSettings
+        from airflow_mlops.utils.context import airflow_ids
 
         settings = ReleaseSettings(
             action=self.action,
@@ -539,24 +548,76 @@ class DeployModelOperator(_ServingOperator):
             canary=self.canary,
             aws_conn_id=self.aws_conn_id,
         )
-        return Release(target, self.hook.client, settings, log=self.log, defer=self._defer)
+        return Release(
+            target,
+            self.hook.client,
+            settings,
+            log=self.log,
+            defer=self._defer,
+            try_number=airflow_ids(context).get("try_number"),
+        )
+
+    def _guarded(self, context: Context, release: Release, name: str, run: Callable[[], Any]) -> Any:
+        """
+        Run the release; if it fails for good, end its record and point the alias at what serves.
+
+        For good: a not-retryable error, or any error on the task's last try.
+        """
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from airflow_mlops.exceptions import ReleaseInProgressError
+
+        try:
+            return run()
+        except ReleaseInProgressError:
+            raise  # another task's release: not ours to end
+        except Exception as err:
+            ti = context.get("ti")
+            last_try = ti is None or int(getattr(ti, "try_number", 1) or 1) > int(self.retries or 0)
+            if not getattr(err, "retryable", True) or isinstance(err, AirflowFailException) or last_try:
+                try:
+                    release.abandon(name, err)
+                except Exception:
+                    self.log.exception("Could not end the release record of model %s after the failure", name)
+            raise
+
+    def _resume_or_repeat(self, release: Release, record: ReleaseRecord) -> dict[str, Any]:
+        """Finish the release an earlier try of this task instance left, or give its outcome again."""
+        if record.done:
+            return release.repeat(record)
+        return release.resume_record(record)
 
     def _defer(self, trigger: BaseTrigger, plan: dict[str, Any]) -> None:
         self.defer(trigger=trigger, method_name="execute_complete", kwargs={"plan": plan})
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.serving.record import release_id
+        from airflow_mlops.utils.context import airflow_ids
+
         name = self._model_name()
         if self.target is None:
             raise ConfigurationError(f"Task {self.task_id!r}: give the deploy target", model=name)
         target = self._target(self.target)
-        client = self.hook.client
+        release = self._release(target, context)
+        rid = release_id(airflow_ids(context))
+        last = release.last(name)
+        if last is not None and last.id == rid:
+            return self._guarded(context, release, name, lambda: self._resume_or_repeat(release, last))
+        return self._guarded(context, release, name, lambda: self._new_release(context, release, rid, last))
+
+    def _new_release(
+        self, context: Context, release: Release, rid: str, last: ReleaseRecord | None
+    ) -> dict[str, Any]:
+        name, target, client = self._model_name(), release.target, release.client
         version = self._resolve_version(client, name)
+        check_release_allowed(client, name, version, "deploy", required=_approval_required())
         model_uri = target.resolve_model_uri(client, name, version)
         verify = self._smoke_test()
         verify.records(self.aws_conn_id)  # bad sample data fails here, before anything changes
-        previous = target.current(name)
+        abandoned = release.check_free(last, rid)
+        previous = _previous(target.current(name), abandoned)
         plan = self._plan(context, name, version, model_uri, target, previous, verify, str(self.reason or ""))
-        return self._release(target).start(plan)
+        return release.start(plan, rid)
 
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, plan: dict[str, Any] | None = None
@@ -565,29 +626,35 @@ class DeployModelOperator(_ServingOperator):
         if not event or not plan:
             raise DeploymentError(f"Task {self.task_id!r} resumed without a trigger event; run it again")
         target = self._target(plan["target"])
-        return self._release(target).resume(plan, event)
+        release = self._release(target, context)
+        return self._guarded(context, release, plan["model_name"], lambda: release.resume(plan, event))
 
 
 class RollbackModelOperator(DeployModelOperator):
     """
-    Roll a model back to an earlier version: redeploy it on the same target, verify it, move the alias.
+    Roll a model back to an earlier version: redeploy it on the target given, verify it, move the alias.
 
     The version is the one given, or (empty) the previous champion: the last version that served
-    successfully before the one serving now, from the registry's deployment history. The target is the one
-    the model was last deployed to (``mlops.deployment.target``) unless given. Verification is the same as
-    :class:`DeployModelOperator`'s (the smoke-test settings of the last deployment are reused unless
-    ``sample_data`` is given), and if the restored version fails it, the target goes back to what served.
-    The history records who (the user who triggered the run), why (*reason*) and when; the version rolled
-    away from gets ``mlops.rollback.reason``. ``deferrable`` defaults to ``[operators] default_deferrable``.
+    successfully before the one serving now, from the registry's deployment history. Only a version that
+    served successfully before, passed the gate and carries a recorded approval is restored. The target
+    comes from the DAG (the same config the deploy task uses), never from the registry: a registry tag is
+    data anyone with registry access can write. Verification is the same as :class:`DeployModelOperator`'s
+    (the smoke-test settings of the last deployment are reused unless ``sample_data`` is given), and if the
+    restored version fails it, the target goes back to what served. The version is chosen once and
+    recorded before anything changes; a retry finishes that same rollback. The history records who (the
+    user who triggered the run), why (*reason*) and when; the version rolled away from gets
+    ``mlops.rollback.reason`` (``rolled back to version N by <user>: <reason>``). ``deferrable`` defaults
+    to ``[operators] default_deferrable``.
 
     :param model_name: Registered model name (templated).
     :param reason: Why the rollback is done (required, templated).
     :param version: Version to roll back to (templated); None or "" is the previous champion.
-    :param target: Deploy target; None uses the one recorded in the registry. (templated)
+    :param target: Deploy target, as for :class:`DeployModelOperator` (templated).
     :param sample_data: Smoke-test rows (templated); None reuses those of the last deployment.
     :param kwargs: The other arguments of :class:`DeployModelOperator`.
-    :raises DeploymentRejectedError: if the model has no deployment history, or the version already serves
-        (not retryable: nothing changed).
+    :raises DeploymentRejectedError: if the model has no deployment history, the version never served, or
+        it already serves (not retryable: nothing changed).
+    :raises ApprovalRequiredError: if the version has no passed gate or no recorded approval (not retryable).
     :raises ModelVersionNotFoundError: if the version does not exist (not retryable).
     :raises ConfigurationError: if the rendered reason is empty.
     """
@@ -601,7 +668,7 @@ class RollbackModelOperator(DeployModelOperator):
         model_name: str,
         reason: str,
         version: int | str | None = None,
-        target: DeployTarget | dict[str, Any] | str | None = None,
+        target: DeployTarget | dict[str, Any] | str | None = "local",
         **kwargs: Any,
     ) -> None:
         if not isinstance(reason, str) or not (reason.strip() or is_templated(reason)):
@@ -610,30 +677,34 @@ class RollbackModelOperator(DeployModelOperator):
             )
         super().__init__(model_name=model_name, version=version, target=target, reason=reason, **kwargs)
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def _new_release(
+        self, context: Context, release: Release, rid: str, last: ReleaseRecord | None
+    ) -> dict[str, Any]:
+        """Choose the version once (recorded before anything changes), check it may serve, release it."""
         from airflow_mlops.serving.release import (
+            check_served_before,
             ensure_rollback_changes,
+            rollback_history,
             rollback_smoke_test,
-            rollback_source,
             rollback_version,
         )
 
-        name = self._model_name()
+        name, target, client = self._model_name(), release.target, release.client
         reason = str(self.reason or "").strip()
         if not reason:
             raise ConfigurationError(
                 f"Rollback of model {name!r}: reason is empty; say why the model is rolled back (it is recorded)",
                 model=name,
             )
-        client = self.hook.client
-        history, config = rollback_source(client, name, self.target)
-        target = self._target(config)
+        history = rollback_history(client, name)
         current = target.current(name)
         serving = current.version if current else None
         if self.version not in (None, ""):
             version = self._version(client, name, self.version)
         else:
             version = self._version(client, name, rollback_version(history, name, serving))
+        check_served_before(client, name, version)
+        check_release_allowed(client, name, version, "roll back to", required=_approval_required())
         model_uri = target.resolve_model_uri(client, name, version)
         ensure_rollback_changes(target, client, current, name, version, model_uri, self.alias)
         if self.sample_data:
@@ -641,9 +712,27 @@ class RollbackModelOperator(DeployModelOperator):
         else:  # the smoke test of the last deployment of what serves
             verify = rollback_smoke_test(client, name, serving) or self._smoke_test()
         verify.records(self.aws_conn_id)  # bad sample data fails here, before anything changes
-        plan = self._plan(context, name, version, model_uri, target, current, verify, reason)
-        release = self._release(target)
-        result = release.start(plan)
-        release.mark_rolled_away(name, serving, version, reason)
-        return result
+        abandoned = release.check_free(last, rid)
+        previous = _previous(current, abandoned)
+        plan = self._plan(context, name, version, model_uri, target, previous, verify, reason)
+        return release.start(plan, rid)
 
+
+def _approval_required() -> bool:
+    """``[mlops] require_approval`` (default True): only gated, approved versions may serve."""
+    return conf.getboolean("mlops", "require_approval", fallback=True)
+
+
+def _previous(current: Deployment | None, abandoned: ReleaseRecord | None) -> Deployment | None:
+    """
+    The verified deployment a new release falls back to.
+
+    What serves now, unless an abandoned release switched the target without verifying it: then the
+    deployment that served before that one.
+    """
+    if abandoned is None or abandoned.step == "planned":
+        return current
+    from airflow_mlops.serving.status import Deployment
+
+    recorded = abandoned.plan.get("previous")
+    return Deployment.from_dict(recorded) if recorded else current

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, conf
 
 from airflow_mlops import tags as T
 from airflow_mlops.exceptions import ConfigurationError, RegistryError
@@ -21,6 +21,7 @@ from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.operators.base import ModelOperatorMixin, rendered_arguments
 from airflow_mlops.registry import (
     TAG_VALUE_MAX,
+    check_release_allowed,
     delete_alias_if_points_to,
     error_code,
     get_alias_version,
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-_RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-]+$")
+_RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_\-]+")
 _TAG_KEY_MAX = 250
 
 
@@ -114,7 +115,7 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
         client = self.hook.client
 
         run_id = (str(self.run_id).strip() if self.run_id else "") or self._derive_run_id(client, model_uri)
-        if run_id and not _RUN_ID_PATTERN.match(run_id):
+        if run_id and not _RUN_ID_PATTERN.fullmatch(run_id):
             raise ConfigurationError(
                 f"run_id {run_id!r} for model {name!r} is not an MLflow run id", model=name, uri=model_uri
             )
@@ -160,7 +161,7 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
     def _derive_run_id(self, client: MlflowClient, model_uri: str) -> str:
         if model_uri.startswith("runs:/"):
             return model_uri[len("runs:/") :].split("/", 1)[0]
-        match = re.match(r"^models:/(m-[0-9a-f]+)/?$", model_uri)
+        match = re.fullmatch(r"models:/(m-[0-9a-f]+)/?", model_uri)
         if match:
             from mlflow.exceptions import MlflowException
 
@@ -244,6 +245,11 @@ class PromoteModelOperator(ModelOperatorMixin, BaseOperator):
     """
     Make a model version the ``champion`` by moving the alias to it.
 
+    Only a version that passed the evaluation gate and carries a recorded approval (decision, approver,
+    time: what :class:`~airflow_mlops.operators.approval.ApproveModelOperator` writes) is promoted; any other
+    fails the task with :class:`~airflow_mlops.exceptions.ApprovalRequiredError` (not retried) naming what
+    is missing, whatever the DAG's wiring or the approval task's state (``[mlops] require_approval = False``
+    turns the check off).
     Records the previous champion in the tag ``mlops.promotion.previous_champion`` and the time in
     ``mlops.promotion.time`` on the promoted version, and removes the ``challenger`` alias if it points at
     this version. Safe to retry: a version that already is the champion is left as it is and the same
@@ -286,6 +292,9 @@ class PromoteModelOperator(ModelOperatorMixin, BaseOperator):
 
         mv = get_model_version(client, name, version)
         self.link_model_version(name, version)
+        check_release_allowed(
+            client, name, version, "promote", required=conf.getboolean("mlops", "require_approval", fallback=True)
+        )
         if mv.status != "READY":
             raise RegistryError(
                 f"Version {version} of model {name!r} is {mv.status}, not READY; it cannot be promoted.",

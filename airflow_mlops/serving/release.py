@@ -14,15 +14,23 @@ triggerer and back) made by :func:`new_plan`. Its ``phase`` says where the relea
   serves now.
 
 Keys of a plan: ``model_name``, ``version``, ``model_uri``, ``target`` (the target's config), ``previous``
-(the deployment serving before, or None), ``verify`` (the :class:`~airflow_mlops.serving.verification.SmokeTest`
-settings), ``reason``, ``actor``, ``airflow`` (task ids), ``phase``, ``canary`` (the percent, or None); added
-on the way: ``deployment`` (when deferred), ``bake`` (the bake result), ``failure`` and ``failed_version``
-(in the rollback phase).
+(the verified deployment serving before, or None), ``verify`` (the
+:class:`~airflow_mlops.serving.verification.SmokeTest` settings), ``reason``, ``actor``, ``airflow`` (task
+ids), ``phase``, ``canary`` (the percent, or None); added on the way: ``unchanged`` (the version already
+served: verified without a switch), ``deployment`` (once switched), ``bake`` (the bake result), ``failure``
+and ``failed_version`` (in the rollback phase).
+
+Every release keeps a durable record (:mod:`airflow_mlops.serving.record`), written before each step: a
+retry of the same task instance finishes the release the record describes, with the version, previous
+deployment and reason chosen by the first try, and with the full verification; it never accepts what
+serves on a health check alone. A release that fails for good ends with ``champion`` on what serves
+(:meth:`Release.abandon`).
 
 :class:`Release` runs a plan. It gets the target, the MLflow client, its :class:`ReleaseSettings` and two
 callbacks (a logger and "defer with this trigger"), never the operator, and returns the task's result. The
-choice of what a manual rollback restores is here too (:func:`rollback_source`, :func:`rollback_version`,
-:func:`ensure_rollback_changes`, :func:`rollback_smoke_test`). No Airflow context is needed.
+choice of what a manual rollback restores is here too (:func:`rollback_history`, :func:`rollback_version`,
+:func:`check_served_before`, :func:`ensure_rollback_changes`, :func:`rollback_smoke_test`). No Airflow
+context is needed.
 """
 
 from __future__ import annotations
@@ -32,16 +40,24 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops import tags as T
-from airflow_mlops.exceptions import DeploymentError, DeploymentRejectedError, DeploymentVerificationError
+from airflow_mlops.exceptions import (
+    DeploymentError,
+    DeploymentRejectedError,
+    DeploymentVerificationError,
+    ReleaseInProgressError,
+)
 from airflow_mlops.lineage.deployments import (
     append_entry,
-    last_target_config,
+    last_served_version,
     last_verify_settings,
     previous_serving_version,
     read_history,
+    served_before,
 )
 from airflow_mlops.registry import get_alias_version, get_model_version
-from airflow_mlops.serving.canary import CanaryPolicy, bake
+from airflow_mlops.serving.canary import DEFAULT_BAKE_SECONDS, CanaryPolicy, bake
+from airflow_mlops.serving.record import BAKE, PROMOTE_CANARY, RECORD, SWITCH, VERIFY, ReleaseRecord
+from airflow_mlops.serving.record import ROLLBACK as ROLLBACK_STEP
 from airflow_mlops.serving.status import Deployment
 from airflow_mlops.serving.verification import SmokeTest, smoke_test
 from airflow_mlops.utils.clock import utc_now_iso
@@ -120,17 +136,20 @@ class ReleaseSettings:
 
 class Release:
     """
-    Run a release plan on a target: :meth:`start` it, and :meth:`resume` it after a deferral.
+    Run a release plan on a target, keeping its durable record (:mod:`airflow_mlops.serving.record`).
 
-    Both return the task's result (``{"model_name", "version", "previous_version", "target", "endpoint",
-    "action", "outcome", "changed"}``, plus ``"bake"`` after a canary) or raise what went wrong.
+    :meth:`start` a new release, :meth:`resume_record` one a killed try left unfinished, :meth:`repeat` one
+    that ended, :meth:`resume` after a deferral and :meth:`abandon` one that fails for good. Each returns
+    the task's result (``{"model_name", "version", "previous_version", "target", "endpoint", "action",
+    "outcome", "changed"}``, plus ``"bake"`` after a canary) or raises what went wrong.
 
     :param target: Where the model serves.
-    :param client: The MLflow client (aliases, tags, deployment history).
+    :param client: The MLflow client (aliases, tags, deployment history, the release record).
     :param settings: How the release runs.
     :param log: Where progress is logged (the task's logger).
     :param defer: Called with a trigger and the plan to resume with, to wait in the triggerer; it raises
         (the task defers) or returns (the release then waits here).
+    :param try_number: The task's try, written with each step of the record.
     """
 
     def __init__(
@@ -141,28 +160,157 @@ class Release:
         *,
         log: logging.Logger | Any,
         defer: DeferCallback,
+        try_number: Any = None,
     ) -> None:
         self.target = target
         self.client = client
         self.settings = settings
         self.log = log
         self.defer = defer
+        self.try_number = try_number
+        self.record: ReleaseRecord | None = None
 
-    # -- the steps -----------------------------------------------------------------------------------------
+    @property
+    def lease(self) -> float:
+        """Seconds a release may go without writing its record: its longest wait plus a margin."""
+        bake = self.settings.canary.bake_seconds if self.settings.canary else DEFAULT_BAKE_SECONDS
+        return self.settings.ready_timeout + float(bake) + 600.0
 
-    def start(self, plan: dict[str, Any]) -> dict[str, Any]:
-        """Switch the target to the plan's version (unless it already serves and answers), then go on."""
-        target = self.target
+    # -- which release -----------------------------------------------------------------------------------
+
+    def last(self, name: str) -> ReleaseRecord | None:
+        """The record of the model's last release, or None."""
+        return ReleaseRecord.load(self.client, name, self.lease)
+
+    def check_free(self, last: ReleaseRecord | None, rid: str) -> ReleaseRecord | None:
+        """
+        Refuse to start while another task instance's release of the model is in progress.
+
+        :return: The record of an unfinished release whose lease expired (its task died for good), which the
+            new release takes over, or None.
+        :raises ReleaseInProgressError: if another release is in progress (retryable).
+        """
+        if last is None or last.done or last.id == rid:
+            return None
+        if not last.expired():
+            raise ReleaseInProgressError(
+                f"Model {last.model_name!r} is being released by another task: {last.describe()}. This task is "
+                "retried; it starts once that release ends (or its lease expires).",
+                model=last.model_name,
+                version=str(last.data.get("version")),
+            )
+        self.log.warning("Taking over the model's abandoned release (%s)", last.describe())
+        return last
+
+    def start(self, plan: dict[str, Any], rid: str) -> dict[str, Any]:
+        """Record the plan (step ``planned``, before anything changes), then switch the target."""
         name, version = plan["model_name"], plan["version"]
         previous = Deployment.from_dict(plan["previous"]) if plan["previous"] else None
         if previous is not None and previous.version == version and previous.model_uri == plan["model_uri"]:
-            if previous.ready and target.health(previous).ok:
-                self.log.info("Version %s of model %s already serves at %s", version, name, previous.endpoint)
-                plan["previous"] = None
-                return self._succeeded(previous, plan, changed=False)
+            if previous.ready and self.target.health(previous).ok:
+                self.log.info(
+                    "Version %s of model %s already serves at %s: verifying it without a switch",
+                    version, name, previous.endpoint,
+                )  # fmt: skip
+                plan = {**plan, "previous": None, "unchanged": True, "canary": None}
+        self.record = ReleaseRecord.begin(
+            self.client, name, rid, self.settings.action, plan, self.lease, self.try_number
+        )
+        return self._switch(plan)
+
+    def resume_record(self, record: ReleaseRecord) -> dict[str, Any]:
+        """
+        Finish the unfinished release a killed try left: the same version, previous deployment and reason.
+
+        Before ``record`` the target is switched again (a no-op when the switch was done) and verified in
+        full (smoke test, canary bake); at ``record`` the alias and history are written (writes a retry
+        repeats without duplicates); at ``rollback`` the rollback to the recorded previous deployment runs.
+        """
+        self.record = record
+        plan = record.plan
+        self.log.warning(
+            "Resuming the release of version %s of model %s left at step %r by an earlier try (%s)",
+            plan.get("version"), plan.get("model_name"), record.step, record.describe(),
+        )  # fmt: skip
+        if record.step == RECORD and plan.get("deployment"):
+            return self._succeeded(Deployment.from_dict(plan["deployment"]), plan, changed=True)
+        if record.step == ROLLBACK_STEP and plan.get("phase") == ROLLBACK:
+            return self._roll_back(plan)
+        for key in ("deployment", "bake", "failure", "failed_version"):
+            plan.pop(key, None)
+        plan["phase"] = DEPLOY
+        return self._switch(plan)
+
+    def repeat(self, record: ReleaseRecord) -> dict[str, Any]:
+        """A release this task instance already finished: its result again, or its failure again."""
+        self.record = record
+        outcome = record.data.get("outcome")
+        if outcome == "succeeded" and record.data.get("result"):
+            self.log.info("This task already released: %s", record.describe())
+            return dict(record.data["result"])
+        plan = record.plan
+        raise DeploymentVerificationError(
+            f"This task's release of version {record.data.get('version')} of model {record.model_name!r} "
+            f"already ended ({outcome}): {record.data.get('error') or 'see the deployment history'}. Trigger a "
+            "new DAG run to release again.",
+            model=record.model_name,
+            version=str(record.data.get("version")),
+            reason=str(plan.get("failure") or outcome),
+        )
+
+    def resume(self, plan: dict[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:
+        """After the target's trigger fired: verify (deploy phase) or finish the rollback (rollback phase)."""
+        self.record = self.last(plan["model_name"])
+        deployment = Deployment.from_dict(plan["deployment"])
+        if event.get("status") != "success":
+            return self._not_ready(deployment, plan, f"{event.get('status')}: {event.get('message')}")
+        fresh = self.target.current(plan["model_name"]) or deployment
+        return self._ready(fresh, plan)
+
+    def abandon(self, name: str, error: BaseException) -> None:
+        """
+        After a failure no retry will repair: end the record as ``failed`` and point the alias at what serves.
+
+        What serves is the version of the last successful entry of the deployment history (none: the alias
+        is removed), so ``champion``, the endpoint and the history agree when the task ends.
+        """
+        record = self.record or self.last(name)
+        if record is not None and not record.done and record.data.get("kind") == self.settings.action:
+            record.finish("failed", error=str(error), try_number=self.try_number)
+        alias = self.settings.alias
+        if not alias:
+            return
+        serving = last_served_version(read_history(self.client, name))
+        aliased = get_alias_version(self.client, name, alias)
+        if serving is None and aliased is not None:
+            self.client.delete_registered_model_alias(name, alias)
+            self.log.warning("Removed alias %s of model %s: no version serves it", alias, name)
+        elif serving is not None and aliased != int(serving):
+            self._move_alias(name, serving)
+
+    def _advance(self, step: str, plan: Mapping[str, Any]) -> None:
+        if self.record is not None:
+            self.record.advance(step, plan, self.try_number)
+
+    def _finish(self, outcome: str, **values: Any) -> None:
+        if self.record is not None:
+            self.record.finish(outcome, try_number=self.try_number, **values)
+
+    # -- the steps -----------------------------------------------------------------------------------------
+
+    def _switch(self, plan: dict[str, Any]) -> dict[str, Any]:
+        target = self.target
+        name, version = plan["model_name"], plan["version"]
+        if plan.get("unchanged"):
+            current = target.current(name)
+            if current is not None and current.version == version:
+                return self._await_ready(current, plan)
+            plan = {**plan, "unchanged": False}  # it stopped serving meanwhile: switch after all
+        previous = plan["previous"]
+        self._advance(SWITCH, plan)
         self.log.info(
-            "Deploying version %s of model %s (%s) on %s; serving now: %s",
-            version, name, plan["model_uri"], target.describe(), previous.version if previous else "nothing",
+            "Deploying version %s of model %s (%s) on %s; serving before: %s",
+            version, name, plan["model_uri"], target.describe(), previous["version"] if previous else "nothing",
         )  # fmt: skip
         try:
             if plan.get("canary"):
@@ -176,22 +324,18 @@ class Release:
             self._restore_alias(plan)
             if err.model is None:
                 err.model, err.version = name, version
+            if not err.retryable:
+                self._finish("failed", error=str(err))
             raise
         return self._await_ready(deployment, plan)
-
-    def resume(self, plan: dict[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:
-        """After the target's trigger fired: verify (deploy phase) or finish the rollback (rollback phase)."""
-        deployment = Deployment.from_dict(plan["deployment"])
-        if event.get("status") != "success":
-            return self._not_ready(deployment, plan, f"{event.get('status')}: {event.get('message')}")
-        fresh = self.target.current(plan["model_name"]) or deployment
-        return self._ready(fresh, plan)
 
     def _await_ready(self, deployment: Deployment, plan: dict[str, Any]) -> dict[str, Any]:
         target = self.target
         if not deployment.ready:
             trigger = (
-                target.ready_trigger(deployment, self.settings.ready_timeout) if self.settings.deferrable else None
+                target.ready_trigger(deployment, self.settings.ready_timeout)
+                if self.settings.deferrable
+                else None
             )
             if trigger is not None:
                 self.log.info(
@@ -206,16 +350,21 @@ class Release:
 
     def _ready(self, deployment: Deployment, plan: dict[str, Any]) -> dict[str, Any]:
         target, settings = self.target, self.settings
+        plan = {**plan, "deployment": deployment.to_dict()}
+        rollback_phase = plan["phase"] == ROLLBACK
+        canary = not rollback_phase and bool(plan.get("canary")) and "bake" not in plan
+        if not rollback_phase:
+            self._advance(VERIFY, plan)
         records = SmokeTest.from_dict(plan["verify"]).records(settings.aws_conn_id)
-        canary = plan["phase"] == DEPLOY and bool(plan.get("canary")) and "bake" not in plan
         failure, health = smoke_test(
             target, deployment, records, timeout=settings.request_timeout, canary=canary
         )
         if not failure:
             self.log.info("Verified %s: %s; smoke test: %s rows", deployment.endpoint, health, len(records))
-        if plan["phase"] == ROLLBACK:
+        if rollback_phase:
             return self._rolled_back(deployment, plan, failure)
         if not failure and canary:
+            self._advance(BAKE, plan)
             result = bake(
                 target, deployment, records, settings.canary or CanaryPolicy(),
                 request_timeout=settings.request_timeout, log=self.log,
@@ -224,6 +373,7 @@ class Release:
             failure = result.get("failure")
             if not failure:
                 self.log.info("Canary passed its bake: %s; promoting it to 100%%", result)
+                self._advance(PROMOTE_CANARY, plan)
                 try:
                     promoted = target.promote_canary(plan["model_name"], deployment)
                 except DeploymentError as err:
@@ -232,7 +382,8 @@ class Release:
                     return self._await_ready(promoted, plan)
         if failure:
             return self._failed(deployment, plan, failure)
-        return self._succeeded(deployment, plan, changed=True)
+        self._advance(RECORD, plan)
+        return self._succeeded(deployment, plan, changed=not plan.get("unchanged"))
 
     def _not_ready(self, deployment: Deployment, plan: dict[str, Any], message: str) -> dict[str, Any]:
         if plan["phase"] == ROLLBACK:
@@ -246,8 +397,15 @@ class Release:
         self._record(
             plan, version, "succeeded", plan["reason"], deployment, previous_version=previous_version
         )
+        if self.settings.action == "rollback" and previous_version and previous_version != version:
+            self.client.set_model_version_tag(
+                name,
+                previous_version,
+                T.ROLLBACK_REASON,
+                f"rolled back to version {version} by {plan['actor']}: {plan['reason']}"[:5000],
+            )
         self.log.info("Version %s of model %s serves at %s", version, name, deployment.endpoint)
-        return {
+        result = {
             "model_name": name,
             "version": version,
             "previous_version": previous_version,
@@ -258,35 +416,53 @@ class Release:
             "changed": changed,
             **({"bake": plan["bake"]} if plan.get("bake") else {}),
         }
+        self._finish("succeeded", result=result)
+        return result
 
     def _failed(self, deployment: Deployment, plan: dict[str, Any], failure: str) -> dict[str, Any]:
         target = self.target
         name, version = plan["model_name"], plan["version"]
         self.log.error("Version %s of model %s failed verification: %s", version, name, failure)
         self._record(plan, version, "failed", failure, deployment)
-        self.client.set_model_version_tag(
-            name, version, T.ROLLBACK_REASON, f"automatic rollback: {failure}"[:5000]
-        )
-        previous = Deployment.from_dict(plan["previous"]) if plan["previous"] else None
-        if previous is None:
-            target.stop(name)
-            self._restore_alias(plan)
+        if plan.get("unchanged"):
+            self._finish("failed", error=failure)
             raise DeploymentVerificationError(
-                f"Version {version} of model {name!r} failed verification on target {target.config_kind()}: "
-                f"{failure}. Nothing served this model before, so it is no longer served at all.",
+                f"Version {version} of model {name!r} serves on target {target.config_kind()} but fails its "
+                f"check: {failure}. Nothing was changed; roll back (the rollback DAG) or deploy another version.",
                 model=name,
                 version=version,
                 reason=failure,
             )
-        self.log.warning("Rolling back model %s to version %s", name, previous.version)
+        self.client.set_model_version_tag(
+            name, version, T.ROLLBACK_REASON, f"automatic rollback: {failure}"[:5000]
+        )
+        if plan["previous"] is None:
+            target.stop(name)
+            self._restore_alias(plan)
+            message = (
+                f"Version {version} of model {name!r} failed verification on target {target.config_kind()}: "
+                f"{failure}. Nothing served this model before, so it is no longer served at all."
+            )
+            self._finish("failed", error=message)
+            raise DeploymentVerificationError(message, model=name, version=version, reason=failure)
         plan = {**plan, "phase": ROLLBACK, "failure": failure, "failed_version": version}
+        return self._roll_back(plan)
+
+    def _roll_back(self, plan: dict[str, Any]) -> dict[str, Any]:
+        """The rollback phase: the target goes back to the recorded previous deployment."""
+        name = plan["model_name"]
+        previous = Deployment.from_dict(plan["previous"])
+        self._advance(ROLLBACK_STEP, plan)
+        self.log.warning("Rolling back model %s to version %s", name, previous.version)
         try:
-            restored = target.rollback(name, previous)
+            restored = self.target.rollback(name, previous)
         except DeploymentError as err:
             return self._rolled_back(previous, plan, f"rollback refused: {err}")
         return self._await_ready(restored, plan)
 
-    def _rolled_back(self, deployment: Deployment, plan: dict[str, Any], failure: str | None) -> dict[str, Any]:
+    def _rolled_back(
+        self, deployment: Deployment, plan: dict[str, Any], failure: str | None
+    ) -> dict[str, Any]:
         """End of an automatic rollback: always raises, saying what serves now."""
         target, alias = self.target, self.settings.alias
         name, failed_version = plan["model_name"], plan["failed_version"]
@@ -298,6 +474,7 @@ class Release:
         if failure:
             self._record(rollback_plan, previous["version"], "failed", f"{rollback_plan['reason']}; {failure}",
                          deployment, action="auto_rollback", previous_version=failed_version)  # fmt: skip
+            # The record stays at step "rollback": a retry tries the rollback again.
             raise DeploymentError(
                 f"Version {failed_version} of model {name!r} failed verification ({plan['failure']}), and rolling "
                 f"back to version {previous['version']} failed too: {failure}. The endpoint "
@@ -309,23 +486,15 @@ class Release:
         self._move_alias(name, previous["version"])
         self._record(rollback_plan, previous["version"], "succeeded", rollback_plan["reason"], deployment,
                      action="auto_rollback", previous_version=failed_version)  # fmt: skip
-        raise DeploymentVerificationError(
+        message = (
             f"Version {failed_version} of model {name!r} failed verification on target {target.config_kind()}: "
             f"{plan['failure']}. Rolled back: version {previous['version']} serves again at {deployment.endpoint}"
-            + (f" and alias {alias!r} points at it." if alias else "."),
-            model=name,
-            version=failed_version,
-            reason=plan["failure"],
+            + (f" and alias {alias!r} points at it." if alias else ".")
         )
+        self._finish("rolled_back", error=message)
+        raise DeploymentVerificationError(message, model=name, version=failed_version, reason=plan["failure"])
 
     # -- registry ------------------------------------------------------------------------------------------
-
-    def mark_rolled_away(self, name: str, serving: str | None, version: str, reason: str) -> None:
-        """After a manual rollback to *version*: the version that served gets ``mlops.rollback.reason``."""
-        if serving and serving != version:
-            self.client.set_model_version_tag(
-                name, serving, T.ROLLBACK_REASON, f"rolled back to version {version}: {reason}"[:5000]
-            )
 
     def _move_alias(self, name: str, version: str) -> None:
         alias = self.settings.alias
@@ -388,23 +557,41 @@ class Release:
 # -- what a manual rollback restores ---------------------------------------------------------------------
 
 
-def rollback_source(
-    client: MlflowClient, name: str, target_config: Any
-) -> tuple[list[dict[str, Any]], Any]:
+def rollback_history(client: MlflowClient, name: str) -> list[dict[str, Any]]:
     """
-    The model's deployment history and the target config a rollback uses (*target_config*, else the last one).
+    The model's deployment history, which a rollback needs.
 
     :raises DeploymentRejectedError: if the model has no deployment history (nothing to roll back).
     """
     history = read_history(client, name)
-    config = target_config or last_target_config(client, name)
-    if not history or config is None:
+    if not history:
         raise DeploymentRejectedError(
             f"Model {name!r} has no deployment history in the registry (tag {T.DEPLOYMENTS}): there is "
             "nothing to roll back. Deploy it with DeployModelOperator first.",
             model=name,
         )
-    return history, config
+    return history
+
+
+def check_served_before(client: MlflowClient, name: str, version: str) -> None:
+    """
+    Refuse a rollback to a version that never served successfully.
+
+    :raises DeploymentRejectedError: naming the versions that did (not retryable).
+    """
+    if served_before(client, name, version):
+        return
+    served = sorted(
+        {str(e["version"]) for e in read_history(client, name) if e.get("outcome") == "succeeded"}, key=int
+    )
+    raise DeploymentRejectedError(
+        f"Refusing to roll model {name!r} back to version {version}: it never served successfully, and a "
+        f"rollback restores only a version that did (recently served: {', '.join(served) or 'none'}). Deploy "
+        "a new version through the continuous-training DAG instead.",
+        model=name,
+        version=version,
+        reason="never served",
+    )
 
 
 def rollback_version(history: Sequence[Mapping[str, Any]], name: str, serving: str | None) -> str:

@@ -11,8 +11,9 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
 from airflow_mlops import tags as T
-from airflow_mlops.exceptions import ModelVersionNotFoundError, RegistryError
+from airflow_mlops.exceptions import ApprovalRequiredError, ModelVersionNotFoundError, RegistryError
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
+from tests.deploy_support import approve_version
 from tests.task_context import context_for
 
 pytestmark = pytest.mark.integration
@@ -56,8 +57,10 @@ def register(model_name, trained_model, task_id="register", try_number=1, **kwar
     return op.execute(context_for(op, try_number=try_number))
 
 
-def promote(model_name, version):
+def promote(model_name, version, approve=True):
     op = PromoteModelOperator(task_id="promote", model_name=model_name, version=str(version))
+    if approve:
+        approve_version(op.hook.client, model_name, version)
     return op.execute(context_for(op))
 
 
@@ -149,6 +152,7 @@ def test_templated_promotion_renders_model_and_version(client, trained, model_na
         task_id="promote", model_name="{{ params.model }}", version="{{ params.version }}"
     )
     op.render_template_fields({"params": {"model": model_name, "version": 1}})
+    approve_version(client, model_name, 1)
     assert op.execute({})["version"] == 1
     assert aliases(client, model_name) == {T.CHAMPION: 1}
 
@@ -156,8 +160,47 @@ def test_templated_promotion_renders_model_and_version(client, trained, model_na
 def test_promoting_a_missing_version_names_model_and_version(client, trained, model_name):
     register(model_name, trained[0])
     with pytest.raises(ModelVersionNotFoundError, match=f"Model '{model_name}' has no version 7") as err:
-        promote(model_name, 7)
+        promote(model_name, 7, approve=False)
     assert isinstance(err.value, RegistryError)
     assert err.value.retryable is False  # a retry cannot create the version: no retries spent
     assert (err.value.model, err.value.version) == (model_name, "7")
     assert aliases(client, model_name) == {T.CHALLENGER: 1}
+
+
+@pytest.mark.parametrize(
+    ("tags", "missing"),
+    [
+        ({}, ["no passed evaluation gate", "no recorded approval"]),
+        ({T.GATE_DECISION: "rejected"}, ["mlops.gate.decision is 'rejected'", "no recorded approval"]),
+        # The approval task marked success by hand, or a DAG with no approval task: no decision recorded.
+        ({T.GATE_DECISION: "passed"}, ["mlops.approval.decision is missing"]),
+        ({T.GATE_DECISION: "passed", T.APPROVAL_DECISION: "rejected"}, ["mlops.approval.decision is 'rejected'"]),
+        ({T.GATE_DECISION: "passed", T.APPROVAL_DECISION: "approved"}, ["has no mlops.approval.approver"]),
+    ],
+)
+def test_promotion_refuses_a_version_without_a_passed_gate_and_a_recorded_approval(
+    client, trained, model_name, tags, missing
+):
+    v1 = register(model_name, trained[0])["version"]
+    promote(model_name, v1)
+    v2 = register(model_name, trained[1])["version"]
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, str(v2), key, value)
+
+    with pytest.raises(ApprovalRequiredError, match=f"Refusing to promote version {v2}") as err:
+        promote(model_name, v2, approve=False)
+
+    assert err.value.retryable is False
+    for text in missing:
+        assert text in str(err.value)
+    assert aliases(client, model_name) == {T.CHAMPION: v1, T.CHALLENGER: v2}
+    assert T.PROMOTED_AT not in client.get_model_version(model_name, str(v2)).tags
+
+
+def test_promotion_without_approval_when_the_deployment_turns_the_check_off(
+    client, trained, model_name, monkeypatch
+):
+    monkeypatch.setenv("AIRFLOW__MLOPS__REQUIRE_APPROVAL", "False")
+    v1 = register(model_name, trained[0])["version"]
+    assert promote(model_name, v1, approve=False)["version"] == v1
+    assert aliases(client, model_name) == {T.CHAMPION: v1}

@@ -13,14 +13,20 @@ from typing import Any
 import pytest
 
 from airflow_mlops import tags as T
-from airflow_mlops.exceptions import DeploymentRejectedError, DeploymentVerificationError
+from airflow_mlops.exceptions import (
+    DeploymentRejectedError,
+    DeploymentVerificationError,
+    ReleaseInProgressError,
+)
+from airflow_mlops.serving import record as R
 from airflow_mlops.serving.base import Deployment
+from airflow_mlops.serving.record import ReleaseRecord, release_id
 from airflow_mlops.serving.release import (
     DEPLOY,
     Release,
     ReleaseSettings,
     new_plan,
-    rollback_source,
+    rollback_history,
     rollback_version,
 )
 from airflow_mlops.serving.verification import SmokeTest
@@ -60,7 +66,7 @@ class Registry:
         return SimpleNamespace(aliases=dict(self.aliases), tags=dict(self.model_tags))
 
     def get_model_version(self, name: str, version: str) -> SimpleNamespace:
-        return SimpleNamespace(tags=dict(self.version_tags[str(version)]))
+        return SimpleNamespace(version=str(version), tags=dict(self.version_tags[str(version)]))
 
     def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         self.version_tags[str(version)][key] = value
@@ -79,6 +85,7 @@ class Registry:
 
 
 AIRFLOW = {"dag_id": "d", "run_id": "r", "task_id": "deploy", "map_index": -1}
+RID = release_id(AIRFLOW)
 
 
 def plan_for(target: Echo, version: str, previous: Deployment | None) -> dict[str, Any]:
@@ -111,7 +118,7 @@ def test_a_verified_version_serves_moves_the_alias_and_is_recorded():
     target, client = Echo(), Registry()
     previous = target.deploy("m", "1", "models:/m/1")
 
-    result = release_on(target, client).start(plan_for(target, "2", previous))
+    result = release_on(target, client).start(plan_for(target, "2", previous), RID)
 
     assert result == {
         "model_name": "m", "version": "2", "previous_version": "1", "target": target.config_kind(),
@@ -128,7 +135,7 @@ def test_a_version_that_already_serves_is_not_switched_again():
     target, client = Echo(), Registry()
     serving = target.deploy("m", "2", "models:/m/2")
 
-    result = release_on(target, client, alias=None).start(plan_for(target, "2", serving))
+    result = release_on(target, client, alias=None).start(plan_for(target, "2", serving), RID)
 
     assert (result["changed"], result["previous_version"]) == (False, None)
     assert client.aliases == {}
@@ -146,7 +153,7 @@ def test_a_failing_version_is_rolled_back_to_the_previous_one(tmp_path):
     )  # fmt: skip
 
     with pytest.raises(DeploymentVerificationError, match="Rolled back: version 1 serves again") as err:
-        release_on(target, client).start(plan)
+        release_on(target, client).start(plan, RID)
 
     assert err.value.retryable is False
     assert (err.value.model, err.value.version) == ("m", "2")
@@ -164,7 +171,7 @@ def test_a_release_defers_with_its_plan_and_resumes_from_it():
     deferrals: list = []
 
     with pytest.raises(RuntimeError, match="deferred"):
-        release_on(target, client, deferrals, deferrable=True).start(plan_for(target, "2", previous))
+        release_on(target, client, deferrals, deferrable=True).start(plan_for(target, "2", previous), RID)
 
     [(trigger, plan)] = deferrals
     assert trigger == ("trigger", "2")
@@ -191,9 +198,152 @@ def test_a_deployment_never_ready_in_the_triggerer_is_rolled_back():
 
 def test_a_rollback_needs_history_and_an_earlier_version():
     with pytest.raises(DeploymentRejectedError, match="no deployment history"):
-        rollback_source(Registry(), "m", None)
+        rollback_history(Registry(), "m")
     history = [{"version": "1", "outcome": "succeeded"}, {"version": "2", "outcome": "succeeded"}]
 
     assert rollback_version(history, "m", "2") == "1"
     with pytest.raises(DeploymentRejectedError, match="no earlier version that served before version 1"):
         rollback_version(history[:1], "m", "1")
+
+
+# -- the release record: a killed try, retried -----------------------------------------------------------
+
+
+class Killed(BaseException):
+    """What SIGKILL does to the try: it stops right there (no except or finally of ours runs)."""
+
+
+@pytest.fixture
+def kill_at(monkeypatch):
+    """Stop the try right after the record is written for a step (the kill points of the harness)."""
+    steps: list[str] = []
+    advance = ReleaseRecord.advance
+
+    def arm(step: str) -> list[str]:
+        def killing(self, name, plan=None, try_number=None):
+            advance(self, name, plan, try_number)
+            steps.append(name)
+            if name == step:
+                monkeypatch.setattr(ReleaseRecord, "advance", advance)  # the retry is not killed
+                raise Killed(name)
+
+        monkeypatch.setattr(ReleaseRecord, "advance", killing)
+        return steps
+
+    return arm
+
+
+def retry(target: Echo, client: Registry, **settings: Any) -> dict[str, Any]:
+    """A new try of the same task instance: what the operator does with the record it finds."""
+    release = release_on(target, client, **settings)
+    record = release.last("m")
+    assert record is not None
+    assert record.id == RID
+    return release.repeat(record) if record.done else release.resume_record(record)
+
+
+def broken_plan(target: Echo, tmp_path, previous: Deployment) -> dict[str, Any]:
+    return new_plan(
+        model_name="m", version="2", model_uri="models:/m/2", target=target, previous=previous,
+        verify=SmokeTest(write_holdout_snapshot(tmp_path), ["label"], 2), reason="why", actor="alice",
+        airflow=AIRFLOW,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("step", [R.PLANNED, R.SWITCH, R.VERIFY, R.RECORD])
+def test_a_deploy_killed_at_any_step_is_finished_by_the_retry_once(kill_at, step):
+    target, client = Echo(), Registry()
+    previous = target.deploy("m", "1", "models:/m/1")
+    kill_at(step)
+
+    with pytest.raises(Killed):
+        release_on(target, client).start(plan_for(target, "2", previous), RID)
+    result = retry(target, client)
+
+    assert (result["version"], result["previous_version"], result["outcome"]) == ("2", "1", "succeeded")
+    assert target.served["m"].version == "2"
+    assert client.aliases == {"champion": "2"}
+    assert [(e["action"], e["version"], e["outcome"]) for e in client.history()] == [("deploy", "2", "succeeded")]
+    assert json.loads(client.model_tags[T.RELEASE])["step"] == R.DONE
+    # A try after the release ended returns its result again and changes nothing.
+    assert retry(target, client) == result
+    assert len(client.history()) == 1
+
+
+@pytest.mark.parametrize("step", [R.SWITCH, R.VERIFY])
+def test_a_retry_after_the_switch_verifies_in_full_and_rolls_back_to_the_recorded_previous(
+    kill_at, tmp_path, step
+):
+    """Killed with v2 serving unverified: the retry does not trust what serves; v2 fails its smoke test."""
+    target, client = Echo(), Registry()
+    previous = target.deploy("m", "1", "models:/m/1")
+    client.aliases["champion"] = "2"  # promoted before the deploy
+    target.broken.add("2")
+    kill_at(step)
+
+    with pytest.raises(Killed):
+        release_on(target, client).start(broken_plan(target, tmp_path, previous), RID)
+    assert target.served["m"].version == "2" or step == R.SWITCH
+    with pytest.raises(DeploymentVerificationError, match="Rolled back: version 1 serves again"):
+        retry(target, client)
+
+    assert target.served["m"].version == "1"
+    assert client.aliases == {"champion": "1"}
+    assert [(e["action"], e["version"], e["outcome"]) for e in client.history()] == [
+        ("deploy", "2", "failed"), ("auto_rollback", "1", "succeeded"),
+    ]  # fmt: skip
+    # A try after that rolled-back release fails the same way without deploying v2 again.
+    target.broken.discard("2")
+    with pytest.raises(DeploymentVerificationError, match="already ended \\(rolled_back\\)"):
+        retry(target, client)
+    assert target.served["m"].version == "1"
+
+
+def test_a_rollback_killed_after_its_switch_finishes_the_same_rollback_with_its_reason(kill_at):
+    target, client = Echo(), Registry(("1", "2", "3"))
+    target.deploy("m", "2", "models:/m/2")
+    serving = target.current("m")
+    plan = new_plan(
+        model_name="m", version="1", model_uri="models:/m/1", target=target, previous=serving,
+        verify=SmokeTest(), reason="v2 drifts", actor="erin", airflow=AIRFLOW,
+    )  # fmt: skip
+    kill_at(R.SWITCH)
+
+    with pytest.raises(Killed):
+        release_on(target, client, action="rollback").start(plan, RID)
+    target.deploy("m", "1", "models:/m/1")  # the switch went through before the kill
+    result = retry(target, client, action="rollback")
+
+    assert (result["version"], result["previous_version"], result["action"]) == ("1", "2", "rollback")
+    assert [(e["action"], e["version"], e["actor"], e["reason"]) for e in client.history()] == [
+        ("rollback", "1", "erin", "v2 drifts")
+    ]
+    assert client.version_tags["2"][T.ROLLBACK_REASON] == "rolled back to version 1 by erin: v2 drifts"
+
+
+def test_a_second_release_waits_for_the_one_in_progress_and_takes_over_an_abandoned_one(kill_at):
+    target, client = Echo(), Registry(("1", "2", "3"))
+    previous = target.deploy("m", "1", "models:/m/1")
+    kill_at(R.SWITCH)
+    with pytest.raises(Killed):
+        release_on(target, client).start(plan_for(target, "2", previous), RID)
+
+    other = release_on(target, client)
+    with pytest.raises(ReleaseInProgressError, match="being released by another task") as err:
+        other.check_free(other.last("m"), "d/r2/deploy/-1")
+    assert err.value.retryable is True
+
+    last = other.last("m")
+    last.data["expires"] = "2000-01-01T00:00:00+00:00"  # its task died for good long ago
+    assert other.check_free(last, "d/r2/deploy/-1") is last
+
+
+def test_a_release_that_fails_for_good_leaves_the_alias_on_what_serves():
+    target, client = Echo(), Registry(("1", "2"))
+    previous = target.deploy("m", "1", "models:/m/1")
+    release_on(target, client).start(plan_for(target, "1", previous), RID)  # v1 verified and recorded
+    client.aliases["champion"] = "2"  # promoted; its deploy then fails before anything changed
+
+    release_on(target, client).abandon("m", ValueError("bad sample data"))
+
+    assert client.aliases == {"champion": "1"}
