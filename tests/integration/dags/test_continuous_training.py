@@ -30,9 +30,16 @@ def _states(dag_run) -> dict[str, str]:
         pytest.param("wrong_schema", "validate", id="label-out-of-range-and-nulls"),
         pytest.param("missing_label", "ingest", id="missing-label-column"),
         pytest.param("empty_file", "ingest", id="empty-file"),
+        pytest.param("all_null_label", "validate", id="all-null-label"),
+        pytest.param("extra_column", "validate", id="unexpected-extra-column"),
+        pytest.param("junk_columns", "validate", id="hundreds-of-junk-columns"),
+        pytest.param("gzip_named_csv", "ingest", id="gzip-named-csv"),
+        pytest.param("outside_allowed_sources", "ingest", id="source-outside-allowed-sources"),
     ],
 )
-def test_bad_data_never_reaches_training(dag, airflow_db, mlflow_server, tmp_path, case, failing_task):
+def test_bad_data_never_reaches_training(
+    dag, airflow_db, mlflow_server, tmp_path, monkeypatch, case, failing_task
+):
     import mlflow
     import pandas as pd
 
@@ -44,6 +51,18 @@ def test_bad_data_never_reaches_training(dag, airflow_db, mlflow_server, tmp_pat
         good.to_csv(source, index=False)
     elif case == "missing_label":
         good.drop(columns=["label"]).to_csv(source, index=False)
+    elif case == "all_null_label":
+        good.assign(label=None).to_csv(source, index=False)
+    elif case == "extra_column":
+        good.assign(notes="free text").to_csv(source, index=False)
+    elif case == "junk_columns":
+        junk = pd.DataFrame({f"junk_{i}": 0 for i in range(300)}, index=good.index)
+        pd.concat([good, junk], axis=1).to_csv(source, index=False)
+    elif case == "gzip_named_csv":
+        good.to_csv(source, index=False, compression="gzip")
+    elif case == "outside_allowed_sources":
+        good.to_csv(source, index=False)
+        monkeypatch.setenv("AIRFLOW__MLOPS__ALLOWED_SOURCES", str(tmp_path / "landing"))
     else:
         source.write_bytes(b"")
     model_name = f"bad_data_{case}"

@@ -69,3 +69,42 @@ def test_report_folder_names_split_and_reference():
 def test_thresholds_are_checked(thresholds, message):
     with pytest.raises(ValueError, match=message):
         check_thresholds(thresholds)
+
+
+def test_a_column_that_became_all_null_drifts_on_its_null_rate():
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame({"income": rng.normal(50, 10, 500), "plan": rng.choice(["a", "b"], 500)})
+    current = reference.assign(income=np.nan, plan=None)
+    report = {"dataset": "cur", "reference": "ref", **compute_drift(reference, current)}
+
+    assert report["drifted_features"] == ["income", "plan"]
+    assert report["features"]["income"]["exceeded"] == ["null_rate"]
+    assert report["features"]["income"]["null_rate"] == {"reference": 0.0, "current": 1.0}
+    assert "- income: null_rate=1 > 0.1 (nulls 0% -> 100%)" in drift_message(report)
+    assert "| income | numeric | null_rate | 1 | 0.1 | **yes** |" in to_markdown(report)
+
+
+def test_a_small_null_rate_change_passes_and_its_limit_is_configurable():
+    reference = pd.DataFrame({"x": np.arange(100.0)})
+    current = reference.assign(x=reference["x"].where(reference.index % 20 != 0))  # 5% nulls
+    assert compute_drift(reference, current)["drift"] is False
+    assert compute_drift(reference, current, thresholds={"null_rate": 0.01})["drifted_features"] == ["x"]
+
+
+def test_added_columns_are_drift_unless_excluded_or_not_asked_for():
+    reference = pd.DataFrame({"a": [1.0, 2.0, 3.0]})
+    current = reference.assign(notes="x", row_id=[1, 2, 3])
+    report = {"dataset": "cur", "reference": "ref", **compute_drift(reference, current)}
+    assert report["drift"] is True
+    assert report["added_features"] == ["notes", "row_id"]
+    assert drift_message(report).endswith("- not in the reference: notes, row_id")
+    assert "- not in the reference: notes, row_id" in to_markdown(report)
+    assert compute_drift(reference, current, exclude_columns=["notes", "row_id"])["drift"] is False
+    assert compute_drift(reference, current, columns=["a"])["drift"] is False
+
+
+def test_hundreds_of_added_columns_are_counted_not_listed():
+    reference = pd.DataFrame({"a": [1.0, 2.0]})
+    current = pd.concat([reference, pd.DataFrame({f"junk_{i}": [0, 1] for i in range(300)})], axis=1)
+    message = drift_message({"dataset": "cur", "reference": "ref", **compute_drift(reference, current)})
+    assert message.endswith("junk_19 and 280 more")
