@@ -1,18 +1,27 @@
 """
-One-click rollback: serve an earlier version of a model again, on the target it was last deployed to.
+One-click rollback: serve an earlier version of a model again, on the serving target of the deploy task.
 
 Trigger it from the Airflow UI; the params form asks for the model, the version to go back to (empty: the
 previous champion, i.e. the last version that served before the current one) and the reason (required). The
 run redeploys that version, verifies it serves (health check and the last deployment's smoke test), moves
 the ``champion`` alias to it, and records who, why and when in the registry (``mlops.deployments``). If the
-restored version fails verification, what served before keeps serving and the run fails.
+restored version fails verification, what served before keeps serving and the run fails. Only a version
+that served before, passed the gate and was approved can be restored; a retried run finishes the same
+rollback.
+
+The target is built here, from the same settings as ``mlops_continuous_training``'s deploy task
+(``MLOPS_SERVING_PORT``, default 5001), never from the registry.
 """
 
 from __future__ import annotations
 
+import os
+
 from airflow.sdk import DAG, Param
 
 from airflow_mlops.operators.deployment import RollbackModelOperator
+
+SERVING_TARGET = {"kind": "local", "port": int(os.environ.get("MLOPS_SERVING_PORT", "5001"))}
 
 with DAG(
     dag_id="mlops_rollback",
@@ -51,4 +60,5 @@ with DAG(
         model_name="{{ params.model_name }}",
         version="{{ params.version or '' }}",
         reason="{{ params.reason }}",
+        target=SERVING_TARGET,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import runpy
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from airflow_mlops.operators.deployment import DeployModelOperator, RollbackMode
 from airflow_mlops.serving.local import LocalServerTarget
 from tests.conftest import free_port
 from tests.deploy_support import (
+    approve_version,
     http_predict,
     register_version,
     stop_local_processes,
@@ -35,7 +37,8 @@ ROWS = [{"tenure_months": 5.0, "monthly_spend": 50.0}]
 
 
 @pytest.fixture(scope="module")
-def dag():
+def dag(served):
+    """The DAG file parsed with the serving settings of the deploy tasks (``served``)."""
     return runpy.run_path(str(DAG_FILE))["dag"]
 
 
@@ -49,10 +52,21 @@ def client(mlflow_server):
 @pytest.fixture(scope="module")
 def served(mlflow_server, tmp_path_factory):
     """v1 (predicts 0) deployed, then v2 (predicts 1) deployed on a local target: v2 serves."""
+    from mlflow import MlflowClient
+
     v1 = register_version(mlflow_server.uri, MODEL, "zeros")
     v2 = register_version(mlflow_server.uri, MODEL, "ones")
+    for version in (v1, v2):
+        approve_version(MlflowClient(mlflow_server.uri), MODEL, version)
     holdout = write_holdout_snapshot(tmp_path_factory.mktemp("snapshots"))
-    config = {"kind": "local", "port": free_port(), "state_dir": str(tmp_path_factory.mktemp("serving"))}
+    # The deploy tasks and the rollback DAG build the same target from the same settings.
+    settings = {
+        "MLOPS_SERVING_PORT": str(free_port()),
+        "MLOPS_DATA_ROOT": str(tmp_path_factory.mktemp("root")),
+    }
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    config = {"kind": "local", "port": int(settings["MLOPS_SERVING_PORT"])}
     try:
         for version in (v1, v2):
             op = DeployModelOperator(
@@ -64,10 +78,19 @@ def served(mlflow_server, tmp_path_factory):
     finally:
         LocalServerTarget.from_config(config).stop(MODEL)
         stop_local_processes()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def rollback(**kwargs):
-    op = RollbackModelOperator(task_id="rollback", **{"model_name": MODEL, **kwargs})
+    target = {
+        "kind": "local",
+        "port": int(os.environ.get("MLOPS_SERVING_PORT", "5001")),
+    }  # as the DAG builds it
+    op = RollbackModelOperator(task_id="rollback", **{"model_name": MODEL, "target": target, **kwargs})
     return op.execute(context_for(op, user="carol"))
 
 
@@ -86,7 +109,7 @@ def test_one_click_rollback_serves_the_previous_champion(dag, airflow_db, served
     assert entry["actor"] == "dag_test"
     assert entry["time"]
     reason = client.get_model_version(MODEL, served["v2"]).tags[T.ROLLBACK_REASON]
-    assert reason == f"rolled back to version {served['v1']}: v2 flags every customer"
+    assert reason == f"rolled back to version {served['v1']} by dag_test: v2 flags every customer"
 
 
 def test_the_form_requires_a_reason(dag, airflow_db, served):

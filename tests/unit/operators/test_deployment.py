@@ -89,12 +89,24 @@ def test_rollback_needs_a_reason(reason):
         RollbackModelOperator(task_id="rollback", model_name="churn", reason=reason)
 
 
-def test_rollback_defaults_to_the_previous_champion_on_the_recorded_target():
+def test_rollback_defaults_to_the_previous_champion_on_the_dags_own_target():
     op = RollbackModelOperator(task_id="rollback", model_name="churn", reason="{{ params.reason }}")
 
     assert op.version is None
-    assert op.target is None
+    assert op.target == "local"  # built from the DAG, like the deploy task's; never read from the registry
     assert op.action == "rollback"
+
+
+def test_the_rollback_dag_builds_the_deploy_tasks_target(monkeypatch):
+    import runpy
+    from pathlib import Path
+
+    monkeypatch.setenv("MLOPS_SERVING_PORT", "6123")
+    dags = Path(__file__).resolve().parents[3] / "dags"
+    rollback = runpy.run_path(str(dags / "rollback.py"))["dag"].get_task("rollback")
+    deploy = runpy.run_path(str(dags / "continuous_training.py"))["dag"].get_task("deploy")
+
+    assert rollback.target == deploy.target == {"kind": "local", "port": 6123}
 
 
 @pytest.mark.parametrize(
