@@ -34,8 +34,10 @@ DIRECT = {
     "ModelEvaluationError": ("EvaluateModelOperator: holdout unreadable, gated metric missing", False),
     "ModelGateFailedError": ("EvaluateModelOperator: the candidate failed the gate", False),
     "ApprovalRejectedError": ("ApproveModelOperator: rejected or timed out", False),
+    "ApprovalRequiredError": ("Promote/Deploy/Rollback: the version has no passed gate or recorded approval", False),
     "InfraValidationError": ("InfraValidateOperator: the candidate cannot serve", False),
     "DeploymentError": ("DeployModelOperator: the target failed to switch", True),
+    "ReleaseInProgressError": ("DeployModelOperator: another task is releasing the same model", True),
     "DeploymentVerificationError": ("DeployModelOperator: verification failed, rolled back", False),
 }
 
