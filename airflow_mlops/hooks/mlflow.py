@@ -112,6 +112,9 @@ class MLflowHook(BaseHook):
                 "tracking server (http(s)://host:port) with the credentials in login/password, or give the "
                 "database its password outside the URI (for example PGPASSWORD or ~/.pgpass)."
             )
+        if urlsplit(split.url).scheme not in _REMOTE_SCHEMES:
+            # A database keeps its user name in its URI, where MLflow reads it.
+            return URLCredentials(uri, None, None)
         return split
 
     def _merge(self, what: str, field: str, own: str | None, *from_uris: str | None) -> str | None:

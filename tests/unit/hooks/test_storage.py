@@ -80,3 +80,29 @@ def test_hook_refuses_role_assumption(monkeypatch):
     _aws_connection(monkeypatch, "mlops_test_s3_role", extra={"role_arn": "arn:aws:iam::1:role/x"})
     with pytest.raises(ConnectionSetupError, match="role_arn"):
         StorageHook(aws_conn_id="mlops_test_s3_role").get_conn()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param({"endpoint_url": "http://AKIDINURL:url-secret-9f2@127.0.0.1:9000"}, id="endpoint_url"),
+        pytest.param(
+            {
+                "service_config": {
+                    "s3": {"endpoint_url": "https://AKIDINURL:url-secret-9f2@minio.example.com"}
+                }
+            },
+            id="service_config",
+        ),
+    ],
+)
+def test_hook_refuses_credentials_in_the_endpoint_url_without_repeating_them(monkeypatch, extra):
+    from airflow.sdk.log import _secrets_masker
+
+    _aws_connection(monkeypatch, "mlops_test_s3_url_creds", extra=extra)
+
+    with pytest.raises(ConnectionSetupError, match="carries credentials") as err:
+        StorageHook(aws_conn_id="mlops_test_s3_url_creds").get_conn()
+    assert "url-secret-9f2" not in str(err.value)
+    assert "AKIDINURL" not in str(err.value)
+    assert "url-secret-9f2" not in _secrets_masker().redact("endpoint http://AKIDINURL:url-secret-9f2@host")
