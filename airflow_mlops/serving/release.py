@@ -56,7 +56,15 @@ from airflow_mlops.lineage.deployments import (
 )
 from airflow_mlops.registry import get_alias_version, get_model_version
 from airflow_mlops.serving.canary import DEFAULT_BAKE_SECONDS, CanaryPolicy, bake
-from airflow_mlops.serving.record import BAKE, PROMOTE_CANARY, RECORD, SWITCH, VERIFY, ReleaseRecord
+from airflow_mlops.serving.record import (
+    BAKE,
+    PROMOTE_CANARY,
+    RECORD,
+    SWITCH,
+    VERIFY,
+    ReleaseRecord,
+    release_id,
+)
 from airflow_mlops.serving.record import ROLLBACK as ROLLBACK_STEP
 from airflow_mlops.serving.status import Deployment
 from airflow_mlops.serving.verification import SmokeTest, smoke_test
@@ -260,7 +268,8 @@ class Release:
 
     def resume(self, plan: dict[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:
         """After the target's trigger fired: verify (deploy phase) or finish the rollback (rollback phase)."""
-        self.record = self.last(plan["model_name"])
+        last = self.last(plan["model_name"])
+        self.record = last if last is not None and last.id == release_id(plan["airflow"]) else None
         deployment = Deployment.from_dict(plan["deployment"])
         if event.get("status") != "success":
             return self._not_ready(deployment, plan, f"{event.get('status')}: {event.get('message')}")
@@ -274,8 +283,8 @@ class Release:
         What serves is the version of the last successful entry of the deployment history (none: the alias
         is removed), so ``champion``, the endpoint and the history agree when the task ends.
         """
-        record = self.record or self.last(name)
-        if record is not None and not record.done and record.data.get("kind") == self.settings.action:
+        record = self.record  # only this task's own release: never another task's
+        if record is not None and not record.done:
             record.finish("failed", error=str(error), try_number=self.try_number)
         alias = self.settings.alias
         if not alias:
