@@ -16,8 +16,8 @@ Entries are written to two tags, both named ``mlops.deployments`` and holding a 
   rollback reuses) and ``airflow`` (the task instance; a retried task writes no entry twice).
 
 The registered-model tag ``mlops.deployment.target`` holds the JSON config of the target the model was last
-deployed to successfully (where the rollback DAG redeploys), and a version rolled away from carries the reason
-in ``mlops.rollback.reason``.
+deployed to successfully (information for people: a rollback builds its target from its DAG, never from a
+tag), and a version rolled away from carries the reason in ``mlops.rollback.reason``.
 """
 
 from __future__ import annotations
@@ -109,24 +109,6 @@ def read_full_history(client: MlflowClient, model_name: str) -> list[dict[str, A
     for mv in client.search_model_versions(f"name = '{model_name}'"):
         entries.extend(_loads((mv.tags or {}).get(T.DEPLOYMENTS)))
     return sorted(entries, key=lambda e: (e.get("time") or "", ACTIONS.index(e.get("action", "deploy"))))
-
-
-def last_target_config(client: MlflowClient, model_name: str) -> dict[str, Any] | None:
-    """The config of the target *model_name* was last deployed to successfully, or None."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        model = client.get_registered_model(model_name)
-    except MlflowException as err:
-        if error_code(err) == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
-    raw = (model.tags or {}).get(T.DEPLOYMENT_TARGET)
-    try:
-        config = json.loads(raw) if raw else None
-    except ValueError:
-        return None
-    return config if isinstance(config, dict) else None
 
 
 def last_verify_settings(
