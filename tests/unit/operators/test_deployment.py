@@ -42,6 +42,7 @@ def test_templated_arguments_are_accepted_until_rendered():
     ("kwargs", "message"),
     [
         ({"model_name": "bad/name"}, "not a valid model name"),
+        ({"model_name": "churn\n"}, "not a valid model name"),  # "$" alone would accept the newline
         ({"version": "latest"}, "positive integer model version"),
         ({"target": {"kind": "heroku"}}, "Unknown deploy target kind"),
         ({"target": 5001}, "target must be a DeployTarget"),
@@ -144,6 +145,7 @@ def test_deferrable_defaults_to_the_operators_default_deferrable_setting():
         (DeployModelOperator, {"target": None}, "give the deploy target"),
         (InfraValidateOperator, {"target": '{"kind": "heroku"}'}, "Unknown deploy target kind"),
         (RollbackModelOperator, {"model_name": "churn ml"}, "not a valid model name"),
+        (RollbackModelOperator, {"model_name": "churn\n"}, "not a valid model name"),
     ],
 )
 def test_arguments_found_bad_once_rendered_fail_without_retries(operator, rendered, message):
