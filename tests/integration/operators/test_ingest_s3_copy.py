@@ -124,7 +124,7 @@ def test_not_parquet_and_missing_label_fail_before_copying(s3_server, bucket):
     client.put_object(Bucket=bucket, Key="raw/bad.parquet", Body=b"not parquet at all")
     client.put_object(Bucket=bucket, Key="raw/ok.parquet", Body=parquet_bytes(frame(50)))
 
-    with pytest.raises(DatasetError, match="not a readable Parquet file"):
+    with pytest.raises(DatasetError, match=r"raw/bad.parquet is not a Parquet file \(it does not start with PAR1"):
         run_ingest(f"s3://{bucket}/raw/bad.parquet", f"s3://{bucket}/mlops")
     with pytest.raises(DatasetError, match="label column 'target' is missing"):
         run_ingest(f"s3://{bucket}/raw/ok.parquet", f"s3://{bucket}/mlops", label_column="target")
