@@ -280,7 +280,7 @@ class LocalStack:
         return self._tokens[user]
 
     def api(self, method: str, path: str, user: str = "admin", **kwargs: Any) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self.token(user)}"}
+        headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {self.token(user)}"}
         return requests.request(
             method, f"{self.airflow_url}/api/v2{path}", headers=headers, timeout=60, **kwargs
         )

@@ -28,6 +28,8 @@ KILL_DAGS = Path(__file__).parent / "dags"
 REPO = Path(__file__).resolve().parents[2]
 KUBE_CONN_ID = "kubernetes_kill"
 NAMESPACE = "models"
+#: Seconds between an approval request appearing and the reviewer's answer.
+APPROVAL_SETTLE = 15.0
 
 
 def stack_settings(home: Path, kube: KubeApiStub, serving_port: int) -> dict[str, str]:
@@ -89,7 +91,10 @@ def run_with_kills(
         if approve_task:
             ti = stack.task_instances(dag_id, run_id).get(approve_task) or {}
             if ti.get("state") == "awaiting_input" and ti.get("try_number") not in answered:
-                time.sleep(5)  # the 3.3.2 race: see LocalStack.wait_for_approval_request
+                # The 3.3.2 race (LocalStack.wait_for_approval_request): an answer that lands before the
+                # executor has reported the parked attempt's exit fails the try. 5 s is not enough on a
+                # loaded machine.
+                time.sleep(APPROVAL_SETTLE)
                 response = stack.respond(dag_id, run_id, approve_task, "Approve", comment="kill-point test")
                 assert response.status_code == 200, response.text
                 answered.add(ti["try_number"])

@@ -27,7 +27,12 @@ KSERVE_TARGET = {
 CANARY_TARGET = {**KSERVE_TARGET, "canary_traffic_percent": 25}
 #: A short bake: 30 requests over about 3 seconds, no failure allowed.
 CANARY = {"percent": 25, "bake_seconds": 3, "interval": 0.1, "max_error_rate": 0.0}
-VERSION = Param("", type="string", pattern=r"^[0-9]*$")
+
+
+def version_param() -> Param:
+    """A version to deploy (one Param object per parameter: Airflow keeps each one's value on it)."""
+    return Param("", type="string", pattern=r"^[0-9]*$")
+
 
 with DAG(
     dag_id="mlops_kill_release",
@@ -38,11 +43,11 @@ with DAG(
     tags=["mlops", "kill-points"],
     params={
         "local_model": Param("kill_churn", type="string"),
-        "local_version": VERSION,
+        "local_version": version_param(),
         "kserve_model": Param("kill_kserve", type="string"),
-        "kserve_version": VERSION,
+        "kserve_version": version_param(),
         "canary_model": Param("kill_canary", type="string"),
-        "canary_version": VERSION,
+        "canary_version": version_param(),
         "sample_data": Param("", type="string"),
     },
 ):
