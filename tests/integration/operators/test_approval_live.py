@@ -1,6 +1,6 @@
 """
-ApproveModelOperator under the real scheduler: a request nobody answers times out and counts as Reject, and the
-operator's notifiers run when the request is made.
+ApproveModelOperator under the real scheduler: a request nobody answers times out and counts as Reject, the
+operator's notifiers run when the request is made, and the user who triggered a run cannot approve it.
 
 One LocalStack (Airflow services + MLflow on loopback) for the module, with a DAG folder holding one small DAG.
 Rejection by a person and a refused non-approver are covered by test_live_airflow.py.
@@ -21,6 +21,19 @@ pytestmark = [pytest.mark.integration, pytest.mark.live]
 
 DAG_ID = "mlops_approval_timeout"
 MODEL = "approval_timeout_model"
+SELF_DAG_ID = "mlops_approval_self"
+
+SELF_DAG_FILE = f"""
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG
+
+from airflow_mlops.operators.approval import ApproveModelOperator
+
+with DAG({SELF_DAG_ID!r}, schedule=None, catchup=False):
+    ApproveModelOperator(
+        task_id="approve", model_name={MODEL!r}, candidate_version=1, report="nothing to see"
+    ) >> EmptyOperator(task_id="promote")
+"""
 
 DAG_FILE = '''
 from __future__ import annotations
@@ -72,6 +85,7 @@ def stack(tmp_path_factory):
     (dags / "approval_timeout.py").write_text(
         textwrap.dedent(DAG_FILE).format(dag_id=DAG_ID, model=MODEL, marker=str(marker))
     )
+    (dags / "approval_self.py").write_text(SELF_DAG_FILE)
     live = LocalStack(home, dags_folder=dags)
     live.marker = marker
     try:
@@ -109,3 +123,26 @@ def test_an_unanswered_request_times_out_as_reject_after_notifying(stack, candid
     # The notifier ran when the request was made, with the request the operator built.
     notified = json.loads(stack.marker.read_text())
     assert notified == {"message": f"asked: Promote {MODEL} v1 to champion?", "task_id": "approve"}
+
+
+def test_the_user_who_triggered_a_run_cannot_approve_it(stack, candidate):
+    stack.wait_for_dag(SELF_DAG_ID)
+    stack.api("PATCH", f"/dags/{SELF_DAG_ID}", json={"is_paused": False}).raise_for_status()
+    triggered = stack.api(
+        "POST", f"/dags/{SELF_DAG_ID}/dagRuns", user="reviewer", json={"logical_date": None, "conf": {}}
+    )
+    assert triggered.status_code == 200, triggered.text
+    run_id = triggered.json()["dag_run_id"]
+    assert stack.wait_for_approval_request(SELF_DAG_ID, run_id) == "awaiting_input"
+
+    answered = stack.respond(SELF_DAG_ID, run_id, "approve", "Approve", user="reviewer", comment="mine")
+
+    assert answered.status_code == 200, answered.text
+    assert stack.wait_for_run(SELF_DAG_ID, run_id, timeout=300) == "failed"
+    states = stack.task_states(SELF_DAG_ID, run_id)
+    assert states == {"approve": "failed", "promote": "upstream_failed"}
+    assert stack.task_instances(SELF_DAG_ID, run_id)["approve"]["try_number"] == 1
+    decision = stack.xcom(SELF_DAG_ID, run_id, "approve")
+    assert (decision["decision"], decision["approver"]) == ("self_approval_refused", "reviewer")
+    assert candidate.get_model_version(MODEL, "1").tags[T.APPROVAL_DECISION] == "self_approval_refused"
+    assert T.CHAMPION not in candidate.get_registered_model(MODEL).aliases
