@@ -19,7 +19,7 @@ from airflow_mlops.operators.deployment import DeployModelOperator
 from airflow_mlops.serving.canary import CanaryPolicy
 from airflow_mlops.serving.kserve import KServeTarget
 from tests.conftest import set_connection
-from tests.deploy_support import write_holdout_snapshot
+from tests.deploy_support import approve_version, write_holdout_snapshot
 from tests.kube_api_stub import KubeApiStub
 from tests.task_context import context_for
 
@@ -190,6 +190,8 @@ def registry(mlflow_server):
     versions = [
         client.create_model_version(name, source=f"s3://models/{name}/{i}").version for i in (1, 2, 3)
     ]
+    for version in versions:  # only a version that passed the gate and was approved may serve
+        approve_version(client, name, version)
     return client, name, versions
 
 
@@ -265,6 +267,8 @@ def test_deploy_operator_bakes_a_canary_then_promotes_it_or_rolls_it_back(kube, 
     v1, v2, v3 = (
         client.create_model_version(name, source=f"s3://models/{name}/{i}").version for i in (1, 2, 3)
     )
+    for version in (v1, v2, v3):
+        approve_version(client, name, version)
     holdout = write_holdout_snapshot(tmp_path)
     config = {"kind": "kserve", "namespace": "models", "kubernetes_conn_id": CONN_ID, "poll_interval": 0.05,
               "canary_traffic_percent": 20}  # fmt: skip
