@@ -130,6 +130,9 @@ class LocalStack:
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+                # One api-server worker on a busy small machine: a task's first call may take longer than
+                # the 5 s default, which fails the try before it starts.
+                "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
                 "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "mlflow", "host": self.mlflow_url}),
                 "MLOPS_DATA_ROOT": str(self.data_root),
                 "MLOPS_SOURCE_PATH": str(self.source_path),
