@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import uuid
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from airflow_mlops.operators.deployment import DeployModelOperator, InfraValidat
 from airflow_mlops.serving.local import LocalServerTarget
 from tests.conftest import free_port
 from tests.deploy_support import (
+    approve_version,
     http_predict,
     register_version,
     stop_local_processes,
@@ -41,11 +43,15 @@ ROWS = [{"tenure_months": 3.0, "monthly_spend": 42.0}, {"tenure_months": 12.0, "
 
 
 @pytest.fixture(scope="module")
-def versions(mlflow_server) -> dict[str, str]:
-    return {
+def versions(mlflow_server, client) -> dict[str, str]:
+    """Every version passed the gate and was approved: deploying needs both."""
+    registered = {
         kind: register_version(mlflow_server.uri, MODEL, kind)
         for kind in ("zeros", "ones", "raises", "one_prediction")
     }
+    for version in registered.values():
+        approve_version(client, MODEL, version)
+    return registered
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +74,13 @@ def client(mlflow_server):
     return MlflowClient(mlflow_server.uri)
 
 
-def deploy(target_config, version, holdout, task_id="deploy", **kwargs):
+def deploy(target_config, version, holdout, task_id="deploy", run_id=None, **kwargs):
+    """Deploy *version* as the task *task_id* of a new DAG run (or of the run *run_id*: a retry)."""
     op = DeployModelOperator(
         task_id=task_id, model_name=MODEL, version=version, target=target_config, sample_data=holdout,
         drop_columns=["label"], **kwargs,
     )  # fmt: skip
-    return op.execute(context_for(op))
+    return op.execute(context_for(op, run_id=run_id or f"manual__{uuid.uuid4().hex[:8]}"))
 
 
 def infra_validate(target_config, version, holdout):
@@ -109,7 +116,7 @@ def test_deploying_v1_then_v2_switches_what_the_same_endpoint_serves(
     assert champion(client) == v1
     v1_server = LocalServerTarget.from_config(target_config).current(MODEL)
 
-    second = deploy(target_config, v2, holdout)
+    second = deploy(target_config, v2, holdout, run_id="manual__v2")
     assert second["endpoint"] == endpoint
     assert second["previous_version"] == v1
     assert http_predict(endpoint, ROWS) == ([1, 1], v2)
@@ -136,9 +143,9 @@ def test_a_retried_deploy_changes_nothing(target_config, versions, holdout, clie
     target = LocalServerTarget.from_config(target_config)
     before = target.current(MODEL)
 
-    result = deploy(target_config, versions["ones"], holdout)
+    result = deploy(target_config, versions["ones"], holdout, run_id="manual__v2")  # a retry of that task
 
-    assert result["changed"] is False
+    assert (result["version"], result["outcome"]) == (versions["ones"], "succeeded")  # the same release
     assert target.current(MODEL).details["pid"] == before.details["pid"]
     assert len(read_history(client, MODEL)) == 2  # the same task instance writes no entry twice
 
