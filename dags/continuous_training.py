@@ -7,7 +7,12 @@ and settings, in production. Trigger it from the Airflow UI; the params form set
 location, the thresholds and the hyper-parameters. Settings read from the environment:
 
 - ``MLOPS_SOURCE_PATH``: default data location (a local path or glob, or an ``s3://`` key or prefix)
-- ``MLOPS_APPROVERS``: comma-separated user ids allowed to approve (empty: any user with access)
+- ``MLOPS_APPROVERS``: comma-separated user ids allowed to approve (Airflow compares them with the
+  answering user's id: the user name with the simple auth manager, the numeric id with FAB). Empty: any
+  user allowed to answer this DAG's required actions (``PUT`` on the DAG's Human-in-the-loop details:
+  roles ``user``, ``op`` and ``admin`` with the simple auth manager). Either way the user who triggered a
+  run cannot approve it (``ApproveModelOperator(allow_self_approval=True)`` allows it), and promote and
+  deploy refuse a version without a passed gate and a recorded approval.
 - ``MLOPS_SERVING_PORT``: port of the local model server endpoint (default 5001)
 - ``MLOPS_TRAINING_RUNTIME``: ``local`` (default, a child process) or ``kubernetes`` (a pod running
   ``MLOPS_TRAINING_IMAGE``); see :func:`airflow_mlops.training.selection.runtime_from_env`

@@ -36,6 +36,8 @@ os.environ["AIRFLOW__CORE__PARALLELISM"] = "2"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_SESSION_DIR / 'airflow' / 'airflow.db'}"
 os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "INFO"
 os.environ["MLOPS_DATA_ROOT"] = str(_SESSION_DIR / "data")
+# Tests read sources from pytest's temporary folders and from moto buckets of any name.
+os.environ.setdefault("AIRFLOW__MLOPS__ALLOWED_SOURCES", f"{tempfile.gettempdir()},s3://*")
 # Keep MLflow's own defaults (./mlflow.db, ./mlruns) out of the working tree.
 os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{_SESSION_DIR / 'unused-mlflow.db'}")
 (_SESSION_DIR / "airflow").mkdir(parents=True, exist_ok=True)

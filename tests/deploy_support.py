@@ -142,7 +142,8 @@ class EchoTarget(DeployTarget):
     A user's own target, defined outside the package (the documented extension point), serving in memory:
     a version answers ``[int(version)] * rows``, unless it is listed in ``broken``.
 
-    Its short name ``echo`` is used once registered (``register_target_kind``); until then its dotted path.
+    Its short name ``echo`` is used once registered (``register_target_kind``); until then it cannot be rebuilt
+    from a config.
     """
 
     kind = "echo"

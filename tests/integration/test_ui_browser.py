@@ -42,17 +42,23 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def _login(page, stack, user: str, shot: str | None = None) -> None:
+    page.goto(f"{stack.airflow_url}/")
+    page.get_by_label("Username").fill(user)
+    page.get_by_label("Password").fill(stack.passwords[user])
+    if shot:
+        _shot(page, shot)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{stack.airflow_url}/")
+
+
 def test_trigger_read_the_report_and_approve_in_the_browser(live_stack, page):
     stack = live_stack
     stack.wait_for_dag(DAG_ID)
     before = {run["dag_run_id"] for run in stack.api("GET", f"/dags/{DAG_ID}/dagRuns").json()["dag_runs"]}
 
-    page.goto(f"{stack.airflow_url}/")
-    page.get_by_label("Username").fill("reviewer")
-    page.get_by_label("Password").fill("reviewer-pw")
-    _shot(page, "01-login")
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{stack.airflow_url}/")
+    # The admin triggers; a reviewer approves (the user who triggered a run may not approve it).
+    _login(page, stack, "admin", shot="01-login")
 
     # Trigger from the DAG's page through the params form (which also unpauses the DAG).
     page.goto(f"{stack.airflow_url}/dags/{DAG_ID}")
@@ -70,6 +76,8 @@ def test_trigger_read_the_report_and_approve_in_the_browser(live_stack, page):
     candidate = str(stack.xcom(DAG_ID, run["dag_run_id"], "register")["version"])
 
     # The request is listed under Required Actions; its page shows the evaluation report.
+    page.context.clear_cookies()
+    _login(page, stack, "reviewer")
     page.goto(f"{stack.airflow_url}/required_actions")
     subject = page.get_by_role("link", name=f"Promote {MODEL_NAME} v{candidate} to champion")
     subject.first.wait_for()

@@ -34,6 +34,7 @@ from airflow_mlops.operators.registry import PromoteModelOperator
 if TYPE_CHECKING:
     from pathlib import Path
 
+from tests.deploy_support import approve_version
 from tests.task_context import context_for
 
 pytestmark = pytest.mark.integration
@@ -508,6 +509,7 @@ def test_report_shows_plots_past_champions_upstream_checks_and_links(
 ):
     first = registry.add("weak")
     evaluate_op(registry, snapshot, first, {"accuracy_score": {"threshold": 0.1}}).execute({})
+    approve_version(client, registry.name, first)
     PromoteModelOperator(task_id="promote", model_name=registry.name, version=first).execute({})
     candidate = registry.add("strong")
     validation = {
