@@ -35,6 +35,8 @@ APPROVAL_DECISION = "mlops.approval.decision"
 APPROVAL_APPROVER = "mlops.approval.approver"
 APPROVAL_TIME = "mlops.approval.time"
 APPROVAL_COMMENT = "mlops.approval.comment"
+# The task instance (dag/run/task/map index) that recorded the decision: its retry does not ask again.
+APPROVAL_TASK = "mlops.approval.task"
 
 # Promotion.
 PROMOTED_AT = "mlops.promotion.time"

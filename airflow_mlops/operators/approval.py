@@ -137,6 +137,9 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         self.allow_self_approval = allow_self_approval
 
     def execute(self, context: Context) -> Any:
+        recorded = self._recorded_decision(context)
+        if recorded is not None:
+            return self._replay(context, recorded)
         self.prepare_request()
         self.log.info("Asking for approval: %s", self.subject)
         return super().execute(context)
@@ -166,6 +169,12 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
             self.body = "\n\n".join(part for part in (self.report, outcome) if part)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        from airflow_mlops.utils.context import airflow_ids, instance_key
+
+        try:
+            self._instance_key = instance_key(airflow_ids(context))
+        except ValueError:  # no task instance (a test calling execute_complete bare)
+            self._instance_key = ""
         trigger_user = self._self_approver(context, event)
         if trigger_user is not None:
             result = self._record(event, refused=True)
@@ -218,6 +227,57 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
             return trigger_user
         return None
 
+    def _recorded_decision(self, context: Context) -> dict[str, Any] | None:
+        """
+        The decision an earlier try of this task instance recorded (it was killed before it returned), or None.
+
+        Its tag ``mlops.approval.task`` is written last, so when it names this task instance, the decision,
+        approver, time and comment are all there: the person is not asked twice.
+        """
+        from airflow_mlops.utils.context import airflow_ids, instance_key
+
+        name, version = self._model_version()
+        tags = get_model_version(self.hook.client, name, version).tags or {}
+        try:
+            key = instance_key(airflow_ids(context))
+        except ValueError:
+            return None
+        if tags.get(T.APPROVAL_TASK) != key or not tags.get(T.APPROVAL_DECISION):
+            return None
+        decision = tags[T.APPROVAL_DECISION]
+        return {
+            "decision": decision,
+            "approver": tags.get(T.APPROVAL_APPROVER) or None,
+            "time": tags.get(T.APPROVAL_TIME),
+            "comment": tags.get(T.APPROVAL_COMMENT) or "",
+            "model_name": name,
+            "version": version,
+            "option": self.APPROVE if decision == "approved" else self.REJECT,
+        }
+
+    def _replay(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        """Give the recorded decision again: approved returns it; any other ends as the first try did."""
+        self.log.info(
+            "This task already recorded the decision on %s v%s: %s by %s at %s; not asking again",
+            result["model_name"], result["version"], result["decision"], result["approver"] or "nobody",
+            result["time"],
+        )  # fmt: skip
+        if result["decision"] == "approved":
+            return result
+        ti = context.get("ti")
+        if ti is not None:
+            ti.xcom_push(key="return_value", value=result)
+        if self.fail_on_reject or result["decision"] == SELF_APPROVAL_REFUSED:
+            raise ApprovalRejectedError(
+                _rejection_message(result),
+                model=result["model_name"],
+                version=str(result["version"]),
+                reason=result["decision"],
+            )
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(f"{_rejection_message(result)}; the champion stays as it is")
+
     def _record(self, event: Mapping[str, Any], refused: bool = False) -> dict[str, Any]:
         name, version = self._model_version()
         chosen = (event.get("chosen_options") or [None])[0]
@@ -241,6 +301,7 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
             (T.APPROVAL_APPROVER, approver or ""),
             (T.APPROVAL_TIME, when),
             (T.APPROVAL_COMMENT, str(comment)[:TAG_VALUE_MAX]),
+            (T.APPROVAL_TASK, getattr(self, "_instance_key", "")),  # last: the others are written when it is
         ):
             client.set_model_version_tag(name, str(version), key, value)
         self.log.info("Approval of %s v%s: %s by %s", name, version, decision, approver or "nobody")

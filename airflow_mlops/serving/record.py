@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_mlops import tags as T
 from airflow_mlops.registry import error_code
 from airflow_mlops.utils.clock import utc_now
+from airflow_mlops.utils.context import instance_key
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -54,11 +55,7 @@ _POINTER_KEYS = ("id", "version", "kind", "step", "updated", "expires")
 
 def release_id(airflow: Mapping[str, Any]) -> str:
     """The id of the release a task instance makes: the same for all its tries (dag/run/task/map index)."""
-    parts = [airflow.get(key) for key in ("dag_id", "run_id", "task_id")]
-    if not all(parts):
-        raise ValueError(f"A release needs the dag_id, run_id and task_id of its task, got {dict(airflow)}")
-    map_index = airflow.get("map_index")
-    return "/".join(str(p) for p in parts) + f"/{-1 if map_index is None else map_index}"
+    return instance_key(airflow)
 
 
 def _iso(moment: datetime) -> str:
@@ -170,7 +167,13 @@ class ReleaseRecord:
         record = cls(
             client,
             model_name,
-            {"id": rid, "kind": kind, "version": str(plan["version"]), "steps": [], "started": _iso(utc_now())},
+            {
+                "id": rid,
+                "kind": kind,
+                "version": str(plan["version"]),
+                "steps": [],
+                "started": _iso(utc_now()),
+            },
             lease,
         )
         record.advance(PLANNED, plan, try_number)

@@ -26,6 +26,19 @@ def airflow_ids(context: Mapping[str, Any] | None) -> dict[str, Any]:
     return {key: value for key, value in ids.items() if value is not None}
 
 
+def instance_key(ids: Mapping[str, Any]) -> str:
+    """
+    ``dag_id/run_id/task_id/map_index`` of a task instance (from :func:`airflow_ids`): the same for all its tries.
+
+    :raises ValueError: if the dag, run or task id is unknown.
+    """
+    parts = [ids.get(key) for key in ("dag_id", "run_id", "task_id")]
+    if not all(parts):
+        raise ValueError(f"A task instance needs a dag_id, run_id and task_id, got {dict(ids)}")
+    map_index = ids.get("map_index")
+    return "/".join(str(p) for p in parts) + f"/{-1 if map_index is None else map_index}"
+
+
 _LINEAGE_TAGS = {
     "dag_id": T.AIRFLOW_DAG_ID,
     "run_id": T.AIRFLOW_RUN_ID,

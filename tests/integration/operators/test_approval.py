@@ -252,3 +252,36 @@ def test_the_user_who_triggered_the_run_may_reject_it(client, model):
 
     assert version_tags(client, model)[T.APPROVAL_DECISION] == "rejected"
     assert ti.xcoms["return_value"]["approver"] == "reviewer"
+
+
+def test_a_retry_after_the_decision_was_recorded_does_not_ask_again(client, model):
+    """Killed after recording the answer and before returning: the retry returns the answer it recorded."""
+    op = approval(model)
+    first = op.execute_complete({"ti": RecordingTI("approve"), "task": op}, event("Approve", comment="ok"))
+    assert version_tags(client, model)[T.APPROVAL_TASK] == "mlops_tests/manual__1/approve/-1"
+
+    def asked() -> None:
+        raise RuntimeError("the approvers were asked")
+
+    retry = approval(model)
+    retry.prepare_request = asked  # the first step of asking
+    assert retry.execute({"ti": RecordingTI("approve", try_number=2), "task": retry}) == first
+
+    # Another run's approval task is not answered by this decision: it asks.
+    other = approval(model)
+    other.prepare_request = asked
+    with pytest.raises(RuntimeError, match="approvers were asked"):
+        other.execute({"ti": RecordingTI("approve", run_id="manual__2"), "task": other})
+
+
+def test_a_retry_after_a_recorded_rejection_skips_without_asking(client, model):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    op = approval(model)
+    with pytest.raises(DownstreamTasksSkipped):
+        op.execute_complete({"ti": RecordingTI("approve"), "task": op}, event("Reject", comment="too slow"))
+
+    retry = approval(model)
+    with pytest.raises(AirflowSkipException, match="was rejected by reviewer: too slow"):
+        retry.execute({"ti": RecordingTI("approve", try_number=2), "task": retry})
+    assert version_tags(client, model)[T.APPROVAL_DECISION] == "rejected"
