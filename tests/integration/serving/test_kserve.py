@@ -15,7 +15,7 @@ import pytest
 from airflow_mlops import tags as T
 from airflow_mlops.exceptions import DeploymentError, DeploymentRejectedError, DeploymentVerificationError
 from airflow_mlops.lineage.deployments import read_history
-from airflow_mlops.operators.deployment import DeployModelOperator
+from airflow_mlops.operators.deployment import DeployModelOperator, RollbackModelOperator
 from airflow_mlops.serving.canary import CanaryPolicy
 from airflow_mlops.serving.kserve import KServeTarget
 from tests.conftest import set_connection
@@ -255,6 +255,39 @@ def test_deploy_operator_defers_verifies_and_rolls_back_on_kserve(kube, registry
     ]
     assert {e["actor"] for e in history} == {"bob"}
     assert json.loads(client.get_registered_model(name).tags[T.DEPLOYMENT_TARGET])["kind"] == "kserve"
+
+
+def test_a_deferred_rollback_on_kserve_records_why_and_who_asked(kube, mlflow_server, tmp_path):
+    """The rollback waits for readiness in the triggerer and resumes in execute_complete: it still tags."""
+    from mlflow import MlflowClient
+
+    kube.behaviour.clear()
+    client = MlflowClient(mlflow_server.uri)
+    name = "kserve_rollback"
+    client.create_registered_model(name)
+    v1, v2 = (client.create_model_version(name, source=f"s3://models/{name}/{i}").version for i in (1, 2))
+    for version in (v1, v2):
+        approve_version(client, name, version)
+    config = {"kind": "kserve", "namespace": "models", "kubernetes_conn_id": CONN_ID, "poll_interval": 0.05}
+    for version in (v1, v2):
+        op = DeployModelOperator(task_id=f"deploy_{version}", model_name=name, version=version, target=config,
+                                 deferrable=True)  # fmt: skip
+        run_deferrable(op, context_for(op, run_id=f"manual__deploy_{version}"))
+
+    op = RollbackModelOperator(task_id="rollback", model_name=name, target=config, reason="v2 drifts",
+                               deferrable=True)  # fmt: skip
+    result, deferrals = run_deferrable(op, context_for(op, user="erin", run_id="manual__rollback"))
+
+    assert deferrals == 1
+    assert (result["version"], result["previous_version"], result["action"]) == (v1, v2, "rollback")
+    assert (
+        stored(kube, "kserve-rollback")["spec"]["predictor"]["model"]["storageUri"] == f"s3://models/{name}/1"
+    )
+    assert (
+        client.get_model_version(name, v2).tags[T.ROLLBACK_REASON]
+        == "rolled back to version 1 by erin: v2 drifts"
+    )
+    assert client.get_registered_model(name).aliases[T.CHAMPION] == v1
 
 
 def test_deploy_operator_bakes_a_canary_then_promotes_it_or_rolls_it_back(kube, mlflow_server, tmp_path):
