@@ -45,6 +45,7 @@ from airflow_mlops.serving.base import (
     target_from_config,
 )
 from airflow_mlops.utils.clock import utc_now_iso
+from airflow_mlops.utils.config import approval_required
 from airflow_mlops.utils.templating import is_templated
 
 if TYPE_CHECKING:
@@ -610,7 +611,7 @@ class DeployModelOperator(_ServingOperator):
     ) -> dict[str, Any]:
         name, target, client = self._model_name(), release.target, release.client
         version = self._resolve_version(client, name)
-        check_release_allowed(client, name, version, "deploy", required=_approval_required())
+        check_release_allowed(client, name, version, "deploy", required=approval_required())
         model_uri = target.resolve_model_uri(client, name, version)
         verify = self._smoke_test()
         verify.records(self.aws_conn_id)  # bad sample data fails here, before anything changes
@@ -704,7 +705,7 @@ class RollbackModelOperator(DeployModelOperator):
         else:
             version = self._version(client, name, rollback_version(history, name, serving))
         check_served_before(client, name, version)
-        check_release_allowed(client, name, version, "roll back to", required=_approval_required())
+        check_release_allowed(client, name, version, "roll back to", required=approval_required())
         model_uri = target.resolve_model_uri(client, name, version)
         ensure_rollback_changes(target, client, current, name, version, model_uri, self.alias)
         if self.sample_data:
@@ -716,11 +717,6 @@ class RollbackModelOperator(DeployModelOperator):
         previous = _previous(current, abandoned)
         plan = self._plan(context, name, version, model_uri, target, previous, verify, reason)
         return release.start(plan, rid)
-
-
-def _approval_required() -> bool:
-    """``[mlops] require_approval`` (default True): only gated, approved versions may serve."""
-    return conf.getboolean("mlops", "require_approval", fallback=True)
 
 
 def _previous(current: Deployment | None, abandoned: ReleaseRecord | None) -> Deployment | None:

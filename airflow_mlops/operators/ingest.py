@@ -260,9 +260,10 @@ class IngestDatasetOperator(BaseOperator):
     @staticmethod
     def source_policy() -> tuple[list[str], SourceLimits]:
         """The allowed sources and limits of ``[mlops]`` (read when a task runs, never at parse time)."""
-        from airflow_mlops.data.sources import SourceLimits, parse_allowed_sources
+        from airflow_mlops.data.sources import SourceLimits
+        from airflow_mlops.utils.config import allowed_sources
 
-        allowed = parse_allowed_sources(conf.get("mlops", "allowed_sources", fallback=""))
+        allowed = allowed_sources()
         limits = SourceLimits()
         try:
             limits = SourceLimits(
@@ -421,16 +422,7 @@ class IngestDatasetOperator(BaseOperator):
         """Bring the listed S3 objects to local disk, and hash every file (sorted by URI)."""
         from airflow_mlops.data.sources import fetch_files
 
-        try:
-            return fetch_files(storage, entries, tmp, self._progress)
-        except ValueError as err:
-            self._fail(name, source, err)
-        except FileNotFoundError as err:
-            self._fail(name, source, err, f"cannot read source {source}: ")
-        except Exception as err:
-            if is_storage_error(err):
-                self._fail(name, source, err, f"cannot read source {source}: ")
-            raise
+        return self._storage_call(name, source, lambda: fetch_files(storage, entries, tmp, self._progress))
 
     # -- SQL ---------------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, conf
+from airflow.sdk import BaseOperator
 
 from airflow_mlops import tags as T
 from airflow_mlops.exceptions import ConfigurationError, RegistryError
@@ -31,6 +31,7 @@ from airflow_mlops.registry import (
     validate_model_name,
 )
 from airflow_mlops.utils.clock import utc_now_iso
+from airflow_mlops.utils.config import approval_required
 from airflow_mlops.utils.context import airflow_lineage_tags
 from airflow_mlops.utils.templating import is_templated
 
@@ -292,9 +293,7 @@ class PromoteModelOperator(ModelOperatorMixin, BaseOperator):
 
         mv = get_model_version(client, name, version)
         self.link_model_version(name, version)
-        check_release_allowed(
-            client, name, version, "promote", required=conf.getboolean("mlops", "require_approval", fallback=True)
-        )
+        check_release_allowed(client, name, version, "promote", required=approval_required())
         if mv.status != "READY":
             raise RegistryError(
                 f"Version {version} of model {name!r} is {mv.status}, not READY; it cannot be promoted.",

@@ -86,16 +86,11 @@ class NewDataSensor(BaseSensorOperator):
                 f"source must be a local directory or s3:// prefix, got {self.source!r} once rendered",
                 dataset=self.dataset_name, uri=str(self.source), reason="empty source",
             )  # fmt: skip
-        from airflow_mlops.data.sources import (
-            SourceNotAllowedError,
-            check_source_allowed,
-            parse_allowed_sources,
-        )
+        from airflow_mlops.data.sources import SourceNotAllowedError, check_source_allowed
+        from airflow_mlops.utils.config import allowed_sources
 
         try:
-            check_source_allowed(
-                self.source, parse_allowed_sources(conf.get("mlops", "allowed_sources", fallback=""))
-            )
+            check_source_allowed(self.source, allowed_sources())
         except SourceNotAllowedError as err:
             raise DatasetConfigurationError(
                 f"Waiting for new data of dataset {self.dataset_name!r}: {err}",

@@ -105,18 +105,11 @@ class NewDataTrigger(BaseEventTrigger):
 
     def _not_allowed(self) -> str | None:
         """Why the source may not be watched (outside ``[mlops] allowed_sources``), or None."""
-        from airflow.sdk import conf
-
-        from airflow_mlops.data.sources import (
-            SourceNotAllowedError,
-            check_source_allowed,
-            parse_allowed_sources,
-        )
+        from airflow_mlops.data.sources import SourceNotAllowedError, check_source_allowed
+        from airflow_mlops.utils.config import allowed_sources
 
         try:
-            check_source_allowed(
-                self.source, parse_allowed_sources(conf.get("mlops", "allowed_sources", fallback=""))
-            )
+            check_source_allowed(self.source, allowed_sources())
         except SourceNotAllowedError as err:
             return str(err)
         return None
