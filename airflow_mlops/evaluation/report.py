@@ -7,12 +7,15 @@ No Airflow import; matplotlib is imported by :func:`champion_history_figure` whe
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
 from airflow_mlops import tags as T
 from airflow_mlops.evaluation.slices import slice_summary
 from airflow_mlops.evaluation.values import finite, fmt, load_spec
+from airflow_mlops.utils.urls import without_credentials
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -27,6 +30,14 @@ _LINK_LABELS = (
     ("model_version", "MLflow model version"),
     ("data_docs", "Data Docs"),
 )
+#: Plots shown first, in this order; the others follow by name.
+_PLOT_ORDER = ("champion_history", "confusion_matrix", "roc_curve_plot", "precision_recall_curve_plot")
+_PLOTS_PER_ROW = 3
+#: At most this many drift rows (feature x statistic) in the report; the full report has them all.
+_DRIFT_ROWS_MAX = 60
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+_STORE_ARTIFACT = re.compile(r"/([0-9a-f]{32})/artifacts/(.+)$")
+_SNAPSHOT_PATH = re.compile(r"/datasets/(?P<name>[^/]+)/(?P<id>[0-9a-f]{16,})(?P<rest>/.*)?$")
 
 
 def upstream_summary(value: Any, field: str) -> dict[str, Any] | None:
@@ -64,7 +75,8 @@ def describe_upstream(summary: Mapping[str, Any]) -> str:
             or isinstance(value, Mapping | list | tuple)
         ):
             continue
-        parts.append(f"{key} `{value}`")
+        if value is not None:
+            parts.append(f"{key} `{short_location(value) if isinstance(value, str) else value}`")
     failed = summary.get("failed")
     if isinstance(failed, list) and failed:
         names = [
@@ -214,6 +226,183 @@ def champion_history_figure(
     return fig
 
 
+def short_location(uri: Any) -> str:
+    """
+    A location as a reviewer reads it, without the worker's folders.
+
+    A local snapshot path (``<root>/datasets/<name>/<snapshot id>/...#split``) becomes
+    ``<name>@<first 12 characters of the id>/...#split``, any other local path its file name; other URIs
+    (``s3://``, ``https://``) are kept as they are.
+    """
+    text = str(uri)
+    if not text.startswith(("/", "file:")):
+        return text
+    path, _, split = text.partition("#")
+    snapshot = _SNAPSHOT_PATH.search(path)
+    if snapshot:
+        short = f"{snapshot['name']}@{snapshot['id'][:12]}{snapshot['rest'] or ''}"
+    else:
+        short = path.rstrip("/").rsplit("/", 1)[-1] or path
+    return short + (f"#{split}" if split else "")
+
+
+def artifact_url(mlflow_url: str | None, uri: str) -> str:
+    """
+    The MLflow server URL that serves the run artifact *uri* (its ``get-artifact`` endpoint), or "".
+
+    *uri* is ``runs:/<run id>/<path>`` or an artifact store URI holding ``/<run id>/artifacts/<path>``
+    (``mlflow-artifacts:/``, ``s3://``, a local folder). "" when *mlflow_url* is not an ``http(s)`` server
+    or the run cannot be told from *uri*.
+    """
+    run_id, path = _run_artifact(uri)
+    base = _mlflow_base(mlflow_url)
+    if not base or not run_id:
+        return ""
+    return f"{base}/get-artifact?{urlencode({'path': path, 'run_uuid': run_id})}"
+
+
+def artifact_page_url(mlflow_url: str | None, experiment_id: str | None, uri: str) -> str:
+    """The MLflow UI page that shows the run artifact *uri* in its run's artifact browser, or ""."""
+    run_id, path = _run_artifact(uri)
+    base = _mlflow_base(mlflow_url)
+    if not base or not run_id or not experiment_id:
+        return ""
+    return f"{base}/#/experiments/{quote(str(experiment_id))}/runs/{run_id}/artifactPath/{quote(path)}"
+
+
+def _run_artifact(uri: str) -> tuple[str, str]:
+    if uri.startswith("runs:/"):
+        run_id, _, path = uri[len("runs:/") :].partition("/")
+    else:
+        found = _STORE_ARTIFACT.search(uri)
+        run_id, path = found.groups() if found else ("", "")
+    return (run_id, path) if _RUN_ID.fullmatch(run_id) and path else ("", "")
+
+
+def _mlflow_base(mlflow_url: str | None) -> str:
+    if mlflow_url and mlflow_url.startswith(("http://", "https://")):
+        return without_credentials(mlflow_url).rstrip("/")  # shown to everyone: no user-info
+    return ""
+
+
+def _plot_title(key: str) -> str:
+    return key.removesuffix("_plot").replace("_", " ")
+
+
+def _plots_section(
+    artifacts: Mapping[str, str], mlflow_url: str | None, experiment_id: str | None
+) -> list[str]:
+    """The plots as images (each opening its artifact page in MLflow), three a row; or their names."""
+    order = {key: rank for rank, key in enumerate(_PLOT_ORDER)}
+    keys = sorted(artifacts, key=lambda key: (order.get(key, len(order)), key))
+    images = {key: artifact_url(mlflow_url, artifacts[key]) for key in keys}
+    lines = ["", "#### Plots", ""]
+    shown = [key for key in keys if images[key]]
+    if not shown:
+        return [*lines, "Logged in the evaluation run: " + ", ".join(f"`{key}`" for key in keys)]
+    for start in range(0, len(shown), _PLOTS_PER_ROW):
+        chunk = shown[start : start + _PLOTS_PER_ROW]
+        pad = [""] * (_PLOTS_PER_ROW - len(chunk))
+        titles = [_plot_title(key) for key in chunk] + pad
+        if start == 0:
+            lines += ["| " + " | ".join(titles) + " |", "|" + "---|" * _PLOTS_PER_ROW]
+        else:
+            lines.append("| " + " | ".join(f"**{title}**" if title else "" for title in titles) + " |")
+        cells = []
+        for key in chunk:
+            page = artifact_page_url(mlflow_url, experiment_id, artifacts[key]) or images[key]
+            cells.append(f"[![{_plot_title(key)}]({images[key]})]({page})")
+        lines.append("| " + " | ".join(cells + pad) + " |")
+    missing = [key for key in keys if not images[key]]
+    if missing:
+        lines += ["", "Also logged: " + ", ".join(f"`{key}`" for key in missing)]
+    return lines
+
+
+def _metric_lines(rows: list[dict[str, Any]], metrics: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
+    """One table of every metric: the gated ones first (with their threshold and result), then the rest."""
+    lines = [
+        "| metric | candidate | champion | delta | gate | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        delta = "n/a" if row["delta"] is None else f"{row['delta']:+.4f}"
+        lines.append(
+            f"| {row['metric']} | {fmt(row['shown'][0])} | {fmt(row['shown'][1])} | {delta} | "
+            f"{row['threshold']} | {'pass' if row['passed'] else '**FAIL**'} |"
+        )
+    gated = {row["metric"] for row in rows}
+    for metric in sorted(set(metrics or {}) - gated):
+        entry = (metrics or {})[metric]
+        delta = "n/a" if entry.get("delta") is None else f"{entry['delta']:+.4f}"
+        lines.append(
+            f"| {metric} | {fmt(entry.get('candidate'))} | {fmt(entry.get('champion'))} | {delta} | "
+            "not gated | |"
+        )
+    return lines
+
+
+def _validation_line(summary: Mapping[str, Any]) -> str:
+    if not {"success", "evaluated"} <= set(summary):
+        return describe_upstream(summary)
+    outcome = "**passed**" if summary["success"] else "**FAILED**"
+    met = f"{summary.get('successful', '?')} of {summary['evaluated']} expectations met"
+    where = summary.get("dataset")
+    rows = summary.get("rows")
+    line = f"{outcome}; {met}" + (f" on `{short_location(where)}`" if where else "")
+    line += f" ({rows} rows)" if rows is not None else ""
+    failed = summary.get("failed")
+    if isinstance(failed, list) and failed:
+        names = [
+            f"{item.get('expectation')}" + (f" on `{item['column']}`" if item.get("column") else "")
+            for item in failed[:5]
+            if isinstance(item, Mapping)
+        ]
+        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+        line += "; failed: " + ", ".join(names) + more
+    return line
+
+
+def _drift_lines(summary: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """The drift summary's line, and its per-feature table (a row per gated statistic)."""
+    drifted = summary.get("drift", summary.get("drift_detected"))
+    parts = ["**drift detected**" if drifted else "no drift detected"]
+    if summary.get("reference"):
+        parts.append(f"reference `{short_location(summary['reference'])}`")
+    elif "reference" in summary:
+        parts.append("no reference (no champion to compare with)")
+    if summary.get("dataset"):
+        parts.append(f"current `{short_location(summary['dataset'])}`")
+    features = summary.get("features")
+    if not isinstance(features, Mapping):
+        return describe_upstream(summary), []
+    if summary.get("report"):
+        parts.append(f"full report `{short_location(summary['report'])}`")
+    table: list[str] = []
+    for column in summary.get("missing_features") or []:
+        table.append(f"| {column} | | | | **yes** (missing from the current data) |")
+    for column in summary.get("added_features") or []:
+        table.append(f"| {column} | | | | **yes** (not in the reference) |")
+    ordered = sorted(features.items(), key=lambda item: (not (item[1] or {}).get("exceeded"), str(item[0])))
+    for column, info in ordered:
+        info = info or {}
+        values = info.get("metrics") or {}
+        exceeded = set(info.get("exceeded") or [])
+        for statistic, limit in sorted((info.get("thresholds") or {}).items()):
+            if statistic not in values:
+                continue
+            flag = "**yes**" if statistic in exceeded else "no"
+            table.append(f"| {column} | {statistic} | {values[statistic]:.4g} | {limit:g} | {flag} |")
+    if not table:
+        return "; ".join(parts), []
+    shown = table[:_DRIFT_ROWS_MAX]
+    more = len(table) - len(shown)
+    lines = ["", "| feature | statistic | value | threshold | drifted |", "|---|---|---|---|---|", *shown]
+    if more:
+        lines += ["", f"... and {more} more rows in the full report."]
+    return "; ".join(parts), lines
+
+
 def render_report(
     *,
     name: str,
@@ -233,12 +422,17 @@ def render_report(
     links: Mapping[str, str] | None = None,
     artifacts: Mapping[str, str] | None = None,
     history: list[dict[str, Any]] | None = None,
+    metrics: Mapping[str, Mapping[str, Any]] | None = None,
+    mlflow_url: str | None = None,
+    experiment_id: str | None = None,
 ) -> str:
     """
-    The Markdown report an approver reads.
+    The Markdown report an approver reads (Airflow's Required Actions page renders it).
 
-    It holds the comparison table, the slice table, the decision with its reason, the upstream checks, the
-    past champions and the links.
+    It holds the decision with its reason, one table of every metric (candidate against champion, gated ones
+    with their threshold and result), the slice table, the upstream checks (drift as a table per feature),
+    the plots as images, the past champions and the links. Locations are shown without the worker's folders
+    (:func:`short_location`).
 
     :param rows: The gate rows (:func:`~airflow_mlops.evaluation.gate.gate_metric`).
     :param slice_rows: The slice rows (:func:`~airflow_mlops.evaluation.slices.check_slices`).
@@ -247,13 +441,20 @@ def render_report(
     :param links: ``{"evaluation_run", "model_version", "data_docs"}`` URLs ("" when unknown).
     :param artifacts: Plot names to artifact URIs.
     :param history: Past champions (:func:`champion_history`).
+    :param metrics: Every metric the evaluation produced (:func:`metrics_summary`); the ones no gate row
+        names are listed as not gated.
+    :param mlflow_url: The MLflow server (tracking URI); with an ``http(s)`` one the plots show as images.
+    :param experiment_id: The evaluation's experiment, so that a plot opens its page in the MLflow UI.
     """
     title = f"v{version}" if version is not None else "candidate"
     against = f"champion v{champion}" if champion is not None else "no champion"
     lines = [
         f"### Evaluation of `{name}` {title} against {against}",
         "",
-        f"Holdout `{holdout_uri}` ({rows_count} rows), target `{target}`, model type {model_type}.",
+        f"**Decision: {'passed' if passed else 'rejected'}** — {reason}",
+        "",
+        f"Holdout `{short_location(holdout_uri)}` ({rows_count} rows), target `{target}`, "
+        f"model type {model_type}.",
         "",
     ]
     if champion is None:
@@ -262,16 +463,7 @@ def render_report(
             "min_absolute_change / min_relative_change are not applied.",
             "",
         ]
-    lines += [
-        "| metric | champion | candidate | delta | threshold | result |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        delta = "n/a" if row["delta"] is None else f"{row['delta']:+.4f}"
-        lines.append(
-            f"| {row['metric']} | {fmt(row['shown'][1])} | {fmt(row['shown'][0])} | {delta} | "
-            f"{row['threshold']} | {'pass' if row['passed'] else 'FAIL'} |"
-        )
+    lines += _metric_lines(rows, metrics)
     if slice_rows:
         lines += ["", "#### Slices", ""]
         for spec in slices or []:
@@ -291,15 +483,19 @@ def render_report(
                 f"| {row['column']}={row['segment']} | {row['rows']} | {row['metric']} | "
                 f"{fmt(row['champion'])} | {fmt(row['candidate'])} | {delta} | {result} |"
             )
-    lines += ["", f"**Decision: {'passed' if passed else 'rejected'}** — {reason}"]
     validation = (upstream or {}).get("validation")
     drift = (upstream or {}).get("drift")
     if validation or drift:
         lines += ["", "#### Upstream checks", ""]
         if validation:
-            lines.append(f"- Data validation: {describe_upstream(validation)}")
+            lines.append(f"- Data validation: {_validation_line(validation)}")
+        drift_table: list[str] = []
         if drift:
-            lines.append(f"- Drift: {describe_upstream(drift)}")
+            drift_line, drift_table = _drift_lines(drift)
+            lines.append(f"- Drift: {drift_line}")
+        lines += drift_table
+    if artifacts:
+        lines += _plots_section(artifacts, mlflow_url, experiment_id)
     if history:
         metric_names = [row["metric"] for row in rows]
         lines += ["", "#### Past champions", "", "| version | promoted | " + " | ".join(metric_names) + " |"]
@@ -308,9 +504,7 @@ def render_report(
             values = " | ".join(fmt(entry["metrics"].get(metric)) for metric in metric_names)
             lines.append(f"| v{entry['version']} | {entry['promoted_at']} | {values} |")
     named_links = [(label, (links or {}).get(key)) for key, label in _LINK_LABELS]
-    if any(url for _, url in named_links) or artifacts:
+    if any(url for _, url in named_links):
         lines += ["", "#### Links", ""]
         lines += [f"- [{label}]({url})" for label, url in named_links if url]
-        if artifacts:
-            lines.append("- Plots: " + ", ".join(f"`{key}`" for key in sorted(artifacts)))
     return "\n".join(lines)

@@ -323,17 +323,18 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
                 ),
                 "data_docs": data_docs_url(docs) if docs else "",
             }
-            report = reporting.render_report(
-                name=name, version=version, champion=champion, champion_note=champion_note,
-                holdout_uri=holdout_uri, rows_count=len(data), target=self.target, model_type=self.model_type,
-                rows=rows, passed=passed, reason=reason, slice_rows=slice_rows, slices=slices,
-                upstream=upstream, links=links, artifacts=artifacts, history=history,
-            )  # fmt: skip
             metrics = reporting.metrics_summary(
                 candidate_result.metrics,
                 champion_result.metrics if champion_result is not None else None,
                 rows,
             )
+            report = reporting.render_report(
+                name=name, version=version, champion=champion, champion_note=champion_note,
+                holdout_uri=holdout_uri, rows_count=len(data), target=self.target, model_type=model_type,
+                rows=rows, passed=passed, reason=reason, slice_rows=slice_rows, slices=slices,
+                upstream=upstream, links=links, artifacts=artifacts, history=history, metrics=metrics,
+                mlflow_url=self.hook.tracking_uri, experiment_id=experiment_id,
+            )  # fmt: skip
             mlflow.log_text(report, "evaluation/report.md")
             if slice_rows:
                 mlflow.log_dict({"slices": slice_rows}, "evaluation/slices.json")
