@@ -8,6 +8,8 @@ Layout of what the target manages, per registered model, under ``<state_dir>/<mo
   "started_at", "log", ...}, "updated_at"}``; what a later task, or the rollback DAG, reads to find the server.
 - ``logs/``: one log file per server process (and ``proxy.log``).
 - ``lock``: serialises deploys of the same model.
+- ``capture-stats.json``: with ``capture`` on, the counts of the proxy's capture writer (rows captured and
+  written, drops, failed writes; see :mod:`airflow_mlops.serving.capture`).
 
 Clients call ``http://<host>:<port>`` (the *public* port). A small reverse proxy
 (:mod:`airflow_mlops.serving.proxy`) listens there and forwards to the model server named in
@@ -292,6 +294,10 @@ class LocalServerTarget(DeployTarget):
     :param server_args: Extra arguments for ``mlflow models serve`` (e.g. ``["--timeout", "120"]``); options the
         target sets itself (``-h``/``--host``, ``-p``/``--port``, ``-m``/``--model-uri``,
         ``--enable-mlserver``) are refused: the model server only ever listens on loopback.
+    :param capture: Record every prediction the endpoint answers: ``True``, or settings like ``{"uri":
+        "s3://bucket/root", "redact": ["email"]}`` (see
+        :func:`airflow_mlops.serving.capture.check_capture_settings`); captures go to
+        ``<uri or MLOPS_DATA_ROOT>/captures/model=<name>/hour=.../part-*.parquet``. None: no capture.
     """
 
     kind = "local"
@@ -306,6 +312,7 @@ class LocalServerTarget(DeployTarget):
         startup_timeout: float = 180.0,
         workers: int = 1,
         server_args: Sequence[str] | None = None,
+        capture: bool | dict[str, Any] | None = None,
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise ValueError(f"port of the local target must be an integer from 1 to 65535, got {port!r}")
@@ -322,6 +329,11 @@ class LocalServerTarget(DeployTarget):
         ):
             raise ValueError(f"server_args must be a list of strings, got {server_args!r}")
         check_server_args(server_args or [])
+        from airflow_mlops.serving.capture import check_capture_settings
+
+        if capture is not None and capture is not False:
+            check_capture_settings(capture, "capture setting of the local target")
+        self.capture = None if capture is None or capture is False else capture
         self.port = port
         self.host = host
         self.state_dir = state_dir
@@ -339,7 +351,26 @@ class LocalServerTarget(DeployTarget):
             "startup_timeout": self.startup_timeout,
             "workers": self.workers,
             "server_args": self.server_args,
+            "capture": self.capture,
         }
+
+    def capture_settings(self) -> dict[str, Any] | None:
+        """The complete capture settings (the root resolved), or None when capture is off."""
+        from airflow_mlops.data.snapshots import resolve_data_root
+        from airflow_mlops.serving.capture import check_capture_settings
+
+        if self.capture is None:
+            return None
+        settings = check_capture_settings(self.capture, "capture setting of the local target")
+        settings["uri"] = resolve_data_root(settings["uri"])
+        return settings
+
+    def capture_stats(self, model_name: str) -> dict[str, Any] | None:
+        """The proxy's capture counts for *model_name* (None before its first write attempt)."""
+        try:
+            return json.loads((self.model_dir(model_name) / "capture-stats.json").read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
 
     @property
     def endpoint(self) -> str:
@@ -502,6 +533,14 @@ class LocalServerTarget(DeployTarget):
             "--host", self.host, "--port", str(self.port), "--state", str(self.state_path(model_name)),
         ]  # fmt: skip
         env = base_environment()
+        if self.capture is not None:  # an s3:// capture root needs the store's credentials
+            env.update(
+                {
+                    k: v
+                    for k, v in os.environ.items()
+                    if k.startswith(INHERITED_ENV_PREFIXES) and v is not None
+                }
+            )
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")) if p
         )
@@ -572,6 +611,9 @@ class LocalServerTarget(DeployTarget):
                 and old_server.get("model_uri") == model_uri
                 and process_alive(old_server)
             ):
+                if state.get("capture") != self.capture_settings():  # the same version, captured otherwise
+                    state = {**state, "capture": self.capture_settings(), "updated_at": utc_now_iso()}
+                    self._write_state(model_name, state)
                 return self._deployment(model_name, state)
             if not proxy_ok and not port_is_free(self.host, self.port):
                 raise self._port_taken_error(model_name)
@@ -587,6 +629,7 @@ class LocalServerTarget(DeployTarget):
                     "target": self.to_config(),
                     "proxy": proxy,
                     "server": server,
+                    "capture": self.capture_settings(),
                     "updated_at": utc_now_iso(),
                 }
                 self._write_state(model_name, new_state)

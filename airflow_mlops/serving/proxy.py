@@ -9,8 +9,13 @@ null while nothing is served) and nothing else: the endpoint may be reachable by
 port, so the proxy's pid, the model server's port, paths and the state file stay in the state file, which only
 the local target reads.
 
-Run as ``python -m airflow_mlops.serving.proxy --host H --port P --state FILE``. Standard library only:
-it starts in a fraction of a second and imports neither Airflow nor MLflow.
+With a ``capture`` entry in the state file (the local target's ``capture`` setting) the proxy also records
+every answered request (:mod:`airflow_mlops.serving.capture`): it hands the request and the answer to a
+background writer and answers at once. Every answer carries ``X-Request-Id`` (the client's, or a new one), the
+id the capture stores. The writer's counts go to ``capture-stats.json`` next to the state file.
+
+Run as ``python -m airflow_mlops.serving.proxy --host H --port P --state FILE``. Standard library only (and
+pyarrow once capture is on): it starts in a fraction of a second and imports neither Airflow nor MLflow.
 """
 
 from __future__ import annotations
@@ -20,9 +25,13 @@ import http.client
 import json
 import os
 import sys
+import tempfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Lock
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_mlops.serving.capture import CaptureWriter
 
 VERSION_HEADER = "X-MLOps-Model-Version"
 STATUS_PATH = "/_mlops/proxy"
@@ -41,6 +50,8 @@ _HOP_BY_HOP = frozenset(
     }
 )
 _BACKEND_TIMEOUT = 300.0
+REQUEST_ID_HEADER = "X-Request-Id"
+CAPTURE_STATS = "capture-stats.json"
 
 
 class _StateReader:
@@ -51,6 +62,12 @@ class _StateReader:
         self._lock = Lock()
         self._stamp: tuple[int, int] | None = None
         self._server: dict[str, Any] | None = None
+        self._capture: dict[str, Any] | None = None
+        self._model: str = ""
+
+    def capture(self) -> tuple[str, dict[str, Any] | None]:
+        """The model name and the ``capture`` settings of the state last read."""
+        return self._model, self._capture
 
     def backend(self) -> dict[str, Any] | None:
         try:
@@ -67,6 +84,9 @@ class _StateReader:
                     return self._server  # being replaced; the rename is atomic, try again next request
                 server = state.get("server") if isinstance(state, dict) else None
                 self._server = server if isinstance(server, dict) and server.get("port") else None
+                capture = state.get("capture") if isinstance(state, dict) else None
+                self._capture = capture if isinstance(capture, dict) and capture.get("uri") else None
+                self._model = str(state.get("model_name") or "") if isinstance(state, dict) else ""
                 self._stamp = stamp
             return self._server
 
@@ -117,6 +137,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         version = str(backend.get("version", ""))
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+        rid = _request_id(self.headers.get(REQUEST_ID_HEADER))
+        headers[REQUEST_ID_HEADER] = rid
         conn = http.client.HTTPConnection(
             backend.get("host") or "127.0.0.1", int(backend["port"]), timeout=_BACKEND_TIMEOUT
         )
@@ -141,12 +163,25 @@ class _Handler(BaseHTTPRequestHandler):
             if key.lower() not in _HOP_BY_HOP and key.lower() not in ("server", "date"):
                 self.send_header(key, value)
         self.send_header(VERSION_HEADER, version)
+        self.send_header(REQUEST_ID_HEADER, rid)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+        if self.command == "POST" and body:
+            writer = self.server.capture_writer()
+            if writer is not None:
+                writer.submit(self.server.state.capture()[0], version, rid, response.status, body, data)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _forward
+
+
+def _request_id(header: str | None) -> str:
+    if header and len(header) <= 128 and all(c.isalnum() or c in "._:-" for c in header):
+        return header
+    import uuid
+
+    return uuid.uuid4().hex
 
 
 class _ProxyServer(ThreadingHTTPServer):
@@ -155,7 +190,63 @@ class _ProxyServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], state: _StateReader) -> None:
         self.state = state
+        self._writer: CaptureWriter | None = None
+        self._writer_settings: dict[str, Any] | None = None
+        self._writer_lock = Lock()
         super().__init__(address, _Handler)
+
+    def capture_writer(self) -> CaptureWriter | None:
+        """The capture writer of the state's ``capture`` settings (None when capture is off)."""
+        _, settings = self.state.capture()
+        if settings == self._writer_settings:
+            return self._writer
+        with self._writer_lock:
+            if settings != self._writer_settings:
+                old, self._writer = self._writer, None
+                if old is not None:
+                    old.close()
+                if settings is not None:
+                    self._writer = self._start_writer(settings)
+                self._writer_settings = settings
+        return self._writer
+
+    def _start_writer(self, settings: dict[str, Any]) -> CaptureWriter | None:
+        from airflow_mlops.serving.capture import CaptureWriter
+
+        try:
+            return CaptureWriter(
+                str(settings["uri"]),
+                redact=settings.get("redact") or (),
+                batch_rows=int(settings.get("batch_rows") or 5000),
+                flush_seconds=float(settings.get("flush_seconds") or 10.0),
+                queue_size=int(settings.get("queue_size") or 10000),
+                max_pending=int(settings.get("max_pending") or 200000),
+                on_stats=self._save_stats,
+            )
+        except Exception as err:  # capture must never stop the endpoint from serving
+            sys.stderr.write(f"capture is off: cannot start the capture writer: {err}\n")
+            return None
+
+    def _save_stats(self, stats: dict[str, Any]) -> None:
+        folder = os.path.dirname(os.path.abspath(self.state.path))
+        fd, tmp = tempfile.mkstemp(prefix=".capture-stats.", dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(stats, fh)
+            os.replace(tmp, os.path.join(folder, CAPTURE_STATS))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def close_capture(self) -> None:
+        with self._writer_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,9 +263,18 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     sys.stderr.write(f"proxy listening on {args.host}:{args.port}, state {args.state}\n")
     sys.stderr.flush()
+    import logging
+    import signal
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # SIGTERM (a deploy replacing the proxy, a stop) writes what was captured before the process ends.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
+    except KeyboardInterrupt:
+        pass
     finally:
+        server.close_capture()
         server.server_close()
     return 0
 
