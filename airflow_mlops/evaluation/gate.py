@@ -40,16 +40,14 @@ def gate_metric(
     """
     Gate one metric with :func:`mlflow.validate_evaluation_results` and return its report row.
 
-    ``champion_result`` None means no champion: only the absolute ``threshold`` applies. A
-    ``min_absolute_change`` of 0 ("no worse than the champion"), which MLflow's ``MetricThreshold`` does not
-    accept, is applied as an absolute threshold at the champion's value.
+    ``champion_result`` None means no champion: only the absolute ``threshold`` applies. Each condition (the
+    user's ``threshold``, the change over the champion) is checked on its own, and the reason names only the
+    ones that failed, each with its own limit: the user's threshold, or the champion's value and the change
+    asked for. A ``min_absolute_change`` of 0 ("no worse than the champion"), which MLflow's
+    ``MetricThreshold`` does not accept, is a plain comparison with the champion's value.
 
     The row is ``{"metric", "candidate", "champion", "delta", "threshold", "shown", "passed", "reason"}``.
     """
-    import mlflow
-    from mlflow.models import MetricThreshold
-    from mlflow.models.evaluation.validation import ModelValidationFailedException
-
     raw_candidate = candidate_result.metrics.get(metric)
     candidate = finite(raw_candidate)
     champion = finite(champion_result.metrics.get(metric)) if champion_result is not None else None
@@ -77,34 +75,46 @@ def gate_metric(
     if compare and champion is None:
         compare = False
         notes.append(f"champion {metric} is not a finite number; change thresholds not applied")
-    kwargs: dict[str, Any] = {"greater_is_better": spec["greater_is_better"]}
+    greater = spec["greater_is_better"]
+    failures: list[str] = []
+    checked = False
     if spec["threshold"] is not None:
-        kwargs["threshold"] = spec["threshold"]
+        checked = True
+        failures += _mlflow_check(metric, {"threshold": spec["threshold"]}, greater, candidate_result, None)
     if compare and champion is not None:
-        if spec["min_absolute_change"]:
-            kwargs["min_absolute_change"] = spec["min_absolute_change"]
-        elif spec["min_absolute_change"] is not None:  # 0: no worse than the champion
-            current: float = kwargs.get("threshold", champion)
-            kwargs["threshold"] = (
-                max(current, champion) if spec["greater_is_better"] else min(current, champion)
+        checked = True
+        change = {k: spec[k] for k in ("min_absolute_change", "min_relative_change") if spec[k]}
+        if change:
+            failures += _mlflow_check(metric, change, greater, candidate_result, champion_result)
+        if spec["min_absolute_change"] == 0 and (candidate < champion if greater else candidate > champion):
+            failures.append(
+                f"{metric} no-worse-than-champion check failed (min_absolute_change 0): candidate "
+                f"{candidate:.4f} is {'below' if greater else 'above'} the champion's {champion:.4f}"
             )
-            notes.append(f"min_absolute_change 0: must be no worse than the champion's {champion:.4f}")
-        if spec["min_relative_change"] is not None:
-            kwargs["min_relative_change"] = spec["min_relative_change"]
-    if len(kwargs) == 1:
+    if not checked:
         row.update(passed=True, reason="; ".join([*notes, "no threshold applies without a champion"]))
         return row
+    row.update(passed=not failures, reason="; ".join([*failures, *notes]))
+    return row
+
+
+def _mlflow_check(
+    metric: str, kwargs: dict[str, Any], greater_is_better: bool, candidate_result: Any, baseline: Any
+) -> list[str]:
+    """One condition through :func:`mlflow.validate_evaluation_results`: [] if it holds, else MLflow's reason."""
+    import mlflow
+    from mlflow.models import MetricThreshold
+    from mlflow.models.evaluation.validation import ModelValidationFailedException
+
     try:
         mlflow.validate_evaluation_results(
-            validation_thresholds={metric: MetricThreshold(**kwargs)},
+            validation_thresholds={metric: MetricThreshold(greater_is_better=greater_is_better, **kwargs)},
             candidate_result=candidate_result,
-            baseline_result=champion_result if compare else None,
+            baseline_result=baseline,
         )
     except ModelValidationFailedException as err:
-        row["reason"] = "; ".join([err.message, *notes])
-        return row
-    row.update(passed=True, reason="; ".join(notes))
-    return row
+        return [err.message]
+    return []
 
 
 def gate_decision(
