@@ -7,7 +7,9 @@ time for specs that come from templates (a JSON string, or a dict after native r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_mlops.evaluation.values import load_spec, number
@@ -57,7 +59,125 @@ def check_model_type(model_type: Any) -> str:
     return str(model_type)
 
 
-def parse_thresholds(thresholds: Any, model_type: str) -> dict[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class CustomMetric:
+    """
+    A metric of the user's own, computed by MLflow's evaluation next to the built-in ones and gated like them.
+
+    Built without importing MLflow (DAG files stay cheap to parse); the operator turns it into
+    ``mlflow.models.make_metric(eval_fn=..., greater_is_better=..., name=...)`` when it runs. An
+    ``EvaluationMetric`` made with ``make_metric`` is accepted as well.
+
+    :param name: Name of the metric (the key in the results, the report and ``thresholds``).
+    :param eval_fn: ``eval_fn(predictions, targets, metrics) -> float`` (pandas Series in, a number or an
+        ``mlflow.metrics.MetricValue`` out), as ``make_metric`` expects.
+    :param greater_is_better: Whether a higher value is better (the gate's default direction).
+    """
+
+    name: str
+    eval_fn: Callable[..., Any]
+    greater_is_better: bool
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not re.match(r"^[A-Za-z_][\w.-]*$", self.name):
+            raise ValueError(f"Custom metric name must be a word such as 'business_cost', got {self.name!r}")
+        if not callable(self.eval_fn):
+            raise ValueError(f"Custom metric {self.name!r}: eval_fn must be callable, got {self.eval_fn!r}")
+        if not isinstance(self.greater_is_better, bool):
+            raise ValueError(
+                f"Custom metric {self.name!r}: greater_is_better must be true or false, "
+                f"got {self.greater_is_better!r}"
+            )
+
+
+def custom_metrics(extra_metrics: Sequence[Any] | None) -> dict[str, bool]:
+    """
+    ``{name: greater_is_better}`` of *extra_metrics* (:class:`CustomMetric` or MLflow ``EvaluationMetric``).
+
+    Raises ValueError for anything else, a duplicate name, or a name of a built-in metric.
+    """
+    found: dict[str, bool] = {}
+    if extra_metrics is None:
+        return found
+    if isinstance(extra_metrics, str | Mapping) or not isinstance(extra_metrics, Sequence):
+        raise ValueError(
+            "extra_metrics must be a list of CustomMetric(name, eval_fn, greater_is_better) or of metrics made "
+            f"with mlflow.models.make_metric, got {extra_metrics!r}"
+        )
+    builtin = {metric for metrics in METRICS_BY_MODEL_TYPE.values() for metric in metrics}
+    for item in extra_metrics:
+        name = getattr(item, "name", None)
+        greater = getattr(item, "greater_is_better", None)
+        if (
+            not isinstance(name, str)
+            or not callable(getattr(item, "eval_fn", None))
+            or not isinstance(greater, bool)
+        ):
+            raise ValueError(
+                f"extra_metrics item {item!r} is not a CustomMetric(name, eval_fn, greater_is_better) or a "
+                "metric made with mlflow.models.make_metric"
+            )
+        if name in builtin:
+            raise ValueError(f"Custom metric {name!r} has the name of a built-in metric; rename it")
+        if name in found:
+            raise ValueError(f"Two extra_metrics are named {name!r}")
+        found[name] = greater
+    return found
+
+
+def allowed_metrics(custom: Mapping[str, bool] | None = None) -> str:
+    """The metrics allowed for each model type (and the custom ones), for error messages."""
+    lines = [
+        f"{kind}: {', '.join(sorted(metrics))}" for kind, metrics in sorted(METRICS_BY_MODEL_TYPE.items())
+    ]
+    if custom:
+        lines.append(f"custom (extra_metrics): {', '.join(sorted(custom))}")
+    return "; ".join(lines)
+
+
+def infer_model_type(metrics: Sequence[str]) -> str | None:
+    """
+    The model type the gated *metrics* belong to, or None when they fit both (``score``) or neither.
+
+    Raises ValueError when they mix classifier-only and regressor-only metrics.
+    """
+    kinds = {
+        kind
+        for metric in metrics
+        for kind, known in METRICS_BY_MODEL_TYPE.items()
+        if metric in known and not all(metric in other for other in METRICS_BY_MODEL_TYPE.values())
+    }
+    if len(kinds) > 1:
+        by_kind = {
+            kind: sorted(m for m in metrics if m in known) for kind, known in METRICS_BY_MODEL_TYPE.items()
+        }
+        raise ValueError(
+            f"thresholds mix classifier metrics {by_kind['classifier']} and regressor metrics "
+            f"{by_kind['regressor']}; a model is one or the other. Allowed: {allowed_metrics()}"
+        )
+    return kinds.pop() if kinds else None
+
+
+def resolve_model_type(
+    model_type: str | None, thresholds: Any, custom: Mapping[str, bool] | None = None
+) -> str | None:
+    """
+    The model type given, else the one the metrics of *thresholds* imply; None when they do not tell.
+
+    Raises ValueError for an unknown model type, thresholds that are not a spec, or metrics of both types.
+    """
+    if model_type is not None:
+        return check_model_type(model_type)
+    if isinstance(thresholds, str):
+        thresholds = load_spec(thresholds, "thresholds", THRESHOLDS_SHAPE)
+    if not isinstance(thresholds, Mapping) or not thresholds:
+        raise ValueError(f"thresholds must be a non-empty dict {THRESHOLDS_SHAPE}, got {thresholds!r}")
+    return infer_model_type([str(metric) for metric in thresholds if metric not in (custom or {})])
+
+
+def parse_thresholds(
+    thresholds: Any, model_type: str, custom: Mapping[str, bool] | None = None
+) -> dict[str, dict[str, Any]]:
     """
     Validate a threshold spec and return it normalised (every key present, numbers as floats).
 
@@ -67,8 +187,9 @@ def parse_thresholds(thresholds: Any, model_type: str) -> dict[str, dict[str, An
         "greater_is_better"}}`` or a JSON string of it. ``greater_is_better`` defaults to the metric's
         known direction.
     :param model_type: ``"classifier"`` or ``"regressor"``; selects the metrics allowed.
+    :param custom: ``{name: greater_is_better}`` of the custom metrics (see :func:`custom_metrics`).
     """
-    known = METRICS_BY_MODEL_TYPE[check_model_type(model_type)]
+    known = {**METRICS_BY_MODEL_TYPE[check_model_type(model_type)], **(custom or {})}
     if isinstance(thresholds, str):
         thresholds = load_spec(thresholds, "thresholds", THRESHOLDS_SHAPE)
     if not isinstance(thresholds, Mapping) or not thresholds:
@@ -77,8 +198,8 @@ def parse_thresholds(thresholds: Any, model_type: str) -> dict[str, dict[str, An
     for metric, spec in thresholds.items():
         if metric not in known:
             raise ValueError(
-                f"Unknown metric {metric!r} for model_type {model_type!r} in thresholds; "
-                f"allowed: {', '.join(sorted(known))}"
+                f"Unknown metric {metric!r} for model_type {model_type!r} in thresholds; allowed per "
+                f"model type: {allowed_metrics(custom)}"
             )
         if not isinstance(spec, Mapping):
             raise ValueError(f"thresholds[{metric!r}] must be a dict with keys {list(THRESHOLD_KEYS)}")
