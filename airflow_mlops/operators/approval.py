@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.exceptions import HITLRejectException, HITLTimeoutError
@@ -135,11 +135,13 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         self.report = report
         self.mlflow_conn_id = mlflow_conn_id
         self.allow_self_approval = allow_self_approval
+        self._answer_hint = ""
 
     def execute(self, context: Context) -> Any:
         recorded = self._recorded_decision(context)
         if recorded is not None:
             return self._replay(context, recorded)
+        self._answer_hint = _shell_hint(context)
         self.prepare_request()
         self.log.info("Asking for approval: %s", self.subject)
         return super().execute(context)
@@ -148,7 +150,8 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         """
         Check the candidate version exists and fill the default subject and body from the registry.
 
-        Called by :meth:`execute` after the template fields are rendered, before the request is written.
+        Called by :meth:`execute` after the template fields are rendered, before the request is written; the
+        body then also says how to answer from a shell.
         """
         name, version = self._model_version()
         client = self.hook.client
@@ -160,13 +163,15 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
             self.subject = f"Promote {name} v{version} to champion{replacing}?"
         if self._default_body:
             kept = f"v{champion} stays champion" if champion is not None else "the model keeps no champion"
-            timeout = f" or no answer within {self.response_timeout}" if self.response_timeout else ""
+            timeout = (
+                f" or no answer within {_duration(self.response_timeout)}" if self.response_timeout else ""
+            )
             on_timeout = f" No answer counts as {self.defaults[0]}." if timeout and self.defaults else ""
             outcome = (
                 f"**Approve** makes `{name}` v{version} the champion. **Reject**{timeout} means {kept}."
                 f"{on_timeout}"
             )
-            self.body = "\n\n".join(part for part in (self.report, outcome) if part)
+            self.body = "\n\n".join(part for part in (self.report, outcome, self._answer_hint) if part)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         from airflow_mlops.utils.context import airflow_ids, instance_key
@@ -323,6 +328,27 @@ def _user_name(user: Any) -> str | None:
     get = user.get if isinstance(user, Mapping) else lambda key: getattr(user, key, None)
     name = get("name") or get("id")
     return str(name) if name else None
+
+
+def _duration(delta: timedelta) -> str:
+    """A response timeout as people say it, in its two largest units: ``2 days``, ``1 hour 30 minutes``."""
+    seconds = int(delta.total_seconds())
+    parts = []
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}{'s' if count != 1 else ''}")
+    return " ".join(parts[:2]) or "0 seconds"
+
+
+def _shell_hint(context: Context | None) -> str:
+    """How to answer this request from a shell (``airflow-mlops approve|reject``), or "" without a run."""
+    dag_run = (context or {}).get("dag_run")
+    dag_id, run_id = getattr(dag_run, "dag_id", None), getattr(dag_run, "run_id", None)
+    if not dag_id or not run_id:
+        return ""
+    command = f"airflow-mlops approve {dag_id} '{run_id}' --as USER --comment '...'"
+    return f"From a shell: `{command}` (or `reject`)."
 
 
 def _rejection_message(result: Mapping[str, Any]) -> str:

@@ -22,3 +22,20 @@ def test_self_approval_is_refused_unless_the_dag_allows_it():
     )
     with pytest.raises(ValueError, match="allow_self_approval must be True or False, got 'yes'"):
         ApproveModelOperator(task_id="a", model_name="churn", candidate_version=1, allow_self_approval="yes")
+
+
+def test_the_request_says_how_long_it_waits_and_how_to_answer_from_a_shell():
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from airflow_mlops.operators.approval import _duration, _shell_hint
+
+    assert _duration(timedelta(days=2)) == "2 days"
+    assert _duration(timedelta(minutes=90)) == "1 hour 30 minutes"
+    assert _duration(timedelta(days=1, hours=6, seconds=5)) == "1 day 6 hours"
+    run = SimpleNamespace(dag_id="churn_training", run_id="manual__2026-01-01T00:00:00+00:00")
+    assert _shell_hint({"dag_run": run}) == (
+        "From a shell: `airflow-mlops approve churn_training 'manual__2026-01-01T00:00:00+00:00' --as USER "
+        "--comment '...'` (or `reject`)."
+    )
+    assert _shell_hint(None) == ""
