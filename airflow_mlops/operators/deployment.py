@@ -244,10 +244,15 @@ class InfraValidateOperator(_ServingOperator):
             RequestFailedError,
             exercise,
             latency_summary,
+            model_columns,
             sample_records,
         )
 
-        records = sample_records(str(self.sample_data), self.drop_columns, self.sample_rows, self.aws_conn_id)
+        # Exactly the columns the model takes (its signature); without one, all but drop_columns.
+        columns = model_columns(f"models:/{name}/{version}")
+        records = sample_records(
+            str(self.sample_data), self.drop_columns, self.sample_rows, self.aws_conn_id, columns
+        )
         where = f"Version {version} of model {name!r}"
         summary: dict[str, Any] = {
             "model_name": name,
@@ -613,7 +618,7 @@ class DeployModelOperator(_ServingOperator):
         version = self._resolve_version(client, name)
         check_release_allowed(client, name, version, "deploy", required=approval_required())
         model_uri = target.resolve_model_uri(client, name, version)
-        verify = self._smoke_test()
+        verify = self._smoke_test().for_model(f"models:/{name}/{version}")  # the columns the model takes
         verify.records(self.aws_conn_id)  # bad sample data fails here, before anything changes
         abandoned = release.check_free(last, rid)
         previous = _previous(target.current(name), abandoned)
@@ -712,6 +717,7 @@ class RollbackModelOperator(DeployModelOperator):
             verify = self._smoke_test()
         else:  # the smoke test of the last deployment of what serves
             verify = rollback_smoke_test(client, name, serving) or self._smoke_test()
+        verify = verify.for_model(f"models:/{name}/{version}")  # the columns the restored version takes
         verify.records(self.aws_conn_id)  # bad sample data fails here, before anything changes
         abandoned = release.check_free(last, rid)
         previous = _previous(current, abandoned)

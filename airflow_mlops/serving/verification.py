@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.exceptions import DatasetError
@@ -34,13 +34,16 @@ class SmokeTest:
     Recorded in its history entry (``verify``) and reused by a rollback.
 
     :param sample_data: Snapshot URI of the rows (``<snapshot>#holdout``); None: the health check only.
-    :param drop_columns: Columns removed before sending (the label).
+    :param drop_columns: Columns removed before sending (the label); used only for a model without a
+        signature.
     :param rows: How many rows are sent.
+    :param columns: The model's input columns (its signature, see :meth:`for_model`): exactly these are sent.
     """
 
     sample_data: str | None = None
     drop_columns: list[str] = field(default_factory=list)
     rows: int = DEFAULT_SMOKE_ROWS
+    columns: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (the history entry's ``verify``)."""
@@ -53,24 +56,46 @@ class SmokeTest:
             sample_data=str(data["sample_data"]).strip() if data.get("sample_data") else None,
             drop_columns=list(data.get("drop_columns") or []),
             rows=int(data.get("rows") or DEFAULT_SMOKE_ROWS),
+            columns=list(data["columns"]) if data.get("columns") else None,
         )
+
+    def for_model(self, model_uri: str) -> SmokeTest:
+        """These settings with the input columns of the model at *model_uri* (None: it has no signature)."""
+        return replace(self, columns=model_columns(model_uri))
 
     def records(self, aws_conn_id: str | None = None) -> list[dict[str, Any]]:
         """The rows to send ([] without ``sample_data``)."""
         if not self.sample_data:
             return []
-        return sample_records(self.sample_data, self.drop_columns, self.rows, aws_conn_id)
+        return sample_records(self.sample_data, self.drop_columns, self.rows, aws_conn_id, self.columns)
+
+
+def model_columns(model_uri: str) -> list[str] | None:
+    """
+    The input columns of the model at *model_uri* (its MLflow signature), or None if it names none.
+
+    A registry that cannot be read raises MLflow's own error (the task retries).
+    """
+    from airflow_mlops.trainer.models import input_columns
+
+    return input_columns(model_uri)
 
 
 def sample_records(
-    uri: str, drop_columns: Sequence[str] | None, rows: int, aws_conn_id: str | None = None
+    uri: str,
+    drop_columns: Sequence[str] | None,
+    rows: int,
+    aws_conn_id: str | None = None,
+    columns: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """
     The first *rows* rows of a snapshot (``<snapshot-uri>#holdout``) as JSON-safe records.
 
-    *drop_columns* (the label) are removed.
+    With *columns* (the model's signature) exactly those are kept, in that order; else *drop_columns* (the
+    label) are removed and every other column is sent.
 
-    :raises DatasetError: if the snapshot cannot be read, is empty, or lacks a column to drop.
+    :raises DatasetError: if the snapshot cannot be read, is empty, lacks a column to drop or a column the
+        model takes.
     """
     from airflow_mlops.data.snapshots import read_snapshot
     from airflow_mlops.data.storage import is_s3
@@ -84,6 +109,16 @@ def sample_records(
         data = read_snapshot(uri, storage=storage)
     except (FileNotFoundError, ValueError) as err:
         raise DatasetError(f"Cannot read the sample requests from {uri}: {err}", dataset=uri) from err
+    if columns:
+        absent = [c for c in columns if c not in data.columns]
+        if absent:
+            raise DatasetError(
+                f"Sample data {uri} lacks column(s) {absent} that the model takes (its signature inputs: "
+                f"{list(columns)}); the sample has {list(data.columns)}",
+                dataset=uri,
+            )
+        data = data[list(columns)].head(rows)
+        drop_columns = []
     missing = [c for c in drop_columns or [] if c not in data.columns]
     if missing:
         raise DatasetError(
