@@ -334,11 +334,13 @@ def _metric_lines(rows: list[dict[str, Any]], metrics: Mapping[str, Mapping[str,
     gated = {row["metric"] for row in rows}
     for metric in sorted(set(metrics or {}) - gated):
         entry = (metrics or {})[metric]
-        delta = "n/a" if entry.get("delta") is None else f"{entry['delta']:+.4f}"
-        lines.append(
-            f"| {metric} | {fmt(entry.get('candidate'))} | {fmt(entry.get('champion'))} | {delta} | "
-            "not gated | |"
-        )
+        values = [entry.get("candidate"), entry.get("champion"), entry.get("delta")]
+        if all(value is None or float(value).is_integer() for value in values):  # counts: 56, not 56.0000
+            cells = ["n/a" if value is None else f"{int(value)}" for value in values]
+            cells[2] = cells[2] if values[2] is None else f"{int(values[2]):+d}"
+        else:
+            cells = [fmt(values[0]), fmt(values[1]), "n/a" if values[2] is None else f"{values[2]:+.4f}"]
+        lines.append(f"| {metric} | {' | '.join(cells)} | not gated | |")
     return lines
 
 

@@ -96,8 +96,8 @@ def gate_row(metric, candidate, champion, threshold, passed):
 def full_report(**overrides):
     rows = [gate_row("accuracy_score", 0.81, 0.78, ">= 0.7; >= champion", True)]
     metrics = metrics_summary(
-        {"accuracy_score": 0.81, "f1_score": 0.7, "business_cost": 1234.5},
-        {"accuracy_score": 0.78, "f1_score": 0.72, "business_cost": 1500.0},
+        {"accuracy_score": 0.81, "f1_score": 0.7, "business_cost": 1234.5, "false_negatives": 56.0},
+        {"accuracy_score": 0.78, "f1_score": 0.72, "business_cost": 1500.0, "false_negatives": 61.0},
         rows,
     )
     drift = {
@@ -146,11 +146,12 @@ def test_the_report_opens_with_the_decision_and_shows_every_metric_in_one_table(
     lines = report.splitlines()
     assert lines[2] == "**Decision: passed** — all 1 gated metric(s) met their thresholds"
     header = lines.index("| metric | candidate | champion | delta | gate | result |")
-    table = lines[header + 2 : header + 5]
+    table = lines[header + 2 : header + 6]
     assert table == [
         "| accuracy_score | 0.8100 | 0.7800 | +0.0300 | >= 0.7; >= champion | pass |",
         "| business_cost | 1234.5000 | 1500.0000 | -265.5000 | not gated | |",  # a custom metric shows too
         "| f1_score | 0.7000 | 0.7200 | -0.0200 | not gated | |",
+        "| false_negatives | 56 | 61 | -5 | not gated | |",  # counts as counts
     ]
 
 
