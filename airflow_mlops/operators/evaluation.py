@@ -13,10 +13,16 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, SkipMixin
+from airflow.sdk import BaseOperator
 
 from airflow_mlops import tags as T
-from airflow_mlops.evaluation.thresholds import check_model_type, parse_thresholds
+from airflow_mlops.evaluation.thresholds import (
+    allowed_metrics,
+    check_model_type,
+    custom_metrics,
+    parse_thresholds,
+    resolve_model_type,
+)
 from airflow_mlops.exceptions import (
     ConfigurationError,
     ModelEvaluationError,
@@ -44,9 +50,11 @@ from airflow_mlops.registry import (
 )
 from airflow_mlops.utils.context import airflow_lineage_tags
 from airflow_mlops.utils.templating import is_templated
+from airflow_mlops.version_compat import SkipMixin
 
 if TYPE_CHECKING:
     import pandas as pd
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from mlflow import ActiveRun, MlflowClient
     from mlflow.entities.model_registry import ModelVersion
@@ -68,6 +76,10 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
     When the gate rejects the candidate, the result is still pushed to XCom and the direct downstream
     tasks are skipped (so nothing gets promoted), or the task fails with
     :class:`~airflow_mlops.exceptions.ModelGateFailedError` if ``fail_on_gate`` is set.
+
+    Each model gets exactly the input columns of its MLflow signature (the columns it was trained on, see
+    :func:`~airflow_mlops.trainer.models.log_model`); a holdout that lacks one fails without retry, naming
+    it. A model without a signature gets every holdout column but the target.
 
     The report (Markdown, logged as ``evaluation/report.md``) has the comparison table, the slice table,
     the upstream validation and drift summaries, the gated metrics of past champions and links to the
@@ -92,7 +104,14 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
     :param thresholds: Gate spec (templated) ``{metric: {"threshold", "min_absolute_change",
         "min_relative_change", "greater_is_better"}}``, or a JSON string of it (e.g. from DAG params).
         ``min_absolute_change: 0`` means "no worse than the champion".
-    :param model_type: ``"classifier"`` or ``"regressor"``.
+    :param model_type: ``"classifier"`` or ``"regressor"``; default: what the gated metrics imply
+        (``accuracy_score`` -> classifier, ``root_mean_squared_error`` -> regressor), else what the candidate's
+        signature outputs (labels or floats). Metrics of the other type are refused, in ``__init__`` for
+        literal thresholds and after rendering for templated ones.
+    :param extra_metrics: Custom metrics computed next to the built-in ones, shown in the report and
+        gateable in ``thresholds`` by name: :class:`~airflow_mlops.evaluation.thresholds.CustomMetric`
+        ``(name, eval_fn, greater_is_better)`` (no MLflow import in the DAG file) or metrics made with
+        ``mlflow.models.make_metric``.
     :param fail_on_gate: Fail the task when the gate rejects, instead of skipping downstream tasks.
     :param slices: Optional slice checks (templated): ``{"column": "region", "metrics": {"accuracy_score":
         {"max_regression": 0.05}}, "min_rows": 30}``, a list of them, or a JSON string. Each metric is
@@ -141,7 +160,8 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         candidate_version: int | str | None = None,
         candidate_model_uri: str | None = None,
         target: str = "label",
-        model_type: str = "classifier",
+        model_type: str | None = None,
+        extra_metrics: Sequence[Any] | None = None,
         fail_on_gate: bool = False,
         slices: dict[str, Any] | list[dict[str, Any]] | str | None = None,
         validation_summary: dict[str, Any] | str | None = None,
@@ -152,7 +172,9 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_model_type(model_type)
+        if model_type is not None:
+            check_model_type(model_type)
+        custom = custom_metrics(extra_metrics)
         if not is_templated(model_name):
             validate_model_name(model_name)
         if candidate_version in (None, "") and not candidate_model_uri:
@@ -165,12 +187,15 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
             raise ValueError("holdout_data must be a snapshot URI, e.g. '<snapshot-uri>#holdout'")
         if not isinstance(target, str) or not target:
             raise ValueError("target must be the name of the label column in the holdout data")
+        known_type = model_type
         if not is_templated(thresholds):
-            parse_thresholds(thresholds, model_type)
-        if slices is not None and not is_templated(slices):
+            known_type = resolve_model_type(model_type, thresholds, custom)
+            # Metrics that fit either type (score, custom ones): the type comes from the model's signature.
+            parse_thresholds(thresholds, known_type or "regressor", custom)
+        if slices is not None and not is_templated(slices) and known_type is not None:
             from airflow_mlops.evaluation.slices import parse_slices
 
-            parse_slices(slices, model_type)
+            parse_slices(slices, known_type)
         for field, value in (("validation_summary", validation_summary), ("drift_summary", drift_summary)):
             if value is not None and not isinstance(value, Mapping | str):
                 raise ValueError(
@@ -183,6 +208,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         self.target = target
         self.thresholds = thresholds
         self.model_type = model_type
+        self.extra_metrics = list(extra_metrics) if extra_metrics is not None else None
         self.fail_on_gate = fail_on_gate
         self.slices = slices
         self.validation_summary = validation_summary
@@ -199,8 +225,9 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         from airflow_mlops.evaluation.slices import check_slices, parse_slices
 
         with rendered_arguments(model=str(self.model_name)):
-            thresholds = parse_thresholds(self.thresholds, self.model_type)
-            slices = parse_slices(self.slices, self.model_type)
+            custom = custom_metrics(self.extra_metrics)
+            model_type = resolve_model_type(self.model_type, self.thresholds, custom)
+            thresholds = parse_thresholds(self.thresholds, model_type or "regressor", custom)
             upstream = {
                 "validation": reporting.upstream_summary(self.validation_summary, "validation_summary"),
                 "drift": reporting.upstream_summary(self.drift_summary, "drift_summary"),
@@ -242,6 +269,12 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
             "dataset": holdout_uri,
             "uri": candidate_uri,
         }
+        if model_type is None:
+            model_type = self._signature_model_type(candidate_uri, thresholds, fields)
+        with rendered_arguments(model=name):
+            thresholds = parse_thresholds(self.thresholds, model_type, custom)
+            slices = parse_slices(self.slices, model_type)
+        self.log.info("Evaluating %s as a %s", candidate_uri, model_type)
         champion, champion_note = self._champion(client, name, version)
 
         data = self._read_holdout(holdout_uri, fields)
@@ -271,6 +304,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
                 f"candidate v{version}" if version is not None else "candidate",
                 label,
                 fields,
+                model_type,
             )
             produced = sorted(candidate_result.metrics)
             missing = [metric for metric in thresholds if metric not in candidate_result.metrics]
@@ -286,7 +320,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
             if champion is not None:
                 champion_result = self._evaluate(
                     client, experiment_id, run_id, champion_uri, data, f"champion v{champion}",
-                    f"champion of model {name!r} (v{champion})", {**fields, "uri": champion_uri},
+                    f"champion of model {name!r} (v{champion})", {**fields, "uri": champion_uri}, model_type,
                 )  # fmt: skip
 
             rows = [
@@ -305,7 +339,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
                 )
                 try:
                     slice_rows = check_slices(
-                        slices, data, self.target, candidate_pred, champion_pred, self.model_type
+                        slices, data, self.target, candidate_pred, champion_pred, model_type
                     )
                 except ValueError as err:
                     raise ModelEvaluationError(str(err), **fields) from err
@@ -499,11 +533,58 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         runs = client.search_runs([experiment_id], filter_string=filter_string, max_results=1)
         return runs[0].info.run_id if runs else None
 
+    def _signature_model_type(
+        self, model_uri: str, thresholds: Mapping[str, Any], fields: Mapping[str, Any]
+    ) -> str:
+        """The model type the candidate's signature implies, when the gated metrics do not tell."""
+        from airflow_mlops.trainer.models import signature_model_type
+
+        try:
+            found = signature_model_type(model_uri)
+        except Exception as err:
+            self.log.info("No model type from the signature of %s: %s", model_uri, err)
+            found = None
+        if found is None:
+            raise ConfigurationError(
+                f"Cannot tell whether {model_uri} is a classifier or a regressor: the gated metrics "
+                f"{sorted(thresholds)} fit both and its signature does not say. Give "
+                f"model_type='classifier' or 'regressor'. Metrics allowed per type: {allowed_metrics()}",
+                **fields,
+            )
+        return found
+
+    def _features(
+        self, model_uri: str, data: pd.DataFrame, label: str, fields: Mapping[str, Any]
+    ) -> pd.DataFrame:
+        """The holdout columns *model_uri* takes (its signature), in its order; every one but the target if none."""
+        from airflow_mlops.trainer.models import input_columns
+
+        try:
+            columns = input_columns(model_uri)
+        except Exception as err:
+            raise ModelEvaluationError(
+                f"Cannot read the signature of {label} ({model_uri}): {type(err).__name__}: {err}", **fields
+            ) from err
+        if columns is None:
+            return data.drop(columns=[self.target])
+        missing = [column for column in columns if column not in data.columns]
+        if missing:
+            raise ModelEvaluationError(
+                f"Holdout data {fields['dataset']} lacks column(s) {missing} that {label} takes (its signature "
+                f"inputs: {columns}); the holdout has {list(data.columns)}",
+                **fields,
+            )
+        return data[columns]
+
     def _evaluate(
         self, client: MlflowClient, experiment_id: str, parent_run_id: str, model_uri: str,
-        data: pd.DataFrame, run_name: str, label: str, fields: Mapping[str, Any],
+        data: pd.DataFrame, run_name: str, label: str, fields: Mapping[str, Any], model_type: str,
     ) -> Any:  # fmt: skip
         import mlflow
+
+        features = self._features(model_uri, data, label, fields)
+        data = features.assign(**{self.target: data[self.target]})
+        extra = [self._mlflow_metric(metric) for metric in self.extra_metrics or []]
 
         existing = self._find_run(client, experiment_id, run_name, {"tags.mlflow.parentRunId": parent_run_id})
         run_kwargs: dict[str, Any] = (
@@ -515,14 +596,15 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
                     model=model_uri,
                     data=data,
                     targets=self.target,
-                    model_type=self.model_type,
+                    model_type=model_type,
                     evaluators=["default"],
+                    extra_metrics=extra or None,
                     evaluator_config={"default": {"log_model_explainability": False}},
                 )
             except Exception as err:
                 raise ModelEvaluationError(
                     f"Cannot evaluate {label} ({model_uri}) on holdout {fields['dataset']} with target "
-                    f"{self.target!r} as a {self.model_type}: {type(err).__name__}: {err}",
+                    f"{self.target!r} as a {model_type}: {type(err).__name__}: {err}",
                     **fields,
                 ) from err
         return result
@@ -531,15 +613,29 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         """Predictions of *model_uri* on the holdout features, for the slice checks."""
         import mlflow
 
+        features = self._features(model_uri, data, label, fields)
         try:
             model = mlflow.pyfunc.load_model(model_uri)
-            return model.predict(data.drop(columns=[self.target]))
+            return model.predict(features)
         except Exception as err:
             raise ModelEvaluationError(
                 f"Cannot compute slice metrics of {label} ({model_uri}) on holdout {fields['dataset']}: "
                 f"{type(err).__name__}: {err}",
                 **fields,
             ) from err
+
+    @staticmethod
+    def _mlflow_metric(metric: Any) -> Any:
+        """A :class:`CustomMetric` as MLflow's ``EvaluationMetric``; an ``EvaluationMetric`` as it is."""
+        from mlflow.models import make_metric
+
+        from airflow_mlops.evaluation.thresholds import CustomMetric
+
+        if isinstance(metric, CustomMetric):
+            return make_metric(
+                eval_fn=metric.eval_fn, greater_is_better=metric.greater_is_better, name=metric.name
+            )
+        return metric
 
     def _champion_history(
         self, client: MlflowClient, name: str, metrics: list[str], candidate: int | None
@@ -573,3 +669,13 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
 
         mlflow.log_figure(figure, reporting.HISTORY_PLOT_PATH)
         return reporting.HISTORY_PLOT_PATH
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """The holdout rows and the model versions compared (with the gate's checks), for OpenLineage."""
+        from airflow_mlops.lineage.openlineage import evaluation_lineage, task_result
+
+        return evaluation_lineage(task_result(task_instance), self.hook.registry_uri, self.holdout_data)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
+        """As on completion: a rejected candidate with ``fail_on_gate`` still has its result in XCom."""
+        return self.get_openlineage_facets_on_complete(task_instance)

@@ -378,6 +378,103 @@ def test_regressors_are_gated_on_regression_metrics(client, tmp_path):
     assert "<= 50" in result["report"]
 
 
+def business_cost(predictions, targets, metrics):
+    """Under-forecasts cost three times what over-forecasts cost."""
+    error = targets - predictions
+    return float((3 * error.clip(lower=0) - error.clip(upper=0)).mean())
+
+
+@pytest.fixture(scope="module")
+def subset_regressor(client, tmp_path_factory) -> dict:
+    """A regressor trained on two of the holdout's three feature columns, logged with its signature."""
+    from airflow_mlops.trainer.models import log_model
+
+    x, y = make_regression(n_samples=200, n_features=3, noise=5.0, random_state=2)
+    frame = pd.DataFrame(x, columns=["a", "b", "c"]).assign(target=y)
+    root = tmp_path_factory.mktemp("subset")
+    uri = write_snapshot(root, "demand", frame.iloc[:150], frame.iloc[150:])
+    lacking = write_snapshot(
+        root, "demand-no-c", frame.iloc[:150].drop(columns="c"), frame.iloc[150:].drop(columns="c")
+    )
+    with mlflow.start_run():
+        info = log_model(LinearRegression().fit(frame.iloc[:150][["c", "a"]], frame.iloc[:150]["target"]),
+                         frame.iloc[:150][["c", "a"]])  # fmt: skip
+    name = f"demand-{uuid.uuid4().hex[:8]}"
+    version = mlflow.register_model(info.model_uri, name).version
+    return {"name": name, "version": version, "holdout": f"{uri}#holdout", "lacking": f"{lacking}#holdout"}
+
+
+def test_a_regressor_trained_on_some_columns_is_inferred_and_gated_on_a_custom_metric(subset_regressor):
+    from airflow_mlops.evaluation.thresholds import CustomMetric
+
+    op = EvaluateModelOperator(
+        task_id="evaluate", model_name=subset_regressor["name"], candidate_version=subset_regressor["version"],
+        holdout_data=subset_regressor["holdout"], target="target",
+        thresholds={"root_mean_squared_error": {"threshold": 500}, "business_cost": {"threshold": 1.0}},
+        extra_metrics=[CustomMetric("business_cost", business_cost, greater_is_better=False)],
+    )  # fmt: skip
+    result = op.execute({})
+
+    # No model_type given: the regression metric says it; the model got only its columns c and a.
+    assert set(REGRESSOR_METRICS) <= set(result["metrics"])
+    cost = result["metrics"]["business_cost"]
+    assert cost["candidate"] > 1.0  # noise 5.0: the cost of the errors is far above 1
+    assert cost["passed"] is False
+    assert result["metrics"]["root_mean_squared_error"]["passed"] is True
+    assert result["passed"] is False
+    assert result["reason"].startswith("business_cost: Metric business_cost value threshold check failed")
+    assert "root_mean_squared_error" not in result["reason"]
+    assert "| business_cost |" in result["report"]
+    assert "<= 1" in result["report"]
+
+
+def test_a_holdout_without_a_column_the_model_takes_names_it(subset_regressor):
+    op = EvaluateModelOperator(
+        task_id="evaluate", model_name=subset_regressor["name"], candidate_version=subset_regressor["version"],
+        holdout_data=subset_regressor["lacking"], target="target",
+        thresholds={"mean_absolute_error": {"threshold": 50}},
+    )  # fmt: skip
+    with pytest.raises(ModelEvaluationError, match=r"lacks column\(s\) \['c'\] that model") as err:
+        op.execute({})
+    assert "signature inputs: ['c', 'a']" in str(err.value)
+    assert err.value.retryable is False
+
+
+def test_the_model_type_comes_from_the_signature_when_the_metrics_fit_both(subset_regressor):
+    from airflow_mlops.evaluation.thresholds import CustomMetric
+
+    result = EvaluateModelOperator(
+        task_id="evaluate", model_name=subset_regressor["name"], candidate_version=subset_regressor["version"],
+        holdout_data=subset_regressor["holdout"], target="target",
+        thresholds={"business_cost": {"threshold": 1000.0}},
+        extra_metrics=[CustomMetric("business_cost", business_cost, greater_is_better=False)],
+    ).execute({})  # fmt: skip
+    assert result["passed"] is True
+    assert "root_mean_squared_error" in result["metrics"]  # evaluated as a regressor
+
+
+def test_metrics_of_the_other_model_type_are_refused_at_parse_time_and_after_rendering(subset_regressor):
+    with pytest.raises(
+        ValueError, match="Unknown metric 'root_mean_squared_error' for model_type 'classifier'"
+    ) as err:
+        EvaluateModelOperator(
+            task_id="evaluate", model_name="m", candidate_version=1, holdout_data="s#holdout",
+            model_type="classifier", thresholds={"root_mean_squared_error": {"threshold": 50}},
+        )  # fmt: skip
+    assert "classifier: accuracy_score" in str(err.value)
+    assert "regressor: max_error" in str(err.value)
+
+    op = EvaluateModelOperator(
+        task_id="evaluate", model_name=subset_regressor["name"], candidate_version=subset_regressor["version"],
+        holdout_data=subset_regressor["holdout"], target="target", model_type="classifier",
+        thresholds="{{ params.thresholds }}",
+    )  # fmt: skip
+    op.render_template_fields({"params": {"thresholds": {"root_mean_squared_error": {"threshold": 50}}}})
+    with pytest.raises(ConfigurationError, match="regressor: max_error, mean_absolute_error") as err:
+        op.execute({})
+    assert err.value.retryable is False
+
+
 def test_the_candidate_can_be_named_by_its_challenger_alias(client, registry, snapshot):
     version = registry.add("strong")
     client.set_registered_model_alias(registry.name, T.CHALLENGER, str(version))
