@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, SkipMixin
 
 from airflow_mlops import tags as T
 from airflow_mlops.evaluation.thresholds import (
@@ -50,11 +50,9 @@ from airflow_mlops.registry import (
 )
 from airflow_mlops.utils.context import airflow_lineage_tags
 from airflow_mlops.utils.templating import is_templated
-from airflow_mlops.version_compat import SkipMixin
 
 if TYPE_CHECKING:
     import pandas as pd
-    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from mlflow import ActiveRun, MlflowClient
     from mlflow.entities.model_registry import ModelVersion
@@ -669,13 +667,3 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
 
         mlflow.log_figure(figure, reporting.HISTORY_PLOT_PATH)
         return reporting.HISTORY_PLOT_PATH
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
-        """The holdout rows and the model versions compared (with the gate's checks), for OpenLineage."""
-        from airflow_mlops.lineage.openlineage import evaluation_lineage, task_result
-
-        return evaluation_lineage(task_result(task_instance), self.hook.registry_uri, self.holdout_data)
-
-    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
-        """As on completion: a rejected candidate with ``fail_on_gate`` still has its result in XCom."""
-        return self.get_openlineage_facets_on_complete(task_instance)
