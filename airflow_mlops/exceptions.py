@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow_mlops.version_compat import AirflowException, AirflowFailException
 
 
 class MLOpsError(AirflowException):

@@ -48,13 +48,15 @@ def airflow_pinned_names() -> set[str]:
             if "extra ==" in marker:
                 continue
             match = re.match(r"\s*([A-Za-z0-9._-]+)", spec)
-            if match and PIN.search(spec[match.end():]):
+            if match and PIN.search(spec[match.end() :]):
                 names.add(normalise(match.group(1)))
     return names
 
 
 def protected(before: dict[str, str]) -> set[str]:
-    return {name for name in before if name.startswith("apache-airflow")} | (airflow_pinned_names() & set(before))
+    return {name for name in before if name.startswith("apache-airflow")} | (
+        airflow_pinned_names() & set(before)
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -65,7 +67,9 @@ def main(argv: list[str]) -> int:
         return 0
     before, after = read(argv[0]), read(argv[1])
     keep = protected(before)
-    changed = {name: (before[name], after.get(name)) for name in sorted(before) if after.get(name) != before[name]}
+    changed = {
+        name: (before[name], after.get(name)) for name in sorted(before) if after.get(name) != before[name]
+    }
     broken = {name: change for name, change in changed.items() if name in keep}
     for name, (old, new) in broken.items():
         print(f"installing airflow-provider-mlops changed {name}: {old} -> {new}", file=sys.stderr)
@@ -75,9 +79,37 @@ def main(argv: list[str]) -> int:
         f"ok: Airflow {before.get('apache-airflow')} and all {len(keep)} of its distributions and pinned "
         "dependencies kept their versions"
     )
+    added = sorted(set(after) - set(before))
+    print(f"  added {len(added)} distributions; moved {len(changed)} that Airflow does not pin:")
     for name, (old, new) in changed.items():
-        print(f"  note: {name} {old} -> {new} (not pinned by Airflow; re-resolved for the provider's dependencies)")
+        direction = "removed" if new is None else ("down" if _key(new) < _key(old) else "up")
+        print(
+            f"  moved {direction}: {name} {old} -> {new} (required by: {', '.join(_requirers(name)) or '?'})"
+        )
     return 0
+
+
+def _key(version: str) -> tuple:
+    try:
+        from packaging.version import Version
+
+        return (Version(version),)
+    except Exception:  # an unparsable version sorts by its text
+        return (version,)
+
+
+def _requirers(name: str) -> list[str]:
+    """Installed distributions that require *name* with an upper bound (what held it back)."""
+    out = []
+    for dist in metadata.distributions():
+        for requirement in dist.requires or []:
+            spec, _, marker = requirement.partition(";")
+            if "extra ==" in marker:
+                continue
+            match = re.match(r"\s*([A-Za-z0-9._-]+)", spec)
+            if match and normalise(match.group(1)) == name and re.search(r"<|==|~=", spec[match.end() :]):
+                out.append(f"{dist.metadata['Name']} {spec[match.end() :].strip().strip('()')}")
+    return sorted(set(out))
 
 
 if __name__ == "__main__":

@@ -29,4 +29,5 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
     || echo "torch is not installed: the PyTorch trainer tests will be skipped" >&2
 fi
 $UV freeze -p .venv/bin/python > .venv/freeze-all.txt
+# Fails if Airflow or a pin of Airflow moved; prints every other package that moved, and what required it.
 .venv/bin/python scripts/check_no_downgrade.py .venv/freeze-airflow.txt .venv/freeze-all.txt

@@ -3,7 +3,8 @@ Read and write local paths and ``s3://`` URIs with one small interface, without 
 
 :class:`Storage` takes an optional boto3 S3 client; without one, a default client is built from the standard
 AWS environment (credential chain, ``AWS_REGION``, and ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` for
-S3-compatible stores). Airflow code builds the client from an Airflow connection instead
+S3-compatible stores): that is how trainers, which run without Airflow, reach S3. Airflow code gets the client
+from an Airflow ``aws`` connection through the Amazon provider instead
 (:class:`airflow_mlops.hooks.storage.StorageHook`).
 
 Local paths may be given plainly or as ``file://`` URIs. A missing file or object raises

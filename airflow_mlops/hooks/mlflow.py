@@ -9,15 +9,24 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_mlops.exceptions import ConnectionSetupError, ServiceUnavailableError
 from airflow_mlops.utils.urls import URLCredentials, split_credentials
+from airflow_mlops.version_compat import AirflowNotFoundException
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 _REMOTE_SCHEMES = ("http", "https")
+
+
+def _connection_type() -> dict[str, Any]:
+    """The ``mlflow`` entry of the provider metadata's ``connection-types``."""
+    from airflow_mlops.get_provider_info import get_provider_info
+
+    return next(
+        entry for entry in get_provider_info()["connection-types"] if entry["connection-type"] == "mlflow"
+    )
 
 
 def _truthy(value: Any, default: bool) -> bool:
@@ -54,6 +63,41 @@ class MLflowHook(BaseHook):
     def __init__(self, mlflow_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mlflow_conn_id = mlflow_conn_id
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """
+        The connection form's extra fields, for Airflow 3.1.
+
+        Airflow 3.2+ reads them from ``conn-fields`` in the provider metadata and never calls this; 3.1 only
+        knows this method. Both are built from the same ``conn-fields`` entry.
+        """
+        from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import BooleanField, PasswordField, StringField
+
+        widgets: dict[str, Any] = {}
+        for name, field in _connection_type()["conn-fields"].items():
+            schema = field.get("schema", {})
+            label = lazy_gettext(field["label"])
+            description = field.get("description", "")
+            if "boolean" in schema.get("type", []):
+                widgets[name] = BooleanField(label, description=description, default=schema.get("default"))
+            elif schema.get("format") == "password":
+                widgets[name] = PasswordField(label, description=description, widget=BS3PasswordFieldWidget())
+            else:
+                widgets[name] = StringField(label, description=description, widget=BS3TextFieldWidget())
+        return widgets
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form's hidden and relabelled fields, for Airflow 3.1 (``ui-field-behaviour`` on 3.2+)."""
+        behaviour = _connection_type()["ui-field-behaviour"]
+        return {
+            "hidden_fields": list(behaviour.get("hidden-fields", [])),
+            "relabeling": dict(behaviour.get("relabeling", {})),
+            "placeholders": dict(behaviour.get("placeholders", {})),
+        }
 
     @cached_property
     def _settings(self) -> dict[str, Any]:

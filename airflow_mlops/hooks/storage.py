@@ -1,34 +1,36 @@
-"""Hook that gives operators local and S3 storage, with S3 credentials from an Airflow ``aws`` connection."""
+"""Hook that gives operators local and S3 storage, with S3 access through the Amazon provider's ``S3Hook``."""
 
 from __future__ import annotations
 
 import json
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_mlops.data.storage import Storage, is_s3
 from airflow_mlops.exceptions import ConnectionSetupError
 from airflow_mlops.utils.urls import split_credentials
+from airflow_mlops.version_compat import AirflowNotFoundException
 
-# Extras of the Amazon provider's ``aws`` connection that this hook cannot honour; silently ignoring them
-# would talk to S3 as someone else than the connection says.
-_UNSUPPORTED_EXTRAS = ("role_arn", "assume_role_method")
+if TYPE_CHECKING:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+AMAZON_EXTRA_HINT = "pip install 'airflow-provider-mlops[amazon]'"
 
 
 class StorageHook(BaseHook):
     """
     Local files and S3 (or any S3-compatible store) through one :class:`~airflow_mlops.data.storage.Storage`.
 
-    The S3 client is built from an Airflow connection of type ``aws``, read the way the Amazon provider reads
-    it: login = access key id, password = secret access key; extras ``endpoint_url`` (or
-    ``service_config.s3.endpoint_url``), ``region_name``, ``aws_session_token``, ``profile_name``,
-    ``verify`` (false, or a CA bundle path) and ``config_kwargs`` (botocore ``Config`` arguments, for
-    example ``{"s3": {"addressing_style": "path"}}``). Role assumption (``role_arn``) is not supported, nor
-    credentials in ``endpoint_url`` (``http://key:secret@host`` is refused). Without a login, boto3's default
-    credential chain (environment, instance or pod role) supplies the credentials. Secrets are never logged.
+    S3 goes through the Amazon provider (``apache-airflow-providers-amazon``, the ``amazon`` extra): the
+    client is :class:`~airflow.providers.amazon.aws.hooks.s3.S3Hook`'s, so an ``aws`` connection works
+    exactly as it does for the Amazon provider's own operators: keys (login/password or extras),
+    ``role_arn`` with any ``assume_role_method`` (assume-role, web identity / IRSA), ``profile_name``,
+    ``region_name``, ``verify``, ``config_kwargs``, and ``endpoint_url`` (or ``service_config.s3.endpoint_url``)
+    for MinIO and other S3-compatible stores. Credentials in ``endpoint_url`` (``http://key:secret@host``) are
+    refused. Local paths, and ``aws_conn_id=None`` (boto3's defaults), need neither the provider nor a
+    connection. Secrets are never logged.
 
     :param aws_conn_id: The Airflow ``aws`` connection to use; None uses boto3's defaults entirely
         (credential chain, ``AWS_REGION``, ``AWS_ENDPOINT_URL_S3``).
@@ -44,47 +46,36 @@ class StorageHook(BaseHook):
         self.aws_conn_id = aws_conn_id
 
     @cached_property
-    def _settings(self) -> dict[str, Any]:
-        """Client settings from the connection (holds secrets: never log or return it)."""
-        if self.aws_conn_id is None:
-            return {}
+    def s3_hook(self) -> S3Hook:
+        """The Amazon provider's S3 hook for ``aws_conn_id``, the connection checked first."""
         try:
-            conn = self.get_connection(self.aws_conn_id)
-        except AirflowNotFoundException as err:
+            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        except ImportError as err:
             raise ConnectionSetupError(
-                f"AWS connection {self.aws_conn_id!r} is not defined. Create a connection of type 'aws' "
-                '(login = access key id, password = secret access key, extra {"endpoint_url": ...} for an '
-                "S3-compatible store), or pass aws_conn_id=None to use boto3's default credential chain."
+                f"Reading or writing s3:// locations needs the Amazon provider: {AMAZON_EXTRA_HINT} "
+                "(apache-airflow-providers-amazon). Local paths work without it."
             ) from err
-        extra = conn.extra_dejson
-        if not isinstance(extra, dict):
-            raise ConnectionSetupError(f"AWS connection {self.aws_conn_id!r}: extra must be a JSON object")
-        unsupported = sorted(name for name in _UNSUPPORTED_EXTRAS if extra.get(name))
-        if unsupported:
-            raise ConnectionSetupError(
-                f"AWS connection {self.aws_conn_id!r} sets {', '.join(unsupported)}, which airflow-mlops "
-                "storage does not support: give the credentials directly (login/password) or through the "
-                "environment (instance or pod role)."
-            )
-        service_s3 = (extra.get("service_config") or {}).get("s3") or {}
-        config_kwargs = extra.get("config_kwargs") or {}
-        if not isinstance(config_kwargs, dict):
-            raise ConnectionSetupError(
-                f"AWS connection {self.aws_conn_id!r}: extra 'config_kwargs' must be a JSON object"
-            )
-        endpoint_url = service_s3.get("endpoint_url") or extra.get("endpoint_url") or None
-        if endpoint_url:
-            self._refuse_credentials_in(str(endpoint_url))
-        return {
-            "aws_access_key_id": conn.login or extra.get("aws_access_key_id") or None,
-            "aws_secret_access_key": conn.password or extra.get("aws_secret_access_key") or None,
-            "aws_session_token": extra.get("aws_session_token") or None,
-            "region_name": extra.get("region_name") or service_s3.get("region_name") or None,
-            "endpoint_url": endpoint_url,
-            "profile_name": extra.get("profile_name") or None,
-            "verify": extra.get("verify"),
-            "config_kwargs": config_kwargs,
-        }
+        if self.aws_conn_id is not None:
+            try:
+                self.get_connection(self.aws_conn_id)
+            except AirflowNotFoundException as err:
+                raise ConnectionSetupError(
+                    f"AWS connection {self.aws_conn_id!r} is not defined. Create a connection of type 'aws' "
+                    "(as for the Amazon provider: keys, role_arn, profile_name; extra "
+                    '{"endpoint_url": ...} for an S3-compatible store), or pass aws_conn_id=None to use '
+                    "boto3's default credential chain."
+                ) from err
+        hook = S3Hook(aws_conn_id=self.aws_conn_id)
+        if self.aws_conn_id is not None:
+            try:
+                endpoint_url = hook.conn_config.get_service_endpoint_url("s3")
+            except (TypeError, ValueError) as err:
+                raise ConnectionSetupError(
+                    f"AWS connection {self.aws_conn_id!r} is not valid: {err}"
+                ) from err
+            if endpoint_url:
+                self._refuse_credentials_in(str(endpoint_url))
+        return hook
 
     def _refuse_credentials_in(self, endpoint_url: str) -> None:
         """Refuse (and mask) user-info in ``endpoint_url``: S3 never authenticates with it, and URLs are shown."""
@@ -104,37 +95,59 @@ class StorageHook(BaseHook):
                 "scheme://host[:port] only."
             )
 
-    def get_client(self) -> Any:
-        """A new boto3 S3 client built from the connection."""
-        import boto3
+    @cached_property
+    def _settings(self) -> dict[str, Any]:
+        """
+        What trainers need to reach S3 as this connection does (holds secrets: never log or return it).
 
+        The keys are the connection's own credentials, resolved by the Amazon provider (an assumed role gives
+        its temporary keys and session token); None when the connection names none, so that a trainer uses
+        its own ambient identity (environment, instance or pod role).
+        """
+        if self.aws_conn_id is None:
+            return {}
+        hook = self.s3_hook
+        wrapper = hook.conn_config
+        own_credentials = bool(
+            wrapper.aws_access_key_id or wrapper.role_arn or wrapper.profile_name or wrapper.aws_session_token
+        )
+        access_key = secret_key = token = None
+        if own_credentials:
+            try:
+                credentials = hook.get_credentials()
+            except Exception as err:
+                from airflow_mlops.data.storage import is_storage_error
+
+                if not is_storage_error(err):
+                    raise
+                raise ConnectionSetupError(
+                    f"AWS connection {self.aws_conn_id!r}: cannot get its credentials: {type(err).__name__}"
+                ) from err
+            access_key, secret_key, token = credentials.access_key, credentials.secret_key, credentials.token
+        return {
+            "aws_access_key_id": access_key,
+            "aws_secret_access_key": secret_key,
+            "aws_session_token": token,
+            "region_name": wrapper.region_name,
+            "endpoint_url": wrapper.get_service_endpoint_url("s3"),
+            # Resolved above into keys: a trainer must not look the profile up again (it has no such file).
+            "profile_name": None if own_credentials else wrapper.profile_name,
+            "verify": wrapper.verify,
+        }
+
+    def get_client(self) -> Any:
+        """A new boto3 S3 client built by the Amazon provider from the connection (boto3's own without one)."""
         if self.aws_conn_id is None:
             return Storage().s3
-        settings = self._settings
-        session = boto3.session.Session(
-            aws_access_key_id=settings["aws_access_key_id"],
-            aws_secret_access_key=settings["aws_secret_access_key"],
-            aws_session_token=settings["aws_session_token"],
-            region_name=settings["region_name"],
-            profile_name=settings["profile_name"],
-        )
-        client_kwargs: dict[str, Any] = {}
-        if settings["endpoint_url"]:
-            client_kwargs["endpoint_url"] = settings["endpoint_url"]
-        if settings["verify"] is not None:
-            client_kwargs["verify"] = settings["verify"]
-        if settings["config_kwargs"]:
-            from botocore.config import Config
-
-            try:
-                client_kwargs["config"] = Config(**settings["config_kwargs"])
-            except TypeError as err:
-                raise ConnectionSetupError(
-                    f"AWS connection {self.aws_conn_id!r}: extra 'config_kwargs' is not valid for botocore "
-                    f"Config: {err}"
-                ) from err
+        hook = self.s3_hook
         self.log.info("Building S3 client: %s", self.describe())
-        return session.client("s3", **client_kwargs)
+        try:
+            return hook.get_client_type(region_name=hook.region_name)
+        except TypeError as err:
+            raise ConnectionSetupError(
+                f"AWS connection {self.aws_conn_id!r}: extra 'config_kwargs' is not valid for botocore Config: "
+                f"{err}"
+            ) from err
 
     def get_conn(self) -> Storage:
         """A :class:`~airflow_mlops.data.storage.Storage` whose S3 client comes from the connection."""
@@ -155,13 +168,21 @@ class StorageHook(BaseHook):
         """Short, secret-free description for logs."""
         if self.aws_conn_id is None:
             return json.dumps({"conn_id": None, "credentials": "boto3 default chain"})
-        settings = self._settings
+        wrapper = self.s3_hook.conn_config
+        if wrapper.role_arn:
+            credentials = f"role {wrapper.role_arn} ({wrapper.assume_role_method or 'assume_role'})"
+        elif wrapper.aws_access_key_id:
+            credentials = "connection"
+        elif wrapper.profile_name:
+            credentials = f"profile {wrapper.profile_name}"
+        else:
+            credentials = "boto3 default chain"
         return json.dumps(
             {
                 "conn_id": self.aws_conn_id,
-                "endpoint_url": settings["endpoint_url"],
-                "region_name": settings["region_name"],
-                "credentials": "connection" if settings["aws_access_key_id"] else "boto3 default chain",
+                "endpoint_url": wrapper.get_service_endpoint_url("s3"),
+                "region_name": wrapper.region_name,
+                "credentials": credentials,
             }
         )
 

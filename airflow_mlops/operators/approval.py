@@ -10,7 +10,6 @@ from airflow.providers.standard.exceptions import HITLRejectException, HITLTimeo
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param
 from airflow.sdk.definitions.param import ParamsDict
-from airflow.sdk.exceptions import DownstreamTasksSkipped
 
 from airflow_mlops import tags as T
 from airflow_mlops.exceptions import ApprovalRejectedError
@@ -25,6 +24,7 @@ from airflow_mlops.registry import (
 )
 from airflow_mlops.utils.clock import utc_now_iso
 from airflow_mlops.utils.templating import is_templated
+from airflow_mlops.version_compat import DownstreamTasksSkipped
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -279,7 +279,7 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
                 version=str(result["version"]),
                 reason=result["decision"],
             )
-        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow_mlops.version_compat import AirflowSkipException
 
         raise AirflowSkipException(f"{_rejection_message(result)}; the champion stays as it is")
 

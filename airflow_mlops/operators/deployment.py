@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, conf
+from airflow.sdk import BaseOperator
 
 from airflow_mlops import tags as T
 from airflow_mlops.exceptions import (
@@ -47,6 +47,7 @@ from airflow_mlops.serving.base import (
 from airflow_mlops.utils.clock import utc_now_iso
 from airflow_mlops.utils.config import approval_required
 from airflow_mlops.utils.templating import is_templated
+from airflow_mlops.version_compat import conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -569,9 +570,8 @@ class DeployModelOperator(_ServingOperator):
 
         For good: a not-retryable error, or any error on the task's last try.
         """
-        from airflow.sdk.exceptions import AirflowFailException
-
         from airflow_mlops.exceptions import ReleaseInProgressError
+        from airflow_mlops.version_compat import AirflowFailException
 
         try:
             return run()

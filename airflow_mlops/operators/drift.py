@@ -7,7 +7,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_mlops import tags
 from airflow_mlops.data.drift_thresholds import DEFAULT_THRESHOLDS, check_thresholds
@@ -21,6 +20,7 @@ from airflow_mlops.exceptions import (
     RegistryError,
 )
 from airflow_mlops.hooks.storage import StorageHook
+from airflow_mlops.version_compat import AirflowSkipException
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

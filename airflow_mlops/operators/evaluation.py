@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, SkipMixin
+from airflow.sdk import BaseOperator
 
 from airflow_mlops import tags as T
 from airflow_mlops.evaluation.thresholds import (
@@ -50,6 +50,7 @@ from airflow_mlops.registry import (
 )
 from airflow_mlops.utils.context import airflow_lineage_tags
 from airflow_mlops.utils.templating import is_templated
+from airflow_mlops.version_compat import SkipMixin
 
 if TYPE_CHECKING:
     import pandas as pd

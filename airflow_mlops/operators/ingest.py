@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow.sdk import Asset, BaseHook, BaseOperator, conf
+from airflow.sdk import Asset, BaseHook, BaseOperator
 
 from airflow_mlops.data.formats import (
     FORMATS,
@@ -61,6 +61,7 @@ from airflow_mlops.exceptions import (
 from airflow_mlops.hooks.storage import StorageHook
 from airflow_mlops.utils.clock import utc_now_iso
 from airflow_mlops.utils.templating import is_templated
+from airflow_mlops.version_compat import conf
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -437,7 +438,8 @@ class IngestDatasetOperator(BaseOperator):
         except Exception as err:
             raise ConnectionSetupError(
                 f"Dataset {name!r}: cannot build a database hook from connection {self.sql_conn_id!r}: {err}. "
-                "Define the connection, and install the Airflow provider of its type.",
+                "Define the connection, and install the Airflow provider of its type (SQL databases also need "
+                "pip install 'airflow-provider-mlops[sql]', the common.sql provider).",
                 dataset=name, uri=source,
             ) from err  # fmt: skip
         if not hasattr(db_hook, "get_df") and not hasattr(db_hook, "get_pandas_df"):

@@ -400,7 +400,7 @@ class TrainModelOperator(BaseOperator):
 
     def _after_start_error(self, err: Exception, spec: TrainingSpec) -> None:
         """Mark the run FAILED unless *err* is a deferral (the trainer is still running)."""
-        from airflow.sdk.exceptions import TaskDeferred
+        from airflow_mlops.version_compat import TaskDeferred
 
         if not isinstance(err, TaskDeferred):
             self._mark_failed(self.hook.client, spec.mlflow_run_id)

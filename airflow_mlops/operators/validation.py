@@ -308,7 +308,8 @@ class ValidateDatasetOperator(BaseOperator):
         except Exception as err:
             raise ConnectionSetupError(
                 f"Cannot validate {what} on connection {self.sql_conn_id!r}: no SQLAlchemy URL from it ({err}). "
-                "Use a SQL database connection whose provider is installed.",
+                "Use a SQL database connection whose provider is installed (and "
+                "pip install 'airflow-provider-mlops[sql]', the common.sql provider).",
                 uri=dataset,
             ) from err
         key = target if self.table is not None else "query-" + hashlib.sha256(target.encode()).hexdigest()[:16]

@@ -6,7 +6,7 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, conf
+from airflow.sdk import BaseSensorOperator
 
 from airflow_mlops.data.changes import MAX_FILES_IN_EVENT, find_new_files
 from airflow_mlops.data.snapshots import check_dataset_name
@@ -14,6 +14,7 @@ from airflow_mlops.data.storage import Storage, is_s3
 from airflow_mlops.exceptions import DatasetConfigurationError, DatasetError
 from airflow_mlops.hooks.storage import StorageHook
 from airflow_mlops.utils.templating import is_templated
+from airflow_mlops.version_compat import conf
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -139,7 +140,7 @@ class NewDataSensor(BaseSensorOperator):
                 dataset=self.dataset_name, uri=self.source,
             )  # fmt: skip
         if event.get("status") == "timeout":
-            from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
+            from airflow_mlops.version_compat import AirflowSensorTimeout, AirflowSkipException
 
             if self.soft_fail:
                 raise AirflowSkipException(event.get("message"))

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 
 def test_airflow_lists_the_provider_with_its_mlflow_connection_type():
     from airflow.providers_manager import ProvidersManager
-    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+    from airflow_mlops.version_compat import AIRFLOW_V_3_2_PLUS
 
     assert "airflow-provider-mlops" in ProvidersManager().providers
-    hook_info = ProvidersManagerTaskRuntime().hooks["mlflow"]
+    if AIRFLOW_V_3_2_PLUS:  # tasks look hooks up through the task SDK's own providers manager
+        from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+        hook_info = ProvidersManagerTaskRuntime().hooks["mlflow"]
+    else:
+        hook_info = ProvidersManager().hooks["mlflow"]
     assert hook_info is not None
     assert hook_info.hook_class_name == "airflow_mlops.hooks.mlflow.MLflowHook"
     assert hook_info.connection_id_attribute_name == "mlflow_conn_id"
@@ -25,6 +32,33 @@ def test_connection_form_is_declared_in_provider_metadata():
     assert set(conn_type["conn-fields"]) == {"registry_uri", "token", "verify_tls"}
     assert conn_type["conn-fields"]["token"]["schema"]["format"] == "password"
     assert conn_type["ui-field-behaviour"]["relabeling"]["host"] == "Tracking URI"
+
+
+_HOOK_META = """
+import json
+from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+(meta,) = [hook for hook in HookMetaService.hook_meta_data() if hook.connection_type == "mlflow"]
+print(json.dumps(meta.model_dump(mode="json")))
+"""
+
+
+def test_the_connection_form_shows_the_mlflow_fields_in_the_ui():
+    """What the UI's connection form gets (the API's hook metadata): 3.2+ from conn-fields, 3.1 from the hook."""
+    # A fresh process: the API builds this from a providers manager that nothing has initialised yet.
+    out = subprocess.run([sys.executable, "-c", _HOOK_META], capture_output=True, text=True, check=True)
+    meta = json.loads(out.stdout.strip().splitlines()[-1])
+    extra = meta["extra_fields"]
+    assert set(extra) == {"registry_uri", "token", "verify_tls"}
+    assert extra["registry_uri"]["schema"]["title"] == "Registry URI"
+    assert extra["token"]["schema"]["format"] == "password"
+    assert extra["verify_tls"]["schema"]["type"] == ["boolean", "null"]
+    assert extra["verify_tls"]["value"] is True
+    fields = meta["standard_fields"]
+    assert fields["host"]["title"] == "Tracking URI"
+    assert fields["host"]["placeholder"] == "http://mlflow:5000 or sqlite:///mlflow.db"
+    assert fields["port"]["hidden"]
+    assert fields["url_schema"]["hidden"]
+    assert fields["login"]["title"] == "Username"
 
 
 def test_airflow_providers_cli_shows_the_provider():
@@ -48,9 +82,8 @@ def test_extra_links_are_registered_and_point_at_the_mlflow_ui():
 
 
 def test_the_mlops_config_section_is_declared_and_read_by_airflow():
-    from airflow.sdk import conf
-
     from airflow_mlops.get_provider_info import get_provider_info
+    from airflow_mlops.version_compat import AIRFLOW_V_3_2_PLUS, conf
 
     options = get_provider_info()["config"]["mlops"]["options"]
     assert set(options) == {"allowed_sources", "max_source_files", "max_source_bytes", "require_approval"}
@@ -58,6 +91,10 @@ def test_the_mlops_config_section_is_declared_and_read_by_airflow():
         assert set(option) == {"description", "version_added", "type", "example", "default"}
         assert isinstance(option["default"], str)
     # Airflow's own configuration knows the defaults (the environment of these tests sets none of them).
+    if not AIRFLOW_V_3_2_PLUS:  # 3.1 loads providers' configuration when its CLI or a service starts
+        from airflow.providers_manager import ProvidersManager
+
+        ProvidersManager().initialize_providers_configuration()
     assert conf.getint("mlops", "max_source_files") == 10_000
     assert conf.getint("mlops", "max_source_bytes") == 10 * 1024**3
     assert conf.getboolean("mlops", "require_approval") is True

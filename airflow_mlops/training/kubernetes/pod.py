@@ -14,11 +14,10 @@ import functools
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.exceptions import TaskDeferred
-
 from airflow_mlops.exceptions import InvalidManifestError, TrainingError, TrainingPreemptedError
 from airflow_mlops.training.kubernetes.failures import explain_pod_failure
 from airflow_mlops.training.kubernetes.manifests import BASE_CONTAINER, pod_manifest
+from airflow_mlops.version_compat import TaskDeferred
 
 if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator

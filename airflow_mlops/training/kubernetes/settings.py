@@ -61,7 +61,7 @@ def secret_ref(value: str | Sequence[str], env_name: str) -> tuple[str, str]:
 
 
 def _default_deferrable() -> bool:
-    from airflow.sdk import conf
+    from airflow_mlops.version_compat import conf
 
     return conf.getboolean("operators", "default_deferrable", fallback=False)
 

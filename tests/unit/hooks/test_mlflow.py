@@ -67,7 +67,7 @@ def test_a_host_without_scheme_keeps_the_schema_and_loses_its_user_info(monkeypa
 
 
 def test_the_password_of_a_url_is_masked_in_logs(monkeypatch):
-    from airflow.sdk.log import _secrets_masker
+    from airflow.sdk._shared.secrets_masker import _secrets_masker
 
     hook = _mlflow_connection(
         monkeypatch, "mlflow_masked", host="https://alice:pw-masked-33@mlflow.example.com"

@@ -1,4 +1,4 @@
-"""StorageHook: the S3 client settings it reads from an Airflow ``aws`` connection, secrets kept out of logs."""
+"""StorageHook: the S3 client the Amazon provider builds from an ``aws`` connection, secrets kept out of logs."""
 
 from __future__ import annotations
 
@@ -76,10 +76,38 @@ def test_hook_names_missing_connection():
         StorageHook(aws_conn_id="no_such_aws_conn").get_conn()
 
 
-def test_hook_refuses_role_assumption(monkeypatch):
-    _aws_connection(monkeypatch, "mlops_test_s3_role", extra={"role_arn": "arn:aws:iam::1:role/x"})
-    with pytest.raises(ConnectionSetupError, match="role_arn"):
-        StorageHook(aws_conn_id="mlops_test_s3_role").get_conn()
+def test_hook_reads_the_connection_as_the_amazon_provider_does(monkeypatch):
+    """A profile from a shared credentials file: an auth method only the Amazon provider's reading knows."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".ini", delete=False) as creds:
+        creds.write(
+            "[mlops-team]\naws_access_key_id = AKIDFROMPROFILE\naws_secret_access_key = profile-secret\n"
+        )
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", creds.name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", creds.name + ".absent")
+    _aws_connection(
+        monkeypatch, "mlops_test_s3_profile",
+        extra={"profile_name": "mlops-team", "region_name": "eu-north-1", "endpoint_url": "http://127.0.0.1:5"},
+    )  # fmt: skip
+    hook = StorageHook(aws_conn_id="mlops_test_s3_profile")
+    client = hook.get_conn().s3
+    assert client.meta.region_name == "eu-north-1"
+    assert "Credential=AKIDFROMPROFILE/" in _signed_headers(client)["Authorization"]
+    assert json.loads(hook.describe())["credentials"] == "profile mlops-team"
+
+
+def test_s3_without_the_amazon_provider_names_the_extra(monkeypatch, tmp_path):
+    import sys
+
+    _aws_connection(monkeypatch, "mlops_test_s3_no_amazon", login="a", password="b")
+    monkeypatch.setitem(sys.modules, "airflow.providers.amazon.aws.hooks.s3", None)  # not installed
+    hook = StorageHook(aws_conn_id="mlops_test_s3_no_amazon")
+    with pytest.raises(ConnectionSetupError, match=r"airflow-provider-mlops\[amazon\]"):
+        hook.get_conn()
+    # Local files need neither the provider nor the connection.
+    (tmp_path / "a.txt").write_bytes(b"local")
+    assert hook.storage_for(str(tmp_path / "a.txt")).read_bytes(str(tmp_path / "a.txt")) == b"local"
 
 
 @pytest.mark.parametrize(
@@ -97,7 +125,7 @@ def test_hook_refuses_role_assumption(monkeypatch):
     ],
 )
 def test_hook_refuses_credentials_in_the_endpoint_url_without_repeating_them(monkeypatch, extra):
-    from airflow.sdk.log import _secrets_masker
+    from airflow.sdk._shared.secrets_masker import _secrets_masker
 
     _aws_connection(monkeypatch, "mlops_test_s3_url_creds", extra=extra)
 

@@ -129,7 +129,7 @@ def test_a_canary_on_kserve_is_accepted_with_sample_data(canary):
 
 
 def test_deferrable_defaults_to_the_operators_default_deferrable_setting():
-    from airflow.sdk import conf
+    from airflow_mlops.version_compat import conf
 
     default = conf.getboolean("operators", "default_deferrable", fallback=False)
 

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_mlops.exceptions import ConfigurationError, DataDriftError, DatasetError
 from airflow_mlops.operators.drift import DriftCheckOperator
 from airflow_mlops.operators.ingest import IngestDatasetOperator
+from airflow_mlops.version_compat import AirflowSkipException
 from tests.new_data_support import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
 
 

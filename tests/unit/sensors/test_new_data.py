@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_mlops.exceptions import ConfigurationError, DatasetError
 from airflow_mlops.sensors.new_data import NewDataSensor
 from airflow_mlops.triggers.new_data import NewDataTrigger
+from airflow_mlops.version_compat import TaskDeferred
 from tests.new_data_support import (
     ingest,
     run_trigger,
@@ -48,7 +48,7 @@ def test_sensor_pokes_defers_and_completes(tmp_path, data_root):
 def test_deferrable_defaults_to_the_operators_setting():
     import inspect
 
-    from airflow.sdk import conf
+    from airflow_mlops.version_compat import conf
 
     default = inspect.signature(NewDataSensor.__init__).parameters["deferrable"].default
     assert default is conf.getboolean("operators", "default_deferrable", fallback=False)

@@ -100,7 +100,10 @@ def test_trigger_can_watch_an_asset_for_event_driven_scheduling(tmp_path, data_r
         IngestDatasetOperator(task_id="ingest", dataset_name="events", source=str(tmp_path / "raw"))
     assert list(dag.timetable.asset_condition.objects) == [source]
     # The DAG processor stores the watcher's trigger by its serialize() output.
-    from airflow.serialization.serialized_objects import DagSerialization
+    try:
+        from airflow.serialization.serialized_objects import DagSerialization
+    except ImportError:  # Airflow 3.1
+        from airflow.serialization.serialized_objects import SerializedDAG as DagSerialization
 
     stored = json.dumps(DagSerialization.to_dict(dag))
     assert "airflow_mlops.triggers.new_data.NewDataTrigger" in stored
