@@ -66,6 +66,12 @@ def get_lineage(client: MlflowClient, model_name: str, version_or_alias: str) ->
         except MlflowException:
             run = {"run_id": run_id, "status": "DELETED_OR_MISSING"}
     deployments = _json_or_text(get(tags.DEPLOYMENTS))
+    try:
+        history = _json_or_text(
+            dict(client.get_registered_model(model_name).tags or {}).get(tags.DEPLOYMENTS)
+        )
+    except MlflowException:
+        history = None
     return {
         "model_name": model_name,
         "version": version.version,
@@ -105,6 +111,27 @@ def get_lineage(client: MlflowClient, model_name: str, version_or_alias: str) ->
         if isinstance(deployments, list)
         else [],
         "rollback": {"reason": get(tags.ROLLBACK_REASON)},
+        "serving": _serving(history, str(version.version)),
+    }
+
+
+def _serving(history: Any, version: str) -> dict[str, Any]:
+    """
+    Whether *version* is what serves now, from the model's deployment history (newest entry last).
+
+    What serves is the version of the last succeeded deploy or rollback; ``now`` is None without a history.
+    """
+    entries = [e for e in history if isinstance(e, dict)] if isinstance(history, list) else []
+    last = next((e for e in reversed(entries) if e.get("outcome") == "succeeded"), None)
+    if last is None:
+        return {"now": None}
+    now = str(last.get("version")) == version
+    return {
+        "now": now,
+        "version": str(last.get("version")),
+        "since": last.get("time"),
+        "action": last.get("action"),
+        "target": last.get("target"),
     }
 
 
@@ -140,8 +167,21 @@ def format_lineage(lineage: dict[str, Any]) -> str:
     deployments = lineage.get("deployments") or []
     lines.append(f"  deployments {len(deployments) or 'none'}")
     lines += [f"    {_describe_deployment(entry)}" for entry in deployments]
+    serving = lineage.get("serving") or {}
+    if serving.get("now"):
+        lines.append(
+            f"  serving     yes, since {serving.get('since') or '?'} ({serving.get('action')}"
+            + (f" on {serving['target']}" if serving.get("target") else "")
+            + ")"
+        )
+    elif serving.get("now") is False:
+        lines.append(
+            f"  serving     no (v{serving.get('version')} serves since {serving.get('since') or '?'})"
+        )
     reason = (lineage.get("rollback") or {}).get("reason")
-    if reason:
+    if reason and serving.get("now"):
+        lines.append(f"  rollback    rolled away from earlier ({reason}); serves again")
+    elif reason:
         lines.append(f"  rollback    rolled away from this version: {reason}")
     return "\n".join(lines)
 

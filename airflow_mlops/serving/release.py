@@ -403,6 +403,7 @@ class Release:
         name, version = plan["model_name"], plan["version"]
         self._move_alias(name, version)
         previous_version = plan["previous"]["version"] if plan["previous"] else None
+        self._serves_again(name, version)
         self._record(
             plan, version, "succeeded", plan["reason"], deployment, previous_version=previous_version
         )
@@ -493,6 +494,7 @@ class Release:
                 reason=failure,
             )
         self._move_alias(name, previous["version"])
+        self._serves_again(name, previous["version"])
         self._record(rollback_plan, previous["version"], "succeeded", rollback_plan["reason"], deployment,
                      action="auto_rollback", previous_version=failed_version)  # fmt: skip
         message = (
@@ -532,6 +534,11 @@ class Release:
         else:
             client.delete_registered_model_alias(name, alias)
             self.log.info("Removed alias %s of model %s: no version serves", alias, name)
+
+    def _serves_again(self, name: str, version: str) -> None:
+        """A version serving (again) is no longer "rolled away from"; its deployment history keeps why it was."""
+        if T.ROLLBACK_REASON in (self.client.get_model_version(name, str(version)).tags or {}):
+            self.client.delete_model_version_tag(name, str(version), T.ROLLBACK_REASON)
 
     def _record(
         self,

@@ -20,6 +20,13 @@ DEPLOYMENTS = [
      "target": "local", "endpoint": "http://127.0.0.1:5001", "actor": "oncall", "reason": "latency regression",
      "previous_version": "2"},
 ]  # fmt: skip
+# The model's history: v1 served, v2 replaced it, a rollback made v1 serve again.
+MODEL_HISTORY = [
+    DEPLOYMENTS[0],
+    {"time": "2026-01-03T08:00:00+00:00", "action": "deploy", "version": "2", "outcome": "succeeded",
+     "target": "local", "endpoint": "http://127.0.0.1:5001", "actor": "reviewer", "previous_version": "1"},
+    DEPLOYMENTS[1],
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +54,12 @@ def model(mlflow_server) -> str:
         T.APPROVAL_TIME: "2026-01-02T09:00:00+00:00", T.APPROVAL_COMMENT: "ship it",
         T.PROMOTED_AT: "2026-01-02T09:01:00+00:00", T.PREVIOUS_CHAMPION: "",
         T.INFRA_VALIDATION_PASSED: "true", T.INFRA_VALIDATION_SUMMARY: json.dumps(infra),
-        T.DEPLOYMENTS: json.dumps(DEPLOYMENTS), T.ROLLBACK_REASON: "rolled back to version 1: latency regression",
+        T.DEPLOYMENTS: json.dumps(DEPLOYMENTS),
+        # Left by an earlier episode (before v1 served again); the chain must not call v1 rolled away from.
+        T.ROLLBACK_REASON: "rolled back to version 0 by oncall: an earlier regression",
     }.items():  # fmt: skip
         client.set_model_version_tag(name, "1", key, value)
+    client.set_registered_model_tag(name, T.DEPLOYMENTS, json.dumps(MODEL_HISTORY))
     client.set_registered_model_alias(name, T.CHAMPION, "1")
     return name
 
@@ -64,7 +74,7 @@ def test_the_text_chain_shows_every_stage_in_order(mlflow_server, model, capsys)
     ]
     assert labels == [
         "data", "validation", "training", "airflow", "evaluation", "approval", "promotion", "infra",
-        "deployments", "rollback",
+        "deployments", "serving", "rollback",
     ]  # fmt: skip
     assert f"{model} version 1 (aliases: champion)" in out
     assert "approval    approved by reviewer at 2026-01-02T09:00:00+00:00: 'ship it'" in out
@@ -74,7 +84,13 @@ def test_the_text_chain_shows_every_stage_in_order(mlflow_server, model, capsys)
         "    2026-01-03T09:30:00+00:00  rollback v1 succeeded on local http://127.0.0.1:5001 by oncall "
         "(previous v2): latency regression"
     ) in out
-    assert "rollback    rolled away from this version: rolled back to version 1: latency regression" in out
+    # v1 serves again after the rollback: the chain says so, not "rolled away from this version".
+    assert "serving     yes, since 2026-01-03T09:30:00+00:00 (rollback on local)" in out
+    assert "rolled away from this version" not in out
+    assert (
+        "rollback    rolled away from earlier (rolled back to version 0 by oncall: an earlier regression); "
+        in out
+    )
 
 
 def test_the_json_chain_has_infra_validation_deployments_and_rollback(mlflow_server, model, capsys):
@@ -83,7 +99,10 @@ def test_the_json_chain_has_infra_validation_deployments_and_rollback(mlflow_ser
     assert chain["infra_validation"]["passed"] is True
     assert chain["infra_validation"]["summary"]["latency_ms"]["p95"] == 7.5
     assert chain["deployments"] == DEPLOYMENTS
-    assert chain["rollback"]["reason"] == "rolled back to version 1: latency regression"
+    assert chain["rollback"]["reason"] == "rolled back to version 0 by oncall: an earlier regression"
+    assert chain["serving"] == {
+        "now": True, "version": "1", "since": "2026-01-03T09:30:00+00:00", "action": "rollback", "target": "local",
+    }  # fmt: skip
     assert chain["training_run"]["metrics"] == {"val_accuracy": 0.91}
 
 
@@ -95,6 +114,18 @@ def test_a_version_without_deployments_says_so(mlflow_server, model, capsys):
     out = capsys.readouterr().out
     assert "infra       not validated" in out
     assert "deployments none" in out
+    assert "serving     no (v1 serves since 2026-01-03T09:30:00+00:00)" in out
     assert "rollback" not in out
     assert main([model, "7", "--tracking-uri", mlflow_server.uri]) == 1
     assert f"Model '{model}' has no version or alias '7'" in capsys.readouterr().out
+
+
+def test_a_version_rolled_away_from_says_so_and_what_serves(mlflow_server, model, capsys):
+    client = MlflowClient(mlflow_server.uri)
+    run_id = client.get_model_version(model, "1").run_id
+    version = client.create_model_version(model, f"runs:/{run_id}/model", run_id=run_id).version
+    client.set_model_version_tag(model, version, T.ROLLBACK_REASON, "automatic rollback: smoke test failed")
+    assert main([model, version, "--tracking-uri", mlflow_server.uri]) == 0
+    out = capsys.readouterr().out
+    assert "serving     no (v1 serves since 2026-01-03T09:30:00+00:00)" in out
+    assert "rollback    rolled away from this version: automatic rollback: smoke test failed" in out

@@ -71,6 +71,9 @@ class Registry:
     def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         self.version_tags[str(version)][key] = value
 
+    def delete_model_version_tag(self, name: str, version: str, key: str) -> None:
+        del self.version_tags[str(version)][key]
+
     def set_registered_model_tag(self, name: str, key: str, value: str) -> None:
         self.model_tags[key] = value
 
@@ -127,7 +130,12 @@ def test_a_verified_version_serves_moves_the_alias_and_is_recorded():
     assert target.served["m"].version == "2"
     assert client.aliases == {"champion": "2"}
     [entry] = client.history()
-    assert (entry["action"], entry["version"], entry["outcome"], entry["actor"]) == ("deploy", "2", "succeeded", "alice")
+    assert (entry["action"], entry["version"], entry["outcome"], entry["actor"]) == (
+        "deploy",
+        "2",
+        "succeeded",
+        "alice",
+    )
     assert json.loads(client.model_tags[T.DEPLOYMENT_TARGET])["kind"] == target.config_kind()
 
 
@@ -163,6 +171,35 @@ def test_a_failing_version_is_rolled_back_to_the_previous_one(tmp_path):
         ("deploy", "2", "failed"), ("auto_rollback", "1", "succeeded"),
     ]  # fmt: skip
     assert client.version_tags["2"][T.ROLLBACK_REASON].startswith("automatic rollback: smoke test failed")
+
+
+def test_a_version_that_serves_again_is_no_longer_tagged_rolled_away_from(tmp_path):
+    target, client = Echo(), Registry()
+    verify = SmokeTest(write_holdout_snapshot(tmp_path), ["label"], 2)
+
+    def deploy(version: str, run_id: str) -> dict[str, Any]:
+        plan = new_plan(
+            model_name="m", version=version, model_uri=f"models:/m/{version}", target=target,
+            previous=target.served.get("m"), verify=verify, reason="why", actor="alice", airflow=AIRFLOW,
+        )  # fmt: skip
+        return release_on(target, client).start(plan, release_id({**AIRFLOW, "run_id": run_id}))
+
+    deploy("1", "r1")
+    client.version_tags["1"][T.ROLLBACK_REASON] = "rolled back to version 0 by erin: an earlier episode"
+    target.broken.add("2")
+    with pytest.raises(DeploymentVerificationError):
+        deploy("2", "r2")
+    # v1 serves again after the automatic rollback; v2 is the one rolled away from.
+    assert T.ROLLBACK_REASON not in client.version_tags["1"]
+    assert client.version_tags["2"][T.ROLLBACK_REASON].startswith("automatic rollback: smoke test failed")
+
+    target.broken.clear()
+    deploy("2", "r3")
+    assert target.served["m"].version == "2"
+    assert T.ROLLBACK_REASON not in client.version_tags["2"]
+    assert [e["reason"] for e in client.history() if e["outcome"] == "failed"][0].startswith(
+        "smoke test failed"
+    )
 
 
 def test_a_release_defers_with_its_plan_and_resumes_from_it():
@@ -263,7 +300,9 @@ def test_a_deploy_killed_at_any_step_is_finished_by_the_retry_once(kill_at, step
     assert (result["version"], result["previous_version"], result["outcome"]) == ("2", "1", "succeeded")
     assert target.served["m"].version == "2"
     assert client.aliases == {"champion": "2"}
-    assert [(e["action"], e["version"], e["outcome"]) for e in client.history()] == [("deploy", "2", "succeeded")]
+    assert [(e["action"], e["version"], e["outcome"]) for e in client.history()] == [
+        ("deploy", "2", "succeeded")
+    ]
     assert json.loads(client.model_tags[T.RELEASE])["step"] == R.DONE
     # A try after the release ended returns its result again and changes nothing.
     assert retry(target, client) == result
