@@ -194,3 +194,11 @@ class DatasetConfigurationError(ConfigurationError, DatasetError):
     Both a :class:`ConfigurationError` (a ``ValueError``: fix the DAG or its parameters) and a
     :class:`DatasetError` (it is about the dataset named in ``dataset=``); not retryable.
     """
+
+
+class TrainingAdmissionTimeoutError(TrainingTimeoutError):
+    """
+    A training queued on a Kueue ``LocalQueue`` was not admitted within its ``admission_timeout``.
+
+    Retryable: quota frees up as other workloads finish; the queued object was deleted, so it holds no place.
+    """

@@ -87,9 +87,9 @@ def container_status(pod: dict[str, Any], name: str) -> dict[str, Any]:
     return {}
 
 
-def _limit(pod: dict[str, Any], resource: str) -> str | None:
+def _limit(pod: dict[str, Any], resource: str, name: str = BASE_CONTAINER) -> str | None:
     for container in (pod.get("spec") or {}).get("containers") or []:
-        if container.get("name") == BASE_CONTAINER:
+        if container.get("name") == name:
             return ((container.get("resources") or {}).get("limits") or {}).get(resource)
     return None
 
@@ -127,6 +127,7 @@ def explain_pod_failure(
     pod_name: str,
     message: str | None = None,
     what: str | None = None,
+    container: str = BASE_CONTAINER,
 ) -> Failure:
     """
     One line saying why training pod *pod_name* failed and what to change.
@@ -137,6 +138,7 @@ def explain_pod_failure(
     :param pod_name: Name of the pod.
     :param message: What the waiting code reported (used when the status tells nothing more).
     :param what: How to name the pod in the line (default ``Training pod <name>``).
+    :param container: Name of the trainer container (``node`` in a Kubeflow Trainer runtime).
     """
     what = what or f"Training pod {pod_name}"
     restart = "it is started again from the last checkpoint"
@@ -154,7 +156,7 @@ def explain_pod_failure(
         )
     status = pod.get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
-    base = container_status(pod, BASE_CONTAINER)
+    base = container_status(pod, container)
     state = base.get("state") or {}
     terminated = state.get("terminated") or (base.get("lastState") or {}).get("terminated") or {}
     waiting = state.get("waiting") or {}
@@ -189,7 +191,7 @@ def explain_pod_failure(
             "preempted", f"{what} was stopped by a node shutdown ({status_message}); {restart}.", True, reason
         )
     if terminated.get("reason") == "OOMKilled":
-        limit = _limit(pod, "memory")
+        limit = _limit(pod, "memory", container)
         return failure(
             "oom",
             f"{what} was OOMKilled: the trainer used more memory than its limit "

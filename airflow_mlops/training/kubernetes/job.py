@@ -13,9 +13,15 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.exceptions import InvalidManifestError, TrainingResultError
+from airflow_mlops.exceptions import (
+    InvalidManifestError,
+    TrainingAdmissionTimeoutError,
+    TrainingError,
+    TrainingResultError,
+)
 from airflow_mlops.training.kubernetes.failures import Failure, container_status, explain_pod_failure
 from airflow_mlops.training.kubernetes.manifests import (
     BASE_CONTAINER,
@@ -24,6 +30,7 @@ from airflow_mlops.training.kubernetes.manifests import (
     JOB_NAME_LABEL,
     instance_key,
     job_manifest,
+    kueue_labels,
     service_manifest,
 )
 from airflow_mlops.training.kubernetes.pod import api_error_message, connection_kwargs, serialize
@@ -72,7 +79,7 @@ def job_operator(
         name=name.removeprefix("job-"),  # KubernetesJobOperator adds the prefix back
         random_name_suffix=False,
         namespace=namespace,
-        labels=manifest["metadata"]["labels"],
+        labels=template["metadata"]["labels"],  # the Kueue labels go on the Job only (build_job)
         annotations=manifest["metadata"]["annotations"],
         full_pod_spec=PodGenerator.deserialize_model_dict(pod),
         full_job_spec=_deserialize({**manifest, "spec": {**job_spec, "template": {}}}, k8s.V1Job),
@@ -80,6 +87,7 @@ def job_operator(
         completions=runtime.num_nodes,
         parallelism=runtime.num_nodes,
         backoff_limit=0,
+        suspend=True if runtime.queue_name else None,
         ttl_seconds_after_finished=runtime.job_ttl_seconds,
         wait_until_job_complete=True,
         deferrable=runtime.deferrable,
@@ -89,6 +97,13 @@ def job_operator(
         execution_timeout=timedelta(seconds=spec.execution_timeout) if spec.execution_timeout else None,
         **connection_kwargs(runtime),
     )
+
+
+def build_job(kjo: KubernetesJobOperator, runtime: KubernetesSettings, context: Context) -> k8s.V1Job:
+    """KubernetesJobOperator's Job request, with the Kueue labels on the Job (not on its pods)."""
+    job = kjo.build_job_request_obj(context)
+    job.metadata.labels = {**(job.metadata.labels or {}), **kueue_labels(runtime)}
+    return job
 
 
 def render_job(
@@ -101,7 +116,7 @@ def render_job(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The Job and Service exactly as they would be created, as dicts."""
     kjo = job_operator(runtime, spec, name=name, namespace=namespace)
-    job = serialize(kjo.build_job_request_obj(context))
+    job = serialize(build_job(kjo, runtime, context))
     return job, service_manifest(runtime, spec, name=name, namespace=namespace, job_uid="00000000-0000")
 
 
@@ -159,7 +174,7 @@ class JobTraining:
             name = job_name(spec.task_id)
             kjo = job_operator(runtime, spec, name=name, namespace=namespace)
             try:
-                created = hook.create_job(job=kjo.build_job_request_obj(self.context))
+                created = hook.create_job(job=build_job(kjo, runtime, self.context))
                 service = service_manifest(
                     runtime, spec, name=name, namespace=namespace, job_uid=created.metadata.uid
                 )
@@ -181,6 +196,71 @@ class JobTraining:
                 spec.attempt,
             )  # fmt: skip
         self.namespace, self.name = namespace, name
+        if runtime.queue_name and hook.get_job_status(job_name=name, namespace=namespace).spec.suspend:
+            return self._wait_for_admission(name, namespace)
+        return self._wait(name, namespace)
+
+    def _wait_for_admission(self, name: str, namespace: str) -> RawResult:
+        """Queued: wait (deferred) until Kueue admits the Job as a whole; this wait is not training time."""
+        runtime, hook, log = self.runtime, self.hook, self.callbacks.log
+        log.info(
+            "Job %s/%s is queued on Kueue LocalQueue %r%s; waiting up to %d s for admission (not counted "
+            "against the training timeout)",
+            namespace, name, runtime.queue_name,
+            f" (priority class {runtime.queue_priority_class})" if runtime.queue_priority_class else "",
+            runtime.admission_timeout,
+        )  # fmt: skip
+        state = {"mode": "job", "phase": "admission", "name": name, "namespace": namespace}
+        if runtime.deferrable:
+            from airflow_mlops.triggers.training import KueueAdmissionTrigger
+
+            self.callbacks.defer(
+                trigger=KueueAdmissionTrigger(
+                    kind="Job", name=name, namespace=namespace, queue_name=str(runtime.queue_name),
+                    timeout=runtime.admission_timeout, connection=runtime.connection.to_dict(),
+                    poll_interval=runtime.poll_interval,
+                ),
+                spec=self.spec,
+                state=state,
+            )  # fmt: skip
+        started = time.monotonic()
+        while hook.get_job_status(job_name=name, namespace=namespace).spec.suspend:
+            waited = round(time.monotonic() - started, 1)
+            if waited >= runtime.admission_timeout:
+                return self.resume({"status": "timeout", "waited": waited}, state)
+            time.sleep(runtime.poll_interval)
+        return self.resume({"status": "admitted", "waited": round(time.monotonic() - started, 1)}, state)
+
+    def _admitted(self, event: dict[str, Any], name: str, namespace: str) -> RawResult:
+        runtime, spec = self.runtime, self.spec
+        if event.get("status") == "admitted":
+            self.callbacks.log.info(
+                "Job %s/%s was admitted by Kueue queue %r after %s s in the queue; training starts",
+                namespace, name, runtime.queue_name, event.get("waited"),
+            )  # fmt: skip
+            return self._wait(name, namespace)
+        self._delete(namespace, name)  # it must not start later and hold GPUs nobody waits for
+        if event.get("status") == "timeout":
+            raise TrainingAdmissionTimeoutError(
+                f"Job {namespace}/{name} waited {event.get('waited')} s on Kueue queue {runtime.queue_name!r} "
+                f"without being admitted (admission_timeout={runtime.admission_timeout}); it was deleted. The "
+                "queue's ClusterQueue has no free quota for it: the task's retries queue it again, or raise "
+                "admission_timeout, ask for fewer nodes or GPUs, or use a queue with more quota.",
+                job=name,
+                model=spec.experiment_name,
+                reason="AdmissionTimeout",
+            )
+        raise TrainingError(
+            f"Job {namespace}/{name} did not reach admission on Kueue queue {runtime.queue_name!r}: "
+            f"{event.get('message')}",
+            job=name,
+            model=spec.experiment_name,
+            reason=str(event.get("status")),
+        )
+
+    def _wait(self, name: str, namespace: str) -> RawResult:
+        """Wait until the Job completes or fails: deferred in the triggerer, else in the worker."""
+        runtime, spec, hook = self.runtime, self.spec, self.hook
         state = {"mode": "job", "name": name, "namespace": namespace}
         if runtime.deferrable:
             from airflow_mlops.triggers.training import KubernetesTrainingJobTrigger
@@ -195,7 +275,9 @@ class JobTraining:
                 spec=spec,
                 state=state,
             )
-        hook.wait_until_job_complete(job_name=name, namespace=namespace, job_poll_interval=runtime.poll_interval)
+        hook.wait_until_job_complete(
+            job_name=name, namespace=namespace, job_poll_interval=runtime.poll_interval
+        )
         return self.resume({"status": "success"}, state)
 
     def resume(self, event: dict[str, Any], state: dict[str, Any]) -> RawResult:
@@ -205,6 +287,8 @@ class JobTraining:
         runtime, spec, hook, log = self.runtime, self.spec, self.hook, self.callbacks.log
         name, namespace = state["name"], state["namespace"]
         self.namespace, self.name = namespace, name
+        if state.get("phase") == "admission":
+            return self._admitted(event, name, namespace)
         kjo = job_operator(runtime, spec, name=name, namespace=namespace)
         try:
             try:

@@ -2,8 +2,9 @@
 The Kubernetes objects of a training, as plain dicts (easy to check against the official schemas).
 
 :func:`pod_manifest` is the pod ``KubernetesPodOperator`` receives; :func:`job_manifest` and
-:func:`service_manifest` are the Indexed Job and headless Service of a multi-node training. No Airflow and no
-kubernetes client here.
+:func:`service_manifest` are the Indexed Job and headless Service of a multi-node training;
+:func:`trainjob_manifest` is a Kubeflow Trainer ``TrainJob``. :func:`kueue_labels` are the labels that put each
+of them on a Kueue queue. No Airflow and no kubernetes client here.
 """
 
 from __future__ import annotations
@@ -37,6 +38,23 @@ MLFLOW_RUN_ANNOTATION = LABEL_PREFIX + "mlflow-run-id"
 EXPERIMENT_ANNOTATION = LABEL_PREFIX + "experiment"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+#: Kueue: the LocalQueue a workload is submitted to, and its WorkloadPriorityClass.
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+QUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
+#: The scheduling gate Kueue's pod webhook puts on a queued pod and removes when it admits it.
+KUEUE_GATE = "kueue.x-k8s.io/admission"
+#: Kubeflow Trainer v2.
+TRAINER_GROUP = "trainer.kubeflow.org"
+TRAINER_VERSION = "v1alpha1"
+TRAINJOB_PLURAL = "trainjobs"
+#: The replicated Job and container of a ``torch-distributed``-style runtime that run the trainer.
+TRAINER_REPLICATED_JOB = "node"
+TRAINER_CONTAINER = "node"
+#: Label JobSet puts on every pod of a TrainJob's JobSet (named after the TrainJob).
+JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
+#: Where the trainer of a TrainJob writes its result: the kubelet copies it into the pod status as the
+#: container's termination message (the default ``terminationMessagePath``), which the runtime cannot patch.
+TERMINATION_LOG = "/dev/termination-log"
 
 
 def instance_key(spec: TrainingSpec) -> str:
@@ -55,6 +73,16 @@ def object_labels(runtime: KubernetesSettings, spec: TrainingSpec) -> dict[str, 
         MODEL_LABEL: label_value(runtime.model_label or spec.experiment_name),
         INSTANCE_LABEL: instance_key(spec),
     }
+
+
+def kueue_labels(runtime: KubernetesSettings) -> dict[str, str]:
+    """The labels that submit a workload to the runtime's Kueue ``queue_name`` (empty without one)."""
+    if not runtime.queue_name:
+        return {}
+    labels = {QUEUE_LABEL: runtime.queue_name}
+    if runtime.queue_priority_class:
+        labels[QUEUE_PRIORITY_LABEL] = runtime.queue_priority_class
+    return labels
 
 
 def object_annotations(runtime: KubernetesSettings, spec: TrainingSpec) -> dict[str, str]:
@@ -126,6 +154,7 @@ def trainer_env(
     *,
     master_addr: str | None = None,
     distributed: bool = True,
+    result_path: str = RESULT_PATH,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """
     ``(env, envFrom)`` of the trainer container.
@@ -139,7 +168,7 @@ def trainer_env(
     plain.update(spec.connection_env)
     plain.update({str(k): str(v) for k, v in spec.env.items()})
     plain.update(spec.contract_env)
-    plain[contract.RESULT_PATH] = RESULT_PATH
+    plain[contract.RESULT_PATH] = result_path
     refs = runtime.secret_refs()
     env = [_env(name, value) for name, value in plain.items() if name not in refs]
     if distributed:
@@ -229,7 +258,7 @@ def pod_spec(
 def pod_manifest(runtime: KubernetesSettings, spec: TrainingSpec) -> dict[str, Any]:
     """The training pod as KubernetesPodOperator receives it (it adds the name, its labels and the sidecar)."""
     metadata: dict[str, Any] = {
-        "labels": object_labels(runtime, spec),
+        "labels": {**object_labels(runtime, spec), **kueue_labels(runtime)},
         "annotations": object_annotations(runtime, spec),
     }
     if runtime.namespace:
@@ -237,7 +266,9 @@ def pod_manifest(runtime: KubernetesSettings, spec: TrainingSpec) -> dict[str, A
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec(runtime, spec)}
 
 
-def job_manifest(runtime: KubernetesSettings, spec: TrainingSpec, *, name: str, namespace: str) -> dict[str, Any]:
+def job_manifest(
+    runtime: KubernetesSettings, spec: TrainingSpec, *, name: str, namespace: str
+) -> dict[str, Any]:
     """The Indexed Job of a multi-node training: one pod per node, reachable as ``<name>-<rank>.<name>``."""
     labels = object_labels(runtime, spec)
     annotations = object_annotations(runtime, spec)
@@ -258,10 +289,17 @@ def job_manifest(runtime: KubernetesSettings, spec: TrainingSpec, *, name: str, 
         "ttlSecondsAfterFinished": runtime.job_ttl_seconds,
         "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": template_spec},
     }
+    if runtime.queue_name:
+        job_spec["suspend"] = True  # Kueue admits the Job as a whole and then lets it start its pods
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations},
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {**labels, **kueue_labels(runtime)},
+            "annotations": annotations,
+        },
         "spec": job_spec,
     }
 
@@ -278,7 +316,13 @@ def service_manifest(
     metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": object_labels(runtime, spec)}
     if job_uid:
         metadata["ownerReferences"] = [
-            {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": job_uid, "blockOwnerDeletion": False}
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": name,
+                "uid": job_uid,
+                "blockOwnerDeletion": False,
+            }
         ]
     return {
         "apiVersion": "v1",
@@ -290,4 +334,91 @@ def service_manifest(
             "publishNotReadyAddresses": True,  # resolvable before the trainers are Ready
             "ports": [{"name": "rendezvous", "port": runtime.master_port, "targetPort": runtime.master_port}],
         },
+    }
+
+
+def trainjob_manifest(
+    runtime: KubernetesSettings, spec: TrainingSpec, *, name: str, namespace: str
+) -> dict[str, Any]:
+    """
+    The training as a Kubeflow Trainer ``TrainJob`` (``trainer.kubeflow.org/v1alpha1``).
+
+    It references the runtime's ``training_runtime`` (a ``torch-distributed``-style (Cluster)TrainingRuntime
+    with a replicated Job and a container named ``node``), which starts ``torchrun`` on every node and sets
+    the rendezvous itself: no ``PET_*`` variables are given. Image, command, node count, processes, resources
+    and environment go in ``trainer``; scheduling, secrets, volumes, labels and annotations of the pods in a
+    runtime patch. With a ``queue_name`` it is created suspended, for Kueue to admit as a whole.
+    """
+    pod = pod_spec(runtime, spec, distributed=False)
+    container = pod["containers"][0]
+    env, _ = trainer_env(
+        runtime, spec, distributed=False, result_path=TERMINATION_LOG
+    )  # no envFrom: settings
+    trainer: dict[str, Any] = {
+        "image": runtime.image,
+        "command": container["command"],
+        "numNodes": runtime.num_nodes,
+        "numProcPerNode": runtime.procs_per_node,
+        "env": env,
+    }
+    if "resources" in container:
+        trainer["resourcesPerNode"] = container["resources"]
+    pod_patch: dict[str, Any] = {
+        key: pod[key]
+        for key in ("nodeSelector", "tolerations", "affinity", "serviceAccountName", "imagePullSecrets",
+                    "volumes", "terminationGracePeriodSeconds")
+        if key in pod
+    }  # fmt: skip
+    if container.get("volumeMounts"):
+        pod_patch["containers"] = [{"name": TRAINER_CONTAINER, "volumeMounts": container["volumeMounts"]}]
+    labels = object_labels(runtime, spec)
+    annotations = object_annotations(runtime, spec)
+    train_spec: dict[str, Any] = {
+        "runtimeRef": {
+            "apiGroup": TRAINER_GROUP,
+            "kind": runtime.training_runtime_kind,
+            "name": runtime.training_runtime,
+        },
+        "trainer": trainer,
+        "runtimePatches": [
+            {
+                "manager": "airflow-mlops",
+                "trainingRuntimeSpec": {
+                    "template": {
+                        "spec": {
+                            "replicatedJobs": [
+                                {
+                                    "name": TRAINER_REPLICATED_JOB,
+                                    "template": {
+                                        "spec": {
+                                            "template": {
+                                                "metadata": {"labels": labels, "annotations": annotations},
+                                                "spec": pod_patch,
+                                            }
+                                        }
+                                    },
+                                }
+                            ]
+                        }
+                    }
+                },
+            }
+        ],
+    }
+    if spec.timeout is not None:
+        train_spec["activeDeadlineSeconds"] = max(
+            1, int(spec.timeout)
+        )  # counted from the start, not queueing
+    if runtime.queue_name:
+        train_spec["suspend"] = True
+    return {
+        "apiVersion": f"{TRAINER_GROUP}/{TRAINER_VERSION}",
+        "kind": "TrainJob",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {**labels, **kueue_labels(runtime)},
+            "annotations": annotations,
+        },
+        "spec": train_spec,
     }

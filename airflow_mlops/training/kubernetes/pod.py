@@ -14,9 +14,14 @@ import functools
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.exceptions import InvalidManifestError, TrainingError, TrainingPreemptedError
+from airflow_mlops.exceptions import (
+    InvalidManifestError,
+    TrainingAdmissionTimeoutError,
+    TrainingError,
+    TrainingPreemptedError,
+)
 from airflow_mlops.training.kubernetes.failures import explain_pod_failure
-from airflow_mlops.training.kubernetes.manifests import BASE_CONTAINER, pod_manifest
+from airflow_mlops.training.kubernetes.manifests import BASE_CONTAINER, KUEUE_GATE, pod_manifest
 from airflow_mlops.version_compat import TaskDeferred
 
 if TYPE_CHECKING:
@@ -27,6 +32,7 @@ if TYPE_CHECKING:
     from airflow_mlops.training.base import RawResult, TrainingCallbacks
     from airflow_mlops.training.kubernetes.settings import KubernetesSettings
     from airflow_mlops.training.spec import TrainingSpec
+
 
 @functools.cache
 def training_pod_operator_class() -> type[KubernetesPodOperator]:
@@ -166,6 +172,8 @@ class PodTraining:
             "Training pod %s/%s (start %d of this try) for MLflow run %s",
             pod.metadata.namespace, pod.metadata.name, spec.attempt, spec.mlflow_run_id,
         )  # fmt: skip
+        if self.runtime.queue_name and any(g.name == KUEUE_GATE for g in pod.spec.scheduling_gates or []):
+            return self._wait_for_admission(pod.metadata.name, pod.metadata.namespace)
         try:
             if not self.runtime.deferrable:
                 return kpo.execute_sync(self.context)
@@ -176,13 +184,92 @@ class PodTraining:
             return self._failed(err, pod_name=pod.metadata.name, namespace=pod.metadata.namespace)
         return kpo.reentry_result  # the pod had already finished: KPO read it without deferring
 
+    def _wait_for_admission(self, name: str, namespace: str) -> RawResult:
+        """
+        Queued: Kueue's webhook gated the pod; wait (deferred) until Kueue admits it and removes the gate.
+
+        KPO's schedule and startup timeouts start only after that (they are counted from KPO's own wait).
+        """
+        runtime, log = self.runtime, self.callbacks.log
+        log.info(
+            "Training pod %s/%s is queued on Kueue LocalQueue %r%s; waiting up to %d s for admission (not "
+            "counted against the training timeout)",
+            namespace, name, runtime.queue_name,
+            f" (priority class {runtime.queue_priority_class})" if runtime.queue_priority_class else "",
+            runtime.admission_timeout,
+        )  # fmt: skip
+        state = {"mode": "pod", "phase": "admission", "name": name, "namespace": namespace}
+        if runtime.deferrable:
+            from airflow_mlops.triggers.training import KueueAdmissionTrigger
+
+            self.callbacks.defer(
+                trigger=KueueAdmissionTrigger(
+                    kind="Pod", name=name, namespace=namespace, queue_name=str(runtime.queue_name),
+                    timeout=runtime.admission_timeout, connection=runtime.connection.to_dict(),
+                    poll_interval=runtime.poll_interval,
+                ),
+                spec=self.spec,
+                state=state,
+            )  # fmt: skip
+        import time
+
+        started = time.monotonic()
+        while True:
+            pod = self.kpo.hook.get_pod(name, namespace)
+            waited = round(time.monotonic() - started, 1)
+            if not any(g.name == KUEUE_GATE for g in pod.spec.scheduling_gates or []):
+                return self._admitted({"status": "admitted", "waited": waited}, state)
+            if waited >= runtime.admission_timeout:
+                return self._admitted({"status": "timeout", "waited": waited}, state)
+            time.sleep(runtime.poll_interval)
+
+    def _admitted(self, event: dict[str, Any], state: dict[str, Any]) -> RawResult:
+        runtime, spec = self.runtime, self.spec
+        name, namespace = state["name"], state["namespace"]
+        if event.get("status") == "admitted":
+            self.callbacks.log.info(
+                "Training pod %s/%s was admitted by Kueue queue %r after %s s in the queue; training starts",
+                namespace, name, runtime.queue_name, event.get("waited"),
+            )  # fmt: skip
+            return self.start()  # finds the same pod again (KPO's reattach) and waits for it
+        from kubernetes.client.exceptions import ApiException  # noqa: TID253
+
+        kpo = self.kpo or pod_operator(runtime, spec)
+        try:
+            kpo.hook.core_v1_client.delete_namespaced_pod(name, namespace)
+        except ApiException as err:
+            if err.status != 404:
+                self.callbacks.log.warning("Could not delete pod %s/%s: %s", namespace, name, err.reason)
+        if event.get("status") == "timeout":
+            raise TrainingAdmissionTimeoutError(
+                f"Training pod {namespace}/{name} waited {event.get('waited')} s on Kueue queue "
+                f"{runtime.queue_name!r} without being admitted (admission_timeout={runtime.admission_timeout}); "
+                "it was deleted. The queue's ClusterQueue has no free quota for it: the task's retries queue it "
+                "again, or raise admission_timeout, ask for fewer GPUs, or use a queue with more quota.",
+                pod=name,
+                model=spec.experiment_name,
+                reason="AdmissionTimeout",
+            )
+        raise TrainingError(
+            f"Training pod {namespace}/{name} did not reach admission on Kueue queue {runtime.queue_name!r}: "
+            f"{event.get('message')}",
+            pod=name,
+            model=spec.experiment_name,
+            reason=str(event.get("status")),
+        )
+
     def resume(self, event: dict[str, Any], state: dict[str, Any]) -> RawResult:
         """Read the result (or the failure) of the pod the trigger waited for."""
+        if state.get("phase") == "admission":
+            self.kpo = pod_operator(self.runtime, self.spec)
+            return self._admitted(event, state)
         kpo = self.kpo = pod_operator(self.runtime, self.spec)
         try:
             return kpo.trigger_reentry(self.context, event)
         except TaskDeferred as deferred:  # KPO re-defers while the pod still runs
-            self.callbacks.defer(trigger=deferred.trigger, spec=self.spec, state=state, timeout=deferred.timeout)
+            self.callbacks.defer(
+                trigger=deferred.trigger, spec=self.spec, state=state, timeout=deferred.timeout
+            )
         except Exception as err:
             return self._failed(err, pod_name=state.get("name"), namespace=state.get("namespace"))
 

@@ -1,8 +1,8 @@
 """
-:class:`KubernetesRuntime`: run the trainer in Kubernetes, one pod or an Indexed Job of pods.
+:class:`KubernetesRuntime`: run the trainer in Kubernetes: one pod, an Indexed Job of pods, or a TrainJob.
 
 This module imports no heavy library: the kubernetes client and the cncf-kubernetes operators are imported
-by :mod:`.pod` and :mod:`.job`, which :class:`KubernetesRuntime` imports inside its methods, when the task
+by :mod:`.pod`, :mod:`.job` and :mod:`.trainjob`, which :class:`KubernetesRuntime` imports inside its methods, when the task
 runs, never when a DAG file is parsed.
 """
 
@@ -48,6 +48,20 @@ class KubernetesRuntime(KubernetesSettings, TrainingRuntime):
     replaced by the Job controller (``podFailurePolicy``). The Job, its pods and the Service are deleted
     when the task ends, fails or is killed, and expire after ``job_ttl_seconds`` whatever happens.
 
+    Kubeflow Trainer (``training_runtime="torch-distributed"``): a ``TrainJob`` referencing that
+    (Cluster)TrainingRuntime, with the same image, command, environment, Secret references, resources, GPUs,
+    node count and scheduling; the runtime starts ``torchrun`` on every node and sets the rendezvous. The
+    task waits on the TrainJob's ``Complete`` / ``Failed`` conditions; rank 0's result comes back as its
+    container's termination message (``MLOPS_RESULT_PATH`` is ``/dev/termination-log``). A retry after a
+    worker restart reattaches to the TrainJob still running; a node lost to preemption starts a new TrainJob
+    (up to ``max_preemptions`` times per try) with the same checkpoint URI. It is deleted afterwards.
+
+    Kueue (``queue_name``, any mode): the pod, the Job or the TrainJob carries ``kueue.x-k8s.io/queue-name``
+    (and ``kueue.x-k8s.io/priority-class``); a Job or TrainJob is created suspended, so Kueue admits all its
+    pods at once or none. While it is queued the task is deferred and the log names the queue; that wait does
+    not count against ``timeout`` nor the schedule timeout, but against ``admission_timeout``
+    (:class:`~airflow_mlops.exceptions.TrainingAdmissionTimeoutError`, retried; the queued object is deleted).
+
     :param image: Container image holding the trainer and its dependencies. (templated)
     :param resources: CPU, memory and ``/dev/shm`` of each pod (:class:`~.config.Resources`).
     :param gpus: GPUs of each pod: a :class:`~.config.Gpus`, or just their number (``gpus=1``).
@@ -84,6 +98,13 @@ class KubernetesRuntime(KubernetesSettings, TrainingRuntime):
     :param system_metrics: Set ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true`` (CPU/GPU/memory of the run).
     :param job_ttl_seconds: ``ttlSecondsAfterFinished`` of a multi-node Job: the cluster deletes it (with its
         pods and Service) this long after it finished, even if the worker never cleaned up.
+    :param training_runtime: Name of a Kubeflow Trainer (Cluster)TrainingRuntime (``"torch-distributed"``):
+        run the training as a ``TrainJob`` on it. Its trainer container must be named ``node``, in a
+        replicated Job named ``node``, as in Kubeflow's own runtimes. None: a pod or an Indexed Job.
+    :param training_runtime_kind: ``ClusterTrainingRuntime`` (default) or ``TrainingRuntime`` (namespaced).
+    :param queue_name: Kueue ``LocalQueue`` (in the training's namespace) to submit to. None: no Kueue.
+    :param queue_priority_class: Kueue ``WorkloadPriorityClass`` of the workload (needs ``queue_name``).
+    :param admission_timeout: Seconds the training may wait in the Kueue queue before the task fails.
     """
 
     name = "kubernetes"
@@ -101,8 +122,14 @@ class KubernetesRuntime(KubernetesSettings, TrainingRuntime):
 
     # -- execution (the kubernetes machinery is imported here, at execute time) -----------------------------
 
-    def _engine_for(self, mode: str, spec: TrainingSpec, context: Context, callbacks: TrainingCallbacks) -> Any:
-        if mode == "job":
+    def _engine_for(
+        self, mode: str, spec: TrainingSpec, context: Context, callbacks: TrainingCallbacks
+    ) -> Any:
+        if mode == "trainjob":
+            from airflow_mlops.training.kubernetes.trainjob import TrainJobTraining
+
+            self._engine = TrainJobTraining(self, spec, context, callbacks)
+        elif mode == "job":
             from airflow_mlops.training.kubernetes.job import JobTraining
 
             self._engine = JobTraining(self, spec, context, callbacks)
@@ -139,8 +166,7 @@ class KubernetesRuntime(KubernetesSettings, TrainingRuntime):
                 "env_from_secrets=...) unless the pod's service account gives that access.",
                 ", ".join(missing),
             )
-        mode = "job" if self.num_nodes > 1 else "pod"
-        return self._engine_for(mode, spec, context, callbacks).start()
+        return self._engine_for(self.mode, spec, context, callbacks).start()
 
     def resume(
         self,
@@ -157,4 +183,3 @@ class KubernetesRuntime(KubernetesSettings, TrainingRuntime):
         """The task was killed while waiting in the worker: delete what it started."""
         if self._engine is not None:
             self._engine.stop()
-

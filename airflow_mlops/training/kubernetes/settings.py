@@ -41,7 +41,11 @@ _SETTINGS = (
     "secret_env", "env_from_secrets", "labels", "annotations", "model_label", "volumes", "volume_mounts",
     "num_nodes", "processes_per_node", "master_port", "deferrable", "poll_interval", "schedule_timeout",
     "startup_timeout", "max_preemptions", "termination_grace_period", "system_metrics", "job_ttl_seconds",
+    "training_runtime", "training_runtime_kind", "queue_name", "queue_priority_class", "admission_timeout",
 )  # fmt: skip
+
+#: Kinds of Kubeflow Trainer runtime a TrainJob may reference.
+TRAINING_RUNTIME_KINDS = ("ClusterTrainingRuntime", "TrainingRuntime")
 
 
 def secret_ref(value: str | Sequence[str], env_name: str) -> tuple[str, str]:
@@ -103,6 +107,11 @@ class KubernetesSettings:
         termination_grace_period: int = 60,
         system_metrics: bool = True,
         job_ttl_seconds: int = 3600,
+        training_runtime: str | None = None,
+        training_runtime_kind: str = "ClusterTrainingRuntime",
+        queue_name: str | None = None,
+        queue_priority_class: str | None = None,
+        admission_timeout: int = 3600,
     ) -> None:
         self.image = image
         self.resources = resources if resources is not None else Resources()
@@ -129,6 +138,11 @@ class KubernetesSettings:
         self.termination_grace_period = termination_grace_period
         self.system_metrics = system_metrics
         self.job_ttl_seconds = job_ttl_seconds
+        self.training_runtime = training_runtime
+        self.training_runtime_kind = training_runtime_kind
+        self.queue_name = queue_name
+        self.queue_priority_class = queue_priority_class
+        self.admission_timeout = admission_timeout
         self.validate(rendered=False)
 
     # -- configuration -------------------------------------------------------------------------------------
@@ -136,7 +150,9 @@ class KubernetesSettings:
     def __repr__(self) -> str:
         # Deterministic (DAG serialization stores it as the rendered value of the operator's ``runtime``).
         default = type(self)(image="x")
-        shown = {k: getattr(self, k) for k in _SETTINGS if k == "image" or getattr(default, k) != getattr(self, k)}
+        shown = {
+            k: getattr(self, k) for k in _SETTINGS if k == "image" or getattr(default, k) != getattr(self, k)
+        }
         args = ", ".join(f"{key}={value!r}" for key, value in sorted(shown.items()))
         return f"{type(self).__name__}({args})"
 
@@ -164,6 +180,13 @@ class KubernetesSettings:
     @gpu_product.setter
     def gpu_product(self, value: str | None) -> None:
         self.gpus = replace(self.gpus, product=value)
+
+    @property
+    def mode(self) -> str:
+        """How the training runs: ``"trainjob"`` (a Kubeflow Trainer TrainJob), ``"job"`` or ``"pod"``."""
+        if self.training_runtime:
+            return "trainjob"
+        return "job" if self.num_nodes > 1 else "pod"
 
     @property
     def procs_per_node(self) -> int:
@@ -287,7 +310,34 @@ class KubernetesSettings:
             isinstance(self.poll_interval, int | float) and self.poll_interval > 0,
             f"poll_interval must be a positive number, got {self.poll_interval!r}",
         )
-        for name in ("schedule_timeout", "startup_timeout", "job_ttl_seconds"):
+        for name in ("training_runtime", "queue_name", "queue_priority_class"):
+            value = getattr(self, name)
+            check(
+                value is None or (object_name_ok(value) and label_value_ok(value)),
+                f"{name} must name a Kubernetes object (a lower-case DNS label of at most 63 characters, e.g. "
+                f"'torch-distributed', 'team-a-queue') or be None, got {value!r}",
+            )
+        check(
+            self.training_runtime_kind in TRAINING_RUNTIME_KINDS,
+            f"training_runtime_kind must be one of {', '.join(TRAINING_RUNTIME_KINDS)}, "
+            f"got {self.training_runtime_kind!r}",
+        )
+        if self.training_runtime:
+            check(
+                not self.env_from_secrets,
+                "env_from_secrets cannot be patched into a TrainJob's runtime container; name each variable "
+                "in secret_env instead",
+            )
+            check(
+                self.scheduling.priority_class is None,
+                "scheduling.priority_class cannot be patched into a TrainJob's pods; set it in the training "
+                "runtime, or give queue_priority_class for Kueue",
+            )
+        check(
+            self.queue_priority_class is None or self.queue_name is not None,
+            "queue_priority_class needs queue_name (it is a Kueue WorkloadPriorityClass)",
+        )
+        for name in ("schedule_timeout", "startup_timeout", "job_ttl_seconds", "admission_timeout"):
             value = getattr(self, name)
             check(
                 isinstance(value, int) and value > 0,
