@@ -1,0 +1,656 @@
+"""
+Operators that watch what serves: monitor a window of captured traffic, and ask for retraining when it degrades.
+
+:class:`MonitorModelOperator` writes a verdict (healthy, degraded with reasons, not enough traffic) and an
+MLflow run; :class:`RequestRetrainingOperator` turns a degraded verdict into an Asset event that schedules the
+continuous-training DAG (:func:`retraining_asset`), at most once per cool-down period, and can page someone.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import Asset, BaseOperator, conf
+from airflow.sdk.exceptions import AirflowSkipException
+
+from airflow_mlops import tags as T
+from airflow_mlops.data.drift_thresholds import DEFAULT_THRESHOLDS, check_thresholds
+from airflow_mlops.exceptions import (
+    ConfigurationError,
+    DatasetError,
+    ModelVersionNotFoundError,
+    RegistryError,
+    ServiceUnavailableError,
+)
+from airflow_mlops.hooks.storage import StorageHook
+from airflow_mlops.links import MLflowRunLink
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from airflow.sdk import BaseNotifier, Context
+
+__all__ = [
+    "LAST_RETRAINING_TAG",
+    "MONITORING_VERDICT_TAG",
+    "ON_DEGRADED",
+    "MonitorModelOperator",
+    "RequestRetrainingOperator",
+    "describe_trigger",
+    "retraining_asset",
+]
+
+#: Registered-model tag holding the last retraining request (JSON: time, reasons, Airflow ids).
+LAST_RETRAINING_TAG = "mlops.monitoring.last_retraining"
+#: Registered-model tag holding the last verdict (JSON: verdict, reasons, window, run).
+MONITORING_VERDICT_TAG = "mlops.monitoring.verdict"
+ON_DEGRADED = ("retrain", "notify", "both")
+_VERDICT_KEYS = ("verdict", "reasons", "model_name", "version", "window", "records", "monitoring_run_id")
+
+
+def retraining_asset(model_name: str) -> Asset:
+    """The Asset whose events ask for *model_name* to be retrained (what the continuous-training DAG waits on)."""
+    return Asset(name=f"mlops_retraining_{model_name}", uri=f"mlops://retraining/{model_name}")
+
+
+def describe_trigger(triggering_asset_events: Any) -> str:
+    """
+    Markdown saying which monitoring verdict triggered this run ("" for a run triggered by hand).
+
+    For DAG templates: ``{{ describe_trigger(triggering_asset_events) }}`` (a ``user_defined_macros`` entry).
+    """
+    lines = []
+    for events in dict(triggering_asset_events or {}).values():
+        for event in events or []:
+            extra = getattr(event, "extra", None)
+            extra = (
+                extra
+                if isinstance(extra, dict)
+                else (event.get("extra") if isinstance(event, dict) else None)
+            )
+            if not extra or "verdict" not in extra:
+                continue
+            window = extra.get("window") or {}
+            lines.append(
+                f"Retraining requested by monitoring: model {extra.get('model_name')} v{extra.get('version')} "
+                f"was **{extra['verdict']}** over {window.get('start')} - {window.get('end')} "
+                f"({extra.get('records')} captured rows): " + "; ".join(extra.get("reasons") or [])
+            )
+    return ("### Why this run\n\n" + "\n".join(f"- {line}" for line in lines) + "\n\n") if lines else ""
+
+
+def _duration(value: timedelta | float | int, name: str, allow_zero: bool = False) -> timedelta:
+    if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
+        raise ValueError(f"{name} must be a timedelta or a number of seconds, got {value!r}")
+    delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    if delta < timedelta(0) or (delta == timedelta(0) and not allow_zero):
+        raise ValueError(f"{name} must be {'zero or ' if allow_zero else ''}positive, got {value!r}")
+    return delta
+
+
+class MonitorModelOperator(BaseOperator):
+    """
+    Monitor the champion of a model from a window of its captured traffic and write a verdict.
+
+    Over the rows the champion served in ``[window_end - window, window_end)`` (captured by the serving side,
+    :mod:`airflow_mlops.serving.capture`) it computes feature drift against the champion's training snapshot
+    (``mlops.data.uri``), prediction drift against the champion's predictions on its evaluation holdout
+    (``mlops.evaluation.summary``), data quality with a Great Expectations suite, and, with ``labels_uri``,
+    live performance against the metric the evaluation measured. It logs an MLflow run (metrics, plots, the
+    report), linked from the task, and tags the registered model with the verdict (``mlops.monitoring.verdict``).
+
+    With ``wait_for_traffic`` and fewer than ``min_records`` rows it defers (no worker slot held) until enough
+    rows are captured or the wait ends; then it monitors what there is.
+
+    Returns (XCom) ``{"verdict", "reasons", "model_name", "version", "window", "records", "feature_drift",
+    "prediction_drift", "data_quality", "performance", "monitoring_run_id", "monitoring_run_url"}``; ``verdict``
+    is ``healthy``, ``degraded`` or ``not_enough_traffic``.
+
+    :param model_name: Registered model whose champion is monitored. (templated)
+    :param capture_uri: Data root the captures are under (default ``$MLOPS_DATA_ROOT``). (templated)
+    :param window: Length of the window (timedelta or seconds).
+    :param window_end: End of the window, ISO 8601 (default: now). (templated)
+    :param min_records: Fewest captured rows for a verdict; fewer: ``not_enough_traffic``.
+    :param wait_for_traffic: How long to wait (deferred) for ``min_records`` rows (None: do not wait).
+    :param label_column: Label column of the training snapshot (not an input) and of ``labels_uri``.
+    :param labels_uri: Ground truth that arrived later: a Parquet or CSV file (or glob) with ``_request_id``
+        and ``label_column``. (templated)
+    :param performance_metric: Live metric compared with the evaluation's (default ``accuracy_score``).
+    :param max_performance_drop: Degraded when the live metric is worse than the evaluation's by more.
+    :param min_labels: Fewest joined labels for a live metric.
+    :param thresholds: Feature drift limits per metric (as for the drift gate).
+    :param feature_thresholds: Limits per feature.
+    :param prediction_thresholds: Prediction drift limits (default: the drift gate's).
+    :param expectations: Great Expectations suite of the captured inputs (expectation dicts); default: exactly
+        the training features, none null.
+    :param exclude_columns: Snapshot columns that are not inputs (besides ``label_column``).
+    :param experiment_name: MLflow experiment of the monitoring runs (default ``<model>-monitoring``).
+    :param poll_interval: Seconds between two counts while waiting for traffic.
+    :param deferrable: Wait in the triggerer (default ``[operators] default_deferrable``).
+    :param mlflow_conn_id: Airflow ``mlflow`` connection.
+    :param aws_conn_id: Airflow ``aws`` connection for ``s3://`` captures and snapshots.
+    """
+
+    template_fields: Sequence[str] = ("model_name", "capture_uri", "window_end", "labels_uri")
+    operator_extra_links = (MLflowRunLink(),)
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        capture_uri: str | None = None,
+        window: timedelta | float = timedelta(hours=1),
+        window_end: str | None = None,
+        min_records: int = 100,
+        wait_for_traffic: timedelta | float | None = None,
+        label_column: str = "label",
+        labels_uri: str | None = None,
+        performance_metric: str = "accuracy_score",
+        max_performance_drop: float = 0.05,
+        min_labels: int = 50,
+        thresholds: dict[str, float] | None = None,
+        feature_thresholds: dict[str, dict[str, float]] | None = None,
+        prediction_thresholds: dict[str, float] | None = None,
+        expectations: list[dict[str, Any]] | None = None,
+        exclude_columns: list[str] | None = None,
+        experiment_name: str | None = None,
+        poll_interval: float = 60.0,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        mlflow_conn_id: str = "mlflow_default",
+        aws_conn_id: str | None = StorageHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        from airflow_mlops.data.expectations import check_expectations
+        from airflow_mlops.serving.monitor import PERFORMANCE_METRICS
+
+        if not isinstance(model_name, str) or not model_name.strip():
+            raise ValueError(f"model_name must be a registered model name, got {model_name!r}")
+        for name, value in (("min_records", min_records), ("min_labels", min_labels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if performance_metric not in PERFORMANCE_METRICS:
+            raise ValueError(
+                f"performance_metric must be one of {', '.join(PERFORMANCE_METRICS)}, got {performance_metric!r}"
+            )
+        if isinstance(max_performance_drop, bool) or not isinstance(max_performance_drop, int | float):
+            raise ValueError(f"max_performance_drop must be a number, got {max_performance_drop!r}")
+        if (
+            isinstance(poll_interval, bool)
+            or not isinstance(poll_interval, int | float)
+            or poll_interval <= 0
+        ):
+            raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
+        self.model_name = model_name
+        self.capture_uri = capture_uri
+        self.window = _duration(window, "window")
+        self.window_end = window_end
+        self.min_records = min_records
+        self.wait_for_traffic = (
+            None if wait_for_traffic is None else _duration(wait_for_traffic, "wait_for_traffic")
+        )
+        self.label_column = label_column
+        self.labels_uri = labels_uri
+        self.performance_metric = performance_metric
+        self.max_performance_drop = float(max_performance_drop)
+        self.min_labels = min_labels
+        self.thresholds = check_thresholds(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
+        self.feature_thresholds = {
+            str(f): check_thresholds(v, f"feature_thresholds[{f!r}]")
+            for f, v in (feature_thresholds or {}).items()
+        }
+        self.prediction_thresholds = check_thresholds(
+            DEFAULT_THRESHOLDS if prediction_thresholds is None else prediction_thresholds,
+            "prediction_thresholds",
+        )
+        self.expectations = None if expectations is None else check_expectations(expectations)
+        self.exclude_columns = list(exclude_columns or [])
+        self.experiment_name = experiment_name
+        self.poll_interval = float(poll_interval)
+        self.deferrable = deferrable
+        self.mlflow_conn_id = mlflow_conn_id
+        self.aws_conn_id = aws_conn_id
+        self.mlflow_run_url = ""
+
+    @cached_property
+    def storage_hook(self) -> StorageHook:
+        return StorageHook(aws_conn_id=self.aws_conn_id)
+
+    @cached_property
+    def mlflow_hook(self) -> Any:
+        from airflow_mlops.hooks.mlflow import MLflowHook
+
+        return MLflowHook(mlflow_conn_id=self.mlflow_conn_id)
+
+    def _root(self) -> str:
+        from airflow_mlops.data.snapshots import resolve_data_root
+
+        return resolve_data_root((self.capture_uri or "").strip() or None)
+
+    def _window(self) -> tuple[datetime, datetime]:
+        from airflow_mlops.utils.clock import utc_now
+
+        if self.window_end:
+            try:
+                end = datetime.fromisoformat(str(self.window_end))
+            except ValueError as err:
+                raise ConfigurationError(
+                    f"window_end must be an ISO 8601 time, got {self.window_end!r} once rendered"
+                ) from err
+            if end.tzinfo is None:
+                raise ConfigurationError(f"window_end must carry a time zone, got {self.window_end!r}")
+        else:
+            end = utc_now()
+        return end - self.window, end
+
+    # -- execute -------------------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.serving.capture import count_captures
+
+        start, end = self._window()
+        root = self._root()
+        storage = self.storage_hook.storage_for(root)
+        records = count_captures(root, self.model_name, start, end, storage)
+        if records < self.min_records and self.wait_for_traffic is not None:
+            deadline = time.time() + self.wait_for_traffic.total_seconds()
+            self.log.info(
+                "%d of %d rows captured for %s since %s: waiting up to %s for more",
+                records, self.min_records, self.model_name, start.isoformat(), self.wait_for_traffic,
+            )  # fmt: skip
+            if self.deferrable:
+                from airflow_mlops.triggers.monitoring import CaptureTrafficTrigger
+
+                self.defer(
+                    trigger=CaptureTrafficTrigger(
+                        capture_uri=root,
+                        model_name=self.model_name,
+                        start=start.isoformat(),
+                        min_records=self.min_records,
+                        deadline=deadline,
+                        poll_interval=self.poll_interval,
+                        aws_conn_id=self.aws_conn_id,
+                    ),  # fmt: skip
+                    method_name="execute_complete",
+                    kwargs={"start": start.isoformat()},
+                )
+            while records < self.min_records and time.time() < deadline:
+                time.sleep(min(self.poll_interval, max(0.0, deadline - time.time())))
+                end = datetime.now(start.tzinfo)
+                records = count_captures(root, self.model_name, start, end, storage)
+        return self._monitor(context, start, end)
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None, start: str | None = None
+    ) -> dict[str, Any]:
+        """Monitor the window once the trigger says enough traffic arrived (or the wait ended)."""
+        if not event or event.get("status") not in ("success", "timeout") or not start:
+            message = (event or {}).get("message") or "no event"
+            raise ServiceUnavailableError(
+                f"Waiting for traffic of model {self.model_name!r} failed: {message}"
+            )
+        self.log.info("%s", event["message"])
+        return self._monitor(context, datetime.fromisoformat(start), datetime.fromisoformat(event["end"]))
+
+    # -- the checks ----------------------------------------------------------------------------------------
+
+    def _champion(self, client: Any) -> tuple[str, dict[str, str]]:
+        from airflow_mlops.registry import get_alias_version, get_model_version
+
+        try:
+            version = get_alias_version(client, self.model_name, T.CHAMPION)
+            if version is None:
+                raise ModelVersionNotFoundError(
+                    f"Model {self.model_name!r} has no {T.CHAMPION}: nothing serves that could be monitored"
+                )
+            mv = get_model_version(client, self.model_name, version)
+        except RegistryError:
+            raise
+        except Exception as err:
+            raise RegistryError(f"Cannot read the {T.CHAMPION} of model {self.model_name!r}: {err}") from err
+        return str(version), dict(mv.tags or {})
+
+    def _monitor(self, context: Context, start: datetime, end: datetime) -> dict[str, Any]:
+        from airflow_mlops.data.drift import compute_drift
+        from airflow_mlops.data.snapshots import read_snapshot
+        from airflow_mlops.serving import monitor
+        from airflow_mlops.serving.capture import PREDICTION, VERSION, read_captures
+
+        client = self.mlflow_hook.client
+        version, version_tags = self._champion(client)
+        reference_uri = version_tags.get(T.DATA_URI)
+        if not reference_uri:
+            raise DatasetError(
+                f"{self.model_name} v{version} ({T.CHAMPION}) has no {T.DATA_URI} tag: no training snapshot to "
+                "compare its traffic with"
+            )
+        root = self._root()
+        storage = self.storage_hook.storage_for(root, reference_uri)
+        try:
+            reference = read_snapshot(reference_uri, storage=storage)
+        except (FileNotFoundError, ValueError) as err:
+            raise DatasetError(
+                f"Cannot read the training snapshot {reference_uri}: {err}", uri=reference_uri
+            ) from err
+        excluded = {self.label_column, *self.exclude_columns}
+        features = [c for c in reference.columns if c not in excluded]
+        reference = reference[features]
+        captured = read_captures(root, self.model_name, start, end, columns=features, storage=storage)
+        captured = captured[captured[VERSION].astype(str) == version].reset_index(drop=True)
+        records = len(captured)
+        window = {"start": start.isoformat(), "end": end.isoformat()}
+        self.log.info(
+            "%d rows served by %s v%s in %s - %s",
+            records,
+            self.model_name,
+            version,
+            window["start"],
+            window["end"],
+        )
+        result: dict[str, Any] = {
+            "model_name": self.model_name, "version": version, "window": window, "records": records,
+            "feature_drift": None, "prediction_drift": None, "data_quality": None, "performance": None,
+        }  # fmt: skip
+        if records >= self.min_records:
+            inputs = captured[[c for c in monitor.feature_columns(captured) if c not in excluded]]
+            feature_drift = compute_drift(
+                reference, inputs, thresholds=self.thresholds, feature_thresholds=self.feature_thresholds,
+                columns=None, exclude_columns=None,
+            )  # fmt: skip
+            result["feature_drift"] = _compact_drift(feature_drift)
+            holdout_predictions = self._holdout_predictions(version, version_tags, features, storage)
+            prediction_drift = None
+            if holdout_predictions is not None:
+                ref_pred, cur_pred = monitor.prediction_frames(holdout_predictions, captured[PREDICTION])
+                prediction_drift = compute_drift(ref_pred, cur_pred, thresholds=self.prediction_thresholds)
+                result["prediction_drift"] = _compact_drift(prediction_drift)
+            expectations = self.expectations or monitor.quality_suite(features)
+            result["data_quality"] = monitor.run_quality(inputs, expectations, self.model_name)
+            if self.labels_uri:
+                result["performance"] = monitor.live_performance(
+                    captured, self._labels(storage), self.label_column, self.performance_metric,
+                    self._baseline(version_tags), self.max_performance_drop, self.min_labels,
+                )  # fmt: skip
+        verdict, reasons = monitor.verdict(
+            records, self.min_records, result["feature_drift"], result["prediction_drift"],
+            result["data_quality"], result["performance"],
+        )  # fmt: skip
+        result.update({"verdict": verdict, "reasons": reasons})
+        run_id = self._log_run(context, result, reference, captured, features)
+        result["monitoring_run_id"] = run_id
+        result["monitoring_run_url"] = self.mlflow_run_url
+        client.set_registered_model_tag(
+            self.model_name, MONITORING_VERDICT_TAG, json.dumps({k: result.get(k) for k in _VERDICT_KEYS})
+        )
+        log = self.log.warning if verdict == monitor.DEGRADED else self.log.info
+        log("Verdict for %s v%s: %s %s", self.model_name, version, verdict, "; ".join(reasons))
+        return result
+
+    def _holdout_predictions(
+        self, version: str, version_tags: Mapping[str, str], features: list[str], storage: Any
+    ) -> Any:
+        """The champion's predictions on its evaluation holdout (None when it has no evaluation summary)."""
+        from airflow_mlops.data.snapshots import read_snapshot
+
+        try:
+            holdout_uri = json.loads(version_tags.get(T.EVALUATION_SUMMARY) or "{}").get("holdout")
+        except ValueError:
+            holdout_uri = None
+        if not holdout_uri:
+            self.log.info("%s v%s has no evaluation holdout: no prediction drift", self.model_name, version)
+            return None
+        import mlflow
+
+        try:
+            holdout = read_snapshot(holdout_uri, storage=storage)
+        except (FileNotFoundError, ValueError) as err:
+            raise DatasetError(
+                f"Cannot read the evaluation holdout {holdout_uri}: {err}", uri=holdout_uri
+            ) from err
+        model = mlflow.pyfunc.load_model(f"models:/{self.model_name}/{version}")
+        predictions = model.predict(holdout[[c for c in features if c in holdout.columns]])
+        if hasattr(predictions, "iloc") and getattr(predictions, "ndim", 1) == 2:
+            predictions = predictions.iloc[:, 0]
+        return list(predictions)
+
+    def _baseline(self, version_tags: Mapping[str, str]) -> float | None:
+        try:
+            summary = json.loads(version_tags.get(T.EVALUATION_SUMMARY) or "{}")
+            value = ((summary.get("metrics") or {}).get(self.performance_metric) or {}).get("candidate")
+        except (ValueError, AttributeError):
+            return None
+        return float(value) if isinstance(value, int | float) else None
+
+    def _labels(self, storage: Any) -> Any:
+        import pandas as pd
+
+        uri = str(self.labels_uri).strip()
+        uris = storage.glob(uri) if any(c in uri for c in "*?[") else [uri]
+        frames = []
+        try:
+            for item in uris:
+                if item.startswith("s3://"):
+                    import io
+
+                    raw = io.BytesIO(storage.read_bytes(item))
+                    frames.append(pd.read_csv(raw) if item.endswith(".csv") else pd.read_parquet(raw))
+                else:
+                    frames.append(pd.read_csv(item) if item.endswith(".csv") else pd.read_parquet(item))
+        except (FileNotFoundError, ValueError, OSError) as err:
+            raise DatasetError(f"Cannot read the labels {uri}: {err}", uri=uri) from err
+        if not frames:
+            return pd.DataFrame(columns=["_request_id", self.label_column])
+        return pd.concat(frames, ignore_index=True)
+
+    def _log_run(
+        self, context: Context, result: dict[str, Any], reference: Any, captured: Any, features: list[str]
+    ) -> str:
+        """Log (or, on a retry, update) the monitoring run: verdict, metrics, plots, the report."""
+        import mlflow
+
+        from airflow_mlops.links import run_url
+        from airflow_mlops.serving.capture import PREDICTION
+        from airflow_mlops.serving.monitor import drift_plot
+
+        client = self.mlflow_hook.client
+        name = self.experiment_name or f"{self.model_name}-monitoring"
+        experiment = client.get_experiment_by_name(name)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
+        ti = context.get("ti")
+        ids = {
+            T.AIRFLOW_DAG_ID: str(getattr(ti, "dag_id", "")),
+            T.AIRFLOW_RUN_ID: str(getattr(ti, "run_id", "")),
+            T.AIRFLOW_TASK_ID: str(getattr(ti, "task_id", "")),
+        }
+        existing = None
+        if all(ids.values()) and not any("'" in v for v in ids.values()):
+            found = client.search_runs(
+                [experiment_id], " and ".join(f"tags.`{k}` = '{v}'" for k, v in ids.items()), max_results=1
+            )
+            existing = found[0].info.run_id if found else None
+        run_name = f"monitor {self.model_name} v{result['version']} {result['window']['end'][:16]}"
+        with (
+            mlflow.start_run(run_id=existing)
+            if existing
+            else mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=ids)
+        ) as run:
+            self.mlflow_run_url = run_url(self.mlflow_hook.tracking_uri, experiment_id, run.info.run_id)
+            mlflow.set_tags(
+                {
+                    "mlops.monitoring.model": self.model_name,
+                    "mlops.monitoring.version": result["version"],
+                    "mlops.monitoring.verdict": result["verdict"],
+                    "mlops.monitoring.reasons": "; ".join(result["reasons"])[:4900],
+                }
+            )
+            metrics: dict[str, float] = {"records": float(result["records"])}
+            drift = result["feature_drift"]
+            if drift:
+                metrics["drifted_features"] = float(len(drift["drifted_features"]))
+                for feature, info in drift["features"].items():
+                    for metric, value in info["metrics"].items():
+                        metrics[f"drift.{feature}.{metric}"] = float(value)
+            if result["prediction_drift"]:
+                for metric, value in result["prediction_drift"]["features"]["prediction"]["metrics"].items():
+                    metrics[f"prediction_drift.{metric}"] = float(value)
+            quality = result["data_quality"]
+            if quality:
+                metrics["data_quality.success"] = float(bool(quality.get("success")))
+                metrics["data_quality.unsuccessful"] = float(quality.get("unsuccessful") or 0)
+            performance = result["performance"]
+            if performance:
+                metrics["performance.labelled"] = float(performance["labelled"])
+                if performance.get("value") is not None:
+                    metrics[f"performance.{performance['metric']}"] = float(performance["value"])
+            mlflow.log_metrics({k.replace(" ", "_"): v for k, v in metrics.items()})
+            mlflow.log_dict(result, "monitoring/report.json")
+            if drift:
+                import matplotlib.pyplot as plt
+
+                shown = drift["drifted_features"] or features
+                figure = drift_plot(
+                    reference, captured, shown, f"{self.model_name} v{result['version']}: inputs"
+                )
+                mlflow.log_figure(figure, "monitoring/feature_drift.png")
+                plt.close(figure)
+                import pandas as pd
+
+                figure = drift_plot(
+                    pd.DataFrame({"prediction": []}), captured.rename(columns={PREDICTION: "prediction"}),
+                    ["prediction"], "predictions served",
+                )  # fmt: skip
+                mlflow.log_figure(figure, "monitoring/predictions.png")
+                plt.close(figure)
+            return str(run.info.run_id)
+
+
+def _compact_drift(report: dict[str, Any]) -> dict[str, Any]:
+    """A drift report small enough for XCom: per feature its metrics, limits and exceeded metrics."""
+    return {
+        "drift": report["drift"],
+        "drifted_features": report["drifted_features"],
+        "missing_features": report["missing_features"],
+        "added_features": report["added_features"][:20],
+        "features": {
+            feature: {k: info[k] for k in ("kind", "metrics", "thresholds", "exceeded")}
+            for feature, info in report["features"].items()
+        },
+    }
+
+
+class RequestRetrainingOperator(BaseOperator):
+    """
+    Turn a degraded monitoring verdict into a retraining request, at most once per cool-down period.
+
+    A verdict other than ``degraded`` skips the task (no Asset event). A degraded one, unless the model was
+    asked to retrain less than ``cooldown`` ago (registered-model tag ``mlops.monitoring.last_retraining``, so
+    the period holds across DAG runs and workers), records the request in that tag and, with ``on_degraded``
+    ``"retrain"`` or ``"both"``, emits an event of :func:`retraining_asset` (the task's outlet) carrying the
+    verdict, its reasons and the window: the continuous-training DAG scheduled on it starts. With ``"notify"``
+    or ``"both"``, ``notifier`` (an Airflow notifier) is called with the task's context. A retry of the task
+    that recorded the request emits it again rather than waiting out its own cool-down.
+
+    Returns (XCom) ``{"requested", "retrain", "notified", "reason", "verdict", "reasons", "last_request"}``.
+
+    :param model_name: The registered model. (templated)
+    :param monitoring: The monitor task's result, e.g. ``"{{ ti.xcom_pull(task_ids='monitor') }}"``. (templated)
+    :param cooldown: Shortest time between two requests (timedelta or seconds; 0: no cool-down).
+    :param on_degraded: ``"retrain"`` (default), ``"notify"`` or ``"both"``.
+    :param notifier: An Airflow notifier (``BaseNotifier``), needed for ``"notify"`` and ``"both"``.
+    :param mlflow_conn_id: Airflow ``mlflow`` connection of the registry.
+    """
+
+    template_fields: Sequence[str] = ("model_name", "monitoring")
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        monitoring: Any,
+        cooldown: timedelta | float = timedelta(days=1),
+        on_degraded: str = "retrain",
+        notifier: BaseNotifier | None = None,
+        mlflow_conn_id: str = "mlflow_default",
+        **kwargs: Any,
+    ) -> None:
+        if on_degraded not in ON_DEGRADED:
+            raise ValueError(f"on_degraded must be one of {', '.join(ON_DEGRADED)}, got {on_degraded!r}")
+        if on_degraded != "retrain" and notifier is None:
+            raise ValueError(f"on_degraded={on_degraded!r} needs a notifier (an Airflow BaseNotifier)")
+        if (
+            "outlets" not in kwargs
+            and on_degraded != "notify"
+            and isinstance(model_name, str)
+            and "{{" not in model_name
+        ):
+            kwargs["outlets"] = [retraining_asset(model_name)]
+        super().__init__(**kwargs)
+        if not isinstance(model_name, str) or not model_name.strip():
+            raise ValueError(f"model_name must be a registered model name, got {model_name!r}")
+        self.model_name = model_name
+        self.monitoring = monitoring
+        self.cooldown = _duration(cooldown, "cooldown", allow_zero=True)
+        self.on_degraded = on_degraded
+        self.notifier = notifier
+        self.mlflow_conn_id = mlflow_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.evaluation.report import upstream_summary
+        from airflow_mlops.hooks.mlflow import MLflowHook
+        from airflow_mlops.serving.monitor import DEGRADED
+        from airflow_mlops.utils.clock import utc_now
+
+        try:
+            monitoring = upstream_summary(self.monitoring, "monitoring") or {}
+        except ValueError as err:
+            raise ConfigurationError(str(err)) from err
+        verdict = monitoring.get("verdict")
+        if verdict != DEGRADED:
+            raise AirflowSkipException(f"Verdict {verdict!r} for {self.model_name}: no retraining requested")
+        client = MLflowHook(mlflow_conn_id=self.mlflow_conn_id).client
+        ti = context.get("ti")
+        me = {"dag_id": getattr(ti, "dag_id", None), "run_id": getattr(ti, "run_id", None),
+              "task_id": getattr(ti, "task_id", None)}  # fmt: skip
+        try:
+            last_raw = client.get_registered_model(self.model_name).tags.get(LAST_RETRAINING_TAG)
+        except Exception as err:
+            raise RegistryError(f"Cannot read the registered model {self.model_name!r}: {err}") from err
+        last = json.loads(last_raw) if last_raw else None
+        now = utc_now()
+        mine = bool(last) and all(last.get("airflow", {}).get(k) == v for k, v in me.items())
+        if last and not mine and self.cooldown:
+            since = now - datetime.fromisoformat(last["time"])
+            if since < self.cooldown:
+                reason = (
+                    f"{self.model_name} was asked to retrain {since} ago ({last['time']}, DAG run "
+                    f"{last.get('airflow', {}).get('run_id')}); the cool-down is {self.cooldown}: not again"
+                )
+                self.log.warning("%s. Degraded: %s", reason, "; ".join(monitoring.get("reasons") or []))
+                raise AirflowSkipException(reason)
+        request = last if mine else {
+            "time": now.isoformat(), "reasons": monitoring.get("reasons") or [],
+            "version": monitoring.get("version"), "window": monitoring.get("window"), "airflow": me,
+        }  # fmt: skip
+        if not mine:
+            client.set_registered_model_tag(self.model_name, LAST_RETRAINING_TAG, json.dumps(request))
+        retrain = self.on_degraded in ("retrain", "both")
+        if retrain:
+            extra = {k: monitoring.get(k) for k in _VERDICT_KEYS}
+            extra["requested_at"] = request["time"]
+            for outlet in self.outlets:
+                context["outlet_events"][outlet].extra = extra
+            self.log.warning(
+                "Retraining of %s requested: %s", self.model_name, "; ".join(extra["reasons"] or [])
+            )
+        notified = False
+        if self.on_degraded in ("notify", "both") and self.notifier is not None:
+            self.notifier(context)
+            notified = True
+        return {
+            "requested": True, "retrain": retrain, "notified": notified, "reason": None, "verdict": verdict,
+            "reasons": monitoring.get("reasons") or [], "last_request": request,
+        }  # fmt: skip

@@ -1,0 +1,128 @@
+"""Trigger that waits, in the triggerer, until a served model has captured enough traffic to be monitored."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_mlops.data.storage import Storage, is_s3
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+#: Consecutive failed polls after which the trigger gives up.
+MAX_CONSECUTIVE_ERRORS = 5
+
+
+class CaptureTrafficTrigger(BaseTrigger):
+    """
+    Poll a model's captures until at least ``min_records`` rows were captured since ``start``.
+
+    Counting reads only Parquet footers, in a thread. One event: ``{"status": "success", "message", "records",
+    "end"}`` (``end``: when the count was reached, ISO), ``{"status": "timeout", "message", "records", "end"}``
+    at the deadline, or ``{"status": "error", "message"}`` after repeated failed polls.
+
+    :param capture_uri: Data root the ``captures/`` folder is under (a folder or ``s3://`` prefix).
+    :param model_name: The served model.
+    :param start: Start of the window (ISO 8601, UTC).
+    :param min_records: Rows wanted.
+    :param deadline: Epoch seconds when the wait ends with ``timeout``.
+    :param poll_interval: Seconds between polls.
+    :param aws_conn_id: Airflow ``aws`` connection for ``s3://`` captures.
+    """
+
+    def __init__(
+        self,
+        *,
+        capture_uri: str,
+        model_name: str,
+        start: str,
+        min_records: int,
+        deadline: float,
+        poll_interval: float = 60.0,
+        aws_conn_id: str | None = "aws_default",
+    ) -> None:
+        super().__init__()
+        self.capture_uri = capture_uri
+        self.model_name = model_name
+        self.start = start
+        self.min_records = int(min_records)
+        self.deadline = float(deadline)
+        self.poll_interval = float(poll_interval)
+        self.aws_conn_id = aws_conn_id
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The trigger's class path and exactly its constructor arguments."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "capture_uri": self.capture_uri,
+                "model_name": self.model_name,
+                "start": self.start,
+                "min_records": self.min_records,
+                "deadline": self.deadline,
+                "poll_interval": self.poll_interval,
+                "aws_conn_id": self.aws_conn_id,
+            },
+        )
+
+    def _count(self) -> tuple[int, str]:
+        from airflow_mlops.serving.capture import count_captures
+        from airflow_mlops.utils.clock import utc_now
+
+        storage = Storage()
+        if is_s3(self.capture_uri) and self.aws_conn_id:
+            from airflow_mlops.hooks.storage import StorageHook
+
+            storage = StorageHook(aws_conn_id=self.aws_conn_id).get_conn()
+        end = utc_now()
+        return count_captures(
+            self.capture_uri, self.model_name, datetime.fromisoformat(self.start), end, storage
+        ), (end.isoformat())
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll until enough rows are captured, the deadline passes, or polls keep failing; one event."""
+        errors = 0
+        records, end = 0, self.start
+        while True:
+            try:
+                records, end = await asyncio.to_thread(self._count)
+                errors = 0
+            except Exception as err:
+                errors += 1
+                self.log.warning(
+                    "Counting captures of %s failed (%d in a row): %s", self.model_name, errors, err
+                )
+                if errors >= MAX_CONSECUTIVE_ERRORS:
+                    yield TriggerEvent(
+                        {
+                            "status": "error",
+                            "message": f"Cannot count the captures of {self.model_name!r}: {err}",
+                        }
+                    )
+                    return
+            if records >= self.min_records:
+                yield TriggerEvent(
+                    {
+                        "status": "success",
+                        "message": f"{records} rows captured",
+                        "records": records,
+                        "end": end,
+                    }
+                )
+                return
+            if time.time() >= self.deadline:
+                yield TriggerEvent(
+                    {
+                        "status": "timeout",
+                        "message": f"Only {records} of {self.min_records} rows captured by the deadline",
+                        "records": records,
+                        "end": end,
+                    }
+                )
+                return
+            await asyncio.sleep(max(0.0, min(self.poll_interval, self.deadline - time.time())))
