@@ -28,15 +28,61 @@ def get_provider_info() -> dict[str, Any]:
                 "external-doc-url": "https://kserve.github.io/",
                 "tags": ["software"],
             },
+            {
+                "integration-name": "MLOps datasets",
+                "external-doc-url": "https://airflow.apache.org/docs/apache-airflow/stable/authoring-and-scheduling/assets.html",
+                "tags": ["software"],
+            },
+            {
+                "integration-name": "MLOps training",
+                "external-doc-url": "https://mlflow.org/docs/latest/ml/tracking/",
+                "tags": ["software"],
+            },
+            {
+                "integration-name": "MLOps serving",
+                "external-doc-url": "https://mlflow.org/docs/latest/ml/deployment/",
+                "tags": ["software"],
+            },
+        ],
+        "operators": [
+            {
+                "integration-name": "MLOps datasets",
+                "python-modules": [
+                    "airflow_mlops.operators.ingest",
+                    "airflow_mlops.operators.validation",
+                    "airflow_mlops.operators.drift",
+                ],
+            },
+            {"integration-name": "MLOps training", "python-modules": ["airflow_mlops.operators.training"]},
+            {
+                "integration-name": "MLflow",
+                "python-modules": [
+                    "airflow_mlops.operators.registry",
+                    "airflow_mlops.operators.evaluation",
+                    "airflow_mlops.operators.approval",
+                ],
+            },
+            {
+                "integration-name": "MLOps serving",
+                "python-modules": [
+                    "airflow_mlops.operators.deployment",
+                    "airflow_mlops.operators.monitoring",
+                ],
+            },
+        ],
+        "sensors": [
+            {"integration-name": "MLOps datasets", "python-modules": ["airflow_mlops.sensors.new_data"]},
         ],
         "triggers": [
             {"integration-name": "KServe", "python-modules": ["airflow_mlops.triggers.kserve"]},
             {"integration-name": "MLOps datasets", "python-modules": ["airflow_mlops.triggers.new_data"]},
             {"integration-name": "MLOps training", "python-modules": ["airflow_mlops.triggers.training"]},
+            {"integration-name": "MLOps serving", "python-modules": ["airflow_mlops.triggers.monitoring"]},
         ],
         "hooks": [
             {"integration-name": "MLflow", "python-modules": ["airflow_mlops.hooks.mlflow"]},
             {"integration-name": "KServe", "python-modules": ["airflow_mlops.hooks.kserve"]},
+            {"integration-name": "MLOps datasets", "python-modules": ["airflow_mlops.hooks.storage"]},
         ],
         "connection-types": [
             {
@@ -101,6 +147,16 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "integer",
                         "example": str(100 * 1024**3),
                         "default": str(DEFAULT_MAX_SOURCE_BYTES),
+                    },
+                    "data_root": {
+                        "description": "Where snapshots, validation results and training outputs are kept "
+                        "when an operator gets no data_root: a local directory or s3://bucket/prefix. Empty: "
+                        "the environment variable MLOPS_DATA_ROOT (the fallback trainers and processes outside "
+                        "Airflow read too), else ./.mlops-data.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://ml-data/mlops",
+                        "default": "",
                     },
                     "require_approval": {
                         "description": "Promote, deploy and rollback refuse a model version that has no "

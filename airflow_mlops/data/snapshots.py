@@ -78,11 +78,13 @@ def check_dataset_name(name: object) -> str:
 
 def resolve_data_root(root: str | None = None) -> str:
     """
-    The snapshot root to use: *root*, else ``$MLOPS_DATA_ROOT``, else ``./.mlops-data``.
+    The snapshot root to use: *root*, else ``[mlops] data_root``, else ``$MLOPS_DATA_ROOT``, else ``./.mlops-data``.
 
     Local roots are made absolute, so snapshot URIs stay valid for processes with another working directory.
     """
-    root = (root or os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT).strip()
+    from airflow_mlops.utils.config import data_root
+
+    root = (root or data_root() or DEFAULT_DATA_ROOT).strip()
     if is_s3(root):
         return root.rstrip("/")
     return str(local_path(root).expanduser().resolve())

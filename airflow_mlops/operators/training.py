@@ -549,7 +549,9 @@ class TrainModelOperator(BaseOperator):
 
     def _instance_uri(self, ids: dict[str, Any]) -> str:
         """``<output_root>/<dag_id>/<run_id>/<task_id>[/<map_index>]``: the same for every try."""
-        root = self.output_root or join(os.environ.get("MLOPS_DATA_ROOT") or ".mlops-data", "runs")
+        from airflow_mlops.data.snapshots import resolve_data_root
+
+        root = self.output_root or join(resolve_data_root(), "runs")
         if not is_s3(root):
             root = str(Path(root).expanduser().resolve())
         parts = [ids["dag_id"], ids["run_id"], ids["task_id"]]

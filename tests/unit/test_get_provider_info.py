@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_airflow_lists_the_provider_with_its_mlflow_connection_type():
@@ -86,7 +87,9 @@ def test_the_mlops_config_section_is_declared_and_read_by_airflow():
     from airflow_mlops.version_compat import AIRFLOW_V_3_2_PLUS, conf
 
     options = get_provider_info()["config"]["mlops"]["options"]
-    assert set(options) == {"allowed_sources", "max_source_files", "max_source_bytes", "require_approval"}
+    assert set(options) == {
+        "allowed_sources", "max_source_files", "max_source_bytes", "require_approval", "data_root",
+    }  # fmt: skip
     for option in options.values():
         assert set(option) == {"description", "version_added", "type", "example", "default"}
         assert isinstance(option["default"], str)
@@ -98,3 +101,55 @@ def test_the_mlops_config_section_is_declared_and_read_by_airflow():
     assert conf.getint("mlops", "max_source_files") == 10_000
     assert conf.getint("mlops", "max_source_bytes") == 10 * 1024**3
     assert conf.getboolean("mlops", "require_approval") is True
+
+
+def test_every_mlops_option_the_package_reads_is_declared():
+    import re
+
+    from airflow_mlops.get_provider_info import get_provider_info
+
+    package = Path(__file__).resolve().parents[2] / "airflow_mlops"
+    read = set()
+    for path in package.rglob("*.py"):
+        read |= set(re.findall(r'conf\.get\w*\(\s*"mlops",\s*"(\w+)"', path.read_text()))
+    assert read
+    assert read == set(get_provider_info()["config"]["mlops"]["options"])
+
+
+def test_the_data_root_option_wins_over_its_environment_fallback(monkeypatch, tmp_path):
+    from airflow_mlops.data.snapshots import resolve_data_root
+
+    monkeypatch.setenv("MLOPS_DATA_ROOT", str(tmp_path / "from-env"))
+    assert resolve_data_root() == str(tmp_path / "from-env")
+    monkeypatch.setenv("AIRFLOW__MLOPS__DATA_ROOT", "s3://ml-data/mlops/")
+    assert resolve_data_root() == "s3://ml-data/mlops"
+    assert resolve_data_root(str(tmp_path / "given")) == str(tmp_path / "given")
+
+
+def test_every_operator_sensor_trigger_and_hook_module_is_listed_and_imports():
+    import importlib
+
+    from airflow_mlops.get_provider_info import get_provider_info
+
+    info = get_provider_info()
+    package = Path(__file__).resolve().parents[2] / "airflow_mlops"
+    for kind in ("operators", "sensors", "triggers", "hooks"):
+        listed = {module for entry in info[kind] for module in entry["python-modules"]}
+        on_disk = {
+            f"airflow_mlops.{kind}.{path.stem}"
+            for path in (package / kind).glob("*.py")
+            if not path.stem.startswith("_") and path.stem != "base"
+        }
+        assert listed == on_disk, kind
+        for module in listed:
+            importlib.import_module(module)
+    integrations = {entry["integration-name"] for entry in info["integrations"]}
+    used = {
+        entry["integration-name"]
+        for kind in ("operators", "sensors", "triggers", "hooks")
+        for entry in info[kind]
+    }
+    assert used <= integrations
+    for link in info["extra-links"]:
+        module, name = link.rsplit(".", 1)
+        assert hasattr(importlib.import_module(module), name)
