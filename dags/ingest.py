@@ -1,6 +1,7 @@
 """
 Ingest new data when it arrives: wait (deferred, no worker slot) for new or changed files since the
-dataset's last snapshot, then snapshot them and emit an event on the Asset ``mlops-dataset://<name>``.
+dataset's last snapshot, then snapshot them and emit an event on the dataset's Asset, its real location
+``file:///<data root>/datasets/<name>`` or ``s3://<bucket>/<prefix>/datasets/<name>`` (``dataset_asset``).
 
 DAGs scheduled on that Asset run once per new snapshot; the event's extra holds the snapshot ``uri`` and
 ``sha256``. Settings read from the environment:

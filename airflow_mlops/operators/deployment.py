@@ -46,10 +46,12 @@ from airflow_mlops.serving.base import (
 )
 from airflow_mlops.utils.clock import utc_now_iso
 from airflow_mlops.utils.config import approval_required
+from airflow_mlops.utils.results import keep_result
 from airflow_mlops.utils.templating import is_templated
 from airflow_mlops.version_compat import conf
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from airflow.triggers.base import BaseTrigger
     from mlflow import MlflowClient
@@ -235,6 +237,7 @@ class InfraValidateOperator(_ServingOperator):
         self.aws_conn_id = aws_conn_id
         self._sandbox: tuple[DeployTarget, Deployment] | None = None
 
+    @keep_result
     def execute(self, context: Context) -> dict[str, Any]:
         name = self._model_name()
         target = self._target(self.target)
@@ -326,6 +329,13 @@ class InfraValidateOperator(_ServingOperator):
         client.set_model_version_tag(
             name, version, T.INFRA_VALIDATION_SUMMARY, json.dumps(values, sort_keys=True, default=str)[:5000]
         )
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """The model version served in the sandbox and the rows sent to it, for OpenLineage."""
+        from airflow_mlops.lineage.openlineage import infra_validation_lineage
+        from airflow_mlops.utils.results import kept_result
+
+        return infra_validation_lineage(kept_result(self), self.hook.registry_uri, self.sample_data)
 
 
 # -- deploy, verify, roll back -----------------------------------------------------------------------------
@@ -596,6 +606,7 @@ class DeployModelOperator(_ServingOperator):
     def _defer(self, trigger: BaseTrigger, plan: dict[str, Any]) -> None:
         self.defer(trigger=trigger, method_name="execute_complete", kwargs={"plan": plan})
 
+    @keep_result
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.serving.record import release_id
         from airflow_mlops.utils.context import airflow_ids
@@ -625,6 +636,7 @@ class DeployModelOperator(_ServingOperator):
         plan = self._plan(context, name, version, model_uri, target, previous, verify, str(self.reason or ""))
         return release.start(plan, rid)
 
+    @keep_result
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, plan: dict[str, Any] | None = None
     ) -> dict[str, Any]:
@@ -634,6 +646,13 @@ class DeployModelOperator(_ServingOperator):
         target = self._target(plan["target"])
         release = self._release(target, context)
         return self._guarded(context, release, plan["model_name"], lambda: release.resume(plan, event))
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """The model version put in service and the endpoint serving it, for OpenLineage."""
+        from airflow_mlops.lineage.openlineage import deployment_lineage
+        from airflow_mlops.utils.results import kept_result
+
+        return deployment_lineage(kept_result(self), self.hook.registry_uri)
 
 
 class RollbackModelOperator(DeployModelOperator):

@@ -20,11 +20,13 @@ from airflow_mlops.exceptions import (
     RegistryError,
 )
 from airflow_mlops.hooks.storage import StorageHook
+from airflow_mlops.utils.results import keep_result
 from airflow_mlops.version_compat import AirflowSkipException
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 __all__ = ["CHAMPION", "DRIFT_DIR", "ON_DRIFT", "DriftCheckOperator"]
@@ -129,6 +131,7 @@ class DriftCheckOperator(BaseOperator):
         """The storage hook of ``aws_conn_id`` (built on first use, never at parse time)."""
         return StorageHook(aws_conn_id=self.aws_conn_id)
 
+    @keep_result
     def execute(self, context: Context) -> dict[str, Any]:
         """Compare the snapshot with its reference, store the report; fail, skip or continue on drift."""
         from airflow_mlops.data.drift import compute_drift, drift_message, report_folder, to_markdown
@@ -231,3 +234,10 @@ class DriftCheckOperator(BaseOperator):
                 "Reference: snapshot %s of %s version %s (%s)", uri, self.model_name, version, CHAMPION
             )
         return uri or None
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """The snapshot checked (with per-feature assertions), its reference and the report, for OpenLineage."""
+        from airflow_mlops.lineage.openlineage import drift_lineage
+        from airflow_mlops.utils.results import kept_result
+
+        return drift_lineage(kept_result(self))

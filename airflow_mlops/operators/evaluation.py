@@ -49,11 +49,13 @@ from airflow_mlops.registry import (
     validate_model_name,
 )
 from airflow_mlops.utils.context import airflow_lineage_tags
+from airflow_mlops.utils.results import keep_result
 from airflow_mlops.utils.templating import is_templated
 from airflow_mlops.version_compat import SkipMixin
 
 if TYPE_CHECKING:
     import pandas as pd
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from mlflow import ActiveRun, MlflowClient
     from mlflow.entities.model_registry import ModelVersion
@@ -218,6 +220,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
 
     # -- execute ---------------------------------------------------------------------------------------
 
+    @keep_result
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.evaluation import report as reporting  # not needed to parse the DAG
         from airflow_mlops.evaluation.gate import gate_decision, gate_metric
@@ -668,3 +671,10 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
 
         mlflow.log_figure(figure, reporting.HISTORY_PLOT_PATH)
         return reporting.HISTORY_PLOT_PATH
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """The holdout rows and the model versions compared (with the gate's checks), for OpenLineage."""
+        from airflow_mlops.lineage.openlineage import evaluation_lineage
+        from airflow_mlops.utils.results import kept_result
+
+        return evaluation_lineage(kept_result(self), self.hook.registry_uri, self.holdout_data)

@@ -60,6 +60,7 @@ from airflow_mlops.exceptions import (
 )
 from airflow_mlops.hooks.storage import StorageHook
 from airflow_mlops.utils.clock import utc_now_iso
+from airflow_mlops.utils.results import keep_result
 from airflow_mlops.utils.templating import is_templated
 from airflow_mlops.version_compat import conf
 
@@ -67,29 +68,50 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import pandas as pd
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from airflow_mlops.data.sources import SourceFile, SourceLimits
 
 __all__ = [
-    "ASSET_SCHEME",
     "FORMATS",
     "SHA256_OF_BYTES",
     "SHA256_OF_ROWS",
     "SHA256_OF_S3_ETAG",
     "IngestDatasetOperator",
     "dataset_asset",
+    "dataset_location",
     "ingest_result",
 ]
 
-ASSET_SCHEME = "mlops-dataset"
 # MLflow error codes that say the tracking server failed, not the request: a retry can succeed.
 _MLFLOW_TRANSIENT_CODES = frozenset({"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"})
 
 
-def dataset_asset(name: str) -> Asset:
-    """The Airflow Asset that stands for dataset *name*: ``mlops-dataset://<name>``."""
-    uri = f"{ASSET_SCHEME}://{check_dataset_name(name)}"
+def dataset_location(name: str, data_root: str | None = None) -> str:
+    """
+    Where the snapshots of dataset *name* live, as a URI.
+
+    ``s3://<bucket>/<prefix>/datasets/<name>`` or ``file:///<path>/datasets/<name>``.
+
+    :param name: The dataset name.
+    :param data_root: The snapshot root; default ``$MLOPS_DATA_ROOT``, else ``./.mlops-data`` (made absolute).
+    """
+    folder = join(resolve_data_root(data_root), "datasets", check_dataset_name(name))
+    return folder if is_s3(folder) else Path(folder).as_uri()
+
+
+def dataset_asset(name: str, data_root: str | None = None) -> Asset:
+    """
+    The Airflow Asset that stands for dataset *name*: its real location, :func:`dataset_location`.
+
+    Each ingest emits an event on it whose extra names the snapshot (``uri``, ``snapshot_id``).
+
+    :param name: The dataset name.
+    :param data_root: The snapshot root, as the ingest is given it; default ``$MLOPS_DATA_ROOT``, else
+        ``./.mlops-data``, resolved where the DAG is parsed.
+    """
+    uri = dataset_location(name, data_root)
     return Asset(name=uri, uri=uri)
 
 
@@ -119,8 +141,10 @@ class IngestDatasetOperator(BaseOperator):
 
     Returns (XCom) ``{"name", "snapshot_id", "uri", "sha256", "rows", "schema", "splits"}`` where
     ``splits`` maps each split to ``<uri>#<split>``. Every Asset among the task's outlets (by default
-    ``mlops-dataset://<dataset_name>``) gets an event whose extra holds ``{"uri", "sha256", "snapshot_id",
-    "name", "rows"}``.
+    :func:`dataset_asset`, the dataset's real location ``s3://.../datasets/<dataset_name>`` or
+    ``file:///.../datasets/<dataset_name>``) gets an event whose extra holds ``{"uri", "sha256",
+    "snapshot_id", "name", "rows"}``. With the ``openlineage`` extra, the task reports the source it read and
+    the snapshot and split files it wrote (schema, row counts) to OpenLineage.
 
     :param dataset_name: Name of the dataset: letters, digits, ``.``, ``_``, ``-``. (templated)
     :param source: A local file, directory or glob, or an ``s3://`` key, prefix or glob. Directory and
@@ -139,8 +163,8 @@ class IngestDatasetOperator(BaseOperator):
     :param sql_conn_id: Any Airflow connection whose hook is a common.sql ``DbApiHook`` (postgres, sqlite,
         ...). Required with ``sql``.
     :param server_side_copy: Copy a single S3 Parquet object server-side when possible (see above).
-    :param asset: The Airflow Asset to emit an event for; default ``mlops-dataset://<dataset_name>`` when
-        the name is not templated. Assets passed as ``outlets`` get the event too.
+    :param asset: The Airflow Asset to emit an event for; default :func:`dataset_asset` of the dataset and
+        ``data_root`` when neither is templated. Assets passed as ``outlets`` get the event too.
     :param mlflow_run_id: If given, the snapshot is logged to this MLflow run as a dataset input
         (context ``training``). (templated)
     :param mlflow_conn_id: Airflow ``mlflow`` connection used with ``mlflow_run_id``.
@@ -175,10 +199,11 @@ class IngestDatasetOperator(BaseOperator):
     ) -> None:
         if asset is not None and not isinstance(asset, Asset):
             raise ValueError(f"asset must be an airflow.sdk.Asset or None, got {asset!r}")
+        default_asset = False
         if not is_templated(dataset_name):
             check_dataset_name(dataset_name)
-            if asset is None:
-                asset = dataset_asset(dataset_name)
+            if asset is None and not is_templated(data_root):
+                asset, default_asset = dataset_asset(dataset_name, data_root), True
         if asset is not None:
             outlets = kwargs.pop("outlets", None) or []
             outlets = list(outlets) if isinstance(outlets, list | tuple) else [outlets]
@@ -216,6 +241,7 @@ class IngestDatasetOperator(BaseOperator):
         self.sql_conn_id = sql_conn_id
         self.server_side_copy = server_side_copy
         self.asset = asset
+        self._default_asset = default_asset
         self.mlflow_run_id = mlflow_run_id
         self.mlflow_conn_id = mlflow_conn_id
         self.progress_interval = float(progress_interval)
@@ -228,6 +254,7 @@ class IngestDatasetOperator(BaseOperator):
     def _progress(self, what: str, total: int) -> TransferProgress:
         return TransferProgress(what, total, interval=self.progress_interval, logger=self.log)
 
+    @keep_result
     def execute(self, context: Context) -> dict[str, Any]:
         """Snapshot the source (or the query's rows); return the snapshot's description."""
         name = self._rendered_name()
@@ -642,6 +669,14 @@ class IngestDatasetOperator(BaseOperator):
         if outlet_events is None or not assets:
             return
         extra = {key: result[key] for key in ("name", "snapshot_id", "uri", "sha256", "rows")}
+        if self._default_asset and self.asset is not None:
+            location = dataset_location(result["name"], self.data_root)
+            if self.asset.uri != location:
+                self.log.warning(
+                    "Asset %s is not where the snapshot was written (%s): the DAG was parsed with another "
+                    "data root. Set data_root (or $MLOPS_DATA_ROOT) alike for the DAG processor and workers.",
+                    self.asset.uri, location,
+                )  # fmt: skip
         for asset in assets:
             outlet_events[asset].extra = dict(extra)
             self.log.info("Asset event for %s: snapshot %s", asset.uri, result["uri"])
@@ -688,3 +723,13 @@ class IngestDatasetOperator(BaseOperator):
         self.log.info(
             "Logged snapshot %s to MLflow run %s as a dataset input", manifest["uri"], self.mlflow_run_id
         )
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """The source read and the snapshot written (schema, row counts), for OpenLineage."""
+        from airflow_mlops.lineage.openlineage import ingest_lineage
+        from airflow_mlops.utils.results import kept_result
+
+        result = kept_result(self)
+        if not result:
+            return ingest_lineage(None)
+        return ingest_lineage(load_manifest(result["uri"], self.hook.storage_for(result["uri"])))

@@ -33,9 +33,11 @@ from airflow_mlops.registry import (
 from airflow_mlops.utils.clock import utc_now_iso
 from airflow_mlops.utils.config import approval_required
 from airflow_mlops.utils.context import airflow_lineage_tags
+from airflow_mlops.utils.results import keep_result
 from airflow_mlops.utils.templating import is_templated
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
@@ -108,6 +110,7 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
         self.mlflow_conn_id = mlflow_conn_id
         self.await_registration_for = await_registration_for
 
+    @keep_result
     def execute(self, context: Context) -> dict[str, Any]:
         with rendered_arguments(model=str(self.model_name)):
             name = validate_model_name(self.model_name)
@@ -240,6 +243,13 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
                 )
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """The logged model registered and the model version it became, for OpenLineage."""
+        from airflow_mlops.lineage.openlineage import registration_lineage
+        from airflow_mlops.utils.results import kept_result
+
+        return registration_lineage(kept_result(self), self.hook.tracking_uri, self.hook.registry_uri)
 
 
 class PromoteModelOperator(ModelOperatorMixin, BaseOperator):

@@ -29,10 +29,12 @@ from airflow_mlops.exceptions import ConfigurationError, DatasetError, TrainingE
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.training.entrypoint import entrypoint_command, parse_entrypoint
 from airflow_mlops.training.selection import RUNTIMES, resolve_runtime, runtime_from_env
+from airflow_mlops.utils.results import keep_result
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from airflow.triggers.base import BaseTrigger
     from mlflow import MlflowClient
@@ -240,6 +242,7 @@ class TrainModelOperator(BaseOperator):
 
     # -- execute -------------------------------------------------------------------------------------------
 
+    @keep_result
     def execute(self, context: Context) -> dict[str, Any]:
         """Prepare the training, run it on the runtime (which may defer) and return the checked result."""
         spec = self._prepare(context)
@@ -252,6 +255,7 @@ class TrainModelOperator(BaseOperator):
             raise
         return self._finish(spec, raw)
 
+    @keep_result
     def execute_complete(
         self,
         context: Context,
@@ -679,3 +683,11 @@ class TrainModelOperator(BaseOperator):
             client.set_terminated(run_id, "FAILED")
         except Exception:
             self.log.warning("Could not mark MLflow run %s FAILED", run_id, exc_info=True)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """The snapshots trained on and the model logged to the tracking server, for OpenLineage."""
+        from airflow_mlops.lineage.openlineage import training_lineage
+        from airflow_mlops.utils.results import kept_result
+
+        data = (self.train_data, self.valid_data)
+        return training_lineage(kept_result(self), self.hook.tracking_uri, data)

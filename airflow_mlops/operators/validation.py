@@ -42,11 +42,13 @@ from airflow_mlops.exceptions import (
 )
 from airflow_mlops.hooks.storage import StorageHook
 from airflow_mlops.links import DataDocsLink, data_docs_url
+from airflow_mlops.utils.results import keep_result
 from airflow_mlops.utils.templating import is_templated
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 __all__ = [
@@ -207,6 +209,7 @@ class ValidateDatasetOperator(BaseOperator):
         """The storage hook of ``aws_conn_id`` (built on first use, never at parse time)."""
         return StorageHook(aws_conn_id=self.aws_conn_id)
 
+    @keep_result
     def execute(self, context: Context) -> dict[str, Any]:
         """Validate the snapshot (or table, or query); return the compact summary."""
         expectations, origin, suite_name = self._suite()
@@ -390,3 +393,11 @@ class ValidateDatasetOperator(BaseOperator):
         self.data_docs_url = data_docs_url(uri, self.data_docs_base_url, root)
         self.log.info("Data Docs written to %s", uri)
         return uri
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """The snapshot validated, with the results as data-quality assertions, for OpenLineage."""
+        from airflow_mlops.lineage.openlineage import validation_lineage
+        from airflow_mlops.utils.results import kept_result
+
+        expectations = self.expectations if isinstance(self.expectations, list) else None
+        return validation_lineage(kept_result(self), expectations)

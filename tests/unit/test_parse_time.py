@@ -9,8 +9,10 @@ import textwrap
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# Airflow's provider discovery itself loads airflow.providers.openlineage(.get_provider_info): only what
+# builds events (the OpenLineage client, the provider's extractors) must stay out.
 HEAVY = ["mlflow", "great_expectations", "pandas", "numpy", "sklearn", "kubernetes", "kubernetes_asyncio",
-         "boto3", "botocore", "torch", "scipy", "pyarrow"]  # fmt: skip
+         "boto3", "botocore", "torch", "scipy", "pyarrow", "openlineage", "airflow.providers.openlineage.extractors"]  # fmt: skip
 # Every package a worker or a DAG imports; ``trainer`` runs in training processes and may import what it needs.
 PUBLIC_PACKAGES = [
     "hooks", "operators", "sensors", "triggers", "deploy_targets", "serving", "lineage", "data", "evaluation",

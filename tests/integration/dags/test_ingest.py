@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from airflow_mlops.operators.ingest import dataset_asset
 from tests.dag_support import serialize_dag
 from tests.new_data_support import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
 
@@ -43,11 +44,14 @@ def test_new_data_is_ingested_and_announced_then_nothing_new_skips(airflow_db, m
     with create_session() as session:
         events = (
             session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            .filter(AssetModel.name == "mlops-dataset://ingest_dag_demo").all()
+            .filter(AssetModel.uri == dataset_asset("ingest_dag_demo").uri).all()
         )  # fmt: skip
         (event,) = events
         assert event.extra["rows"] == 40
         assert event.extra["uri"].endswith(f"/datasets/ingest_dag_demo/{event.extra['snapshot_id']}")
+        # The Asset is the dataset's real location: the folder the snapshot was written in.
+        assert Path(event.extra["uri"]).parent.as_uri() == dataset_asset("ingest_dag_demo").uri
+        assert dataset_asset("ingest_dag_demo").uri.startswith("file:///")
         assert len(event.extra["sha256"]) == 64
 
     # Nothing new: the sensor defers, its trigger times out, and the run is skipped, not failed.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -81,8 +82,9 @@ def test_default_asset_outlet_gets_the_snapshot_in_its_event(sqlite_conn, data_r
         task_id="ingest", dataset_name="customers", sql="SELECT * FROM customers", sql_conn_id="shop_db",
         data_root=str(data_root),
     )  # fmt: skip
-    asset = dataset_asset("customers")
-    assert asset.name == "mlops-dataset://customers"
+    asset = dataset_asset("customers", str(data_root))
+    # The real location of the dataset's snapshots, where the event's snapshot URI lies.
+    assert asset.uri == asset.name == (data_root / "datasets" / "customers").resolve().as_uri()
     assert op.outlets == [asset]
 
     events = OutletEventAccessors()
@@ -92,6 +94,19 @@ def test_default_asset_outlet_gets_the_snapshot_in_its_event(sqlite_conn, data_r
         "name": "customers", "snapshot_id": result["snapshot_id"], "uri": result["uri"],
         "sha256": result["sha256"], "rows": 40,
     }  # fmt: skip
+    assert Path(result["uri"]).parent.as_uri() == asset.uri
+
+
+def test_an_s3_root_gives_an_s3_asset_and_a_templated_root_none():
+    asset = dataset_asset("churn", "s3://lake/mlops/")
+    assert asset.uri == "s3://lake/mlops/datasets/churn"
+    op = IngestDatasetOperator(task_id="t", dataset_name="churn", source="x.csv", data_root="s3://lake/mlops")
+    assert op.outlets == [asset]
+    # Outlets are fixed when the DAG is parsed: a root known only when the task runs gives no default Asset.
+    op = IngestDatasetOperator(
+        task_id="t", dataset_name="churn", source="x.csv", data_root="{{ params.root }}"
+    )
+    assert op.outlets == []
 
 
 def test_templated_name_takes_an_explicit_asset():
@@ -99,6 +114,6 @@ def test_templated_name_takes_an_explicit_asset():
 
     op = IngestDatasetOperator(task_id="t", dataset_name="{{ params.name }}", source="x.csv")
     assert op.outlets == []
-    own = Asset("mlops-dataset://churn")
+    own = Asset("s3://lake/curated/churn")
     op = IngestDatasetOperator(task_id="t", dataset_name="{{ params.name }}", source="x.csv", asset=own)
     assert op.outlets == [own]
