@@ -4,7 +4,10 @@ Continuous training: ingest -> validate -> drift -> train -> register -> evaluat
 
 Runs on the embedded default (local files, MLflow, a local training process) and, with other connections
 and settings, in production. Trigger it from the Airflow UI; the params form sets the model name, the data
-location, the thresholds and the hyper-parameters. Settings read from the environment:
+location, the thresholds and the hyper-parameters. It also starts on its own when monitoring asks for the
+default model to be retrained (an event of its retraining Asset, emitted by the ``mlops_monitoring`` DAG for a
+degraded verdict); the approval request then says which verdict started it. Settings read from the
+environment:
 
 - ``MLOPS_SOURCE_PATH``: default data location (a local path or glob, or an ``s3://`` key or prefix)
 - ``MLOPS_APPROVERS``: comma-separated user ids allowed to approve (Airflow compares them with the
@@ -31,6 +34,7 @@ from airflow_mlops.operators.deployment import DeployModelOperator, InfraValidat
 from airflow_mlops.operators.drift import DriftCheckOperator
 from airflow_mlops.operators.evaluation import EvaluateModelOperator
 from airflow_mlops.operators.ingest import IngestDatasetOperator
+from airflow_mlops.operators.monitoring import describe_trigger, retraining_asset
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
 from airflow_mlops.operators.training import TrainModelOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
@@ -39,20 +43,24 @@ from airflow_mlops.training.selection import runtime_from_env
 APPROVERS = [{"id": user, "name": user} for user in os.environ.get("MLOPS_APPROVERS", "").split(",") if user]
 SERVING_TARGET = {"kind": "local", "port": int(os.environ.get("MLOPS_SERVING_PORT", "5001"))}
 FEATURES = ["tenure_months", "monthly_spend", "support_calls", "usage_hours", "discount_rate"]
+MODEL_NAME = "demo_churn_classifier"
 
 with DAG(
     dag_id="mlops_continuous_training",
     description="Ingest, validate, train, evaluate against the champion, approve and promote a model.",
-    schedule=None,
+    # A degraded monitoring verdict of the default model schedules a run (the params' defaults); triggering by
+    # hand works as before.
+    schedule=retraining_asset(MODEL_NAME),
     catchup=False,
     max_active_runs=1,
     # Transient failures (a server restarting, a network blip) are retried; bad input fails at once.
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     render_template_as_native_obj=True,
+    user_defined_macros={"describe_trigger": describe_trigger},
     tags=["mlops"],
     params={
         # Python's "$" also matches before a final newline: "(?!\n)" refuses it ("\Z" is not JavaScript).
-        "model_name": Param("demo_churn_classifier", type="string", minLength=1, maxLength=128,
+        "model_name": Param(MODEL_NAME, type="string", minLength=1, maxLength=128,
                             pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$(?!\n)",
                             description="Registered model name in MLflow (also the dataset name): letters, "
                                         "digits, '.', '_', '-'."),
@@ -136,7 +144,8 @@ with DAG(
         task_id="approve",
         model_name="{{ params.model_name }}",
         candidate_version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
-        report="{{ ti.xcom_pull(task_ids='evaluate')['report'] }}",
+        # What started the run (a monitoring verdict, if any), then the evaluation report.
+        report="{{ describe_trigger(triggering_asset_events) }}{{ ti.xcom_pull(task_ids='evaluate')['report'] }}",
         assigned_users=APPROVERS or None,
         response_timeout=timedelta(days=2),
     )

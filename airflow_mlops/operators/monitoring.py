@@ -54,7 +54,8 @@ _VERDICT_KEYS = ("verdict", "reasons", "model_name", "version", "window", "recor
 
 def retraining_asset(model_name: str) -> Asset:
     """The Asset whose events ask for *model_name* to be retrained (what the continuous-training DAG waits on)."""
-    return Asset(name=f"mlops_retraining_{model_name}", uri=f"mlops://retraining/{model_name}")
+    # Named only: a URI with a scheme makes Airflow load every provider's URI handlers (and boto3) at parse time.
+    return Asset(name=f"mlops_retraining_{model_name}")
 
 
 def describe_trigger(triggering_asset_events: Any) -> str:

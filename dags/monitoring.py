@@ -1,0 +1,60 @@
+"""
+Monitoring: every hour, check what the champion served in the last hour, and ask for retraining when it degraded.
+
+``monitor`` reads the traffic the local target captured (serve with ``{"kind": "local", "capture": True}``;
+captures under ``<MLOPS_DATA_ROOT>/captures/``) and compares it with the champion's training snapshot, its
+holdout predictions and a data-quality suite; labels that arrived later (``labels_uri``) give live accuracy.
+``request_retraining`` turns a degraded verdict into an event of the model's retraining Asset, which schedules
+``mlops_continuous_training``, at most once per cool-down. The window is the hour before the run (a run
+triggered by hand: the hour before it was triggered). Settings read from the environment:
+
+- ``MLOPS_MONITORING_CAPTURES``: data root of the captures (default ``MLOPS_DATA_ROOT``)
+- ``MLOPS_MONITORING_MIN_RECORDS``: fewest captured rows for a verdict (default 100)
+- ``MLOPS_MONITORING_COOLDOWN_HOURS``: hours between two retraining requests (default 24)
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from airflow.sdk import DAG, Param
+
+from airflow_mlops.operators.monitoring import MonitorModelOperator, RequestRetrainingOperator
+
+MODEL_NAME = "demo_churn_classifier"
+
+with DAG(
+    dag_id="mlops_monitoring",
+    description="Monitor the served champion from its captured traffic; a degraded verdict asks for retraining.",
+    schedule="@hourly",
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+    render_template_as_native_obj=True,
+    tags=["mlops"],
+    params={
+        "labels_uri": Param(
+            "",
+            type="string",
+            description="Ground truth: a Parquet/CSV file (or glob) with _request_id and label; empty: none.",
+        ),
+    },
+) as dag:
+    monitor = MonitorModelOperator(
+        task_id="monitor",
+        model_name=MODEL_NAME,
+        capture_uri=os.environ.get("MLOPS_MONITORING_CAPTURES") or None,
+        window_end="{{ dag_run.run_after.isoformat() }}",
+        window=timedelta(hours=1),
+        labels_uri="{{ params.labels_uri or None }}",
+        min_records=int(os.environ.get("MLOPS_MONITORING_MIN_RECORDS", "100")),
+        label_column="label",
+    )
+    request_retraining = RequestRetrainingOperator(
+        task_id="request_retraining",
+        model_name=MODEL_NAME,
+        monitoring="{{ ti.xcom_pull(task_ids='monitor') }}",
+        cooldown=timedelta(hours=float(os.environ.get("MLOPS_MONITORING_COOLDOWN_HOURS", "24"))),
+    )
+    monitor >> request_retraining
