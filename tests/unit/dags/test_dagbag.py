@@ -15,6 +15,7 @@ def test_every_example_dag_parses_without_import_errors():
 
     bag = DagBag(dag_folder=str(DAGS))  # examples off: AIRFLOW__CORE__LOAD_EXAMPLES=False (tests/conftest.py)
     assert bag.import_errors == {}
-    assert {"mlops_continuous_training", "mlops_ingest", "mlops_rollback"} <= set(bag.dag_ids)
+    assert {"mlops_continuous_training", "mlops_ingest", "mlops_rollback", "mlops_regression"} <= set(bag.dag_ids)
     files = {Path(dag.fileloc).name for dag in bag.dags.values()}
-    assert files == {path.name for path in DAGS.glob("*.py")}
+    # Every file holds a DAG, but the trainers the DAGs start (regression_trainer.py), which hold none.
+    assert files == {path.name for path in DAGS.glob("*.py") if not path.name.endswith("_trainer.py")}

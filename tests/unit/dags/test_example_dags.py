@@ -38,6 +38,20 @@ def dags():
 
 def test_contract_dag_ids_exist(dags):
     assert "mlops_continuous_training" in dags
+    assert "mlops_regression" in dags
+
+
+def test_the_regression_dag_gates_lower_is_better_metrics_and_a_custom_one(dags):
+    dag = dags["mlops_regression"]
+    evaluate = dag.get_task("evaluate")
+    assert evaluate.model_type is None  # inferred from the regression metrics
+    assert set(evaluate.thresholds) == {"root_mean_squared_error", "mean_absolute_error", "under_forecast_cost"}
+    [cost] = evaluate.extra_metrics
+    assert (cost.name, cost.greater_is_better) == ("under_forecast_cost", False)
+    # Its trainer is a file of the DAG folder, not a module of the package.
+    entrypoint = dag.get_task("train").entrypoint
+    assert Path(entrypoint[-1]) == DAGS / "regression_trainer.py"
+    assert dag.params.get_param("features").resolve(value=["bmi"]) == ["bmi"]
 
 
 def test_every_jinja_expression_is_in_a_template_field(dags):
