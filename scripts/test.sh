@@ -12,5 +12,14 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "chromium is not installed: the browser test will fail (sudo apt-get install chromium chromium-driver)" >&2
   fi
 fi
+# tests/unit/test_compose.py validates docker-compose.yaml with Debian's docker-compose (no engine needed).
+if ! command -v docker-compose >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+  else
+    echo "docker-compose is not installed: the compose test will fail (sudo apt-get install docker-compose)" >&2
+  fi
+fi
 export PATH="$PWD/.venv/bin:$PATH"
 exec .venv/bin/python -m pytest tests "$@"
