@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import re
+import sys
+import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -290,6 +292,12 @@ def _quiet_gx() -> None:
     if gx_logger.level == logging.NOTSET:
         # GX logs its own internals at INFO (docs registration, metric declarations): keep task logs readable.
         gx_logger.setLevel(logging.WARNING)
+    if "great_expectations" not in sys.modules:
+        # Its import warns about modules it uses (sre_constants, sre_parse...): nothing a task's user can act on.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import great_expectations  # noqa: F401
+        _quiet_gx_config_logger()
 
 
 def _quiet_gx_config_logger() -> None:
@@ -407,9 +415,28 @@ def run_checkpoint(context_dir: str, checkpoint_name: str, dataframe: pd.DataFra
     return validation
 
 
+def _plain(value: Any) -> Any:
+    """*value* with numpy scalars (``float64`` means of columns...) as Python numbers, in nested lists and dicts."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(item) for item in value)
+    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return value.item()
+    return value
+
+
 def render_data_docs(result: Any) -> str:
-    """The Data Docs HTML page of a GX validation result."""
+    """
+    The Data Docs HTML page of a GX validation result.
+
+    Observed values GX computed as numpy scalars (e.g. the ``float64`` mean of
+    ``expect_column_mean_to_be_between``) are made Python numbers first: GX's renderer refuses numpy ones.
+    """
     from great_expectations.render.renderer import ValidationResultsPageRenderer
     from great_expectations.render.view import DefaultJinjaPageView
 
+    for item in getattr(result, "results", None) or []:
+        if isinstance(getattr(item, "result", None), dict):
+            item.result = _plain(item.result)
     return str(DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result)))
