@@ -9,6 +9,7 @@ The tests of this module share one stack and run in order: each builds on the re
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -38,6 +39,17 @@ def _approve_next_run(stack: LocalStack, conf: dict, user: str = "reviewer", opt
     return run_id
 
 
+def _cli(stack: LocalStack, *args: str, password: str | None = None, url: bool = True, **env: str):
+    """Run ``airflow-mlops ARGS`` as a user would from another shell; the password comes from the environment."""
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("MLOPS_AIRFLOW_")}
+    environ["MLOPS_AIRFLOW_PASSWORD"] = password or stack.passwords["reviewer"]
+    environ.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "airflow_mlops.cli", *args, *(["--url", stack.airflow_url] if url else [])],
+        env=environ, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
+    )  # fmt: skip
+
+
 def test_approved_candidate_becomes_champion_and_serves(stack, versions):
     assert stack.alias_version(MODEL_NAME) is None
 
@@ -47,6 +59,7 @@ def test_approved_candidate_becomes_champion_and_serves(stack, versions):
     assert MODEL_NAME in detail["subject"]
     assert f"v{candidate}" in detail["subject"]
     assert "accuracy" in detail["body"]
+    assert f"From a shell: `airflow-mlops approve {DAG_ID} '{run_id}' --as USER" in detail["body"]
 
     # A user who is not among the approvers is refused, and the request keeps waiting.
     refused = stack.respond(DAG_ID, run_id, "approve", "Approve", user="intruder")
@@ -93,17 +106,55 @@ def test_worse_candidate_stops_at_the_gate(stack, versions):
     assert stack.alias_version(MODEL_NAME) == champion
     assert stack.predict(sample_records(stack))[0] == champion
 
+    # The run never asked for an approval: the command says so, and what does wait (nothing, here).
+    answered = _cli(stack, "approve", DAG_ID, run_id, "--as", "reviewer")
+    assert answered.returncode == 1
+    assert f"No pending approval for {DAG_ID} {run_id}; the run is success." in answered.stderr
+    assert "Nothing is waiting for approval." in answered.stderr
+
 
 def test_rollback_dag_serves_the_previous_champion_again(stack, versions):
     # A second approved version (same data and settings: it ties the champion, which the gate allows).
     run_id = _approve_next_run(stack, {"model_name": MODEL_NAME})
     second = str(stack.xcom(DAG_ID, run_id, "register")["version"])
-    assert stack.respond(DAG_ID, run_id, "approve", "Approve").status_code == 200
+
+    # Approved from a shell with the command, after the wrong password, a user who may not approve and a
+    # run that does not exist were each refused with a message saying so.
+    wrong = _cli(stack, "approve", DAG_ID, run_id, "--as", "reviewer", password="not-the-password")
+    assert wrong.returncode == 1
+    assert f"Cannot log in to {stack.airflow_url} as 'reviewer': wrong user name or password" in wrong.stderr
+    assert "not-the-password" not in wrong.stderr + wrong.stdout
+    intruder = _cli(
+        stack, "approve", DAG_ID, run_id, "--as", "intruder", password=stack.passwords["intruder"]
+    )
+    assert intruder.returncode == 1
+    assert "intruder may not answer" in intruder.stderr
+    assert "is not a respondent" in intruder.stderr
+    missing = _cli(stack, "approve", DAG_ID, "no_such_run", "--as", "reviewer")
+    assert missing.returncode == 1
+    assert f"DAG '{DAG_ID}' has no run 'no_such_run'." in missing.stderr
+    assert f"Waiting for approval:\n  {DAG_ID} {run_id} (task approve): Promote {MODEL_NAME} v{second}" in (
+        missing.stderr
+    )
+    assert stack.task_states(DAG_ID, run_id)["approve"] == "awaiting_input"
+
+    approved = _cli(stack, "approve", DAG_ID, run_id, "--as", "reviewer", "--comment", "ties the champion")
+    assert approved.returncode == 0, approved.stderr
+    assert f"Approved {DAG_ID} {run_id} (task approve): Promote {MODEL_NAME} v{second}" in approved.stdout
     assert stack.wait_for_run(DAG_ID, run_id) == "success", stack.task_states(DAG_ID, run_id)
+    decision = stack.xcom(DAG_ID, run_id, "approve")
+    assert (decision["decision"], decision["approver"], decision["comment"]) == (
+        "approved", "reviewer", "ties the champion",
+    )  # fmt: skip
     assert stack.predict(sample_records(stack))[0] == second
+    again = _cli(stack, "reject", DAG_ID, run_id, "--as", "reviewer")
+    assert again.returncode == 1
+    assert "was already answered: Approve by reviewer" in again.stderr
 
     rollback = stack.trigger(ROLLBACK_DAG_ID, {"model_name": MODEL_NAME, "reason": "latency regression"})
-    assert stack.wait_for_run(ROLLBACK_DAG_ID, rollback) == "success", stack.task_states(ROLLBACK_DAG_ID, rollback)
+    assert stack.wait_for_run(ROLLBACK_DAG_ID, rollback) == "success", stack.task_states(
+        ROLLBACK_DAG_ID, rollback
+    )
     assert stack.alias_version(MODEL_NAME) == versions["first"]
     assert stack.predict(sample_records(stack))[0] == versions["first"]
 
@@ -111,12 +162,18 @@ def test_rollback_dag_serves_the_previous_champion_again(stack, versions):
 def test_rejected_candidate_is_not_promoted(stack):
     model = f"{MODEL_NAME}_rejected"
     run_id = _approve_next_run(stack, {"model_name": model})
-    rejected = stack.respond(DAG_ID, run_id, "approve", "Reject", user="reviewer", comment="not now")
-    assert rejected.status_code == 200, rejected.text
+    # Rejected with the command; the Airflow URL and the user come from the environment.
+    rejected = _cli(
+        stack, "reject", DAG_ID, run_id, "--comment", "not now", url=False,
+        AIRFLOW__API__BASE_URL=stack.airflow_url, MLOPS_AIRFLOW_USER="reviewer",
+    )  # fmt: skip
+    assert rejected.returncode == 0, rejected.stderr
+    assert f"Rejected {DAG_ID} {run_id} (task approve)" in rejected.stdout
     stack.wait_for_run(DAG_ID, run_id)
     states = stack.task_states(DAG_ID, run_id)
     assert (states["promote"], states["deploy"]) == ("skipped", "skipped"), states
     assert stack.alias_version(model) is None
     decision = stack.xcom(DAG_ID, run_id, "approve")
     assert decision["decision"] == "rejected"
+    assert decision["approver"] == "reviewer"
     assert decision["comment"] == "not now"

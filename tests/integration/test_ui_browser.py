@@ -86,11 +86,38 @@ def test_trigger_read_the_report_and_approve_in_the_browser(live_stack, page):
     page.get_by_text("accuracy_score").first.wait_for()
     assert page.get_by_text("Decision: passed").first.is_visible()
     assert page.get_by_role("link", name="MLflow model version").first.is_visible()
+
+    # One table of candidate against champion, every metric in it, with the values the evaluation measured.
+    evaluation = stack.xcom(DAG_ID, run["dag_run_id"], "evaluate")
+    for header in ("metric", "candidate", "champion", "delta", "gate", "result"):
+        assert page.get_by_role("columnheader", name=header, exact=True).first.is_visible(), header
+    accuracy = evaluation["metrics"]["accuracy_score"]["candidate"]
+    assert page.get_by_role("cell", name=f"{accuracy:.4f}", exact=True).first.is_visible()
+    for metric in evaluation["metrics"]:
+        assert page.get_by_role("cell", name=metric, exact=True).count() >= 1, metric
+    _shot(page, "04-report-metrics")
+    if evaluation["champion_version"] is not None:  # drift is measured against the champion's data
+        assert page.get_by_role("columnheader", name="statistic", exact=True).first.is_visible()
+        assert page.get_by_role("cell", name="tenure_months", exact=True).count() >= 1
+    # The plots show on the page, served by the MLflow server, each a link that opens it there.
+    plots = page.locator(f'a[href^="{stack.mlflow_url}/"] img[src^="{stack.mlflow_url}/get-artifact?"]')
+    plots.first.scroll_into_view_if_needed()
+    page.wait_for_function(
+        "prefix => [...document.images].some(i => i.src.startsWith(prefix) && i.complete && i.naturalWidth > 0)",
+        arg=f"{stack.mlflow_url}/get-artifact?",
+    )
+    assert plots.count() == len(evaluation["artifacts"])
+    # Locations are short names or links: no folder of the worker shows.
+    text = page.locator("body").inner_text()
+    assert str(stack.home) not in text
+    assert "/tmp/" not in text
     page.locator("#element_comment").fill("approved in the browser")
     _shot(page, "04-report")
     page.get_by_role("button", name="Approve").click()
 
-    assert stack.wait_for_run(DAG_ID, run["dag_run_id"]) == "success", stack.task_states(DAG_ID, run["dag_run_id"])
+    assert stack.wait_for_run(DAG_ID, run["dag_run_id"]) == "success", stack.task_states(
+        DAG_ID, run["dag_run_id"]
+    )
     page.reload()
     page.get_by_text("Success").first.wait_for()
     _shot(page, "05-after-approval")
