@@ -14,8 +14,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, BaseOperator, conf
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk import Asset, BaseOperator
 
 from airflow_mlops import tags as T
 from airflow_mlops.data.drift_thresholds import DEFAULT_THRESHOLDS, check_thresholds
@@ -27,6 +26,7 @@ from airflow_mlops.exceptions import (
     ServiceUnavailableError,
 )
 from airflow_mlops.hooks.storage import StorageHook
+from airflow_mlops.version_compat import AirflowSkipException, conf
 from airflow_mlops.links import MLflowRunLink
 
 if TYPE_CHECKING:
