@@ -26,8 +26,8 @@ from airflow_mlops.exceptions import (
     ServiceUnavailableError,
 )
 from airflow_mlops.hooks.storage import StorageHook
-from airflow_mlops.version_compat import AirflowSkipException, conf
 from airflow_mlops.links import MLflowRunLink
+from airflow_mlops.version_compat import AirflowSkipException, conf
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
