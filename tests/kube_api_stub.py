@@ -19,6 +19,10 @@ without ``canaryTrafficPercent`` sends everything to its version.
 
 Driven through the real ``kubernetes`` client (a kubeconfig pointing at it), so requests, content types and
 errors are real HTTP.
+
+The custom-resource schemas live here too: :func:`load_crd_schema` reads any CRD copied into tests/data and
+:func:`trainjob_validators` gives the Kubeflow Trainer TrainJob's ``spec`` and ``status`` validators, which the
+training stand-in (tests/kube_pod_stub.py, whose TrainJob and JobSet endpoints sit next to its pods) applies.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-CRD_FILE = Path(__file__).parent / "data" / "k8s-crds" / "kserve.serving.kserve.io_inferenceservices.yaml"
+CRD_DIR = Path(__file__).parent / "data" / "k8s-crds"
+CRD_FILE = CRD_DIR / "kserve.serving.kserve.io_inferenceservices.yaml"
+TRAINJOB_CRD_FILE = CRD_DIR / "kubeflow-trainer.trainer.kubeflow.org_trainjobs.yaml"
 TOKEN = "stub-token"
 _COLLECTION = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/inferenceservices/?$")
 _ITEM = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/inferenceservices/([^/?]+)$")
@@ -40,14 +46,18 @@ _PREDICT = re.compile(r"^/serving/([^/]+)/([^/]+)(?:/(latest|prev))?/invocations
 _VERSION_ANNOTATION = "airflow-mlops/model-version"
 
 
-def load_crd_schema() -> dict[str, Any]:
-    """The ``openAPIV3Schema`` of the v1beta1 InferenceService, from the CRD copied into tests/data."""
+def load_crd_schema(path: Path = CRD_FILE, version: str = "v1beta1") -> dict[str, Any]:
+    """
+    The ``openAPIV3Schema`` of *version* of a CRD copied into tests/data.
+
+    Default the v1beta1 InferenceService; ``load_crd_schema(TRAINJOB_CRD_FILE, "v1alpha1")`` is the TrainJob.
+    """
     import yaml
 
-    with open(CRD_FILE) as fh:
+    with open(path) as fh:
         crd = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta1"]
-    return version["schema"]["openAPIV3Schema"]
+    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    return served["schema"]["openAPIV3Schema"]
 
 
 def strict(schema: Any) -> Any:
@@ -70,12 +80,18 @@ def strict(schema: Any) -> Any:
     return out
 
 
-def spec_validator(schema: dict[str, Any] | None = None):
-    """A jsonschema validator of an InferenceService ``spec`` (strict, see :func:`strict`)."""
+def spec_validator(schema: dict[str, Any] | None = None, part: str = "spec"):
+    """A jsonschema validator of a custom resource's *part* (default an InferenceService ``spec``; strict)."""
     import jsonschema
 
     schema = schema or load_crd_schema()
-    return jsonschema.Draft7Validator(strict(schema["properties"]["spec"]))
+    return jsonschema.Draft7Validator(strict(schema["properties"][part]))
+
+
+def trainjob_validators() -> tuple[Any, Any]:
+    """Validators of a TrainJob's ``spec`` and ``status``, from the Kubeflow Trainer CRD (strict)."""
+    schema = load_crd_schema(TRAINJOB_CRD_FILE, "v1alpha1")
+    return spec_validator(schema), spec_validator(schema, "status")
 
 
 def apply_merge_patch(target: Any, patch: Any) -> Any:

@@ -11,7 +11,15 @@ A threaded ``http.server`` on loopback that serves the REST paths ``KubernetesPo
 - events: list (a watch is refused with 403, so clients fall back to polling, as with a restrictive RBAC);
 - batch/v1 Jobs: create (the "controller" creates the Indexed Job's pods at once, with their completion
   index, hostname and subdomain), read, status, list, delete (with its pods and the Services it owns);
-- services: create, read, delete.
+- services: create, read, delete;
+- Kubeflow Trainer ``trainer.kubeflow.org/v1alpha1`` TrainJobs (custom objects: create, read, list, delete),
+  each validated against the Trainer CRD schema (strict) and its ``runtimeRef`` against
+  :data:`TRAINING_RUNTIMES`; the Trainer and JobSet controllers: a ``jobset.x-k8s.io/v1alpha2`` JobSet (read,
+  list) of ``numNodes`` pods with the torch runtime's ``PET_*`` variables, and the TrainJob's ``Created``,
+  ``Suspended``, ``Complete`` (``AllJobsCompleted``) and ``Failed`` (``FailedJobs``) conditions from its pods;
+- Kueue: a Job or TrainJob created suspended, or a pod (gated ``kueue.x-k8s.io/admission`` by the "webhook"),
+  labelled ``kueue.x-k8s.io/queue-name`` is admitted once its queue has quota (:attr:`KubePodStub.queues`:
+  that many API requests after its creation), else never; admission unsuspends it (or removes the gate) and its pods start then.
 
 Every created Pod, Job and Service is validated against the official Kubernetes JSON schemas of 1.30 and the
 newest version ``kubernetes-validate`` ships (strict: unknown fields are errors), plus object names and label
@@ -46,7 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.kube_api_stub import TOKEN, StubServer, apply_merge_patch
+from tests.kube_api_stub import TOKEN, StubServer, apply_merge_patch, trainjob_validators
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -66,6 +74,17 @@ _POD = re.compile(r"^/api/v1/namespaces/([^/]+)/pods(?:/([^/]+))?(?:/(log|exec|s
 _EVENTS = re.compile(r"^/api/v1/namespaces/([^/]+)/events$")
 _SERVICE = re.compile(r"^/api/v1/namespaces/([^/]+)/services(?:/([^/]+))?$")
 _JOB = re.compile(r"^/apis/batch/v1/namespaces/([^/]+)/jobs(?:/([^/]+))?(?:/(status))?$")
+_TRAINJOB = re.compile(r"^/apis/trainer\.kubeflow\.org/v1alpha1/namespaces/([^/]+)/trainjobs(?:/([^/]+))?$")
+_JOBSET = re.compile(r"^/apis/jobset\.x-k8s\.io/v1alpha2/namespaces/([^/]+)/jobsets(?:/([^/]+))?$")
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_GATE = "kueue.x-k8s.io/admission"
+JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
+#: The (Cluster)TrainingRuntimes the stand-in's cluster has: name -> (kind, image of the ``node`` container),
+#: as in Kubeflow Trainer's manifests/base/runtimes/torch_distributed.yaml.
+TRAINING_RUNTIMES = {
+    "torch-distributed": ("ClusterTrainingRuntime", "pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime")
+}
+_TORCH_PORT = 29400
 
 
 def now() -> str:
@@ -249,9 +268,21 @@ class _Pod:
 
     # -- status ------------------------------------------------------------------------------------------------
 
+    @property
+    def gated(self) -> bool:
+        return bool(self.obj["spec"].get("schedulingGates"))
+
+    def ungate(self) -> None:
+        """Kueue admitted the pod: its gate goes and its life (scheduling, start) begins now."""
+        self.obj["spec"].pop("schedulingGates", None)
+        self.created = time.monotonic()
+        self.created_at = now()
+
     def phase_of_trainer(self) -> tuple[str, int | None]:
-        """``("pending" | "waiting" | "running" | "done", exit_code)``."""
+        """``("gated" | "pending" | "waiting" | "running" | "done", exit_code)``."""
         script = self.script
+        if self.gated:
+            return "gated", None
         if script.unschedulable:
             return "unschedulable", None
         if self.env_error or script.waiting:
@@ -274,6 +305,13 @@ class _Pod:
         started = self.created_at
         image = self.base.get("image", "")
         statuses = []
+        if stage == "gated":
+            return {
+                "phase": "Pending",
+                "conditions": [{"type": "PodScheduled", "status": "False", "reason": "SchedulingGated",
+                                "message": "Scheduling is blocked due to non-empty scheduling gates",
+                                "lastTransitionTime": started}],
+            }  # fmt: skip
         if stage == "unschedulable":
             return {
                 "phase": "Pending",
@@ -306,14 +344,17 @@ class _Pod:
             reason = script.terminated_reason or ("Completed" if code == 0 else "Error")
             terminated: dict[str, Any] = {"exitCode": code, "reason": reason, "startedAt": started,
                                           "finishedAt": finished}  # fmt: skip
-            if self.base.get("terminationMessagePath") == XCOM_PATH:
+            # The kubelet copies the termination message file into the status; the trainer writes its result to
+            # MLOPS_RESULT_PATH, so the result is the message when both name the same file.
+            message_path = self.base.get("terminationMessagePath") or "/dev/termination-log"
+            if message_path == self.env.get("MLOPS_RESULT_PATH"):
                 result = self.result()
                 if result is not None:
                     terminated["message"] = json.dumps(result)
             base_state = {"terminated": terminated}
         if script.pod_failure and stage == "done":
             failure = script.pod_failure
-            for name in ("base", SIDECAR):
+            for name in (self.base["name"], SIDECAR):
                 if name == SIDECAR and not self.has_sidecar:
                     continue
                 statuses.append(container(name, image, {"terminated": {
@@ -324,7 +365,7 @@ class _Pod:
                                    "lastTransitionTime": now()})  # fmt: skip
             return {"phase": "Failed", "reason": failure.get("reason"), "message": failure.get("message"),
                     "conditions": conditions, "containerStatuses": statuses, "startTime": started}  # fmt: skip
-        statuses.append(container("base", image, base_state))
+        statuses.append(container(self.base["name"], image, base_state))
         if self.has_sidecar:
             statuses.append(container(SIDECAR, "alpine", sidecar_state))
         if stage in ("pending", "waiting"):
@@ -361,6 +402,16 @@ class KubePodStub(StubServer):
         self.pods: dict[tuple[str, str], _Pod] = {}
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
         self.services: dict[tuple[str, str], dict[str, Any]] = {}
+        self.trainjobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.jobsets: dict[tuple[str, str], dict[str, Any]] = {}
+        #: Kueue: LocalQueue name -> API requests (to any path) after a workload on it was created until Kueue
+        #: admits it (counted in requests, not seconds, so a loaded machine does not change the story); a
+        #: workload on a queue not listed here is never admitted (no quota).
+        self.queues: dict[str, int] = {}
+        self._requests_served = 0
+        self.admitted: list[tuple[str, str, str]] = []  # (kind, name, queue) in the order Kueue admitted them
+        self._queued_since: dict[tuple[str, str, str], int] = {}
+        self._trainjob_validators = trainjob_validators() if validate else None
         self.secrets: dict[tuple[str, str], dict[str, str]] = {}
         self.scripts: list[PodScript] = []
         self.default_script = PodScript()
@@ -422,7 +473,8 @@ class KubePodStub(StubServer):
 
     def live(self, kind: str = "Pod") -> list[str]:
         """Names of the objects of *kind* that exist now."""
-        store = {"Pod": self.pods, "Job": self.jobs, "Service": self.services}[kind]
+        store = {"Pod": self.pods, "Job": self.jobs, "Service": self.services, "TrainJob": self.trainjobs,
+                 "JobSet": self.jobsets}[kind]  # fmt: skip
         with self.lock:
             return sorted(name for _, name in store)
 
@@ -450,7 +502,12 @@ class KubePodStub(StubServer):
     def route(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any, str]:
         json_type = "application/json"
         with self.lock:
-            if m := _POD.match(path):
+            self._kueue()
+            if m := _TRAINJOB.match(path):
+                code, payload = self._trainjobs(method, *m.groups(), query, body)
+            elif m := _JOBSET.match(path):
+                code, payload = self._jobsets(method, *m.groups(), query)
+            elif m := _POD.match(path):
                 namespace, name, sub = m.groups()
                 if sub == "log":
                     return self._log(namespace, name, query)
@@ -534,7 +591,14 @@ class KubePodStub(StubServer):
                 if invalid := self._invalid(body):
                     return 422, invalid
                 self.created.append(copy.deepcopy(body))
-                return 201, self._add_pod(namespace, copy.deepcopy(body)).snapshot()
+                obj = copy.deepcopy(body)
+                if QUEUE_LABEL in (obj["metadata"].get("labels") or {}):  # Kueue's pod webhook gates it
+                    obj["spec"]["schedulingGates"] = [
+                        *obj["spec"].get("schedulingGates", []),
+                        {"name": KUEUE_GATE},
+                    ]
+                    self._queued_since[("Pod", namespace, obj["metadata"]["name"])] = self._requests_served
+                return 201, self._add_pod(namespace, obj).snapshot()
             selector = (query.get("labelSelector") or [""])[0]
             items = [
                 pod.snapshot() for (ns, _), pod in self.pods.items()
@@ -566,7 +630,7 @@ class KubePodStub(StubServer):
         if pod is None:
             return 404, self.status(404, "NotFound", f'pods "{name}" not found'), "application/json"
         if not pod.base_started():
-            message = f'container "base" in pod "{name}" is waiting to start: ContainerCreating'
+            message = f'container "{pod.base["name"]}" in pod "{name}" is waiting to start: ContainerCreating'
             return 400, self.status(400, "BadRequest", message), "application/json"
         deadline = time.monotonic() + 600
         while (
@@ -610,11 +674,15 @@ class KubePodStub(StubServer):
         namespace = job["metadata"]["namespace"]
         pods = [p for (ns, _), p in self.pods.items()
                 if ns == namespace and (p.obj["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name") == name]  # fmt: skip
+        if job["spec"].get("suspend"):
+            return {"active": 0, "conditions": [{"type": "Suspended", "status": "True", "reason": "JobSuspended",
+                                                 "message": "Job suspended", "lastTransitionTime": now()}]}  # fmt: skip
         phases = [p.status()["phase"] for p in pods]
         succeeded = phases.count("Succeeded")
         failed = phases.count("Failed")
         status: dict[str, Any] = {"active": phases.count("Running") + phases.count("Pending"),
-                                  "succeeded": succeeded, "failed": failed, "startTime": job["metadata"]["creationTimestamp"]}  # fmt: skip
+                                  "succeeded": succeeded, "failed": failed,
+                                  "startTime": job.get("_started") or job["metadata"]["creationTimestamp"]}  # fmt: skip
         if failed:
             status["conditions"] = [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
                                      "message": "Job has reached the specified backoff limit",
@@ -644,17 +712,20 @@ class KubePodStub(StubServer):
                 job["metadata"].update({"namespace": namespace, "uid": _uid(), "resourceVersion": self._next_rv(),
                                         "creationTimestamp": now()})  # fmt: skip
                 self.jobs[(namespace, job_name)] = job
-                self._start_job_pods(namespace, job)
-                return 201, {**job, "status": {}}
+                if job["spec"].get("suspend"):
+                    self._queued_since[("Job", namespace, job_name)] = self._requests_served
+                else:
+                    self._start_job_pods(namespace, job)
+                return 201, {**job, "status": self._job_status(job)}
             selector = (query.get("labelSelector") or [""])[0]
-            items = [{**job, "status": self._job_status(job)} for (ns, _), job in self.jobs.items()
+            items = [{**self._public(job), "status": self._job_status(job)} for (ns, _), job in self.jobs.items()
                      if ns == namespace and matches(job["metadata"].get("labels") or {}, selector)]  # fmt: skip
             return 200, {"kind": "JobList", "apiVersion": "batch/v1", "metadata": {}, "items": items}
         job = self.jobs.get((namespace, name))
         if job is None:
             return 404, self.status(404, "NotFound", f'jobs.batch "{name}" not found')
         if method == "GET":
-            return 200, {**job, "status": self._job_status(job)}
+            return 200, {**self._public(job), "status": self._job_status(job)}
         if method == "DELETE":
             del self.jobs[(namespace, name)]
             self.deleted.append(("Job", namespace, name))
@@ -714,6 +785,226 @@ class KubePodStub(StubServer):
             self.deleted.append(("Service", namespace, name))
             return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}
         return 405, self.status(405, "MethodNotAllowed", method)
+
+    # -- Kueue: admission of queued workloads ------------------------------------------------------------------
+
+    @staticmethod
+    def _public(obj: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in obj.items() if not key.startswith("_")}
+
+    def _kueue(self) -> None:
+        """Play Kueue: admit each queued workload whose queue has quota for it now (see :attr:`queues`)."""
+        self._requests_served += 1
+        clock = self._requests_served
+        queued: list[tuple[str, tuple[str, str], dict[str, Any]]] = []
+        queued += [("Pod", key, pod.obj) for key, pod in self.pods.items() if pod.gated]
+        queued += [("Job", key, job) for key, job in self.jobs.items() if job["spec"].get("suspend")]
+        queued += [("TrainJob", key, tj) for key, tj in self.trainjobs.items() if tj["spec"].get("suspend")]
+        for kind, key, obj in queued:
+            queue = (obj["metadata"].get("labels") or {}).get(QUEUE_LABEL)
+            if queue is None:
+                continue
+            since = self._queued_since.setdefault((kind, *key), clock)
+            delay = self.queues.get(queue)
+            if delay is None or clock - since <= delay:
+                continue
+            self.admitted.append((kind, key[1], queue))
+            if kind == "Pod":
+                self.pods[key].ungate()
+            elif kind == "Job":
+                obj["spec"]["suspend"] = False
+                obj["_started"] = now()
+                self._start_job_pods(key[0], obj)
+            else:
+                obj["spec"]["suspend"] = False
+                self._start_trainjob(key[0], obj)
+
+    # -- Kubeflow Trainer: TrainJobs, their JobSets and pods ------------------------------------------------------
+
+    def _invalid_trainjob(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        errors = check_metadata(body.get("metadata") or {}, "Job")  # a TrainJob name becomes a JobSet's
+        if self._trainjob_validators is not None:
+            spec_validator, _ = self._trainjob_validators
+            errors += [
+                f"spec.{'.'.join(map(str, e.path))}: {e.message}"
+                for e in sorted(
+                    spec_validator.iter_errors(body.get("spec") or {}), key=lambda e: list(e.path)
+                )
+            ]
+        ref = (body.get("spec") or {}).get("runtimeRef") or {}
+        runtime = TRAINING_RUNTIMES.get(ref.get("name", ""))
+        if not errors and (runtime is None or runtime[0] != ref.get("kind", "ClusterTrainingRuntime")):
+            errors.append(f"{ref.get('kind')} {ref.get('name')!r} not found")  # the Trainer's webhook
+        if not errors:
+            return None
+        self.rejected.extend(errors)
+        return self.status(422, "Invalid", "TrainJob is invalid: " + "; ".join(errors[:5]))
+
+    def _trainjob_pods(self, namespace: str, name: str) -> list[_Pod]:
+        return [p for (ns, _), p in self.pods.items()
+                if ns == namespace and (p.obj["metadata"].get("labels") or {}).get(JOBSET_LABEL) == name]  # fmt: skip
+
+    def _condition(self, kind: str, status: str, reason: str, message: str) -> dict[str, Any]:
+        return {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": now(),
+        }
+
+    def _trainjob_status(self, tj: dict[str, Any]) -> dict[str, Any]:
+        """The status the Trainer controller writes, from its JobSet's pods."""
+        namespace, name = tj["metadata"]["namespace"], tj["metadata"]["name"]
+        if tj["spec"].get("suspend"):
+            return {"conditions": [self._condition("Suspended", "True", "Suspended", "TrainJob is suspended")],
+                    "jobsStatus": [{"name": "node", "active": 0, "ready": 0, "succeeded": 0, "failed": 0,
+                                    "suspended": 1}]}  # fmt: skip
+        conditions = [self._condition("Created", "True", "JobsCreationSucceeded", "succeeded to create Jobs")]
+        if (namespace, name) in self._queued_since_keys():
+            conditions.append(self._condition("Suspended", "False", "Resumed", "TrainJob is resumed"))
+        phases = [p.status()["phase"] for p in self._trainjob_pods(namespace, name)]
+        failed, succeeded = phases.count("Failed"), phases.count("Succeeded")
+        done = succeeded == tj["spec"]["trainer"].get("numNodes", 1)
+        jobs = {"name": "node", "active": 0 if failed or done else 1, "ready": int(phases.count("Running") > 0),
+                "succeeded": int(done and not failed), "failed": int(failed > 0), "suspended": 0}  # fmt: skip
+        if failed:
+            conditions.append(self._condition("Failed", "True", "FailedJobs",
+                                              "jobset failed due to one or more job failures"))  # fmt: skip
+        elif done:
+            conditions.append(
+                self._condition("Complete", "True", "AllJobsCompleted", "jobset completed successfully")
+            )
+        status = {"conditions": conditions, "jobsStatus": [jobs]}
+        if self._trainjob_validators is not None:
+            _, status_validator = self._trainjob_validators
+            assert not list(status_validator.iter_errors(status)), list(status_validator.iter_errors(status))
+        return status
+
+    def _queued_since_keys(self) -> set[tuple[str, str]]:
+        return {(ns, name) for kind, ns, name in self._queued_since if kind == "TrainJob"}
+
+    def _start_trainjob(self, namespace: str, tj: dict[str, Any]) -> None:
+        """The Trainer controller and JobSet: a JobSet of one Indexed Job ``node`` of ``numNodes`` pods."""
+        name = tj["metadata"]["name"]
+        spec = tj["spec"]
+        trainer = spec["trainer"]
+        _, default_image = TRAINING_RUNTIMES[spec["runtimeRef"]["name"]]
+        jobset = {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
+                  "metadata": {"name": name, "namespace": namespace, "uid": _uid(),
+                               "ownerReferences": [{"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
+                                                    "name": name, "uid": tj["metadata"]["uid"], "controller": True}]},
+                  "spec": {"replicatedJobs": [{"name": "node", "replicas": 1}]}}  # fmt: skip
+        self.jobsets[(namespace, name)] = jobset
+        patch: dict[str, Any] = {}
+        for item in spec.get("runtimePatches") or []:
+            for rjob in item["trainingRuntimeSpec"]["template"]["spec"].get("replicatedJobs") or []:
+                if rjob["name"] == "node":
+                    patch = rjob["template"]["spec"]["template"]
+        patch_spec = copy.deepcopy(patch.get("spec") or {})
+        patch_containers = {c["name"]: c for c in patch_spec.pop("containers", [])}
+        nodes = trainer.get("numNodes", 1)
+        job_name = f"{name}-node-0"
+        master = f"{job_name}-0.{name}"
+        for index in range(nodes):
+            meta = copy.deepcopy(patch.get("metadata") or {})
+            meta["name"] = f"{job_name}-{index}-{_secrets.token_hex(3)}"
+            meta["labels"] = {**(meta.get("labels") or {}), JOBSET_LABEL: name,
+                              "jobset.sigs.k8s.io/replicatedjob-name": "node", "jobset.sigs.k8s.io/job-index": "0",
+                              "batch.kubernetes.io/job-name": job_name,
+                              "batch.kubernetes.io/job-completion-index": str(index),
+                              "trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}  # fmt: skip
+            meta["annotations"] = {**(meta.get("annotations") or {}),
+                                   "batch.kubernetes.io/job-completion-index": str(index)}  # fmt: skip
+            meta["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": _uid(),
+                                        "controller": True}]  # fmt: skip
+            rank = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+            container: dict[str, Any] = {
+                "name": "node",
+                "image": trainer.get("image") or default_image,
+                "command": list(trainer.get("command") or []),
+                "env": [
+                    *(trainer.get("env") or []),
+                    {"name": "PET_NNODES", "value": str(nodes)},
+                    {"name": "PET_NPROC_PER_NODE", "value": str(trainer.get("numProcPerNode", 1))},
+                    {"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": rank}}},
+                    {"name": "PET_MASTER_ADDR", "value": master},
+                    {"name": "PET_MASTER_PORT", "value": str(_TORCH_PORT)},
+                ],
+                "ports": [{"containerPort": _TORCH_PORT}],
+            }
+            if trainer.get("resourcesPerNode"):
+                container["resources"] = trainer["resourcesPerNode"]
+            if mounts := (patch_containers.get("node") or {}).get("volumeMounts"):
+                container["volumeMounts"] = mounts
+            pod_spec = {**copy.deepcopy(patch_spec), "containers": [container], "restartPolicy": "Never",
+                        "hostname": f"{job_name}-{index}", "subdomain": name}  # fmt: skip
+            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
+            if self.validate and (errors := validate_object(pod)):
+                self.rejected.extend(f"TrainJob {name}'s pod: {e}" for e in errors)
+            self._add_pod(namespace, pod)
+
+    def _trainjobs(
+        self, method: str, namespace: str, name: str | None, query: dict[str, list[str]], body: Any
+    ) -> tuple[int, Any]:
+        if name is None:
+            if method == "POST":
+                tj_name = body["metadata"]["name"]
+                if (namespace, tj_name) in self.trainjobs:
+                    return 409, self.status(
+                        409, "AlreadyExists", f'trainjobs.trainer.kubeflow.org "{tj_name}" already exists'
+                    )
+                if invalid := self._invalid_trainjob(body):
+                    return 422, invalid
+                self.created.append(copy.deepcopy(body))
+                tj = copy.deepcopy(body)
+                tj["metadata"].update({"namespace": namespace, "uid": _uid(), "resourceVersion": self._next_rv(),
+                                       "generation": 1, "creationTimestamp": now()})  # fmt: skip
+                self.trainjobs[(namespace, tj_name)] = tj
+                if tj["spec"].get("suspend"):
+                    self._queued_since.setdefault(("TrainJob", namespace, tj_name), self._requests_served)
+                else:
+                    self._start_trainjob(namespace, tj)
+                return 201, {**tj, "status": self._trainjob_status(tj)}
+            selector = (query.get("labelSelector") or [""])[0]
+            items = [{**tj, "status": self._trainjob_status(tj)} for (ns, _), tj in self.trainjobs.items()
+                     if ns == namespace and matches(tj["metadata"].get("labels") or {}, selector)]  # fmt: skip
+            return 200, {"kind": "TrainJobList", "apiVersion": "trainer.kubeflow.org/v1alpha1", "metadata": {},
+                         "items": items}  # fmt: skip
+        tj = self.trainjobs.get((namespace, name))
+        if tj is None:
+            return 404, self.status(404, "NotFound", f'trainjobs.trainer.kubeflow.org "{name}" not found')
+        if method == "GET":
+            return 200, {**tj, "status": self._trainjob_status(tj)}
+        if method == "DELETE":
+            del self.trainjobs[(namespace, name)]
+            self.jobsets.pop((namespace, name), None)
+            self.deleted.append(("TrainJob", namespace, name))
+            for pod in self._trainjob_pods(namespace, name):
+                key = (namespace, pod.obj["metadata"]["name"])
+                del self.pods[key]
+                pod.kill()
+                self.deleted.append(("Pod", namespace, key[1]))
+            return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}
+        return 405, self.status(405, "MethodNotAllowed", method)
+
+    def _jobsets(
+        self, method: str, namespace: str, name: str | None, query: dict[str, list[str]]
+    ) -> tuple[int, Any]:
+        if method != "GET":
+            return 405, self.status(405, "MethodNotAllowed", method)
+        if name is None:
+            items = [js for (ns, _), js in self.jobsets.items() if ns == namespace]
+            return 200, {
+                "kind": "JobSetList",
+                "apiVersion": "jobset.x-k8s.io/v1alpha2",
+                "metadata": {},
+                "items": items,
+            }
+        jobset = self.jobsets.get((namespace, name))
+        if jobset is None:
+            return 404, self.status(404, "NotFound", f'jobsets.jobset.x-k8s.io "{name}" not found')
+        return 200, jobset
 
     # -- exec over WebSocket (what KPO's XCom extraction uses) ---------------------------------------------------
 

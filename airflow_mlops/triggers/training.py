@@ -13,7 +13,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_mlops.utils.k8s import KubernetesConnection
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 
 class KubernetesTrainingJobTrigger(BaseTrigger):
@@ -178,54 +178,32 @@ class _PollingTrigger(BaseTrigger):
         """Delete the object of *kind* (its pods with it); a Job's headless Service too."""
         from kubernetes_asyncio import client as async_client  # noqa: TID253 - triggerer only
 
-        calls: list[tuple[str, Any, dict[str, Any]]] = []
+        name, namespace = self.name, self.namespace
+        calls: list[tuple[str, Callable[[], Awaitable[Any]]]]
         if kind == "TrainJob":
             group, version, plural = _TRAINJOB
-            calls.append(
-                (
-                    "TrainJob",
-                    lambda: async_client.CustomObjectsApi(connection).delete_namespaced_custom_object(
-                        group, version, self.namespace, plural, self.name, propagation_policy="Foreground"
-                    ),
-                    {},
-                )
-            )
+            custom = async_client.CustomObjectsApi(connection)
+            calls = [("TrainJob", lambda: custom.delete_namespaced_custom_object(
+                group, version, namespace, plural, name, propagation_policy="Foreground"))]  # fmt: skip
         elif kind == "Job":
-            calls.append(
+            batch, core = async_client.BatchV1Api(connection), async_client.CoreV1Api(connection)
+            calls = [
                 (
                     "Job",
-                    lambda: async_client.BatchV1Api(connection).delete_namespaced_job(
-                        self.name, self.namespace, propagation_policy="Foreground"
-                    ),
-                    {},
-                )
-            )
-            calls.append(
-                (
-                    "Service",
-                    lambda: async_client.CoreV1Api(connection).delete_namespaced_service(
-                        self.name, self.namespace
-                    ),
-                    {},
-                )
-            )
+                    lambda: batch.delete_namespaced_job(name, namespace, propagation_policy="Foreground"),
+                ),
+                ("Service", lambda: core.delete_namespaced_service(name, namespace)),
+            ]
         else:
-            calls.append(
-                (
-                    "Pod",
-                    lambda: async_client.CoreV1Api(connection).delete_namespaced_pod(
-                        self.name, self.namespace
-                    ),
-                    {},
-                )
-            )
-        for what, delete, _ in calls:
+            core = async_client.CoreV1Api(connection)
+            calls = [("Pod", lambda: core.delete_namespaced_pod(name, namespace))]
+        for what, delete in calls:
             try:
                 await delete()
-                self.log.info("Deleted %s %s/%s", what, self.namespace, self.name)
+                self.log.info("Deleted %s %s/%s", what, namespace, name)
             except async_client.ApiException as err:
                 if err.status != 404:
-                    self.log.warning("Could not delete %s %s/%s: %s", what, self.namespace, self.name, err)
+                    self.log.warning("Could not delete %s %s/%s: %s", what, namespace, name, err)
 
 
 class KueueAdmissionTrigger(_PollingTrigger):

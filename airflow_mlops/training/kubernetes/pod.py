@@ -172,8 +172,11 @@ class PodTraining:
             "Training pod %s/%s (start %d of this try) for MLflow run %s",
             pod.metadata.namespace, pod.metadata.name, spec.attempt, spec.mlflow_run_id,
         )  # fmt: skip
-        if self.runtime.queue_name and any(g.name == KUEUE_GATE for g in pod.spec.scheduling_gates or []):
-            return self._wait_for_admission(pod.metadata.name, pod.metadata.namespace)
+        if self.runtime.queue_name:
+            # As the API server holds it: Kueue's webhook adds its gate when the pod is created.
+            gates = kpo.pod_manager.read_pod(pod).spec.scheduling_gates or []
+            if any(gate.name == KUEUE_GATE for gate in gates):
+                return self._wait_for_admission(pod.metadata.name, pod.metadata.namespace)
         try:
             if not self.runtime.deferrable:
                 return kpo.execute_sync(self.context)

@@ -178,8 +178,8 @@ class TrainJobTraining:
                 runtime.procs_per_node, spec.attempt, spec.mlflow_run_id,
             )  # fmt: skip
         self.namespace, self.name = namespace, name
-        obj = self._get(name, namespace)
-        if runtime.queue_name and obj is not None and (obj.get("spec") or {}).get("suspend"):
+        current = self._get(name, namespace)
+        if runtime.queue_name and current is not None and (current.get("spec") or {}).get("suspend"):
             return self._wait_for_admission(name, namespace)
         return self._wait(name, namespace)
 

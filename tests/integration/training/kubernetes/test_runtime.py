@@ -24,24 +24,13 @@ from airflow_mlops.exceptions import (
 from airflow_mlops.operators.training import KubernetesConnection, KubernetesRuntime, Resources
 from airflow_mlops.trainer import contract
 from tests.conftest import set_connection
-from tests.integration.operators.test_training import write_snapshot
 from tests.k8s_training_support import RUN_ID, TaskStateStore, Timing, k8s_context, run_deferred
-from tests.kube_pod_stub import KubePodStub, PodScript
+from tests.kube_pod_stub import PodScript
 
 pytestmark = pytest.mark.integration
 
-CONN_ID = "kubernetes_training_stub"
+CONN_ID = "kubernetes_training_stub"  # the connection of the ``kube`` fixture (conftest.py)
 FAST = {"poll_interval": 0.1, "connection": KubernetesConnection(conn_id=CONN_ID), "deferrable": True}
-
-
-@pytest.fixture(scope="module")
-def kube(tmp_path_factory):
-    with KubePodStub() as stub:
-        config = stub.write_kubeconfig(tmp_path_factory.mktemp("kube") / "config")
-        set_connection(
-            CONN_ID, conn_type="kubernetes", extra={"kube_config_path": str(config), "namespace": "ml"}
-        )
-        yield stub
 
 
 @pytest.fixture
@@ -53,16 +42,6 @@ def stub(kube):
     kube.secrets.clear()
     yield kube
     assert kube.rejected == [], "the API server stand-in refused an invalid object"
-
-
-@pytest.fixture
-def snapshot(data_root) -> str:
-    return write_snapshot(data_root)
-
-
-@pytest.fixture
-def experiment(request) -> str:
-    return f"k8s-{request.node.name}"
 
 
 def trainer_result(env: dict[str, str]) -> dict:
@@ -450,7 +429,9 @@ def test_a_pod_preempted_more_often_than_allowed_fails_with_a_retryable_error(
     stub.script_pods(preempted, preempted)
     make = operator_factory(snapshot, experiment, tmp_path, max_preemptions=1)
 
-    with pytest.raises(TrainingPreemptedError, match=r"was preempted by a higher-priority pod.*max_preemptions=1") as err:
+    with pytest.raises(
+        TrainingPreemptedError, match=r"was preempted by a higher-priority pod.*max_preemptions=1"
+    ) as err:
         run_deferred(make, k8s_context("preempted_twice_dag"))
 
     assert err.value.retryable is True  # the task's retries start it again
@@ -468,7 +449,9 @@ def test_a_pod_the_api_server_refuses_fails_at_once_as_an_invalid_manifest(
         volumes=[{"name": "config", "configMap": {"name": "trainer-config", "defaultMode": {"octal": "0644"}}}],
     )  # fmt: skip
 
-    with pytest.raises(InvalidManifestError, match=r"The API server rejected the training pod of task 'train'") as err:
+    with pytest.raises(
+        InvalidManifestError, match=r"The API server rejected the training pod of task 'train'"
+    ) as err:
         run_deferred(make, k8s_context("invalid_pod_dag"))
 
     assert err.value.retryable is False

@@ -237,3 +237,86 @@ def test_multi_node_job_and_service_are_valid_and_wire_the_rendezvous():
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": "job-train-1a2b3c4d"}
     assert service["metadata"]["ownerReferences"][0]["kind"] == "Job"
+
+
+def trainjob_runtime(**overrides) -> KubernetesRuntime:
+    """The GPU runtime as a TrainJob: no envFrom and no pod priority class (neither can be patched in)."""
+    return gpu_runtime(
+        training_runtime="torch-distributed", num_nodes=4, env_from_secrets=[],
+        scheduling=Scheduling(service_account="trainer",
+                              tolerations=[{"key": "spot", "operator": "Exists", "effect": "NoSchedule"}]),
+        **overrides,
+    )  # fmt: skip
+
+
+def test_trainjob_is_valid_for_the_kubeflow_trainer_crd_and_carries_the_same_training():
+    from airflow_mlops.training.kubernetes.manifests import trainjob_manifest
+    from tests.kube_api_stub import trainjob_validators
+
+    runtime = trainjob_runtime()
+    spec = training_spec(runtime)
+    manifest = trainjob_manifest(runtime, spec, name="tj-train-1a2b3c4d", namespace="ml-training")
+
+    spec_validator, _ = trainjob_validators()
+    assert [e.message for e in spec_validator.iter_errors(manifest["spec"])] == []
+    assert (manifest["apiVersion"], manifest["kind"]) == ("trainer.kubeflow.org/v1alpha1", "TrainJob")
+    train = manifest["spec"]
+    assert train["runtimeRef"]["name"] == "torch-distributed"
+    trainer = train["trainer"]
+    assert (trainer["numNodes"], trainer["numProcPerNode"]) == (4, 2)
+    assert trainer["command"] == [
+        "torchrun",
+        "--module",
+        "airflow_mlops.trainer.examples.torch_mlp",
+        "--epochs",
+        "3",
+    ]
+    assert trainer["resourcesPerNode"]["limits"] == {"memory": "64Gi", "nvidia.com/gpu": "2"}
+    assert train["activeDeadlineSeconds"] == 7200  # the operator's timeout, counted from the start
+    env = {e["name"]: e for e in trainer["env"]}
+    assert env[contract.RESULT_PATH]["value"] == "/dev/termination-log"  # rank 0's termination message
+    assert env[contract.CHECKPOINT_URI]["value"] == "s3://bucket/runs/x/checkpoints"
+    assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "mlflow-auth", "key": "password"}
+    }
+    assert "pw-1234" not in json.dumps(manifest)
+    assert not any(name.startswith(("PET_", "MASTER_")) for name in env)  # the runtime sets the rendezvous
+    (patch,) = train["runtimePatches"]
+    (node,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    pod = node["template"]["spec"]["template"]
+    assert node["name"] == "node"
+    assert pod["metadata"]["labels"]["airflow-mlops/dag-id"] == "mlops_continuous_training"
+    assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert pod["spec"]["serviceAccountName"] == "trainer"
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "registry-creds"}]
+    assert pod["spec"]["containers"] == [
+        {"name": "node", "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
+                                          {"name": "datasets", "mountPath": "/data", "readOnly": True}]}
+    ]  # fmt: skip
+    assert "suspend" not in train
+    assert not any(key.startswith("kueue.x-k8s.io/") for key in manifest["metadata"]["labels"])
+
+
+def test_kueue_labels_and_suspension_are_set_on_the_unit_kueue_admits():
+    from airflow_mlops.training.kubernetes.job import render_job
+    from airflow_mlops.training.kubernetes.manifests import pod_manifest, trainjob_manifest
+    from tests.kube_api_stub import trainjob_validators
+
+    queue = {"queue_name": "team-a", "queue_priority_class": "batch-high"}
+    labels = {"kueue.x-k8s.io/queue-name": "team-a", "kueue.x-k8s.io/priority-class": "batch-high"}
+    runtime = trainjob_runtime(**queue)
+    trainjob = trainjob_manifest(runtime, training_spec(runtime), name="tj-train-1", namespace="ml-training")
+    assert [e.message for e in trainjob_validators()[0].iter_errors(trainjob["spec"])] == []
+    assert trainjob["spec"]["suspend"] is True
+    assert labels.items() <= trainjob["metadata"]["labels"].items()
+
+    runtime = gpu_runtime(num_nodes=2, **queue)
+    job, _ = render_job(runtime, training_spec(runtime), k8s_context("d"), name="job-train-1", namespace="ml")
+    assert validate_object(job) == []
+    assert job["spec"]["suspend"] is True
+    assert labels.items() <= job["metadata"]["labels"].items()
+    assert not labels.keys() & job["spec"]["template"]["metadata"]["labels"].keys()  # the Job is the workload
+
+    runtime = gpu_runtime(**queue)
+    pod = pod_manifest(runtime, training_spec(runtime))
+    assert labels.items() <= pod["metadata"]["labels"].items()

@@ -15,18 +15,46 @@ from tests.unit.training.kubernetes.test_manifests import operator
     [
         ({"gpus": -1}, "gpus must be an integer >= 0"),
         ({"resources": Resources(memory="16 GB")}, "memory must be a Kubernetes quantity"),
-        ({"connection": KubernetesConnection(namespace="ML_Training")}, "namespace must be a lower-case DNS label"),
+        (
+            {"connection": KubernetesConnection(namespace="ML_Training")},
+            "namespace must be a lower-case DNS label",
+        ),
         ({"secret_env": {"MLOPS_PARAMS": "s/k"}}, "secret_env may not set MLOPS_PARAMS"),
         ({"secret_env": {"TOKEN": "just-a-value"}}, "must name a Kubernetes Secret and key"),
         ({"gpus": Gpus(count=0, product="H100")}, "gpu_product needs gpus > 0"),
         ({"gpus": Gpus(count=1, product="H100 80GB")}, "gpu_product must be a node label value"),
-        ({"scheduling": Scheduling(priority_class="Training_High")}, "priority_class must be a Kubernetes object"),
-        ({"scheduling": Scheduling(node_selector={"pool": "a b"})}, r"node_selector\['pool'\] = 'a b' is not a valid"),
+        (
+            {"scheduling": Scheduling(priority_class="Training_High")},
+            "priority_class must be a Kubernetes object",
+        ),
+        (
+            {"scheduling": Scheduling(node_selector={"pool": "a b"})},
+            r"node_selector\['pool'\] = 'a b' is not a valid",
+        ),
         ({"scheduling": Scheduling(affinity={"nodeSelector": {}})}, "affinity may only have the keys"),
         ({"resources": {"cpu": "4"}}, "resources must be a Resources"),
         ({"labels": {"team": "rec sys"}}, "is not a valid label value"),
         ({"image": ""}, "image must be a container image reference"),
         ({"num_nodes": 0}, "num_nodes must be >= 1"),
+        ({"queue_name": "Team A"}, "queue_name must name a Kubernetes object"),
+        ({"queue_priority_class": "high"}, "queue_priority_class needs queue_name"),
+        (
+            {"queue_name": "q", "admission_timeout": 0},
+            "admission_timeout must be a positive number of seconds",
+        ),
+        ({"training_runtime": "torch_distributed"}, "training_runtime must name a Kubernetes object"),
+        (
+            {"training_runtime": "t", "training_runtime_kind": "Runtime"},
+            "training_runtime_kind must be one of",
+        ),
+        (
+            {"training_runtime": "t", "env_from_secrets": ["s"]},
+            "env_from_secrets cannot be patched into a TrainJob",
+        ),
+        (
+            {"training_runtime": "t", "scheduling": Scheduling(priority_class="hi")},
+            "give queue_priority_class",
+        ),
     ],
 )
 def test_invalid_settings_are_refused_when_the_dag_is_parsed(kwargs, message):

@@ -1,0 +1,32 @@
+"""The API-server stand-in and the data the Kubernetes training tests share."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import set_connection
+from tests.integration.operators.test_training import write_snapshot
+from tests.kube_pod_stub import KubePodStub
+
+CONN_ID = "kubernetes_training_stub"
+
+
+@pytest.fixture(scope="module")
+def kube(tmp_path_factory):
+    """The stand-in, reached through the ``kubernetes_training_stub`` connection (namespace ``ml``)."""
+    with KubePodStub() as stub:
+        config = stub.write_kubeconfig(tmp_path_factory.mktemp("kube") / "config")
+        set_connection(
+            CONN_ID, conn_type="kubernetes", extra={"kube_config_path": str(config), "namespace": "ml"}
+        )
+        yield stub
+
+
+@pytest.fixture
+def snapshot(data_root) -> str:
+    return write_snapshot(data_root)
+
+
+@pytest.fixture
+def experiment(request) -> str:
+    return f"k8s-{request.node.name}"
