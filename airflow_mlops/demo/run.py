@@ -1,42 +1,85 @@
-"""Run the continuous-training demo end to end on the embedded default (``airflow-mlops demo``)."""
+"""
+Run DAGs end to end on a local Airflow + MLflow stack (``airflow-mlops demo``).
+
+By default it runs the package's continuous-training example; ``--dags FOLDER [--dag ID]`` runs your own.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
-from airflow_mlops.demo.stack import DAG_ID, LocalStack
+from airflow_mlops.approvals import APPROVE, ApprovalClient
+from airflow_mlops.demo.stack import DAG_ID, FINISHED, REPO_DAGS, LocalStack, StackError
 
 MODEL_NAME = "demo_churn_classifier"
 WORSE_PARAMS = {"features": ["tenure_months"]}  # a candidate that sees one feature: worse than the champion
+#: The user who approves (the demo triggers as ``admin``; nobody approves their own run).
+APPROVER = "reviewer"
+#: Seconds between an approval request showing up and the demo answering it. On Airflow 3.3.2 an answer
+#: that lands before the executor has reported the parked attempt's exit fails the task; a person never
+#: answers that fast (see :meth:`LocalStack.wait_for_approval_request`).
+SETTLE = 5.0
 
 
 def _print(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 
 
+def approve_command(stack: LocalStack, dag_id: str, run_id: str, user: str = APPROVER) -> str:
+    """The ``airflow-mlops approve`` command line that answers this run's approval as *user*."""
+    return (
+        f"MLOPS_AIRFLOW_PASSWORD={stack.passwords[user]} airflow-mlops approve {dag_id} '{run_id}' "
+        f"--as {user} --url {stack.airflow_url} --comment 'looks good'"
+    )
+
+
+def see_run_through(
+    stack: LocalStack, dag_id: str, conf: dict[str, Any], auto_approve: bool, timeout: float
+) -> dict[str, Any]:
+    """
+    Trigger *dag_id* and follow the run until it ends; say how to answer each approval it asks for.
+
+    With *auto_approve* each approval is answered ``Approve`` as ``reviewer`` through the REST API, as
+    ``airflow-mlops approve`` does. Returns ``{"run_id", "state", "tasks"}``.
+    """
+    run_id = stack.trigger(dag_id, conf)
+    _print(f"triggered {dag_id} run {run_id}")
+    client = ApprovalClient(stack.airflow_url, user=APPROVER, password=stack.passwords[APPROVER])
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while (state := stack.run_state(dag_id, run_id)) not in FINISHED:
+        if time.monotonic() > deadline:
+            raise StackError(f"{dag_id}/{run_id} did not finish within {timeout:.0f}s")
+        for request in client.pending(dag_id, run_id):
+            if request.task_id in seen:
+                continue
+            seen.add(request.task_id)
+            _print(f"approval requested by task {request.task_id}: {request.subject}")
+            if not auto_approve:
+                _print(f"approve it from another shell: {approve_command(stack, dag_id, run_id)}")
+                _print(f"(or `airflow-mlops reject ...`), or in the UI: {stack.required_actions_url}")
+                _print(f"(user {APPROVER!r}, password {stack.passwords[APPROVER]!r})")
+                continue
+            time.sleep(SETTLE)
+            client.answer(request, APPROVE, "approved by the demo")
+            _print(f"approved as {APPROVER!r} through the HITL REST API")
+        time.sleep(2)
+    tasks = stack.task_states(dag_id, run_id)
+    _print(f"run {run_id} ended {state}: {tasks}")
+    _print(f"see it at {stack.airflow_url}/dags/{dag_id}/runs/{quote(run_id)}")
+    return {"run_id": run_id, "state": state, "tasks": tasks}
+
+
 def run_training(stack: LocalStack, conf: dict, auto_approve: bool, timeout: float) -> dict:
     """Trigger one continuous-training run and see it through the approval; return what happened."""
-    run_id = stack.trigger(DAG_ID, conf)
-    _print(f"triggered {DAG_ID} run {run_id}")
-    state = stack.wait_for_approval_request(DAG_ID, run_id, "approve", timeout)
-    outcome: dict = {"run_id": run_id}
-    if state in ("awaiting_input", "deferred"):
-        detail = stack.hitl_detail(DAG_ID, run_id, "approve")
-        _print(f"approval requested: {detail['subject']}")
-        _print(f"approve it here: {stack.required_actions_url} (user 'reviewer', password 'reviewer-pw')")
-        if auto_approve:
-            response = stack.respond(DAG_ID, run_id, "approve", "Approve", comment="approved by the demo")
-            if response.status_code >= 300:
-                raise RuntimeError(f"approval failed: HTTP {response.status_code} {response.text[:300]}")
-            _print("approved as 'reviewer' through the HITL REST API")
-    else:
-        _print(f"no approval was requested (approve task: {state})")
-    outcome["state"] = stack.wait_for_run(DAG_ID, run_id, timeout)
-    outcome["tasks"] = stack.task_states(DAG_ID, run_id)
+    outcome = see_run_through(stack, DAG_ID, conf, auto_approve, timeout)
     outcome["champion"] = stack.alias_version(conf.get("model_name", MODEL_NAME))
-    _print(f"run {run_id} ended {outcome['state']}; champion is version {outcome['champion']}")
+    _print(f"champion is version {outcome['champion']}")
     if outcome["champion"] is not None:
         outcome["serving"], predictions = stack.predict(sample_records(stack))
         _print(f"{stack.serving_url}/invocations is served by version {outcome['serving']}: {predictions}")
@@ -53,35 +96,107 @@ def sample_records(stack: LocalStack, rows: int = 3) -> list[dict]:
     return [{k: float(v) for k, v in row.items() if k != "label"} for row in records]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``airflow-mlops demo``: run the demo end to end and report what served."""
+def choose_dag(stack: LocalStack, wanted: str | None, timeout: float = 240.0) -> str:
+    """*wanted*, or the only DAG of the folder once parsed; several DAGs without *wanted* is an error."""
+    if wanted:
+        return wanted
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dags = sorted(dag["dag_id"] for dag in stack.api("GET", "/dags").json().get("dags", []))
+        if dags:
+            time.sleep(10)  # let the dag-processor finish the folder
+            dags = sorted(dag["dag_id"] for dag in stack.api("GET", "/dags").json().get("dags", []))
+            if len(dags) == 1:
+                return dags[0]
+            raise StackError(
+                f"{stack.dags_folder} holds several DAGs ({', '.join(dags)}): pick one with --dag"
+            )
+        time.sleep(2)
+    errors = stack.api("GET", "/importErrors").text[:2000]
+    raise StackError(
+        f"no DAG of {stack.dags_folder} was parsed within {timeout:.0f}s; import errors: {errors}"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``airflow-mlops demo``."""
     parser = argparse.ArgumentParser(prog="airflow-mlops demo", description=__doc__)
-    parser.add_argument("--home", default=".demo", help="folder for every file the demo writes (default .demo)")
-    parser.add_argument("--auto-approve", action="store_true", help="approve as user 'reviewer' via the REST API")
+    parser.add_argument(
+        "--dags", type=Path, help="run the DAGs of this folder instead of the package's example"
+    )
+    parser.add_argument(
+        "--dag", help=f"the DAG to trigger (default {DAG_ID}; with --dags, the folder's only DAG)"
+    )
+    parser.add_argument(
+        "--conf", type=json.loads, help="the run's conf, as JSON (default for the example: its model name)"
+    )
+    parser.add_argument(
+        "--home", default=".demo", help="folder for every file the demo writes (default .demo)"
+    )
+    parser.add_argument(
+        "--auto-approve", action="store_true", help="approve as user 'reviewer' via the REST API"
+    )
     parser.add_argument(
         "--worse-run", action="store_true", help="then trigger a worse candidate that must stop at the gate"
+    )
+    parser.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="then serve the champion with capture, send shifted traffic, and show monitoring start a retraining run",
     )
     parser.add_argument("--keep-running", action="store_true", help="leave the services up until Ctrl-C")
     parser.add_argument("--port", type=int, default=28080, help="Airflow api-server port (default 28080)")
     parser.add_argument("--mlflow-port", type=int, default=25000, help="MLflow server port (default 25000)")
     parser.add_argument("--serving-port", type=int, default=25001, help="model endpoint port (default 25001)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for each run")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``airflow-mlops demo``: run a DAG end to end and report how it ended."""
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.dags is not None and not args.dags.is_dir():
+        parser.error(f"--dags {args.dags}: no such folder")
+    example = args.dags is None and args.dag in (None, DAG_ID)
+    if args.worse_run and not example:
+        parser.error(f"--worse-run runs the package's example ({DAG_ID}); leave out --dags and --dag")
 
     stack = LocalStack(
-        Path(args.home), airflow_port=args.port, mlflow_port=args.mlflow_port, serving_port=args.serving_port
+        Path(args.home), airflow_port=args.port, mlflow_port=args.mlflow_port, serving_port=args.serving_port,
+        dags_folder=args.dags or REPO_DAGS,
+    )  # fmt: skip
+    _print(
+        f"starting Airflow on {stack.airflow_url} and MLflow on {stack.mlflow_url} (files in {stack.home})"
     )
-    _print(f"starting Airflow on {stack.airflow_url} and MLflow on {stack.mlflow_url} (files in {stack.home})")
+    _print(f"DAG folder: {stack.dags_folder}")
     ok = True
     try:
         stack.start()
-        _print(f"Airflow UI: {stack.airflow_url} (user 'admin', password 'admin-pw'); MLflow UI: {stack.mlflow_url}")
-        first = run_training(stack, {"model_name": MODEL_NAME}, args.auto_approve, args.timeout)
-        ok = first["state"] == "success" and first["champion"] is not None and first["serving"] == first["champion"]
+        _print(
+            f"Airflow UI: {stack.airflow_url} (user 'admin', password 'admin-pw'); MLflow UI: {stack.mlflow_url}"
+        )
+        if example:
+            conf = {"model_name": MODEL_NAME} if args.conf is None else args.conf
+            first = run_training(stack, conf, args.auto_approve, args.timeout)
+            ok = (
+                first["state"] == "success"
+                and first["champion"] is not None
+                and first["serving"] == first["champion"]
+            )
+        else:
+            dag_id = choose_dag(stack, args.dag)
+            ok = (
+                see_run_through(stack, dag_id, args.conf or {}, args.auto_approve, args.timeout)["state"]
+                == "success"
+            )
         if args.worse_run:
             before = first["champion"]
             second = run_training(
-                stack, {"model_name": MODEL_NAME, "model_params": WORSE_PARAMS}, args.auto_approve, args.timeout
+                stack,
+                {"model_name": MODEL_NAME, "model_params": WORSE_PARAMS},
+                args.auto_approve,
+                args.timeout,
             )
             stopped = second["tasks"].get("approve") == "skipped" and second["champion"] == before
             _print(
@@ -90,12 +205,19 @@ def main(argv: list[str] | None = None) -> int:
                 else f"unexpected: {second}"
             )
             ok = ok and stopped
+        if args.monitoring:
+            from airflow_mlops.demo.monitoring import run_monitoring
+
+            ok = run_monitoring(stack, MODEL_NAME, args.timeout) and ok
         if args.keep_running:
             _print("services keep running; press Ctrl-C to stop them")
             while True:
                 time.sleep(3600)
     except KeyboardInterrupt:
         pass
+    except StackError as err:
+        _print(str(err))
+        ok = False
     finally:
         _print("stopping every service")
         stack.stop()

@@ -146,3 +146,34 @@ def test_the_user_who_triggered_a_run_cannot_approve_it(stack, candidate):
     assert (decision["decision"], decision["approver"]) == ("self_approval_refused", "reviewer")
     assert candidate.get_model_version(MODEL, "1").tags[T.APPROVAL_DECISION] == "self_approval_refused"
     assert T.CHAMPION not in candidate.get_registered_model(MODEL).aliases
+
+
+def test_the_demo_runs_a_dag_of_the_users_folder_and_says_how_to_approve(stack, candidate, capsys):
+    """What ``airflow-mlops demo --dags FOLDER [--dag ID]`` does once its stack is up, on this one."""
+    from airflow_mlops.demo.run import choose_dag, see_run_through
+    from airflow_mlops.demo.stack import StackError
+
+    # Two DAGs in the folder: the demo asks which one.
+    with pytest.raises(
+        StackError, match=f"holds several DAGs \\({SELF_DAG_ID}, {DAG_ID}\\): pick one with --dag"
+    ):
+        choose_dag(stack, None)
+    assert choose_dag(stack, SELF_DAG_ID) == SELF_DAG_ID
+
+    # Without --auto-approve it prints the command that answers; this request goes unanswered and times out.
+    waited = see_run_through(stack, DAG_ID, {}, auto_approve=False, timeout=300)
+    printed = capsys.readouterr().out
+    assert waited["tasks"] == {"approve": "success", "promote": "skipped"}
+    command = (
+        f"MLOPS_AIRFLOW_PASSWORD=reviewer-pw airflow-mlops approve {DAG_ID} '{waited['run_id']}' --as reviewer "
+        f"--url {stack.airflow_url}"
+    )
+    assert f"[demo] approval requested by task approve: Promote {MODEL} v1 to champion?" in printed
+    assert f"[demo] approve it from another shell: {command}" in printed
+
+    # With --auto-approve the run goes on as approved by 'reviewer' (the demo triggers as 'admin').
+    approved = see_run_through(stack, SELF_DAG_ID, {}, auto_approve=True, timeout=300)
+    assert (approved["state"], approved["tasks"]) == ("success", {"approve": "success", "promote": "success"})
+    decision = stack.xcom(SELF_DAG_ID, approved["run_id"], "approve")
+    assert (decision["decision"], decision["approver"]) == ("approved", "reviewer")
+    assert "[demo] approved as 'reviewer' through the HITL REST API" in capsys.readouterr().out
