@@ -42,7 +42,7 @@ from airflow_mlops.exceptions import (
 )
 from airflow_mlops.hooks.storage import StorageHook
 from airflow_mlops.links import DataDocsLink, data_docs_url
-from airflow_mlops.utils.results import keep_result
+from airflow_mlops.utils.results import keep, keep_result
 from airflow_mlops.utils.templating import is_templated
 
 if TYPE_CHECKING:
@@ -384,6 +384,7 @@ class ValidateDatasetOperator(BaseOperator):
             self.log.warning("%s\n(soft_fail=True: continuing)", message)
             return summary
         failed = ", ".join(sorted({failure["expectation"] for failure in summary["failed"]}))
+        keep(self, summary)  # the failed task's OpenLineage event reports the failed expectations
         raise DataValidationError(message, dataset=dataset, uri=uri, reason=f"failed: {failed}")
 
     def _write_data_docs(self, result: Any, docs_dir: str, storage: Storage) -> str:
@@ -401,3 +402,7 @@ class ValidateDatasetOperator(BaseOperator):
 
         expectations = self.expectations if isinstance(self.expectations, list) else None
         return validation_lineage(kept_result(self), expectations)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
+        """A failed validation reports its results too: the failed expectations as failed assertions."""
+        return self.get_openlineage_facets_on_complete(task_instance)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["RESULT_ATTRIBUTE", "keep_result", "kept_result"]
+__all__ = ["RESULT_ATTRIBUTE", "keep", "keep_result", "kept_result"]
 
 #: The operator attribute that holds the last value :func:`keep_result` saw returned.
 RESULT_ATTRIBUTE = "_mlops_result"
@@ -32,6 +32,11 @@ def keep_result(method: _F) -> _F:
         return result
 
     return wrapper  # type: ignore[return-value]
+
+
+def keep(operator: Any, result: Any) -> None:
+    """Keep *result* on the operator as :func:`keep_result` does: for a task that fails after building it."""
+    setattr(operator, RESULT_ATTRIBUTE, result)
 
 
 def kept_result(operator: Any) -> dict[str, Any] | None:

@@ -141,3 +141,32 @@ def test_infra_validation_and_deploy_name_the_version_and_the_endpoint_without_c
     (endpoint,) = deploy.outputs
     assert (endpoint.namespace, endpoint.name) == ("https://models.example.com", "/v2/churn/infer")
     assert deployment_lineage(None, registry).outputs == []
+
+
+def test_a_failed_validation_keeps_its_results_for_the_fail_event(tmp_path):
+    import pandas as pd
+
+    from airflow_mlops.data.expectations import table_suite
+    from airflow_mlops.exceptions import DataValidationError
+    from airflow_mlops.operators.ingest import IngestDatasetOperator
+    from airflow_mlops.operators.validation import ValidateDatasetOperator
+
+    source = tmp_path / "bad.csv"
+    pd.DataFrame({"x": range(120), "label": [0, 1, 7] * 40}).to_csv(source, index=False)
+    snapshot = IngestDatasetOperator(
+        task_id="ingest", dataset_name="bad", source=str(source), data_root=str(tmp_path / "root")
+    ).execute(context={})
+    op = ValidateDatasetOperator(
+        task_id="validate", dataset_uri=snapshot["uri"],
+        expectations=table_suite(["x"], "label", label_values=[0, 1], min_rows=100),
+    )  # fmt: skip
+    with pytest.raises(DataValidationError):
+        op.execute(context={})
+
+    (dataset,) = op.get_openlineage_facets_on_failure(None).inputs
+    assert dataset.name == snapshot["uri"]
+    assertions = dataset.inputFacets["dataQualityAssertions"].assertions
+    assert [(a.assertion, a.column) for a in assertions if not a.success] == [
+        ("expect_column_values_to_be_in_set", "label")
+    ]
+    assert any(a.success for a in assertions)
