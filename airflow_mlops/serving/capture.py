@@ -132,6 +132,12 @@ def _rows(payload: Any) -> list[dict[str, Any]] | None:
     if isinstance(payload.get("dataframe_records"), list):
         rows = payload["dataframe_records"]
         return rows if all(isinstance(r, dict) for r in rows) else None
+    inputs = payload.get("inputs")
+    if isinstance(inputs, list) and inputs and all(isinstance(i, dict) and "name" in i for i in inputs):
+        # The open inference protocol (v2, KServe/MLServer): one input per column.
+        columns = {str(i["name"]): i.get("data") if isinstance(i.get("data"), list) else [] for i in inputs}
+        count = max(len(values) for values in columns.values())
+        return [{name: (v[r] if r < len(v) else None) for name, v in columns.items()} for r in range(count)]
     split = payload.get("dataframe_split")
     if (
         isinstance(split, dict)
@@ -175,6 +181,9 @@ def to_records(
         except ValueError:
             answer = None
         found = answer.get("predictions") if isinstance(answer, dict) else answer
+        outputs = answer.get("outputs") if isinstance(answer, dict) else None
+        if found is None and isinstance(outputs, list) and outputs and isinstance(outputs[0], dict):
+            found = outputs[0].get("data")  # v2: the first output
         if isinstance(found, list):
             predictions = found
     hidden = set(redact)
@@ -463,39 +472,48 @@ def read_captures(
     end: datetime,
     columns: Sequence[str] | None = None,
     storage: Storage | None = None,
+    meta: Sequence[str] | None = None,
+    version: str | None = None,
 ) -> pd.DataFrame:
     """
     The captured rows of *model_name* with a timestamp in ``[start, end)``, answered with HTTP 200.
 
-    :param columns: Input columns to read besides the capture's own (None: all). Parquet reads no other bytes.
+    :param columns: Input columns to read (None: all). Parquet reads no other bytes.
+    :param meta: The capture's own columns to return (None: all of them).
+    :param version: Only the rows this model version answered.
     """
     import pandas as pd
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     storage = storage or Storage()
     tables = []
-    wanted = None if columns is None else list(dict.fromkeys([*columns, *META_COLUMNS]))
+    returned = list(META_COLUMNS if meta is None else meta)
+    filters = [TIMESTAMP, STATUS, *([VERSION] if version is not None else [])]
+    wanted = None if columns is None else list(dict.fromkeys([*columns, *returned, *filters]))
     for uri in capture_files(root, model_name, start, end, storage):
-        source: Any = storage.read_bytes(uri) if uri.startswith("s3://") else uri
-        if isinstance(source, bytes):
-            source = pa.BufferReader(source)
+        source: Any = pa.BufferReader(storage.read_bytes(uri)) if uri.startswith("s3://") else uri
         schema = pq.read_schema(source)
         present = None if wanted is None else [c for c in wanted if c in schema.names]
         table = pq.read_table(source, columns=present)
         timestamps = table.column(TIMESTAMP)
-        import pyarrow.compute as pc
-
         keep = pc.and_(
             pc.and_(pc.greater_equal(timestamps, pa.scalar(start, timestamps.type)),
                     pc.less(timestamps, pa.scalar(end, timestamps.type))),
             pc.equal(table.column(STATUS), 200),
         )  # fmt: skip
-        tables.append(table.filter(keep))
+        if version is not None:
+            keep = pc.and_(keep, pc.equal(table.column(VERSION), str(version)))
+        table = table.filter(keep)
+        dropped = [c for c in filters if c not in returned and c in table.column_names]
+        tables.append(table.drop_columns(dropped) if dropped else table)
+        del table
     if not tables:
-        return pd.DataFrame(columns=list(wanted or META_COLUMNS))
-    frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
-    return frame.reset_index(drop=True)
+        return pd.DataFrame(columns=[*(columns or []), *returned])
+    combined = pa.concat_tables(tables, promote_options="permissive")
+    tables.clear()
+    return combined.to_pandas(self_destruct=True, split_blocks=True).reset_index(drop=True)
 
 
 def count_captures(

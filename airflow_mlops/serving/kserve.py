@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from airflow_mlops.exceptions import DeploymentError, DeploymentRejectedError
 from airflow_mlops.hooks.kserve import (
@@ -150,6 +151,11 @@ class KServeTarget(DeployTarget):
     :param endpoint_url: Base URL the smoke test calls, ``{name}`` and ``{namespace}`` filled in; default
         the resource's ``status.url``.
     :param poll_interval: Seconds between status reads while waiting for ``Ready``.
+    :param capture_logger: Capture every prediction with KServe's own request/response logger
+        (``spec.predictor.logger``): ``{"url": "http://mlops-capture.monitoring:8080", "mode": "all"}``. The
+        logger posts each request and answer as CloudEvents to the receiver
+        (:mod:`airflow_mlops.serving.capture_receiver`), which lands them in the local target's capture layout;
+        the target adds ``?model=<name>&version=<version>`` to the URL so each revision says what it serves.
     """
 
     kind = "kserve"
@@ -180,7 +186,27 @@ class KServeTarget(DeployTarget):
         storage_uri_map: dict[str, str] | None = None,
         endpoint_url: str | None = None,
         poll_interval: float = 10.0,
+        capture_logger: dict[str, Any] | None = None,
     ) -> None:
+        if capture_logger is not None:
+            if not isinstance(capture_logger, dict) or set(capture_logger) - {"url", "mode"}:
+                raise ValueError(
+                    f"capture_logger must be a dict with 'url' (and 'mode'), got {capture_logger!r}"
+                )
+            url, mode = capture_logger.get("url"), capture_logger.get("mode", "all")
+            if (
+                not isinstance(url, str)
+                or not url.startswith(("http://", "https://"))
+                or without_credentials(url) != url
+                or "?" in url
+            ):
+                raise ValueError(
+                    f"capture_logger['url'] must be the receiver's http(s) URL without credentials or query, got {url!r}"
+                )
+            if mode not in ("all", "request", "response"):
+                raise ValueError(
+                    f"capture_logger['mode'] must be 'all', 'request' or 'response', got {mode!r}"
+                )
         if not isinstance(namespace, str) or not _DNS_LABEL.match(namespace.replace("_", "-")):
             raise ValueError(f"namespace must be a Kubernetes namespace name, got {namespace!r}")
         if service_name is not None and (
@@ -254,6 +280,7 @@ class KServeTarget(DeployTarget):
         self.storage_uri_map = storage_uri_map
         self.endpoint_url = endpoint_url
         self.poll_interval = float(poll_interval)
+        self.capture_logger = capture_logger
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -280,6 +307,7 @@ class KServeTarget(DeployTarget):
             "storage_uri_map": self.storage_uri_map,
             "endpoint_url": self.endpoint_url,
             "poll_interval": self.poll_interval,
+            "capture_logger": self.capture_logger,
         }
 
     # -- manifests -----------------------------------------------------------------------------------------
@@ -357,6 +385,12 @@ class KServeTarget(DeployTarget):
             predictor["serviceAccountName"] = self.service_account_name
         if canary_traffic_percent is not None:
             predictor["canaryTrafficPercent"] = canary_traffic_percent
+        if self.capture_logger:
+            query = urlencode({"model": model_name, "version": str(version)})
+            predictor["logger"] = {
+                "mode": self.capture_logger.get("mode", "all"),
+                "url": f"{self.capture_logger['url']}?{query}",
+            }
         if self.predictor_overrides:
             _deep_merge(predictor, self.predictor_overrides)
         return {
