@@ -319,7 +319,7 @@ class MonitorModelOperator(BaseOperator):
         from airflow_mlops.data.drift import compute_drift
         from airflow_mlops.data.snapshots import read_snapshot
         from airflow_mlops.serving import monitor
-        from airflow_mlops.serving.capture import PREDICTION, VERSION, read_captures
+        from airflow_mlops.serving.capture import PREDICTION, REQUEST_ID, read_captures
 
         client = self.mlflow_hook.client
         version, version_tags = self._champion(client)
@@ -340,8 +340,10 @@ class MonitorModelOperator(BaseOperator):
         excluded = {self.label_column, *self.exclude_columns}
         features = [c for c in reference.columns if c not in excluded]
         reference = reference[features]
-        captured = read_captures(root, self.model_name, start, end, columns=features, storage=storage)
-        captured = captured[captured[VERSION].astype(str) == version].reset_index(drop=True)
+        meta = [PREDICTION, *([REQUEST_ID] if self.labels_uri else [])]
+        captured = read_captures(
+            root, self.model_name, start, end, columns=features, storage=storage, meta=meta, version=version
+        )
         records = len(captured)
         window = {"start": start.isoformat(), "end": end.isoformat()}
         self.log.info(
@@ -620,7 +622,7 @@ class RequestRetrainingOperator(BaseOperator):
             last_raw = client.get_registered_model(self.model_name).tags.get(LAST_RETRAINING_TAG)
         except Exception as err:
             raise RegistryError(f"Cannot read the registered model {self.model_name!r}: {err}") from err
-        last = json.loads(last_raw) if last_raw else None
+        last: dict[str, Any] = json.loads(last_raw) if last_raw else {}
         now = utc_now()
         mine = bool(last) and all(last.get("airflow", {}).get(k) == v for k, v in me.items())
         if last and not mine and self.cooldown:
@@ -632,7 +634,7 @@ class RequestRetrainingOperator(BaseOperator):
                 )
                 self.log.warning("%s. Degraded: %s", reason, "; ".join(monitoring.get("reasons") or []))
                 raise AirflowSkipException(reason)
-        request = last if mine else {
+        request: dict[str, Any] = last if mine else {
             "time": now.isoformat(), "reasons": monitoring.get("reasons") or [],
             "version": monitoring.get("version"), "window": monitoring.get("window"), "airflow": me,
         }  # fmt: skip
