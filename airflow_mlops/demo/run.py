@@ -144,11 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="then serve the champion with capture, send shifted traffic, and show monitoring start a retraining run",
     )
-    parser.add_argument(
-        "--monitoring",
-        action="store_true",
-        help="then serve the champion with capture, send shifted traffic, and show monitoring start a retraining run",
-    )
     parser.add_argument("--keep-running", action="store_true", help="leave the services up until Ctrl-C")
     parser.add_argument("--port", type=int, default=28080, help="Airflow api-server port (default 28080)")
     parser.add_argument("--mlflow-port", type=int, default=25000, help="MLflow server port (default 25000)")
@@ -210,10 +205,6 @@ def main(argv: list[str] | None = None) -> int:
                 else f"unexpected: {second}"
             )
             ok = ok and stopped
-        if args.monitoring:
-            from airflow_mlops.demo.monitoring import run_monitoring
-
-            ok = run_monitoring(stack, MODEL_NAME, args.timeout) and ok
         if args.monitoring:
             from airflow_mlops.demo.monitoring import run_monitoring
 
