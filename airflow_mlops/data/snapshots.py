@@ -76,15 +76,28 @@ def check_dataset_name(name: object) -> str:
     return name
 
 
+def configured_data_root() -> str:
+    """
+    ``[mlops] data_root``, else ``$MLOPS_DATA_ROOT`` (its documented fallback); empty if neither is set.
+
+    Outside Airflow (a trainer's container) only the environment variable is read.
+    """
+    try:
+        from airflow_mlops.version_compat import conf
+    except ImportError:  # no Airflow here
+        configured = ""
+    else:
+        configured = conf.get("mlops", "data_root", fallback="") or ""
+    return configured.strip() or os.environ.get(DATA_ROOT_ENV, "").strip()
+
+
 def resolve_data_root(root: str | None = None) -> str:
     """
     The snapshot root to use: *root*, else ``[mlops] data_root``, else ``$MLOPS_DATA_ROOT``, else ``./.mlops-data``.
 
     Local roots are made absolute, so snapshot URIs stay valid for processes with another working directory.
     """
-    from airflow_mlops.utils.config import data_root
-
-    root = (root or data_root() or DEFAULT_DATA_ROOT).strip()
+    root = (root or configured_data_root() or DEFAULT_DATA_ROOT).strip()
     if is_s3(root):
         return root.rstrip("/")
     return str(local_path(root).expanduser().resolve())

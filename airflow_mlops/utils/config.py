@@ -16,20 +16,3 @@ def approval_required() -> bool:
     from airflow_mlops.version_compat import conf
 
     return conf.getboolean("mlops", "require_approval", fallback=True)
-
-
-def data_root() -> str:
-    """
-    ``[mlops] data_root``; empty: ``$MLOPS_DATA_ROOT`` (the documented fallback); empty string if neither is set.
-
-    Outside Airflow (a trainer's container) only the environment variable is read.
-    """
-    import os
-
-    try:
-        from airflow_mlops.version_compat import conf
-    except ImportError:  # no Airflow here
-        configured = ""
-    else:
-        configured = conf.get("mlops", "data_root", fallback="") or ""
-    return configured.strip() or os.environ.get("MLOPS_DATA_ROOT", "").strip()
