@@ -228,7 +228,10 @@ def live_stack(tmp_path_factory, live_kube):
     home = tmp_path_factory.mktemp("live-stack")
     live = LocalStack(
         home,
-        extra_env=stack_settings(home, live_kube, free_port()),
+        extra_env={
+            **stack_settings(home, live_kube, free_port()),
+            "MLOPS_REGRESSION_SERVING_PORT": str(free_port()),  # dags/regression.py's model server
+        },
         extra_dag_bundles={"kill-points": KILL_DAGS},
     )
     live.start()
