@@ -68,6 +68,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="mlops-bench-"))
     os.environ.setdefault("AIRFLOW_HOME", str(work / "airflow"))
+    os.environ.setdefault("AIRFLOW__MLOPS__ALLOWED_SOURCES", "s3://bench/raw")  # the only source read here
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     moto = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
@@ -99,6 +100,7 @@ def run(mib: int) -> dict:
     import boto3
     import numpy as np
     import pandas as pd
+    from botocore.config import Config
 
     from airflow_mlops.operators.ingest import IngestDatasetOperator
 
@@ -111,6 +113,7 @@ def run(mib: int) -> dict:
     admin = boto3.client(
         "s3", endpoint_url=json.loads(os.environ["AIRFLOW_CONN_AWS_DEFAULT"])["extra"]["endpoint_url"],
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1",
+        config=Config(read_timeout=900, retries={"max_attempts": 5}),  # a 1 GiB PUT on a busy machine
     )  # fmt: skip
     admin.create_bucket(Bucket="bench")
     admin.put_object(Bucket="bench", Key="raw/big.parquet", Body=body)
@@ -142,8 +145,9 @@ def markdown(results: dict) -> str:
         "",
         "## S3 to S3 snapshot of one large Parquet object",
         "",
-        "Command: `python benchmarks/s3_snapshot_traffic.py --markdown docs/benchmarks-data.md` (S3 is a local",
-        "moto server; bytes are HTTP bodies the worker's S3 client received and sent).",
+        "Command: `python benchmarks/s3_snapshot_traffic.py --mib 1024` (S3 is a local moto server; the",
+        "worker's S3 client is the Amazon provider's `S3Hook` client of the `aws_default` connection; bytes are",
+        "HTTP bodies that client received and sent).",
         "",
         f"Object: {results['object_bytes'] / (1 << 20):.1f} MiB, {results['rows']:,} rows.",
         "",
