@@ -230,6 +230,8 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
             custom = custom_metrics(self.extra_metrics)
             model_type = resolve_model_type(self.model_type, self.thresholds, custom)
             thresholds = parse_thresholds(self.thresholds, model_type or "regressor", custom)
+            # Checked before any connection is made when the type is already known.
+            slices = parse_slices(self.slices, model_type) if model_type is not None else None
             upstream = {
                 "validation": reporting.upstream_summary(self.validation_summary, "validation_summary"),
                 "drift": reporting.upstream_summary(self.drift_summary, "drift_summary"),
@@ -275,7 +277,8 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
             model_type = self._signature_model_type(candidate_uri, thresholds, fields)
         with rendered_arguments(model=name):
             thresholds = parse_thresholds(self.thresholds, model_type, custom)
-            slices = parse_slices(self.slices, model_type)
+            if slices is None:
+                slices = parse_slices(self.slices, model_type)
         self.log.info("Evaluating %s as a %s", candidate_uri, model_type)
         champion, champion_note = self._champion(client, name, version)
 

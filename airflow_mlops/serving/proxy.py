@@ -158,6 +158,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         finally:
             conn.close()
+        # Queued (never written) before the answer goes out: a client that has its answer knows the record
+        # is pending, and a SIGTERM right after still writes it.
+        if self.command == "POST" and body:
+            writer = self.server.capture_writer()
+            if writer is not None:
+                writer.submit(self.server.state.capture()[0], version, rid, response.status, body, data)
         self.send_response(response.status, response.reason)
         for key, value in response.getheaders():
             if key.lower() not in _HOP_BY_HOP and key.lower() not in ("server", "date"):
@@ -168,10 +174,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
-        if self.command == "POST" and body:
-            writer = self.server.capture_writer()
-            if writer is not None:
-                writer.submit(self.server.state.capture()[0], version, rid, response.status, body, data)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _forward
 
@@ -269,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # SIGTERM (a deploy replacing the proxy, a stop) writes what was captured before the process ends.
     signal.signal(signal.SIGTERM, _interrupt)
+    server.capture_writer()  # started now, so the first prediction does not wait for it
     try:
         server.serve_forever()
     except KeyboardInterrupt:
