@@ -22,6 +22,7 @@ from airflow_mlops.exceptions import (
     TrainingError,
     TrainingResultError,
 )
+from airflow_mlops.training.kubernetes.admission import defer_for_admission
 from airflow_mlops.training.kubernetes.failures import Failure, container_status, explain_pod_failure
 from airflow_mlops.training.kubernetes.manifests import (
     BASE_CONTAINER,
@@ -202,27 +203,8 @@ class JobTraining:
 
     def _wait_for_admission(self, name: str, namespace: str) -> RawResult:
         """Queued: wait (deferred) until Kueue admits the Job as a whole; this wait is not training time."""
-        runtime, hook, log = self.runtime, self.hook, self.callbacks.log
-        log.info(
-            "Job %s/%s is queued on Kueue LocalQueue %r%s; waiting up to %d s for admission (not counted "
-            "against the training timeout)",
-            namespace, name, runtime.queue_name,
-            f" (priority class {runtime.queue_priority_class})" if runtime.queue_priority_class else "",
-            runtime.admission_timeout,
-        )  # fmt: skip
-        state = {"mode": "job", "phase": "admission", "name": name, "namespace": namespace}
-        if runtime.deferrable:
-            from airflow_mlops.triggers.training import KueueAdmissionTrigger
-
-            self.callbacks.defer(
-                trigger=KueueAdmissionTrigger(
-                    kind="Job", name=name, namespace=namespace, queue_name=str(runtime.queue_name),
-                    timeout=runtime.admission_timeout, connection=runtime.connection.to_dict(),
-                    poll_interval=runtime.poll_interval,
-                ),
-                spec=self.spec,
-                state=state,
-            )  # fmt: skip
+        runtime, hook = self.runtime, self.hook
+        state = defer_for_admission(self, "Job", "Job", name, namespace)
         started = time.monotonic()
         while hook.get_job_status(job_name=name, namespace=namespace).spec.suspend:
             waited = round(time.monotonic() - started, 1)

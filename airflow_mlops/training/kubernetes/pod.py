@@ -20,6 +20,7 @@ from airflow_mlops.exceptions import (
     TrainingError,
     TrainingPreemptedError,
 )
+from airflow_mlops.training.kubernetes.admission import defer_for_admission
 from airflow_mlops.training.kubernetes.failures import explain_pod_failure
 from airflow_mlops.training.kubernetes.manifests import BASE_CONTAINER, KUEUE_GATE, pod_manifest
 from airflow_mlops.version_compat import TaskDeferred
@@ -193,27 +194,8 @@ class PodTraining:
 
         KPO's schedule and startup timeouts start only after that (they are counted from KPO's own wait).
         """
-        runtime, log = self.runtime, self.callbacks.log
-        log.info(
-            "Training pod %s/%s is queued on Kueue LocalQueue %r%s; waiting up to %d s for admission (not "
-            "counted against the training timeout)",
-            namespace, name, runtime.queue_name,
-            f" (priority class {runtime.queue_priority_class})" if runtime.queue_priority_class else "",
-            runtime.admission_timeout,
-        )  # fmt: skip
-        state = {"mode": "pod", "phase": "admission", "name": name, "namespace": namespace}
-        if runtime.deferrable:
-            from airflow_mlops.triggers.training import KueueAdmissionTrigger
-
-            self.callbacks.defer(
-                trigger=KueueAdmissionTrigger(
-                    kind="Pod", name=name, namespace=namespace, queue_name=str(runtime.queue_name),
-                    timeout=runtime.admission_timeout, connection=runtime.connection.to_dict(),
-                    poll_interval=runtime.poll_interval,
-                ),
-                spec=self.spec,
-                state=state,
-            )  # fmt: skip
+        runtime = self.runtime
+        state = defer_for_admission(self, "Training pod", "Pod", name, namespace)
         import time
 
         started = time.monotonic()
