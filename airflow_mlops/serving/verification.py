@@ -10,6 +10,7 @@ Plain functions of a :class:`~airflow_mlops.serving.base.DeployTarget`; no Airfl
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from airflow_mlops.serving.base import DeployTarget
     from airflow_mlops.serving.status import Deployment
 
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -74,11 +76,20 @@ def model_columns(model_uri: str) -> list[str] | None:
     """
     The input columns of the model at *model_uri* (its MLflow signature), or None if it names none.
 
-    A registry that cannot be read raises MLflow's own error (the task retries).
+    None too, with a warning, when the worker cannot read the model's ``MLmodel`` file (for example a
+    worker without credentials for the artifact store that only the serving side reads): every column but
+    the dropped ones is then sent, as for a model without a signature.
     """
     from airflow_mlops.trainer.models import input_columns
 
-    return input_columns(model_uri)
+    try:
+        return input_columns(model_uri)
+    except Exception as err:  # the artifact store's own errors (credentials, network) have no common type
+        log.warning(
+            "Cannot read the signature of %s (%s: %s); the checks send every column but the dropped ones",
+            model_uri, type(err).__name__, err,
+        )  # fmt: skip
+        return None
 
 
 def sample_records(
