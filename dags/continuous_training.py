@@ -145,7 +145,7 @@ with DAG(
         model_name="{{ params.model_name }}",
         candidate_version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
         # What started the run (a monitoring verdict, if any), then the evaluation report.
-        report="{{ describe_trigger(triggering_asset_events) }}{{ ti.xcom_pull(task_ids='evaluate')['report'] }}",
+        report="{{ describe_trigger(triggering_asset_events | default(none)) }}{{ ti.xcom_pull(task_ids='evaluate')['report'] }}",
         assigned_users=APPROVERS or None,
         response_timeout=timedelta(days=2),
     )

@@ -49,9 +49,14 @@ def champion_snapshot(stack) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def served(live_stack, tmp_path_factory):
+    import mlflow
+
     from airflow_mlops.serving.local import LocalServerTarget
 
     os.environ["MLFLOW_TRACKING_URI"] = live_stack.mlflow_url
+    # Not the servers an earlier test of this process pointed mlflow at (set_* outrank the environment).
+    mlflow.set_tracking_uri(live_stack.mlflow_url)
+    mlflow.set_registry_uri(live_stack.mlflow_url)
     version, snapshot = champion_snapshot(live_stack)
     target = LocalServerTarget(
         port=free_port(), state_dir=str(tmp_path_factory.mktemp("monitored-serving")), mlflow_conn_id=None,

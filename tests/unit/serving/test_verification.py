@@ -117,6 +117,7 @@ def test_the_columns_come_from_the_models_signature(tmp_path):
 
     frame = write_holdout_snapshot(tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("columns")  # not an experiment another test left active in another store
     data = holdout_frame(8)
     model = LinearRegression().fit(data[["monthly_spend"]], data["tenure_months"])
     with mlflow.start_run():
