@@ -20,6 +20,7 @@ import secrets
 import threading
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -212,7 +213,10 @@ def _render(task, params: dict[str, Any], xcoms: dict[str, Any]) -> dict[str, An
     ti = RunXComs(xcoms, task.task_id)
     context = {
         "params": params, "ti": ti, "task_instance": ti, "task": task, "run_id": "r", "dag": task.dag,
-        "dag_run": type("DagRun", (), {"run_id": "r", "conf": {}, "dag_id": task.dag_id})(),
+        "dag_run": type(
+            "DagRun", (), {"run_id": "r", "conf": {}, "dag_id": task.dag_id, "run_after": datetime.now(UTC)}
+        )(),
+        "triggering_asset_events": {},
     }  # fmt: skip
     task.render_template_fields(context)
     return {field: getattr(task, field) for field in task.template_fields}
