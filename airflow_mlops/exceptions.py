@@ -158,6 +158,15 @@ class ApprovalRequiredError(NotRetryableError):
     """
 
 
+class RecordSignatureError(NotRetryableError):
+    """
+    A registry record that decides what serves (release record, deployment history) is not signed by the package.
+
+    It is unsigned, signed with a key the signing connection does not hold, changed after signing, or signed
+    for another model version (:mod:`airflow_mlops.signing`): it counts as absent, and nothing is changed.
+    """
+
+
 # -- serving ------------------------------------------------------------------------------------------------
 
 

@@ -77,7 +77,11 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "KServe", "python-modules": ["airflow_mlops.triggers.kserve"]},
             {"integration-name": "MLOps datasets", "python-modules": ["airflow_mlops.triggers.new_data"]},
             {"integration-name": "MLOps training", "python-modules": ["airflow_mlops.triggers.training"]},
-            {"integration-name": "MLOps serving", "python-modules": ["airflow_mlops.triggers.monitoring"]},
+            {"integration-name": "MLflow", "python-modules": ["airflow_mlops.triggers.approval"]},
+            {
+                "integration-name": "MLOps serving",
+                "python-modules": ["airflow_mlops.triggers.monitoring", "airflow_mlops.triggers.release"],
+            },
         ],
         "hooks": [
             {"integration-name": "MLflow", "python-modules": ["airflow_mlops.hooks.mlflow"]},
@@ -158,6 +162,16 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "s3://ml-data/mlops",
                         "default": "",
                     },
+                    "signing_conn_id": {
+                        "description": "Airflow connection holding the key the package signs the gate, "
+                        "approval, release and deployment records with (password: the secret, at least 32 "
+                        "characters; login: the key id; extra previous_keys: earlier keys by id, still "
+                        "accepted). See docs/security.md.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "mlops_signing_prod",
+                        "default": "mlops_signing_default",
+                    },
                     "require_approval": {
                         "description": "Promote, deploy and rollback refuse a model version that has no "
                         "passed evaluation gate and no recorded approval; set False only where no person "
@@ -166,6 +180,18 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "boolean",
                         "example": "False",
                         "default": "True",
+                    },
+                    "release_wait_timeout": {
+                        "description": "Seconds a rollback waits, deferred, for another task's release of the "
+                        "same model (a deploy at its verify step, say) to end before it plans again; the default "
+                        "outlasts the lease of a deploy with default settings (ready timeout + bake + 10 "
+                        "minutes), so the release of a task that died is taken over. A shorter wait fails the "
+                        "rollback while that release is live, changing nothing. The operators' wait_for_release "
+                        "argument overrides it.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "1800",
+                        "default": "3600",
                     },
                 },
             }

@@ -13,12 +13,15 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from airflow_mlops import signing
 from airflow_mlops import tags as T
 from airflow_mlops.exceptions import ApprovalRequiredError, ConfigurationError, ModelVersionNotFoundError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
+
+    from airflow_mlops.signing import SigningKeys
 
 #: Model version tag values are VARCHAR(5000) in MLflow's SQL store: longer values are cut to this.
 TAG_VALUE_MAX = 5000
@@ -130,12 +133,72 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     return experiment.experiment_id
 
 
-def release_blockers(mv: ModelVersion) -> list[str]:
+#: The tags of the gate decision and of the approval, by the record key each is signed under.
+GATE_TAGS = {"decision": T.GATE_DECISION, "reason": T.GATE_REASON}
+APPROVAL_TAGS = {
+    "decision": T.APPROVAL_DECISION,
+    "approver": T.APPROVAL_APPROVER,
+    "time": T.APPROVAL_TIME,
+    "comment": T.APPROVAL_COMMENT,
+    "task": T.APPROVAL_TASK,
+}
+#: Record kind and signature tag of each group of tags.
+_SIGNED_GROUPS = {
+    T.GATE_SIGNATURE: (signing.GATE, GATE_TAGS),
+    T.APPROVAL_SIGNATURE: (signing.APPROVAL, APPROVAL_TAGS),
+}
+
+
+def write_signed_tags(
+    client: MlflowClient,
+    model_name: str,
+    version: int | str,
+    signature_tag: str,
+    values: Mapping[str, Any],
+    keys: SigningKeys | None,
+) -> None:
+    """
+    Write a signed group of version tags (the gate decision or the approval), the signature last.
+
+    :param signature_tag: :data:`~airflow_mlops.tags.GATE_SIGNATURE` or
+        :data:`~airflow_mlops.tags.APPROVAL_SIGNATURE`.
+    :param values: The group's values by record key (``decision``, ``reason``...; see :data:`GATE_TAGS`,
+        :data:`APPROVAL_TAGS`); missing ones are written empty.
+    :param keys: The signing keys; None writes the tags unsigned (``[mlops] require_approval = False``
+        without a key).
+
+    The old signature is removed first, so a try killed half-way leaves a group that counts as absent, never
+    a mix of old and new values that passes.
+    """
+    kind, tags = _SIGNED_GROUPS[signature_tag]
+    record = {key: tag_value(values.get(key))[:TAG_VALUE_MAX] for key in tags}
+    mv = client.get_model_version(model_name, str(version))
+    if signature_tag in (mv.tags or {}):
+        client.delete_model_version_tag(model_name, str(version), signature_tag)
+    for key, tag in tags.items():
+        client.set_model_version_tag(model_name, str(version), tag, record[key])
+    if keys is not None:
+        signature = keys.sign(kind, signing.Subject.of(mv), record)
+        client.set_model_version_tag(model_name, str(version), signature_tag, signature)
+
+
+def signed_tags_problem(mv: ModelVersion, signature_tag: str, keys: SigningKeys | None) -> str | None:
+    """What is wrong with the signature of a group of tags on *mv*, or None if the package signed them."""
+    if keys is None:
+        return None
+    kind, tags = _SIGNED_GROUPS[signature_tag]
+    values = mv.tags or {}
+    record = {key: values.get(tag, "") for key, tag in tags.items()}
+    return keys.problem(kind, signing.Subject.of(mv), record, values.get(signature_tag))
+
+
+def release_blockers(mv: ModelVersion, keys: SigningKeys | None = None) -> list[str]:
     """
     What keeps a model version from becoming ``champion`` or serving: a passed gate, a recorded approval.
 
     Empty when the version has ``mlops.gate.decision`` = ``passed`` and ``mlops.approval.decision`` =
-    ``approved`` with an approver and a time; otherwise one line per missing item.
+    ``approved`` with an approver and a time, each signed by the package (with *keys*; None: unchecked);
+    otherwise one line per missing item. A group whose signature is missing or wrong counts as absent.
     """
     tags = mv.tags or {}
     missing = []
@@ -145,6 +208,10 @@ def release_blockers(mv: ModelVersion) -> list[str]:
         missing.append(
             f"no passed evaluation gate ({T.GATE_DECISION} {found}; EvaluateModelOperator writes it)"
         )
+    elif problem := signed_tags_problem(mv, T.GATE_SIGNATURE, keys):
+        missing.append(
+            f"no trusted evaluation gate ({T.GATE_DECISION} is 'passed', but {T.GATE_SIGNATURE} {problem})"
+        )
     decision = tags.get(T.APPROVAL_DECISION)
     if decision != "approved" or not tags.get(T.APPROVAL_APPROVER) or not tags.get(T.APPROVAL_TIME):
         found = f"is {decision!r}" if decision else "is missing"
@@ -153,21 +220,33 @@ def release_blockers(mv: ModelVersion) -> list[str]:
         missing.append(
             f"no recorded approval ({T.APPROVAL_DECISION} {found}; ApproveModelOperator records who approved and when)"
         )
+    elif problem := signed_tags_problem(mv, T.APPROVAL_SIGNATURE, keys):
+        missing.append(
+            f"no trusted approval ({T.APPROVAL_DECISION} is 'approved' by {tags.get(T.APPROVAL_APPROVER)!r}, but "
+            f"{T.APPROVAL_SIGNATURE} {problem}; only an approval given in Airflow and recorded by "
+            "ApproveModelOperator counts)"
+        )
     return missing
 
 
 def check_release_allowed(
-    client: MlflowClient, model_name: str, version: int | str, action: str, required: bool = True
+    client: MlflowClient,
+    model_name: str,
+    version: int | str,
+    action: str,
+    required: bool = True,
+    keys: SigningKeys | None = None,
 ) -> ModelVersion:
     """
     The model version, after checking it may become ``champion`` or serve (:func:`release_blockers`).
 
     :param action: What is refused, for the message (``promote``, ``deploy``, ``roll back to``).
     :param required: ``[mlops] require_approval``; False checks only that the version exists.
-    :raises ApprovalRequiredError: naming what is missing (not retryable).
+    :param keys: The signing keys the gate and approval must be signed with (None: signatures unchecked).
+    :raises ApprovalRequiredError: naming what is missing or untrusted (not retryable).
     """
     mv = get_model_version(client, model_name, int(version))
-    missing = release_blockers(mv) if required else []
+    missing = release_blockers(mv, keys) if required else []
     if missing:
         raise ApprovalRequiredError(
             f"Refusing to {action} version {version} of model {model_name!r}: it has "

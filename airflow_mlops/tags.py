@@ -29,6 +29,8 @@ TRAINING_RESULT = "mlops.training.result"
 EVALUATION_SUMMARY = "mlops.evaluation.summary"
 GATE_DECISION = "mlops.gate.decision"
 GATE_REASON = "mlops.gate.reason"
+# The package's signature of the gate decision and reason (airflow_mlops.signing), written last.
+GATE_SIGNATURE = "mlops.gate.signature"
 
 # Human approval.
 APPROVAL_DECISION = "mlops.approval.decision"
@@ -37,6 +39,8 @@ APPROVAL_TIME = "mlops.approval.time"
 APPROVAL_COMMENT = "mlops.approval.comment"
 # The task instance (dag/run/task/map index) that recorded the decision: its retry does not ask again.
 APPROVAL_TASK = "mlops.approval.task"
+# The package's signature of the five approval tags above (airflow_mlops.signing), written last.
+APPROVAL_SIGNATURE = "mlops.approval.signature"
 
 # Promotion.
 PROMOTED_AT = "mlops.promotion.time"

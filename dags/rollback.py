@@ -11,11 +11,17 @@ rollback.
 
 The target is built here, from the same settings as ``mlops_continuous_training``'s deploy task
 (``MLOPS_SERVING_PORT``, default 5001), never from the registry.
+
+A rollback triggered while a deploy of the same model is in progress waits for it without holding a worker
+slot (deferred, up to ``wait_for_release``), then chooses and checks everything again against what serves
+by then. Retries cover transient errors (the MLflow server or the target briefly unreachable); a refused
+rollback (nothing to roll back, an unapproved version) fails at once.
 """
 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 from airflow.sdk import DAG, Param
 
@@ -61,4 +67,9 @@ with DAG(
         version="{{ params.version or '' }}",
         reason="{{ params.reason }}",
         target=SERVING_TARGET,
+        # Longer than a deploy's lease (its ready timeout + bake + 10 minutes): a deploy whose task died is
+        # taken over; a live one is waited for.
+        wait_for_release=timedelta(hours=1),
+        retries=2,
+        retry_delay=timedelta(seconds=30),
     )

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from airflow_mlops import tags as T
 from airflow_mlops.serving.base import Deployment, DeployTarget, Health, PredictionError
 
 SERVING_MODELS_FILE = Path(__file__).parent / "data" / "serving_models.py"
@@ -118,14 +117,10 @@ def stop_local_processes() -> None:
 
 
 def approve_version(client, model_name: str, version, approver: str = "reviewer") -> None:
-    """What the gate and a person's approval leave on a version: a passed gate and a recorded approval."""
-    for key, value in (
-        (T.GATE_DECISION, "passed"),
-        (T.APPROVAL_DECISION, "approved"),
-        (T.APPROVAL_APPROVER, approver),
-        (T.APPROVAL_TIME, "2026-12-01T10:00:00+00:00"),
-    ):
-        client.set_model_version_tag(model_name, str(version), key, value)
+    """What the gate and a person's approval leave on a version: a passed gate and an approval, signed."""
+    from tests.support.signing import approve_version as signed_approval
+
+    signed_approval(client, model_name, version, approver)
 
 
 def http_predict(endpoint: str, records: list[dict[str, Any]]) -> tuple[list[Any], str | None]:

@@ -4,19 +4,28 @@ The lineage of a model version, from the MLflow registry alone.
     airflow-mlops lineage MODEL VERSION|ALIAS [--tracking-uri URI] [--json]
 
 prints data -> validation -> training run -> evaluation -> approval -> promotion -> infra validation ->
-deployments (and the reason a version was rolled away from) for a version.
+deployments (and the reason a version was rolled away from) for a version. With the signing connection
+(``mlops_signing_default``) reachable, it says which gate, approval and deployment records the package signed;
+the others are marked and count as absent.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops import tags
+from airflow_mlops.exceptions import ConfigurationError
+from airflow_mlops.lineage.deployments import verified
+from airflow_mlops.registry import signed_tags_problem
+from airflow_mlops.signing import load_keys
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+    from airflow_mlops.signing import SigningKeys
 
 
 def _json_or_text(value: str | None) -> Any:
@@ -28,13 +37,19 @@ def _json_or_text(value: str | None) -> Any:
         return value
 
 
-def get_lineage(client: MlflowClient, model_name: str, version_or_alias: str) -> dict[str, Any]:
+def get_lineage(
+    client: MlflowClient, model_name: str, version_or_alias: str, keys: SigningKeys | None = None
+) -> dict[str, Any]:
     """
     Collect the lineage of one model version.
 
     :param client: An MLflow client pointing at the registry.
     :param model_name: Registered model name.
     :param version_or_alias: A version number, or an alias such as ``champion``.
+    :param keys: The package's signing keys. With them, the gate and approval say whether the package signed
+        them (``signature``: None, or what is wrong), deployment entries it did not sign are listed apart
+        (``untrusted_deployments``) and what serves comes from the signed entries only. Without them
+        (``signature`` is ``"not checked"``) everything is shown as written.
     """
     from mlflow.exceptions import MlflowException
 
@@ -66,12 +81,33 @@ def get_lineage(client: MlflowClient, model_name: str, version_or_alias: str) ->
         except MlflowException:
             run = {"run_id": run_id, "status": "DELETED_OR_MISSING"}
     deployments = _json_or_text(get(tags.DEPLOYMENTS))
+    deployments = (
+        [entry for entry in deployments if isinstance(entry, dict)] if isinstance(deployments, list) else []
+    )
     try:
         history = _json_or_text(
             dict(client.get_registered_model(model_name).tags or {}).get(tags.DEPLOYMENTS)
         )
     except MlflowException:
         history = None
+    history = [entry for entry in history if isinstance(entry, dict)] if isinstance(history, list) else []
+    unchecked = "not checked (no signing key)"
+    gate_signature: str | None = unchecked
+    approval_signature: str | None = unchecked
+    untrusted: list[dict[str, Any]] = []
+    if keys is not None:
+        gate_signature = (
+            signed_tags_problem(version, tags.GATE_SIGNATURE, keys) if get(tags.GATE_DECISION) else None
+        )
+        approval_signature = (
+            signed_tags_problem(version, tags.APPROVAL_SIGNATURE, keys)
+            if get(tags.APPROVAL_DECISION)
+            else None
+        )
+        rejected: list[tuple[dict[str, Any], str]] = []
+        deployments = verified(client, model_name, deployments, keys, rejected)
+        untrusted = [{**entry, "problem": problem} for entry, problem in rejected]
+        history = verified(client, model_name, history, keys)
     return {
         "model_name": model_name,
         "version": version.version,
@@ -95,21 +131,22 @@ def get_lineage(client: MlflowClient, model_name: str, version_or_alias: str) ->
             "decision": get(tags.GATE_DECISION),
             "reason": get(tags.GATE_REASON),
             "summary": _json_or_text(get(tags.EVALUATION_SUMMARY)),
+            "signature": gate_signature,
         },
         "approval": {
             "decision": get(tags.APPROVAL_DECISION),
             "approver": get(tags.APPROVAL_APPROVER),
             "time": get(tags.APPROVAL_TIME),
             "comment": get(tags.APPROVAL_COMMENT),
+            "signature": approval_signature,
         },
         "promotion": {"time": get(tags.PROMOTED_AT), "previous_champion": get(tags.PREVIOUS_CHAMPION)},
         "infra_validation": {
             "passed": _json_or_text(get(tags.INFRA_VALIDATION_PASSED)),
             "summary": _json_or_text(get(tags.INFRA_VALIDATION_SUMMARY)),
         },
-        "deployments": [entry for entry in deployments if isinstance(entry, dict)]
-        if isinstance(deployments, list)
-        else [],
+        "deployments": deployments,
+        "untrusted_deployments": untrusted,
         "rollback": {"reason": get(tags.ROLLBACK_REASON)},
         "serving": _serving(history, str(version.version)),
     }
@@ -152,10 +189,12 @@ def format_lineage(lineage: dict[str, Any]) -> str:
         f"try {lineage['airflow']['try_number'] or '?'}",
         f"  evaluation  {evaluation['decision'] or 'not evaluated'}"
         + (f" ({evaluation['reason']})" if evaluation["reason"] else "")
-        + (f" metrics={json.dumps(metrics, sort_keys=True)}" if metrics else ""),
+        + (f" metrics={json.dumps(metrics, sort_keys=True)}" if metrics else "")
+        + _describe_signature(evaluation),
         f"  approval    {approval['decision'] or 'not decided'}"
         + (f" by {approval['approver']} at {approval['time']}" if approval["approver"] else "")
-        + (f": {approval['comment']!r}" if approval["comment"] else ""),
+        + (f": {approval['comment']!r}" if approval["comment"] else "")
+        + _describe_signature(approval),
         f"  promotion   {promotion['time'] or 'not promoted'}"
         + (
             f" (previous champion: v{promotion['previous_champion']})"
@@ -167,6 +206,10 @@ def format_lineage(lineage: dict[str, Any]) -> str:
     deployments = lineage.get("deployments") or []
     lines.append(f"  deployments {len(deployments) or 'none'}")
     lines += [f"    {_describe_deployment(entry)}" for entry in deployments]
+    untrusted = lineage.get("untrusted_deployments") or []
+    if untrusted:
+        lines.append(f"  NOT SIGNED  {len(untrusted)} deployment entries the package did not write (ignored)")
+        lines += [f"    {_describe_deployment(entry)} [signature {entry['problem']}]" for entry in untrusted]
     serving = lineage.get("serving") or {}
     if serving.get("now"):
         lines.append(
@@ -184,6 +227,18 @@ def format_lineage(lineage: dict[str, Any]) -> str:
     elif reason:
         lines.append(f"  rollback    rolled away from this version: {reason}")
     return "\n".join(lines)
+
+
+def _describe_signature(record: dict[str, Any]) -> str:
+    """`` [signed]``, `` [NOT SIGNED: ...]`` (the record counts as absent) or `` [signature not checked]``."""
+    signature = record.get("signature")
+    if not record.get("decision"):
+        return ""
+    if signature is None:
+        return " [signed]"
+    if str(signature).startswith("not checked"):
+        return f" [signature {signature}]"
+    return f" [NOT SIGNED: signature {signature}; counts as absent]"
 
 
 def _describe_infra(infra: dict[str, Any]) -> str:
@@ -238,7 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     registry_uri = args.registry_uri or args.tracking_uri  # else MLflow's own default (MLFLOW_REGISTRY_URI)
     client = mlflow.MlflowClient(tracking_uri=args.tracking_uri, registry_uri=registry_uri)
     try:
-        lineage = get_lineage(client, args.model_name, args.version)
+        keys = load_keys()
+    except ConfigurationError as err:  # no key here: show what is written, marked unchecked
+        print(f"Signatures not checked: {err}", file=sys.stderr)
+        keys = None
+    try:
+        lineage = get_lineage(client, args.model_name, args.version, keys)
     except LookupError as err:
         print(err)
         return 1

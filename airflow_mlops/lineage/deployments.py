@@ -15,6 +15,10 @@ Entries are written to two tags, both named ``mlops.deployments`` and holding a 
 - on each model version: every entry about that version, with ``verify`` (the smoke-test settings, which a
   rollback reuses) and ``airflow`` (the task instance; a retried task writes no entry twice).
 
+Each entry, in each list, carries a ``signature`` (:mod:`airflow_mlops.signing`) over the entry as stored, bound to
+the model, the version and the version's source. Readers given the signing keys see only the entries the
+package signed; the others count as absent (:func:`verified`).
+
 The registered-model tag ``mlops.deployment.target`` holds the JSON config of the target the model was last
 deployed to successfully (information for people: a rollback builds its target from its DAG, never from a
 tag), and a version rolled away from carries the reason in ``mlops.rollback.reason``.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from airflow_mlops import signing
 from airflow_mlops import tags as T
 from airflow_mlops.registry import error_code
 from airflow_mlops.utils.context import airflow_ids
@@ -33,6 +38,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from mlflow import MlflowClient
+
+    from airflow_mlops.signing import SigningKeys
 
 ACTIONS = ("deploy", "auto_rollback", "rollback")
 OUTCOMES = ("succeeded", "failed")
@@ -84,8 +91,67 @@ def _same_event(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return bool(_task(a)) and _task(a) == _task(b) and all(a.get(k) == b.get(k) for k in _IDENTITY)
 
 
-def read_history(client: MlflowClient, model_name: str) -> list[dict[str, Any]]:
-    """Recent deployment entries of *model_name* (all versions), oldest first; [] if none."""
+def _subjects(client: MlflowClient, model_name: str) -> Any:
+    """The signing subject of each version of *model_name*, read once (None for a version that is gone)."""
+    from mlflow.exceptions import MlflowException
+
+    cache: dict[str, signing.Subject | None] = {}
+
+    def subject(version: Any) -> signing.Subject | None:
+        key = str(version)
+        if key not in cache:
+            try:
+                cache[key] = signing.Subject.of(client.get_model_version(model_name, key))
+            except MlflowException as err:
+                if error_code(err) != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                cache[key] = None
+        return cache[key]
+
+    return subject
+
+
+def verified(
+    client: MlflowClient,
+    model_name: str,
+    entries: Sequence[Mapping[str, Any]],
+    keys: SigningKeys | None,
+    rejected: list[tuple[dict[str, Any], str]] | None = None,
+) -> list[dict[str, Any]]:
+    """
+    The entries the package signed (all of them when *keys* is None: signatures unchecked).
+
+    :param rejected: Filled with each other entry and what is wrong with its signature.
+    """
+    if keys is None:
+        return [dict(entry) for entry in entries]
+    subject = _subjects(client, model_name)
+    trusted = []
+    for entry in entries:
+        about = subject(entry.get("version"))
+        problem = (
+            f"names version {entry.get('version')!r}, which does not exist"
+            if about is None
+            else keys.problem(signing.DEPLOYMENT, about, entry, entry.get(signing.SIGNATURE_KEY))
+        )
+        if problem is None:
+            trusted.append(dict(entry))
+        elif rejected is not None:
+            rejected.append((dict(entry), problem))
+    return trusted
+
+
+def read_history(
+    client: MlflowClient,
+    model_name: str,
+    keys: SigningKeys | None = None,
+    rejected: list[tuple[dict[str, Any], str]] | None = None,
+) -> list[dict[str, Any]]:
+    """
+    Recent deployment entries of *model_name* (all versions), oldest first; [] if none.
+
+    With *keys*, only the entries the package signed (:func:`verified`).
+    """
     from mlflow.exceptions import MlflowException
 
     try:
@@ -94,25 +160,44 @@ def read_history(client: MlflowClient, model_name: str) -> list[dict[str, Any]]:
         if error_code(err) == "RESOURCE_DOES_NOT_EXIST":
             return []
         raise
-    return _loads((model.tags or {}).get(T.DEPLOYMENTS))
+    return verified(client, model_name, _loads((model.tags or {}).get(T.DEPLOYMENTS)), keys, rejected)
 
 
-def read_version_history(client: MlflowClient, model_name: str, version: str | int) -> list[dict[str, Any]]:
-    """Every deployment entry about one version, oldest first."""
+def read_version_history(
+    client: MlflowClient,
+    model_name: str,
+    version: str | int,
+    keys: SigningKeys | None = None,
+    rejected: list[tuple[dict[str, Any], str]] | None = None,
+) -> list[dict[str, Any]]:
+    """Every deployment entry about one version, oldest first (with *keys*: only those the package signed)."""
     mv = client.get_model_version(model_name, str(version))
-    return _loads((mv.tags or {}).get(T.DEPLOYMENTS))
+    entries = [e for e in _loads((mv.tags or {}).get(T.DEPLOYMENTS)) if str(e.get("version")) == str(version)]
+    if keys is None:
+        return entries
+    about = signing.Subject.of(mv)
+    trusted = []
+    for entry in entries:
+        problem = keys.problem(signing.DEPLOYMENT, about, entry, entry.get(signing.SIGNATURE_KEY))
+        if problem is None:
+            trusted.append(entry)
+        elif rejected is not None:
+            rejected.append((entry, problem))
+    return trusted
 
 
-def read_full_history(client: MlflowClient, model_name: str) -> list[dict[str, Any]]:
-    """Every entry of every version (the version tags merged), oldest first."""
+def read_full_history(
+    client: MlflowClient, model_name: str, keys: SigningKeys | None = None
+) -> list[dict[str, Any]]:
+    """Every entry of every version (the version tags merged), oldest first (with *keys*: signed ones only)."""
     entries: list[dict[str, Any]] = []
     for mv in client.search_model_versions(f"name = '{model_name}'"):
-        entries.extend(_loads((mv.tags or {}).get(T.DEPLOYMENTS)))
+        entries.extend(read_version_history(client, model_name, mv.version, keys))
     return sorted(entries, key=lambda e: (e.get("time") or "", ACTIONS.index(e.get("action", "deploy"))))
 
 
 def last_verify_settings(
-    client: MlflowClient, model_name: str, version: str | int | None
+    client: MlflowClient, model_name: str, version: str | int | None, keys: SigningKeys | None = None
 ) -> dict[str, Any] | None:
     """
     The smoke-test settings (``verify``) *version* was last deployed with successfully, or None if unknown.
@@ -121,7 +206,7 @@ def last_verify_settings(
     """
     if not version:
         return None
-    for entry in reversed(read_version_history(client, model_name, version)):
+    for entry in reversed(read_version_history(client, model_name, version, keys)):
         if entry.get("outcome") == "succeeded" and isinstance(entry.get("verify"), dict):
             return dict(entry["verify"])
     return None
@@ -152,9 +237,16 @@ def last_served_version(history: Sequence[Mapping[str, Any]]) -> str | None:
     return None
 
 
-def served_before(client: MlflowClient, model_name: str, version: str | int) -> bool:
-    """Whether *version* ever served successfully (a succeeded entry in its own history)."""
-    return any(e.get("outcome") == "succeeded" for e in read_version_history(client, model_name, version))
+def served_before(
+    client: MlflowClient,
+    model_name: str,
+    version: str | int,
+    keys: SigningKeys | None = None,
+    rejected: list[tuple[dict[str, Any], str]] | None = None,
+) -> bool:
+    """Whether *version* ever served successfully (a succeeded entry, signed with *keys*, in its own history)."""
+    entries = read_version_history(client, model_name, version, keys, rejected)
+    return any(e.get("outcome") == "succeeded" for e in entries)
 
 
 def append_entry(
@@ -162,13 +254,15 @@ def append_entry(
     model_name: str,
     entry: Mapping[str, Any],
     target_config: Mapping[str, Any] | None = None,
+    keys: SigningKeys | None = None,
 ) -> bool:
     """
-    Append *entry* to the model's and the version's ``mlops.deployments`` lists.
+    Append *entry* to the model's and the version's ``mlops.deployments`` lists, each copy signed with *keys*.
 
     A retried task writes nothing twice: an entry of the same task instance (dag, run, task, map index) with
     the same action, version and outcome as one already there is skipped. With *target_config*, the model's
-    ``mlops.deployment.target`` is set too.
+    ``mlops.deployment.target`` is set too. Entries already in the lists are kept as they are (a reader with
+    the keys skips those the package did not sign).
 
     :return: Whether the entry was new.
     """
@@ -178,11 +272,17 @@ def append_entry(
         )
     version = str(entry["version"])
     model_list = read_history(client, model_name)
-    version_list = read_version_history(client, model_name, version)
+    mv = client.get_model_version(model_name, version)
+    version_list = _loads((mv.tags or {}).get(T.DEPLOYMENTS))
     if any(_same_event(old, entry) for old in version_list):
         return False
-    version_list.append(_shorten(entry, LONG_REASON))
-    model_list.append(_shorten(entry, SHORT_REASON, compact=True))
+    long_entry, short_entry = _shorten(entry, LONG_REASON), _shorten(entry, SHORT_REASON, compact=True)
+    if keys is not None:
+        about = signing.Subject.of(mv)
+        long_entry = keys.signed(signing.DEPLOYMENT, about, long_entry)
+        short_entry = keys.signed(signing.DEPLOYMENT, about, short_entry)
+    version_list.append(long_entry)
+    model_list.append(short_entry)
     client.set_model_version_tag(
         model_name, version, T.DEPLOYMENTS, _dumps_within(version_list, VERSION_TAG_LIMIT)
     )

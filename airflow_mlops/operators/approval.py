@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -16,13 +17,15 @@ from airflow_mlops.exceptions import ApprovalRejectedError
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.operators.base import ModelOperatorMixin, rendered_arguments
 from airflow_mlops.registry import (
-    TAG_VALUE_MAX,
     get_alias_version,
     get_model_version,
     parse_version,
+    signed_tags_problem,
     validate_model_name,
+    write_signed_tags,
 )
-from airflow_mlops.utils.clock import utc_now_iso
+from airflow_mlops.signing import Subject, record_keys, untrusted_message
+from airflow_mlops.utils.clock import utc_now, utc_now_iso
 from airflow_mlops.utils.templating import is_templated
 from airflow_mlops.version_compat import DownstreamTasksSkipped
 
@@ -30,6 +33,11 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 COMMENT_PARAM = "comment"
+#: How long a retry looks for an answer given to an earlier try before asking again.
+ADOPT_TIMEOUT = timedelta(minutes=2)
+#: How long the look-up waits before it reads: a deferred task resumed before the scheduler has handled the exit
+#: of the process that deferred it is failed by Airflow 3.3.2's scheduler.
+ADOPT_SETTLE = timedelta(seconds=10)
 #: ``mlops.approval.decision`` of an approval refused because the user who triggered the run gave it.
 SELF_APPROVAL_REFUSED = "self_approval_refused"
 
@@ -60,6 +68,13 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
     (``approved`` / ``rejected`` / ``timed_out`` / ``self_approval_refused``), ``mlops.approval.approver``,
     ``mlops.approval.time`` and ``mlops.approval.comment``. Only ``approved`` lets a version be promoted.
 
+    Nobody is asked twice for one task instance. A retry (``try_number`` > 1) first gives the decision an
+    earlier try recorded, if any; else it adopts the answer Airflow still holds for the earlier try's request
+    (read in the triggerer by :class:`~airflow_mlops.triggers.approval.HITLAnswerTrigger`, a short deferral),
+    with the same checks as a fresh answer (assigned users, self-approval); only when there is none does it
+    ask again. This keeps an answer given while Airflow retried the try (on Airflow 3.3.2 an answer within
+    seconds of the request can make the scheduler retry the parked try) or given just before a worker died.
+
     Returns (XCom) ``{"decision", "approver", "time", "comment", "model_name", "version", "option"}``
     (``option`` is the option that took effect: ``Approve`` or ``Reject``).
 
@@ -75,6 +90,8 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
     :param params: Extra form fields; a ``comment`` text field is always added.
     :param allow_self_approval: Accept an ``Approve`` from the user who triggered the run (default False:
         refused, see above).
+    :param adopt_earlier_answer: On a retry, adopt the answer given to the earlier try's request before
+        asking again (default True; False asks again on every retry).
 
     Other keyword arguments go to ``ApprovalOperator`` (``assigned_users``, ``response_timeout``,
     ``notifiers``, ``fail_on_reject``, ``ignore_downstream_trigger_rules``...). ``notifiers`` are called
@@ -98,10 +115,13 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         defaults: str | list[str] | None = ApprovalOperator.REJECT,
         params: ParamsDict | dict[str, Any] | None = None,
         allow_self_approval: bool = False,
+        adopt_earlier_answer: bool = True,
         **kwargs: Any,
     ) -> None:
         if not isinstance(allow_self_approval, bool):
             raise ValueError(f"allow_self_approval must be True or False, got {allow_self_approval!r}")
+        if not isinstance(adopt_earlier_answer, bool):
+            raise ValueError(f"adopt_earlier_answer must be True or False, got {adopt_earlier_answer!r}")
         if not is_templated(model_name):
             validate_model_name(model_name)
         if not is_templated(candidate_version):
@@ -135,12 +155,56 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         self.report = report
         self.mlflow_conn_id = mlflow_conn_id
         self.allow_self_approval = allow_self_approval
+        self.adopt_earlier_answer = adopt_earlier_answer
         self._answer_hint = ""
 
     def execute(self, context: Context) -> Any:
         recorded = self._recorded_decision(context)
         if recorded is not None:
             return self._replay(context, recorded)
+        ti = context.get("ti")
+        try_number = getattr(ti, "try_number", None) or 1
+        ti_id = getattr(ti, "id", None)
+        if self.adopt_earlier_answer and try_number > 1 and ti_id is not None:
+            # The request of the earlier try, answer included, lasts until this try writes its own; only the
+            # triggerer can read it. (Triggers are kept out of what a DAG file loads when it is parsed.)
+            from airflow_mlops.triggers.approval import HITLAnswerTrigger
+
+            self.log.info("Try %s: looking for an answer given to an earlier try before asking", try_number)
+            self.defer(
+                trigger=HITLAnswerTrigger(
+                    ti_id=str(ti_id),
+                    deadline=time.time() + ADOPT_TIMEOUT.total_seconds(),
+                    not_before=time.time() + ADOPT_SETTLE.total_seconds(),
+                ),
+                method_name="execute_adopted",
+                timeout=ADOPT_TIMEOUT * 2,
+            )
+        return self._ask(context)
+
+    def execute_adopted(self, context: Context, event: dict[str, Any]) -> Any:
+        """
+        Resume a retry with the earlier try's answer (through :meth:`execute_complete`), or ask again.
+
+        *event* is the :class:`~airflow_mlops.triggers.approval.HITLAnswerTrigger` event, or, on Airflow 3.3+,
+        a Human-in-the-loop response given to the earlier request while the trigger ran (Airflow resumes the
+        deferred task with it).
+        """
+        if event.get("chosen_options"):
+            responded_by = _user_name(event.get("responded_by_user")) or "nobody (the timeout default)"
+            self.log.info(
+                "Adopting the answer %s by %s at %s given to an earlier try; not asking again",
+                event["chosen_options"], responded_by, event.get("responded_at"),
+            )  # fmt: skip
+            return self.execute_complete(context, _hitl_event(event))
+        if event.get("status") == "error":
+            self.log.warning("Asking again: %s", event.get("message"))
+        else:
+            self.log.info("No earlier answer to adopt (%s); asking", event.get("message") or event)
+        return self._ask(context)
+
+    def _ask(self, context: Context) -> Any:
+        """Write the request and wait for the answer (the standard ``ApprovalOperator.execute``)."""
         self._answer_hint = _shell_hint(context)
         self.prepare_request()
         self.log.info("Asking for approval: %s", self.subject)
@@ -236,18 +300,27 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         """
         The decision an earlier try of this task instance recorded (it was killed before it returned), or None.
 
-        Its tag ``mlops.approval.task`` is written last, so when it names this task instance, the decision,
-        approver, time and comment are all there: the person is not asked twice.
+        Only a decision the package signed counts (``mlops.approval.signature``, written last, covers the
+        decision, approver, time, comment and ``mlops.approval.task``): when it names this task instance, the
+        person is not asked twice. Tags anyone else wrote are ignored, and the person is asked.
         """
         from airflow_mlops.utils.context import airflow_ids, instance_key
 
         name, version = self._model_version()
-        tags = get_model_version(self.hook.client, name, version).tags or {}
+        mv = get_model_version(self.hook.client, name, version)
+        tags = mv.tags or {}
         try:
             key = instance_key(airflow_ids(context))
         except ValueError:
             return None
         if tags.get(T.APPROVAL_TASK) != key or not tags.get(T.APPROVAL_DECISION):
+            return None
+        problem = signed_tags_problem(mv, T.APPROVAL_SIGNATURE, record_keys())
+        if problem is not None:
+            self.log.warning(
+                "Ignoring the approval tags on %s v%s that name this task: %s",
+                name, version, untrusted_message(T.APPROVAL_SIGNATURE, Subject.of(mv), problem),
+            )  # fmt: skip
             return None
         decision = tags[T.APPROVAL_DECISION]
         return {
@@ -300,15 +373,15 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         else:
             when = str(responded_at) if responded_at else utc_now_iso()
         comment = (event.get("params_input") or {}).get(COMMENT_PARAM) or ""
-        client = self.hook.client
-        for key, value in (
-            (T.APPROVAL_DECISION, decision),
-            (T.APPROVAL_APPROVER, approver or ""),
-            (T.APPROVAL_TIME, when),
-            (T.APPROVAL_COMMENT, str(comment)[:TAG_VALUE_MAX]),
-            (T.APPROVAL_TASK, getattr(self, "_instance_key", "")),  # last: the others are written when it is
-        ):
-            client.set_model_version_tag(name, str(version), key, value)
+        values = {
+            "decision": decision,
+            "approver": approver or "",
+            "time": when,
+            "comment": str(comment),
+            "task": getattr(self, "_instance_key", ""),
+        }
+        # Signed with the key only Airflow holds, the signature last: a retry trusts the decision only then.
+        write_signed_tags(self.hook.client, name, version, T.APPROVAL_SIGNATURE, values, record_keys())
         self.log.info("Approval of %s v%s: %s by %s", name, version, decision, approver or "nobody")
         return {
             "decision": decision,
@@ -319,6 +392,19 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
             "version": version,
             "option": chosen,
         }
+
+
+def _hitl_event(event: Mapping[str, Any]) -> dict[str, Any]:
+    """A Human-in-the-loop event as ``execute_complete`` takes it: ``responded_at`` a datetime, no status."""
+    hitl = {key: value for key, value in event.items() if key not in ("status", "message")}
+    responded_at = hitl.get("responded_at")
+    if isinstance(responded_at, str):
+        hitl["responded_at"] = datetime.fromisoformat(responded_at)
+    elif responded_at is None:
+        hitl["responded_at"] = utc_now()
+    hitl.setdefault("params_input", {})
+    hitl.setdefault("responded_by_user", None)
+    return hitl
 
 
 def _user_name(user: Any) -> str | None:

@@ -15,8 +15,9 @@ live in :mod:`airflow_mlops.serving.verification`, the canary policy and its bak
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator
 
@@ -44,13 +45,17 @@ from airflow_mlops.serving.base import (
     canary_percent_for,
     target_from_config,
 )
+from airflow_mlops.serving.waiting import still_in_progress, wait_seconds
+from airflow_mlops.signing import record_keys
 from airflow_mlops.utils.clock import utc_now_iso
-from airflow_mlops.utils.config import approval_required
+from airflow_mlops.utils.config import approval_required, release_wait_timeout
 from airflow_mlops.utils.results import keep_result
 from airflow_mlops.utils.templating import is_templated
 from airflow_mlops.version_compat import conf
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from airflow.triggers.base import BaseTrigger
@@ -394,6 +399,11 @@ class DeployModelOperator(_ServingOperator):
         canaries.
     :param mlflow_conn_id: MLflow connection.
     :param aws_conn_id: ``aws`` connection for an ``s3://`` sample snapshot.
+    :param wait_for_release: How long to wait, deferred (no worker slot held), when another task instance's
+        release of the model is in progress: a ``timedelta`` or seconds; then everything is planned and
+        checked again from what serves by then (:mod:`airflow_mlops.serving.waiting`). 0 (the default here)
+        does not wait: :class:`~airflow_mlops.exceptions.ReleaseInProgressError` at once, which ``retries``
+        repeat; None: ``[mlops] release_wait_timeout``.
     """
 
     template_fields: Sequence[str] = (
@@ -426,6 +436,7 @@ class DeployModelOperator(_ServingOperator):
         canary: CanaryPolicy | Mapping[str, Any] | None = None,
         mlflow_conn_id: str = MLflowHook.default_conn_name,
         aws_conn_id: str | None = None,
+        wait_for_release: timedelta | float | None = 0,
         **kwargs: Any,
     ) -> None:
         old = sorted(set(kwargs) & set(_OLD_CANARY_ARGUMENTS))
@@ -468,6 +479,8 @@ class DeployModelOperator(_ServingOperator):
         self.deferrable = deferrable
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
+        self.wait_for_release = wait_seconds(wait_for_release)
+        self._release_deadline: float | None = None  # set when resumed after waiting for another release
         if self.action == "deploy" and self.target is not None and not is_templated(self.target):
             self._canary_of(target_from_config(self.target), sample_data)
 
@@ -565,13 +578,21 @@ class DeployModelOperator(_ServingOperator):
             canary=self.canary,
             aws_conn_id=self.aws_conn_id,
         )
+        client = self.hook.client
+        keys = record_keys()
+        required = approval_required()
+        action = "deploy" if self.action == "deploy" else "roll back to"
         return Release(
             target,
-            self.hook.client,
+            client,
             settings,
             log=self.log,
             defer=self._defer,
             try_number=airflow_ids(context).get("try_number"),
+            keys=keys,
+            allowed=lambda name, version: check_release_allowed(
+                client, name, version, action, required=required, keys=keys
+            ),
         )
 
     def _guarded(self, context: Context, release: Release, name: str, run: Callable[[], Any]) -> Any:
@@ -606,6 +627,57 @@ class DeployModelOperator(_ServingOperator):
     def _defer(self, trigger: BaseTrigger, plan: dict[str, Any]) -> None:
         self.defer(trigger=trigger, method_name="execute_complete", kwargs={"plan": plan})
 
+    def _check_free(self, release: Release, last: ReleaseRecord | None, rid: str) -> ReleaseRecord | None:
+        """
+        Check no other release is live (:meth:`~airflow_mlops.serving.release.Release.check_free`), or wait.
+
+        While another task instance's release is live, defer until it ends, up to ``wait_for_release`` (one
+        absolute deadline however often this defers), then plan again (:meth:`execute_after_release`). At
+        the deadline, a release still live fails this task (:func:`~airflow_mlops.serving.waiting.still_in_progress`).
+        """
+        from airflow_mlops.exceptions import ReleaseInProgressError
+
+        try:
+            return release.check_free(last, rid)
+        except ReleaseInProgressError:
+            bound = self.wait_for_release if self.wait_for_release is not None else release_wait_timeout()
+            if last is None or bound <= 0:
+                raise
+            deadline = self._release_deadline or time.time() + bound
+            if time.time() >= deadline:
+                raise still_in_progress(last, bound, self.action) from None
+            self._wait_for_release(last, deadline)
+
+    def _wait_for_release(self, last: ReleaseRecord, deadline: float) -> NoReturn:
+        from airflow_mlops.triggers.release import ReleaseFinishedTrigger
+
+        self.log.warning(
+            "Model %s is being released by another task (%s): waiting for it to end, deferred, for up to %.0f s",
+            last.model_name, last.describe(), deadline - time.time(),
+        )  # fmt: skip
+        trigger = ReleaseFinishedTrigger(
+            model_name=last.model_name,
+            release_id=last.id,
+            deadline=deadline,
+            mlflow_conn_id=self.mlflow_conn_id,
+        )
+        self.defer(trigger=trigger, method_name="execute_after_release", kwargs={"deadline": deadline})
+
+    @keep_result
+    def execute_after_release(
+        self, context: Context, event: dict[str, Any] | None = None, deadline: float | None = None
+    ) -> dict[str, Any]:
+        """Resume after another release ended (or its lease or the wait's deadline passed): plan again."""
+        if not event:
+            raise DeploymentError(f"Task {self.task_id!r} resumed without a trigger event; run it again")
+        if event.get("status") == "error":
+            from airflow_mlops.exceptions import ServiceUnavailableError
+
+            raise ServiceUnavailableError(f"Task {self.task_id!r}: {event.get('message')}")
+        self.log.info("Planning again: %s", event.get("message"))
+        self._release_deadline = float(deadline or event["deadline"])
+        return self.execute(context)
+
     @keep_result
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.serving.record import release_id
@@ -617,7 +689,7 @@ class DeployModelOperator(_ServingOperator):
         target = self._target(self.target)
         release = self._release(target, context)
         rid = release_id(airflow_ids(context))
-        last = release.last(name)
+        last = release.last(name, rid)
         if last is not None and last.id == rid:
             return self._guarded(context, release, name, lambda: self._resume_or_repeat(release, last))
         return self._guarded(context, release, name, lambda: self._new_release(context, release, rid, last))
@@ -627,11 +699,13 @@ class DeployModelOperator(_ServingOperator):
     ) -> dict[str, Any]:
         name, target, client = self._model_name(), release.target, release.client
         version = self._resolve_version(client, name)
-        check_release_allowed(client, name, version, "deploy", required=approval_required())
+        check_release_allowed(
+            client, name, version, "deploy", required=approval_required(), keys=release.keys
+        )
         model_uri = target.resolve_model_uri(client, name, version)
         verify = self._smoke_test().for_model(f"models:/{name}/{version}")  # the columns the model takes
         verify.records(self.aws_conn_id)  # bad sample data fails here, before anything changes
-        abandoned = release.check_free(last, rid)
+        abandoned = self._check_free(release, last, rid)
         previous = _previous(target.current(name), abandoned)
         plan = self._plan(context, name, version, model_uri, target, previous, verify, str(self.reason or ""))
         return release.start(plan, rid)
@@ -669,13 +743,17 @@ class RollbackModelOperator(DeployModelOperator):
     recorded before anything changes; a retry finishes that same rollback. The history records who (the
     user who triggered the run), why (*reason*) and when; the version rolled away from gets
     ``mlops.rollback.reason`` (``rolled back to version N by <user>: <reason>``). ``deferrable`` defaults
-    to ``[operators] default_deferrable``.
+    to ``[operators] default_deferrable``. While another task instance releases the model (a deploy at
+    ``verify``, say), the rollback waits for it, deferred, up to ``wait_for_release``; then it chooses and
+    checks everything again against what serves by then, or takes over a release whose lease passed.
 
     :param model_name: Registered model name (templated).
     :param reason: Why the rollback is done (required, templated).
     :param version: Version to roll back to (templated); None or "" is the previous champion.
     :param target: Deploy target, as for :class:`DeployModelOperator` (templated).
     :param sample_data: Smoke-test rows (templated); None reuses those of the last deployment.
+    :param wait_for_release: How long to wait (deferred) for another task instance's release of the model to
+        end, as for :class:`DeployModelOperator`; None (the default): ``[mlops] release_wait_timeout``.
     :param kwargs: The other arguments of :class:`DeployModelOperator`.
     :raises DeploymentRejectedError: if the model has no deployment history, the version never served, or
         it already serves (not retryable: nothing changed).
@@ -694,13 +772,21 @@ class RollbackModelOperator(DeployModelOperator):
         reason: str,
         version: int | str | None = None,
         target: DeployTarget | dict[str, Any] | str | None = "local",
+        wait_for_release: timedelta | float | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(reason, str) or not (reason.strip() or is_templated(reason)):
             raise ValueError(
                 "reason is required: say why the model is rolled back (it is recorded in the registry)"
             )
-        super().__init__(model_name=model_name, version=version, target=target, reason=reason, **kwargs)
+        super().__init__(
+            model_name=model_name,
+            version=version,
+            target=target,
+            reason=reason,
+            wait_for_release=wait_for_release,
+            **kwargs,
+        )
 
     def _new_release(
         self, context: Context, release: Release, rid: str, last: ReleaseRecord | None
@@ -721,24 +807,26 @@ class RollbackModelOperator(DeployModelOperator):
                 f"Rollback of model {name!r}: reason is empty; say why the model is rolled back (it is recorded)",
                 model=name,
             )
-        history = rollback_history(client, name)
+        history = rollback_history(client, name, release.keys, self.log)
         current = target.current(name)
         serving = current.version if current else None
         if self.version not in (None, ""):
             version = self._version(client, name, self.version)
         else:
             version = self._version(client, name, rollback_version(history, name, serving))
-        check_served_before(client, name, version)
-        check_release_allowed(client, name, version, "roll back to", required=approval_required())
+        check_served_before(client, name, version, release.keys)
+        check_release_allowed(
+            client, name, version, "roll back to", required=approval_required(), keys=release.keys
+        )
         model_uri = target.resolve_model_uri(client, name, version)
         ensure_rollback_changes(target, client, current, name, version, model_uri, self.alias)
         if self.sample_data:
             verify = self._smoke_test()
         else:  # the smoke test of the last deployment of what serves
-            verify = rollback_smoke_test(client, name, serving) or self._smoke_test()
+            verify = rollback_smoke_test(client, name, serving, release.keys) or self._smoke_test()
         verify = verify.for_model(f"models:/{name}/{version}")  # the columns the restored version takes
         verify.records(self.aws_conn_id)  # bad sample data fails here, before anything changes
-        abandoned = release.check_free(last, rid)
+        abandoned = self._check_free(release, last, rid)
         previous = _previous(current, abandoned)
         plan = self._plan(context, name, version, model_uri, target, previous, verify, reason)
         return release.start(plan, rid)

@@ -47,6 +47,7 @@ from airflow_mlops.registry import (
     parse_version,
     tag_value,
     validate_model_name,
+    write_signed_tags,
 )
 from airflow_mlops.utils.context import airflow_lineage_tags
 from airflow_mlops.utils.results import keep_result
@@ -225,7 +226,9 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         from airflow_mlops.evaluation import report as reporting  # not needed to parse the DAG
         from airflow_mlops.evaluation.gate import gate_decision, gate_metric
         from airflow_mlops.evaluation.slices import check_slices, parse_slices
+        from airflow_mlops.signing import record_keys
 
+        keys = record_keys()  # the gate decision is signed: no key fails here, before any work
         with rendered_arguments(model=str(self.model_name)):
             custom = custom_metrics(self.extra_metrics)
             model_type = resolve_model_type(self.model_type, self.thresholds, custom)
@@ -401,12 +404,11 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
                 passed=passed, holdout_uri=holdout_uri, rows_count=len(data), champion=champion,
                 evaluation_run_id=evaluation_run_id, rows=rows, artifacts=artifacts, slice_rows=slice_rows,
             )  # fmt: skip
-            for key, value in (
-                (T.EVALUATION_SUMMARY, tag_value(summary)),
-                (T.GATE_DECISION, "passed" if passed else "rejected"),
-                (T.GATE_REASON, reason[:TAG_VALUE_MAX]),
-            ):
-                client.set_model_version_tag(name, str(version), key, value)
+            client.set_model_version_tag(name, str(version), T.EVALUATION_SUMMARY, tag_value(summary))
+            write_signed_tags(
+                client, name, version, T.GATE_SIGNATURE,
+                {"decision": "passed" if passed else "rejected", "reason": reason}, keys,
+            )  # fmt: skip
         else:
             self.log.warning(
                 "%s is not a registered version; gate decision not written to the registry", candidate_uri

@@ -30,6 +30,7 @@ from airflow_mlops.registry import (
     tag_value,
     validate_model_name,
 )
+from airflow_mlops.signing import record_keys
 from airflow_mlops.utils.clock import utc_now_iso
 from airflow_mlops.utils.config import approval_required
 from airflow_mlops.utils.context import airflow_lineage_tags
@@ -303,7 +304,9 @@ class PromoteModelOperator(ModelOperatorMixin, BaseOperator):
 
         mv = get_model_version(client, name, version)
         self.link_model_version(name, version)
-        check_release_allowed(client, name, version, "promote", required=approval_required())
+        check_release_allowed(
+            client, name, version, "promote", required=approval_required(), keys=record_keys()
+        )
         if mv.status != "READY":
             raise RegistryError(
                 f"Version {version} of model {name!r} is {mv.status}, not READY; it cannot be promoted.",

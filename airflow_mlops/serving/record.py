@@ -19,7 +19,12 @@ Steps, in order (:data:`STEPS`): ``planned`` (version, target and the previous d
 changed yet), ``switch`` (the target is switched next), ``verify`` (switched and ready; health check and
 smoke test next), ``bake`` (the canary is baked next), ``promote_canary`` (the canary goes to 100% next),
 ``record`` (verified; alias and deployment history next), ``rollback`` (failed; the target goes back to the
-recorded previous deployment next), ``done``. No Airflow import.
+recorded previous deployment next), ``done``.
+
+Both tags are signed by the package (a ``signature`` key, :mod:`airflow_mlops.signing`), bound to the model,
+the version and the version's source. A pointer or record without a valid signature counts as absent; when it
+names the task instance reading it (so it would decide what that task deploys) the task fails with
+:class:`~airflow_mlops.exceptions.RecordSignatureError` instead. No Airflow import.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ import json
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow_mlops import signing
 from airflow_mlops import tags as T
+from airflow_mlops.exceptions import RecordSignatureError
 from airflow_mlops.registry import error_code
 from airflow_mlops.utils.clock import utc_now
 from airflow_mlops.utils.context import instance_key
@@ -37,6 +44,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from mlflow import MlflowClient
+
+    from airflow_mlops.signing import SigningKeys
 
 PLANNED = "planned"
 SWITCH = "switch"
@@ -51,6 +60,9 @@ STEPS = (PLANNED, SWITCH, VERIFY, BAKE, PROMOTE_CANARY, RECORD, ROLLBACK, DONE)
 OUTCOMES = ("succeeded", "failed", "rolled_back")
 #: The keys of the registered model's pointer.
 _POINTER_KEYS = ("id", "version", "kind", "step", "updated", "expires")
+#: What the signature of each tag is made as (the record kinds of :mod:`airflow_mlops.signing`).
+_VERSION_TAG = f"{T.RELEASE} (model version)"
+_MODEL_TAG = f"{T.RELEASE} (registered model)"
 
 
 def release_id(airflow: Mapping[str, Any]) -> str:
@@ -71,13 +83,23 @@ class ReleaseRecord:
     :param data: The record (see the module docstring).
     :param lease: Seconds the release may go without writing its record before another task instance may
         take over (its longest step: the readiness wait or the canary bake, plus a margin).
+    :param keys: The signing keys the record is signed with (None: written unsigned).
     """
 
-    def __init__(self, client: MlflowClient, model_name: str, data: dict[str, Any], lease: float) -> None:
+    def __init__(
+        self,
+        client: MlflowClient,
+        model_name: str,
+        data: dict[str, Any],
+        lease: float,
+        keys: SigningKeys | None = None,
+    ) -> None:
         self.client = client
         self.model_name = model_name
         self.data = data
         self.lease = lease
+        self.keys = keys
+        self._subject: signing.Subject | None = None
 
     # -- reading -------------------------------------------------------------------------------------------
 
@@ -95,8 +117,22 @@ class ReleaseRecord:
         return _loads((model.tags or {}).get(T.RELEASE))
 
     @classmethod
-    def load(cls, client: MlflowClient, model_name: str, lease: float) -> ReleaseRecord | None:
-        """The model's last release (pointer and full record), or None if it has none."""
+    def load(
+        cls,
+        client: MlflowClient,
+        model_name: str,
+        lease: float,
+        keys: SigningKeys | None = None,
+        reader: str | None = None,
+    ) -> ReleaseRecord | None:
+        """
+        The model's last release (pointer and full record), or None if it has none.
+
+        With *keys*, a pointer or record the package did not sign counts as absent (None, or the pointer
+        alone), unless it names *reader* (the release id of the task reading it, :func:`release_id`).
+
+        :raises RecordSignatureError: if an unsigned or mis-signed pointer or record names *reader*.
+        """
         pointer = cls.pointer(client, model_name)
         if not pointer or not pointer.get("version"):
             return None
@@ -106,14 +142,50 @@ class ReleaseRecord:
             mv = client.get_model_version(model_name, str(pointer["version"]))
         except MlflowException as err:
             if error_code(err) == "RESOURCE_DOES_NOT_EXIST":
+                if keys is not None and pointer.get("id") == reader:
+                    cls._untrusted(
+                        _MODEL_TAG,
+                        signing.Subject.model_only(model_name),
+                        "names a version that does not exist",
+                    )
                 return None
             raise
+        subject = signing.Subject.of(mv) if keys is not None else None
+        if keys is not None and subject is not None:
+            problem = keys.problem(
+                signing.RELEASE_POINTER, subject, pointer, pointer.get(signing.SIGNATURE_KEY)
+            )
+            if problem is not None:
+                if pointer.get("id") == reader:
+                    cls._untrusted(_MODEL_TAG, subject, problem)
+                return None
         data = _loads((mv.tags or {}).get(T.RELEASE))
+        if data and keys is not None and subject is not None:
+            problem = keys.problem(signing.RELEASE, subject, data, data.get(signing.SIGNATURE_KEY))
+            if problem is not None:
+                if data.get("id") == reader or pointer.get("id") == reader:
+                    cls._untrusted(_VERSION_TAG, subject, problem)
+                data = None
         if not data or data.get("id") != pointer.get("id"):
             # The version's record is another release's (a new one killed before its pointer was written,
             # which changed nothing yet): the pointer is all there is.
             data = dict(pointer)
-        return cls(client, model_name, data, lease)
+        data.pop(signing.SIGNATURE_KEY, None)
+        record = cls(client, model_name, data, lease, keys)
+        record._subject = subject
+        return record
+
+    @staticmethod
+    def _untrusted(tag: str, subject: signing.Subject, problem: str) -> None:
+        raise RecordSignatureError(
+            f"{signing.untrusted_message(tag, subject, problem)}. It names this task, so this task will not act "
+            "on it: nothing was changed. Someone wrote the release record outside the package; check who (the "
+            f"MLflow audit log), then delete the tag {T.RELEASE} of the registered model and of the version, "
+            "and run the task again.",
+            model=subject.model,
+            version=subject.version or None,
+            reason="untrusted release record",
+        )
 
     @property
     def id(self) -> str:
@@ -162,6 +234,7 @@ class ReleaseRecord:
         plan: dict[str, Any],
         lease: float,
         try_number: Any = None,
+        keys: SigningKeys | None = None,
     ) -> ReleaseRecord:
         """Write a new release's record at step ``planned`` (before anything changes)."""
         record = cls(
@@ -175,6 +248,7 @@ class ReleaseRecord:
                 "started": _iso(utc_now()),
             },
             lease,
+            keys,
         )
         record.advance(PLANNED, plan, try_number)
         return record
@@ -219,10 +293,16 @@ class ReleaseRecord:
 
     def _save(self) -> None:
         name, version = self.model_name, str(self.data["version"])
-        self.client.set_model_version_tag(name, version, T.RELEASE, _dumps(self.data))
+        data: dict[str, Any] = dict(self.data)
         pointer = {key: self.data.get(key) for key in _POINTER_KEYS}
         if self.done:
             pointer["outcome"] = self.data.get("outcome")
+        if self.keys is not None:
+            if self._subject is None:
+                self._subject = signing.Subject.of(self.client.get_model_version(name, version))
+            data = self.keys.signed(signing.RELEASE, self._subject, data)
+            pointer = self.keys.signed(signing.RELEASE_POINTER, self._subject, pointer)
+        self.client.set_model_version_tag(name, version, T.RELEASE, _dumps(data))
         self.client.set_registered_model_tag(name, T.RELEASE, _dumps(pointer))
 
 

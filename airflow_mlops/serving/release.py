@@ -44,6 +44,7 @@ from airflow_mlops.exceptions import (
     DeploymentError,
     DeploymentRejectedError,
     DeploymentVerificationError,
+    RecordSignatureError,
     ReleaseInProgressError,
 )
 from airflow_mlops.lineage.deployments import (
@@ -76,6 +77,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from airflow_mlops.serving.base import DeployTarget
+    from airflow_mlops.signing import SigningKeys
 
 #: The phases of a release plan (its ``phase``).
 DEPLOY = "deploy"
@@ -158,6 +160,10 @@ class Release:
     :param defer: Called with a trigger and the plan to resume with, to wait in the triggerer; it raises
         (the task defers) or returns (the release then waits here).
     :param try_number: The task's try, written with each step of the record.
+    :param keys: The signing keys (:mod:`airflow_mlops.signing`): the release record and the deployment history
+        are signed with them, and only what they verify is read. None: unsigned and unchecked.
+    :param allowed: Called with the model name and version before a resumed release switches anything: it
+        re-checks that the version may serve (gate and approval), as for a new release.
     """
 
     def __init__(
@@ -169,6 +175,8 @@ class Release:
         log: logging.Logger | Any,
         defer: DeferCallback,
         try_number: Any = None,
+        keys: SigningKeys | None = None,
+        allowed: Callable[[str, str], Any] | None = None,
     ) -> None:
         self.target = target
         self.client = client
@@ -176,6 +184,8 @@ class Release:
         self.log = log
         self.defer = defer
         self.try_number = try_number
+        self.keys = keys
+        self.allowed = allowed
         self.record: ReleaseRecord | None = None
 
     @property
@@ -186,9 +196,14 @@ class Release:
 
     # -- which release -----------------------------------------------------------------------------------
 
-    def last(self, name: str) -> ReleaseRecord | None:
-        """The record of the model's last release, or None."""
-        return ReleaseRecord.load(self.client, name, self.lease)
+    def last(self, name: str, rid: str | None = None) -> ReleaseRecord | None:
+        """
+        The record of the model's last release, or None; only a record the package signed counts.
+
+        :param rid: The release id of the task asking: an unsigned record naming it fails the task
+            (:class:`~airflow_mlops.exceptions.RecordSignatureError`) instead of counting as absent.
+        """
+        return ReleaseRecord.load(self.client, name, self.lease, self.keys, rid)
 
     def check_free(self, last: ReleaseRecord | None, rid: str) -> ReleaseRecord | None:
         """
@@ -222,7 +237,7 @@ class Release:
                 )  # fmt: skip
                 plan = {**plan, "previous": None, "unchanged": True, "canary": None}
         self.record = ReleaseRecord.begin(
-            self.client, name, rid, self.settings.action, plan, self.lease, self.try_number
+            self.client, name, rid, self.settings.action, plan, self.lease, self.try_number, self.keys
         )
         return self._switch(plan)
 
@@ -233,9 +248,11 @@ class Release:
         Before ``record`` the target is switched again (a no-op when the switch was done) and verified in
         full (smoke test, canary bake); at ``record`` the alias and history are written (writes a retry
         repeats without duplicates); at ``rollback`` the rollback to the recorded previous deployment runs.
+        The version is checked again as for a new release (gate, approval), and what is served is
+        ``models:/<name>/<version>`` as the registry resolves it now, never a URI kept in the record.
         """
         self.record = record
-        plan = record.plan
+        plan = self._trusted_plan(record.plan)
         self.log.warning(
             "Resuming the release of version %s of model %s left at step %r by an earlier try (%s)",
             plan.get("version"), plan.get("model_name"), record.step, record.describe(),
@@ -248,6 +265,19 @@ class Release:
             plan.pop(key, None)
         plan["phase"] = DEPLOY
         return self._switch(plan)
+
+    def _trusted_plan(self, plan: dict[str, Any]) -> dict[str, Any]:
+        """A recorded plan with its version checked again and its model URIs resolved through the registry."""
+        name, version = str(plan["model_name"]), str(plan["version"])
+        if self.allowed is not None:
+            self.allowed(name, version)
+        plan = {**plan, "model_uri": self.target.resolve_model_uri(self.client, name, version)}
+        for key in ("previous", "deployment"):
+            if plan.get(key):
+                kept = dict(plan[key])
+                kept["model_uri"] = self.target.resolve_model_uri(self.client, name, str(kept["version"]))
+                plan[key] = kept
+        return plan
 
     def repeat(self, record: ReleaseRecord) -> dict[str, Any]:
         """A release this task instance already finished: its result again, or its failure again."""
@@ -268,8 +298,9 @@ class Release:
 
     def resume(self, plan: dict[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:
         """After the target's trigger fired: verify (deploy phase) or finish the rollback (rollback phase)."""
-        last = self.last(plan["model_name"])
-        self.record = last if last is not None and last.id == release_id(plan["airflow"]) else None
+        rid = release_id(plan["airflow"])
+        last = self.last(plan["model_name"], rid)
+        self.record = last if last is not None and last.id == rid else None
         deployment = Deployment.from_dict(plan["deployment"])
         if event.get("status") != "success":
             return self._not_ready(deployment, plan, f"{event.get('status')}: {event.get('message')}")
@@ -289,7 +320,7 @@ class Release:
         alias = self.settings.alias
         if not alias:
             return
-        serving = last_served_version(read_history(self.client, name))
+        serving = last_served_version(read_history(self.client, name, self.keys))
         aliased = get_alias_version(self.client, name, alias)
         if serving is None and aliased is not None:
             self.client.delete_registered_model_alias(name, alias)
@@ -567,19 +598,32 @@ class Release:
         }
         if plan.get("bake") and str(version) == str(plan["version"]):
             entry["bake"] = {k: v for k, v in plan["bake"].items() if k != "failure"}
-        append_entry(self.client, plan["model_name"], entry, target if outcome == "succeeded" else None)
+        append_entry(
+            self.client, plan["model_name"], entry, target if outcome == "succeeded" else None, self.keys
+        )
 
 
 # -- what a manual rollback restores ---------------------------------------------------------------------
 
 
-def rollback_history(client: MlflowClient, name: str) -> list[dict[str, Any]]:
+def rollback_history(
+    client: MlflowClient, name: str, keys: SigningKeys | None = None, log: Any = None
+) -> list[dict[str, Any]]:
     """
-    The model's deployment history, which a rollback needs.
+    The model's deployment history, which a rollback needs: the entries the package signed (with *keys*).
+
+    Entries it did not sign count as absent; each is logged as a warning to *log*.
 
     :raises DeploymentRejectedError: if the model has no deployment history (nothing to roll back).
     """
-    history = read_history(client, name)
+    rejected: list[tuple[dict[str, Any], str]] = []
+    history = read_history(client, name, keys, rejected)
+    for entry, problem in rejected:
+        if log is not None:
+            log.warning(
+                "Ignoring a %s entry of model %s (version %s, %s at %s): its signature %s",
+                T.DEPLOYMENTS, name, entry.get("version"), entry.get("outcome"), entry.get("time"), problem,
+            )  # fmt: skip
     if not history:
         raise DeploymentRejectedError(
             f"Model {name!r} has no deployment history in the registry (tag {T.DEPLOYMENTS}): there is "
@@ -589,16 +633,32 @@ def rollback_history(client: MlflowClient, name: str) -> list[dict[str, Any]]:
     return history
 
 
-def check_served_before(client: MlflowClient, name: str, version: str) -> None:
+def check_served_before(
+    client: MlflowClient, name: str, version: str, keys: SigningKeys | None = None
+) -> None:
     """
-    Refuse a rollback to a version that never served successfully.
+    Refuse a rollback to a version that never served successfully (by the entries the package signed).
 
+    :raises RecordSignatureError: if only entries the package did not sign say it served (not retryable).
     :raises DeploymentRejectedError: naming the versions that did (not retryable).
     """
-    if served_before(client, name, version):
+    rejected: list[tuple[dict[str, Any], str]] = []
+    if served_before(client, name, version, keys, rejected):
         return
+    claims = [(entry, problem) for entry, problem in rejected if entry.get("outcome") == "succeeded"]
+    if claims:
+        entry, problem = claims[-1]
+        raise RecordSignatureError(
+            f"Refusing to roll model {name!r} back to version {version}: the {T.DEPLOYMENTS} entry saying it "
+            f"served ({entry.get('action')} at {entry.get('time')}) is not the package's: its signature {problem}. "
+            "It counts as absent, and a rollback restores only a version that served. Nothing was changed.",
+            model=name,
+            version=str(version),
+            reason="untrusted deployment history",
+        )
     served = sorted(
-        {str(e["version"]) for e in read_history(client, name) if e.get("outcome") == "succeeded"}, key=int
+        {str(e["version"]) for e in read_history(client, name, keys) if e.get("outcome") == "succeeded"},
+        key=int,
     )
     raise DeploymentRejectedError(
         f"Refusing to roll model {name!r} back to version {version}: it never served successfully, and a "
@@ -651,7 +711,9 @@ def ensure_rollback_changes(
             )
 
 
-def rollback_smoke_test(client: MlflowClient, name: str, serving: str | None) -> SmokeTest | None:
-    """The smoke test of the last successful deployment of *serving* (None if there is none)."""
-    last = last_verify_settings(client, name, serving)
+def rollback_smoke_test(
+    client: MlflowClient, name: str, serving: str | None, keys: SigningKeys | None = None
+) -> SmokeTest | None:
+    """The smoke test of the last successful (signed) deployment of *serving* (None if there is none)."""
+    last = last_verify_settings(client, name, serving, keys)
     return SmokeTest.from_dict(last) if last is not None else None

@@ -16,3 +16,14 @@ def approval_required() -> bool:
     from airflow_mlops.version_compat import conf
 
     return conf.getboolean("mlops", "require_approval", fallback=True)
+
+
+#: Default of ``[mlops] release_wait_timeout``: longer than the lease of a deploy with the default settings.
+DEFAULT_RELEASE_WAIT_TIMEOUT = 3600.0
+
+
+def release_wait_timeout() -> float:
+    """``[mlops] release_wait_timeout`` (seconds, default one hour): how long a rollback waits for another release."""
+    from airflow_mlops.version_compat import conf
+
+    return conf.getfloat("mlops", "release_wait_timeout", fallback=DEFAULT_RELEASE_WAIT_TIMEOUT)

@@ -40,7 +40,9 @@ PLAIN_PASSWORD = f"S3cr3t-plain-{_TAG}"
 TOKEN = f"S3cr3t-token-{_TAG}"
 AWS_KEY_ID = f"AKIAS3CR3T{_TAG.upper()}"
 AWS_SECRET = f"S3cr3t-aws-{_TAG}"
+SIGNING_SECRET = f"S3cr3t-signing-key-{_TAG}-{'k' * 24}"
 SECRETS = {
+    "signing key": SIGNING_SECRET,
     "url password": URL_PASSWORD,
     "plain password": PLAIN_PASSWORD,
     "token": TOKEN,
@@ -132,6 +134,8 @@ def connections(gateway, tmp_path):
     )
     set_connection("mlflow_plain", conn_type="mlflow", host=gateway.uri, login=USER, password=PLAIN_PASSWORD)
     set_connection("mlflow_token", conn_type="mlflow", host=gateway.uri, extra={"token": TOKEN})
+    # The key the gate decision is signed with (the evaluate task signs it).
+    set_connection("mlops_signing_default", conn_type="generic", login="k-secrets", password=SIGNING_SECRET)
     set_connection(
         "aws_default", conn_type="aws", login=AWS_KEY_ID, password=AWS_SECRET,
         extra={"endpoint_url": f"http://127.0.0.1:{free_port()}", "region_name": "eu-west-3"},

@@ -160,17 +160,11 @@ def last_succeeded(client: MlflowClient, name: str) -> dict[str, Any] | None:
     return succeeded[-1] if succeeded else None
 
 
-def approve_version(client: MlflowClient, name: str, version: str, approver: str = "reviewer") -> None:
-    """The tags a passed gate and a recorded approval leave on a version (for versions made by hand)."""
-    for key, value in (
-        ("mlops.gate.decision", "passed"),
-        ("mlops.gate.reason", "accuracy_score passed"),
-        ("mlops.approval.decision", "approved"),
-        ("mlops.approval.approver", approver),
-        ("mlops.approval.time", "2026-01-01T00:00:00+00:00"),
-        ("mlops.approval.comment", "kill-point test"),
-    ):
-        client.set_model_version_tag(name, version, key, value)
+def approve_version(client, model_name: str, version, approver: str = "reviewer") -> None:
+    """What the gate and a person's approval leave on a version: a passed gate and an approval, signed."""
+    from tests.support.signing import approve_version as signed_approval
+
+    signed_approval(client, model_name, version, approver)
 
 
 # -- the endpoints -------------------------------------------------------------------------------------------

@@ -89,6 +89,7 @@ def test_the_mlops_config_section_is_declared_and_read_by_airflow():
     options = get_provider_info()["config"]["mlops"]["options"]
     assert set(options) == {
         "allowed_sources", "max_source_files", "max_source_bytes", "require_approval", "data_root",
+        "signing_conn_id", "release_wait_timeout",
     }  # fmt: skip
     for option in options.values():
         assert set(option) == {"description", "version_added", "type", "example", "default"}
@@ -101,6 +102,7 @@ def test_the_mlops_config_section_is_declared_and_read_by_airflow():
     assert conf.getint("mlops", "max_source_files") == 10_000
     assert conf.getint("mlops", "max_source_bytes") == 10 * 1024**3
     assert conf.getboolean("mlops", "require_approval") is True
+    assert conf.get("mlops", "signing_conn_id") == "mlops_signing_default"
 
 
 def test_every_mlops_option_the_package_reads_is_declared():

@@ -24,6 +24,7 @@ PUBLIC = {
     "airflow_mlops.triggers.new_data": ["NewDataTrigger"],
     "airflow_mlops.triggers.training": ["KubernetesTrainingJobTrigger"],
     "airflow_mlops.triggers.kserve": ["KServeInferenceServiceReadyTrigger"],
+    "airflow_mlops.triggers.release": ["ReleaseFinishedTrigger"],
     "airflow_mlops.hooks.mlflow": ["MLflowHook"],
     "airflow_mlops.hooks.storage": ["StorageHook"],
     "airflow_mlops.deploy_targets": [

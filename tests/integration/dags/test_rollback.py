@@ -169,3 +169,67 @@ def test_a_model_without_deployment_history_cannot_be_rolled_back(client, mlflow
     assert isinstance(err.value, DeploymentRejectedError)
     assert err.value.retryable is False
     assert err.value.model == "never_deployed_churn"
+
+
+def test_a_rollback_triggered_while_a_deploy_verifies_waits_for_it_then_rolls_back(
+    dag, airflow_db, served, client
+):
+    """The on-call engineer need not re-trigger: the run waits (deferred) for the deploy, then rolls back."""
+    import threading
+    import time
+
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from airflow_mlops.serving.record import VERIFY, ReleaseRecord, release_id
+    from airflow_mlops.serving.release import new_plan
+    from airflow_mlops.serving.verification import SmokeTest
+    from tests.support.signing import test_keys as signing_keys
+
+    target = LocalServerTarget.from_config(served["config"])
+    current = target.current(MODEL)
+    serving, earlier = current.version, ({served["v1"], served["v2"]} - {current.version}).pop()
+    # Another DAG run's deploy task, re-deploying what serves, is at its verify step (its signed record).
+    airflow = {"dag_id": "mlops_continuous_training", "run_id": "scheduled__w49", "task_id": "deploy",
+               "map_index": -1, "try_number": 1}  # fmt: skip
+    plan = new_plan(
+        model_name=MODEL, version=serving, model_uri=current.model_uri, target=target, previous=current,
+        verify=SmokeTest(), reason="weekly retrain", actor="airflow:mlops_continuous_training", airflow=airflow,
+    )  # fmt: skip
+    deploy = ReleaseRecord.begin(
+        client, MODEL, release_id(airflow), "deploy", plan, 1800.0, 1, signing_keys()
+    )
+    deploy.advance(VERIFY, plan, 1)
+    deferred: list[str] = []
+
+    def finish_the_deploy_once_the_rollback_defers():
+        give_up = time.monotonic() + 300
+        while not deferred and time.monotonic() < give_up:
+            with create_session() as session:
+                waiting = session.scalars(
+                    select(TaskInstance.run_id).where(
+                        TaskInstance.dag_id == "mlops_rollback",
+                        TaskInstance.next_method == "execute_after_release",
+                    )
+                ).all()
+            deferred.extend(waiting)
+            time.sleep(0.5)
+        deploy.finish("succeeded", result={"version": serving}, try_number=1)
+
+    finisher = threading.Thread(target=finish_the_deploy_once_the_rollback_defers)
+    finisher.start()
+    try:
+        dag_run = dag.test(
+            run_conf={"model_name": MODEL, "version": earlier, "reason": "the retrain is wrong"}
+        )
+    finally:
+        finisher.join(330)
+
+    assert deferred == [dag_run.run_id]  # it waited in the triggerer, no worker slot held
+    assert dag_run.state == "success", {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    assert http_predict(served["endpoint"], ROWS)[1] == earlier
+    assert client.get_registered_model(MODEL).aliases[T.CHAMPION] == earlier
+    entry = read_history(client, MODEL, signing_keys())[-1]
+    assert (entry["action"], entry["version"], entry["outcome"]) == ("rollback", earlier, "succeeded")
+    assert (entry["previous_version"], entry["reason"]) == (serving, "the retrain is wrong")

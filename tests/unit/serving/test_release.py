@@ -386,3 +386,40 @@ def test_a_release_that_fails_for_good_leaves_the_alias_on_what_serves():
     release_on(target, client).abandon("m", ValueError("bad sample data"))
 
     assert client.aliases == {"champion": "1"}
+
+
+def test_a_resumed_release_checks_the_version_again_and_serves_what_the_registry_resolves():
+    """A record's model URI is never served: the version is checked again and resolved through the registry."""
+    target, client = Echo(), Registry()
+    previous = target.deploy("m", "1", "models:/m/1")
+    plan = {**plan_for(target, "2", previous), "model_uri": "file:///tmp/crafted-model"}
+    record = ReleaseRecord.begin(client, "m", RID, "deploy", plan, 600.0)
+    record.advance(R.SWITCH, plan)
+    checked: list[tuple[str, str]] = []
+    release = Release(
+        target, client, ReleaseSettings(), log=LOG, defer=lambda *_: None,
+        allowed=lambda name, version: checked.append((name, version)),
+    )  # fmt: skip
+
+    result = release.resume_record(ReleaseRecord.load(client, "m", 600.0))
+
+    assert checked == [("m", "2")]
+    assert (result["version"], target.served["m"].model_uri) == ("2", "models:/m/2")
+
+
+def test_a_resumed_release_of_a_version_no_longer_allowed_changes_nothing():
+    from airflow_mlops.exceptions import ApprovalRequiredError
+
+    target, client = Echo(), Registry()
+    previous = target.deploy("m", "1", "models:/m/1")
+    plan = plan_for(target, "2", previous)
+    ReleaseRecord.begin(client, "m", RID, "deploy", plan, 600.0).advance(R.SWITCH, plan)
+
+    def refuse(name: str, version: str) -> None:
+        raise ApprovalRequiredError(f"Refusing to deploy version {version} of model {name!r}")
+
+    release = Release(target, client, ReleaseSettings(), log=LOG, defer=lambda *_: None, allowed=refuse)
+    with pytest.raises(ApprovalRequiredError, match="Refusing to deploy version 2"):
+        release.resume_record(ReleaseRecord.load(client, "m", 600.0))
+    assert target.served["m"].version == "1"
+    assert client.aliases == {}
