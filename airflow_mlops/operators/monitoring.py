@@ -27,12 +27,15 @@ from airflow_mlops.exceptions import (
 )
 from airflow_mlops.hooks.storage import StorageHook
 from airflow_mlops.links import MLflowRunLink
+from airflow_mlops.signing import RETRAINING_REQUEST, SIGNATURE_KEY, Subject, record_keys, untrusted_message
 from airflow_mlops.version_compat import AirflowSkipException, conf
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from airflow.sdk import BaseNotifier, Context
+
+    from airflow_mlops.signing import SigningKeys
 
 __all__ = [
     "LAST_RETRAINING_TAG",
@@ -601,6 +604,25 @@ class RequestRetrainingOperator(BaseOperator):
         self.notifier = notifier
         self.mlflow_conn_id = mlflow_conn_id
 
+    def _trusted_request(self, raw: str | None, keys: SigningKeys | None) -> dict[str, Any]:
+        """The last retraining request recorded on the model, if the package signed it; else ``{}``."""
+        try:
+            last = json.loads(raw) if raw else {}
+        except ValueError:
+            last = {}
+        if not isinstance(last, dict) or not last:
+            return {}
+        if keys is not None:
+            subject = Subject.model_only(self.model_name)
+            problem = keys.problem(RETRAINING_REQUEST, subject, last, last.get(SIGNATURE_KEY))
+            if problem is not None:
+                self.log.warning(
+                    "Ignoring the retraining request recorded on %s: %s",
+                    self.model_name, untrusted_message(LAST_RETRAINING_TAG, subject, problem),
+                )  # fmt: skip
+                return {}
+        return {key: value for key, value in last.items() if key != SIGNATURE_KEY}
+
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.evaluation.report import upstream_summary
         from airflow_mlops.hooks.mlflow import MLflowHook
@@ -615,6 +637,7 @@ class RequestRetrainingOperator(BaseOperator):
         if verdict != DEGRADED:
             raise AirflowSkipException(f"Verdict {verdict!r} for {self.model_name}: no retraining requested")
         client = MLflowHook(mlflow_conn_id=self.mlflow_conn_id).client
+        keys = record_keys()
         ti = context.get("ti")
         me = {"dag_id": getattr(ti, "dag_id", None), "run_id": getattr(ti, "run_id", None),
               "task_id": getattr(ti, "task_id", None)}  # fmt: skip
@@ -622,7 +645,7 @@ class RequestRetrainingOperator(BaseOperator):
             last_raw = client.get_registered_model(self.model_name).tags.get(LAST_RETRAINING_TAG)
         except Exception as err:
             raise RegistryError(f"Cannot read the registered model {self.model_name!r}: {err}") from err
-        last: dict[str, Any] = json.loads(last_raw) if last_raw else {}
+        last = self._trusted_request(last_raw, keys)
         now = utc_now()
         mine = bool(last) and all(last.get("airflow", {}).get(k) == v for k, v in me.items())
         if last and not mine and self.cooldown:
@@ -639,7 +662,10 @@ class RequestRetrainingOperator(BaseOperator):
             "version": monitoring.get("version"), "window": monitoring.get("window"), "airflow": me,
         }  # fmt: skip
         if not mine:
+            if keys is not None:  # signed: a request planted in the registry cannot hold off the next one
+                request = keys.signed(RETRAINING_REQUEST, Subject.model_only(self.model_name), request)
             client.set_registered_model_tag(self.model_name, LAST_RETRAINING_TAG, json.dumps(request))
+        request = {key: value for key, value in request.items() if key != SIGNATURE_KEY}
         retrain = self.on_degraded in ("retrain", "both")
         if retrain:
             extra = {k: monitoring.get(k) for k in _VERDICT_KEYS}

@@ -259,6 +259,15 @@ def test_a_degraded_verdict_requests_retraining_once_per_cooldown(served):
     with pytest.raises(AirflowSkipException, match="healthy"):
         retrain(served, {**verdict, "verdict": "healthy"}, run_id="scheduled__4", cooldown=0)
 
+    # A request planted in the registry (no signature of the package) holds nobody off: retraining is asked.
+    client = MlflowClient(served.mlflow.uri)
+    planted = {**recorded, "time": "2099-01-01T00:00:00+00:00", "airflow": {"run_id": "planted"}}
+    planted.pop("signature", None)
+    client.set_registered_model_tag(served.model, LAST_RETRAINING_TAG, json.dumps(planted))
+    assert retrain(served, verdict, run_id="scheduled__5")[2]["requested"] is True
+    recorded = json.loads(client.get_registered_model(served.model).tags[LAST_RETRAINING_TAG])
+    assert (recorded["airflow"]["run_id"], recorded["signature"][:12]) == ("scheduled__5", "hmac-sha256:")
+
 
 def test_the_trigger_is_described_in_the_run_it_starts():
     extra = {"verdict": "degraded", "reasons": ["feature drift: monthly_spend"], "model_name": "m",
