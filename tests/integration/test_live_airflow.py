@@ -9,14 +9,15 @@ The tests of this module share one stack and run in order: each builds on the re
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
+from airflow_mlops.approvals import EXIT_ALREADY_ANSWERED, EXIT_REFUSED
 from airflow_mlops.demo.run import MODEL_NAME, WORSE_PARAMS, sample_records
 from airflow_mlops.demo.stack import DAG_ID, ROLLBACK_DAG_ID, LocalStack
+from tests.support.cli import run_cli as _cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.live]
 
@@ -37,17 +38,6 @@ def _approve_next_run(stack: LocalStack, conf: dict, user: str = "reviewer", opt
     state = stack.wait_for_approval_request(DAG_ID, run_id, "approve")
     assert state == "awaiting_input", stack.task_states(DAG_ID, run_id)
     return run_id
-
-
-def _cli(stack: LocalStack, *args: str, password: str | None = None, url: bool = True, **env: str):
-    """Run ``airflow-mlops ARGS`` as a user would from another shell; the password comes from the environment."""
-    environ = {key: value for key, value in os.environ.items() if not key.startswith("MLOPS_AIRFLOW_")}
-    environ["MLOPS_AIRFLOW_PASSWORD"] = password or stack.passwords["reviewer"]
-    environ.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "airflow_mlops.cli", *args, *(["--url", stack.airflow_url] if url else [])],
-        env=environ, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
-    )  # fmt: skip
 
 
 def test_approved_candidate_becomes_champion_and_serves(stack, versions):
@@ -127,7 +117,7 @@ def test_rollback_dag_serves_the_previous_champion_again(stack, versions):
     intruder = _cli(
         stack, "approve", DAG_ID, run_id, "--as", "intruder", password=stack.passwords["intruder"]
     )
-    assert intruder.returncode == 1
+    assert intruder.returncode == EXIT_REFUSED
     assert "intruder may not answer" in intruder.stderr
     assert "is not a respondent" in intruder.stderr
     missing = _cli(stack, "approve", DAG_ID, "no_such_run", "--as", "reviewer")
@@ -138,9 +128,17 @@ def test_rollback_dag_serves_the_previous_champion_again(stack, versions):
     )
     assert stack.task_states(DAG_ID, run_id)["approve"] == "awaiting_input"
 
+    # The command returns once the task took the answer, and says that it accepted it.
     approved = _cli(stack, "approve", DAG_ID, run_id, "--as", "reviewer", "--comment", "ties the champion")
-    assert approved.returncode == 0, approved.stderr
-    assert f"Approved {DAG_ID} {run_id} (task approve): Promote {MODEL_NAME} v{second}" in approved.stdout
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    assert f"Answered Approve to {DAG_ID} {run_id} (task approve): Promote {MODEL_NAME} v{second}" in (
+        approved.stdout
+    )
+    assert (
+        f"Approved: the task accepted the answer ({MODEL_NAME} v{second} approved by reviewer; task approve "
+        "success, try "
+    ) in approved.stdout
+    assert stack.task_states(DAG_ID, run_id)["approve"] == "success"
     assert stack.wait_for_run(DAG_ID, run_id) == "success", stack.task_states(DAG_ID, run_id)
     decision = stack.xcom(DAG_ID, run_id, "approve")
     assert (decision["decision"], decision["approver"], decision["comment"]) == (
@@ -148,7 +146,7 @@ def test_rollback_dag_serves_the_previous_champion_again(stack, versions):
     )  # fmt: skip
     assert stack.predict(sample_records(stack))[0] == second
     again = _cli(stack, "reject", DAG_ID, run_id, "--as", "reviewer")
-    assert again.returncode == 1
+    assert again.returncode == EXIT_ALREADY_ANSWERED
     assert "was already answered: Approve by reviewer" in again.stderr
 
     rollback = stack.trigger(ROLLBACK_DAG_ID, {"model_name": MODEL_NAME, "reason": "latency regression"})
@@ -167,8 +165,12 @@ def test_rejected_candidate_is_not_promoted(stack):
         stack, "reject", DAG_ID, run_id, "--comment", "not now", url=False,
         AIRFLOW__API__BASE_URL=stack.airflow_url, MLOPS_AIRFLOW_USER="reviewer",
     )  # fmt: skip
-    assert rejected.returncode == 0, rejected.stderr
-    assert f"Rejected {DAG_ID} {run_id} (task approve)" in rejected.stdout
+    assert rejected.returncode == 0, rejected.stdout + rejected.stderr
+    assert f"Answered Reject to {DAG_ID} {run_id} (task approve)" in rejected.stdout
+    version = stack.xcom(DAG_ID, run_id, "register")["version"]
+    assert (
+        f"Rejected: the task took the answer ({model} v{version} rejected by reviewer; task approve success"
+    ) in rejected.stdout
     stack.wait_for_run(DAG_ID, run_id)
     states = stack.task_states(DAG_ID, run_id)
     assert (states["promote"], states["deploy"]) == ("skipped", "skipped"), states

@@ -42,3 +42,19 @@ def test_demo_refuses_a_missing_dag_folder_and_the_worse_run_of_a_user_dag(capsy
     with pytest.raises(SystemExit):
         main(["demo", "--dags", str(tmp_path), "--worse-run"])
     assert "--worse-run runs the package's example" in capsys.readouterr().err
+
+
+def test_approve_help_says_what_each_exit_status_means(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["approve", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--wait-timeout SECONDS" in out
+    assert "--no-wait" in out
+    assert "  0  the task accepted the answer" in out
+    assert (
+        "  3  refused: USER may not answer this request, or the task refused the answer (self-approval)"
+        in out
+    )
+    assert "  4  the request was already answered, or someone else answered it meanwhile" in out
+    assert "  6  the answer was recorded, but the task had not taken it within --wait-timeout" in out
