@@ -10,6 +10,8 @@ from mlflow import MlflowClient
 
 from airflow_mlops import tags as T
 from airflow_mlops.lineage.chain import main
+from airflow_mlops.registry import write_signed_tags
+from airflow_mlops.signing import DEPLOYMENT, Subject, load_keys
 
 pytestmark = pytest.mark.integration
 
@@ -31,14 +33,33 @@ MODEL_HISTORY = [
 
 @pytest.fixture(scope="module")
 def model(mlflow_server) -> str:
-    """Version 1 of a model with the tags every stage of the CT DAG writes, and the champion alias."""
+    """
+    Version 1 of a model with the tags every stage of the CT DAG writes (signed where the package signs), and
+    the champion alias; version 2 replaced it for a while.
+    """
     client = MlflowClient(mlflow_server.uri)
     name = f"lineage-{uuid.uuid4().hex[:8]}"
     client.create_registered_model(name)
     run = client.create_run(client.create_experiment(f"lineage-{uuid.uuid4().hex[:8]}"))
     client.log_metric(run.info.run_id, "val_accuracy", 0.91)
     client.set_terminated(run.info.run_id)
-    client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    for _ in (1, 2):
+        client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    keys = load_keys()
+    subjects = {v: Subject.of(client.get_model_version(name, v)) for v in ("1", "2")}
+
+    def signed(entries):
+        return [keys.signed(DEPLOYMENT, subjects[entry["version"]], entry) for entry in entries]
+
+    write_signed_tags(
+        client, name, "1", T.GATE_SIGNATURE,
+        {"decision": "passed", "reason": "all 1 gated metric(s) met their thresholds"}, keys,
+    )  # fmt: skip
+    write_signed_tags(
+        client, name, "1", T.APPROVAL_SIGNATURE,
+        {"decision": "approved", "approver": "reviewer", "time": "2026-01-02T09:00:00+00:00", "comment": "ship it"},
+        keys,
+    )  # fmt: skip
     infra = {
         "target": "local",
         "passed": True,
@@ -49,17 +70,14 @@ def model(mlflow_server) -> str:
         T.DATA_URI: "s3://lake/datasets/churn/abc123", T.DATA_SHA256: "abc123",
         T.VALIDATION_SUCCESS: "true", T.MLFLOW_RUN_ID: run.info.run_id,
         T.AIRFLOW_DAG_ID: "mlops_continuous_training", T.AIRFLOW_RUN_ID: "manual__1", T.AIRFLOW_TRY_NUMBER: "1",
-        T.GATE_DECISION: "passed", T.GATE_REASON: "all 1 gated metric(s) met their thresholds",
-        T.APPROVAL_DECISION: "approved", T.APPROVAL_APPROVER: "reviewer",
-        T.APPROVAL_TIME: "2026-01-02T09:00:00+00:00", T.APPROVAL_COMMENT: "ship it",
         T.PROMOTED_AT: "2026-01-02T09:01:00+00:00", T.PREVIOUS_CHAMPION: "",
         T.INFRA_VALIDATION_PASSED: "true", T.INFRA_VALIDATION_SUMMARY: json.dumps(infra),
-        T.DEPLOYMENTS: json.dumps(DEPLOYMENTS),
+        T.DEPLOYMENTS: json.dumps(signed(DEPLOYMENTS)),
         # Left by an earlier episode (before v1 served again); the chain must not call v1 rolled away from.
         T.ROLLBACK_REASON: "rolled back to version 0 by oncall: an earlier regression",
     }.items():  # fmt: skip
         client.set_model_version_tag(name, "1", key, value)
-    client.set_registered_model_tag(name, T.DEPLOYMENTS, json.dumps(MODEL_HISTORY))
+    client.set_registered_model_tag(name, T.DEPLOYMENTS, json.dumps(signed(MODEL_HISTORY)))
     client.set_registered_model_alias(name, T.CHAMPION, "1")
     return name
 
@@ -77,7 +95,7 @@ def test_the_text_chain_shows_every_stage_in_order(mlflow_server, model, capsys)
         "deployments", "serving", "rollback",
     ]  # fmt: skip
     assert f"{model} version 1 (aliases: champion)" in out
-    assert "approval    approved by reviewer at 2026-01-02T09:00:00+00:00: 'ship it'" in out
+    assert "approval    approved by reviewer at 2026-01-02T09:00:00+00:00: 'ship it' [signed]" in out
     assert "infra       passed on local, 11 requests, latency ms p50=3.1 p95=7.5 max=9.0" in out
     assert "deployments 2" in out
     assert (
@@ -98,7 +116,9 @@ def test_the_json_chain_has_infra_validation_deployments_and_rollback(mlflow_ser
     chain = json.loads(capsys.readouterr().out)
     assert chain["infra_validation"]["passed"] is True
     assert chain["infra_validation"]["summary"]["latency_ms"]["p95"] == 7.5
-    assert chain["deployments"] == DEPLOYMENTS
+    assert [{k: v for k, v in e.items() if k != "signature"} for e in chain["deployments"]] == DEPLOYMENTS
+    assert chain["approval"]["signature"] is None  # the package signed it
+    assert chain["untrusted_deployments"] == []
     assert chain["rollback"]["reason"] == "rolled back to version 0 by oncall: an earlier regression"
     assert chain["serving"] == {
         "now": True, "version": "1", "since": "2026-01-03T09:30:00+00:00", "action": "rollback", "target": "local",
@@ -107,9 +127,6 @@ def test_the_json_chain_has_infra_validation_deployments_and_rollback(mlflow_ser
 
 
 def test_a_version_without_deployments_says_so(mlflow_server, model, capsys):
-    client = MlflowClient(mlflow_server.uri)
-    run_id = client.get_model_version(model, "1").run_id
-    client.create_model_version(model, f"runs:/{run_id}/model", run_id=run_id)
     assert main([model, "2", "--tracking-uri", mlflow_server.uri]) == 0
     out = capsys.readouterr().out
     assert "infra       not validated" in out
