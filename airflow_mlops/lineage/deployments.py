@@ -35,7 +35,7 @@ from airflow_mlops.registry import error_code
 from airflow_mlops.utils.context import airflow_ids
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from mlflow import MlflowClient
 
@@ -117,15 +117,17 @@ def verified(
     entries: Sequence[Mapping[str, Any]],
     keys: SigningKeys | None,
     rejected: list[tuple[dict[str, Any], str]] | None = None,
+    subject: Callable[[Any], signing.Subject | None] | None = None,
 ) -> list[dict[str, Any]]:
     """
     The entries the package signed (all of them when *keys* is None: signatures unchecked).
 
     :param rejected: Filled with each other entry and what is wrong with its signature.
+    :param subject: The signing subject of an entry's version (default: read from the registry, once each).
     """
     if keys is None:
         return [dict(entry) for entry in entries]
-    subject = _subjects(client, model_name)
+    subject = subject or _subjects(client, model_name)
     trusted = []
     for entry in entries:
         about = subject(entry.get("version"))
@@ -176,14 +178,7 @@ def read_version_history(
     if keys is None:
         return entries
     about = signing.Subject.of(mv)
-    trusted = []
-    for entry in entries:
-        problem = keys.problem(signing.DEPLOYMENT, about, entry, entry.get(signing.SIGNATURE_KEY))
-        if problem is None:
-            trusted.append(entry)
-        elif rejected is not None:
-            rejected.append((entry, problem))
-    return trusted
+    return verified(client, model_name, entries, keys, rejected, subject=lambda _: about)
 
 
 def read_full_history(
