@@ -13,17 +13,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from airflow_mlops.approvals import APPROVE, ApprovalClient
+from airflow_mlops.approvals import APPROVE, AlreadyAnsweredError, ApprovalClient
 from airflow_mlops.demo.stack import DAG_ID, FINISHED, REPO_DAGS, LocalStack, StackError
 
 MODEL_NAME = "demo_churn_classifier"
 WORSE_PARAMS = {"features": ["tenure_months"]}  # a candidate that sees one feature: worse than the champion
 #: The user who approves (the demo triggers as ``admin``; nobody approves their own run).
 APPROVER = "reviewer"
-#: Seconds between an approval request showing up and the demo answering it. On Airflow 3.3.2 an answer
-#: that lands before the executor has reported the parked attempt's exit fails the task; a person never
-#: answers that fast (see :meth:`LocalStack.wait_for_approval_request`).
-SETTLE = 5.0
 
 
 def _print(msg: str) -> None:
@@ -45,28 +41,34 @@ def see_run_through(
     Trigger *dag_id* and follow the run until it ends; say how to answer each approval it asks for.
 
     With *auto_approve* each approval is answered ``Approve`` as ``reviewer`` through the REST API, as
-    ``airflow-mlops approve`` does. Returns ``{"run_id", "state", "tasks"}``.
+    ``airflow-mlops approve`` does, as soon as it is seen; a request the same task makes again (a later try
+    that could not adopt the earlier answer) is answered too. Returns ``{"run_id", "state", "tasks"}``.
     """
     run_id = stack.trigger(dag_id, conf)
     _print(f"triggered {dag_id} run {run_id}")
     client = ApprovalClient(stack.airflow_url, user=APPROVER, password=stack.passwords[APPROVER])
-    seen: set[str] = set()
+    seen: set[tuple[str, int, int]] = set()  # (task, map index, try) of each request seen
     deadline = time.monotonic() + timeout
     while (state := stack.run_state(dag_id, run_id)) not in FINISHED:
         if time.monotonic() > deadline:
             raise StackError(f"{dag_id}/{run_id} did not finish within {timeout:.0f}s")
         for request in client.pending(dag_id, run_id):
-            if request.task_id in seen:
+            key = (request.task_id, request.map_index, request.try_number)
+            if key in seen:
                 continue
-            seen.add(request.task_id)
-            _print(f"approval requested by task {request.task_id}: {request.subject}")
+            again = any(task_id == request.task_id for task_id, _, _ in seen)
+            seen.add(key)
+            asked = f"asked again (try {request.try_number})" if again else "approval requested"
+            _print(f"{asked} by task {request.task_id}: {request.subject}")
             if not auto_approve:
                 _print(f"approve it from another shell: {approve_command(stack, dag_id, run_id)}")
                 _print(f"(or `airflow-mlops reject ...`), or in the UI: {stack.required_actions_url}")
                 _print(f"(user {APPROVER!r}, password {stack.passwords[APPROVER]!r})")
                 continue
-            time.sleep(SETTLE)
-            client.answer(request, APPROVE, "approved by the demo")
+            try:
+                client.answer(request, APPROVE, "approved by the demo")
+            except AlreadyAnsweredError:
+                continue  # answered meanwhile (in the UI, or by a shell)
             _print(f"approved as {APPROVER!r} through the HITL REST API")
         time.sleep(2)
     tasks = stack.task_states(dag_id, run_id)

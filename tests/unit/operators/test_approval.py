@@ -24,6 +24,15 @@ def test_self_approval_is_refused_unless_the_dag_allows_it():
         ApproveModelOperator(task_id="a", model_name="churn", candidate_version=1, allow_self_approval="yes")
 
 
+def test_a_retry_adopts_the_earlier_answer_unless_the_dag_turns_it_off():
+    assert (
+        ApproveModelOperator(task_id="a", model_name="churn", candidate_version=1).adopt_earlier_answer
+        is True
+    )
+    with pytest.raises(ValueError, match="adopt_earlier_answer must be True or False, got 1"):
+        ApproveModelOperator(task_id="a", model_name="churn", candidate_version=1, adopt_earlier_answer=1)
+
+
 def test_the_request_says_how_long_it_waits_and_how_to_answer_from_a_shell():
     from datetime import timedelta
     from types import SimpleNamespace
