@@ -41,6 +41,9 @@ APPROVAL_COMMENT = "mlops.approval.comment"
 APPROVAL_TASK = "mlops.approval.task"
 # The package's signature of the five approval tags above (airflow_mlops.signing), written last.
 APPROVAL_SIGNATURE = "mlops.approval.signature"
+# Unsigned hint, written just before a request is made: {"task": <task instance key>, "try": <n>}. It only makes
+# that task instance look for an answer Airflow already holds before it asks; it never decides the answer.
+APPROVAL_ASKED = "mlops.approval.asked"
 
 # Promotion.
 PROMOTED_AT = "mlops.promotion.time"

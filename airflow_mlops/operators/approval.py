@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -74,6 +75,10 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
     with the same checks as a fresh answer (assigned users, self-approval); only when there is none does it
     ask again. This keeps an answer given while Airflow retried the try (on Airflow 3.3.2 an answer within
     seconds of the request can make the scheduler retry the parked try) or given just before a worker died.
+    Before asking, the task records ``mlops.approval.asked`` (its task instance and try) on the version; a
+    first try that finds it naming its own task instance (Airflow ran the try's resumption over again from
+    ``execute``) looks for the answer the same way. That tag is an unsigned hint: it only decides whether to
+    look.
 
     Returns (XCom) ``{"decision", "approver", "time", "comment", "model_name", "version", "option"}``
     (``option`` is the option that took effect: ``Approve`` or ``Reject``).
@@ -91,7 +96,7 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
     :param allow_self_approval: Accept an ``Approve`` from the user who triggered the run (default False:
         refused, see above).
     :param adopt_earlier_answer: On a retry, adopt the answer given to the earlier try's request before
-        asking again (default True; False asks again on every retry).
+        asking again (default True; False asks again on every retry and writes no ``mlops.approval.asked``).
 
     Other keyword arguments go to ``ApprovalOperator`` (``assigned_users``, ``response_timeout``,
     ``notifiers``, ``fail_on_reject``, ``ignore_downstream_trigger_rules``...). ``notifiers`` are called
@@ -165,12 +170,20 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         ti = context.get("ti")
         try_number = getattr(ti, "try_number", None) or 1
         ti_id = getattr(ti, "id", None)
-        if self.adopt_earlier_answer and try_number > 1 and ti_id is not None:
+        if (
+            self.adopt_earlier_answer
+            and ti_id is not None
+            and (try_number > 1 or self._asked_before(context))
+        ):
             # The request of the earlier try, answer included, lasts until this try writes its own; only the
-            # triggerer can read it. (Triggers are kept out of what a DAG file loads when it is parsed.)
+            # triggerer can read it. (Triggers are kept out of what a DAG file loads when it is parsed.) A first
+            # try looks too when this task instance already asked: Airflow can run a try's resumption over
+            # again from execute, with the same try number, after the answer came.
             from airflow_mlops.triggers.approval import HITLAnswerTrigger
 
-            self.log.info("Try %s: looking for an answer given to an earlier try before asking", try_number)
+            self.log.info(
+                "Try %s: looking for an answer given to an earlier request before asking", try_number
+            )
             self.defer(
                 trigger=HITLAnswerTrigger(
                     ti_id=str(ti_id),
@@ -207,6 +220,8 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         """Write the request and wait for the answer (the standard ``ApprovalOperator.execute``)."""
         self._answer_hint = _shell_hint(context)
         self.prepare_request()
+        if self.adopt_earlier_answer:
+            self._mark_asked(context)
         self.log.info("Asking for approval: %s", self.subject)
         return super().execute(context)
 
@@ -332,6 +347,54 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
             "version": version,
             "option": self.APPROVE if decision == "approved" else self.REJECT,
         }
+
+    def _mark_asked(self, context: Context) -> None:
+        """
+        Record on the candidate version that this task instance is about to ask (``mlops.approval.asked``).
+
+        Written before the request, so a run of this task instance that starts over at :meth:`execute` (even
+        as try 1) knows a request may hold an answer. A failed write only loses that hint: the request is made.
+        """
+        from airflow_mlops.utils.context import airflow_ids, instance_key
+
+        ids = airflow_ids(context)
+        try:
+            key = instance_key(ids)
+        except ValueError:
+            return
+        name, version = self._model_version()
+        hint = json.dumps({"task": key, "try": ids.get("try_number")})
+        try:
+            self.hook.client.set_model_version_tag(name, str(version), T.APPROVAL_ASKED, hint)
+        except Exception as err:
+            self.log.warning("Could not record %s on %s v%s: %s", T.APPROVAL_ASKED, name, version, err)
+
+    def _asked_before(self, context: Context) -> bool:
+        """
+        Whether ``mlops.approval.asked`` on the candidate version names this task instance (any try).
+
+        The tag is unsigned and anyone with MLflow write access can set it, so it is only a hint: it decides
+        whether this try first looks, through :class:`~airflow_mlops.triggers.approval.HITLAnswerTrigger`, for
+        an answer Airflow holds for this task instance's request. A planted or stale hint costs a short
+        deferral and nothing else; the answer, if any, is read from Airflow and checked as a fresh one
+        (assigned users, self-approval), never from the tag.
+        """
+        from airflow_mlops.utils.context import airflow_ids, instance_key
+
+        try:
+            key = instance_key(airflow_ids(context))
+        except ValueError:
+            return False
+        name, version = self._model_version()
+        raw = (get_model_version(self.hook.client, name, version).tags or {}).get(T.APPROVAL_ASKED)
+        try:
+            hint = json.loads(raw) if raw else None
+        except ValueError:
+            return False
+        if not isinstance(hint, dict) or hint.get("task") != key:
+            return False
+        self.log.info("This task instance asked before (try %s): an answer may be waiting", hint.get("try"))
+        return True
 
     def _replay(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
         """Give the recorded decision again: approved returns it; any other ends as the first try did."""

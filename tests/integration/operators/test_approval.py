@@ -16,7 +16,6 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG
 from airflow.sdk.api.datamodels._generated import DagRun, DagRunState, DagRunType
 from airflow.sdk.exceptions import DownstreamTasksSkipped
-from mlflow import MlflowClient
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
@@ -29,13 +28,6 @@ pytestmark = pytest.mark.integration
 
 RESPONDED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 REVIEWER = {"id": "42", "name": "reviewer"}
-
-
-@pytest.fixture(scope="module")
-def client(mlflow_server) -> MlflowClient:
-    mlflow.set_tracking_uri(mlflow_server.uri)
-    mlflow.set_registry_uri(mlflow_server.uri)
-    return MlflowClient(mlflow_server.uri)
 
 
 @pytest.fixture(scope="module")
@@ -285,3 +277,71 @@ def test_a_retry_after_a_recorded_rejection_skips_without_asking(client, model):
     with pytest.raises(AirflowSkipException, match="was rejected by reviewer: too slow"):
         retry.execute({"ti": RecordingTI("approve", try_number=2), "task": retry})
     assert version_tags(client, model)[T.APPROVAL_DECISION] == "rejected"
+
+
+def test_a_first_try_that_already_asked_looks_for_the_answer_before_asking_again(client, model, monkeypatch):
+    """
+    Airflow can run a try's resumption over again from ``execute`` with the same try number, after the answer
+    came (Airflow 3.3.2, an answer within seconds): ``mlops.approval.asked`` makes that try look first.
+    """
+    import json
+
+    from airflow.providers.standard.operators.hitl import HITLOperator
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from airflow_mlops.triggers.approval import HITLAnswerTrigger
+
+    class Asked(Exception):
+        """The request was about to be written."""
+
+    def ask(self, context):
+        raise Asked
+
+    def asked() -> None:
+        raise Asked
+
+    def first_try(run_id: str = "manual__1") -> RecordingTI:
+        ti = RecordingTI("approve", run_id=run_id)
+        ti.id = uuid.uuid4()
+        return ti
+
+    monkeypatch.setattr(HITLOperator, "execute", ask)  # writing the request needs a task runner
+
+    # No hint: the first try asks, and records that this task instance asked before it writes the request.
+    op = approval(model)
+    with pytest.raises(Asked):
+        op.execute({"ti": first_try(), "task": op})
+    assert json.loads(version_tags(client, model)[T.APPROVAL_ASKED]) == {
+        "task": "mlops_tests/manual__1/approve/-1",
+        "try": 1,
+    }
+
+    # The same try started over: it looks for the answer Airflow holds (in the triggerer) before asking.
+    again = approval(model)
+    again.prepare_request = asked
+    ti = first_try()
+    with pytest.raises(TaskDeferred) as deferred:
+        again.execute({"ti": ti, "task": again})
+    assert deferred.value.method_name == "execute_adopted"
+    assert isinstance(deferred.value.trigger, HITLAnswerTrigger)
+    assert deferred.value.trigger.ti_id == str(ti.id)
+    # Nothing to adopt: then it asks.
+    with pytest.raises(Asked):
+        again.execute_adopted({"ti": ti, "task": again}, {"status": "unanswered", "message": "none"})
+
+    # The hint names another task instance, does not parse, or adoption is off: the first try asks at once.
+    other = approval(model)
+    other.prepare_request = asked
+    with pytest.raises(Asked):
+        other.execute({"ti": first_try(run_id="manual__2"), "task": other})
+    client.set_model_version_tag(model["name"], str(model["candidate"]), T.APPROVAL_ASKED, "{not json")
+    garbled = approval(model)
+    garbled.prepare_request = asked
+    with pytest.raises(Asked):
+        garbled.execute({"ti": first_try(), "task": garbled})
+    hint = json.dumps({"task": "mlops_tests/manual__1/approve/-1", "try": 1})
+    client.set_model_version_tag(model["name"], str(model["candidate"]), T.APPROVAL_ASKED, hint)
+    off = approval(model, adopt_earlier_answer=False)
+    off.prepare_request = asked
+    with pytest.raises(Asked):
+        off.execute({"ti": first_try(), "task": off})
