@@ -11,8 +11,10 @@ module imports Airflow.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -38,6 +40,12 @@ os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "INFO"
 os.environ["MLOPS_DATA_ROOT"] = str(_SESSION_DIR / "data")
 # Tests read sources from pytest's temporary folders and from moto buckets of any name.
 os.environ.setdefault("AIRFLOW__MLOPS__ALLOWED_SOURCES", f"{tempfile.gettempdir()},s3://*")
+# The key the package signs its gate, approval, release and deployment records with (airflow_mlops.signing),
+# the same for in-process tasks and the live stack.
+TEST_SIGNING_CONNECTION = json.dumps(
+    {"conn_type": "generic", "login": "test-k1", "password": secrets.token_urlsafe(48)}
+)
+os.environ["AIRFLOW_CONN_MLOPS_SIGNING_DEFAULT"] = TEST_SIGNING_CONNECTION
 # Keep MLflow's own defaults (./mlflow.db, ./mlruns) out of the working tree.
 os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{_SESSION_DIR / 'unused-mlflow.db'}")
 (_SESSION_DIR / "airflow").mkdir(parents=True, exist_ok=True)
@@ -141,6 +149,8 @@ class MLflowServer:
                 "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
             ],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=root,
+            # MLflow's server-side job runner (nine more processes, for GenAI jobs) serves no test.
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )  # fmt: skip
         wait_for_http(f"{self.uri}/health", proc=self.proc)
 
@@ -230,6 +240,7 @@ def live_stack(tmp_path_factory, live_kube):
         home,
         extra_env={
             **stack_settings(home, live_kube, free_port()),
+            "AIRFLOW_CONN_MLOPS_SIGNING_DEFAULT": TEST_SIGNING_CONNECTION,
             "MLOPS_REGRESSION_SERVING_PORT": str(free_port()),  # dags/regression.py's model server
         },
         extra_dag_bundles={"kill-points": KILL_DAGS},
@@ -246,3 +257,67 @@ def live_stack(tmp_path_factory, live_kube):
         ):
             if source.exists():
                 shutil.copytree(source, ARTIFACTS / name, dirs_exist_ok=True)
+
+
+#: pytest-timeout's limit for a live test (pyproject.toml sets the others'), counting the start of the live stack
+#: (about two minutes on a 2-core machine) in the first test that uses it. A test that needs more says so.
+LIVE_TIMEOUT = 600
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("live") is not None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(LIVE_TIMEOUT))
+
+
+@functools.cache
+def _is_live_module(path: Path) -> bool:
+    """Whether the test module at *path* holds live tests (it says so with ``pytest.mark.live``)."""
+    try:
+        return "pytest.mark.live" in path.read_text()
+    except OSError:
+        return False
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which may not be installed
+def pytest_xdist_make_scheduler(config, log):
+    """
+    With pytest-xdist (``-n 2``): a module's tests run on one worker, in order, with its module fixtures made
+    once, and every live module runs on the same worker, so that there is one live stack at a time.
+
+    Modules are told apart by path here because ``xdist_group`` markers have no effect with pytest 9.2 (pytest-xdist
+    3.8 renames a test's node id, which pytest 9.2 no longer reads).
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesLiveTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "live" if _is_live_module(config.rootpath / module) else module
+
+    return ModulesLiveTogether(config, log)
+
+
+@pytest.fixture(autouse=True)
+def _leave_the_live_stack_as_found(request):
+    """
+    A live test leaves its stack as it found it, passed or failed: the DAG runs it started (or that started
+    because of it, from an Asset event) are ended (marked failed), so that no run of it holds an executor slot
+    or an approval request that a later test's run would queue behind; DAGs are paused as they were.
+    The test errors if something could not be put back.
+    """
+    name = next((n for n in ("live_stack", "stack") if n in request.fixturenames), None)
+    if name is None or request.node.get_closest_marker("live") is None:
+        yield
+        return
+    from airflow_mlops.demo.stack import LocalStack
+    from tests.support.live import restore, snapshot
+
+    stack = request.getfixturevalue(name)
+    if not isinstance(stack, LocalStack):
+        yield
+        return
+    before = snapshot(stack)
+    yield
+    left = restore(stack, before)
+    assert not left, f"the test left the live stack changed: {left}"

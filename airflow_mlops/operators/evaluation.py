@@ -589,6 +589,10 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
     ) -> Any:  # fmt: skip
         import mlflow
 
+        # Not at parse time: the DAG file loads no module of the training side (tests/unit/test_parse_time.py).
+        from airflow_mlops.trainer.models import import_skops_quietly
+
+        import_skops_quietly()
         features = self._features(model_uri, data, label, fields)
         data = features.assign(**{self.target: data[self.target]})
         extra = [self._mlflow_metric(metric) for metric in self.extra_metrics or []]

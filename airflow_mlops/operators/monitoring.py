@@ -417,6 +417,10 @@ class MonitorModelOperator(BaseOperator):
             raise DatasetError(
                 f"Cannot read the evaluation holdout {holdout_uri}: {err}", uri=holdout_uri
             ) from err
+        # Not at parse time: the DAG file loads no module of the training side (tests/unit/test_parse_time.py).
+        from airflow_mlops.trainer.models import import_skops_quietly
+
+        import_skops_quietly()
         model = mlflow.pyfunc.load_model(f"models:/{self.model_name}/{version}")
         predictions = model.predict(holdout[[c for c in features if c in holdout.columns]])
         if hasattr(predictions, "iloc") and getattr(predictions, "ndim", 1) == 2:

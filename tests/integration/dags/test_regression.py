@@ -18,7 +18,6 @@ MODEL = "diabetes_regressor_e2e"
 FEATURES = ["bmi", "bp", "s5"]
 
 
-@pytest.mark.timeout(1800)  # the live stack may start in this test
 def test_a_regressor_goes_from_bundled_data_to_an_approved_served_model(live_stack):
     stack = live_stack
     run_id = stack.trigger(DAG_ID, {"model_name": MODEL, "features": FEATURES})

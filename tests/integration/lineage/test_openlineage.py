@@ -21,51 +21,13 @@ import pytest
 
 from airflow_mlops.demo.data import make_demo_data
 from tests.new_data_support import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
+from tests.support.lineage import MODEL, REPO, UP_TO_APPROVAL
 
 pytest.importorskip("airflow.providers.openlineage")
 
 pytestmark = pytest.mark.integration
 
-# Not from tests.conftest: the child process imports this module, and conftest sets up a session of its own.
-REPO = Path(__file__).resolve().parents[3]
-
-MODEL = "lineage_churn"
-# infra_validate starts a model server as the deploy does (a minute on CI): its builder has a unit test.
-UP_TO_APPROVAL = ["ingest", "validate", "drift", "train", "register", "evaluate"]
 COLUMNS = ["tenure_months", "monthly_spend", "support_calls", "usage_hours", "discount_rate", "label"]
-
-
-def run_pipeline(source: str, port: int) -> None:
-    """In the child process: the example DAG up to the approval, an approval, then a deploy of the version."""
-    import runpy
-
-    import mlflow
-    from airflow.sdk import DAG
-
-    from airflow_mlops import tags
-    from airflow_mlops.operators.deployment import DeployModelOperator
-    from tests.dag_support import serialize_dag
-    from tests.deploy_support import approve_version, stop_local_processes
-
-    example = runpy.run_path(str(REPO / "dags" / "continuous_training.py"))["dag"]
-    subset = example.partial_subset(task_ids=UP_TO_APPROVAL, include_upstream=True)
-    states = {ti.task_id: ti.state for ti in subset.test(run_conf={"model_name": MODEL, "data_path": source}).get_task_instances()}  # fmt: skip
-    client = mlflow.MlflowClient()
-    version = client.get_model_version_by_alias(MODEL, "challenger")
-    approve_version(client, MODEL, version.version)
-    holdout = f"{version.tags[tags.DATA_URI]}#holdout"
-    with DAG("lineage_deploy", schedule=None) as deploy_dag:
-        DeployModelOperator(
-            task_id="deploy", model_name=MODEL, version=version.version, sample_data=holdout,
-            drop_columns=["label"], target={"kind": "local", "port": port},
-        )  # fmt: skip
-    serialize_dag(deploy_dag)
-    try:
-        states.update({ti.task_id: ti.state for ti in deploy_dag.test().get_task_instances()})
-    finally:
-        stop_local_processes()
-    print(json.dumps({"states": {k: str(v) for k, v in states.items()}, "version": version.version,
-                      "snapshot": version.tags[tags.DATA_URI]}))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +45,7 @@ def lineage_run(airflow_db, mlflow_server, tmp_path_factory):
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "mlops-tests",
     }
     code = (
-        "import sys; from tests.integration.lineage.test_openlineage import run_pipeline; "
+        "import sys; from tests.support.lineage import run_pipeline; "
         "run_pipeline(sys.argv[1], int(sys.argv[2]))"
     )
     out = subprocess.run(
@@ -91,7 +53,8 @@ def lineage_run(airflow_db, mlflow_server, tmp_path_factory):
         capture_output=True, text=True, cwd=REPO, env=env, timeout=600,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-4000:]
-    run = json.loads(out.stdout.strip().splitlines()[-1])
+    # The result is the child's last JSON line; the OpenLineage listener may log after it.
+    run = json.loads(next(line for line in reversed(out.stdout.splitlines()) if line.startswith('{"states"')))
     events: dict[str, list[dict]] = {}
     for line in events_file.read_text().splitlines():
         event = json.loads(line)

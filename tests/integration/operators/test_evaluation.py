@@ -74,13 +74,6 @@ def write_snapshot(root: Path, name: str, train: pd.DataFrame, holdout: pd.DataF
 
 
 @pytest.fixture(scope="module")
-def client(mlflow_server) -> MlflowClient:
-    mlflow.set_tracking_uri(mlflow_server.uri)
-    mlflow.set_registry_uri(mlflow_server.uri)
-    return MlflowClient(mlflow_server.uri)
-
-
-@pytest.fixture(scope="module")
 def snapshot(tmp_path_factory) -> dict:
     x, y = make_classification(n_samples=500, n_features=5, n_informative=3, random_state=7)
     frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(5)]).assign(label=y)

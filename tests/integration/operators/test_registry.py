@@ -6,7 +6,6 @@ import uuid
 
 import mlflow
 import pytest
-from mlflow import MlflowClient
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
@@ -17,13 +16,6 @@ from tests.deploy_support import approve_version
 from tests.task_context import context_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def client(mlflow_server) -> MlflowClient:
-    mlflow.set_tracking_uri(mlflow_server.uri)
-    mlflow.set_registry_uri(mlflow_server.uri)
-    return MlflowClient(mlflow_server.uri)
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 import textwrap
-from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -17,54 +14,9 @@ from airflow_mlops import tags
 from airflow_mlops.exceptions import DatasetError
 from airflow_mlops.trainer import contract
 from tests.dag_support import serialize_dag
+from tests.support.training import context, runs_of, write_snapshot
 
 SENTINEL = "MLOPS_TEST_WORKER_ONLY_SECRET"
-
-
-def write_snapshot(root: Path, name: str = "moons", rows: int = 200) -> str:
-    """A dataset snapshot laid out as the ingest stage writes it; returns its URI."""
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(7)
-    x1, x2 = rng.normal(size=rows), rng.normal(size=rows)
-    frame = pd.DataFrame(
-        {
-            "x1": x1,
-            "x2": x2,
-            "noise": rng.normal(size=rows),
-            "city": rng.choice(["paris", "lima"], size=rows),  # not numeric: not a feature
-            "label": (x1 + 0.5 * x2 > 0).astype(int),
-        }
-    )
-    raw = frame.to_csv(index=False).encode()
-    sha = hashlib.sha256(raw).hexdigest()
-    snapshot = root / "datasets" / name / sha
-    snapshot.mkdir(parents=True)
-    n_train = int(rows * 0.7)
-    parts = {"data": frame, "train": frame.iloc[:n_train], "valid": frame.iloc[n_train:]}
-    for part, df in parts.items():
-        df.to_parquet(snapshot / f"{part}.parquet", index=False)
-    manifest = {
-        "name": name,
-        "snapshot_id": sha,
-        "uri": str(snapshot),
-        "source": "generated",
-        "format": "csv",
-        "rows": rows,
-        "schema": {col: str(dtype) for col, dtype in frame.dtypes.items()},
-        "bytes": len(raw),
-        "sha256": sha,
-        "split": {
-            "seed": 7,
-            "fractions": {"train": 0.7, "valid": 0.3},
-            "rows": {"train": n_train, "valid": rows - n_train},
-        },
-        "files": {part: f"{part}.parquet" for part in parts},
-        "created_at": datetime.now(UTC).isoformat(),
-    }
-    (snapshot / "_manifest.json").write_text(json.dumps(manifest))
-    return str(snapshot)
 
 
 @pytest.fixture
@@ -77,12 +29,6 @@ def experiment(request) -> str:
     return f"training-{request.node.name}"
 
 
-def context(dag_id: str, try_number: int = 1, run_id: str = "manual__2025-01-01T00:00:00+00:00") -> dict:
-    """The part of an Airflow context the operator reads."""
-    ti = SimpleNamespace(dag_id=dag_id, run_id=run_id, task_id="train", try_number=try_number, map_index=-1)
-    return {"ti": ti, "run_id": run_id, "dag_run": SimpleNamespace(run_id=run_id)}
-
-
 def make_operator(**kwargs):
     from airflow_mlops.operators.training import TrainModelOperator
 
@@ -93,14 +39,6 @@ def script(tmp_path: Path, name: str, body: str) -> list[str]:
     path = tmp_path / f"{name}.py"
     path.write_text(textwrap.dedent(body))
     return [sys.executable, str(path)]
-
-
-def runs_of(experiment_name: str) -> list:
-    from airflow_mlops.hooks.mlflow import MLflowHook
-
-    client = MLflowHook().client
-    exp = client.get_experiment_by_name(experiment_name)
-    return client.search_runs([exp.experiment_id]) if exp else []
 
 
 # A trainer that resumes from a checkpoint: the first try saves one and crashes, the next one finishes.
@@ -557,7 +495,9 @@ def test_a_deleted_experiment_fails_at_once_as_a_configuration_error(mlflow_serv
     client.delete_experiment(client.create_experiment(experiment))
     op = make_operator(entrypoint="pkg.train", train_data=snapshot, experiment_name=experiment)
 
-    with pytest.raises(ConfigurationError, match=rf"MLflow experiment '{experiment}' is deleted: restore it") as err:
+    with pytest.raises(
+        ConfigurationError, match=rf"MLflow experiment '{experiment}' is deleted: restore it"
+    ) as err:
         op.execute(context("deleted_experiment_dag"))
     assert err.value.retryable is False
 
@@ -570,7 +510,9 @@ def test_hyperparameters_that_render_to_no_dict_fail_at_once(mlflow_server, snap
         entrypoint="pkg.train", train_data=snapshot, experiment_name=experiment, hyperparameters="[1, 2]"
     )
 
-    with pytest.raises(ConfigurationError, match="hyperparameters of task 'train' must be a dict, got list") as err:
+    with pytest.raises(
+        ConfigurationError, match="hyperparameters of task 'train' must be a dict, got list"
+    ) as err:
         op.execute(context("bad_params_dag"))
     assert err.value.retryable is False
     assert isinstance(err.value, ValueError)

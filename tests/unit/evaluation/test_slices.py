@@ -7,8 +7,7 @@ import re
 import pytest
 
 from airflow_mlops.evaluation.slices import check_slices, parse_slices
-
-SLICES = {"column": "region", "metrics": {"accuracy_score": {"max_regression": 0.05}}, "min_rows": 30}
+from tests.support.evaluation import BAD_SLICES
 
 
 def test_slices_are_normalised_with_defaults_and_directions():
@@ -29,26 +28,6 @@ def test_slices_are_normalised_with_defaults_and_directions():
         "max_regression": 2.0,
         "greater_is_better": False,
     }
-
-
-BAD_SLICES = [
-    ({**SLICES, "column": ""}, "must be the name of a holdout column"),
-    ({**SLICES, "min_rows": 0}, "min_rows'] must be a whole number >= 1"),
-    ({**SLICES, "min_rows": 2.5}, "min_rows'] must be a whole number >= 1"),
-    ({**SLICES, "metrics": {}}, "must be a non-empty dict"),
-    (
-        {**SLICES, "metrics": {"roc_auc": {"max_regression": 0.1}}},
-        "allowed: accuracy_score, precision_score",
-    ),
-    ({**SLICES, "metrics": {"accuracy_score": {"max_regression": -1}}}, "must be a number >= 0"),
-    (
-        {**SLICES, "metrics": {"accuracy_score": {"threshold": 0.7}}},
-        "must be {'max_regression': number >= 0}",
-    ),
-    ({**SLICES, "segments": ["north"]}, "unknown keys ['segments']"),
-    ([SLICES, "region"], "slices[1] must be a dict"),
-    ("{region", "slices is a string but not valid JSON"),
-]
 
 
 @pytest.mark.parametrize(("slices", "message"), BAD_SLICES)

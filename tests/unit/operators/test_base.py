@@ -10,7 +10,7 @@ import pytest
 from airflow_mlops.exceptions import ConfigurationError
 from airflow_mlops.operators.approval import ApproveModelOperator
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
-from tests.unit.operators.test_evaluation import evaluate
+from tests.support.evaluation import evaluate
 
 
 @pytest.mark.parametrize("name", ["", "  ", "team/churn", "churn:v1", "..churn", "churn model", "a" * 257])

@@ -7,22 +7,7 @@ import re
 import pytest
 
 from airflow_mlops.exceptions import ConfigurationError
-from airflow_mlops.operators.evaluation import EvaluateModelOperator
-from tests.unit.evaluation.test_slices import BAD_SLICES
-
-GOOD = {"accuracy_score": {"threshold": 0.7, "min_absolute_change": 0.0}}
-
-
-def evaluate(**overrides):
-    kwargs = {
-        "task_id": "evaluate",
-        "model_name": "churn",
-        "candidate_version": "3",
-        "holdout_data": "s3://bucket/datasets/churn/abc#holdout",
-        "thresholds": GOOD,
-    }
-    kwargs.update(overrides)
-    return EvaluateModelOperator(**kwargs)
+from tests.support.evaluation import BAD_SLICES, evaluate
 
 
 def test_operator_rejects_bad_thresholds_at_parse_time():

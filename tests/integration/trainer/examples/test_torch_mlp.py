@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from airflow_mlops.trainer import contract
-from tests.integration.operators.test_training import context, write_snapshot
+from tests.support.training import context, write_snapshot
 
 torch = pytest.importorskip("torch")
 

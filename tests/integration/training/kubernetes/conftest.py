@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import set_connection
-from tests.integration.operators.test_training import write_snapshot
 from tests.kube_pod_stub import KubePodStub
-
-CONN_ID = "kubernetes_training_stub"
+from tests.support.kubernetes_training import CONN_ID
+from tests.support.training import write_snapshot
 
 
 @pytest.fixture(scope="module")

@@ -21,16 +21,15 @@ from airflow_mlops.exceptions import (
     TrainingPreemptedError,
     TrainingResourceError,
 )
-from airflow_mlops.operators.training import KubernetesConnection, KubernetesRuntime, Resources
+from airflow_mlops.operators.training import KubernetesRuntime, Resources
 from airflow_mlops.trainer import contract
 from tests.conftest import set_connection
 from tests.k8s_training_support import RUN_ID, TaskStateStore, Timing, k8s_context, run_deferred
 from tests.kube_pod_stub import PodScript
+from tests.support.kubernetes_training import FAST, operator_factory, trainer_result
+from tests.support.training import runs_of
 
 pytestmark = pytest.mark.integration
-
-CONN_ID = "kubernetes_training_stub"  # the connection of the ``kube`` fixture (conftest.py)
-FAST = {"poll_interval": 0.1, "connection": KubernetesConnection(conn_id=CONN_ID), "deferrable": True}
 
 
 @pytest.fixture
@@ -42,42 +41,6 @@ def stub(kube):
     kube.secrets.clear()
     yield kube
     assert kube.rejected == [], "the API server stand-in refused an invalid object"
-
-
-def trainer_result(env: dict[str, str]) -> dict:
-    """What a trainer writes to MLOPS_RESULT_PATH, from the environment it was given."""
-    return {
-        "run_id": env[contract.RUN_ID],
-        "model_uri": f"runs:/{env[contract.RUN_ID]}/model",
-        "metrics": {"accuracy": 0.91},
-        "checkpoint_uri": env[contract.CHECKPOINT_URI],
-    }
-
-
-def operator_factory(snapshot: str, experiment: str, tmp_path, **runtime_kwargs):
-    from airflow_mlops.operators.training import TrainModelOperator
-
-    runtime = KubernetesRuntime(image="registry.example.com/trainer:1.0", **{**FAST, **runtime_kwargs})
-
-    def make():
-        return TrainModelOperator(
-            task_id="train",
-            entrypoint="airflow_mlops.trainer.examples.sklearn_classifier",
-            train_data=f"{snapshot}#train",
-            experiment_name=experiment,
-            output_root=str(tmp_path / "runs"),
-            runtime=runtime,
-        )
-
-    return make
-
-
-def runs_of(experiment_name: str) -> list:
-    from airflow_mlops.hooks.mlflow import MLflowHook
-
-    client = MLflowHook().client
-    exp = client.get_experiment_by_name(experiment_name)
-    return client.search_runs([exp.experiment_id]) if exp else []
 
 
 def test_pod_runs_deferred_and_returns_the_trainer_result_through_the_xcom_sidecar(

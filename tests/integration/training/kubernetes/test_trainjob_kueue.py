@@ -20,9 +20,10 @@ from airflow_mlops.exceptions import (
 from airflow_mlops.operators.training import Resources
 from airflow_mlops.trainer import contract
 from airflow_mlops.triggers.training import KueueAdmissionTrigger, TrainJobTrigger
-from tests.integration.training.kubernetes.test_runtime import operator_factory, runs_of, trainer_result
 from tests.k8s_training_support import RUN_ID, Timing, fire, k8s_context, run_deferred
 from tests.kube_pod_stub import PodScript
+from tests.support.kubernetes_training import operator_factory, trainer_result
+from tests.support.training import runs_of
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from airflow_mlops.exceptions import (
     TrainingTimeoutError,
 )
 from airflow_mlops.training.kubernetes.failures import explain_pod_failure
-from tests.unit.training.kubernetes.test_manifests import gpu_runtime
+from tests.support.kubernetes_manifests import gpu_runtime
 
 
 def failed_pod(**status) -> dict:

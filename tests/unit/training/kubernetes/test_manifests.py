@@ -12,17 +12,16 @@ from typing import TYPE_CHECKING
 import pytest
 
 from airflow_mlops.trainer import contract
-from airflow_mlops.training.kubernetes.config import Gpus, Resources, Scheduling
-from airflow_mlops.training.kubernetes.runtime import KubernetesRuntime
-from airflow_mlops.utils.k8s import KubernetesConnection
+from airflow_mlops.training.kubernetes.config import Scheduling
 from tests.conftest import set_connection
 from tests.k8s_training_support import k8s_context
 from tests.kube_pod_stub import schema_versions, validate_object
+from tests.support.kubernetes_manifests import CONN_ID, gpu_runtime, operator
 
 if TYPE_CHECKING:
+    from airflow_mlops.training.kubernetes.runtime import KubernetesRuntime
     from airflow_mlops.training.spec import TrainingSpec
 
-CONN_ID = "kubernetes_manifest_tests"
 LONG_RUN_ID = "scheduled__2025-06-01T12:30:00+00:00-with-a-rather-long-suffix-added-by-a-trigger/x"
 
 
@@ -60,36 +59,6 @@ def training_spec(runtime: KubernetesRuntime | None = None, **overrides) -> Trai
         },
     )  # fmt: skip
     return dataclasses.replace(built, **overrides)
-
-
-def gpu_runtime(**overrides) -> KubernetesRuntime:
-    values = dict(
-        image="registry.example.com/ml/torch-trainer:2.13",
-        gpus=Gpus(count=2, product="NVIDIA-H100-80GB-HBM3"),
-        resources=Resources(cpu="8", memory="64Gi", shm_size="16Gi"),
-        scheduling=Scheduling(
-            priority_class="training-high", service_account="trainer",
-            tolerations=[{"key": "spot", "operator": "Exists", "effect": "NoSchedule"}],
-        ),
-        connection=KubernetesConnection(conn_id=CONN_ID, namespace="ml-training"),
-        image_pull_secrets=["registry-creds"],
-        labels={"team": "recsys"},
-        secret_env={"MLFLOW_TRACKING_PASSWORD": "mlflow-auth/password", "AWS_ACCESS_KEY_ID": ("s3-creds", "id")},
-        env_from_secrets=["wandb"],
-        volumes=[{"name": "datasets", "persistentVolumeClaim": {"claimName": "datasets"}}],
-        volume_mounts=[{"name": "datasets", "mountPath": "/data", "readOnly": True}],
-    )  # fmt: skip
-    return KubernetesRuntime(**{**values, **overrides})
-
-
-def operator(runtime: KubernetesRuntime, **kwargs):
-    from airflow_mlops.operators.training import TrainModelOperator
-
-    return TrainModelOperator(
-        task_id="train", entrypoint="-m airflow_mlops.trainer.examples.torch_mlp --epochs 3",
-        train_data="s3://bucket/datasets/churn/abc#train", experiment_name="demo churn classifier (v2)",
-        runtime=runtime, mlflow_conn_id="mlflow_manifests", timeout=7200, **kwargs,
-    )  # fmt: skip
 
 
 def container(obj: dict) -> dict:

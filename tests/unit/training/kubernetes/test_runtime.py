@@ -7,7 +7,7 @@ import pytest
 from airflow_mlops.training.kubernetes.config import Gpus, Resources, Scheduling
 from airflow_mlops.training.kubernetes.runtime import KubernetesRuntime
 from airflow_mlops.utils.k8s import KubernetesConnection
-from tests.unit.training.kubernetes.test_manifests import operator
+from tests.support.kubernetes_manifests import operator
 
 
 @pytest.mark.parametrize(
