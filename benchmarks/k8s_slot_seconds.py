@@ -3,7 +3,7 @@ Worker-slot seconds of a deferrable Kubernetes training: time spent in the worke
 ``execute_complete``) while a stand-in pod (``--mode pod``) or the two nodes of a Kubeflow Trainer TrainJob
 (``--mode trainjob``) train for N minutes.
 
-The pod runs against the Kubernetes API-server stand-in of the test suite (tests/kube_pod_stub.py) through the
+The pod runs against the Kubernetes API-server stand-in of the test suite (tests/support/kubernetes/cluster.py) through the
 real kubernetes clients and cncf-kubernetes operator and trigger; MLflow is a real ``mlflow server`` process.
 ``execute`` runs in this fresh interpreter (it pays for importing mlflow and the Kubernetes machinery, as a new
 task process does); the trigger runs as the triggerer would; ``execute_complete`` runs on a fresh operator
@@ -32,8 +32,8 @@ sys.path.insert(0, str(REPO))
 
 from tests.conftest import MLflowServer, set_connection, stop_process  # noqa: E402 - sets an isolated AIRFLOW_HOME
 from tests.integration.operators.test_training import write_snapshot  # noqa: E402
-from tests.k8s_training_support import Timing, k8s_context, run_deferred  # noqa: E402
-from tests.kube_pod_stub import KubePodStub, PodScript  # noqa: E402
+from tests.support.deferred import Timing, k8s_context, run_deferred  # noqa: E402
+from tests.support.kubernetes.cluster import KubePodStub, PodScript  # noqa: E402
 
 TARGET = 0.02
 _IMPORTS = (

@@ -36,7 +36,7 @@ _CHILD = textwrap.dedent(
     import json, resource, sys, time
     from datetime import datetime, timedelta, UTC
     from airflow_mlops.operators.monitoring import MonitorModelOperator
-    from tests.task_context import context_for
+    from tests.support.context import context_for
 
     root, model = sys.argv[1], sys.argv[2]
     op = MonitorModelOperator(task_id="monitor", model_name=model, capture_uri=root, aws_conn_id=None,

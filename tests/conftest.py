@@ -115,7 +115,7 @@ def _isolate_process_state():
 
         mlflow.set_tracking_uri(before.get("MLFLOW_TRACKING_URI", ""))
         mlflow.set_registry_uri("")
-        # mlflow.set_experiment() in a test (tests/deploy_support.py) leaves a process-wide active experiment,
+        # mlflow.set_experiment() in a test (tests/support/deploy.py) leaves a process-wide active experiment,
         # which makes a later test's start_run(run_id=...) of another experiment fail; MLflow has no public
         # way to unset it.
         mlflow.tracking.fluent._active_experiment_id = None
@@ -218,7 +218,7 @@ def live_kube():
     It serves from this process; the stack's task processes reach it through the ``kubernetes_kill``
     connection.
     """
-    from tests.kube_api_stub import KubeApiStub
+    from tests.support.kubernetes.api_server import KubeApiStub
 
     with KubeApiStub() as stub:
         yield stub

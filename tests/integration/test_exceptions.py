@@ -15,7 +15,7 @@ import pytest
 
 from airflow_mlops import exceptions as E
 from tests.conftest import free_port, set_connection
-from tests.dag_support import serialize_dag
+from tests.support.dags import serialize_dag
 
 pytestmark = pytest.mark.integration
 

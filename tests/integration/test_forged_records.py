@@ -22,9 +22,9 @@ from airflow_mlops.operators.deployment import DeployModelOperator, RollbackMode
 from airflow_mlops.operators.registry import PromoteModelOperator
 from airflow_mlops.serving import register_target_kind
 from airflow_mlops.signing import SigningKeys, load_keys
-from tests.deploy_support import EchoTarget, write_holdout_snapshot
+from tests.support.context import RecordingTI, context_for
+from tests.support.deploy import EchoTarget, write_holdout_snapshot
 from tests.support.signing import approve_version
-from tests.task_context import RecordingTI, context_for
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,8 @@ from airflow_mlops.operators.monitoring import (
 )
 from airflow_mlops.serving.capture import CaptureWriter
 from airflow_mlops.triggers.monitoring import CaptureTrafficTrigger
+from tests.support.context import context_for
 from tests.support.monitoring import customers, make_champion
-from tests.task_context import context_for
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ import requests
 from airflow_mlops.demo.stack import DAG_ID
 from airflow_mlops.operators.monitoring import LAST_RETRAINING_TAG
 from tests.conftest import free_port
-from tests.deploy_support import stop_local_processes
+from tests.support.deploy import stop_local_processes
 
 pytestmark = [pytest.mark.integration, pytest.mark.live]
 

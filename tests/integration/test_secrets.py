@@ -29,7 +29,7 @@ import pytest
 
 from airflow_mlops.demo.data import make_demo_data
 from tests.conftest import REPO, free_port, set_connection
-from tests.k8s_training_support import k8s_context
+from tests.support.deferred import k8s_context
 
 pytestmark = pytest.mark.integration
 

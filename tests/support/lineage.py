@@ -25,8 +25,8 @@ def run_pipeline(source: str, port: int) -> None:
 
     from airflow_mlops import tags
     from airflow_mlops.operators.deployment import DeployModelOperator
-    from tests.dag_support import serialize_dag
-    from tests.deploy_support import approve_version, stop_local_processes
+    from tests.support.dags import serialize_dag
+    from tests.support.deploy import approve_version, stop_local_processes
 
     example = runpy.run_path(str(REPO / "dags" / "continuous_training.py"))["dag"]
     subset = example.partial_subset(task_ids=UP_TO_APPROVAL, include_upstream=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from airflow_mlops.demo.data import make_demo_data
-from tests.new_data_support import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
+from tests.support.new_data import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
 
 pytestmark = pytest.mark.integration
 

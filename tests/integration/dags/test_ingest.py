@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from airflow_mlops.operators.ingest import dataset_asset
-from tests.dag_support import serialize_dag
-from tests.new_data_support import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
+from tests.support.dags import serialize_dag
+from tests.support.new_data import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
 
 pytestmark = pytest.mark.integration
 

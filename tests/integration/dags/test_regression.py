@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from airflow_mlops import tags as T
-from tests.deploy_support import http_predict
+from tests.support.deploy import http_predict
 
 pytestmark = [pytest.mark.integration, pytest.mark.live]
 

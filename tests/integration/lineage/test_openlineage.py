@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from airflow_mlops.demo.data import make_demo_data
-from tests.new_data_support import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
 from tests.support.lineage import MODEL, REPO, UP_TO_APPROVAL
+from tests.support.new_data import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
 
 pytest.importorskip("airflow.providers.openlineage")
 

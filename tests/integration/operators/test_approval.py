@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from airflow_mlops import tags as T
 from airflow_mlops.exceptions import ApprovalRejectedError, ModelVersionNotFoundError, RegistryError
 from airflow_mlops.operators.approval import SELF_APPROVAL_REFUSED, ApproveModelOperator
-from tests.task_context import RecordingTI
+from tests.support.context import RecordingTI
 
 pytestmark = pytest.mark.integration
 

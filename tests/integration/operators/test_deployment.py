@@ -19,8 +19,8 @@ from airflow_mlops.exceptions import (
 from airflow_mlops.lineage.deployments import read_full_history, read_history
 from airflow_mlops.operators.deployment import DeployModelOperator, RollbackModelOperator
 from airflow_mlops.serving import register_target_kind
-from tests.deploy_support import EchoTarget, approve_version, write_holdout_snapshot
-from tests.task_context import context_for
+from tests.support.context import context_for
+from tests.support.deploy import EchoTarget, approve_version, write_holdout_snapshot
 
 pytestmark = pytest.mark.integration
 

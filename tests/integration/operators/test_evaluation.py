@@ -34,8 +34,8 @@ from airflow_mlops.operators.registry import PromoteModelOperator
 if TYPE_CHECKING:
     from pathlib import Path
 
-from tests.deploy_support import approve_version
-from tests.task_context import context_for
+from tests.support.context import context_for
+from tests.support.deploy import approve_version
 
 pytestmark = pytest.mark.integration
 

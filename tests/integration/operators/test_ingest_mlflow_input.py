@@ -7,7 +7,7 @@ import pytest
 
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.operators.ingest import IngestDatasetOperator
-from tests.new_data_support import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
+from tests.support.new_data import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ from sklearn.linear_model import LogisticRegression
 from airflow_mlops import tags as T
 from airflow_mlops.exceptions import ApprovalRequiredError, ModelVersionNotFoundError, RegistryError
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
-from tests.deploy_support import approve_version
-from tests.task_context import context_for
+from tests.support.context import context_for
+from tests.support.deploy import approve_version
 
 pytestmark = pytest.mark.integration
 

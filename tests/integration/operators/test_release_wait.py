@@ -23,9 +23,9 @@ from airflow_mlops.serving.record import VERIFY, ReleaseRecord, release_id
 from airflow_mlops.serving.release import new_plan
 from airflow_mlops.serving.verification import SmokeTest
 from airflow_mlops.triggers.release import ReleaseFinishedTrigger
-from tests.deploy_support import EchoTarget, approve_version, write_holdout_snapshot
+from tests.support.context import context_for
+from tests.support.deploy import EchoTarget, approve_version, write_holdout_snapshot
 from tests.support.signing import test_keys as signing_keys
-from tests.task_context import context_for
 
 pytestmark = pytest.mark.integration
 

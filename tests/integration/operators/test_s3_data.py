@@ -15,7 +15,7 @@ from airflow_mlops.exceptions import DatasetError
 from airflow_mlops.hooks.storage import StorageHook
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
-from tests.new_data_support import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
+from tests.support.new_data import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pytest
 from airflow_mlops import tags
 from airflow_mlops.exceptions import DatasetError
 from airflow_mlops.trainer import contract
-from tests.dag_support import serialize_dag
+from tests.support.dags import serialize_dag
 from tests.support.training import context, runs_of, write_snapshot
 
 SENTINEL = "MLOPS_TEST_WORKER_ONLY_SECRET"

@@ -17,7 +17,7 @@ from airflow_mlops.serving.capture import PREDICTION, REQUEST_ID, VERSION, read_
 from airflow_mlops.serving.local import LocalServerTarget
 from airflow_mlops.serving.proxy import REQUEST_ID_HEADER
 from tests.conftest import free_port
-from tests.deploy_support import register_version, stop_local_processes
+from tests.support.deploy import register_version, stop_local_processes
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """
 The KServe target over real HTTP: the ``kubernetes`` client (cncf-kubernetes ``KubernetesHook``, a kubeconfig)
-against a Kubernetes API-server stand-in on loopback (tests/kube_api_stub.py) that validates every spec
+against a Kubernetes API-server stand-in on loopback (tests/support/kubernetes/api_server.py) that validates every spec
 against the InferenceService CRD and plays KServe's controller and predictor.
 """
 
@@ -19,9 +19,9 @@ from airflow_mlops.operators.deployment import DeployModelOperator, RollbackMode
 from airflow_mlops.serving.canary import CanaryPolicy
 from airflow_mlops.serving.kserve import KServeTarget
 from tests.conftest import set_connection
-from tests.deploy_support import approve_version, write_holdout_snapshot
-from tests.kube_api_stub import KubeApiStub
-from tests.task_context import context_for
+from tests.support.context import context_for
+from tests.support.deploy import approve_version, write_holdout_snapshot
+from tests.support.kubernetes.api_server import KubeApiStub
 
 if TYPE_CHECKING:
     from airflow_mlops.triggers.kserve import KServeInferenceServiceReadyTrigger

@@ -27,14 +27,14 @@ from airflow_mlops.lineage.deployments import read_history, read_version_history
 from airflow_mlops.operators.deployment import DeployModelOperator, InfraValidateOperator
 from airflow_mlops.serving.local import LocalServerTarget
 from tests.conftest import free_port
-from tests.deploy_support import (
+from tests.support.context import context_for
+from tests.support.deploy import (
     approve_version,
     http_predict,
     register_version,
     stop_local_processes,
     write_holdout_snapshot,
 )
-from tests.task_context import context_for
 
 pytestmark = pytest.mark.integration
 

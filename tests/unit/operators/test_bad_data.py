@@ -21,7 +21,7 @@ from airflow_mlops.exceptions import DataDriftError, DatasetError, DataValidatio
 from airflow_mlops.operators.drift import DriftCheckOperator
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
-from tests.new_data_support import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
+from tests.support.new_data import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
 
 HEADER = "customer_id,tenure_months,monthly_spend,label"
 GOOD_ROWS = [f"{i},{i % 60 + 1},{20 + i % 50}.5,{i % 2}" for i in range(40)]

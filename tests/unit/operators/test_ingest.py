@@ -14,7 +14,7 @@ from airflow_mlops.data.snapshots import load_manifest, read_snapshot
 from airflow_mlops.exceptions import ConfigurationError, DatasetError, ServiceUnavailableError
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 from tests.conftest import free_port
-from tests.new_data_support import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
+from tests.support.new_data import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -18,7 +18,7 @@ from airflow_mlops.data import sources
 from airflow_mlops.data.snapshots import staging_owner
 from airflow_mlops.exceptions import DatasetConfigurationError, DatasetError
 from airflow_mlops.operators.ingest import IngestDatasetOperator
-from tests.task_context import context_for
+from tests.support.context import context_for
 
 CSV = "x,label\n" + "".join(f"{i},{i % 2}\n" for i in range(20))
 

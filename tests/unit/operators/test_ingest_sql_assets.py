@@ -11,7 +11,7 @@ from airflow_mlops.data.snapshots import load_manifest, read_snapshot
 from airflow_mlops.exceptions import DatasetError
 from airflow_mlops.operators.ingest import IngestDatasetOperator, dataset_asset
 from tests.conftest import set_connection
-from tests.new_data_support import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
+from tests.support.new_data import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from airflow_mlops.exceptions import ConnectionSetupError
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 from tests.conftest import set_connection
-from tests.new_data_support import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
+from tests.support.new_data import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
 
 
 def test_sql_ingest_without_common_sql_names_the_extra(tmp_path, data_root, monkeypatch):

@@ -16,7 +16,7 @@ from airflow_mlops.exceptions import (
 )
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
-from tests.new_data_support import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
+from tests.support.new_data import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
 
 GOOD = [
     {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "label"}},

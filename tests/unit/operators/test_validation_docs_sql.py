@@ -12,7 +12,7 @@ from airflow_mlops.links import DataDocsLink, data_docs_url
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
 from tests.conftest import set_connection
-from tests.new_data_support import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
+from tests.support.new_data import sources_in_temp_folders  # noqa: F401  (autouse: sources in temp folders)
 
 LABEL_IN_SET = {
     "type": "expect_column_values_to_be_in_set",

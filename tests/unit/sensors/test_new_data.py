@@ -8,7 +8,7 @@ from airflow_mlops.exceptions import ConfigurationError, DatasetError
 from airflow_mlops.sensors.new_data import NewDataSensor
 from airflow_mlops.triggers.new_data import NewDataTrigger
 from airflow_mlops.version_compat import TaskDeferred
-from tests.new_data_support import (
+from tests.support.new_data import (
     ingest,
     run_trigger,
     sources_in_temp_folders,  # noqa: F401  (autouse: sources in temp folders)

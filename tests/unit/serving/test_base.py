@@ -15,7 +15,7 @@ from airflow_mlops.deploy_targets import (
     register_target_kind,
     target_from_config,
 )
-from tests.deploy_support import EchoTarget
+from tests.support.deploy import EchoTarget
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def no_registered_kinds(monkeypatch):
 
 @pytest.fixture
 def echo_kind(no_registered_kinds):
-    register_target_kind("echo", "tests.deploy_support.EchoTarget")
+    register_target_kind("echo", "tests.support.deploy.EchoTarget")
 
 
 @pytest.mark.parametrize(
@@ -54,14 +54,14 @@ def test_built_in_kinds_are_short_names(no_registered_kinds):
 
 
 def test_a_user_target_can_be_registered_under_a_short_name(no_registered_kinds):
-    register_target_kind("echo", "tests.deploy_support.EchoTarget")
+    register_target_kind("echo", "tests.support.deploy.EchoTarget")
 
     target = target_from_config({"kind": "echo", "region": "ap-south-1"})
 
     assert isinstance(target, EchoTarget)
     assert target.region == "ap-south-1"
     assert target.to_config()["kind"] == "echo"
-    assert base.available_kinds()["echo"] == "tests.deploy_support.EchoTarget"
+    assert base.available_kinds()["echo"] == "tests.support.deploy.EchoTarget"
 
 
 def test_a_user_target_class_can_be_registered_under_any_short_name(no_registered_kinds):
@@ -76,7 +76,7 @@ def test_a_user_target_class_can_be_registered_under_any_short_name(no_registere
 
 
 def test_a_kind_from_the_entry_point_group_is_found(no_registered_kinds, monkeypatch):
-    monkeypatch.setattr(base, "_entry_point_kinds", lambda: {"echo": "tests.deploy_support.EchoTarget"})
+    monkeypatch.setattr(base, "_entry_point_kinds", lambda: {"echo": "tests.support.deploy.EchoTarget"})
 
     assert isinstance(target_from_config({"kind": "echo"}), EchoTarget)
     assert EchoTarget().to_config()["kind"] == "echo"
@@ -84,7 +84,7 @@ def test_a_kind_from_the_entry_point_group_is_found(no_registered_kinds, monkeyp
 
 @pytest.mark.parametrize(
     "kind",
-    ["os.system", "subprocess.Popen", "tests.deploy_support.EchoTarget", "no_such_pkg_xyz.Target"],
+    ["os.system", "subprocess.Popen", "tests.support.deploy.EchoTarget", "no_such_pkg_xyz.Target"],
 )
 def test_a_config_naming_a_dotted_path_is_refused_and_nothing_is_imported(no_registered_kinds, kind):
     module = kind.rpartition(".")[0]
@@ -109,7 +109,7 @@ def test_a_json_config_naming_a_dotted_path_is_refused(no_registered_kinds):
 def test_an_unregistered_user_target_describes_itself_but_cannot_be_rebuilt(no_registered_kinds):
     config = EchoTarget().to_config()
 
-    assert config["kind"] == "tests.deploy_support.EchoTarget"
+    assert config["kind"] == "tests.support.deploy.EchoTarget"
     with pytest.raises(ValueError, match="register_target_kind"):
         target_from_config(config)
 
@@ -117,8 +117,8 @@ def test_an_unregistered_user_target_describes_itself_but_cannot_be_rebuilt(no_r
 @pytest.mark.parametrize(
     ("kind", "target", "message"),
     [
-        ("my.kind", "tests.deploy_support.EchoTarget", "no dots"),
-        ("local", "tests.deploy_support.EchoTarget", "built in"),
+        ("my.kind", "tests.support.deploy.EchoTarget", "no dots"),
+        ("local", "tests.support.deploy.EchoTarget", "built in"),
         ("echo", "EchoTarget", "dotted path"),
         ("echo", dict, "not a DeployTarget subclass"),
     ],

@@ -11,7 +11,7 @@ from airflow_mlops.serving.base import Deployment, PredictionError
 from airflow_mlops.serving.canary import CanaryPolicy, bake
 from airflow_mlops.serving.kserve import KServeTarget
 from airflow_mlops.serving.local import LocalServerTarget
-from tests.deploy_support import EchoTarget
+from tests.support.deploy import EchoTarget
 
 ROWS = [{"x": 1.0}, {"x": 2.0}]
 

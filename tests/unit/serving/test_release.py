@@ -30,7 +30,7 @@ from airflow_mlops.serving.release import (
     rollback_version,
 )
 from airflow_mlops.serving.verification import SmokeTest
-from tests.deploy_support import EchoTarget, write_holdout_snapshot
+from tests.support.deploy import EchoTarget, write_holdout_snapshot
 
 LOG = logging.getLogger("test_release")
 

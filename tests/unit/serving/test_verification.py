@@ -14,7 +14,7 @@ from airflow_mlops.serving.verification import (
     sample_records,
     smoke_test,
 )
-from tests.deploy_support import EchoTarget, holdout_frame, write_holdout_snapshot
+from tests.support.deploy import EchoTarget, holdout_frame, write_holdout_snapshot
 
 ROWS = [{"x": 1.0}, {"x": 2.0}, {"x": 3.0}]
 

@@ -10,7 +10,7 @@ from airflow.triggers.base import BaseEventTrigger
 
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.triggers.new_data import NewDataTrigger
-from tests.new_data_support import (
+from tests.support.new_data import (
     ingest,
     run_trigger,
     sources_in_temp_folders,  # noqa: F401  (autouse: sources in temp folders)

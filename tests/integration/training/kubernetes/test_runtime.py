@@ -1,7 +1,7 @@
 """
 TrainModelOperator with the Kubernetes runtime, against a Kubernetes API-server stand-in on loopback.
 
-The stand-in (tests/kube_pod_stub.py) speaks real HTTP (and a real WebSocket for KPO's XCom exec) to the real
+The stand-in (tests/support/kubernetes/cluster.py) speaks real HTTP (and a real WebSocket for KPO's XCom exec) to the real
 kubernetes clients and the real cncf-kubernetes operator and trigger code, validates every object it is sent
 against the Kubernetes 1.30 and newest schemas, and scripts what happens to each pod. MLflow is the session's
 real tracking server.
@@ -24,8 +24,8 @@ from airflow_mlops.exceptions import (
 from airflow_mlops.operators.training import KubernetesRuntime, Resources
 from airflow_mlops.trainer import contract
 from tests.conftest import set_connection
-from tests.k8s_training_support import RUN_ID, TaskStateStore, Timing, k8s_context, run_deferred
-from tests.kube_pod_stub import PodScript
+from tests.support.deferred import RUN_ID, TaskStateStore, Timing, k8s_context, run_deferred
+from tests.support.kubernetes.cluster import PodScript
 from tests.support.kubernetes_training import FAST, operator_factory, trainer_result
 from tests.support.training import runs_of
 
@@ -363,7 +363,7 @@ def test_a_restarted_worker_reattaches_to_the_running_job(
 def test_a_pod_deleted_under_the_task_is_started_again(mlflow_server, stub, snapshot, experiment, tmp_path):
     from airflow.sdk.exceptions import TaskDeferred
 
-    from tests.k8s_training_support import fire
+    from tests.support.deferred import fire
 
     stub.script_pods(PodScript(run_seconds=30), PodScript(result=trainer_result))
     make = operator_factory(snapshot, experiment, tmp_path)

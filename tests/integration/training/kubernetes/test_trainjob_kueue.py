@@ -1,7 +1,7 @@
 """
 Kubeflow Trainer TrainJobs and Kueue queues, against the Kubernetes API-server stand-in on loopback.
 
-The stand-in (tests/kube_pod_stub.py) serves TrainJobs and JobSets as custom objects (validated against the
+The stand-in (tests/support/kubernetes/cluster.py) serves TrainJobs and JobSets as custom objects (validated against the
 Kubeflow Trainer CRD schema, strict), plays the Trainer and JobSet controllers (a TrainJob becomes a JobSet of
 ``numNodes`` pods; its ``Created`` / ``Suspended`` / ``Complete`` / ``Failed`` conditions follow them) and plays
 Kueue (suspended Jobs and TrainJobs, gated pods on a queue, admitted once the queue has quota). Everything goes
@@ -20,8 +20,8 @@ from airflow_mlops.exceptions import (
 from airflow_mlops.operators.training import Resources
 from airflow_mlops.trainer import contract
 from airflow_mlops.triggers.training import KueueAdmissionTrigger, TrainJobTrigger
-from tests.k8s_training_support import RUN_ID, Timing, fire, k8s_context, run_deferred
-from tests.kube_pod_stub import PodScript
+from tests.support.deferred import RUN_ID, Timing, fire, k8s_context, run_deferred
+from tests.support.kubernetes.cluster import PodScript
 from tests.support.kubernetes_training import operator_factory, trainer_result
 from tests.support.training import runs_of
 

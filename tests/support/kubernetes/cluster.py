@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.kube_api_stub import TOKEN, StubServer, apply_merge_patch, trainjob_validators
+from tests.support.kubernetes.api_server import TOKEN, StubServer, apply_merge_patch, trainjob_validators
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -22,7 +22,7 @@ errors are real HTTP.
 
 The custom-resource schemas live here too: :func:`load_crd_schema` reads any CRD copied into tests/data and
 :func:`trainjob_validators` gives the Kubeflow Trainer TrainJob's ``spec`` and ``status`` validators, which the
-training stand-in (tests/kube_pod_stub.py, whose TrainJob and JobSet endpoints sit next to its pods) applies.
+training stand-in (tests/support/kubernetes/cluster.py, whose TrainJob and JobSet endpoints sit next to its pods) applies.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-CRD_DIR = Path(__file__).parent / "data" / "k8s-crds"
+CRD_DIR = Path(__file__).parents[2] / "data" / "k8s-crds"
 CRD_FILE = CRD_DIR / "kserve.serving.kserve.io_inferenceservices.yaml"
 TRAINJOB_CRD_FILE = CRD_DIR / "kubeflow-trainer.trainer.kubeflow.org_trainjobs.yaml"
 TOKEN = "stub-token"

@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow_mlops.serving.base import Deployment, DeployTarget, Health, PredictionError
 
-SERVING_MODELS_FILE = Path(__file__).parent / "data" / "serving_models.py"
+SERVING_MODELS_FILE = Path(__file__).parents[1] / "data" / "serving_models.py"
 FEATURES = ["tenure_months", "monthly_spend"]
 
 

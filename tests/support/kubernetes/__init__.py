@@ -1,0 +1,1 @@
+"""Stand-ins for a Kubernetes API server: KServe InferenceServices, and pods, Jobs, TrainJobs and JobSets."""
