@@ -5,9 +5,12 @@ Layout of what the target manages, per registered model, under ``<state_dir>/<mo
 (``state_dir`` defaults to ``<MLOPS_DATA_ROOT>/serving``):
 
 - ``state.json``: ``{"endpoint", "proxy": {...}, "server": {"pid", "port", "version", "model_uri",
-  "started_at", "log", ...}, "updated_at"}``; what a later task, or the rollback DAG, reads to find the server.
+  "started_at", "log", ...}, "restarts": [...], "updated_at"}``; what a later task, or the rollback DAG, reads to
+  find the server.
 - ``logs/``: one log file per server process (and ``proxy.log``).
 - ``lock``: serialises deploys of the same model.
+- ``sandboxes/<port>.json``: one record per infra-validation sandbox, written before the sandbox starts and
+  removed when it stops; the next sandbox of the model stops any recorded one whose task process is gone.
 - ``capture-stats.json``: with ``capture`` on, the counts of the proxy's capture writer (rows captured and
   written, drops, failed writes; see :mod:`airflow_mlops.serving.capture`).
 
@@ -17,12 +20,19 @@ Clients call ``http://<host>:<port>`` (the *public* port). A small reverse proxy
 ``GET /ping``, rewrites ``state.json`` (the proxy switches on the next request) and stops the old server: the
 public port never changes and never goes dark, and a version that does not start never replaces one that
 serves. Every process is started in a session of its own, so it outlives the Airflow task that started it.
+
+A model server runs under a small watchdog (:mod:`airflow_mlops.serving.supervisor`) that starts it again on
+the same port when it dies, and ``deploy()``, ``current()`` and ``health()`` start a server whose watchdog is
+gone too: at most ``max_restarts`` restarts in ``restart_window`` seconds, each logged and recorded in
+``restarts`` of the state file. A sandbox (infra validation) is never restarted, and dies with the task
+process that started it (Linux parent-death signal).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -32,18 +42,21 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.exceptions import DeploymentError
+from airflow_mlops.exceptions import ConfigurationError, DeploymentError, DeploymentRejectedError
 from airflow_mlops.registry import validate_model_name
 from airflow_mlops.serving.base import DeployTarget
+from airflow_mlops.serving.supervisor import recent_restarts
 from airflow_mlops.utils.clock import utc_now, utc_now_iso
 from airflow_mlops.utils.environment import base_environment
+from airflow_mlops.utils.processes import set_parent_death_signal
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from airflow_mlops.serving.status import Deployment, Health
 
@@ -58,6 +71,10 @@ LOG_TAIL_LINES = 25
 _STOP_GRACE_SECONDS = 15.0
 _PROXY_STARTUP_SECONDS = 30.0
 _LOOPBACK = "127.0.0.1"
+#: First port and number of ports :func:`port_for_model` derives endpoint ports from.
+MODEL_PORTS_FIRST, MODEL_PORTS_COUNT = 5100, 900
+
+log = logging.getLogger(__name__)
 
 # Processes started by this Python process, so they can be reaped (no zombies) when they are stopped.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -76,6 +93,33 @@ def free_port(host: str = _LOOPBACK) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def port_for_model(model_name: str, first: int = MODEL_PORTS_FIRST, count: int = MODEL_PORTS_COUNT) -> int:
+    """
+    An endpoint port derived from the model's name: ``first + crc32(name) % count``, the same on every worker.
+
+    Lets one DAG serve many models on the local target, one port each. Two names can map to the same port: the
+    second deploy is then refused with a :class:`PortInUseError` naming the model that holds it; give one of
+    them a port of its own.
+    """
+    for value in (first, count):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"first and count must be integers, got {first!r} and {count!r}")
+    if count < 1 or first < 1 or first + count - 1 > 65535:
+        raise ValueError(f"ports {first}..{first + count - 1} are not valid TCP ports")
+    return first + zlib.crc32(validate_model_name(model_name).encode()) % count
+
+
+class PortInUseError(DeploymentRejectedError, ConfigurationError):
+    """
+    The local target's port is the endpoint of another model: a configuration error, not retried.
+
+    A :class:`~airflow_mlops.exceptions.ConfigurationError`, and a deployment the target refused (so a release
+    records it as failed and changes nothing). ``holder`` is the model whose endpoint listens on the port.
+    """
+
+    holder: str | None = None
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -163,7 +207,13 @@ def process_alive(info: Mapping[str, Any] | None) -> bool:
     return created is not None and abs(created - float(info.get("create_time") or 0)) < 1.0
 
 
-def _spawn(command: Sequence[str], log_path: Path, env: Mapping[str, str], cwd: Path) -> dict[str, Any]:
+def _spawn(
+    command: Sequence[str],
+    log_path: Path,
+    env: Mapping[str, str],
+    cwd: Path,
+    preexec_fn: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     """Start *command* detached (own session, output to *log_path*) and return its identity."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -176,6 +226,7 @@ def _spawn(command: Sequence[str], log_path: Path, env: Mapping[str, str], cwd: 
             cwd=cwd,
             start_new_session=True,
             close_fds=True,
+            preexec_fn=preexec_fn,
         )
     _CHILDREN[proc.pid] = proc
     created = _create_time(proc.pid)
@@ -250,6 +301,36 @@ def _listens(info: Mapping[str, Any], port: int) -> bool:
     return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections)
 
 
+def _terminate_listener(port: int, model_name: str) -> None:
+    """Stop the ``mlflow models serve`` process group that listens on loopback *port* for *model_name*."""
+    import psutil
+
+    if not port:
+        return
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if "models serve" not in cmdline or f"models:/{model_name}/" not in cmdline:
+                continue
+            if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                   for c in proc.net_connections(kind="inet")):  # fmt: skip
+                terminate({"pid": os.getpgid(proc.pid), "create_time": _create_time(os.getpgid(proc.pid))})
+        except (OSError, psutil.Error):
+            continue
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write *data* to *path* atomically."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def log_tail(path: str | os.PathLike[str] | None, lines: int = LOG_TAIL_LINES) -> str:
     """The last *lines* lines of a log file ("" if there is none)."""
     if not path:
@@ -279,8 +360,10 @@ class LocalServerTarget(DeployTarget):
     ``http://<host>:<port>`` is the model's endpoint: ``GET /ping``, ``POST /invocations`` with
     ``{"dataframe_records": [...]}``. It keeps serving after the Airflow task ends; its state is in
     ``<state_dir>/<model_name>/state.json``, where later tasks and the rollback DAG find it. One port serves
-    one model: give each model its own port. Model servers use the Python environment of the worker
-    (``--env-manager local``).
+    one model: give each model its own port (:func:`port_for_model` derives one from the name); a port that is
+    another model's endpoint is refused with :class:`PortInUseError` (not retried). Model servers use the
+    Python environment of the worker (``--env-manager local``). A model server that dies is started again (see
+    the module's documentation), within ``max_restarts`` per ``restart_window``.
 
     :param port: Public port of the model's endpoint.
     :param host: Address the endpoint proxy listens on; keep the default (loopback) unless the machine is
@@ -298,6 +381,10 @@ class LocalServerTarget(DeployTarget):
         "s3://bucket/root", "redact": ["email"]}`` (see
         :func:`airflow_mlops.serving.capture.check_capture_settings`); captures go to
         ``<uri or MLOPS_DATA_ROOT>/captures/model=<name>/hour=.../part-*.parquet``. None: no capture.
+    :param max_restarts: How many times a dead model server is started again within ``restart_window``
+        (by its watchdog, or by ``deploy``/``current``/``health``); past that it stays down until the next
+        deploy. 0: never.
+    :param restart_window: Seconds over which ``max_restarts`` counts.
     """
 
     kind = "local"
@@ -313,6 +400,8 @@ class LocalServerTarget(DeployTarget):
         workers: int = 1,
         server_args: Sequence[str] | None = None,
         capture: bool | dict[str, Any] | None = None,
+        max_restarts: int = 3,
+        restart_window: float = 600.0,
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise ValueError(f"port of the local target must be an integer from 1 to 65535, got {port!r}")
@@ -329,6 +418,14 @@ class LocalServerTarget(DeployTarget):
         ):
             raise ValueError(f"server_args must be a list of strings, got {server_args!r}")
         check_server_args(server_args or [])
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+            raise ValueError(f"max_restarts must be an integer >= 0, got {max_restarts!r}")
+        if (
+            isinstance(restart_window, bool)
+            or not isinstance(restart_window, int | float)
+            or restart_window <= 0
+        ):
+            raise ValueError(f"restart_window must be a positive number of seconds, got {restart_window!r}")
         from airflow_mlops.serving.capture import check_capture_settings
 
         if capture is not None and capture is not False:
@@ -341,6 +438,8 @@ class LocalServerTarget(DeployTarget):
         self.startup_timeout = float(startup_timeout)
         self.workers = workers
         self.server_args = list(server_args or [])
+        self.max_restarts = max_restarts
+        self.restart_window = float(restart_window)
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -352,6 +451,8 @@ class LocalServerTarget(DeployTarget):
             "workers": self.workers,
             "server_args": self.server_args,
             "capture": self.capture,
+            "max_restarts": self.max_restarts,
+            "restart_window": self.restart_window,
         }
 
     def capture_settings(self) -> dict[str, Any] | None:
@@ -464,18 +565,49 @@ class LocalServerTarget(DeployTarget):
             env.update({k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")})
         return env
 
-    def _start_server(self, model_name: str, version: str, model_uri: str, purpose: str) -> dict[str, Any]:
-        """Start a model server on a spare loopback port and return once it answers ``GET /ping``."""
+    def _start_server(
+        self,
+        model_name: str,
+        version: str,
+        model_uri: str,
+        purpose: str,
+        before_spawn: Callable[[int], None] | None = None,
+        after_spawn: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """
+        Start a model server on a spare loopback port and return once it answers ``GET /ping``.
+
+        A ``sandbox`` runs alone and dies with this process (parent-death signal); any other server runs under
+        its watchdog (:mod:`airflow_mlops.serving.supervisor`), detached. *before_spawn* gets the port before
+        anything starts, *after_spawn* the process's identity before the wait.
+        """
         port = free_port(_LOOPBACK)
         stamp = utc_now().strftime("%Y%m%dT%H%M%S")
         log_path = self._log_path(model_name, f"server-v{version}-{purpose}-{stamp}-{port}.log")
         check_server_args(self.server_args)
+        url = f"http://{_LOOPBACK}:{port}/ping"
         command = [
             sys.executable, "-m", "mlflow", "models", "serve",
             "-m", model_uri, "-h", _LOOPBACK, "-p", str(port),
             "-w", str(self.workers), "--env-manager", "local", *self.server_args,
         ]  # fmt: skip
-        info = _spawn(command, log_path, self._env(), cwd=self.model_dir(model_name))
+        env = self._env()
+        preexec_fn: Callable[[], None] | None = set_parent_death_signal
+        if purpose != "sandbox":
+            preexec_fn = None
+            command = [
+                sys.executable, "-m", "airflow_mlops.serving.supervisor",
+                "--state", str(self.state_path(model_name)), "--url", url,
+                "--max-restarts", str(self.max_restarts), "--window", str(self.restart_window), "--", *command,
+            ]  # fmt: skip
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")) if p
+            )
+        if before_spawn is not None:
+            before_spawn(port)
+        info = _spawn(command, log_path, env, cwd=self.model_dir(model_name), preexec_fn=preexec_fn)
+        if after_spawn is not None:
+            after_spawn(info)
         info.update(
             {
                 "host": _LOOPBACK,
@@ -485,7 +617,6 @@ class LocalServerTarget(DeployTarget):
                 "started_at": utc_now_iso(),
             }
         )
-        url = f"http://{_LOOPBACK}:{port}/ping"
         deadline = time.monotonic() + self.startup_timeout
         while True:
             code = _exited(info)
@@ -519,7 +650,34 @@ class LocalServerTarget(DeployTarget):
             and process_alive(proxy)
         )
 
+    def port_holder(self, model_name: str) -> str | None:
+        """The other model of this target's state folder whose endpoint proxy listens on this port, if any."""
+        try:
+            folders = sorted(p for p in self.state_root().iterdir() if p.is_dir() and p.name != model_name)
+        except OSError:
+            return None
+        for folder in folders:
+            try:
+                state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            proxy = state.get("proxy") if isinstance(state, dict) else None
+            if isinstance(proxy, dict) and proxy.get("port") == self.port and process_alive(proxy):
+                return str(state.get("model_name") or folder.name)
+        return None
+
     def _port_taken_error(self, model_name: str) -> DeploymentError:
+        holder = self.port_holder(model_name)
+        if holder is not None:
+            return PortInUseError(
+                f"Port {self.port} on {self.host} is the endpoint of model {holder!r}, so the local target "
+                f"cannot serve model {model_name!r} there. Nothing was changed. Give model {model_name!r} a port "
+                f"of its own: the local target's 'port' setting (settings: {{'kind': 'local', 'port': ...}}; in "
+                "the example DAGs, the 'serving_port' param, or leave it empty for a port derived from the name).",
+                model=model_name,
+                reason="port in use by another model",
+                holder=holder,
+            )
         return DeploymentError(
             f"Port {self.port} on {self.host} is already in use by another process, so the local target "
             f"cannot serve model {model_name!r} there. Nothing was changed. Stop that process, or give the "
@@ -617,19 +775,27 @@ class LocalServerTarget(DeployTarget):
                 return self._deployment(model_name, state)
             if not proxy_ok and not port_is_free(self.host, self.port):
                 raise self._port_taken_error(model_name)
+            if old_server and not process_alive(old_server):
+                log.warning(
+                    "The model server of version %s of model %s (pid %s) is not running; this deploy starts "
+                    "version %s. Its log (%s):\n%s",
+                    old_server.get("version"), model_name, old_server.get("pid"), version, old_server.get("log"),
+                    log_tail(old_server.get("log")),
+                )  # fmt: skip
 
             server = self._start_server(model_name, version, model_uri, purpose="serve")
             proxy = old_proxy
             try:
                 if not proxy_ok:
                     proxy = self._start_proxy(model_name)
-                new_state = {
+                new_state: dict[str, Any] = {
                     "model_name": model_name,
                     "endpoint": self.endpoint,
                     "target": self.to_config(),
                     "proxy": proxy,
                     "server": server,
                     "capture": self.capture_settings(),
+                    "restarts": [],  # a deploy starts a server with the whole restart budget
                     "updated_at": utc_now_iso(),
                 }
                 self._write_state(model_name, new_state)
@@ -646,10 +812,68 @@ class LocalServerTarget(DeployTarget):
             return self._deployment(model_name, new_state)
 
     def current(self, model_name: str) -> Deployment | None:
-        state = self.read_state(model_name)
+        """What the endpoint serves; a dead model server behind a live endpoint is started again (bounded)."""
+        state = self.restart_if_dead(model_name)
         if not state or not state.get("server"):
             return None
         return self._deployment(model_name, state)
+
+    def restart_if_dead(self, model_name: str) -> dict[str, Any] | None:
+        """
+        Start the model's server again if it is dead (its watchdog too) while its endpoint proxy runs.
+
+        At most ``max_restarts`` restarts (the watchdog's included) in ``restart_window`` seconds; each is
+        logged and appended to ``restarts`` of the state file. A server that does not start again, or one past
+        the bound, stays down and is logged as such: what ``health()`` then reports.
+
+        :return: The model's state afterwards (None if the target does not serve the model).
+        """
+        state = self.read_state(model_name)
+        if not state or not state.get("server") or process_alive(state["server"]):
+            return state
+        with self._locked(model_name):
+            state = self.read_state(model_name)
+            server = (state or {}).get("server")
+            if not state or not server or process_alive(server) or not self._proxy_ok(state.get("proxy")):
+                return state  # revived meanwhile, or no endpoint to serve behind (stopped, moved)
+            version, pid = str(server.get("version")), server.get("pid")
+            restarts = list(state.get("restarts") or [])
+            recent = recent_restarts(restarts, self.restart_window)
+            if recent >= self.max_restarts:
+                log.error(
+                    "The model server of version %s of model %s (pid %s) is not running and is NOT started "
+                    "again: %s restarts in the last %g s (max_restarts %s). The next deploy starts it. Its log "
+                    "(%s):\n%s",
+                    version, model_name, pid, recent, self.restart_window, self.max_restarts, server.get("log"),
+                    log_tail(server.get("log")),
+                )  # fmt: skip
+                return state
+            log.warning(
+                "The model server of version %s of model %s (pid %s) is not running; starting it again "
+                "(restart %s of at most %s in %g s). Its log (%s):\n%s",
+                version, model_name, pid, recent + 1, self.max_restarts, self.restart_window, server.get("log"),
+                log_tail(server.get("log")),
+            )  # fmt: skip
+            entry = {"time": utc_now_iso(), "by": "target", "reason": f"model server pid {pid} not running"}
+            try:
+                new = self._start_server(model_name, version, server["model_uri"], purpose="restart")
+            except DeploymentError as err:
+                log.error("The model server of version %s of model %s did not start again: %s", version,
+                          model_name, err)  # fmt: skip
+                state = {**state, "restarts": [*restarts, {**entry, "outcome": "failed"}][-50:]}
+                self._write_state(model_name, state)
+                return state
+            state = {
+                **state,
+                "server": new,
+                "restarts": [*restarts, {**entry, "outcome": "started", "pid": new["pid"]}][-50:],
+                "updated_at": utc_now_iso(),
+            }
+            self._write_state(model_name, state)
+            terminate(server, grace=1.0)  # whatever its process group left
+            log.warning("The model server of version %s of model %s runs again (pid %s, port %s)", version,
+                        model_name, new["pid"], new["port"])  # fmt: skip
+            return state
 
     def stop(self, model_name: str) -> None:
         with self._locked(model_name):
@@ -663,28 +887,121 @@ class LocalServerTarget(DeployTarget):
 
         if deployment.details.get("sandbox"):
             return super().health(deployment, timeout)
+        state = self.restart_if_dead(deployment.model_name) or {}
         url = deployment.endpoint.rstrip("/") + "/ping"
         try:
             status, headers, body = _get(url, timeout)
         except OSError as err:
-            return Health(False, f"GET {url} failed: {err}")
+            return Health(False, f"GET {url} failed: {err}{self._down_reason(state)}")
         served = {k.lower(): v for k, v in headers.items()}.get("x-mlops-model-version")
         if status != 200:
-            return Health(False, f"GET {url} answered HTTP {status}: {body[:500].decode(errors='replace')}")
+            return Health(
+                False,
+                f"GET {url} answered HTTP {status}: {body[:500].decode(errors='replace')}{self._down_reason(state)}",
+            )
         if served != deployment.version:
             return Health(False, f"{deployment.endpoint} serves version {served}, not {deployment.version}")
         return Health(True, f"{deployment.endpoint} serves version {served}")
+
+    def _down_reason(self, state: Mapping[str, Any]) -> str:
+        """Why the model server is down, when its process is gone ("" while it runs)."""
+        server = state.get("server")
+        if not server or process_alive(server):
+            return ""
+        recent = recent_restarts(list(state.get("restarts") or []), self.restart_window)
+        return (
+            f"; the model server of version {server.get('version')} is not running and was not started again "
+            f"({recent} restarts in the last {self.restart_window:g} s, max_restarts {self.max_restarts}); "
+            f"see its log {server.get('log')}"
+        )
 
     def diagnostics(self, deployment: Deployment) -> str:
         log = deployment.details.get("log")
         tail = log_tail(log)
         return f"Server log ({log}):\n{tail}" if tail else ""
 
+    # -- sandboxes (infra validation) ------------------------------------------------------------------------
+
+    def sandbox_dir(self, model_name: str) -> Path:
+        """Where the model's sandboxes are recorded (``sandboxes/<port>.json``)."""
+        return self.model_dir(model_name) / "sandboxes"
+
+    def stop_leaked_sandboxes(self, model_name: str) -> list[dict[str, Any]]:
+        """
+        Stop every recorded sandbox of *model_name* whose owner (the task process that started it) is gone.
+
+        A sandbox whose task was killed (SIGKILL: no ``on_kill``) is left running with its port; the record
+        written before it started names it. Sandboxes of running tasks are left alone.
+
+        :return: The records of the sandboxes stopped.
+        """
+        stopped = []
+        for path in sorted(self.sandbox_dir(model_name).glob("*.json")):
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if process_alive(record.get("owner")):
+                continue
+            server = record.get("server")
+            if server:
+                terminate(server, grace=5.0)
+            else:  # killed between the record and the start: whatever serves the recorded port for this model
+                _terminate_listener(int(record.get("port") or 0), model_name)
+            path.unlink(missing_ok=True)
+            log.warning(
+                "Stopped the infra-validation sandbox of version %s of model %s (pid %s, port %s) left by a "
+                "task process that is gone (pid %s)",
+                record.get("version"), model_name, (server or {}).get("pid"), record.get("port"),
+                (record.get("owner") or {}).get("pid"),
+            )  # fmt: skip
+            stopped.append(record)
+        return stopped
+
     def start_sandbox(self, model_name: str, version: str, model_uri: str) -> Deployment:
+        """
+        Start *version* on a spare loopback port, recorded in ``sandboxes/<port>.json`` before it starts.
+
+        Leaked sandboxes of the model are stopped first (:meth:`stop_leaked_sandboxes`). The sandbox dies with
+        this process (Linux parent-death signal); :meth:`stop_sandbox` stops it and removes the record.
+        """
         from airflow_mlops.serving.status import Deployment
 
         validate_model_name(model_name)
-        info = self._start_server(model_name, str(version), model_uri, purpose="sandbox")
+        self.stop_leaked_sandboxes(model_name)
+        folder = self.sandbox_dir(model_name)
+        me = os.getpid()
+        record: dict[str, Any] = {
+            "version": str(version),
+            "model_uri": model_uri,
+            "owner": {"pid": me, "create_time": _create_time(me)},
+            "created_at": utc_now_iso(),
+        }
+        paths: list[Path] = []
+
+        def before_spawn(port: int) -> None:
+            folder.mkdir(parents=True, exist_ok=True)
+            record["port"] = port
+            paths.append(folder / f"{port}.json")
+            _write_json(paths[0], record)
+
+        def after_spawn(info: dict[str, Any]) -> None:
+            record["server"] = {"pid": info["pid"], "create_time": info["create_time"]}
+            _write_json(paths[0], record)
+
+        try:
+            info = self._start_server(
+                model_name,
+                str(version),
+                model_uri,
+                "sandbox",
+                before_spawn=before_spawn,
+                after_spawn=after_spawn,
+            )
+        except BaseException:
+            for path in paths:  # _start_server stopped the server
+                path.unlink(missing_ok=True)
+            raise
         return Deployment(
             model_name=model_name,
             version=str(version),
@@ -692,8 +1009,10 @@ class LocalServerTarget(DeployTarget):
             target=self.config_kind(),
             endpoint=f"http://{_LOOPBACK}:{info['port']}",
             deployed_at=info["started_at"],
-            details={**info, "sandbox": True},
+            details={**info, "sandbox": True, "record": str(paths[0])},
         )
 
     def stop_sandbox(self, deployment: Deployment) -> None:
         terminate(deployment.details)
+        if deployment.details.get("record"):
+            Path(deployment.details["record"]).unlink(missing_ok=True)
