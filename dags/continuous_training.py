@@ -16,7 +16,11 @@ environment:
   roles ``user``, ``op`` and ``admin`` with the simple auth manager). Either way the user who triggered a
   run cannot approve it (``ApproveModelOperator(allow_self_approval=True)`` allows it), and promote and
   deploy refuse a version without a passed gate and a recorded approval.
-- ``MLOPS_SERVING_PORT``: port of the local model server endpoint (default 5001)
+- ``MLOPS_SERVING_PORT``: when set, the port of the local endpoint of every model this DAG serves (one model
+  at a time). Unset: a port per model, so that several models serve side by side: the ``serving_port`` param,
+  or 5001 for the default model and a port derived from the name for any other
+  (:func:`airflow_mlops.serving.local.port_for_model`, 5100-5999). A port that is another model's endpoint
+  fails the deploy at once (not retried), naming that model.
 - ``MLOPS_TRAINING_RUNTIME``: ``local`` (default, a child process) or ``kubernetes`` (a pod running
   ``MLOPS_TRAINING_IMAGE``); see :func:`airflow_mlops.training.selection.runtime_from_env`
 """
@@ -38,12 +42,33 @@ from airflow_mlops.operators.monitoring import describe_trigger, retraining_asse
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
 from airflow_mlops.operators.training import TrainModelOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
+from airflow_mlops.serving.local import port_for_model
 from airflow_mlops.training.selection import runtime_from_env
 
 APPROVERS = [{"id": user, "name": user} for user in os.environ.get("MLOPS_APPROVERS", "").split(",") if user]
-SERVING_TARGET = {"kind": "local", "port": int(os.environ.get("MLOPS_SERVING_PORT", "5001"))}
 FEATURES = ["tenure_months", "monthly_spend", "support_calls", "usage_hours", "discount_rate"]
 MODEL_NAME = "demo_churn_classifier"
+PINNED_PORT = os.environ.get("MLOPS_SERVING_PORT")
+
+
+def serving_port(model_name: str, port: int | None = None) -> int:
+    """The endpoint port of *model_name*: *port* (the param), else 5001 for the default model, else derived."""
+    if port:
+        return int(port)
+    return 5001 if model_name == MODEL_NAME else port_for_model(model_name)
+
+
+SERVING_TARGET = (
+    {"kind": "local", "port": int(PINNED_PORT)}
+    if PINNED_PORT
+    else {"kind": "local", "port": "{{ serving_port(params.model_name, params.serving_port) }}"}
+)
+# The port per model, as a param, when MLOPS_SERVING_PORT does not pin one.
+PORT_PARAM = {} if PINNED_PORT else {
+    "serving_port": Param(None, type=["null", "integer"], minimum=1, maximum=65535,
+                          description="Port of the model's local endpoint; empty: 5001 for the default model, a "
+                                      "port derived from the name (5100-5999) for any other."),
+}  # fmt: skip
 
 with DAG(
     dag_id="mlops_continuous_training",
@@ -56,7 +81,7 @@ with DAG(
     # Transient failures (a server restarting, a network blip) are retried; bad input fails at once.
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     render_template_as_native_obj=True,
-    user_defined_macros={"describe_trigger": describe_trigger},
+    user_defined_macros={"describe_trigger": describe_trigger, "serving_port": serving_port},
     tags=["mlops"],
     params={
         # Python's "$" also matches before a final newline: "(?!\n)" refuses it ("\Z" is not JavaScript).
@@ -73,6 +98,7 @@ with DAG(
                                  description="Required accuracy gain over the champion (absolute)."),
         "model_params": Param({"C": 1.0, "max_iter": 500}, type="object",
                               description="Hyper-parameters passed to the trainer as MLOPS_PARAMS."),
+        **PORT_PARAM,
     },
 ) as dag:
     ingest = IngestDatasetOperator(

@@ -9,7 +9,9 @@ The trainer, ``regression_trainer.py`` next to this file, fits a gradient-boosti
 of the ``features`` param only; evaluation and serving send the model exactly those (its signature).
 
 Settings read from the environment: ``MLOPS_APPROVERS`` (as in ``mlops_continuous_training``),
-``MLOPS_REGRESSION_SERVING_PORT`` (port of its local model server, default 5002), ``MLOPS_DATA_ROOT``.
+``MLOPS_REGRESSION_SERVING_PORT`` (when set, the port of the local endpoint of every model it serves; unset:
+the ``serving_port`` param, or 5002 for the default model and a port derived from the name for any other, as
+in ``mlops_continuous_training``), ``MLOPS_DATA_ROOT``.
 """
 
 from __future__ import annotations
@@ -30,11 +32,32 @@ from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
 from airflow_mlops.operators.training import TrainModelOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
+from airflow_mlops.serving.local import port_for_model
 
 TRAINER = Path(__file__).with_name("regression_trainer.py")
 COLUMNS = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 APPROVERS = [{"id": user, "name": user} for user in os.environ.get("MLOPS_APPROVERS", "").split(",") if user]
-SERVING_TARGET = {"kind": "local", "port": int(os.environ.get("MLOPS_REGRESSION_SERVING_PORT", "5002"))}
+MODEL_NAME = "demo_diabetes_regressor"
+PINNED_PORT = os.environ.get("MLOPS_REGRESSION_SERVING_PORT")
+
+
+def serving_port(model_name: str, port: int | None = None) -> int:
+    """The endpoint port of *model_name*: *port* (the param), else 5002 for the default model, else derived."""
+    if port:
+        return int(port)
+    return 5002 if model_name == MODEL_NAME else port_for_model(model_name)
+
+
+SERVING_TARGET = (
+    {"kind": "local", "port": int(PINNED_PORT)}
+    if PINNED_PORT
+    else {"kind": "local", "port": "{{ serving_port(params.model_name, params.serving_port) }}"}
+)
+PORT_PARAM = {} if PINNED_PORT else {
+    "serving_port": Param(None, type=["null", "integer"], minimum=1, maximum=65535,
+                          description="Port of the model's local endpoint; empty: 5002 for the default model, a "
+                                      "port derived from the name (5100-5999) for any other."),
+}  # fmt: skip
 
 
 def under_forecast_cost(predictions, targets, metrics):
@@ -65,9 +88,10 @@ with DAG(
     max_active_runs=1,
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     render_template_as_native_obj=True,
+    user_defined_macros={"serving_port": serving_port},
     tags=["mlops", "example"],
     params={
-        "model_name": Param("demo_diabetes_regressor", type="string", minLength=1, maxLength=128,
+        "model_name": Param(MODEL_NAME, type="string", minLength=1, maxLength=128,
                             pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$(?!\n)",
                             description="Registered model name in MLflow (also the dataset name)."),
         "features": Param(["bmi", "bp", "s5", "s6"], type="array", items={"type": "string", "enum": COLUMNS},
@@ -80,6 +104,7 @@ with DAG(
                           description="The candidate's mean under-forecast cost must not exceed this."),
         "model_params": Param({"n_estimators": 100, "max_depth": 2}, type="object",
                               description="Hyper-parameters passed to the trainer as MLOPS_PARAMS."),
+        **PORT_PARAM,
     },
 ) as dag:
     source = export_data()

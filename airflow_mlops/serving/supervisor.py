@@ -123,19 +123,19 @@ class Supervisor:
         except OSError:
             return False
 
-    def wait_until_serving(self) -> int | None:
+    def wait_until_serving(self, first: bool) -> int | None:
         """
         Wait until the child serves (None) or exits (its exit code).
 
-        It serves once it answers, or once the state file names this supervisor (the target writes that after
-        its own check of the server answered).
+        It serves once it answers. The first server also serves once the state file names this supervisor:
+        the local target writes that after its own check that the server answered.
         """
         assert self.child is not None
         while True:
             code = self.child.poll()
             if code is not None:
-                return code
-            if self._mine(self._read_state()) or self._answers():
+                return None if first and self._mine(self._read_state()) else code
+            if (first and self._mine(self._read_state())) or self._answers():
                 return None
             time.sleep(_POLL_SECONDS)
 
@@ -168,11 +168,11 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.stop)
         self.start()
-        code = self.wait_until_serving()
+        code = self.wait_until_serving(first=True)
         if code is not None:
             _log(f"model server exited with code {code} before it answered {self.url}; not started again")
             return code
-        _log(f"model server answers {self.url}")
+        _log(f"model server serves {self.url}")
         while True:
             assert self.child is not None
             code = self.child.wait()
@@ -194,7 +194,7 @@ class Supervisor:
                 {"time": _now(), "by": "supervisor", "reason": f"model server pid {old} {how}"}
             )
             self.start()
-            code = self.wait_until_serving()
+            code = self.wait_until_serving(first=False)
             if code is not None:
                 continue  # died again while starting: counted as the next restart, within the bound
             _log(f"model server answers {self.url} again")

@@ -2,9 +2,10 @@
 The local target keeps a model served when its model server dies: real ``mlflow models serve`` processes
 behind the endpoint proxy, killed with ``kill -9``.
 
-One scenario, in file order: a version is deployed with ``max_restarts=2``; its model server is killed (the
-watchdog starts it again), then the server and its watchdog together (``current()`` starts it again), then
-the server once more: past the bound nothing starts it, and ``health()`` says why.
+One scenario, in file order: a version is deployed with ``max_restarts=2``; another model asking for its port
+is refused; its model server is killed (the watchdog starts it again), then the server and its watchdog
+together (``current()`` starts it again), then the server once more: past the bound nothing starts it, and
+``health()`` says why.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import psutil
 import pytest
 import requests
 
-from airflow_mlops.serving.local import LocalServerTarget
+from airflow_mlops.exceptions import ConfigurationError
+from airflow_mlops.serving.local import LocalServerTarget, PortInUseError
+from airflow_mlops.version_compat import AirflowFailException
 from tests.conftest import free_port
 from tests.support.deploy import register_version, stop_local_processes
 
@@ -64,11 +67,16 @@ def wait_until(condition, timeout: float = 120.0, interval: float = 0.5):
     raise AssertionError(f"not within {timeout:.0f}s: {condition}")
 
 
-def model_server(target) -> psutil.Process:
-    """The ``mlflow models serve`` process under the watchdog the state file names."""
+def model_server(target) -> psutil.Process | None:
+    """The running ``mlflow models serve`` process under the watchdog the state file names."""
     watchdog = psutil.Process(target.read_state(MODEL)["server"]["pid"])
-    (server,) = [p for p in watchdog.children() if "models" in " ".join(p.cmdline())]
-    return server
+    for child in watchdog.children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "models" in " ".join(child.cmdline()):
+                return child
+        except psutil.Error:
+            continue
+    return None
 
 
 def gone(pid: int) -> bool:
@@ -76,6 +84,23 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def test_another_model_on_the_same_port_is_a_configuration_error_naming_the_model_that_holds_it(served):
+    target, version = served
+    other = LocalServerTarget.from_config(target.to_config())
+
+    with pytest.raises(PortInUseError) as err:
+        other.deploy("other_model", "1", "models:/other_model/1")
+
+    assert isinstance(err.value, ConfigurationError)
+    assert isinstance(err.value, AirflowFailException)  # Airflow fails the task without spending retries
+    assert err.value.retryable is False
+    assert err.value.holder == MODEL
+    assert f"Port {target.port} on 127.0.0.1 is the endpoint of model {MODEL!r}" in str(err.value)
+    assert "'serving_port' param" in str(err.value)
+    assert other.read_state("other_model") is None
+    assert predict(target) == (200, version)
 
 
 def test_a_killed_model_server_is_started_again_and_the_endpoint_answers(served):
@@ -86,6 +111,7 @@ def test_a_killed_model_server_is_started_again_and_the_endpoint_answers(served)
     os.kill(server.pid, signal.SIGKILL)
 
     wait_until(lambda: gone(server.pid))
+    wait_until(lambda: target.read_state(MODEL)["restarts"])
     wait_until(lambda: predict(target) == (200, version))
     assert model_server(target).pid != server.pid
     (restart,) = target.read_state(MODEL)["restarts"]
