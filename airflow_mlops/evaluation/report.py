@@ -427,6 +427,7 @@ def render_report(
     metrics: Mapping[str, Mapping[str, Any]] | None = None,
     mlflow_url: str | None = None,
     experiment_id: str | None = None,
+    average: str | None = None,
 ) -> str:
     """
     The Markdown report an approver reads (Airflow's Required Actions page renders it).
@@ -447,6 +448,8 @@ def render_report(
         names are listed as not gated.
     :param mlflow_url: The MLflow server (tracking URI); with an ``http(s)`` one the plots show as images.
     :param experiment_id: The evaluation's experiment, so that a plot opens its page in the MLflow UI.
+    :param average: How a multiclass classifier's precision, recall and F1 averaged over its classes (None:
+        not a multiclass classifier).
     """
     title = f"v{version}" if version is not None else "candidate"
     against = f"champion v{champion}" if champion is not None else "no champion"
@@ -456,7 +459,8 @@ def render_report(
         f"**Decision: {'passed' if passed else 'rejected'}** — {reason}",
         "",
         f"Holdout `{short_location(holdout_uri)}` ({rows_count} rows), target `{target}`, "
-        f"model type {model_type}.",
+        f"model type {model_type}"
+        + (f", precision, recall and F1 averaged over the classes as `{average}`." if average else "."),
         "",
     ]
     if champion is None:

@@ -110,12 +110,15 @@ def parse_slices(slices: Any, model_type: str) -> list[dict[str, Any]]:
     return parsed
 
 
-def slice_metric(metric: str, y_true: Any, y_pred: Any, labels: list[Any] | None = None) -> float | None:
+def slice_metric(
+    metric: str, y_true: Any, y_pred: Any, labels: list[Any] | None = None, average: str = "weighted"
+) -> float | None:
     """
     One metric of one segment, computed with scikit-learn as MLflow's default evaluator does.
 
     Classifiers: binary averaging with the last of the sorted ``labels`` as positive label when there are
-    at most two labels, else ``weighted`` averaging. Returns None for a value that is not a finite number.
+    at most two labels, else *average* (``weighted``, ``macro`` or ``micro``). Returns None for a value that
+    is not a finite number.
     """
     from sklearn import metrics as skm
 
@@ -128,7 +131,7 @@ def slice_metric(metric: str, y_true: Any, y_pred: Any, labels: list[Any] | None
         if binary:
             kwargs.update(average="binary", pos_label=labels[-1] if labels else 1)
         else:
-            kwargs["average"] = "weighted"
+            kwargs["average"] = average
         value = getattr(skm, metric)(y_true, y_pred, **kwargs)
     elif metric == "root_mean_squared_error":
         value = math.sqrt(skm.mean_squared_error(y_true, y_pred))
@@ -148,9 +151,12 @@ def check_slices(
     candidate_pred: Any,
     champion_pred: Any | None,
     model_type: str = "classifier",
+    average: str = "weighted",
 ) -> list[dict[str, Any]]:
     """
     Compute each slice metric per segment for candidate and champion and decide each segment.
+
+    Multiclass precision, recall and F1 average over the classes as *average* says (as the gate does).
 
     Returns one row per (column, segment, metric): ``{"column", "segment", "rows", "metric", "candidate",
     "champion", "delta", "max_regression", "status", "passed"}``. ``status`` is ``pass``, ``fail``,
@@ -197,12 +203,12 @@ def check_slices(
                 if count < spec["min_rows"]:
                     continue
                 y_true = y_all[mask]
-                candidate = slice_metric(metric, y_true, candidate_pred[mask], labels)
+                candidate = slice_metric(metric, y_true, candidate_pred[mask], labels, average)
                 row["candidate"] = candidate
                 if champion_pred is None:
                     row["status"] = "no champion"
                     continue
-                champion = slice_metric(metric, y_true, champion_pred[mask], labels)
+                champion = slice_metric(metric, y_true, champion_pred[mask], labels, average)
                 row["champion"] = champion
                 if candidate is None or champion is None:
                     row["status"] = "no champion" if champion is None and candidate is not None else "fail"

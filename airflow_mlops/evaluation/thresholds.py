@@ -52,6 +52,22 @@ THRESHOLDS_SHAPE = (
 )
 
 
+#: How ``precision_score``, ``recall_score``, ``f1_score`` (and ``roc_auc``) of a multiclass classifier average
+#: over its classes (scikit-learn's ``average``); MLflow's default is ``weighted``. Binary classifiers always
+#: score their positive label.
+AVERAGES = ("weighted", "macro", "micro")
+
+
+def check_average(average: Any) -> str:
+    """Return *average* if it is one of :data:`AVERAGES`, else raise ValueError naming them."""
+    if average not in AVERAGES:
+        raise ValueError(
+            f"average must be one of {', '.join(repr(a) for a in AVERAGES)} (how multiclass precision, "
+            f"recall and F1 average over the classes), got {average!r}"
+        )
+    return str(average)
+
+
 def check_model_type(model_type: Any) -> str:
     """Return *model_type* if it is ``"classifier"`` or ``"regressor"``, else raise ValueError."""
     if model_type not in METRICS_BY_MODEL_TYPE:

@@ -18,6 +18,7 @@ from airflow.sdk import BaseOperator
 from airflow_mlops import tags as T
 from airflow_mlops.evaluation.thresholds import (
     allowed_metrics,
+    check_average,
     check_model_type,
     custom_metrics,
     parse_thresholds,
@@ -110,6 +111,11 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         (``accuracy_score`` -> classifier, ``root_mean_squared_error`` -> regressor), else what the candidate's
         signature outputs (labels or floats). Metrics of the other type are refused, in ``__init__`` for
         literal thresholds and after rendering for templated ones.
+    :param average: How ``precision_score``, ``recall_score``, ``f1_score`` and ``roc_auc`` of a multiclass
+        classifier average over its classes (templated): ``"weighted"`` (default, MLflow's: per-class values
+        weighted by support), ``"macro"`` (every class counts the same) or ``"micro"`` (global counts; for a
+        single-label classifier it equals accuracy, and MLflow gives no ``roc_auc``). Slice checks use it too.
+        Binary classifiers score their positive label whatever it says.
     :param extra_metrics: Custom metrics computed next to the built-in ones, shown in the report and
         gateable in ``thresholds`` by name: :class:`~airflow_mlops.evaluation.thresholds.CustomMetric`
         ``(name, eval_fn, greater_is_better)`` (no MLflow import in the DAG file) or metrics made with
@@ -138,6 +144,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         "holdout_data",
         "target",
         "thresholds",
+        "average",
         "slices",
         "validation_summary",
         "drift_summary",
@@ -163,6 +170,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         candidate_model_uri: str | None = None,
         target: str = "label",
         model_type: str | None = None,
+        average: str = "weighted",
         extra_metrics: Sequence[Any] | None = None,
         fail_on_gate: bool = False,
         slices: dict[str, Any] | list[dict[str, Any]] | str | None = None,
@@ -176,6 +184,8 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         super().__init__(**kwargs)
         if model_type is not None:
             check_model_type(model_type)
+        if not is_templated(average):
+            check_average(average)
         custom = custom_metrics(extra_metrics)
         if not is_templated(model_name):
             validate_model_name(model_name)
@@ -210,6 +220,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         self.target = target
         self.thresholds = thresholds
         self.model_type = model_type
+        self.average = average
         self.extra_metrics = list(extra_metrics) if extra_metrics is not None else None
         self.fail_on_gate = fail_on_gate
         self.slices = slices
@@ -231,6 +242,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         keys = record_keys()  # the gate decision is signed: no key fails here, before any work
         with rendered_arguments(model=str(self.model_name)):
             custom = custom_metrics(self.extra_metrics)
+            average = check_average(self.average)
             model_type = resolve_model_type(self.model_type, self.thresholds, custom)
             thresholds = parse_thresholds(self.thresholds, model_type or "regressor", custom)
             # Checked before any connection is made when the type is already known.
@@ -282,7 +294,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
             thresholds = parse_thresholds(self.thresholds, model_type, custom)
             if slices is None:
                 slices = parse_slices(self.slices, model_type)
-        self.log.info("Evaluating %s as a %s", candidate_uri, model_type)
+        self.log.info("Evaluating %s as a %s (multiclass averaging: %s)", candidate_uri, model_type, average)
         champion, champion_note = self._champion(client, name, version)
 
         data = self._read_holdout(holdout_uri, fields)
@@ -313,14 +325,18 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
                 label,
                 fields,
                 model_type,
+                average,
             )
             produced = sorted(candidate_result.metrics)
+            # MLflow gives binary classifiers confusion-matrix counts and averages only multiclass ones.
+            multiclass = model_type == "classifier" and "true_positives" not in candidate_result.metrics
             missing = [metric for metric in thresholds if metric not in candidate_result.metrics]
             if missing:
                 raise ModelEvaluationError(
                     f"{label} does not produce the gated metric(s) {missing} on {holdout_uri}; it produces "
                     f"{produced}. Remove them from thresholds (roc_auc, log_loss and precision_recall_auc "
-                    "need a model with predict_proba; multiclass models have no confusion-matrix counts).",
+                    "need a model with predict_proba; multiclass models have no confusion-matrix counts and, with "
+                    "average='micro', no roc_auc).",
                     **fields,
                 )
             champion_result = None
@@ -329,6 +345,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
                 champion_result = self._evaluate(
                     client, experiment_id, run_id, champion_uri, data, f"champion v{champion}",
                     f"champion of model {name!r} (v{champion})", {**fields, "uri": champion_uri}, model_type,
+                    average,
                 )  # fmt: skip
 
             rows = [
@@ -347,7 +364,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
                 )
                 try:
                     slice_rows = check_slices(
-                        slices, data, self.target, candidate_pred, champion_pred, model_type
+                        slices, data, self.target, candidate_pred, champion_pred, model_type, average
                     )
                 except ValueError as err:
                     raise ModelEvaluationError(str(err), **fields) from err
@@ -376,6 +393,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
                 rows=rows, passed=passed, reason=reason, slice_rows=slice_rows, slices=slices,
                 upstream=upstream, links=links, artifacts=artifacts, history=history, metrics=metrics,
                 mlflow_url=self.hook.tracking_uri, experiment_id=experiment_id,
+                average=average if multiclass else None,
             )  # fmt: skip
             mlflow.log_text(report, "evaluation/report.md")
             if slice_rows:
@@ -586,6 +604,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
     def _evaluate(
         self, client: MlflowClient, experiment_id: str, parent_run_id: str, model_uri: str,
         data: pd.DataFrame, run_name: str, label: str, fields: Mapping[str, Any], model_type: str,
+        average: str = "weighted",
     ) -> Any:  # fmt: skip
         import mlflow
 
@@ -610,7 +629,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
                     model_type=model_type,
                     evaluators=["default"],
                     extra_metrics=extra or None,
-                    evaluator_config={"default": {"log_model_explainability": False}},
+                    evaluator_config={"default": {"log_model_explainability": False, "average": average}},
                 )
             except Exception as err:
                 raise ModelEvaluationError(
