@@ -41,7 +41,13 @@ def three_classes(client, tmp_path_factory) -> dict:
     name = f"species-{uuid.uuid4().hex[:8]}"
     version = int(mlflow.register_model(info.model_uri, name).version)
     predicted = model.predict(holdout.drop(columns="label"))
-    return {"name": name, "version": version, "holdout": f"{uri}#holdout", "y": holdout["label"], "pred": predicted}
+    return {
+        "name": name,
+        "version": version,
+        "holdout": f"{uri}#holdout",
+        "y": holdout["label"],
+        "pred": predicted,
+    }
 
 
 def evaluate(three_classes, average="weighted", thresholds=None, **kwargs) -> EvaluateModelOperator:
@@ -92,7 +98,9 @@ def test_an_unknown_averaging_is_refused_at_parse_time_and_after_rendering(three
 
     templated = evaluate(three_classes, "{{ params.average }}")
     templated.render_template_fields({"params": {"average": "samples"}})
-    with pytest.raises(ConfigurationError, match="average must be one of 'weighted', 'macro', 'micro'") as err:
+    with pytest.raises(
+        ConfigurationError, match="average must be one of 'weighted', 'macro', 'micro'"
+    ) as err:
         templated.execute({})
     assert err.value.retryable is False
 
