@@ -27,6 +27,7 @@ from airflow_mlops.registry import (
 )
 from airflow_mlops.signing import Subject, record_keys, untrusted_message
 from airflow_mlops.utils.clock import utc_now, utc_now_iso
+from airflow_mlops.utils.results import keep_result
 from airflow_mlops.utils.templating import is_templated
 from airflow_mlops.version_compat import DownstreamTasksSkipped
 
@@ -163,6 +164,7 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         self.adopt_earlier_answer = adopt_earlier_answer
         self._answer_hint = ""
 
+    @keep_result
     def execute(self, context: Context) -> Any:
         recorded = self._recorded_decision(context)
         if recorded is not None:
@@ -195,6 +197,7 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
             )
         return self._ask(context)
 
+    @keep_result
     def execute_adopted(self, context: Context, event: dict[str, Any]) -> Any:
         """
         Resume a retry with the earlier try's answer (through :meth:`execute_complete`), or ask again.
@@ -252,6 +255,7 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
             )
             self.body = "\n\n".join(part for part in (self.report, outcome, self._answer_hint) if part)
 
+    @keep_result
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         from airflow_mlops.utils.context import airflow_ids, instance_key
 

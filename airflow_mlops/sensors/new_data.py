@@ -13,6 +13,7 @@ from airflow_mlops.data.snapshots import check_dataset_name
 from airflow_mlops.data.storage import Storage, is_s3
 from airflow_mlops.exceptions import DatasetConfigurationError, DatasetError
 from airflow_mlops.hooks.storage import StorageHook
+from airflow_mlops.utils.results import keep_result
 from airflow_mlops.utils.templating import is_templated
 from airflow_mlops.version_compat import conf
 
@@ -112,6 +113,7 @@ class NewDataSensor(BaseSensorOperator):
             self._found = found
         return bool(found["count"])
 
+    @keep_result
     def execute(self, context: Context) -> Any:
         """Wait for new files (in the triggerer when deferrable); return what was found."""
         self._check_rendered()
@@ -132,6 +134,7 @@ class NewDataSensor(BaseSensorOperator):
             timeout=timedelta(seconds=float(self.timeout)) if self.timeout else None,
         )  # fmt: skip
 
+    @keep_result
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Finish the deferred wait: return what the trigger found, or raise on a timeout or error event."""
         if not event:
