@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from tests.conftest import MLflowServer, set_connection, stop_process  # noqa: E402 - sets an isolated AIRFLOW_HOME
 from tests.integration.operators.test_training import write_snapshot  # noqa: E402
 from tests.support.deferred import Timing, k8s_context, run_deferred  # noqa: E402
-from tests.support.kubernetes.cluster import KubePodStub, PodScript  # noqa: E402
+from tests.support.kubernetes import KubePodStub, PodScript  # noqa: E402
 
 TARGET = 0.02
 _IMPORTS = (

@@ -218,7 +218,7 @@ def live_kube():
     It serves from this process; the stack's task processes reach it through the ``kubernetes_kill``
     connection.
     """
-    from tests.support.kubernetes.api_server import KubeApiStub
+    from tests.support.kubernetes import KubeApiStub
 
     with KubeApiStub() as stub:
         yield stub

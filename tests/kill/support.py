@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from airflow_mlops.demo.stack import LocalStack
-    from tests.support.kubernetes.api_server import KubeApiStub
+    from tests.support.kubernetes import KubeApiStub
 
 KILL_DAGS = Path(__file__).parent / "dags"
 REPO = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ from airflow_mlops.serving.kserve import KServeTarget
 from tests.conftest import set_connection
 from tests.support.context import context_for
 from tests.support.deploy import approve_version, write_holdout_snapshot
-from tests.support.kubernetes.api_server import KubeApiStub
+from tests.support.kubernetes import KubeApiStub
 
 if TYPE_CHECKING:
     from airflow_mlops.triggers.kserve import KServeInferenceServiceReadyTrigger

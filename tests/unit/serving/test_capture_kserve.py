@@ -19,7 +19,7 @@ import requests
 from airflow_mlops.serving.capture import PREDICTION, REQUEST_ID, VERSION, read_captures
 from airflow_mlops.serving.kserve import KServeTarget
 from tests.conftest import free_port
-from tests.support.kubernetes.api_server import spec_validator
+from tests.support.kubernetes import spec_validator
 
 
 def test_the_logger_is_set_on_the_predictor_and_names_model_and_version():

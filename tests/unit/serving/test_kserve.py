@@ -8,7 +8,7 @@ from airflow_mlops.exceptions import DeploymentError, DeploymentRejectedError
 from airflow_mlops.serving.base import Deployment
 from airflow_mlops.serving.kserve import KServeTarget, merge_patch, service_name_for
 from airflow_mlops.utils.k8s import KubernetesConnection
-from tests.support.kubernetes.api_server import apply_merge_patch, spec_validator
+from tests.support.kubernetes import apply_merge_patch, spec_validator
 
 
 @pytest.fixture(scope="module")

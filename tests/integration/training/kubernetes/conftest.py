@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import set_connection
-from tests.support.kubernetes.cluster import KubePodStub
+from tests.support.kubernetes import KubePodStub
 from tests.support.kubernetes_training import CONN_ID
 from tests.support.training import write_snapshot
 

@@ -25,7 +25,7 @@ from airflow_mlops.operators.training import KubernetesRuntime, Resources
 from airflow_mlops.trainer import contract
 from tests.conftest import set_connection
 from tests.support.deferred import RUN_ID, TaskStateStore, Timing, k8s_context, run_deferred
-from tests.support.kubernetes.cluster import PodScript
+from tests.support.kubernetes import PodScript
 from tests.support.kubernetes_training import FAST, operator_factory, trainer_result
 from tests.support.training import runs_of
 

@@ -21,7 +21,7 @@ from airflow_mlops.operators.training import Resources
 from airflow_mlops.trainer import contract
 from airflow_mlops.triggers.training import KueueAdmissionTrigger, TrainJobTrigger
 from tests.support.deferred import RUN_ID, Timing, fire, k8s_context, run_deferred
-from tests.support.kubernetes.cluster import PodScript
+from tests.support.kubernetes import PodScript
 from tests.support.kubernetes_training import operator_factory, trainer_result
 from tests.support.training import runs_of
 

@@ -15,7 +15,7 @@ from airflow_mlops.trainer import contract
 from airflow_mlops.training.kubernetes.config import Scheduling
 from tests.conftest import set_connection
 from tests.support.deferred import k8s_context
-from tests.support.kubernetes.cluster import schema_versions, validate_object
+from tests.support.kubernetes import schema_versions, validate_object
 from tests.support.kubernetes_manifests import CONN_ID, gpu_runtime, operator
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ def test_cost_labels_are_valid_label_values_and_annotations_keep_the_full_ids():
 )
 def test_label_values_are_sanitized(value, expected):
     from airflow_mlops.utils.k8s import label_value
-    from tests.support.kubernetes.cluster import check_metadata
+    from tests.support.kubernetes import check_metadata
 
     safe = label_value(value)
 
@@ -220,7 +220,7 @@ def trainjob_runtime(**overrides) -> KubernetesRuntime:
 
 def test_trainjob_is_valid_for_the_kubeflow_trainer_crd_and_carries_the_same_training():
     from airflow_mlops.training.kubernetes.manifests import trainjob_manifest
-    from tests.support.kubernetes.api_server import trainjob_validators
+    from tests.support.kubernetes import trainjob_validators
 
     runtime = trainjob_runtime()
     spec = training_spec(runtime)
@@ -269,7 +269,7 @@ def test_trainjob_is_valid_for_the_kubeflow_trainer_crd_and_carries_the_same_tra
 def test_kueue_labels_and_suspension_are_set_on_the_unit_kueue_admits():
     from airflow_mlops.training.kubernetes.job import render_job
     from airflow_mlops.training.kubernetes.manifests import pod_manifest, trainjob_manifest
-    from tests.support.kubernetes.api_server import trainjob_validators
+    from tests.support.kubernetes import trainjob_validators
 
     queue = {"queue_name": "team-a", "queue_priority_class": "batch-high"}
     labels = {"kueue.x-k8s.io/queue-name": "team-a", "kueue.x-k8s.io/priority-class": "batch-high"}

@@ -1,5 +1,5 @@
 """
-A stand-in for the Kubernetes API server, for the KServe deploy target tests.
+A stand-in for the Kubernetes API server serving KServe InferenceServices, for the KServe deploy target tests.
 
 A threaded ``http.server`` on loopback that implements the custom-objects REST paths of KServe
 ``InferenceService`` resources (GET / POST / PATCH with ``application/merge-patch+json`` / DELETE under
@@ -20,9 +20,8 @@ without ``canaryTrafficPercent`` sends everything to its version.
 Driven through the real ``kubernetes`` client (a kubeconfig pointing at it), so requests, content types and
 errors are real HTTP.
 
-The custom-resource schemas live here too: :func:`load_crd_schema` reads any CRD copied into tests/data and
-:func:`trainjob_validators` gives the Kubeflow Trainer TrainJob's ``spec`` and ``status`` validators, which the
-training stand-in (tests/support/kubernetes/cluster.py, whose TrainJob and JobSet endpoints sit next to its pods) applies.
+The InferenceService CRD schema and the merge patch come from :mod:`tests.support.kubernetes.schemas`, the HTTP
+server from :mod:`tests.support.kubernetes.server`.
 """
 
 from __future__ import annotations
@@ -31,118 +30,15 @@ import copy
 import json
 import re
 import threading
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
-CRD_DIR = Path(__file__).parents[2] / "data" / "k8s-crds"
-CRD_FILE = CRD_DIR / "kserve.serving.kserve.io_inferenceservices.yaml"
-TRAINJOB_CRD_FILE = CRD_DIR / "kubeflow-trainer.trainer.kubeflow.org_trainjobs.yaml"
-TOKEN = "stub-token"
+from tests.support.kubernetes.schemas import apply_merge_patch, spec_validator
+from tests.support.kubernetes.server import Request, StubServer, now
+
 _COLLECTION = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/inferenceservices/?$")
 _ITEM = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/inferenceservices/([^/?]+)$")
 _PREDICT = re.compile(r"^/serving/([^/]+)/([^/]+)(?:/(latest|prev))?/invocations$")
 _VERSION_ANNOTATION = "airflow-mlops/model-version"
-
-
-def load_crd_schema(path: Path = CRD_FILE, version: str = "v1beta1") -> dict[str, Any]:
-    """
-    The ``openAPIV3Schema`` of *version* of a CRD copied into tests/data.
-
-    Default the v1beta1 InferenceService; ``load_crd_schema(TRAINJOB_CRD_FILE, "v1alpha1")`` is the TrainJob.
-    """
-    import yaml
-
-    with open(path) as fh:
-        crd = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
-    return served["schema"]["openAPIV3Schema"]
-
-
-def strict(schema: Any) -> Any:
-    """
-    The schema with ``additionalProperties: false`` wherever it lists properties and keeps no unknown fields.
-
-    The API server silently prunes unknown fields; tests want to hear about a misspelt one.
-    """
-    if isinstance(schema, list):
-        return [strict(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {key: strict(value) for key, value in schema.items()}
-    if (
-        "properties" in out
-        and "additionalProperties" not in out
-        and not out.get("x-kubernetes-preserve-unknown-fields")
-    ):
-        out["additionalProperties"] = False
-    return out
-
-
-def spec_validator(schema: dict[str, Any] | None = None, part: str = "spec"):
-    """A jsonschema validator of a custom resource's *part* (default an InferenceService ``spec``; strict)."""
-    import jsonschema
-
-    schema = schema or load_crd_schema()
-    return jsonschema.Draft7Validator(strict(schema["properties"][part]))
-
-
-def trainjob_validators() -> tuple[Any, Any]:
-    """Validators of a TrainJob's ``spec`` and ``status``, from the Kubeflow Trainer CRD (strict)."""
-    schema = load_crd_schema(TRAINJOB_CRD_FILE, "v1alpha1")
-    return spec_validator(schema), spec_validator(schema, "status")
-
-
-def apply_merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = apply_merge_patch(result.get(key), value)
-    return result
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class StubServer:
-    """What every API-server stand-in shares: its loopback URL, shutdown, and a kubeconfig pointing at it."""
-
-    server: ThreadingHTTPServer
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> StubServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def write_kubeconfig(self, path: Path, namespace: str = "default") -> Path:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "stub", "cluster": {"server": self.url}}],
-            "users": [{"name": "stub", "user": {"token": TOKEN}}],
-            "contexts": [
-                {"name": "stub", "context": {"cluster": "stub", "user": "stub", "namespace": namespace}}
-            ],
-            "current-context": "stub",
-        }
-        path.write_text(json.dumps(config))
-        return path
 
 
 class KubeApiStub(StubServer):
@@ -163,47 +59,25 @@ class KubeApiStub(StubServer):
         self._version_requests: dict[tuple[str, str, str], int] = {}
         self._validator = spec_validator() if validate else None
         self._resource_version = 0
-        stub = self
+        self.start()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _send(self, code: int, payload: Any) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                body = json.loads(raw) if raw else None
-                path = self.path.split("?", 1)[0]
-                stub.requests.append(
-                    {"method": self.command, "path": path, "content_type": self.headers.get("Content-Type")}
-                )
-                predict = _PREDICT.match(path)
-                if predict and self.command == "POST":
-                    code, payload = stub.predict(predict.group(1), predict.group(2), body, predict.group(3))
-                    self._send(code, payload)
-                    return
-                if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                    self._send(401, stub.status(401, "Unauthorized", "no or wrong bearer token"))
-                    return
-                code, payload = stub.route(self.command, path, body, self.headers.get("Content-Type") or "")
-                self._send(code, payload)
-
-            do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _handle
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+    def handle(self, request: Request) -> None:
+        raw = request.read_body()
+        body = json.loads(raw) if raw else None
+        path = request.path.split("?", 1)[0]
+        self.requests.append(
+            {"method": request.command, "path": path, "content_type": request.headers.get("Content-Type")}
+        )
+        predict = _PREDICT.match(path)
+        if predict and request.command == "POST":
+            code, payload = self.predict(predict.group(1), predict.group(2), body, predict.group(3))
+            request.send(code, payload)
+            return
+        if not request.authorized():
+            request.send(401, self.status(401, "Unauthorized", "no or wrong bearer token"))
+            return
+        code, payload = self.route(request.command, path, body, request.headers.get("Content-Type") or "")
+        request.send(code, payload)
 
     # -- API -----------------------------------------------------------------------------------------------
 
@@ -263,7 +137,7 @@ class KubeApiStub(StubServer):
         obj = copy.deepcopy(body)
         obj["metadata"].update(
             {"namespace": namespace, "generation": 1, "resourceVersion": self._next_rv(), "uid": f"uid-{name}",
-             "creationTimestamp": _now()}
+             "creationTimestamp": now()}
         )  # fmt: skip
         obj["status"] = {}
         self.objects[(namespace, name)] = obj
@@ -357,8 +231,8 @@ class KubeApiStub(StubServer):
             "observedGeneration": generation,
             "url": base,
             "conditions": [
-                {"type": "PredictorReady", "status": "True", "lastTransitionTime": _now()},
-                {"type": "Ready", "status": "True", "lastTransitionTime": _now()},
+                {"type": "PredictorReady", "status": "True", "lastTransitionTime": now()},
+                {"type": "Ready", "status": "True", "lastTransitionTime": now()},
             ],
             "modelStatus": {
                 "transitionStatus": "UpToDate",
