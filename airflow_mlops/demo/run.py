@@ -1,13 +1,17 @@
 """
 Run DAGs end to end on a local Airflow + MLflow stack (``airflow-mlops demo``).
 
-By default it runs the package's continuous-training example; ``--dags FOLDER [--dag ID]`` runs your own.
+By default it runs the package's continuous-training example (the example DAGs ship in the package);
+``--dags FOLDER [--dag ID]`` runs your own, and ``--init FOLDER`` writes the examples and the demo data to a
+folder to start from. SIGTERM or Ctrl-C stops every process the demo started.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,9 @@ from urllib.parse import quote
 
 from airflow_mlops.approvals import APPROVE, AlreadyAnsweredError, ApprovalClient
 from airflow_mlops.demo.stack import DAG_ID, FINISHED, REPO_DAGS, LocalStack, StackError
+
+#: Where the example DAGs are (in the package, or the checkout's ``dags/``).
+EXAMPLE_DAGS = REPO_DAGS
 
 MODEL_NAME = "demo_churn_classifier"
 WORSE_PARAMS = {"features": ["tenure_months"]}  # a candidate that sees one feature: worse than the champion
@@ -98,6 +105,55 @@ def sample_records(stack: LocalStack, rows: int = 3) -> list[dict]:
     return [{k: float(v) for k, v in row.items() if k != "label"} for row in records]
 
 
+def unpause_all(stack: LocalStack) -> list[str]:
+    """Unpause every DAG the stack parsed (the example DAGs run on their schedules); return their ids."""
+    dags = stack._ok(stack.api("GET", "/dags", params={"limit": 100, "paused": True})).get("dags", [])
+    for dag in dags:
+        stack._ok(stack.api("PATCH", f"/dags/{dag['dag_id']}", json={"is_paused": False}))
+    return sorted(dag["dag_id"] for dag in dags)
+
+
+def dag_files(folder: Path) -> list[Path]:
+    """The Python files of a DAG folder (what the dag-processor would parse)."""
+    return sorted(path for path in folder.glob("*.py") if not path.name.startswith(("_", ".")))
+
+
+def init_folder(folder: Path) -> int:
+    """Write the example DAGs and the demo data to *folder* (``--init``); refuse to overwrite a file."""
+    from airflow_mlops.demo.data import make_demo_data
+
+    examples = dag_files(EXAMPLE_DAGS)
+    if not examples:
+        _print(f"no example DAGs at {EXAMPLE_DAGS}: this install of airflow-provider-mlops lacks them")
+        return 1
+    data = folder / "data" / "customers.csv"
+    taken = [path for path in [*(folder / "dags" / f.name for f in examples), data] if path.exists()]
+    if taken:
+        _print(f"--init {folder}: would overwrite {', '.join(map(str, taken))}; pick an empty folder")
+        return 1
+    (folder / "dags").mkdir(parents=True, exist_ok=True)
+    for example in examples:
+        shutil.copy2(example, folder / "dags" / example.name)
+    make_demo_data(data)
+    _print(f"wrote {len(examples)} example DAGs to {folder / 'dags'} and the demo data to {data}")
+    _print(
+        f"run one: MLOPS_SOURCE_PATH={data.resolve()} airflow-mlops demo --dags {folder / 'dags'} --dag {DAG_ID}"
+    )
+    return 0
+
+
+class Stopped(BaseException):  # noqa: N818 - a signal, not an error
+    """SIGTERM or SIGINT reached the demo: stop every service and exit with 128 + the signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, _frame: object) -> None:
+    raise Stopped(signum)
+
+
 def choose_dag(stack: LocalStack, wanted: str | None, timeout: float = 240.0) -> str:
     """*wanted*, or the only DAG of the folder once parsed; several DAGs without *wanted* is an error."""
     if wanted:
@@ -125,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airflow-mlops demo", description=__doc__)
     parser.add_argument(
         "--dags", type=Path, help="run the DAGs of this folder instead of the package's example"
+    )
+    parser.add_argument(
+        "--init",
+        type=Path,
+        metavar="FOLDER",
+        help="write the example DAGs (FOLDER/dags) and the demo data (FOLDER/data) to start from, then exit",
     )
     parser.add_argument(
         "--dag", help=f"the DAG to trigger (default {DAG_ID}; with --dags, the folder's only DAG)"
@@ -158,21 +220,37 @@ def main(argv: list[str] | None = None) -> int:
     """``airflow-mlops demo``: run a DAG end to end and report how it ended."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.init is not None:
+        return init_folder(args.init)
     if args.dags is not None and not args.dags.is_dir():
         parser.error(f"--dags {args.dags}: no such folder")
+    dags_folder = args.dags or EXAMPLE_DAGS
+    if not dag_files(dags_folder):
+        parser.error(
+            f"no DAG files in {dags_folder}"
+            + (
+                ": give a folder of DAGs with --dags FOLDER"
+                if args.dags
+                else " (this install of airflow-provider-mlops lacks the example DAGs): reinstall the package, "
+                "or give a folder of DAGs with --dags FOLDER (`airflow-mlops demo --init FOLDER` writes the "
+                "examples there)"
+            )
+        )
     example = args.dags is None and args.dag in (None, DAG_ID)
     if args.worse_run and not example:
         parser.error(f"--worse-run runs the package's example ({DAG_ID}); leave out --dags and --dag")
 
     stack = LocalStack(
         Path(args.home), airflow_port=args.port, mlflow_port=args.mlflow_port, serving_port=args.serving_port,
-        dags_folder=args.dags or REPO_DAGS,
+        dags_folder=dags_folder,
     )  # fmt: skip
     _print(
         f"starting Airflow on {stack.airflow_url} and MLflow on {stack.mlflow_url} (files in {stack.home})"
     )
     _print(f"DAG folder: {stack.dags_folder}")
     ok = True
+    signalled: Stopped | None = None
+    handlers = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         stack.start()
         _print(
@@ -186,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
                 and first["champion"] is not None
                 and first["serving"] == first["champion"]
             )
+            if ok:
+                _print(
+                    f"unpaused the other example DAGs (they run on their schedules): {', '.join(unpause_all(stack))}"
+                )
         else:
             dag_id = choose_dag(stack, args.dag)
             ok = (
@@ -215,14 +297,22 @@ def main(argv: list[str] | None = None) -> int:
             _print("services keep running; press Ctrl-C to stop them")
             while True:
                 time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+    except Stopped as stop:
+        signalled = stop
     except StackError as err:
         _print(str(err))
         ok = False
     finally:
+        # A second signal must not cut the stop short: every process goes, then the demo exits.
+        for sig in handlers:
+            signal.signal(sig, signal.SIG_IGN)
         _print("stopping every service")
         stack.stop()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    if signalled is not None:
+        _print(f"stopped by {signal.Signals(signalled.signum).name}")
+        return 128 + signalled.signum
     _print("done" if ok else "FAILED")
     return 0 if ok else 1
 

@@ -3,7 +3,9 @@ A local Airflow + MLflow stack on loopback for the embedded demo and the end-to-
 
 It starts ``mlflow server`` (SQLite backend store, local artifact directory) and the Airflow services
 (api-server, scheduler, dag-processor, triggerer on SQLite with the LocalExecutor), and talks to them only
-through their public HTTP APIs. Every process it starts is stopped by :meth:`LocalStack.stop`.
+through their public HTTP APIs. Every process it starts is stopped by :meth:`LocalStack.stop`: the process
+groups of the services, the model servers the example DAGs started, then whatever is left that was started
+for this stack (its Airflow home or its MLflow server in the environment).
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from urllib.parse import quote
 
 import requests
 
-REPO_DAGS = Path(__file__).resolve().parents[2] / "dags"
+#: The example DAGs: the wheel carries them as ``airflow_mlops/demo/dags`` (copied from the repository's
+#: ``dags/`` when it is built); a checkout has them in ``dags/`` at its root.
+PACKAGE_DAGS = Path(__file__).resolve().parent / "dags"
+REPO_DAGS = PACKAGE_DAGS if PACKAGE_DAGS.is_dir() else Path(__file__).resolve().parents[2] / "dags"
 DAG_ID = "mlops_continuous_training"
 ROLLBACK_DAG_ID = "mlops_rollback"
 FINISHED = {"success", "failed"}
@@ -241,19 +246,33 @@ class LocalStack:
             raise
         return self
 
+    #: Seconds the services get to end on SIGTERM before the rest of their process groups is killed.
+    STOP_GRACE = 10.0
+
     def stop(self) -> None:
-        """Stop every process the stack started (and their children), model servers included."""
-        self.stop_model_servers()
+        """
+        Stop every process the stack started (and their children), model servers included, in seconds.
+
+        The model servers the example DAGs started are stopped through their deployment target; each
+        service's process group gets SIGTERM, then SIGKILL after :attr:`STOP_GRACE` seconds. Processes of the
+        services that left their group, and any other process whose environment names this stack's Airflow
+        home or MLflow server (a task, a trainer, a model server a watchdog started again), are killed last.
+        """
+        try:
+            self.stop_model_servers()
+        except Exception as err:  # the sweep below still stops them
+            print(f"[stack] stopping the model servers: {type(err).__name__}: {err}", file=sys.stderr)
+        descendants = self._descendants()
         for proc in self.procs.values():
             if proc.poll() is None:
                 try:
                     os.killpg(proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self.STOP_GRACE
         for proc in self.procs.values():
             try:
-                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
         for proc in self.procs.values():
@@ -263,6 +282,54 @@ class LocalStack:
                 pass
             proc.wait()
         self.procs.clear()
+        self._kill({*descendants, *self.started_processes()})
+
+    def _descendants(self) -> set[Any]:
+        """The processes below the services, as they are now (before stopping them reparents some)."""
+        import psutil  # type: ignore[import-untyped]
+
+        found: set[Any] = set()
+        for proc in self.procs.values():
+            try:
+                found.update(psutil.Process(proc.pid).children(recursive=True))
+            except psutil.Error:
+                continue
+        return found
+
+    def started_processes(self) -> list[Any]:
+        """
+        Running processes started for this stack: their environment names its Airflow home or its MLflow server.
+
+        This process and its ancestors are left out (a client may point ``MLFLOW_TRACKING_URI`` at the stack).
+        Returns ``psutil.Process`` objects.
+        """
+        import psutil
+
+        spared = {os.getpid(), *(parent.pid for parent in psutil.Process().parents())}
+        marks = {("AIRFLOW_HOME", str(self.airflow_home)), ("MLFLOW_TRACKING_URI", self.mlflow_url)}
+        found = []
+        for proc in psutil.process_iter():
+            if proc.pid in spared:
+                continue
+            try:
+                environ = proc.environ()
+            except psutil.Error:  # gone, a zombie, or another user's
+                continue
+            if any(environ.get(name) == value for name, value in marks):
+                found.append(proc)
+        return found
+
+    @staticmethod
+    def _kill(processes: set[Any]) -> None:
+        import psutil
+
+        alive = [proc for proc in processes if proc.is_running()]
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=5)
 
     def pid(self, name: str) -> int:
         """
@@ -359,8 +426,16 @@ class LocalStack:
             if self.api("GET", f"/dags/{dag_id}").status_code == 200:
                 return
             time.sleep(2)
-        errors = self.api("GET", "/importErrors").text[:2000]
-        raise StackError(f"DAG {dag_id} was not parsed within {timeout:.0f}s; import errors: {errors}")
+        errors = self._ok(self.api("GET", "/importErrors")).get("import_errors") or []
+        if errors:
+            raise StackError(
+                f"DAG {dag_id} was not parsed within {timeout:.0f}s; import errors: {json.dumps(errors)[:2000]}"
+            )
+        raise StackError(
+            f"DAG {dag_id} was not parsed within {timeout:.0f}s and no file of {self.dags_folder} failed to "
+            "import: that folder does not define it. Give the folder of your DAGs with --dags (and the DAG "
+            "with --dag)."
+        )
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, run_id: str | None = None) -> str:
         """Unpause *dag_id* and trigger a run with *conf* (and the run id *run_id*, if given); return the run id."""
