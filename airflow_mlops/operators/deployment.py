@@ -175,7 +175,9 @@ class InfraValidateOperator(_ServingOperator):
     separate one-replica ``InferenceService`` for ``kserve``), sends it rows of a snapshot (one request per
     row, then one request with all rows), checks every answer (HTTP 200, one prediction per row) and the p95
     latency, and always removes the sandbox. The outcome is written to the version's tags
-    ``mlops.infra_validation.passed`` and ``mlops.infra_validation.summary``.
+    ``mlops.infra_validation.passed`` and ``mlops.infra_validation.summary``. On the ``local`` target a sandbox
+    dies with the task process, and one a killed try left is stopped by the next sandbox of the model (each
+    is recorded, with its pid and port, before it starts).
 
     Returns (XCom) ``{"model_name", "version", "model_uri", "target", "passed", "requests", "rows",
     "latency_ms": {"p50", "p95", "max"}}``.

@@ -933,7 +933,8 @@ class LocalServerTarget(DeployTarget):
         A sandbox whose task was killed (SIGKILL: no ``on_kill``) is left running with its port; the record
         written before it started names it. Sandboxes of running tasks are left alone.
 
-        :return: The records of the sandboxes stopped.
+        :return: The records of the sandboxes it stopped (a recorded sandbox that stopped with its task is
+            only forgotten).
         """
         stopped = []
         for path in sorted(self.sandbox_dir(model_name).glob("*.json")):
@@ -944,17 +945,20 @@ class LocalServerTarget(DeployTarget):
             if process_alive(record.get("owner")):
                 continue
             server = record.get("server")
+            path.unlink(missing_ok=True)
+            where = (
+                f"the infra-validation sandbox of version {record.get('version')} of model {model_name} "
+                f"(pid {(server or {}).get('pid')}, port {record.get('port')}) recorded by a task process that is "
+                f"gone (pid {(record.get('owner') or {}).get('pid')})"
+            )
+            if server and not process_alive(server):
+                log.info("Removed the record of %s; it had stopped with its task", where)
+                continue
             if server:
                 terminate(server, grace=5.0)
             else:  # killed between the record and the start: whatever serves the recorded port for this model
                 _terminate_listener(int(record.get("port") or 0), model_name)
-            path.unlink(missing_ok=True)
-            log.warning(
-                "Stopped the infra-validation sandbox of version %s of model %s (pid %s, port %s) left by a "
-                "task process that is gone (pid %s)",
-                record.get("version"), model_name, (server or {}).get("pid"), record.get("port"),
-                (record.get("owner") or {}).get("pid"),
-            )  # fmt: skip
+            log.warning("Stopped %s", where)
             stopped.append(record)
         return stopped
 
@@ -1002,6 +1006,10 @@ class LocalServerTarget(DeployTarget):
             for path in paths:  # _start_server stopped the server
                 path.unlink(missing_ok=True)
             raise
+        log.info(
+            "The sandbox of version %s of model %s serves at http://%s:%s (pid %s)",
+            version, model_name, _LOOPBACK, info["port"], info["pid"],
+        )  # fmt: skip
         return Deployment(
             model_name=model_name,
             version=str(version),

@@ -117,8 +117,8 @@ class LocalRuntime(TrainingRuntime):
                 model=spec.experiment_name,
             ) from err
         self._process = process
-        _record_trainer(record, process.pid)
         self._log.info("Trainer started (pid %s, its own process group)", process.pid)
+        _record_trainer(record, process.pid)
         timer = None
         timed_out = threading.Event()
         if spec.timeout is not None:

@@ -8,7 +8,8 @@ Each DAG run carries one kill point per task (tests/kill/faults.py; DAGs in test
 the tests check, from Airflow, MLflow and the endpoints as a user would: the run's outcome, two tries of
 every killed task, ``champion`` == what the endpoint serves == the last successful deployment, no duplicate
 snapshot / model version / deployment entry, full verification (smoke test, canary bake) after a killed
-deploy, traffic on one version, a killed rollback finished to the version it chose, with reason and actor.
+deploy, traffic on one version, a killed rollback finished to the version it chose, with reason and actor, and
+no trainer or infra-validation sandbox left running by a killed try.
 The table of outcomes is docs/reliability.md.
 
 The tests of this module share one stack and run in order: each builds on the registry state the last left.
@@ -35,6 +36,8 @@ from tests.kill.support import (
     kserve_traffic,
     last_succeeded,
     local_served_version,
+    logged_numbers,
+    process_running,
     run_with_kills,
     task_log,
 )
@@ -221,9 +224,28 @@ def check_training_run(f: Findings, stack, client, port: int, snapshots: int) ->
     return version
 
 
+def check_nothing_left_running(f: Findings, stack) -> None:
+    """The trainer and the sandbox of the killed first tries stopped with their task processes."""
+    from airflow_mlops.serving.local import port_is_free
+
+    run = f.run
+    with f.check("train", "the killed try's trainer is not running"):
+        (pid,) = logged_numbers(task_log(stack, run, "train", 1), r"Trainer started \(pid (\d+)")
+        assert not process_running(pid, "tests.kill.trainer"), f"trainer pid {pid} of try 1 still runs"
+    with f.check("infra_validate", "the killed try's sandbox is stopped, its port free, its record gone"):
+        log = task_log(stack, run, "infra_validate", 1)
+        port, pid = logged_numbers(log, r"serves at http://127\.0\.0\.1:(\d+) \(pid (\d+)\)")
+        assert not process_running(pid, "models serve"), f"sandbox pid {pid} of try 1 still runs"
+        assert port_is_free("127.0.0.1", port), f"port {port} of the sandbox of try 1 is still taken"
+        records = stack.data_root / "serving" / LOCAL_MODEL / "sandboxes"
+        assert sorted(p.name for p in records.glob("*.json")) == []
+
+
 def test_training_path_survives_a_kill_in_every_task(stack, client, serving_port, state, results):
     kills = {
         "ingest": "ingest.published",
+        "train": "train.running",
+        "infra_validate": "infra_validate.serving",
         "register": "register.created",
         "evaluate": "evaluate.logged",
         "approve": "approve.recorded",
@@ -235,6 +257,7 @@ def test_training_path_survives_a_kill_in_every_task(stack, client, serving_port
     assert run.state == "success", run.describe()
     f = Findings(results, run)
     state["v1"] = check_training_run(f, stack, client, serving_port, snapshots=1)
+    check_nothing_left_running(f, stack)
     f.finish()
 
 

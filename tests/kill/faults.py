@@ -124,6 +124,16 @@ KILL_POINTS: dict[str, KillPoint] = {
             (Hook("airflow_mlops.operators.ingest:publish_snapshot", "after"),),
         ),
         KillPoint(
+            "train.running",
+            "the trainer process (local runtime) runs; the task process dies under it",
+            (Hook("airflow_mlops.training.local:_record_trainer", "after"),),
+        ),
+        KillPoint(
+            "infra_validate.serving",
+            "the infra-validation sandbox (local target) serves; no request sent yet",
+            (Hook("airflow_mlops.serving.local:LocalServerTarget.start_sandbox", "after"),),
+        ),
+        KillPoint(
             "register.created",
             "the model version is created; no lineage tags, no challenger alias",
             # mlflow.register_model and MlflowClient.create_model_version both create through it.

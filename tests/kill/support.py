@@ -7,6 +7,7 @@ afterwards (task tries and logs, the MLflow registry, the endpoints).
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -205,3 +206,24 @@ def kserve_requests(kube: KubeApiStub, model_name: str, since: int = 0) -> list[
     service = KServeTarget(namespace=NAMESPACE, kubernetes_conn_id=KUBE_CONN_ID).name_for(model_name)
     with kube.lock:
         return [p for p in kube.predictions[since:] if p["name"] == service]
+
+
+# -- processes -----------------------------------------------------------------------------------------------
+
+
+def logged_numbers(log: str, pattern: str) -> tuple[int, ...]:
+    """The numbers *pattern*'s groups matched in a task log (AssertionError, quoting the log, if none)."""
+    found = re.search(pattern, log)
+    assert found, f"no {pattern!r} in the task log:\n{log[-3000:]}"
+    return tuple(int(group) for group in found.groups())
+
+
+def process_running(pid: int, marker: str) -> bool:
+    """Whether *pid* runs and is still the process whose command line holds *marker* (not a reused pid)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and marker in " ".join(proc.cmdline())
+    except psutil.Error:
+        return False

@@ -1,6 +1,6 @@
 """
-Kill-point DAG: the continuous-training path with real operators (ingest, train, register, evaluate, approve,
-promote, deploy on the local target), every task retried once at once.
+Kill-point DAG: the continuous-training path with real operators (ingest, train, register, evaluate,
+infra-validate, approve, promote, deploy on the local target), every task retried once at once.
 
 Every task arms the fault injector (tests/kill/faults.py) before it runs; the fault plan of the stack says
 which task of which run is killed where. Without a plan it is an ordinary DAG.
@@ -14,7 +14,7 @@ from datetime import timedelta
 from airflow.sdk import DAG, Param, chain
 
 from airflow_mlops.operators.approval import ApproveModelOperator
-from airflow_mlops.operators.deployment import DeployModelOperator
+from airflow_mlops.operators.deployment import DeployModelOperator, InfraValidateOperator
 from airflow_mlops.operators.evaluation import EvaluateModelOperator
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
@@ -72,6 +72,15 @@ with DAG(
         # An absolute bar only: every candidate of these tests passes the gate.
         thresholds={"accuracy_score": {"threshold": 0.5, "greater_is_better": True}},
     )
+    infra_validate = InfraValidateOperator(
+        task_id="infra_validate",
+        model_name="{{ params.model_name }}",
+        version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
+        sample_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['holdout'] }}",
+        drop_columns=["label"],
+        target=SERVING_TARGET,
+        sample_rows=3,
+    )
     approve = ApproveModelOperator(
         task_id="approve",
         model_name="{{ params.model_name }}",
@@ -95,4 +104,4 @@ with DAG(
         ready_timeout=300,
     )
 
-    chain(ingest, train, register, evaluate, approve, promote, deploy)
+    chain(ingest, train, register, evaluate, infra_validate, approve, promote, deploy)
