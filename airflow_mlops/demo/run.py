@@ -136,9 +136,8 @@ def init_folder(folder: Path) -> int:
         shutil.copy2(example, folder / "dags" / example.name)
     make_demo_data(data)
     _print(f"wrote {len(examples)} example DAGs to {folder / 'dags'} and the demo data to {data}")
-    _print(
-        f"run one: MLOPS_SOURCE_PATH={data.resolve()} airflow-mlops demo --dags {folder / 'dags'} --dag {DAG_ID}"
-    )
+    _print(f"run one: airflow-mlops demo --dags {folder / 'dags'} --dag {DAG_ID} --auto-approve")
+    _print(f'(other data: --conf \'{{"model_name": "...", "data_path": "{data.resolve()}"}}\')')
     return 0
 
 
