@@ -27,7 +27,9 @@ from airflow_mlops.exceptions import (
 )
 from airflow_mlops.hooks.storage import StorageHook
 from airflow_mlops.links import MLflowRunLink
+from airflow_mlops.serving.base import target_from_config
 from airflow_mlops.signing import RETRAINING_REQUEST, SIGNATURE_KEY, Subject, record_keys, untrusted_message
+from airflow_mlops.utils.results import json_safe, keep_result
 from airflow_mlops.version_compat import AirflowSkipException, conf
 
 if TYPE_CHECKING:
@@ -110,9 +112,18 @@ class MonitorModelOperator(BaseOperator):
     With ``wait_for_traffic`` and fewer than ``min_records`` rows it defers (no worker slot held) until enough
     rows are captured or the wait ends; then it monitors what there is.
 
-    Returns (XCom) ``{"verdict", "reasons", "model_name", "version", "window", "records", "feature_drift",
-    "prediction_drift", "data_quality", "performance", "monitoring_run_id", "monitoring_run_url"}``; ``verdict``
-    is ``healthy``, ``degraded`` or ``not_enough_traffic``.
+    Only production traffic counts (requests the model answered, not marked synthetic: see
+    :mod:`airflow_mlops.serving.capture`). Captured inputs are read in the types of the champion's signature
+    (the training snapshot's where it has none); rows with a value of another type are left out and reported
+    (``bad_rows``), never an error. With ``target``, an endpoint that is unavailable (nothing deployed, its
+    health check fails, or the local proxy's status is not 200) makes the verdict ``degraded`` with the reason
+    ``endpoint unavailable: ...``, whatever the traffic.
+
+    Returns (XCom, JSON-safe) ``{"verdict", "reasons", "model_name", "version", "window", "records",
+    "bad_rows", "endpoint", "feature_drift", "prediction_drift", "data_quality", "performance",
+    "monitoring_run_id", "monitoring_run_url"}``; ``verdict`` is ``healthy``, ``degraded`` or
+    ``not_enough_traffic``; ``bad_rows`` is ``{"count", "columns"}``; ``endpoint`` is ``{"available",
+    "reason"}`` (None without ``target``).
 
     :param model_name: Registered model whose champion is monitored. (templated)
     :param capture_uri: Data root the captures are under (default ``$MLOPS_DATA_ROOT``). (templated)
@@ -134,6 +145,8 @@ class MonitorModelOperator(BaseOperator):
     :param exclude_columns: Snapshot columns that are not inputs (besides ``label_column``).
     :param experiment_name: MLflow experiment of the monitoring runs (default ``<model>-monitoring``).
     :param poll_interval: Seconds between two counts while waiting for traffic.
+    :param target: Where the model serves (a ``DeployTarget``, a config dict such as ``{"kind": "local", "port":
+        5001}``, or a kind name), to check that its endpoint is available; None: not checked.
     :param deferrable: Wait in the triggerer (default ``[operators] default_deferrable``).
     :param mlflow_conn_id: Airflow ``mlflow`` connection.
     :param aws_conn_id: Airflow ``aws`` connection for ``s3://`` captures and snapshots.
@@ -163,6 +176,7 @@ class MonitorModelOperator(BaseOperator):
         exclude_columns: list[str] | None = None,
         experiment_name: str | None = None,
         poll_interval: float = 60.0,
+        target: Any = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         mlflow_conn_id: str = "mlflow_default",
         aws_conn_id: str | None = StorageHook.default_conn_name,
@@ -215,6 +229,7 @@ class MonitorModelOperator(BaseOperator):
         self.exclude_columns = list(exclude_columns or [])
         self.experiment_name = experiment_name
         self.poll_interval = float(poll_interval)
+        self.target = None if target is None else target_from_config(target)
         self.deferrable = deferrable
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
@@ -253,6 +268,7 @@ class MonitorModelOperator(BaseOperator):
 
     # -- execute -------------------------------------------------------------------------------------------
 
+    @keep_result
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.serving.capture import count_captures
 
@@ -260,6 +276,9 @@ class MonitorModelOperator(BaseOperator):
         root = self._root()
         storage = self.storage_hook.storage_for(root)
         records = count_captures(root, self.model_name, start, end, storage)
+        endpoint_problem = self._endpoint_problem()
+        if endpoint_problem:  # no traffic to wait for
+            return self._monitor(context, start, end, endpoint_problem)
         if records < self.min_records and self.wait_for_traffic is not None:
             deadline = time.time() + self.wait_for_traffic.total_seconds()
             self.log.info(
@@ -288,6 +307,7 @@ class MonitorModelOperator(BaseOperator):
                 records = count_captures(root, self.model_name, start, end, storage)
         return self._monitor(context, start, end)
 
+    @keep_result
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, start: str | None = None
     ) -> dict[str, Any]:
@@ -298,7 +318,32 @@ class MonitorModelOperator(BaseOperator):
                 f"Waiting for traffic of model {self.model_name!r} failed: {message}"
             )
         self.log.info("%s", event["message"])
-        return self._monitor(context, datetime.fromisoformat(start), datetime.fromisoformat(event["end"]))
+        return self._monitor(
+            context, datetime.fromisoformat(start), datetime.fromisoformat(event["end"]), self._endpoint_problem()
+        )
+
+    def _endpoint_problem(self) -> str | None:
+        """Why the model's endpoint is unavailable (``endpoint unavailable: ...``), or None (or no ``target``)."""
+        if self.target is None:
+            return None
+        try:
+            deployment = self.target.current(self.model_name)
+        except Exception as err:
+            return f"endpoint unavailable: cannot read the deployment of {self.model_name}: {err}"
+        if deployment is None:
+            return (
+                f"endpoint unavailable: nothing of {self.model_name} is deployed on the "
+                f"{self.target.config_kind()} target"
+            )
+        try:
+            health = self.target.health(deployment)
+        except Exception as err:
+            return f"endpoint unavailable: the health check of {deployment.endpoint} failed: {err}"
+        if not health.ok:
+            return f"endpoint unavailable: {health.message}"
+        if self.target.config_kind() == "local":
+            return _proxy_problem(deployment.endpoint)
+        return None
 
     # -- the checks ----------------------------------------------------------------------------------------
 
@@ -318,7 +363,9 @@ class MonitorModelOperator(BaseOperator):
             raise RegistryError(f"Cannot read the {T.CHAMPION} of model {self.model_name!r}: {err}") from err
         return str(version), dict(mv.tags or {})
 
-    def _monitor(self, context: Context, start: datetime, end: datetime) -> dict[str, Any]:
+    def _monitor(
+        self, context: Context, start: datetime, end: datetime, endpoint_problem: str | None = None
+    ) -> dict[str, Any]:
         from airflow_mlops.data.drift import compute_drift
         from airflow_mlops.data.snapshots import read_snapshot
         from airflow_mlops.serving import monitor
@@ -344,9 +391,18 @@ class MonitorModelOperator(BaseOperator):
         features = [c for c in reference.columns if c not in excluded]
         reference = reference[features]
         meta = [PREDICTION, *([REQUEST_ID] if self.labels_uri else [])]
+        types = self._input_types(version, reference, features)
         captured = read_captures(
-            root, self.model_name, start, end, columns=features, storage=storage, meta=meta, version=version
-        )
+            root, self.model_name, start, end, columns=features, storage=storage, meta=meta, version=version,
+            types=types,
+        )  # fmt: skip
+        bad_columns: list[str] = list(captured.attrs.get("bad_columns", []))
+        bad_rows = {"count": int(captured.attrs.get("bad_rows", 0)), "columns": bad_columns}
+        if bad_rows["count"]:
+            self.log.warning(
+                "%d captured rows of %s v%s left out: values not of the signature's types in %s",
+                bad_rows["count"], self.model_name, version, ", ".join(bad_columns),
+            )  # fmt: skip
         records = len(captured)
         window = {"start": start.isoformat(), "end": end.isoformat()}
         self.log.info(
@@ -359,6 +415,9 @@ class MonitorModelOperator(BaseOperator):
         )
         result: dict[str, Any] = {
             "model_name": self.model_name, "version": version, "window": window, "records": records,
+            "bad_rows": bad_rows,
+            "endpoint": None if self.target is None
+            else {"available": endpoint_problem is None, "reason": endpoint_problem},
             "feature_drift": None, "prediction_drift": None, "data_quality": None, "performance": None,
         }  # fmt: skip
         if records >= self.min_records:
@@ -383,18 +442,37 @@ class MonitorModelOperator(BaseOperator):
                 )  # fmt: skip
         verdict, reasons = monitor.verdict(
             records, self.min_records, result["feature_drift"], result["prediction_drift"],
-            result["data_quality"], result["performance"],
+            result["data_quality"], result["performance"], endpoint_problem,
         )  # fmt: skip
         result.update({"verdict": verdict, "reasons": reasons})
-        run_id = self._log_run(context, result, reference, captured, features)
+        run_id = self._log_run(context, json_safe(result), reference, captured, features)
         result["monitoring_run_id"] = run_id
         result["monitoring_run_url"] = self.mlflow_run_url
+        result = json_safe(result)
         client.set_registered_model_tag(
             self.model_name, MONITORING_VERDICT_TAG, json.dumps({k: result.get(k) for k in _VERDICT_KEYS})
         )
         log = self.log.warning if verdict == monitor.DEGRADED else self.log.info
         log("Verdict for %s v%s: %s %s", self.model_name, version, verdict, "; ".join(reasons))
         return result
+
+    def _input_types(self, version: str, reference: Any, features: list[str]) -> dict[str, str]:
+        """The MLflow type of each feature: the champion's signature, else the training snapshot's dtypes."""
+        from airflow_mlops.serving.capture import signature_of
+
+        try:
+            signature = signature_of(f"models:/{self.model_name}/{version}") or {}
+        except Exception as err:  # no signature is not a reason to stop monitoring
+            self.log.info("No signature of %s v%s (%s): types of the training data", self.model_name, version, err)
+            signature = {}
+        types = {}
+        for feature in features:
+            kind = signature.get(feature)
+            if kind is None:
+                dtype = reference[feature].dtype
+                kind = {"i": "long", "u": "long", "f": "double", "b": "boolean"}.get(dtype.kind, "string")
+            types[feature] = kind
+        return types
 
     def _holdout_predictions(
         self, version: str, version_tags: Mapping[str, str], features: list[str], storage: Any
@@ -497,7 +575,9 @@ class MonitorModelOperator(BaseOperator):
                     "mlops.monitoring.reasons": "; ".join(result["reasons"])[:4900],
                 }
             )
-            metrics: dict[str, float] = {"records": float(result["records"])}
+            metrics: dict[str, float] = {
+                "records": float(result["records"]), "bad_rows": float(result["bad_rows"]["count"]),
+            }  # fmt: skip
             drift = result["feature_drift"]
             if drift:
                 metrics["drifted_features"] = float(len(drift["drifted_features"]))
@@ -536,6 +616,31 @@ class MonitorModelOperator(BaseOperator):
                 mlflow.log_figure(figure, "monitoring/predictions.png")
                 plt.close(figure)
             return str(run.info.run_id)
+
+
+def _proxy_problem(endpoint: str, timeout: float = 10.0) -> str | None:
+    """Why the local endpoint proxy's status (``GET /_mlops/proxy``) is not 200 (with its reason), or None."""
+    import urllib.error
+    import urllib.request
+
+    from airflow_mlops.serving.proxy import STATUS_PATH
+
+    url = endpoint.rstrip("/") + STATUS_PATH
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - the target's own endpoint
+            if response.status == 200:
+                return None
+            status, body = response.status, response.read(2000)
+    except urllib.error.HTTPError as err:
+        status, body = err.code, err.read(2000)
+    except OSError as err:
+        return f"endpoint unavailable: GET {url} failed: {err}"
+    try:
+        payload = json.loads(body)
+        reason = payload.get("message") or payload.get("reason") or payload.get("error") or payload
+    except (ValueError, AttributeError):
+        reason = body.decode(errors="replace")
+    return f"endpoint unavailable: GET {url} answered HTTP {status}: {reason}"
 
 
 def _compact_drift(report: dict[str, Any]) -> dict[str, Any]:
@@ -627,6 +732,7 @@ class RequestRetrainingOperator(BaseOperator):
                 return {}
         return {key: value for key, value in last.items() if key != SIGNATURE_KEY}
 
+    @keep_result
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.evaluation.report import upstream_summary
         from airflow_mlops.hooks.mlflow import MLflowHook
@@ -672,7 +778,7 @@ class RequestRetrainingOperator(BaseOperator):
         request = {key: value for key, value in request.items() if key != SIGNATURE_KEY}
         retrain = self.on_degraded in ("retrain", "both")
         if retrain:
-            extra = {k: monitoring.get(k) for k in _VERDICT_KEYS}
+            extra = json_safe({k: monitoring.get(k) for k in _VERDICT_KEYS})
             extra["requested_at"] = request["time"]
             for outlet in self.outlets:
                 context["outlet_events"][outlet].extra = extra

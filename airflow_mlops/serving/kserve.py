@@ -22,7 +22,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from airflow_mlops.exceptions import DeploymentError, DeploymentRejectedError
+from airflow_mlops.exceptions import ConfigurationError, DeploymentError, DeploymentRejectedError
 from airflow_mlops.hooks.kserve import (
     API_VERSION,
     FAILED_REASONS,
@@ -36,6 +36,8 @@ from airflow_mlops.hooks.kserve import (
 )
 from airflow_mlops.registry import validate_model_name
 from airflow_mlops.serving.base import DeployTarget, post_invocations
+from airflow_mlops.serving.capture import TRAFFIC_HEADER
+from airflow_mlops.serving.capture_receiver import logger_key
 from airflow_mlops.serving.status import Deployment, Health
 from airflow_mlops.utils.k8s import KubernetesConnection, label_value
 from airflow_mlops.utils.urls import without_credentials
@@ -156,6 +158,11 @@ class KServeTarget(DeployTarget):
         logger posts each request and answer as CloudEvents to the receiver
         (:mod:`airflow_mlops.serving.capture_receiver`), which lands them in the local target's capture layout;
         the target adds ``?model=<name>&version=<version>`` to the URL so each revision says what it serves.
+        ``"token_conn_id"`` names the Airflow connection whose password is the receiver's token (the same
+        value as the receiver's ``MLOPS_CAPTURE_TOKEN`` Secret): the URL then also carries ``key=``, an HMAC of
+        the model version under that token, which lets the logger write that version's traffic and nothing
+        else. ``"traffic_header": True`` forwards ``X-MLOps-Traffic`` (``metadataHeaders``, KServe 0.13+), so
+        smoke tests and canary probes are stored apart from production traffic.
     """
 
     kind = "kserve"
@@ -189,10 +196,18 @@ class KServeTarget(DeployTarget):
         capture_logger: dict[str, Any] | None = None,
     ) -> None:
         if capture_logger is not None:
-            if not isinstance(capture_logger, dict) or set(capture_logger) - {"url", "mode"}:
+            if not isinstance(capture_logger, dict) or set(capture_logger) - {
+                "url", "mode", "token_conn_id", "traffic_header"
+            }:
                 raise ValueError(
-                    f"capture_logger must be a dict with 'url' (and 'mode'), got {capture_logger!r}"
+                    "capture_logger must be a dict with 'url' (and 'mode', 'token_conn_id', 'traffic_header'), "
+                    f"got {capture_logger!r}"
                 )
+            token_conn_id = capture_logger.get("token_conn_id")
+            if token_conn_id is not None and (not isinstance(token_conn_id, str) or not token_conn_id):
+                raise ValueError(f"capture_logger['token_conn_id'] must be a connection id, got {token_conn_id!r}")
+            if not isinstance(capture_logger.get("traffic_header", False), bool):
+                raise ValueError("capture_logger['traffic_header'] must be True or False")
             url, mode = capture_logger.get("url"), capture_logger.get("mode", "all")
             if (
                 not isinstance(url, str)
@@ -312,6 +327,27 @@ class KServeTarget(DeployTarget):
 
     # -- manifests -----------------------------------------------------------------------------------------
 
+    def _capture_key(self, model_name: str, version: str) -> str:
+        """The capture receiver's key for one model version, from the token connection (masked in logs)."""
+        from airflow.sdk import BaseHook
+        from airflow.sdk.log import mask_secret
+
+        from airflow_mlops.version_compat import AirflowNotFoundException
+
+        conn_id = str(self.capture_logger["token_conn_id"])  # type: ignore[index]
+        try:
+            token = BaseHook.get_connection(conn_id).password or ""
+        except AirflowNotFoundException:
+            token = ""
+        if not token:
+            raise ConfigurationError(
+                f"capture_logger['token_conn_id']: the Airflow connection {conn_id!r} is missing or has no "
+                "password; set its password to the capture receiver's token (its MLOPS_CAPTURE_TOKEN Secret)"
+            )
+        key = logger_key(token, model_name, version)
+        mask_secret(key)
+        return key
+
     def name_for(self, model_name: str) -> str:
         """Name of the model's ``InferenceService``."""
         return self.service_name or service_name_for(validate_model_name(model_name))
@@ -386,11 +422,15 @@ class KServeTarget(DeployTarget):
         if canary_traffic_percent is not None:
             predictor["canaryTrafficPercent"] = canary_traffic_percent
         if self.capture_logger:
-            query = urlencode({"model": model_name, "version": str(version)})
+            params = {"model": model_name, "version": str(version)}
+            if self.capture_logger.get("token_conn_id"):
+                params["key"] = self._capture_key(model_name, str(version))
             predictor["logger"] = {
                 "mode": self.capture_logger.get("mode", "all"),
-                "url": f"{self.capture_logger['url']}?{query}",
+                "url": f"{self.capture_logger['url']}?{urlencode(params)}",
             }
+            if self.capture_logger.get("traffic_header"):
+                predictor["logger"]["metadataHeaders"] = [TRAFFIC_HEADER]
         if self.predictor_overrides:
             _deep_merge(predictor, self.predictor_overrides)
         return {

@@ -5,8 +5,8 @@ Feature drift compares the captured inputs with the champion's training snapshot
 captured predictions with the champion's predictions on its evaluation holdout (both with
 :func:`airflow_mlops.data.drift.compute_drift`), data quality is a Great Expectations suite run on the captured
 inputs (:mod:`airflow_mlops.data.expectations`), and live performance joins ground-truth labels on
-``_request_id`` and compares a metric with the one the evaluation measured. :func:`verdict` turns the four into
-``healthy``, ``degraded`` (with reasons) or ``not_enough_traffic``.
+``_request_id`` and compares a metric with the one the evaluation measured. :func:`verdict` turns the four, and
+whether the endpoint answers, into ``healthy``, ``degraded`` (with reasons) or ``not_enough_traffic``.
 """
 
 from __future__ import annotations
@@ -145,13 +145,18 @@ def verdict(
     prediction_drift: Mapping[str, Any] | None,
     data_quality: Mapping[str, Any] | None,
     performance: Mapping[str, Any] | None,
+    endpoint_problem: str | None = None,
 ) -> tuple[str, list[str]]:
-    """``(verdict, reasons)``: ``not_enough_traffic`` below *min_records*, else degraded when any check says so."""
+    """
+    ``(verdict, reasons)`` of one window.
+
+    Degraded when the endpoint is unavailable (*endpoint_problem*, the first reason) or any check says so;
+    ``not_enough_traffic`` below *min_records* while the endpoint is up.
+    """
+    reasons = [endpoint_problem] if endpoint_problem else []
     if records < min_records:
-        return NOT_ENOUGH_TRAFFIC, [
-            f"{records} captured rows in the window, fewer than min_records={min_records}"
-        ]
-    reasons = []
+        few = f"{records} captured rows in the window, fewer than min_records={min_records}"
+        return (DEGRADED, [*reasons, few]) if reasons else (NOT_ENOUGH_TRAFFIC, [few])
     if feature_drift and feature_drift.get("drift"):
         named = [
             *feature_drift.get("drifted_features", []),

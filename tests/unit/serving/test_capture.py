@@ -79,7 +79,9 @@ def test_a_window_reads_only_its_own_rows(tmp_path):
     assert sorted(frame(tmp_path)["x"]) == [0.0, 1.0, 2.0]  # answered requests of this model only
     later = datetime.now(UTC) + timedelta(minutes=1)
     assert read_captures(str(tmp_path), "churn", later, later + timedelta(hours=1)).empty
-    assert count_captures(str(tmp_path), "churn", *WINDOW) == 4
+    # The refused request is stored apart and never counted as production traffic.
+    assert count_captures(str(tmp_path), "churn", *WINDOW) == 3
+    assert count_captures(str(tmp_path), "churn", *WINDOW, traffic="rejected") == 1
     writer.close()
 
 

@@ -6,6 +6,7 @@ receiver, as a real process, lands the logged requests and answers in the local 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 import requests
 
 from airflow_mlops.serving.capture import PREDICTION, REQUEST_ID, VERSION, read_captures
+from airflow_mlops.serving.capture_receiver import logger_key
 from airflow_mlops.serving.kserve import KServeTarget
 from tests.conftest import free_port
 from tests.support.kubernetes import spec_validator
@@ -49,11 +51,12 @@ def test_a_bad_logger_setting_is_refused(logger):
 def test_the_receiver_lands_logged_pairs_in_the_capture_layout(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "airflow_mlops.serving.capture_receiver", "--host", "127.0.0.1", "--port",
+        [sys.executable, "-m", "airflow_mlops.serving.capture_receiver", "--port",
          str(port), "--root", str(tmp_path), "--flush-seconds", "600"],
-        stderr=subprocess.PIPE,
+        stderr=subprocess.PIPE, env={**os.environ, "MLOPS_CAPTURE_TOKEN": "t0ken"},
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/?model=churn&version=7"
+    # The key the KServe target writes into the logger URL of version 7.
+    url = f"http://127.0.0.1:{port}/?model=churn&version=7&key={logger_key('t0ken', 'churn', '7')}"
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -94,3 +97,31 @@ def test_the_receiver_lands_logged_pairs_in_the_capture_layout(tmp_path):
     assert captured["x"].tolist() == [9.0, 4.0, 1.5, 2.5]
     assert captured[PREDICTION].tolist() == [0.0, 1.0, 0.0, 1.0]
     assert set(captured[VERSION]) == {"7"}
+
+
+def test_the_logger_url_carries_the_key_of_its_model_version_from_the_token_connection():
+    from tests.conftest import set_connection
+
+    set_connection("mlops_capture_test", conn_type="generic", password="shared-token")
+    target = KServeTarget(
+        capture_logger={"url": "http://mlops-capture.monitoring:8080", "token_conn_id": "mlops_capture_test",
+                        "traffic_header": True},
+    )  # fmt: skip
+
+    logger = target.build_manifest("churn", "7", "s3://models/churn/7")["spec"]["predictor"]["logger"]
+
+    query = parse_qs(urlsplit(logger["url"]).query)
+    assert query["key"] == [logger_key("shared-token", "churn", "7")]
+    assert "shared-token" not in logger["url"]
+    assert logger["metadataHeaders"] == ["X-MLOps-Traffic"]  # smoke tests and probes stay apart
+
+
+def test_a_token_connection_without_a_password_is_a_configuration_error():
+    from airflow_mlops.exceptions import ConfigurationError
+    from tests.conftest import set_connection
+
+    set_connection("mlops_capture_empty", conn_type="generic")
+    target = KServeTarget(capture_logger={"url": "http://r:8080", "token_conn_id": "mlops_capture_empty"})
+
+    with pytest.raises(ConfigurationError, match="mlops_capture_empty"):
+        target.build_manifest("churn", "7", "s3://models/churn/7")
