@@ -96,11 +96,100 @@ def check_expectations(expectations: object, origin: str = "expectations") -> li
     return out
 
 
+#: The column types :func:`table_suite` pins (``types=``), and the pandas dtypes each accepts, as Great
+#: Expectations 1.x matches them (nullable pandas dtypes by their class names). Text is not among them: GX
+#: cannot match pandas' text dtypes reliably, so text columns are left unpinned.
+_INTEGER_DTYPES = (
+    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "Int8Dtype", "Int16Dtype", "Int32Dtype", "Int64Dtype", "UInt8Dtype", "UInt16Dtype", "UInt32Dtype", "UInt64Dtype",
+)  # fmt: skip
+COLUMN_TYPES: dict[str, tuple[str, ...]] = {
+    "number": (*_INTEGER_DTYPES, "float16", "float32", "float64", "Float32Dtype", "Float64Dtype"),
+    "integer": _INTEGER_DTYPES,
+    "boolean": ("bool", "BooleanDtype"),
+    "datetime": ("datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]"),
+}
+#: Where a pinned type is recorded in an expectation (its ``meta``), for messages.
+TYPE_META_KEY = "mlops_column_type"
+_TYPE_EXPECTATION = "expect_column_values_to_be_in_type_list"
+
+
+def column_type(dtype: str) -> str | None:
+    """
+    The :data:`COLUMN_TYPES` name of a pandas dtype (as a manifest's ``schema`` writes it), or None.
+
+    Integers and floats are both ``"number"`` (an integer column with a missing value is read as floats);
+    timezone-aware timestamps, text, categories and objects are None (not pinned).
+    """
+    dtype = dtype.strip()
+    if dtype.lower().startswith(("int", "uint", "float")):
+        return "number"
+    if dtype.lower() in ("bool", "boolean"):
+        return "boolean"
+    if dtype.startswith("datetime64[") and "," not in dtype:
+        return "datetime"
+    return None
+
+
+def types_from_schema(schema: dict[str, str]) -> dict[str, str]:
+    """
+    The column types a good snapshot pins, from its manifest ``schema`` (``{column: pandas dtype}``).
+
+    Pass the result to :func:`table_suite` (``types=``) so that a later file with text, timestamps or lists
+    where this one had numbers fails validation, naming the column and the type expected. Columns whose
+    type cannot be pinned (:func:`column_type`) are left out.
+    """
+    return {column: kind for column, dtype in schema.items() if (kind := column_type(str(dtype)))}
+
+
+def types_of_snapshot(uri: str, storage: Any = None) -> dict[str, str]:
+    """
+    :func:`types_from_schema` of the snapshot at *uri* (its manifest only is read; a ``#split`` is ignored).
+
+    Meant to be run once on a snapshot known to be good, and its result written into the DAG
+    (``table_suite(..., types={...})``): nothing is read when a DAG is parsed.
+
+    :param storage: A :class:`~airflow_mlops.data.storage.Storage` for ``s3://`` snapshots (None: default).
+    """
+    from airflow_mlops.data.snapshots import load_manifest, parse_snapshot_uri
+
+    return types_from_schema(load_manifest(parse_snapshot_uri(uri)[0], storage)["schema"])
+
+
+def type_expectation(column: str, kind: str) -> dict[str, Any]:
+    """
+    The expectation that column *column* is of type *kind* (one of :data:`COLUMN_TYPES`).
+
+    :raises ValueError: if *kind* is not one of them.
+    """
+    if kind not in COLUMN_TYPES:
+        raise ValueError(
+            f"Column {column!r}: type {kind!r} cannot be pinned; use one of {', '.join(COLUMN_TYPES)} "
+            "(text columns are not pinned)"
+        )
+    return {
+        "type": _TYPE_EXPECTATION,
+        "kwargs": {"column": column, "type_list": list(COLUMN_TYPES[kind])},
+        "meta": {TYPE_META_KEY: kind},
+    }
+
+
+def _label_type(label_values: Sequence[Any] | None) -> str | None:
+    """The type the allowed label values pin: numbers (not booleans) or booleans; None for anything else."""
+    values = list(label_values or [])
+    if values and all(isinstance(v, bool) for v in values):
+        return "boolean"
+    if values and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return "number"  # true/false equal 1/0 in Python: only the column's type tells them apart
+    return None
+
+
 def table_suite(
     features: Sequence[str],
     label: str,
     label_values: Sequence[Any] | None = None,
     min_rows: int = 1,
+    types: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """
     The suite a training table needs before anything trains on it, as expectation dicts.
@@ -110,11 +199,25 @@ def table_suite(
     given, always one of them, and features that are never null. The names may be Jinja templates
     (``"{{ params.target }}"``): the operator renders them.
 
+    Numeric *label_values* also pin the label's type to numbers, so ``true``/``false`` labels fail (Python
+    takes them for 1/0); boolean ones pin it to booleans. *types* pins the features' types: a column
+    written with thousands separators (``"1,234"``, read as text), holding timestamps or lists where
+    numbers are expected fails, and the message names the column and the type expected.
+
     :param features: The feature columns.
     :param label: The label column.
     :param label_values: The values the label may take (None: any).
     :param min_rows: The fewest rows accepted.
+    :param types: ``{column: type}`` with a type of :data:`COLUMN_TYPES` (``"number"``, ``"integer"``,
+        ``"boolean"``, ``"datetime"``), for features and the label; :func:`types_of_snapshot` derives it
+        from a good snapshot. None: only the label's type is pinned, by *label_values*.
+    :raises ValueError: if *types* names a column that is not in the table, or a type that cannot be pinned.
     """
+    pinned = dict(types or {})
+    unknown = sorted(set(pinned) - {*features, label})
+    if unknown:
+        raise ValueError(f"types names columns that are not features or the label: {unknown}")
+    label_type = pinned.pop(label, None) or _label_type(label_values)
     suite: list[dict[str, Any]] = [
         {
             "type": "expect_table_columns_to_match_set",
@@ -130,9 +233,12 @@ def table_suite(
                 "kwargs": {"column": label, "value_set": list(label_values)},
             }
         )
+    if label_type is not None:
+        suite.append(type_expectation(label, label_type))
     suite += [
         {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": column}} for column in features
     ]
+    suite += [type_expectation(column, pinned[column]) for column in features if column in pinned]
     return suite
 
 
@@ -242,15 +348,18 @@ def summarize(result: Any, on_warning: str = "fail") -> dict[str, Any]:
         kwargs = {k: compact(v) for k, v in item.expectation_config.kwargs.items() if k != "batch_id"}
         severity = str(getattr(item.expectation_config, "severity", None) or "critical")
         severity = getattr(severity, "value", severity).split(".")[-1].lower()
-        failed.append(
-            {
-                "expectation": item.expectation_config.type,
-                "column": kwargs.get("column"),
-                "severity": severity,
-                "observed": observed(item.result or {}, item.exception_info),
-                "kwargs": kwargs,
-            }
-        )
+        failure = {
+            "expectation": item.expectation_config.type,
+            "column": kwargs.get("column"),
+            "severity": severity,
+            "observed": observed(item.result or {}, item.exception_info),
+            "kwargs": kwargs,
+        }
+        expected_type = (getattr(item.expectation_config, "meta", None) or {}).get(TYPE_META_KEY)
+        if expected_type:
+            failure["expected_type"] = str(expected_type)
+            kwargs.pop("type_list", None)  # the type's name says it; the dtype list only floods the message
+        failed.append(failure)
     statistics = result.statistics
     blocking = any(
         on_warning == "fail" or failure["severity"] not in NON_BLOCKING_SEVERITIES for failure in failed
@@ -265,11 +374,40 @@ def summarize(result: Any, on_warning: str = "fail") -> dict[str, Any]:
     }
 
 
+_TYPE_WORDS = {
+    "number": "numbers",
+    "integer": "whole numbers",
+    "boolean": "booleans",
+    "datetime": "timestamps",
+}
+_OBSERVED_WORDS = {"str": "text", "object": "text or mixed values", "bool": "booleans (true/false)",
+                   "datetime64": "timestamps", "Timestamp": "timestamps"}  # fmt: skip
+
+
+def _type_problem(failure: dict[str, Any]) -> str:
+    """What a failed type pin means: the column, the type expected, what it holds and the likely cause."""
+    column, expected = failure.get("column"), failure["expected_type"]
+    seen = failure["observed"].get("observed_value")
+    holds = _OBSERVED_WORDS.get(str(seen), f"{seen}" if seen else "values of other types (lists, text...)")
+    text = f"column {column!r} must hold {_TYPE_WORDS.get(expected, expected)} ({expected}), it holds {holds}"
+    if expected in ("number", "integer") and seen == "str":
+        text += (
+            " (a CSV column is read as text when a value is not a plain number: a timestamp, a list, or a "
+            "number written with thousands separators, \"1,234\", which csv_options={'thousands': ','} reads)"
+        )
+    elif expected in ("number", "integer") and seen == "bool":
+        text += "; true/false are not taken for 1/0: write the values the label check allows"
+    return text
+
+
 def describe_failure(failure: dict[str, Any]) -> str:
     """One line for a failed expectation of a summary: ``- type(kwargs): observed``."""
     arguments = ", ".join(f"{key}={json.dumps(value)}" for key, value in failure["kwargs"].items())
+    if failure.get("expected_type"):
+        arguments += f", type={json.dumps(failure['expected_type'])}"
     seen = ", ".join(f"{key}={json.dumps(value)}" for key, value in failure["observed"].items())
-    return f"- {failure['expectation']}({arguments}): {seen or 'failed'}"
+    line = f"- {failure['expectation']}({arguments}): {seen or 'failed'}"
+    return f"{line} -- {_type_problem(failure)}" if failure.get("expected_type") else line
 
 
 def failure_message(label: str, summary: dict[str, Any]) -> str:

@@ -293,13 +293,71 @@ def read_file(local: Path, uri: str, fmt: str, csv_options: dict[str, Any] | Non
         raise ValueError(f"{uri} is not a readable Parquet file: {err}") from err
 
 
+#: ``read_csv`` options that say where the header is or what the columns are called: the header as written
+#: is then not checked for duplicates.
+_HEADER_OPTIONS = frozenset({"header", "names", "index_col", "usecols"})
+#: ``read_csv`` options that change how a header row is split into names; passed on to the header check.
+_SPLIT_OPTIONS = frozenset({
+    "sep", "delimiter", "encoding", "compression", "quotechar", "quoting", "escapechar", "doublequote",
+    "skiprows", "comment", "skipinitialspace", "dialect", "lineterminator", "encoding_errors", "engine",
+})  # fmt: skip
+_MAX_NAMED = 5
+
+
+def _shown(names: Sequence[str]) -> str:
+    """Up to five header names, quoted and cut at 40 characters (a bad header row may hold data)."""
+    shown = [repr(name if len(name) <= 40 else name[:37] + "...") for name in names[:_MAX_NAMED]]
+    return ", ".join(shown) + (f" and {len(names) - _MAX_NAMED} more" if len(names) > _MAX_NAMED else "")
+
+
+def check_header(
+    local: Path, uri: str, columns: Sequence[str], fmt: str, csv_options: dict[str, Any] | None = None
+) -> None:
+    """
+    Refuse padded headers (``" label "``) and duplicate headers of the file at *uri* (read into *columns*).
+
+    pandas keeps the spaces around a name, so ``" label "`` is not ``label``, and it renames the second of
+    two equal CSV headers ``tenure_months.1``: either would later be reported as a missing or an unexpected
+    column. The message names them as what they are.
+
+    :raises ValueError: naming the padded or duplicated headers.
+    """
+    padded = [name for name in columns if name != name.strip()]
+    if padded:
+        raise ValueError(
+            f"{uri} has padded headers, with spaces around the name: {_shown(padded)}; remove the spaces from "
+            "the header row"
+        )
+    if fmt != "csv" or _HEADER_OPTIONS & set(csv_options or {}):
+        return
+    import pandas as pd
+
+    options = {"encoding": "utf-8", **{k: v for k, v in (csv_options or {}).items() if k in _SPLIT_OPTIONS}}
+    try:
+        raw = pd.read_csv(local, header=None, nrows=1, dtype=str, keep_default_na=False, **options)
+    except (pd.errors.ParserError, ValueError, OSError, UnicodeDecodeError):
+        return  # the whole file was read already; a header this read cannot split is not a duplicate
+    names = [str(name) for name in raw.iloc[0].tolist()] if len(raw) else []
+    seen: dict[str, int] = {}
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+    duplicated = [name for name, count in seen.items() if count > 1]
+    if duplicated:
+        renamed = f"{duplicated[0]}.1"
+        raise ValueError(
+            f"{uri} has duplicate headers: {_shown(duplicated)} (pandas would read the second "
+            f"{duplicated[0]!r} as {renamed!r}); give every column its own name"
+        )
+
+
 def read_files(
     files: Sequence[tuple[Path, str]], fmt: str, csv_options: dict[str, Any] | None = None
 ) -> pd.DataFrame:
     """
     Read ``(local path, uri)`` pairs as *fmt* into one DataFrame (rows in the given order, string columns).
 
-    :raises ValueError: if a file cannot be read, has no rows, or has other columns than the first.
+    :raises ValueError: if a file cannot be read, has no rows, padded or duplicate headers
+        (:func:`check_header`), or other columns than the first.
     """
     import pandas as pd
 
@@ -307,6 +365,7 @@ def read_files(
     for local, uri in files:
         frame = read_file(local, uri, fmt, csv_options)
         frame.columns = [str(column) for column in frame.columns]
+        check_header(local, uri, list(frame.columns), fmt, csv_options)
         if len(frame) == 0:
             raise ValueError(f"{uri} has no rows (only a header or schema)")
         if frames and list(frame.columns) != list(frames[0].columns):

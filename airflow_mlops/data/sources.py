@@ -47,6 +47,15 @@ class SourceTooLargeError(ValueError):
     """A source holds more files or bytes than the configured limits allow."""
 
 
+class SourceChangedError(Exception):
+    """
+    A source file changed (size or modification time) while it was read: it is still being written.
+
+    Not a :class:`ValueError`: nothing is wrong with the data, and reading it again once it is complete can
+    succeed (the ingest raises a retryable error and publishes nothing).
+    """
+
+
 def _folder_of(location: str) -> str:
     """The folder a file, folder or glob location lives in (a file's parent, a folder itself)."""
     location = location.strip()
@@ -354,8 +363,43 @@ def fetch_files(
                 callback.done()
         else:
             local = Path(uri)
-        files.append(fingerprint_file(uri, local, entry.get("etag"), entry.get("mtime")))
+        file = fingerprint_file(uri, local, entry.get("etag"), entry.get("mtime"))
+        if file.size != int(entry["size"]):
+            raise SourceChangedError(
+                f"{uri} changed while it was read ({entry['size']} bytes when listed, {file.size} when read): "
+                "it is still being written"
+            )
+        files.append(file)
+    check_unchanged(files)
     return files
+
+
+def check_unchanged(files: Sequence[SourceFile]) -> None:
+    """
+    Raise :class:`SourceChangedError` if a local source file's size or modification time is not what it was.
+
+    Call it after the files were read (hashed, parsed): a file still being written grows or is touched in the
+    meantime. S3 objects are left alone: an object is replaced whole, never seen half-written, and what was
+    read is the downloaded copy.
+
+    :param files: The files as they were listed and hashed (:func:`fetch_files`).
+    """
+    for file in files:
+        if is_s3(file.uri):
+            continue
+        try:
+            stat = os.stat(file.uri)
+        except FileNotFoundError as err:
+            raise SourceChangedError(f"{file.uri} disappeared while it was read") from err
+        if stat.st_size != file.size or (file.mtime is not None and stat.st_mtime != file.mtime):
+            what = (
+                f"{file.size} bytes when read, {stat.st_size} now"
+                if stat.st_size != file.size
+                else "its modification time moved"
+            )
+            raise SourceChangedError(
+                f"{file.uri} changed while it was read ({what}): it is still being written"
+            )
 
 
 def fetch_sources(

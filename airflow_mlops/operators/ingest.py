@@ -56,6 +56,7 @@ from airflow_mlops.exceptions import (
     ConnectionSetupError,
     DatasetConfigurationError,
     DatasetError,
+    RetryableError,
     ServiceUnavailableError,
 )
 from airflow_mlops.hooks.storage import StorageHook
@@ -367,7 +368,9 @@ class IngestDatasetOperator(BaseOperator):
             try:
                 df = read_files([(file.local, file.uri) for file in files], fmt, self.csv_options)
             except ValueError as err:
+                self._unchanged(name, source, files)  # a half-written file fails to parse: say that first
                 self._fail(name, source, err)
+            self._unchanged(name, source, files)
             described = {
                 "source": source,
                 "source_files": [f.describe() for f in files],
@@ -431,10 +434,24 @@ class IngestDatasetOperator(BaseOperator):
             except ValueError as err:
                 self._fail(name, source, err)
 
+    def _unchanged(self, name: str, source: str, files: list[SourceFile]) -> None:
+        """Fail, retryable, if a local source file changed since it was listed (it is still being written)."""
+        from airflow_mlops.data.sources import check_unchanged
+
+        self._storage_call(name, source, lambda: check_unchanged(files))
+
     def _storage_call(self, name: str, source: str, call: Any) -> Any:
         """Run *call* (a listing or read of the source), turning its failures into dataset errors."""
+        from airflow_mlops.data.sources import SourceChangedError
+
         try:
             return call()
+        except SourceChangedError as err:
+            raise RetryableError(
+                f"Dataset {name!r}: {err}; nothing was published. A retry reads it again once it is complete "
+                "(write files under another name, or a name starting with '.' or '_', and rename them when done)",
+                dataset=name, uri=source, reason="source changing",
+            ) from err  # fmt: skip
         except ValueError as err:
             self._fail(name, source, err)
         except FileNotFoundError as err:

@@ -16,8 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from airflow_mlops.data.expectations import table_suite, types_of_snapshot
 from airflow_mlops.demo.data import make_demo_data
-from airflow_mlops.exceptions import DataDriftError, DatasetError, DataValidationError
+from airflow_mlops.exceptions import DataDriftError, DatasetError, DataValidationError, RetryableError
 from airflow_mlops.operators.drift import DriftCheckOperator
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
@@ -127,6 +128,11 @@ EXAMPLE_CASES = {
         lambda df: df.drop(columns=["discount_rate"]),
         "expect_table_columns_to_match_set",
     ),
+    "boolean-label": (
+        lambda df: df.assign(label=df["label"].map({0: "false", 1: "true"})),
+        "column 'label' must hold numbers (number), it holds booleans (true/false); true/false are not taken "
+        "for 1/0",
+    ),
 }
 
 
@@ -152,6 +158,146 @@ def test_the_example_suite_passes_the_demo_data(tmp_path, demo, example_suite):
         task_id="validate", dataset_uri=snapshot["uri"], expectations=example_suite
     ).execute(context={})
     assert summary["success"] is True
+
+
+# The example DAG's features, with their types pinned from a good snapshot (what the DAG's suite does).
+FEATURES = ["tenure_months", "monthly_spend", "support_calls", "usage_hours", "discount_rate"]
+
+TYPE_CASES = {
+    "thousands-separators": (
+        lambda df: df.assign(monthly_spend=(df["monthly_spend"] * 100).map("{:,.2f}".format)),
+        "monthly_spend",
+        "it holds text (a CSV column is read as text when a value is not a plain number",
+    ),
+    "timestamp-in-a-feature": (
+        lambda df: df.assign(usage_hours=pd.Timestamp("2026-12-05 10:00") + pd.to_timedelta(df.index, "h")),
+        "usage_hours",
+        "it holds text",
+    ),
+    "list-column": (
+        lambda df: df.assign(support_calls=df["support_calls"].map(lambda n: [n, n + 1])),
+        "support_calls",
+        "it holds text",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def pinned_suite(tmp_path_factory, demo) -> list[dict]:
+    """The example suite with every column's type derived from a good snapshot of the demo data."""
+    good = _ingest_frame(tmp_path_factory.mktemp("good"), "good", demo)
+    types = types_of_snapshot(good["uri"])
+    assert types == dict.fromkeys([*FEATURES, "label"], "number")
+    return table_suite(FEATURES, "label", label_values=[0, 1], min_rows=100, types=types)
+
+
+@pytest.mark.parametrize("case", list(TYPE_CASES))
+def test_pinned_types_refuse_text_timestamps_and_lists_naming_the_column(case, tmp_path, demo, pinned_suite):
+    spoil, column, holds = TYPE_CASES[case]
+    name = f"typed_{case.replace('-', '_')}"
+    snapshot = _ingest_frame(tmp_path, name, spoil(demo))
+
+    with pytest.raises(DataValidationError) as info:
+        ValidateDatasetOperator(
+            task_id="validate", dataset_uri=snapshot["uri"], expectations=pinned_suite
+        ).execute(context={})
+    message = str(info.value)
+    assert repr(name) in message
+    assert f"column {column!r} must hold numbers (number), {holds}" in message
+    assert message.count("must hold") == 1  # only the spoilt column
+
+
+def test_pinned_types_pass_the_good_data_and_parquet(tmp_path, demo, pinned_suite):
+    source = tmp_path / "good.parquet"
+    demo.to_parquet(source)
+    snapshot = IngestDatasetOperator(
+        task_id="ingest", dataset_name="typed_good", source=str(source), data_root=str(tmp_path / "root")
+    ).execute(context={})
+    summary = ValidateDatasetOperator(
+        task_id="validate", dataset_uri=snapshot["uri"], expectations=pinned_suite
+    ).execute(context={})
+    assert summary["success"] is True
+
+
+def test_a_type_that_cannot_be_pinned_is_refused_when_the_suite_is_built():
+    with pytest.raises(ValueError, match="type 'text' cannot be pinned; use one of number, integer"):
+        table_suite(FEATURES, "label", types={"monthly_spend": "text"})
+    with pytest.raises(
+        ValueError, match=r"types names columns that are not features or the label: \['notes'\]"
+    ):
+        table_suite(FEATURES, "label", types={"notes": "number"})
+
+
+# -- headers that are not what they seem ------------------------------------------------------------------
+
+
+def _ingest_text(tmp_path, name: str, text: str) -> dict:
+    source = tmp_path / f"{name}.csv"
+    source.write_text(text)
+    return IngestDatasetOperator(
+        task_id="ingest", dataset_name=name, source=str(source), data_root=str(tmp_path / "root"),
+        label_column="label",
+    ).execute(context={})  # fmt: skip
+
+
+def test_a_padded_header_is_named_as_padded(tmp_path):
+    with pytest.raises(DatasetError) as info:
+        _ingest_text(
+            tmp_path, "padded", _csv(GOOD_ROWS, header="customer_id,tenure_months,monthly_spend, label ")
+        )
+    message = str(info.value)
+    assert "has padded headers, with spaces around the name: ' label '; remove the spaces" in message
+    assert "other columns" not in message
+    assert not (tmp_path / "root" / "datasets" / "padded").exists()
+
+
+def test_a_duplicate_header_is_named_as_duplicate(tmp_path):
+    rows = [row + f",{i % 60 + 2}" for i, row in enumerate(GOOD_ROWS)]
+    with pytest.raises(DatasetError) as info:
+        _ingest_text(tmp_path, "dup", _csv(rows, header=HEADER + ",tenure_months"))
+    message = str(info.value)
+    assert "has duplicate headers: 'tenure_months' (pandas would read the second 'tenure_months' as " \
+        "'tenure_months.1'); give every column its own name" in message  # fmt: skip
+    assert not (tmp_path / "root" / "datasets" / "dup").exists()
+
+
+# -- a file still being written ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("when", ["while-it-is-hashed", "while-it-is-parsed"])
+def test_a_file_still_being_written_is_refused_retryable_and_nothing_is_published(
+    when, tmp_path, monkeypatch
+):
+    from airflow_mlops.data import formats, sources
+
+    source = tmp_path / "growing.csv"
+    source.write_text(_csv(GOOD_ROWS[:20]))
+    more = "".join(row + "\n" for row in GOOD_ROWS[20:])
+    module, function = (
+        (sources, "fingerprint_file") if when == "while-it-is-hashed" else (formats, "read_file")
+    )
+    original = getattr(module, function)
+
+    def the_writer_goes_on(*args, **kwargs):  # fault: the producer appends rows while the ingest reads
+        with source.open("a") as stream:
+            stream.write(more)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, function, the_writer_goes_on)
+    ingest = IngestDatasetOperator(
+        task_id="ingest", dataset_name="growing", source=str(source), data_root=str(tmp_path / "root")
+    )
+    with pytest.raises(RetryableError) as info:
+        ingest.execute(context={})
+    assert f"Dataset 'growing': {source} changed while it was read" in str(info.value)
+    assert "it is still being written; nothing was published" in str(info.value)
+    assert info.value.retryable is True
+    assert not (tmp_path / "root" / "datasets" / "growing").exists() or not any(
+        (tmp_path / "root" / "datasets" / "growing").iterdir()
+    )
+
+    monkeypatch.setattr(module, function, original)  # the writer finished: the retry snapshots the whole file
+    assert ingest.execute(context={})["rows"] == len(GOOD_ROWS)
 
 
 # -- drift against the champion's data --------------------------------------------------------------------
