@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from airflow_mlops.data.storage import S3UnreachableError
 from airflow_mlops.version_compat import AirflowException, AirflowFailException
 
 
@@ -211,3 +212,16 @@ class TrainingAdmissionTimeoutError(TrainingTimeoutError):
 
     Retryable: quota frees up as other workloads finish; the queued object was deleted, so it holds no place.
     """
+
+
+class StorageUnavailableError(ServiceUnavailableError, S3UnreachableError):
+    """
+    S3 (or an S3-compatible store) could not be reached for the whole outage window.
+
+    ``uri`` is the object or prefix, ``endpoint`` the store (without user-info), ``waited`` the seconds waited.
+    Also a :class:`~airflow_mlops.data.storage.S3UnreachableError` (a ``ConnectionError``), which is what
+    :class:`~airflow_mlops.data.storage.Storage` raises where Airflow is not installed.
+    """
+
+    endpoint: str | None = None
+    waited: float | None = None

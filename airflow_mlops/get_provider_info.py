@@ -193,6 +193,16 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "1800",
                         "default": "3600",
                     },
+                    "service_outage_timeout": {
+                        "description": "Seconds a call to MLflow or S3 made through the package's hooks waits out "
+                        "a server it cannot reach (connection refused or reset, a timeout, a 429 or 5xx), trying "
+                        "again with backoff, before the task fails with a retryable error naming the server and "
+                        "the time waited. The default outlasts a restart of a few minutes; 0 fails at once.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "600",
+                        "default": "300",
+                    },
                 },
             }
         },

@@ -9,6 +9,14 @@ from an Airflow ``aws`` connection through the Amazon provider instead
 
 Local paths may be given plainly or as ``file://`` URIs. A missing file or object raises
 :class:`FileNotFoundError` for both kinds of location.
+
+With ``outage_timeout`` (the hooks pass ``[mlops] service_outage_timeout``), each S3 call that cannot reach the
+endpoint (refused or reset connection, timeout, 5xx, throttling) is tried again with backoff for that long, then
+fails with :class:`S3UnreachableError` naming the endpoint and the time waited. boto3's own retries (a few tries
+within a second or two for a refused connection) stay as configured: they count attempts, and a restart of a
+few minutes outlasts any sensible count. User-info in an endpoint URL (``http://user:secret@host``), which S3
+never reads, is taken out of the URL the client gets and out of every error's text, and its password is masked
+in Airflow's logs.
 """
 
 from __future__ import annotations
@@ -24,6 +32,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
+
+from airflow_mlops.utils.outages import describe_error, redact_userinfo, wait_out
+from airflow_mlops.utils.urls import split_credentials
 
 _GLOB_CHARS = "*?["
 log = logging.getLogger(__name__)
@@ -50,6 +61,69 @@ _TRANSIENT_ERRORS = frozenset(
         "ResponseStreamingError",
     }
 )
+
+
+class S3UnreachableError(ConnectionError):
+    """
+    S3 could not be reached for the whole outage window (retryable: the store may be back later).
+
+    :param message: What was unreachable (the endpoint, the object) and for how long.
+    :param fields: ``uri`` (the object or prefix), ``endpoint`` (without user-info), ``waited`` (seconds).
+    """
+
+    uri: str | None = None
+    endpoint: str | None = None
+    waited: float | None = None
+
+    def __init__(self, message: str = "", **fields: Any) -> None:
+        super().__init__(message)
+        for key, value in fields.items():
+            setattr(self, key, value)
+
+
+_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def mask_endpoint_credentials(url: str | None) -> str | None:
+    """
+    *url* without user-info; its password is masked in Airflow's logs (when Airflow is installed).
+
+    S3 signs requests with access keys and never reads user-info, so taking it out changes nothing the store
+    sees. A URL that cannot be read is returned unchanged (the client will refuse it).
+    """
+    if not url:
+        return url
+    try:
+        split = split_credentials(url)
+    except ValueError:
+        return url
+    if split.password:
+        try:
+            from airflow.sdk.log import mask_secret
+        except ImportError:  # a trainer without Airflow: nothing to mask in
+            pass
+        else:
+            mask_secret(split.password)
+    if split.username or split.password:
+        log.warning("S3 endpoint %s: its user-info (user:password@) is ignored: S3 does not read it", split.url)
+    return split.url
+
+
+def mask_environment_endpoints() -> None:
+    """Mask the passwords of ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` user-info in Airflow's logs."""
+    for name in _ENDPOINT_VARIABLES:
+        value = os.environ.get(name)
+        if value and "@" in value:
+            try:
+                split = split_credentials(value)
+            except ValueError:
+                continue
+            if split.password:
+                try:
+                    from airflow.sdk.log import mask_secret
+                except ImportError:
+                    return
+                mask_secret(split.password)
 
 
 def is_s3(uri: str) -> bool:
@@ -106,8 +180,12 @@ def is_transient_error(err: BaseException) -> bool:
 
 
 def is_storage_error(err: BaseException) -> bool:
-    """Whether *err* comes from the S3 client (boto3, botocore, s3transfer) rather than from our code."""
-    return type(err).__module__.startswith(("botocore", "boto3", "s3transfer"))
+    """
+    Whether *err* comes from the S3 client (boto3, botocore, s3transfer) rather than from our code.
+
+    :class:`S3UnreachableError` counts: it is the client's error once the outage window is spent.
+    """
+    return isinstance(err, S3UnreachableError) or type(err).__module__.startswith(("botocore", "boto3", "s3transfer"))
 
 
 def _atomic_local_write(dest: Path, write: Any) -> None:
@@ -200,11 +278,23 @@ class Storage:
     Local filesystem and S3 behind one interface.
 
     :param s3_client: A boto3 S3 client to use for ``s3://`` URIs (built lazily from the environment if None).
+    :param outage_timeout: Seconds each S3 call waits out an endpoint it cannot reach (0: fail at once).
+    :param unavailable_error: What is raised when the window is spent (:class:`S3UnreachableError` or a
+        subclass; the hooks give one that is also the package's ``ServiceUnavailableError``).
     """
 
-    def __init__(self, s3_client: Any | None = None, transfer: Any | None = None) -> None:
+    def __init__(
+        self,
+        s3_client: Any | None = None,
+        transfer: Any | None = None,
+        outage_timeout: float = 0.0,
+        unavailable_error: type[S3UnreachableError] = S3UnreachableError,
+    ) -> None:
         self._s3_client = s3_client
         self._transfer = transfer
+        self.outage_timeout = outage_timeout
+        self.unavailable_error = unavailable_error
+        self._s3_proxy: _OutageTolerantS3 | None = None
 
     @property
     def transfer(self) -> Any:
@@ -214,15 +304,29 @@ class Storage:
         return self._transfer
 
     @property
-    def s3(self) -> Any:
-        """The boto3 S3 client (built from the standard AWS environment on first use if none was given)."""
+    def client(self) -> Any:
+        """The boto3 S3 client itself (built from the standard AWS environment on first use if none was given)."""
         if self._s3_client is None:
             import boto3
 
             endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
             # A fresh session reads the environment as it is now (boto3.client() reuses a cached one).
-            self._s3_client = boto3.session.Session().client("s3", endpoint_url=endpoint or None)
+            self._s3_client = boto3.session.Session().client(
+                "s3", endpoint_url=mask_endpoint_credentials(endpoint) or None
+            )
         return self._s3_client
+
+    @property
+    def s3(self) -> Any:
+        """
+        The S3 client as this class uses it: each call waits out an unreachable endpoint for ``outage_timeout``.
+
+        Errors never carry URL user-info. Paginators fetch all their pages in one call (so that a retry starts
+        the listing over, never repeats part of it).
+        """
+        if self._s3_proxy is None:
+            self._s3_proxy = _OutageTolerantS3(self.client, self)
+        return self._s3_proxy
 
     def exists(self, uri: str) -> bool:
         """Whether the file (local) or object (S3) at *uri* exists."""
@@ -456,3 +560,64 @@ class Storage:
                 raise FileNotFoundError(f"No bucket {bucket!r} (listing s3://{bucket}/{prefix})") from err
             raise
         return sorted(out)
+
+
+class _OutageTolerantS3:
+    """A boto3 S3 client whose calls go through :func:`~airflow_mlops.utils.outages.wait_out` (see ``Storage.s3``)."""
+
+    def __init__(self, client: Any, storage: Storage) -> None:
+        self._client = client
+        self._storage = storage
+
+    @property
+    def endpoint(self) -> str:
+        """The client's endpoint URL, without user-info."""
+        return redact_userinfo(str(getattr(getattr(self._client, "meta", None), "endpoint_url", None) or "S3"))
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._client, name)
+        if name == "get_paginator":
+            return lambda *args, **kwargs: _Paginator(value(*args, **kwargs), self)
+        if name.startswith("_") or not callable(value) or isinstance(value, type):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self.call(name, lambda: value(*args, **kwargs), kwargs)
+
+        return call
+
+    def call(self, operation: str, fn: Any, kwargs: dict[str, Any] | None = None) -> Any:
+        """``fn()``, waiting out an unreachable endpoint; *operation* and *kwargs* name it in errors."""
+        kwargs = kwargs or {}
+        bucket, key = kwargs.get("Bucket"), kwargs.get("Key") or kwargs.get("Prefix")
+        uri = f"s3://{bucket}/{key or ''}" if bucket else None
+        window = self._storage.outage_timeout
+        endpoint = self.endpoint
+
+        def give_up(err: BaseException, waited: float) -> BaseException:
+            target = f" ({operation} {uri})" if uri else f" ({operation})"
+            return self._storage.unavailable_error(
+                f"S3 endpoint {endpoint} is unreachable{target}: {describe_error(err)}; tried for {waited:.0f} s "
+                f"(outage window {window:g} s, [mlops] service_outage_timeout)",
+                uri=uri, endpoint=endpoint, waited=round(waited, 1), reason="unreachable",
+            )  # fmt: skip
+
+        return wait_out(
+            fn,
+            what=f"S3 endpoint {endpoint}",
+            window=window,
+            is_transient=is_transient_error,
+            give_up=give_up,
+            logger=log,
+        )
+
+
+class _Paginator:
+    """A boto3 paginator whose ``paginate`` fetches every page in one call that waits out an outage."""
+
+    def __init__(self, paginator: Any, client: _OutageTolerantS3) -> None:
+        self._paginator = paginator
+        self._client = client
+
+    def paginate(self, **kwargs: Any) -> list[dict[str, Any]]:
+        return self._client.call("list", lambda: list(self._paginator.paginate(**kwargs)), kwargs)

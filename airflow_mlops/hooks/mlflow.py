@@ -11,10 +11,13 @@ from urllib.parse import urlsplit
 from airflow.sdk import BaseHook
 
 from airflow_mlops.exceptions import ConnectionSetupError, ServiceUnavailableError
+from airflow_mlops.utils.outages import describe_error, wait_out
 from airflow_mlops.utils.urls import URLCredentials, split_credentials
 from airflow_mlops.version_compat import AirflowNotFoundException
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mlflow import MlflowClient
 
 _REMOTE_SCHEMES = ("http", "https")
@@ -52,7 +55,14 @@ class MLflowHook(BaseHook):
     Credentials are kept in memory for the current execution context only: they are never written to
     ``os.environ``, logged, or returned in XCom (see :mod:`airflow_mlops.hooks._mlflow_auth`).
 
+    A server that cannot be reached (a restart) is waited out: :meth:`get_conn` waits for ``/health`` to
+    answer, and each call of its client is tried again with backoff, for up to *outage_timeout* seconds
+    (:mod:`airflow_mlops.hooks._mlflow_outages`); then :class:`ServiceUnavailableError` (retryable) names the
+    server and the time waited.
+
     :param mlflow_conn_id: The Airflow connection to use.
+    :param outage_timeout: Seconds to wait out an unreachable server; default ``[mlops] service_outage_timeout``
+        (300).
     """
 
     conn_name_attr = "mlflow_conn_id"
@@ -60,9 +70,21 @@ class MLflowHook(BaseHook):
     conn_type = "mlflow"
     hook_name = "MLflow"
 
-    def __init__(self, mlflow_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+    def __init__(
+        self, mlflow_conn_id: str = default_conn_name, outage_timeout: float | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.mlflow_conn_id = mlflow_conn_id
+        self._outage_timeout = outage_timeout
+
+    @property
+    def outage_timeout(self) -> float:
+        """Seconds calls wait out an unreachable server (the argument, else ``[mlops] service_outage_timeout``)."""
+        if self._outage_timeout is None:
+            from airflow_mlops.utils.config import service_outage_timeout
+
+            self._outage_timeout = service_outage_timeout()
+        return self._outage_timeout
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
@@ -203,40 +225,76 @@ class MLflowHook(BaseHook):
                 os.environ["MLFLOW_TRACKING_INSECURE_TLS"] = "true"
 
     def check_reachable(self, timeout: float = 10.0) -> None:
-        """Raise :class:`ServiceUnavailableError` naming the connection and URI if the server does not answer."""
+        """
+        Wait until the server answers ``/health``, for up to :attr:`outage_timeout` seconds.
+
+        :raises ServiceUnavailableError: naming the connection, the URI and the time waited, if it does not.
+        """
         if not self.is_remote:
             return
         import requests
 
-        try:
-            response = requests.get(
-                f"{self.tracking_uri}/health", timeout=timeout, verify=self._settings["verify_tls"]
-            )
-        except requests.RequestException as err:
-            raise ServiceUnavailableError(
+        def probe() -> None:
+            try:
+                response = requests.get(
+                    f"{self.tracking_uri}/health", timeout=timeout, verify=self._settings["verify_tls"]
+                )
+            except requests.exceptions.SSLError as err:
+                raise ServiceUnavailableError(
+                    f"MLflow server {self.tracking_uri} (connection {self.mlflow_conn_id!r}) is unreachable: "
+                    f"{describe_error(err)}",
+                    uri=self.tracking_uri, reason="tls",
+                ) from err  # fmt: skip
+            if response.status_code >= 500:
+                raise requests.HTTPError(f"HTTP {response.status_code} on /health", response=response)
+
+        def is_down(err: BaseException) -> bool:
+            return isinstance(err, requests.RequestException) and not isinstance(err, requests.exceptions.SSLError)
+
+        self._wait_out(probe, is_transient=is_down)
+
+    def _wait_out(self, call: Callable[[], Any], is_transient: Callable[[BaseException], bool]) -> Any:
+        """``call()``, trying again for :attr:`outage_timeout` seconds while *is_transient* says so."""
+        window = self.outage_timeout
+
+        def give_up(err: BaseException, waited: float) -> ServiceUnavailableError:
+            return ServiceUnavailableError(
                 f"MLflow server {self.tracking_uri} (connection {self.mlflow_conn_id!r}) is unreachable: "
-                f"{type(err).__name__}"
-            ) from err
-        if response.status_code >= 500:
-            raise ServiceUnavailableError(
-                f"MLflow server {self.tracking_uri} (connection {self.mlflow_conn_id!r}) answered "
-                f"HTTP {response.status_code} on /health"
-            )
+                f"{describe_error(err)}; tried for {waited:.0f} s ([mlops] service_outage_timeout = "
+                f"{window:g} s)",
+                uri=self.tracking_uri, reason="unreachable", waited=round(waited, 1),
+            )  # fmt: skip
+
+        return wait_out(
+            call,
+            what=f"MLflow server {self.tracking_uri}",
+            window=window,
+            is_transient=is_transient,
+            give_up=give_up,
+            logger=self.log,
+        )
 
     def get_conn(self) -> MlflowClient:
         """
         Return an :class:`mlflow.MlflowClient` for the connection.
 
         Also points MLflow's fluent API (``mlflow.start_run``, ``mlflow.models.evaluate``, model loading)
-        at the connection's tracking and registry URIs for the rest of this task.
+        at the connection's tracking and registry URIs for the rest of this task. Waits for an unreachable
+        server first, and the client's calls wait one out, for up to :attr:`outage_timeout` seconds.
         """
         import mlflow
+
+        from airflow_mlops.hooks._mlflow_outages import is_transient, outage_tolerant_client
 
         self.check_reachable()
         self._register_credentials()
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.registry_uri)
-        return mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        return outage_tolerant_client(
+            tracking_uri=self.tracking_uri,
+            registry_uri=self.registry_uri,
+            call_through=lambda call: self._wait_out(call, is_transient),
+        )
 
     @cached_property
     def client(self) -> MlflowClient:
@@ -274,3 +332,4 @@ class MLflowHook(BaseHook):
     def describe(self) -> str:
         """Short, secret-free description for logs."""
         return json.dumps({"conn_id": self.mlflow_conn_id, "tracking_uri": self.tracking_uri})
+

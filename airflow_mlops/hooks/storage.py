@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from airflow_mlops.data.storage import Storage, is_s3
-from airflow_mlops.exceptions import ConnectionSetupError
+from airflow_mlops.data.storage import Storage, is_s3, mask_environment_endpoints
+from airflow_mlops.exceptions import ConnectionSetupError, StorageUnavailableError
 from airflow_mlops.utils.urls import split_credentials
 from airflow_mlops.version_compat import AirflowNotFoundException
 
@@ -30,10 +30,17 @@ class StorageHook(BaseHook):
     ``region_name``, ``verify``, ``config_kwargs``, and ``endpoint_url`` (or ``service_config.s3.endpoint_url``)
     for MinIO and other S3-compatible stores. Credentials in ``endpoint_url`` (``http://key:secret@host``) are
     refused. Local paths, and ``aws_conn_id=None`` (boto3's defaults), need neither the provider nor a
-    connection. Secrets are never logged.
+    connection. Secrets are never logged; user-info in ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` is masked
+    and kept out of error messages.
+
+    Each S3 call of :meth:`get_conn`'s storage waits out an endpoint it cannot reach (a restart), trying again
+    with backoff for *outage_timeout* seconds; then :class:`~airflow_mlops.exceptions.StorageUnavailableError`
+    (retryable) names the endpoint, the object and the time waited.
 
     :param aws_conn_id: The Airflow ``aws`` connection to use; None uses boto3's defaults entirely
         (credential chain, ``AWS_REGION``, ``AWS_ENDPOINT_URL_S3``).
+    :param outage_timeout: Seconds to wait out an unreachable endpoint; default ``[mlops] service_outage_timeout``
+        (300).
     """
 
     conn_name_attr = "aws_conn_id"
@@ -41,9 +48,23 @@ class StorageHook(BaseHook):
     conn_type = "aws"
     hook_name = "Amazon Web Services (MLOps storage)"
 
-    def __init__(self, aws_conn_id: str | None = default_conn_name, **kwargs: Any) -> None:
+    def __init__(
+        self, aws_conn_id: str | None = default_conn_name, outage_timeout: float | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.aws_conn_id = aws_conn_id
+        self._outage_timeout = outage_timeout
+        # boto3 reads these itself when a connection names no endpoint: their passwords must not reach the logs.
+        mask_environment_endpoints()
+
+    @property
+    def outage_timeout(self) -> float:
+        """Seconds S3 calls wait out an unreachable endpoint (the argument, else ``[mlops] service_outage_timeout``)."""
+        if self._outage_timeout is None:
+            from airflow_mlops.utils.config import service_outage_timeout
+
+            self._outage_timeout = service_outage_timeout()
+        return self._outage_timeout
 
     @cached_property
     def s3_hook(self) -> S3Hook:
@@ -138,7 +159,7 @@ class StorageHook(BaseHook):
     def get_client(self) -> Any:
         """A new boto3 S3 client built by the Amazon provider from the connection (boto3's own without one)."""
         if self.aws_conn_id is None:
-            return Storage().s3
+            return Storage().client
         hook = self.s3_hook
         self.log.info("Building S3 client: %s", self.describe())
         try:
@@ -151,9 +172,11 @@ class StorageHook(BaseHook):
 
     def get_conn(self) -> Storage:
         """A :class:`~airflow_mlops.data.storage.Storage` whose S3 client comes from the connection."""
-        if self.aws_conn_id is None:
-            return Storage()
-        return Storage(s3_client=self.get_client())
+        return Storage(
+            s3_client=None if self.aws_conn_id is None else self.get_client(),
+            outage_timeout=self.outage_timeout,
+            unavailable_error=StorageUnavailableError,
+        )
 
     @cached_property
     def storage(self) -> Storage:

@@ -27,3 +27,24 @@ def release_wait_timeout() -> float:
     from airflow_mlops.version_compat import conf
 
     return conf.getfloat("mlops", "release_wait_timeout", fallback=DEFAULT_RELEASE_WAIT_TIMEOUT)
+
+
+#: Default of ``[mlops] service_outage_timeout``: outlasts a restart of MLflow or of an S3-compatible store.
+DEFAULT_SERVICE_OUTAGE_TIMEOUT = 300.0
+
+
+def service_outage_timeout() -> float:
+    """
+    ``[mlops] service_outage_timeout`` (seconds, default 300): how long calls to MLflow and S3 wait out an outage.
+
+    A call that cannot reach its server is tried again with backoff for this long before the task fails
+    (retryable); 0 fails at the first refused connection.
+    """
+    from airflow_mlops.version_compat import conf
+
+    value = conf.getfloat("mlops", "service_outage_timeout", fallback=DEFAULT_SERVICE_OUTAGE_TIMEOUT)
+    if value < 0:
+        from airflow_mlops.exceptions import ConfigurationError
+
+        raise ConfigurationError(f"[mlops] service_outage_timeout must be 0 or more seconds, got {value:g}")
+    return value

@@ -89,7 +89,7 @@ def test_the_mlops_config_section_is_declared_and_read_by_airflow():
     options = get_provider_info()["config"]["mlops"]["options"]
     assert set(options) == {
         "allowed_sources", "max_source_files", "max_source_bytes", "require_approval", "data_root",
-        "signing_conn_id", "release_wait_timeout",
+        "signing_conn_id", "release_wait_timeout", "service_outage_timeout",
     }  # fmt: skip
     for option in options.values():
         assert set(option) == {"description", "version_added", "type", "example", "default"}
