@@ -117,6 +117,10 @@ class TrainModelOperator(BaseOperator):
     Job). The
     contract, the MLflow run and the result handling are the same for every runtime.
 
+    A model whose signature lacks a column of the training data that is neither the label nor left out on
+    purpose (the result's ``dropped_features``, or outside the ``features`` hyper-parameter) is refused with
+    :class:`~airflow_mlops.exceptions.TrainingResultError`, not retried (docs/training.md).
+
     Retries duplicate nothing: a retry after a successful training returns the stored result without
     training again; a retry after a failure resumes the same run with the same checkpoint URI.
 
@@ -415,6 +419,7 @@ class TrainModelOperator(BaseOperator):
         run_id = spec.mlflow_run_id
         try:
             result = self._check_result(raw, run_id)
+            self._check_signature(result, spec)
         except Exception:
             self._mark_failed(client, run_id)
             raise
@@ -674,6 +679,67 @@ class TrainModelOperator(BaseOperator):
                 f"it under {MAX_RESULT_CHARS} (ids, URIs and final metrics; log the rest to MLflow)"
             )
         return result
+
+    def _check_signature(self, result: dict[str, Any], spec: TrainingSpec) -> None:
+        """
+        Refuse a model whose signature lacks a column of the training data the trainer did not say it dropped.
+
+        Left out on purpose: the columns of the result's ``dropped_features``, and those not in the
+        ``features`` hyper-parameter when it lists them. The label is not a feature: the result's ``target``,
+        else the ``target`` hyper-parameter, else the one column missing from the signature. Nothing is
+        checked when the model has no signature with named columns, or its signature or the training data's
+        schema cannot be read here.
+        """
+        from airflow_mlops.data.snapshots import load_manifest, parse_snapshot_uri
+        from airflow_mlops.trainer.contract import DROPPED_FEATURES, TARGET, TRAIN_DATA
+        from airflow_mlops.trainer.models import input_columns
+
+        dropped = result.get(DROPPED_FEATURES) or {}
+        if not isinstance(dropped, dict) or not all(isinstance(key, str) for key in dropped):
+            raise self._result_error(
+                f"The result of the {self.trainer_description} has a {DROPPED_FEATURES!r} that is not an "
+                'object of column names and reasons ({"column": "why it was left out"})'
+            )
+        if dropped:
+            self.log.warning(
+                "The trainer left out feature(s) of the training data on purpose: %s",
+                "; ".join(f"{column}: {why}" for column, why in dropped.items()),
+            )
+        train_data = spec.contract_env.get(TRAIN_DATA, "")
+        if is_s3(train_data) and not self.aws_conn_id:
+            return
+        try:
+            base, _ = parse_snapshot_uri(train_data)
+            storage = self._storage_hook.storage if is_s3(base) else None
+            schema = list(load_manifest(base, storage=storage).get("schema") or {})
+            columns = input_columns(result["model_uri"])
+        except Exception as err:
+            self.log.info("Not checking the model's signature against the training data: %s", err)
+            return
+        if columns is None:
+            return
+        hyperparameters = self._rendered_hyperparameters()
+        target = result.get(TARGET) or hyperparameters.get("target")
+        targets = {target} if isinstance(target, str) else {str(t) for t in target or []}
+        selected = hyperparameters.get("features")
+        if isinstance(selected, list | tuple) and selected:
+            # The DAG chose the features: the other columns are left out on purpose.
+            chosen = {column: "not selected" for column in schema if column not in {*selected, *targets}}
+            dropped = {**chosen, **dropped}
+        missing = [column for column in schema if column not in columns and column not in dropped]
+        missing = [column for column in missing if column not in targets]
+        if not targets and len(missing) == 1:
+            return  # the label
+        if missing:
+            raise TrainingResultError(
+                f"The model {result['model_uri']} logged by the {self.trainer_description} does not take "
+                f"column(s) {missing} of its training data {train_data} (its signature inputs: {columns}), and "
+                f"the trainer did not say it left them out. A feature dropped without a word is often a column "
+                f"read as text (numbers with thousands separators, timestamps): fix the data, or have the "
+                f"trainer use the column or list it in its result's {DROPPED_FEATURES!r} with the reason"
+                + ("" if targets else f" (and name the label in {TARGET!r})"),
+                model=self.experiment_name, reason="features missing from the model signature",
+            )  # fmt: skip
 
     def _result_error(self, message: str) -> TrainingResultError:
         return TrainingResultError(message, model=self.experiment_name, reason="invalid-result")

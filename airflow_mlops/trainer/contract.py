@@ -3,7 +3,11 @@ The training environment contract: what a trainer process sees, in the ``local``
 
 A trainer reads everything it needs from environment variables (names below), trains, logs to the MLflow run
 that already exists (``MLFLOW_RUN_ID``), and writes its result as a JSON object to ``MLOPS_RESULT_PATH``:
-``{"run_id": ..., "model_uri": ..., "metrics": {...}}``. :class:`TrainingContext` wraps all of it::
+``{"run_id": ..., "model_uri": ..., "metrics": {...}}``, optionally with ``"target"`` (the label column) and
+``"dropped_features"`` (``{column: reason}``: columns of the training data the model does not take, on
+purpose). The training operator refuses a model whose signature lacks a column of the training data that is
+neither the label nor listed there (:func:`dropped_features` builds the list). :class:`TrainingContext` wraps
+all of it::
 
     from airflow_mlops.trainer.contract import TrainingContext
 
@@ -28,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_mlops.data.storage import Storage, is_s3, join
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 #: Tracking URI of the MLflow server the run lives on.
 TRACKING_URI = "MLFLOW_TRACKING_URI"
@@ -65,8 +69,32 @@ OPTIONAL_VARS: tuple[str, ...] = (VALID_DATA,)
 #: Every variable of the contract.
 CONTRACT_VARS: tuple[str, ...] = REQUIRED_VARS + OPTIONAL_VARS
 
+#: Result key: the label column(s) of the training data (not a feature: never in the model's signature).
+TARGET = "target"
+#: Result key: ``{column: reason}`` for each column of the training data the model does not take on purpose.
+DROPPED_FEATURES = "dropped_features"
+
 #: Name :meth:`TrainingContext.save_checkpoint` and :meth:`TrainingContext.load_checkpoint` use by default.
 DEFAULT_CHECKPOINT = "checkpoint"
+
+
+def dropped_features(frame: Any, features: Sequence[str], target: str | Sequence[str]) -> dict[str, str]:
+    """
+    ``{column: reason}`` for each column of *frame* (a DataFrame) that is neither a feature nor the target.
+
+    The reason is the column's type when it is not numeric (``"not numeric (str)"``: often numbers written
+    with thousands separators, or timestamps), else ``"not selected"``. Put it in the result under
+    :data:`DROPPED_FEATURES`.
+    """
+    targets = {target} if isinstance(target, str) else set(target)
+    kept = set(features) | targets
+    out = {}
+    for column, dtype in frame.dtypes.items():
+        if column in kept:
+            continue
+        numeric = getattr(dtype, "kind", None) in ("i", "u", "f")
+        out[str(column)] = "not selected" if numeric else f"not numeric ({dtype})"
+    return out
 
 
 class ContractError(RuntimeError):
@@ -153,7 +181,9 @@ class TrainingContext:
         """
         Write *result* as JSON to ``MLOPS_RESULT_PATH``, atomically (a reader never sees half a file).
 
-        The contract's result is ``{"run_id", "model_uri", "metrics"}``; keep it small (it becomes XCom).
+        The contract's result is ``{"run_id", "model_uri", "metrics"}``, plus :data:`TARGET` and
+        :data:`DROPPED_FEATURES` when the model leaves columns of the training data out; keep it small (it
+        becomes XCom).
         Where the result path is a file the platform mounted (a Kubernetes termination-message file, which
         cannot be replaced), it is written in place instead.
         """

@@ -6,7 +6,9 @@ or by hand with the contract variables set: ``python -m airflow_mlops.trainer.ex
 
 Hyper-parameters (``MLOPS_PARAMS``):
 
-- ``target``: label column (default ``"label"``); every other numeric column is a feature.
+- ``target``: label column (default ``"label"``); every other numeric column is a feature. A column that is
+  not numeric is left out, logged as a warning and listed in the result's ``dropped_features`` (the training
+  operator refuses a model that leaves a column out without saying so).
 - ``C``, ``max_iter``: passed to :class:`sklearn.linear_model.LogisticRegression` (defaults 1.0 and 200).
 - ``seed``: seed of the validation split taken from the training data when ``MLOPS_VALID_DATA`` is unset.
 
@@ -22,7 +24,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.data.snapshots import read_snapshot
-from airflow_mlops.trainer.contract import TrainingContext
+from airflow_mlops.trainer.contract import DROPPED_FEATURES, TARGET, TrainingContext, dropped_features
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -100,7 +102,11 @@ def train(ctx: TrainingContext) -> dict[str, Any]:
 
     params = ctx.params
     target = params.get("target", "label")
-    X_train, y_train = split_features(read_snapshot(ctx.train_data), target, ctx.train_data)
+    train_frame = read_snapshot(ctx.train_data)
+    X_train, y_train = split_features(train_frame, target, ctx.train_data)
+    dropped = dropped_features(train_frame, list(X_train.columns), target)
+    if dropped:
+        log.warning("Left out of the model (not numeric): %s", dropped)
     missing = sorted(set(params.get("features") or []) - set(X_train.columns))
     if missing:
         raise ValueError(
@@ -151,6 +157,8 @@ def train(ctx: TrainingContext) -> dict[str, Any]:
         "model_uri": info.model_uri,
         "model_id": info.model_id,
         "metrics": metrics,
+        TARGET: target,
+        DROPPED_FEATURES: dropped,
     }
     ctx.write_result(result)
     log.info("Logged model %s", info.model_uri)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.data.snapshots import read_snapshot
-from airflow_mlops.trainer.contract import TrainingContext
+from airflow_mlops.trainer.contract import DROPPED_FEATURES, TARGET, TrainingContext, dropped_features
 from airflow_mlops.trainer.lifecycle import PreemptionGuard, enable_system_metrics, process_rank
 
 if TYPE_CHECKING:
@@ -161,7 +161,9 @@ def train(ctx: TrainingContext) -> dict[str, Any] | None:
         x_valid, y_valid = x_train, y_train
 
     dataset = TensorDataset(x_train, y_train)
-    sampler: DistributedSampler[Any] = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+    sampler: DistributedSampler[Any] = DistributedSampler(
+        dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed
+    )
     loader = DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, pin_memory=cuda,
         num_workers=int(params.get("loader_workers", 0)),
@@ -250,6 +252,8 @@ def train(ctx: TrainingContext) -> dict[str, Any] | None:
         metrics = classification_metrics(logits, y_valid, len(classes))
         result = _log_model(ctx, model, features, classes, mean, std, hidden, metrics, frame)
         result.update({"steps": step, "resumed_from_step": resumed_from, "world_size": world_size})
+        # Columns left out (not selected, or not numeric) are named, or the training operator refuses the model.
+        result.update({TARGET: target, DROPPED_FEATURES: dropped_features(frame, features, target)})
         ctx.write_result(result)
         log.info("Validation metrics: %s", metrics)
     if world_size > 1:
