@@ -667,7 +667,10 @@ class RequestRetrainingOperator(BaseOperator):
     ``"retrain"`` or ``"both"``, emits an event of :func:`retraining_asset` (the task's outlet) carrying the
     verdict, its reasons and the window: the continuous-training DAG scheduled on it starts. With ``"notify"``
     or ``"both"``, ``notifier`` (an Airflow notifier) is called with the task's context. A retry of the task
-    that recorded the request emits it again rather than waiting out its own cool-down.
+    that recorded the request emits it again rather than waiting out its own cool-down. A verdict degraded
+    because the endpoint is unavailable asks for no retraining (a new model would not bring the endpoint back,
+    and the cool-down would hold off a retraining the traffic may need later): with a notifier it notifies,
+    else the task is skipped with the reason.
 
     Returns (XCom) ``{"requested", "retrain", "notified", "reason", "verdict", "reasons", "last_request"}``.
 
@@ -746,6 +749,20 @@ class RequestRetrainingOperator(BaseOperator):
         verdict = monitoring.get("verdict")
         if verdict != DEGRADED:
             raise AirflowSkipException(f"Verdict {verdict!r} for {self.model_name}: no retraining requested")
+        endpoint = monitoring.get("endpoint")
+        if isinstance(endpoint, dict) and endpoint.get("available") is False:
+            reason = (
+                f"{endpoint.get('reason')}: retraining would not bring the endpoint of {self.model_name} back; "
+                "no retraining requested"
+            )
+            self.log.warning("%s", reason)
+            if self.on_degraded in ("notify", "both") and self.notifier is not None:
+                self.notifier(context)
+                return {
+                    "requested": False, "retrain": False, "notified": True, "reason": reason, "verdict": verdict,
+                    "reasons": monitoring.get("reasons") or [], "last_request": None,
+                }  # fmt: skip
+            raise AirflowSkipException(reason)
         client = MLflowHook(mlflow_conn_id=self.mlflow_conn_id).client
         keys = record_keys()
         ti = context.get("ti")

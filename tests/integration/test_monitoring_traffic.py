@@ -160,6 +160,12 @@ def test_a_dead_model_server_is_a_degraded_verdict_not_a_lack_of_traffic(champio
     assert "502" in result["reasons"][0]
     assert result["endpoint"] == {"available": False, "reason": result["reasons"][0]}
     assert result["records"] == 0
+    # A new model would not bring the endpoint back: no retraining is asked for (nor a cool-down started).
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    retrain = RequestRetrainingOperator(task_id="retrain_dead", model_name=MODEL, monitoring=result, cooldown=0)
+    with pytest.raises(AirflowSkipException, match="retraining would not bring the endpoint"):
+        retrain.execute(context_for(retrain))
 
 
 class _Unhealthy(BaseHTTPRequestHandler):
