@@ -63,7 +63,29 @@ def wait(port: int, path: str, proc: subprocess.Popen, timeout: float = 120.0) -
     raise TimeoutError(f"port {port} did not answer {path}")
 
 
-def start_proxy(folder: Path, name: str, backend: int, capture: dict | None) -> tuple[subprocess.Popen, int]:
+def start_model_server(folder: Path, model: Path) -> tuple[subprocess.Popen, int]:
+    """``mlflow models serve`` (one worker) for *model* on a free loopback port, answering ``/ping``."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model), "-h", "127.0.0.1",
+         "-p", str(port), "-w", "1", "--env-manager", "local"],
+        stdout=open(folder / "server.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        # mlflow models serve starts uvicorn by name: the interpreter's bin directory comes first.
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
+    )  # fmt: skip
+    try:
+        wait(port, "/ping", server)
+    except (RuntimeError, TimeoutError):
+        sys.stderr.write((folder / "server.log").read_text(errors="replace")[-3000:])
+        server.terminate()
+        raise
+    return server, port
+
+
+def start_proxy(
+    folder: Path, name: str, backend: int, capture: dict | None, module: str = "airflow_mlops.serving.proxy"
+) -> tuple[subprocess.Popen, int]:
+    """An endpoint proxy (*module*) in front of the model server on *backend*, capture on or off."""
     state = folder / name / "state.json"
     state.parent.mkdir(parents=True)
     entry = {"model_name": "bench", "server": {"host": "127.0.0.1", "port": backend, "version": "1"}}
@@ -72,10 +94,13 @@ def start_proxy(folder: Path, name: str, backend: int, capture: dict | None) -> 
     state.write_text(json.dumps(entry))
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "airflow_mlops.serving.proxy", "--port", str(port), "--state", str(state)],
+        [sys.executable, "-m", module, "--port", str(port), "--state", str(state)],
         stderr=open(folder / f"{name}.log", "wb"),  # noqa: SIM115
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))),
+        },
     )
     wait(port, "/_mlops/proxy", proc)
     return proc, port
@@ -109,21 +134,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="capture-bench-") as tmp:
         folder = Path(tmp)
         model = save_model(folder)
-        backend = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model), "-h", "127.0.0.1",
-             "-p", str(backend), "-w", "1", "--env-manager", "local"],
-            stdout=open(folder / "server.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-            # mlflow models serve starts uvicorn by name: the interpreter's bin directory comes first.
-            env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
-        )  # fmt: skip
+        server, backend = start_model_server(folder, model)
         procs.append(server)
         try:
-            try:
-                wait(backend, "/ping", server)
-            except RuntimeError:
-                sys.stderr.write((folder / "server.log").read_text(errors="replace")[-3000:])
-                raise
             store = folder / "store"
             on, on_port = start_proxy(folder, "on", backend, check_capture_settings({"uri": str(store)}))
             off, off_port = start_proxy(folder, "off", backend, None)

@@ -4,31 +4,55 @@ The local target's front door: a tiny reverse proxy that keeps a model's endpoin
 It forwards every request to the model server named in the target's state file (``server.port``), re-reading
 the file when it changes, so the local target switches versions by starting the new server on a spare port,
 checking it, and rewriting the state file; clients keep calling the same port. Each answer carries the
-header ``X-MLOps-Model-Version``. ``GET /_mlops/proxy`` answers ``{"proxy": "ok", "version": "3"}`` (``version``
-null while nothing is served) and nothing else: the endpoint may be reachable by anyone who can reach the
-port, so the proxy's pid, the model server's port, paths and the state file stay in the state file, which only
-the local target reads.
+header ``X-MLOps-Model-Version``. Connections to the model server are kept open and reused, and every answer
+leaves in one write with ``TCP_NODELAY`` set, so a keep-alive client pays no delayed-ACK wait.
+
+``GET /_mlops/proxy`` says whether the endpoint can answer, checking the model server (``GET /ping``) as it asks:
+
+- ``200 {"proxy": "ok", "version": "3"}``: the model server answers (``version`` null, still 200, while the
+  state file names no server: nothing is served yet);
+- ``503 {"proxy": "backend_unavailable", "version": "3", "reason": "...", "since": "2026-12-05T17:00:00Z"}``: the
+  model server does not answer; ``reason`` is the last error (``"connection refused"``, ``"no answer within
+  2 s"``, ``"GET /ping answered HTTP 500"``) and ``since`` when the current failure began (UTC, ISO 8601).
+
+Nothing else: the endpoint may be reachable by anyone who can reach the port, so the proxy's pid, the model
+server's port, paths and the state file stay in the state file, which only the local target reads.
+
+The proxy refuses what would hurt it, each answer a JSON ``{"error_code", "message"}``: a body declared larger
+than ``--max-body-bytes`` (default 8 MiB; chunked bodies are counted as they arrive) is answered 413 before it
+is read; a body that has not fully arrived within ``--read-timeout`` seconds (default 30) is answered 408; a
+``POST``, ``PUT`` or ``PATCH`` without ``Content-Type`` is answered 415 (the model server answers 415 to the
+types it does not take); a malformed ``Content-Length`` or chunk is answered 400. The connection is closed after
+each of these. A model server that does not answer gives 502 (504 past ``--backend-timeout``).
 
 With a ``capture`` entry in the state file (the local target's ``capture`` setting) the proxy also records
 every answered request (:mod:`airflow_mlops.serving.capture`): it hands the request and the answer to a
 background writer and answers at once. Every answer carries ``X-Request-Id`` (the client's, or a new one), the
 id the capture stores. The writer's counts go to ``capture-stats.json`` next to the state file.
 
-Run as ``python -m airflow_mlops.serving.proxy --host H --port P --state FILE``. Standard library only (and
-pyarrow once capture is on): it starts in a fraction of a second and imports neither Airflow nor MLflow.
+Run as ``python -m airflow_mlops.serving.proxy --host H --port P --state FILE [--max-body-bytes N]
+[--read-timeout S] [--backend-timeout S]``. Standard library only (and pyarrow once capture is on): it starts in
+a fraction of a second and imports neither Airflow nor MLflow.
 """
 
 from __future__ import annotations
 
 import argparse
+import email.utils
 import http.client
 import json
 import os
+import queue
+import select
+import socket
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from threading import Lock
-from typing import TYPE_CHECKING, Any
+from threading import Lock, Thread
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from airflow_mlops.serving.capture import CaptureWriter
@@ -49,9 +73,54 @@ _HOP_BY_HOP = frozenset(
         "host",
     }
 )
-_BACKEND_TIMEOUT = 300.0
 REQUEST_ID_HEADER = "X-Request-Id"
 CAPTURE_STATS = "capture-stats.json"
+
+#: Default of ``--max-body-bytes``: far above a batch of predictions, far below what hurts the machine.
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+#: Default of ``--read-timeout``: seconds a request body may take to arrive.
+DEFAULT_READ_TIMEOUT = 30.0
+#: Default of ``--backend-timeout``: seconds the model server may take to answer.
+DEFAULT_BACKEND_TIMEOUT = 300.0
+#: An idle keep-alive client connection is closed after this many seconds.
+_IDLE_TIMEOUT = 120.0
+#: How long the status waits for the model server's ``/ping``.
+_PROBE_TIMEOUT = 2.0
+#: Idle connections to the model server kept for reuse, and for how long (uvicorn closes them after 5 s).
+_POOL_SIZE = 16
+_POOL_IDLE_SECONDS = 4.0
+#: After a refusal, what the client still sends is read and dropped for this long before the close.
+_LINGER_SECONDS = 2.0
+#: Threads that served a connection wait this long for the next one, at most this many of them.
+_WORKER_IDLE_SECONDS = 60.0
+_MAX_IDLE_WORKERS = 32
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
+#: Errors of a reused connection that the model server closed meanwhile: the request is sent again, once.
+_STALE_ERRORS = (
+    http.client.RemoteDisconnected,
+    ConnectionResetError,
+    BrokenPipeError,
+    ConnectionAbortedError,
+)
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """The proxy's limits (command-line options)."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    backend_timeout: float = DEFAULT_BACKEND_TIMEOUT
+
+
+class _Refused(Exception):
+    """A request the proxy answers itself, without reading further or forwarding it."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
 
 
 class _StateReader:
@@ -91,45 +160,464 @@ class _StateReader:
             return self._server
 
 
+class _Answer(NamedTuple):
+    """The model server's answer: status, reason, headers (in order), body, and whether it closes."""
+
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    will_close: bool
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        return next((value for key, value in self.headers if key.lower() == name), None)
+
+
+class _BackendConnection:
+    """
+    One HTTP/1.1 connection to the model server.
+
+    Not :class:`http.client.HTTPConnection`: that sends the request line and headers and the body in two
+    writes and parses each answer's headers with the email package; a request here leaves in one write and
+    an answer is read with a few ``readline`` calls.
+    """
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.key = (host, port)
+        self.host_header = f"{host}:{port}"
+        self.sock = socket.create_connection((host, port), timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile = self.sock.makefile("rb")
+
+    def close(self) -> None:
+        self.rfile.close()
+        self.sock.close()
+
+    def closed_by_peer(self) -> bool:
+        """Whether the idle connection has something to read: the server closed it (or broke the protocol)."""
+        try:
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+            return bool(poller.poll(0))
+        except (OSError, ValueError):
+            return True
+
+    def exchange(self, method: str, target: str, headers: dict[str, str], body: bytes) -> _Answer:
+        head = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}"]
+        head += [f"{key}: {_one_line(value)}" for key, value in headers.items()]
+        if body or method in _BODY_METHODS:
+            head.append(f"Content-Length: {len(body)}")
+        self.sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        while True:
+            line = self.rfile.readline(_MAX_LINE)
+            if not line:
+                raise http.client.RemoteDisconnected("closed the connection without answering")
+            version, _, rest = line.decode("latin-1").rstrip("\r\n").partition(" ")
+            code, _, reason = rest.partition(" ")
+            if not version.startswith("HTTP/1.") or not code.isdigit():
+                raise http.client.BadStatusLine(line[:100].decode("latin-1"))
+            status = int(code)
+            answer_headers = self._headers()
+            if not 100 <= status < 200:
+                break  # an interim answer (100 Continue) is followed by the final one
+        fields = {key.lower(): value for key, value in answer_headers}
+        will_close = version == "HTTP/1.0" or "close" in fields.get("connection", "").lower()
+        if method == "HEAD" or status in (204, 304):
+            data = b""
+        elif "chunked" in fields.get("transfer-encoding", "").lower():
+            data = self._chunked()
+        elif fields.get("content-length", "").strip().isdigit():
+            data = self._exactly(int(fields["content-length"]))
+        else:  # delimited by the end of the connection
+            data, will_close = self.rfile.read(), True
+        return _Answer(status, reason, answer_headers, data, will_close)
+
+    def _headers(self) -> list[tuple[str, str]]:
+        headers: list[tuple[str, str]] = []
+        for _ in range(_MAX_HEADERS):
+            line = self.rfile.readline(_MAX_LINE)
+            if line in (b"\r\n", b"\n", b""):
+                return headers
+            key, sep, value = line.decode("latin-1").partition(":")
+            if not sep:
+                raise http.client.HTTPException("malformed header line in the answer")
+            headers.append((key.strip(), value.strip()))
+        raise http.client.HTTPException("too many headers in the answer")
+
+    def _exactly(self, length: int) -> bytes:
+        data = self.rfile.read(length)
+        if len(data) != length:
+            raise http.client.IncompleteRead(data, length - len(data))
+        return data
+
+    def _chunked(self) -> bytes:
+        parts: list[bytes] = []
+        while True:
+            line = self.rfile.readline(_MAX_LINE).split(b";", 1)[0].strip()
+            try:
+                size = int(line, 16)
+            except ValueError:
+                raise http.client.HTTPException("malformed chunk in the answer") from None
+            if size == 0:
+                self._headers()  # trailers
+                return b"".join(parts)
+            parts.append(self._exactly(size))
+            self.rfile.readline(_MAX_LINE)
+
+
+def _one_line(value: str) -> str:
+    return value.replace("\r", " ").replace("\n", " ") if "\r" in value or "\n" in value else value
+
+
+class _BackendPool:
+    """Open connections to the model server, reused across requests (the newest first)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._lock = Lock()
+        self._key: tuple[str, int] | None = None
+        self._idle: list[tuple[_BackendConnection, float]] = []
+
+    def get(self, host: str, port: int) -> tuple[_BackendConnection, bool]:
+        """A connection to *host*:*port*, and whether it was used before."""
+        now = time.monotonic()
+        with self._lock:
+            if self._key != (host, port):  # another server now: what was kept for the old one goes
+                stale, self._idle, self._key = self._idle, [], (host, port)
+            else:
+                stale = []
+            found = None
+            while self._idle:
+                conn, since = self._idle.pop()
+                if now - since < _POOL_IDLE_SECONDS and not conn.closed_by_peer():
+                    found = conn
+                    break
+                stale.append((conn, since))
+        for conn, _ in stale:
+            conn.close()
+        if found is not None:
+            return found, True
+        return _BackendConnection(host, port, self.timeout), False
+
+    def put(self, conn: _BackendConnection) -> None:
+        with self._lock:
+            if conn.key == self._key and len(self._idle) < _POOL_SIZE:
+                self._idle.append((conn, time.monotonic()))
+                return
+        conn.close()
+
+
+def _describe(err: BaseException) -> str:
+    """A short reason for a failed call to the model server, without addresses or ports."""
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(err, TimeoutError):
+        return "no answer in time"
+    if isinstance(err, http.client.RemoteDisconnected):
+        return "closed the connection without answering"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror.lower()
+    return type(err).__name__
+
+
+class _BackendHealth:
+    """Whether the model server answered: the status endpoint's probe and every forwarded request."""
+
+    def __init__(self) -> None:
+        self._lock = Lock()
+        self.reason: str | None = None
+        self.since: str | None = None
+
+    def failed(self, reason: str) -> None:
+        with self._lock:
+            if self.reason is None:
+                self.since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            self.reason = reason
+
+    def answered(self) -> None:
+        if self.reason is not None:
+            with self._lock:
+                self.reason = self.since = None
+
+
+class _Clock:
+    """The ``Date`` header and the log's time, formatted once a second rather than once a request."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._http = self._log = ""
+
+    def _tick(self) -> None:
+        now = time.time()
+        if int(now) != self._second:
+            self._http = email.utils.formatdate(now, usegmt=True)
+            self._log = time.strftime("%d/%b/%Y %H:%M:%S", time.localtime(now))
+            self._second = int(now)
+
+    def http_date(self) -> str:
+        self._tick()
+        return self._http
+
+    def log_date(self) -> str:
+        self._tick()
+        return self._log
+
+
+_clock = _Clock()
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "airflow-mlops-proxy"
+    disable_nagle_algorithm = True  # answers go out as written, never held for the client's delayed ACK
+    timeout = _IDLE_TIMEOUT
     server: _ProxyServer
 
     def log_message(self, format: str, *args: Any) -> None:
         sys.stderr.write(f"{self.log_date_time_string()} {format % args}\n")
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        if timestamp is not None:
+            return super().date_time_string(timestamp)
+        return _clock.http_date()
+
+    def log_date_time_string(self) -> str:
+        return _clock.log_date()
+
+    def parse_request(self) -> bool:
+        """
+        The request line and headers, as the base class reads them, without the email package.
+
+        The base class parses each request's headers with :mod:`email.parser`, a third of the proxy's own
+        time per request; a line split does the same for HTTP. Folded (obsolete multi-line) headers are refused.
+        """
+        self.command = ""
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        raw: bytes = self.raw_requestline  # type: ignore[attr-defined]  # set by handle_one_request
+        self.requestline = requestline = str(raw, "iso-8859-1").rstrip("\r\n")
+        words = requestline.split()
+        if len(words) != 3:
+            self.send_error(400, f"Bad request syntax ({requestline!r})")
+            return False
+        command, path, version = words
+        try:
+            if not version.startswith("HTTP/"):
+                raise ValueError
+            major, minor = version[5:].split(".")
+            number = (int(major), int(minor))
+        except ValueError:
+            self.send_error(400, f"Bad request version ({version!r})")
+            return False
+        if number >= (2, 0):
+            self.send_error(505, f"Invalid HTTP version ({version})")
+            return False
+        self.request_version = version
+        self.close_connection = number < (1, 1)
+        self.command, self.path = command, path
+        if self.path.startswith("//"):
+            self.path = "/" + self.path.lstrip("/")
+        headers = http.client.HTTPMessage()
+        for _ in range(_MAX_HEADERS + 1):
+            line = self.rfile.readline(_MAX_LINE + 1)
+            if len(line) > _MAX_LINE:
+                self.send_error(431, "Line too long")
+                return False
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, sep, value = line.decode("iso-8859-1").partition(":")
+            if not sep or not name or name[0] in " \t" or name != name.rstrip():
+                self.send_error(400, "Malformed header line")
+                return False
+            headers[name] = value.strip()
+        else:
+            self.send_error(431, "Too many headers")
+            return False
+        self.headers = headers
+        connection = headers.get("Connection", "").lower()
+        if connection == "close":
+            self.close_connection = True
+        elif connection == "keep-alive":
+            self.close_connection = False
+        if headers.get("Expect", "").lower() == "100-continue" and number >= (1, 1):
+            return self.handle_expect_100()
+        return True
+
+    def _send(
+        self, status: int, headers: list[tuple[str, str]], body: bytes, reason: str | None = None
+    ) -> None:
+        """The status line, *headers* and *body* in one write (small writes would wait for delayed ACKs)."""
+        self.log_request(status)
+        if reason is None:
+            reason = self.responses[status][0] if status in self.responses else ""
+        head = [
+            f"{self.protocol_version} {status} {reason}",
+            f"Server: {self.version_string()}",
+            f"Date: {self.date_time_string()}",
+        ]
+        head += [f"{key}: {value}" for key, value in headers]
+        if not any(key.lower() == "content-length" for key, _ in headers):
+            head.append(f"Content-Length: {len(body)}")
+        if self.close_connection:
+            head.append("Connection: close")
+        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        self.wfile.write(data if self.command == "HEAD" else data + body)
+
     def _reply(self, status: int, payload: dict[str, Any], version: str | None = None) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
+        headers = [("Content-Type", "application/json")]
         if version:
-            self.send_header(VERSION_HEADER, version)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+            headers.append((VERSION_HEADER, version))
+        self._send(status, headers, json.dumps(payload).encode())
+
+    def handle_expect_100(self) -> bool:
+        """Refuse a body declared too large before the client sends it (``Expect: 100-continue``)."""
+        declared = (self.headers.get("Content-Length") or "").strip()
+        if declared.isdigit() and int(declared) > self.server.settings.max_body_bytes:
+            self._refuse(self._too_large(f"declares {declared} bytes"))
+            return False
+        return super().handle_expect_100()
+
+    def _refuse(self, refusal: _Refused) -> None:
+        """
+        Answer *refusal* and close the connection, what is left of the body unread.
+
+        The close is a lingering one: after the answer the proxy stops sending and discards what the client
+        still sends for up to ``_LINGER_SECONDS``; closing a socket with unread data at once resets the
+        connection, and the client's TCP may drop the answer before its program reads it.
+        """
+        self.close_connection = True
+        self._reply(refusal.status, {"error_code": refusal.code, "message": refusal.message})
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + _LINGER_SECONDS
+            while (remaining := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(remaining)
+                if not self.connection.recv(1 << 16):
+                    break
+        except OSError:
+            pass
 
     def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
+        """The request body, refused (:class:`_Refused`) when too large, malformed or too slow to arrive."""
+        settings = self.server.settings
+        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+        length = 0
+        if not chunked:
+            declared = (self.headers.get("Content-Length") or "0").strip()
+            if not declared.isdigit():
+                raise _Refused(
+                    400, "BAD_REQUEST", f"Content-Length must be a number of bytes, got {declared!r}."
+                )
+            length = int(declared)
+            if length > settings.max_body_bytes:
+                raise self._too_large(f"declares {length} bytes")
+        if self.command in _BODY_METHODS and not self.headers.get("Content-Type"):
+            raise _Refused(
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "The request has no Content-Type header; send the body's type (a model server takes "
+                "application/json, text/csv or application/x-parquet).",
+            )
+        if not chunked and length == 0:
+            return b""
+        deadline = time.monotonic() + settings.read_timeout
+        try:
+            return self._read_chunked(deadline) if chunked else self._read_exactly(length, deadline)
+        except TimeoutError:
+            raise _Refused(
+                408,
+                "REQUEST_TIMEOUT",
+                f"The request body did not arrive within {settings.read_timeout:g} s.",
+            ) from None
+        finally:
+            self.connection.settimeout(self.timeout)
+
+    def _too_large(self, what: str) -> _Refused:
+        limit = self.server.settings.max_body_bytes
+        return _Refused(
+            413,
+            "REQUEST_TOO_LARGE",
+            f"The request body {what}; this endpoint takes at most {limit} bytes. Send fewer rows per request.",
+        )
+
+    def _wait_for(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        self.connection.settimeout(remaining)
+
+    def _read_exactly(self, length: int, deadline: float) -> bytes:
+        parts: list[bytes] = []
+        received = 0
+        while received < length:
+            self._wait_for(deadline)
+            part = self.rfile.read1(min(length - received, 1 << 20))
+            if not part:
+                raise _Refused(
+                    400, "BAD_REQUEST", f"The request body ended after {received} of {length} bytes."
+                )
+            parts.append(part)
+            received += len(part)
+        return b"".join(parts)
+
+    def _read_line(self, deadline: float) -> bytes:
+        self._wait_for(deadline)
+        line = self.rfile.readline(1026)
+        if not line.endswith(b"\n"):
+            raise _Refused(400, "BAD_REQUEST", "The chunked request body is malformed.")
+        return line
+
+    def _read_chunked(self, deadline: float) -> bytes:
+        limit = self.server.settings.max_body_bytes
+        parts: list[bytes] = []
+        received = 0
+        while True:
+            line = self._read_line(deadline).split(b";", 1)[0].strip()
+            try:
+                size = int(line, 16)
+            except ValueError:
+                raise _Refused(400, "BAD_REQUEST", "The chunked request body is malformed.") from None
+            if size < 0:
+                raise _Refused(400, "BAD_REQUEST", "The chunked request body is malformed.")
+            if size == 0:
+                while self._read_line(deadline) not in (b"\r\n", b"\n"):  # trailers
+                    pass
+                return b"".join(parts)
+            received += size
+            if received > limit:
+                raise self._too_large(f"grows past {limit} bytes")
+            parts.append(self._read_exactly(size, deadline))
+            self._read_line(deadline)
+
+    def _status(self) -> None:
+        backend = self.server.state.backend()
+        version = (str(backend.get("version") or "") or None) if backend else None
+        if backend is not None:
+            self.server.probe(backend)
+        health = self.server.health
+        if backend is None or health.reason is None:
+            self._reply(200, {"proxy": "ok", "version": version}, version)
+            return
+        self._reply(
+            503,
+            {
+                "proxy": "backend_unavailable",
+                "version": version,
+                "reason": f"the model server of version {version} does not answer: {health.reason}",
+                "since": health.since,
+            },
+            version,
+        )
 
     def _forward(self) -> None:
-        body = self._read_body()
+        try:
+            body = self._read_body()
+        except _Refused as refusal:
+            self._refuse(refusal)
+            return
         if self.path == STATUS_PATH:
-            backend = self.server.state.backend()
-            version = (str(backend.get("version") or "") or None) if backend else None
-            self._reply(200, {"proxy": "ok", "version": version}, version)
+            self._status()
             return
         backend = self.server.state.backend()
         if backend is None:
@@ -139,41 +627,34 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
         rid = _request_id(self.headers.get(REQUEST_ID_HEADER))
         headers[REQUEST_ID_HEADER] = rid
-        conn = http.client.HTTPConnection(
-            backend.get("host") or "127.0.0.1", int(backend["port"]), timeout=_BACKEND_TIMEOUT
-        )
         try:
-            conn.request(self.command, self.path, body=body or None, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-        except OSError as err:
+            answer = self.server.exchange(backend, self.command, self.path, body, headers)
+        except (OSError, http.client.HTTPException) as err:
+            timed_out = isinstance(err, TimeoutError)
             self._reply(
-                502,
+                504 if timed_out else 502,
                 {
-                    "error_code": "BACKEND_UNAVAILABLE",
-                    "message": f"Model server for version {version}: {err}",
+                    "error_code": "BACKEND_TIMEOUT" if timed_out else "BACKEND_UNAVAILABLE",
+                    "message": f"Model server for version {version}: {_describe(err)}",
                 },
                 version,
             )
             return
-        finally:
-            conn.close()
         # Queued (never written) before the answer goes out: a client that has its answer knows the record
         # is pending, and a SIGTERM right after still writes it.
         if self.command == "POST" and body:
             writer = self.server.capture_writer()
             if writer is not None:
-                writer.submit(self.server.state.capture()[0], version, rid, response.status, body, data)
-        self.send_response(response.status, response.reason)
-        for key, value in response.getheaders():
-            if key.lower() not in _HOP_BY_HOP and key.lower() not in ("server", "date"):
-                self.send_header(key, value)
-        self.send_header(VERSION_HEADER, version)
-        self.send_header(REQUEST_ID_HEADER, rid)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+                writer.submit(self.server.state.capture()[0], version, rid, answer.status, body, answer.body)
+        out = [
+            (key, value)
+            for key, value in answer.headers
+            if key.lower() not in _HOP_BY_HOP and key.lower() not in ("server", "date")
+        ]
+        out += [(VERSION_HEADER, version), (REQUEST_ID_HEADER, rid)]
+        if self.command == "HEAD" and answer.header("Content-Length"):
+            out.append(("Content-Length", str(answer.header("Content-Length"))))
+        self._send(answer.status, out, answer.body, answer.reason)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _forward
 
@@ -190,12 +671,96 @@ class _ProxyServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], state: _StateReader) -> None:
+    def __init__(
+        self, address: tuple[str, int], state: _StateReader, settings: ProxySettings | None = None
+    ) -> None:
         self.state = state
+        self.settings = settings or ProxySettings()
+        self.pool = _BackendPool(self.settings.backend_timeout)
+        self.health = _BackendHealth()
         self._writer: CaptureWriter | None = None
         self._writer_settings: dict[str, Any] | None = None
         self._writer_lock = Lock()
+        self._jobs: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
+        self._workers_lock = Lock()
+        self._idle_workers = 0
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection on an idle worker thread, or on a new one when every worker is busy."""
+        with self._workers_lock:
+            if self._idle_workers:
+                self._idle_workers -= 1
+                self._jobs.put((request, client_address))
+                return
+        Thread(target=self._work, args=(request, client_address), daemon=True).start()
+
+    def _work(self, request: Any, client_address: Any) -> None:
+        job = (request, client_address)
+        while True:
+            self.process_request_thread(*job)  # handles the connection, then closes it
+            with self._workers_lock:
+                if self._idle_workers >= _MAX_IDLE_WORKERS:
+                    return
+                self._idle_workers += 1
+            try:
+                job = self._jobs.get(timeout=_WORKER_IDLE_SECONDS)
+            except queue.Empty:
+                with self._workers_lock:
+                    try:
+                        job = self._jobs.get_nowait()  # handed over just as the wait ended
+                    except queue.Empty:
+                        self._idle_workers -= 1
+                        return
+
+    def exchange(
+        self, backend: dict[str, Any], method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> _Answer:
+        """Send one request to the model server (on a kept connection when there is one) and read its answer."""
+        host, port = backend.get("host") or "127.0.0.1", int(backend["port"])
+        while True:
+            try:
+                conn, reused = self.pool.get(host, port)
+            except OSError as err:
+                self.health.failed(_describe(err))
+                raise
+            try:
+                answer = conn.exchange(method, path, headers, body)
+            except BaseException as err:
+                conn.close()
+                if reused and isinstance(err, _STALE_ERRORS):
+                    continue  # closed by the server while it was idle here: again, on a new connection
+                if isinstance(err, OSError | http.client.HTTPException):
+                    self.health.failed(_describe(err))
+                raise
+            self.health.answered()
+            if answer.will_close:
+                conn.close()
+            else:
+                self.pool.put(conn)
+            return answer
+
+    def probe(self, backend: dict[str, Any]) -> None:
+        """Ask the model server ``GET /ping`` now and record whether it answered."""
+        conn = http.client.HTTPConnection(
+            backend.get("host") or "127.0.0.1", int(backend["port"]), timeout=_PROBE_TIMEOUT
+        )
+        try:
+            conn.request("GET", "/ping")
+            response = conn.getresponse()
+            response.read()
+        except TimeoutError:
+            self.health.failed(f"no answer within {_PROBE_TIMEOUT:g} s")
+            return
+        except (OSError, http.client.HTTPException) as err:
+            self.health.failed(_describe(err))
+            return
+        finally:
+            conn.close()
+        if response.status == 200:
+            self.health.answered()
+        else:
+            self.health.failed(f"GET /ping answered HTTP {response.status}")
 
     def capture_writer(self) -> CaptureWriter | None:
         """The capture writer of the state's ``capture`` settings (None when capture is off)."""
@@ -251,19 +816,45 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _positive(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+        return value
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the proxy until it is signalled (``python -m airflow_mlops.serving.proxy --port N --state FILE``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state", required=True, help="state file of the local deploy target")
+    parser.add_argument(
+        "--max-body-bytes", type=_positive(int), default=DEFAULT_MAX_BODY_BYTES,
+        help="larger request bodies are answered 413 (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--read-timeout", type=_positive(float), default=DEFAULT_READ_TIMEOUT,
+        help="seconds a request body may take to arrive, else 408 (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--backend-timeout", type=_positive(float), default=DEFAULT_BACKEND_TIMEOUT,
+        help="seconds the model server may take to answer, else 504 (default %(default)s)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    settings = ProxySettings(args.max_body_bytes, args.read_timeout, args.backend_timeout)
     try:
-        server = _ProxyServer((args.host, args.port), _StateReader(args.state))
+        server = _ProxyServer((args.host, args.port), _StateReader(args.state), settings)
     except OSError as err:
         sys.stderr.write(f"cannot listen on {args.host}:{args.port}: {err}\n")
         return 3
-    sys.stderr.write(f"proxy listening on {args.host}:{args.port}, state {args.state}\n")
+    sys.stderr.write(
+        f"proxy listening on {args.host}:{args.port}, state {args.state}, bodies up to {settings.max_body_bytes} "
+        f"bytes arriving within {settings.read_timeout:g} s\n"
+    )
     sys.stderr.flush()
     import logging
     import signal

@@ -1,0 +1,206 @@
+"""
+What the local endpoint adds to a prediction: ``mlflow models serve`` called directly and through the local
+target's endpoint proxy (capture off and on), over keep-alive connections and a new connection per request.
+
+A scikit-learn classifier (20 features, the model of ``capture_overhead.py``) is served by one ``mlflow models
+serve`` process; two endpoint proxies (:mod:`airflow_mlops.serving.proxy`) forward to it, one capturing. Each
+round sends ``--requests`` one-row ``POST /invocations`` calls per path (direct, proxy, proxy with capture) and
+connection mode, interleaved request by request in a rotating order, and takes each path's median and 99th
+percentile; the figures are the medians over ``--rounds`` rounds (the first, a warm-up, not counted), with their
+spread. Then the throughput: ``--clients`` threads, each on its own keep-alive connection, call one path for
+``--seconds`` seconds, direct and through the proxy alternating, ``--rounds`` times.
+
+Target: the proxy adds at most 0.5 ms to the median and 10% to the p99 of the direct call, keep-alive and new
+connections, capture on and off.
+
+    python benchmarks/serving_latency.py [--rounds 9] [--requests 300] [--markdown docs/benchmarks.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from capture_overhead import FEATURES, call, p99, save_model, start_model_server, start_proxy  # noqa: E402
+
+from airflow_mlops.serving.capture import check_capture_settings  # noqa: E402
+
+PATHS = ("direct", "proxy", "proxy+capture")
+MODES = ("keep-alive", "new connection")
+
+
+def bodies(count: int, seed: int) -> list[bytes]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [
+        json.dumps(
+            {"dataframe_records": [dict(zip(FEATURES, rng.normal(size=20).round(4).tolist(), strict=True))]}
+        ).encode()
+        for _ in range(count)
+    ]
+
+
+def latency_round(ports: dict[str, int], mode: str, payloads: list[bytes]) -> dict[str, list[float]]:
+    """One round of one connection mode: every request sent on each path, the order rotating."""
+    times: dict[str, list[float]] = {path: [] for path in ports}
+    keep = {path: http.client.HTTPConnection("127.0.0.1", port, timeout=30) for path, port in ports.items()}
+    try:
+        for index, body in enumerate(payloads):
+            order = PATHS[index % 3 :] + PATHS[: index % 3]
+            for path in order:
+                if mode == "keep-alive":
+                    times[path].append(call(keep[path], body))
+                else:
+                    conn = http.client.HTTPConnection("127.0.0.1", ports[path], timeout=30)
+                    started = time.perf_counter()
+                    conn.request(
+                        "POST", "/invocations", body=body, headers={"Content-Type": "application/json"}
+                    )
+                    response = conn.getresponse()
+                    response.read()
+                    conn.close()
+                    times[path].append((time.perf_counter() - started) * 1000.0)
+                    if response.status != 200:
+                        raise RuntimeError(f"prediction failed: HTTP {response.status}")
+    finally:
+        for conn in keep.values():
+            conn.close()
+    return times
+
+
+def throughput(port: int, clients: int, seconds: float, payloads: list[bytes]) -> float:
+    """Requests per second that *clients* threads, each on a keep-alive connection, get answered."""
+    counts = [0] * clients
+    stop = time.perf_counter() + seconds
+
+    def client(slot: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        index = slot
+        while time.perf_counter() < stop:
+            call(conn, payloads[index % len(payloads)])
+            counts[slot] += 1
+            index += clients
+        conn.close()
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(slot,)) for slot in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - started)
+
+
+def spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))} - {fmt.format(max(values))})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--requests", type=int, default=300, help="requests per path and mode in a round")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one throughput measurement")
+    parser.add_argument("--proxy-module", default="airflow_mlops.serving.proxy", help=argparse.SUPPRESS)
+    parser.add_argument("--markdown", help="append the result table to this file")
+    args = parser.parse_args()
+
+    # (mode, path) -> one (median, p99) per counted round
+    results: dict[tuple[str, str], list[tuple[float, float]]] = {(m, p): [] for m in MODES for p in PATHS}
+    rates: dict[str, list[float]] = {"direct": [], "proxy": []}
+    procs = []
+    with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
+        folder = Path(tmp)
+        server, backend = start_model_server(folder, save_model(folder))
+        procs.append(server)
+        try:
+            capture = check_capture_settings({"uri": str(folder / "store")})
+            off, off_port = start_proxy(folder, "off", backend, None, args.proxy_module)
+            procs.append(off)
+            on, on_port = start_proxy(folder, "on", backend, capture, args.proxy_module)
+            procs.append(on)
+            ports = {"direct": backend, "proxy": off_port, "proxy+capture": on_port}
+            payloads = bodies(args.requests, seed=1)
+            for number in range(args.rounds + 1):  # round 0 warms every path up and is not counted
+                for mode in MODES if number % 2 else MODES[::-1]:
+                    times = latency_round(ports, mode, payloads)
+                    if number:
+                        for path in PATHS:
+                            results[(mode, path)].append((statistics.median(times[path]), p99(times[path])))
+                if number:
+                    print(
+                        f"round {number}: "
+                        + "; ".join(
+                            f"{mode} " + ", ".join(f"{p} {results[(mode, p)][-1][0]:.2f}" for p in PATHS)
+                            for mode in MODES
+                        )
+                        + " ms (medians)",
+                        flush=True,
+                    )
+            for number in range(args.rounds):
+                for path in ("direct", "proxy") if number % 2 == 0 else ("proxy", "direct"):
+                    rates[path].append(throughput(ports[path], args.clients, args.seconds, payloads))
+                print(f"throughput round {number + 1}: direct {rates['direct'][-1]:.0f}/s, "
+                      f"proxy {rates['proxy'][-1]:.0f}/s", flush=True)  # fmt: skip
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+                    proc.wait(timeout=30)
+
+    lines = [
+        "",
+        "## Serving latency",
+        "",
+        f"`python benchmarks/serving_latency.py --rounds {args.rounds} --requests {args.requests}`: one-row "
+        "predictions of a 20-feature scikit-learn model served by `mlflow models serve` (one worker), called "
+        "directly and through the local endpoint proxy with capture off and on, interleaved request by request; "
+        f"{args.rounds} rounds of {args.requests} calls per path and connection mode. Median over rounds "
+        "(min - max); *added*: the path's figure minus the direct call's in the same round (p99: as a ratio).",
+        "",
+        "| connection | path | median (ms) | added to median (ms) | p99 (ms) | added to p99 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode in MODES:
+        direct = results[(mode, "direct")]
+        for path in PATHS:
+            rows = results[(mode, path)]
+            if path == "direct":
+                added_median = added_p99 = "-"
+            else:
+                added_median = spread([r[0] - d[0] for r, d in zip(rows, direct, strict=True)], "{:+.2f}")
+                added_p99 = spread([r[1] / d[1] - 1 for r, d in zip(rows, direct, strict=True)], "{:+.1%}")
+            lines.append(
+                f"| {mode} | {path} | {spread([r[0] for r in rows])} | {added_median} | "
+                f"{spread([r[1] for r in rows])} | {added_p99} |"
+            )
+    ratio = [p / d for p, d in zip(rates["proxy"], rates["direct"], strict=True)]
+    lines += [
+        "",
+        f"Throughput, {args.clients} concurrent keep-alive clients, {args.rounds} alternating runs of "
+        f"{args.seconds:g} s: direct {spread(rates['direct'], '{:.0f}')} requests/s, through the proxy "
+        f"{spread(rates['proxy'], '{:.0f}')} requests/s (proxy / direct {spread(ratio, '{:.2f}')}).",
+        "",
+        "Target: the proxy adds at most 0.5 ms to the median and 10% to the p99 of the direct call.",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
