@@ -60,12 +60,14 @@ def proxy(tmp_path):
 def stub(tmp_path):
     """A stand-in model server process and a proxy in front of it, refusing bodies over 1,024 bytes."""
     server = start_stub_model_server()
-    state = tmp_path / "serving" / "churn" / "state.json"
-    write_state(state, server.port)
-    running = start_proxy(state, "--max-body-bytes", "1024", "--read-timeout", "1")
-    yield {"server": server, "proxy": running, "state": state}
-    running.stop()
-    server.stop()
+    try:
+        state = tmp_path / "serving" / "churn" / "state.json"
+        write_state(state, server.port)
+        running = start_proxy(state, "--max-body-bytes", "1024", "--read-timeout", "1")
+        yield {"server": server, "proxy": running, "state": state}
+        running.stop()
+    finally:
+        server.stop()
 
 
 def write_full_state(path, backend_port: int, version: str = "3") -> None:
@@ -207,7 +209,11 @@ def test_four_requests_declaring_4_gb_are_refused_and_the_proxy_stays_small(tmp_
     server = start_stub_model_server()
     state = tmp_path / "state.json"
     write_state(state, server.port)
-    proxy = start_proxy(state)  # the default limit
+    try:
+        proxy = start_proxy(state)  # the default limit
+    except BaseException:
+        server.stop()
+        raise
     try:
         process = psutil.Process(proxy.proc.pid)
         before = process.memory_info().rss
