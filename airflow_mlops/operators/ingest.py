@@ -732,7 +732,7 @@ class IngestDatasetOperator(BaseOperator):
             )
             fields = {"dataset": manifest["name"], "uri": manifest["uri"], "reason": str(err)}
             transient = getattr(err, "error_code", None) in _MLFLOW_TRANSIENT_CODES or isinstance(
-                err, ConnectionError | TimeoutError
+                err, ConnectionError | TimeoutError | ServiceUnavailableError
             )
             if transient:
                 raise ServiceUnavailableError(message, **fields) from err

@@ -719,8 +719,10 @@ class LocalServerTarget(DeployTarget):
             try:
                 # The status answers no pid: that the proxy answering is the one just started is checked
                 # on this machine, from the port the process listens on.
+                # 503: the proxy runs, and says the model server it forwards to does not answer (yet).
                 status, _, body = _get(url, timeout=2.0)
-                if status == 200 and json.loads(body).get("proxy") == "ok" and _listens(info, self.port):
+                answered = status in (200, 503) and "proxy" in json.loads(body)
+                if answered and _listens(info, self.port):
                     return info
             except (OSError, ValueError):
                 pass

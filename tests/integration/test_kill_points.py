@@ -2,7 +2,7 @@
 Kill points: the real operators in real Airflow task processes, killed with SIGKILL at named step
 boundaries and retried by Airflow itself (``retries=1``, no delay), on the live stack (api-server,
 scheduler with the LocalExecutor, dag-processor, triggerer, ``mlflow server``) with the local model server
-and the KServe stand-in (tests/support/kubernetes/api_server.py) as targets.
+and the KServe stand-in (tests/support/kubernetes/kserve.py) as targets.
 
 Each DAG run carries one kill point per task (tests/kill/faults.py; DAGs in tests/kill/dags/). After each run
 the tests check, from Airflow, MLflow and the endpoints as a user would: the run's outcome, two tries of

@@ -1,6 +1,6 @@
 """
 The KServe target over real HTTP: the ``kubernetes`` client (cncf-kubernetes ``KubernetesHook``, a kubeconfig)
-against a Kubernetes API-server stand-in on loopback (tests/support/kubernetes/api_server.py) that validates every spec
+against a Kubernetes API-server stand-in on loopback (tests/support/kubernetes/kserve.py) that validates every spec
 against the InferenceService CRD and plays KServe's controller and predictor.
 """
 
