@@ -40,6 +40,10 @@ def test_demo_refuses_a_missing_dag_folder_and_the_worse_run_of_a_user_dag(capsy
         main(["demo", "--dags", str(tmp_path / "nowhere")])
     assert f"--dags {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
+        main(["demo", "--dags", str(tmp_path)])
+    assert f"no DAG files in {tmp_path}" in capsys.readouterr().err
+    (tmp_path / "my_pipeline.py").write_text("from airflow.sdk import DAG\n")
+    with pytest.raises(SystemExit):
         main(["demo", "--dags", str(tmp_path), "--worse-run"])
     assert "--worse-run runs the package's example" in capsys.readouterr().err
 
