@@ -71,14 +71,17 @@ def served(live_stack, tmp_path_factory):
 
 
 def shifted_traffic(snapshot: str, rows: int = 300) -> list[dict]:
-    """Rows like the training data, with its first numeric feature moved far off its range."""
+    """Rows like the training data, with its first numeric feature moved far off its range (in its own type)."""
     import pandas as pd
 
     from airflow_mlops.data.snapshots import read_snapshot
 
     frame = read_snapshot(snapshot).drop(columns=["label"]).sample(rows, replace=True, random_state=0)
     numeric = next(c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]))
-    frame[numeric] = frame[numeric] + 10 * float(frame[numeric].std() or 1.0) + 100
+    shift = 10 * float(frame[numeric].std() or 1.0) + 100
+    if pd.api.types.is_integer_dtype(frame[numeric]):  # in the signature's type, or monitoring leaves the rows out
+        shift = round(shift)
+    frame[numeric] = frame[numeric] + shift
     return json.loads(frame.to_json(orient="records"))
 
 

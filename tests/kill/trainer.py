@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from airflow_mlops.data.snapshots import read_snapshot
-from airflow_mlops.trainer.contract import TrainingContext
+from airflow_mlops.trainer.contract import DROPPED_FEATURES, TARGET, TrainingContext, dropped_features
 from airflow_mlops.trainer.examples.sklearn_classifier import build_model, evaluate, split_features
 
 log = logging.getLogger("airflow_mlops.trainer")
@@ -30,7 +30,8 @@ def train(ctx: TrainingContext) -> dict[str, Any]:
 
     params = ctx.params
     target = params.get("target", "label")
-    X_train, y_train = split_features(read_snapshot(ctx.train_data), target, ctx.train_data)
+    train_frame = read_snapshot(ctx.train_data)
+    X_train, y_train = split_features(train_frame, target, ctx.train_data)
     X_valid, y_valid = split_features(read_snapshot(ctx.valid_data), target, ctx.valid_data)
     X_valid = X_valid.reindex(columns=X_train.columns)
     with mlflow.start_run(run_id=ctx.run_id):
@@ -44,6 +45,8 @@ def train(ctx: TrainingContext) -> dict[str, Any]:
         "model_uri": info.model_uri,
         "model_id": info.model_id,
         "metrics": metrics,
+        TARGET: target,
+        DROPPED_FEATURES: dropped_features(train_frame, list(X_train.columns), target),
     }
     ctx.write_result(result)
     log.info("Logged model %s: %s", info.model_uri, metrics)
