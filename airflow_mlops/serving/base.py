@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_mlops.exceptions import DeploymentError
+from airflow_mlops.serving.capture import TRAFFIC_HEADER
 
 if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
@@ -75,6 +76,8 @@ def post_invocations(
     Send *records* to an MLflow scoring server (``POST <endpoint>/invocations {"dataframe_records": ...}``).
 
     The MLflow scoring protocol is spoken by ``mlflow models serve`` and by MLServer's MLflow runtime (KServe).
+    The request carries ``X-MLOps-Traffic: synthetic`` (unless *headers* name another kind), so that capture
+    stores the package's own smoke tests and probes apart from production traffic.
 
     :return: The ``predictions`` list.
     :raises PredictionError: on a connection error, a non-200 answer (with the server's error body), or an
@@ -85,7 +88,10 @@ def post_invocations(
     url = endpoint.rstrip("/") + path
     try:
         response = requests.post(
-            url, json={"dataframe_records": list(records)}, timeout=timeout, headers=dict(headers or {})
+            url,
+            json={"dataframe_records": list(records)},
+            timeout=timeout,
+            headers={TRAFFIC_HEADER: "synthetic", **(headers or {})},
         )
     except requests.RequestException as err:
         raise PredictionError(f"POST {url} failed: {type(err).__name__}: {err}") from err

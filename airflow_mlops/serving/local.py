@@ -455,15 +455,28 @@ class LocalServerTarget(DeployTarget):
             "restart_window": self.restart_window,
         }
 
-    def capture_settings(self) -> dict[str, Any] | None:
-        """The complete capture settings (the root resolved), or None when capture is off."""
+    def capture_settings(self, model_uri: str | None = None) -> dict[str, Any] | None:
+        """
+        The complete capture settings (the root resolved), or None when capture is off.
+
+        :param model_uri: The model being served: without a ``signature`` setting, its MLflow signature is
+            what capture keeps (None, with a warning, when it cannot be read: every input column is kept).
+        """
         from airflow_mlops.data.snapshots import resolve_data_root
-        from airflow_mlops.serving.capture import check_capture_settings
+        from airflow_mlops.serving.capture import check_capture_settings, signature_of
 
         if self.capture is None:
             return None
         settings = check_capture_settings(self.capture, "capture setting of the local target")
         settings["uri"] = resolve_data_root(settings["uri"])
+        if model_uri is not None and settings["signature"] is None:
+            try:
+                settings["signature"] = signature_of(model_uri)
+            except Exception as err:  # the artifact store's errors (credentials, network): no common type
+                log.warning(
+                    "Cannot read the signature of %s (%s: %s); capture keeps every input column",
+                    model_uri, type(err).__name__, err,
+                )  # fmt: skip
         return settings
 
     def capture_stats(self, model_name: str) -> dict[str, Any] | None:
@@ -771,8 +784,9 @@ class LocalServerTarget(DeployTarget):
                 and old_server.get("model_uri") == model_uri
                 and process_alive(old_server)
             ):
-                if state.get("capture") != self.capture_settings():  # the same version, captured otherwise
-                    state = {**state, "capture": self.capture_settings(), "updated_at": utc_now_iso()}
+                capture = self.capture_settings(model_uri)
+                if state.get("capture") != capture:  # the same version, captured otherwise
+                    state = {**state, "capture": capture, "updated_at": utc_now_iso()}
                     self._write_state(model_name, state)
                 return self._deployment(model_name, state)
             if not proxy_ok and not port_is_free(self.host, self.port):
@@ -796,7 +810,7 @@ class LocalServerTarget(DeployTarget):
                     "target": self.to_config(),
                     "proxy": proxy,
                     "server": server,
-                    "capture": self.capture_settings(),
+                    "capture": self.capture_settings(model_uri),
                     "restarts": [],  # a deploy starts a server with the whole restart budget
                     "updated_at": utc_now_iso(),
                 }

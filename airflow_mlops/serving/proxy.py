@@ -28,7 +28,9 @@ each of these. A model server that does not answer gives 502 (504 past ``--backe
 With a ``capture`` entry in the state file (the local target's ``capture`` setting) the proxy also records
 every answered request (:mod:`airflow_mlops.serving.capture`): it hands the request and the answer to a
 background writer and answers at once. Every answer carries ``X-Request-Id`` (the client's, or a new one), the
-id the capture stores. The writer's counts go to ``capture-stats.json`` next to the state file.
+id the capture stores. A request marked ``X-MLOps-Traffic`` (the package's smoke tests and probes) is stored
+apart from production traffic, and only the model's signature columns are kept (the state's
+``capture.signature``). The writer's counts go to ``capture-stats.json`` next to the state file.
 
 Run as ``python -m airflow_mlops.serving.proxy --host H --port P --state FILE [--max-body-bytes N]
 [--read-timeout S] [--backend-timeout S]``. Standard library only (and pyarrow once capture is on): it starts in
@@ -74,6 +76,8 @@ _HOP_BY_HOP = frozenset(
     }
 )
 REQUEST_ID_HEADER = "X-Request-Id"
+#: :data:`airflow_mlops.serving.capture.TRAFFIC_HEADER`, here so that the proxy starts without importing capture.
+TRAFFIC_HEADER = "X-MLOps-Traffic"
 CAPTURE_STATS = "capture-stats.json"
 
 #: Default of ``--max-body-bytes``: far above a batch of predictions, far below what hurts the machine.
@@ -645,7 +649,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command == "POST" and body:
             writer = self.server.capture_writer()
             if writer is not None:
-                writer.submit(self.server.state.capture()[0], version, rid, answer.status, body, answer.body)
+                writer.submit(
+                    self.server.state.capture()[0], version, rid, answer.status, body, answer.body,
+                    self.headers.get(TRAFFIC_HEADER),
+                )  # fmt: skip
         out = [
             (key, value)
             for key, value in answer.headers
@@ -784,6 +791,7 @@ class _ProxyServer(ThreadingHTTPServer):
             return CaptureWriter(
                 str(settings["uri"]),
                 redact=settings.get("redact") or (),
+                signature=settings.get("signature"),
                 batch_rows=int(settings.get("batch_rows") or 5000),
                 flush_seconds=float(settings.get("flush_seconds") or 10.0),
                 queue_size=int(settings.get("queue_size") or 10000),

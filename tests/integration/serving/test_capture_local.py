@@ -13,9 +13,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from airflow_mlops.serving.capture import PREDICTION, REQUEST_ID, VERSION, read_captures
+from airflow_mlops.serving.capture import PREDICTION, REQUEST_ID, VERSION, count_captures, read_captures
 from airflow_mlops.serving.local import LocalServerTarget
 from airflow_mlops.serving.proxy import REQUEST_ID_HEADER
+from airflow_mlops.serving.verification import smoke_test
 from tests.conftest import free_port
 from tests.support.deploy import register_version, stop_local_processes
 
@@ -109,3 +110,43 @@ def test_a_store_outage_neither_fails_predictions_nor_loses_captures(served):
     frame = captured(store, {f"outage-{i}" for i in range(10)})
     assert len(frame) == 10
     assert target.capture_stats(MODEL)["pending_rows"] == 0
+
+
+def test_the_deploy_smoke_test_is_stored_apart_from_production_traffic(served):
+    target, store, _ = served
+    window = (datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC) + timedelta(hours=1))
+    predict(target, "before-smoke", rows(0))
+    captured(store, {"before-smoke"})
+    production = count_captures(str(store), MODEL, *window)
+
+    failure, _ = smoke_test(target, target.current(MODEL), [row for i in range(5) for row in rows(i)])
+    assert failure is None
+    deadline = time.monotonic() + 60
+    while count_captures(str(store), MODEL, *window, traffic="synthetic") < 5:
+        assert time.monotonic() < deadline, target.capture_stats(MODEL)
+        time.sleep(0.25)
+
+    assert count_captures(str(store), MODEL, *window) == production
+    assert len(read_captures(str(store), MODEL, *window)) == production
+    assert target.capture_stats(MODEL)["rows_by_traffic"]["synthetic"] == 5
+
+
+def test_capture_keeps_the_columns_of_the_served_model_s_signature(tmp_path, monkeypatch):
+    import mlflow.pyfunc
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    class Constant(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input):
+            return [0] * len(model_input)
+
+    path = tmp_path / "model"
+    signature = ModelSignature(inputs=Schema([ColSpec("long", "tenure_months"), ColSpec("double", "spend")]))
+    mlflow.pyfunc.save_model(str(path), python_model=Constant(), signature=signature, pip_requirements=[])
+    monkeypatch.setenv("MLOPS_DATA_ROOT", str(tmp_path))
+
+    settings = LocalServerTarget(capture=True).capture_settings(str(path))
+    assert settings["signature"] == {"tenure_months": "long", "spend": "double"}
+    # A signature set in the capture settings is kept as it is.
+    chosen = LocalServerTarget(capture={"signature": {"spend": "double"}}).capture_settings(str(path))
+    assert chosen["signature"] == {"spend": "double"}

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from airflow_mlops.data.storage import Storage
+from airflow_mlops.serving.base import post_invocations
 from airflow_mlops.serving.capture import (
     PREDICTION,
     REQUEST_ID,
@@ -32,6 +33,7 @@ from airflow_mlops.serving.capture import (
 from airflow_mlops.serving.local import LocalServerTarget
 from airflow_mlops.serving.proxy import REQUEST_ID_HEADER, STATUS_PATH
 from tests.conftest import free_port
+from tests.support.proxy import start_proxy, write_state
 
 WINDOW = (datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC) + timedelta(hours=1))
 
@@ -239,3 +241,35 @@ def test_the_proxy_captures_what_it_forwards_and_writes_it_when_stopped(tmp_path
     assert captured["email"].iloc[0] == hashlib.sha256(b"c@example.com").hexdigest()
     stats = json.loads((state.parent / "capture-stats.json").read_text())
     assert (stats["written_rows"], stats["write_errors"]) == (2, 0)
+
+
+def test_the_package_s_own_predictions_are_not_production_traffic_and_only_signature_columns_are_kept(
+    tmp_path, scorer
+):
+    state = tmp_path / "serving" / "churn" / "state.json"
+    store = tmp_path / "store"
+    settings = check_capture_settings({"uri": str(store), "flush_seconds": 600, "signature": {"x": "double"}})
+    write_state(state, scorer, version="5", capture=settings)
+    proxy = start_proxy(state)
+    try:
+        client = requests.post(
+            proxy.url + "/invocations",
+            json={"dataframe_records": [{"x": 1.5, "ssn": "078-05-1120"}]},
+            headers={REQUEST_ID_HEADER: "client"},
+            timeout=10,
+        )
+        assert client.json() == {"predictions": [3.0]}
+        # What a deploy's smoke test, infra validation and canary probes send.
+        assert post_invocations(proxy.url, [{"x": 2.0}, {"x": 4.0}]) == [4.0, 8.0]
+    finally:
+        proxy.proc.send_signal(signal.SIGTERM)  # flush_seconds is long: pending rows are written at exit
+        proxy.proc.wait(timeout=20)
+
+    production = frame(store)
+    assert production[REQUEST_ID].tolist() == ["client"]
+    assert "ssn" not in production.columns
+    assert count_captures(str(store), "churn", *WINDOW) == 1
+    assert count_captures(str(store), "churn", *WINDOW, traffic="synthetic") == 2
+    stats = json.loads((state.parent / "capture-stats.json").read_text())
+    assert stats["rows_by_traffic"] == {"production": 1, "synthetic": 2}
+    assert stats["dropped_columns"] == {"ssn": 1}
