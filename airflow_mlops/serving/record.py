@@ -39,6 +39,7 @@ from airflow_mlops.exceptions import RecordSignatureError
 from airflow_mlops.registry import error_code
 from airflow_mlops.utils.clock import utc_now
 from airflow_mlops.utils.context import instance_key
+from airflow_mlops.utils.results import json_safe
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -293,10 +294,11 @@ class ReleaseRecord:
 
     def _save(self) -> None:
         name, version = self.model_name, str(self.data["version"])
-        data: dict[str, Any] = dict(self.data)
-        pointer = {key: self.data.get(key) for key in _POINTER_KEYS}
+        # JSON-safe before signing: what is verified later is what was written (NaN and inf as null).
+        data: dict[str, Any] = json_safe(dict(self.data))
+        pointer = {key: data.get(key) for key in _POINTER_KEYS}
         if self.done:
-            pointer["outcome"] = self.data.get("outcome")
+            pointer["outcome"] = data.get("outcome")
         if self.keys is not None:
             if self._subject is None:
                 self._subject = signing.Subject.of(self.client.get_model_version(name, version))
@@ -311,7 +313,7 @@ def _without_records(plan: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _dumps(data: Mapping[str, Any]) -> str:
-    return json.dumps(dict(data), sort_keys=True, separators=(",", ":"), default=str)
+    return json.dumps(json_safe(dict(data)), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def _loads(value: str | None) -> dict[str, Any] | None:

@@ -423,3 +423,26 @@ def test_a_resumed_release_of_a_version_no_longer_allowed_changes_nothing():
         release.resume_record(ReleaseRecord.load(client, "m", 600.0))
     assert target.served["m"].version == "1"
     assert client.aliases == {}
+
+
+def test_a_release_record_with_nan_and_infinity_is_strict_json_and_still_verifies():
+    from tests.support.signing import test_keys
+
+    class SignedRegistry(Registry):
+        def get_model_version(self, name: str, version: str) -> SimpleNamespace:
+            mv = super().get_model_version(name, version)
+            return SimpleNamespace(**vars(mv), name=name, run_id="r1", source="models:/m1")
+
+    client, keys = SignedRegistry(), test_keys()
+    record = ReleaseRecord(client, "m", {"id": RID, "version": "2", "kind": "deploy"}, lease=60, keys=keys)
+    record.finish("succeeded", result={"latency_ms": {"p50": float("nan"), "max": float("inf")}, "rows": 5})
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in a registry tag")
+
+    for tag in (client.version_tags["2"][T.RELEASE], client.model_tags[T.RELEASE]):
+        json.loads(tag, parse_constant=refuse)
+    loaded = ReleaseRecord.load(client, "m", 60, keys=keys, reader=RID)
+    assert loaded is not None
+    assert loaded.done
+    assert loaded.data["result"] == {"latency_ms": {"p50": None, "max": None}, "rows": 5}
