@@ -17,15 +17,12 @@ move at least). Needs ``apache-airflow-providers-postgres`` in the environment.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -33,98 +30,8 @@ SECTION = "## Validating a PostgreSQL table in the database (SQL push-down)"
 # The same table shape and suite as the Parquet benchmark, so the two figures compare.
 from validate_large_parquet import CAT_A, CAT_B, REGIONS, suite  # noqa: E402 - benchmarks/ is on sys.path
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def pg_bin(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
-    if not found:
-        sys.exit(f"{name} not found: install PostgreSQL (Debian: apt-get install -y postgresql)")
-    return found
-
-
-class CountingProxy:
-    """Loopback TCP proxy that counts payload bytes in each direction."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.to_client = 0  # received by the worker
-        self.to_server = 0  # sent by the worker
-        self.connections = 0
-        self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def reset(self) -> None:
-        with self._lock:
-            self.to_client = self.to_server = self.connections = 0
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.target_port))
-            with self._lock:
-                self.connections += 1
-            threading.Thread(target=self._pump, args=(client, server, "to_server"), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, "to_client"), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, counter: str) -> None:
-        try:
-            while data := source.recv(1 << 16):
-                sink.sendall(data)
-                with self._lock:
-                    setattr(self, counter, getattr(self, counter) + len(data))
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._listener.close()
-
-
-class Postgres:
-    def __init__(self, workdir: Path) -> None:
-        self.dir = workdir / "pg"
-        self.dir.mkdir()
-        self.port = free_port()
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        if self.as_user:
-            shutil.chown(self.dir, "postgres")
-        self.data = self.dir / "data"
-
-    def _run(self, *argv: str, **kwargs) -> subprocess.CompletedProcess:
-        return subprocess.run([*self.as_user, *argv], check=True, capture_output=True, text=True, **kwargs)
-
-    def start(self) -> None:
-        self._run(pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync")
-        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(
-            pg_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"), "-w", "start"
-        )
-
-    def psql(
-        self, sql: str, database: str = "postgres", port: int | None = None, host: str | None = None
-    ) -> str:
-        argv = [shutil.which("psql") or pg_bin("psql"), "-h", host or str(self.dir), "-p", str(port or self.port),
-                "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql]  # fmt: skip
-        return self._run(*argv).stdout.strip()
-
-    def stop(self) -> None:
-        subprocess.run([*self.as_user, pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
-                       capture_output=True, check=False)  # fmt: skip
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.postgres import CountingProxy, Postgres, pg_bin  # noqa: E402
 
 
 def load_table(pg: Postgres, rows: int) -> None:

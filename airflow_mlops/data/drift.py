@@ -38,13 +38,19 @@ __all__ = [
     "METRICS",
     "NUMERIC_METRICS",
     "categorical_drift",
+    "categorical_drift_from_counts",
     "check_thresholds",
     "compute_drift",
     "drift_message",
+    "drift_report",
+    "feature_result",
     "is_categorical",
     "numeric_drift",
     "psi",
+    "psi_edges",
+    "psi_from_counts",
     "report_folder",
+    "select_features",
     "to_markdown",
 ]
 
@@ -64,12 +70,27 @@ def psi(reference: Any, current: Any, bins: int = 10) -> float:
 
     reference = np.asarray(reference, dtype=float)
     current = np.asarray(current, dtype=float)
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
+    edges = psi_edges(np.quantile(reference, np.linspace(0, 1, bins + 1)))
+    return psi_from_counts(np.histogram(reference, edges)[0], np.histogram(current, edges)[0])
+
+
+def psi_edges(quantiles: Any) -> Any:
+    """PSI bin edges from the reference's quantiles: distinct values, the outer ones open (-inf, inf)."""
+    import numpy as np
+
+    edges = np.unique(np.asarray(quantiles, dtype=float))
     if len(edges) < 2:  # a constant reference: one bin for its value, one for anything else
         edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
     edges[0], edges[-1] = -np.inf, np.inf
-    expected = np.histogram(reference, edges)[0] / max(len(reference), 1)
-    actual = np.histogram(current, edges)[0] / max(len(current), 1)
+    return edges
+
+
+def psi_from_counts(expected: Any, actual: Any) -> float:
+    """Population stability index of two histograms on the same bins (counts)."""
+    import numpy as np
+
+    expected = np.asarray(expected, dtype=float) / max(float(np.sum(expected)), 1.0)
+    actual = np.asarray(actual, dtype=float) / max(float(np.sum(actual)), 1.0)
     expected = np.clip(expected, _EPS, None)
     actual = np.clip(actual, _EPS, None)
     return float(np.sum((actual - expected) * np.log(actual / expected)))
@@ -90,18 +111,24 @@ def numeric_drift(reference: Any, current: Any, bins: int = 10) -> dict[str, flo
 
 def categorical_drift(reference: pd.Series, current: pd.Series) -> dict[str, float]:
     """L-infinity and Jensen-Shannon distances of two category frequencies, and the new categories' count."""
+    return categorical_drift_from_counts(
+        reference.astype(str).value_counts().to_dict(), current.astype(str).value_counts().to_dict()
+    )
+
+
+def categorical_drift_from_counts(reference: dict[str, int], current: dict[str, int]) -> dict[str, float]:
+    """:func:`categorical_drift` of two ``{category: count}`` tallies."""
     import numpy as np
     from scipy.spatial.distance import jensenshannon
 
-    ref = reference.astype(str).value_counts(normalize=True)
-    cur = current.astype(str).value_counts(normalize=True)
-    categories = sorted(set(ref.index) | set(cur.index))
-    p = np.array([ref.get(c, 0.0) for c in categories])
-    q = np.array([cur.get(c, 0.0) for c in categories])
+    categories = sorted(set(reference) | set(current))
+    p = np.array([reference.get(c, 0) for c in categories], dtype=float)
+    q = np.array([current.get(c, 0) for c in categories], dtype=float)
+    p, q = p / max(p.sum(), 1.0), q / max(q.sum(), 1.0)
     return {
         "linf": float(np.max(np.abs(p - q))),
         "jensen_shannon": float(jensenshannon(p, q, base=2)),
-        "new_categories": len(set(cur.index) - set(ref.index)),
+        "new_categories": len(set(current) - set(reference)),
     }
 
 
@@ -123,13 +150,9 @@ def compute_drift(
         nulls); a feature of the reference missing from *current*, and a column of *current* the reference
         lacks (unless *columns* names the features, or it is excluded), count as drift.
     """
-    limits = dict(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
-    feature_thresholds = feature_thresholds or {}
-    excluded = set(exclude_columns or [])
-    wanted = list(columns) if columns else [c for c in reference.columns if c not in excluded]
-    missing = [c for c in wanted if c not in current.columns or c not in reference.columns]
-    known = set(reference.columns) | excluded
-    added = [] if columns else [str(c) for c in current.columns if c not in known]
+    wanted, missing, added = select_features(
+        list(reference.columns), list(current.columns), columns, exclude_columns
+    )
     features: dict[str, Any] = {}
     for column in wanted:
         if column in missing:
@@ -146,19 +169,56 @@ def compute_drift(
             "reference": _null_rate(reference[column]),
             "current": _null_rate(current[column]),
         }
-        metrics["null_rate"] = abs(null_rates["current"] - null_rates["reference"])
-        gates = {**limits, **feature_thresholds.get(column, {})}
-        applicable = (CATEGORICAL_METRICS if categorical else NUMERIC_METRICS) + COMMON_METRICS
-        gates = {metric: limit for metric, limit in gates.items() if metric in applicable}
-        exceeded = sorted(m for m, limit in gates.items() if m in metrics and metrics[m] > limit)
-        features[column] = {
-            "kind": "categorical" if categorical else "numeric",
-            "metrics": {key: round(value, 6) for key, value in metrics.items()},
-            "thresholds": gates,
-            "exceeded": exceeded,
-            "rows": {"reference": int(len(ref)), "current": int(len(cur))},
-            "null_rate": {key: round(value, 6) for key, value in null_rates.items()},
-        }
+        rows = {"reference": int(len(ref)), "current": int(len(cur))}
+        features[column] = feature_result(
+            column, categorical, metrics, rows, null_rates, thresholds, feature_thresholds
+        )
+    return drift_report(features, missing, added)
+
+
+def select_features(
+    reference_columns: list[str],
+    current_columns: list[str],
+    columns: list[str] | None = None,
+    exclude_columns: list[str] | None = None,
+) -> tuple[list[str], list[str], list[str]]:
+    """The features to compare, those of them missing on either side, and the current data's added columns."""
+    excluded = set(exclude_columns or [])
+    wanted = list(columns) if columns else [c for c in reference_columns if c not in excluded]
+    missing = [c for c in wanted if c not in current_columns or c not in reference_columns]
+    known = set(reference_columns) | excluded
+    added = [] if columns else [str(c) for c in current_columns if c not in known]
+    return wanted, missing, added
+
+
+def feature_result(
+    column: str,
+    categorical: bool,
+    metrics: dict[str, float],
+    rows: dict[str, int],
+    null_rates: dict[str, float],
+    thresholds: dict[str, float] | None = None,
+    feature_thresholds: dict[str, dict[str, float]] | None = None,
+) -> dict[str, Any]:
+    """One feature's entry of a drift report: its metrics (with ``null_rate``), gates and exceeded limits."""
+    metrics = {**metrics, "null_rate": abs(null_rates["current"] - null_rates["reference"])}
+    limits = dict(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
+    gates = {**limits, **(feature_thresholds or {}).get(column, {})}
+    applicable = (CATEGORICAL_METRICS if categorical else NUMERIC_METRICS) + COMMON_METRICS
+    gates = {metric: limit for metric, limit in gates.items() if metric in applicable}
+    exceeded = sorted(m for m, limit in gates.items() if m in metrics and metrics[m] > limit)
+    return {
+        "kind": "categorical" if categorical else "numeric",
+        "metrics": {key: round(value, 6) for key, value in metrics.items()},
+        "thresholds": gates,
+        "exceeded": exceeded,
+        "rows": rows,
+        "null_rate": {key: round(value, 6) for key, value in null_rates.items()},
+    }
+
+
+def drift_report(features: dict[str, Any], missing: list[str], added: list[str]) -> dict[str, Any]:
+    """The report of :func:`compute_drift` from its features' entries (:func:`feature_result`)."""
     drifted = [column for column, info in features.items() if info["exceeded"]]
     return {
         "drift": bool(drifted or missing or added),

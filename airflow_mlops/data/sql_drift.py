@@ -1,0 +1,319 @@
+"""
+Drift of data that lives in a SQL database, computed in the database: only summaries reach the worker.
+
+:func:`compute_drift_sql` returns the report of :func:`airflow_mlops.data.drift.compute_drift` for a reference
+and a current table or query of one database (any SQLAlchemy dialect with window functions: PostgreSQL,
+MySQL 8, SQLite 3.25+, ...). Per source it asks the database for
+
+- the row count and each column's non-null count (one query; gives the null rates),
+- the row count and each column's non-null and distinct counts (one query; gives the null rates),
+- the order statistics each numeric column needs (one sorted pass per column): those of the reference's PSI
+  bin edges and, for a column with more than ``quantiles`` distinct values, ``quantiles`` evenly spaced ones,
+- each numeric column's counts in the reference's PSI bins (one query for all columns),
+- each categorical column's category counts, and each numeric column's value counts when it has at most
+  ``quantiles`` distinct values (one ``GROUP BY`` per column),
+
+and computes the metrics from those summaries. PSI, the categorical distances (L-infinity, Jensen-Shannon) and
+the null rates are exactly those of the in-memory path; so are the Kolmogorov-Smirnov statistic and the
+Wasserstein distance of a column with few distinct values (counts, codes, ratings). For other numeric columns
+the Kolmogorov-Smirnov statistic is within ``1 / quantiles`` (CDFs read off the order statistics) and the
+Wasserstein distance is the integral of the distance between the two empirical quantile functions at
+``quantiles`` midpoints (within 0.1% of the reference's standard deviation in the tests). What reaches the
+worker does not grow with the rows. A column's kind (numeric or categorical) is read from up to 100 rows of
+each source.
+"""
+
+from __future__ import annotations
+
+import decimal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.data.drift import (
+    categorical_drift_from_counts,
+    drift_report,
+    feature_result,
+    psi_edges,
+    psi_from_counts,
+    select_features,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+#: Order statistics per numeric column and source for the KS and Wasserstein estimates.
+DEFAULT_QUANTILES = 1000
+#: Most categories of one column a comparison fetches (a column with more is not categorical data).
+MAX_CATEGORIES = 10_000
+_PROBE_ROWS = 100
+
+
+@dataclass(frozen=True)
+class SqlData:
+    """A table (``schema.table`` allowed) or a ``SELECT`` query of a SQL database."""
+
+    table: str | None = None
+    query: str | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.table) == bool(self.query):
+            raise ValueError(f"Give a table or a query, not both or neither (table={self.table!r})")
+
+    def describe(self) -> str:
+        return f"table {self.table}" if self.table else f"query {self.query}"
+
+    def sql(self, engine: Engine | Connection) -> str:
+        """The ``SELECT`` this source stands for, to be used as a subquery."""
+        if self.table:
+            quote = engine.dialect.identifier_preparer.quote
+            return "SELECT * FROM " + ".".join(quote(part) for part in self.table.split("."))
+        return str(self.query).strip().rstrip(";")
+
+
+def compute_drift_sql(
+    engine: Engine,
+    reference: SqlData,
+    current: SqlData,
+    thresholds: dict[str, float] | None = None,
+    feature_thresholds: dict[str, dict[str, float]] | None = None,
+    columns: list[str] | None = None,
+    exclude_columns: list[str] | None = None,
+    bins: int = 10,
+    quantiles: int = DEFAULT_QUANTILES,
+) -> dict[str, Any]:
+    """:func:`~airflow_mlops.data.drift.compute_drift` of two tables or queries, computed in the database."""
+    with engine.connect() as conn:
+        ref = _Source(conn, reference)
+        cur = _Source(conn, current)
+        wanted, missing, added = select_features(ref.columns, cur.columns, columns, exclude_columns)
+        compared = [c for c in wanted if c not in missing]
+        categorical = {c: ref.is_categorical(c) or cur.is_categorical(c) for c in compared}
+        numeric = [c for c in compared if not categorical[c]]
+        ref_counts, cur_counts = ref.non_null_counts(compared), cur.non_null_counts(compared)
+        # Few distinct values (counts, codes, ratings): KS and Wasserstein exact, from the values' counts.
+        discrete = {c for c in numeric if max(ref.distinct[c], cur.distinct[c]) <= quantiles}
+        ref_quantiles = {
+            c: ref.quantiles(c, ref_counts[c], 0 if c in discrete else quantiles, bins) for c in numeric
+        }
+        cur_quantiles = {
+            c: cur.quantiles(c, cur_counts[c], quantiles, 0) for c in numeric if c not in discrete
+        }
+        edges = {c: psi_edges(ref_quantiles[c].at_bins) for c in numeric if ref_counts[c]}
+        ref_bins, cur_bins = ref.bin_counts(edges), cur.bin_counts(edges)
+        features: dict[str, Any] = {}
+        for column in compared:
+            rows = {"reference": ref_counts[column], "current": cur_counts[column]}
+            null_rates = {
+                "reference": ref.null_rate(rows["reference"]),
+                "current": cur.null_rate(rows["current"]),
+            }
+            metrics: dict[str, float] = {}
+            if rows["reference"] and rows["current"]:
+                if categorical[column]:
+                    metrics = categorical_drift_from_counts(ref.categories(column), cur.categories(column))
+                else:
+                    metrics = {
+                        "psi": psi_from_counts(ref_bins[column], cur_bins[column]),
+                        **(
+                            _exact_ks_wasserstein(ref.value_counts(column), cur.value_counts(column))
+                            if column in discrete
+                            else _ks_wasserstein(ref_quantiles[column], cur_quantiles[column])
+                        ),
+                    }
+            features[column] = feature_result(
+                column, categorical[column], metrics, rows, null_rates, thresholds, feature_thresholds
+            )
+    return drift_report(features, missing, added)
+
+
+@dataclass
+class _Quantiles:
+    at_bins: Any  # the values at probabilities 0, 1/bins, ..., 1 (the PSI edges)
+    steps: Any  # the empirical (step) quantile function at the midpoints (i + 1/2) / q
+    rows: int
+
+
+class _Source:
+    """One table or query of an open connection, asked only for summaries."""
+
+    def __init__(self, conn: Connection, data: SqlData) -> None:
+        import sqlalchemy as sa
+
+        self.conn = conn
+        self.data = data
+        self.from_ = sa.text(f"({data.sql(conn)}) AS mlops_source")
+        try:
+            probe: Any = conn.execute(
+                sa.select(sa.literal_column("*")).select_from(self.from_).limit(_PROBE_ROWS)
+            )
+        except sa.exc.DBAPIError as err:
+            raise ValueError(f"Cannot read {data.describe()}: {err.orig}") from err
+        self.columns = [str(c) for c in probe.keys()]
+        self._sample = probe.fetchall()
+        self.total = 0
+        self.distinct: dict[str, int] = {}
+
+    def _column(self, name: str) -> Any:
+        import sqlalchemy as sa
+
+        return sa.column(name, is_literal=False)
+
+    def is_categorical(self, column: str) -> bool:
+        """Numbers (not booleans) are numeric, anything else categorical; an all-null probe asks for one value."""
+        import sqlalchemy as sa
+
+        index = self.columns.index(column)
+        value = next((row[index] for row in self._sample if row[index] is not None), None)
+        if value is None:
+            col = self._column(column)
+            value = self.conn.execute(
+                sa.select(col).select_from(self.from_).where(col.is_not(None)).limit(1)
+            ).scalar()
+        if value is None:
+            return False
+        return isinstance(value, bool) or not isinstance(value, int | float | decimal.Decimal)
+
+    def non_null_counts(self, columns: list[str]) -> dict[str, int]:
+        """Each column's non-null count (and, in ``distinct``, its distinct values); the row count in ``total``."""
+        import sqlalchemy as sa
+
+        counts = [sa.func.count(self._column(c)) for c in columns]
+        distinct = [sa.func.count(self._column(c).distinct()) for c in columns]
+        row = self.conn.execute(sa.select(sa.func.count(), *counts, *distinct).select_from(self.from_)).one()
+        self.total = int(row[0])
+        self.distinct = dict(zip(columns, map(int, row[1 + len(columns) :]), strict=True))
+        return dict(zip(columns, map(int, row[1 : 1 + len(columns)]), strict=True))
+
+    def null_rate(self, non_null: int) -> float:
+        return (self.total - non_null) / self.total if self.total else 0.0
+
+    def quantiles(self, column: str, rows: int, quantiles: int, bins: int) -> _Quantiles:
+        """Quantiles as :func:`numpy.quantile` (linear) computes them, from the order statistics they need."""
+        import numpy as np
+        import sqlalchemy as sa
+
+        at_bins = np.linspace(0, 1, bins + 1)
+        if not rows:
+            return _Quantiles(np.array([]), np.array([]), 0)
+        positions = at_bins * (rows - 1) if bins else np.array([], dtype=float)
+        lower = np.floor(positions).astype(int)
+        midpoints = (np.arange(quantiles) + 0.5) / quantiles
+        step_ranks = np.clip(np.ceil(midpoints * rows).astype(int) - 1, 0, rows - 1)  # 0-based
+        needed = sorted(
+            {int(r) + 1 for r in np.concatenate([lower, np.minimum(lower + 1, rows - 1), step_ranks])}
+        )
+        col = self._column(column)
+        ranked = (
+            sa.select(col.label("value"), sa.func.row_number().over(order_by=col).label("mlops_rank"))
+            .select_from(self.from_)
+            .where(col.is_not(None))
+            .subquery("ranked")
+        )
+        values = dict(
+            self.conn.execute(
+                sa.select(ranked.c.mlops_rank, ranked.c.value).where(ranked.c.mlops_rank.in_(needed))
+            ).all()
+        )
+        ranks = np.array(sorted(values)) - 1  # 0-based, as numpy counts
+        ordered = np.array([float(values[r + 1]) for r in ranks])
+
+        def at(probabilities: Any) -> Any:
+            h = probabilities * (rows - 1)
+            lo = np.floor(h).astype(int)
+            hi = np.minimum(lo + 1, rows - 1)
+            x_lo = ordered[np.searchsorted(ranks, lo)]
+            x_hi = ordered[np.searchsorted(ranks, hi)]
+            return x_lo + (h - lo) * (x_hi - x_lo)
+
+        steps = ordered[np.searchsorted(ranks, step_ranks)]
+        return _Quantiles(at(at_bins), steps, rows)
+
+    def bin_counts(self, edges: dict[str, Any]) -> dict[str, list[int]]:
+        """Each column's counts in its PSI bins ``[e_i, e_i+1)`` (outer bins open), one query for all columns."""
+        import sqlalchemy as sa
+
+        if not edges:
+            return {}
+        sums: list[Any] = []
+        layout: list[tuple[str, int]] = []
+        for column, column_edges in edges.items():
+            col = self._column(column)
+            inner = [float(e) for e in column_edges[1:-1]]
+            for i in range(len(inner) + 1):
+                conditions = []
+                if i > 0:
+                    conditions.append(col >= inner[i - 1])
+                if i < len(inner):
+                    conditions.append(col < inner[i])
+                if conditions:
+                    sums.append(sa.func.sum(sa.case((sa.and_(*conditions), 1), else_=0)))
+                else:  # one bin (a constant reference): every non-null value
+                    sums.append(sa.func.count(col))
+            layout.append((column, len(inner) + 1))
+        row = self.conn.execute(sa.select(*sums).select_from(self.from_)).one()
+        counts, start = {}, 0
+        for column, size in layout:
+            counts[column] = [int(value or 0) for value in row[start : start + size]]
+            start += size
+        return counts
+
+    def value_counts(self, column: str) -> dict[float, int]:
+        return {float(value): count for value, count in self._counts(column)}
+
+    def categories(self, column: str) -> dict[str, int]:
+        return {str(value): count for value, count in self._counts(column)}
+
+    def _counts(self, column: str) -> list[tuple[Any, int]]:
+        import sqlalchemy as sa
+
+        col = self._column(column)
+        rows = self.conn.execute(
+            sa.select(col, sa.func.count())
+            .select_from(self.from_)
+            .where(col.is_not(None))
+            .group_by(col)
+            .limit(MAX_CATEGORIES + 1)
+        ).all()
+        if len(rows) > MAX_CATEGORIES:
+            raise ValueError(
+                f"Column {column!r} of {self.data.describe()} has more than {MAX_CATEGORIES} distinct values: "
+                "too many to compare as categories; exclude it (exclude_columns) or compare it in memory"
+            )
+        return [(value, int(count)) for value, count in rows]
+
+
+def _exact_ks_wasserstein(reference: dict[float, int], current: dict[float, int]) -> dict[str, float]:
+    """KS statistic (asymptotic p-value) and Wasserstein-1 distance of two ``{value: count}`` tallies, exactly."""
+    import numpy as np
+    from scipy.stats import kstwo
+
+    values = np.array(sorted(set(reference) | set(current)))
+    ref = np.array([reference.get(v, 0) for v in values], dtype=float)
+    cur = np.array([current.get(v, 0) for v in values], dtype=float)
+    ref_cdf, cur_cdf = np.cumsum(ref) / ref.sum(), np.cumsum(cur) / cur.sum()
+    ks = float(np.max(np.abs(ref_cdf - cur_cdf)))
+    wasserstein = float(np.sum(np.abs(ref_cdf - cur_cdf)[:-1] * np.diff(values)))
+    m, n = sorted([ref.sum(), cur.sum()], reverse=True)
+    pvalue = float(kstwo.sf(ks, round(m * n / (m + n))))
+    return {"ks": ks, "ks_pvalue": min(max(pvalue, 0.0), 1.0), "wasserstein": wasserstein}
+
+
+def _ks_wasserstein(reference: _Quantiles, current: _Quantiles) -> dict[str, float]:
+    """KS statistic (and its asymptotic p-value) and Wasserstein-1 distance from two quantile grids."""
+    import numpy as np
+    from scipy.stats import kstwo
+
+    points = np.union1d(reference.steps, current.steps)
+    ks = float(
+        np.max(
+            np.abs(
+                np.searchsorted(reference.steps, points, side="right") / len(reference.steps)
+                - np.searchsorted(current.steps, points, side="right") / len(current.steps)
+            )
+        )
+    )
+    # W1 is the integral over (0, 1) of the distance between the two step quantile functions (midpoint rule).
+    wasserstein = float(np.mean(np.abs(reference.steps - current.steps)))
+    m, n = sorted([float(reference.rows), float(current.rows)], reverse=True)
+    pvalue = float(kstwo.sf(ks, round(m * n / (m + n))))
+    return {"ks": ks, "ks_pvalue": min(max(pvalue, 0.0), 1.0), "wasserstein": wasserstein}
