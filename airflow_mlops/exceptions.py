@@ -197,6 +197,17 @@ class DeploymentRejectedError(DeploymentError, NotRetryableError):
     """
 
 
+class PortInUseError(DeploymentRejectedError, ConfigurationError):
+    """
+    The local target's port is the endpoint of another model: a configuration error, not retried.
+
+    A :class:`ConfigurationError`, and a deployment the target refused (so a release records it as failed and
+    changes nothing). ``holder`` is the model whose endpoint listens on the port.
+    """
+
+    holder: str | None = None
+
+
 class DatasetConfigurationError(ConfigurationError, DatasetError):
     """
     A dataset argument (name, snapshot URI, source) is invalid once rendered (``execute`` time).

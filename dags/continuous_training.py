@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from functools import partial
 
 from airflow.sdk import DAG, Param, chain
 
@@ -42,21 +43,13 @@ from airflow_mlops.operators.monitoring import describe_trigger, retraining_asse
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
 from airflow_mlops.operators.training import TrainModelOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
-from airflow_mlops.serving.local import port_for_model
+from airflow_mlops.serving.local import serving_port
 from airflow_mlops.training.selection import runtime_from_env
 
 APPROVERS = [{"id": user, "name": user} for user in os.environ.get("MLOPS_APPROVERS", "").split(",") if user]
 FEATURES = ["tenure_months", "monthly_spend", "support_calls", "usage_hours", "discount_rate"]
 MODEL_NAME = "demo_churn_classifier"
 PINNED_PORT = os.environ.get("MLOPS_SERVING_PORT")
-
-
-def serving_port(model_name: str, port: int | None = None) -> int:
-    """The endpoint port of *model_name*: *port* (the param), else 5001 for the default model, else derived."""
-    if port:
-        return int(port)
-    return 5001 if model_name == MODEL_NAME else port_for_model(model_name)
-
 
 SERVING_TARGET = (
     {"kind": "local", "port": int(PINNED_PORT)}
@@ -81,7 +74,11 @@ with DAG(
     # Transient failures (a server restarting, a network blip) are retried; bad input fails at once.
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     render_template_as_native_obj=True,
-    user_defined_macros={"describe_trigger": describe_trigger, "serving_port": serving_port},
+    user_defined_macros={
+        "describe_trigger": describe_trigger,
+        # The serving_port param, else 5001 for the default model, else a port derived from the name.
+        "serving_port": partial(serving_port, defaults={MODEL_NAME: 5001}),
+    },
     tags=["mlops"],
     params={
         # Python's "$" also matches before a final newline: "(?!\n)" refuses it ("\Z" is not JavaScript).
@@ -111,8 +108,15 @@ with DAG(
     validate = ValidateDatasetOperator(
         task_id="validate",
         dataset_uri="{{ ti.xcom_pull(task_ids='ingest')['uri'] }}",
-        # Exactly these columns (no extra or junk ones), a label that is 0 or 1 and never null, no null features.
-        expectations=table_suite(FEATURES, "{{ params.target }}", label_values=[0, 1], min_rows=100),
+        # Exactly these columns (no extra or junk ones), a label that is 0 or 1 and never null, numeric features
+        # (not "1,234", a timestamp or a list) that are never null.
+        expectations=table_suite(
+            FEATURES,
+            "{{ params.target }}",
+            label_values=[0, 1],
+            min_rows=100,
+            types=dict.fromkeys(FEATURES, "number"),
+        ),
     )
     drift = DriftCheckOperator(
         task_id="drift",

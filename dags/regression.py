@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from airflow.sdk import DAG, Param, chain, task
@@ -32,21 +33,13 @@ from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
 from airflow_mlops.operators.training import TrainModelOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
-from airflow_mlops.serving.local import port_for_model
+from airflow_mlops.serving.local import serving_port
 
 TRAINER = Path(__file__).with_name("regression_trainer.py")
 COLUMNS = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 APPROVERS = [{"id": user, "name": user} for user in os.environ.get("MLOPS_APPROVERS", "").split(",") if user]
 MODEL_NAME = "demo_diabetes_regressor"
 PINNED_PORT = os.environ.get("MLOPS_REGRESSION_SERVING_PORT")
-
-
-def serving_port(model_name: str, port: int | None = None) -> int:
-    """The endpoint port of *model_name*: *port* (the param), else 5002 for the default model, else derived."""
-    if port:
-        return int(port)
-    return 5002 if model_name == MODEL_NAME else port_for_model(model_name)
-
 
 SERVING_TARGET = (
     {"kind": "local", "port": int(PINNED_PORT)}
@@ -88,7 +81,8 @@ with DAG(
     max_active_runs=1,
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     render_template_as_native_obj=True,
-    user_defined_macros={"serving_port": serving_port},
+    # The serving_port param, else 5002 for the default model, else a port derived from the name.
+    user_defined_macros={"serving_port": partial(serving_port, defaults={MODEL_NAME: 5002})},
     tags=["mlops", "example"],
     params={
         "model_name": Param(MODEL_NAME, type="string", minLength=1, maxLength=128,

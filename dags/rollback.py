@@ -9,8 +9,11 @@ restored version fails verification, what served before keeps serving and the ru
 that served before, passed the gate and was approved can be restored; a retried run finishes the same
 rollback.
 
-The target is built here, from the same settings as ``mlops_continuous_training``'s deploy task
-(``MLOPS_SERVING_PORT``, default 5001), never from the registry.
+The target is built here, never from the registry: the local target on the model's port, chosen as the
+example DAGs' deploy tasks choose it. The ``serving_port`` param when set (the port the deploying run was
+given), else ``MLOPS_SERVING_PORT`` when set, else 5001 for ``demo_churn_classifier``, 5002 for
+``demo_diabetes_regressor`` and a port derived from the name for any other model
+(:func:`airflow_mlops.serving.local.port_for_model`).
 
 A rollback triggered while a deploy of the same model is in progress waits for it without holding a worker
 slot (deferred, up to ``wait_for_release``), then chooses and checks everything again against what serves
@@ -22,12 +25,17 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from functools import partial
 
 from airflow.sdk import DAG, Param
 
 from airflow_mlops.operators.deployment import RollbackModelOperator
+from airflow_mlops.serving.local import serving_port
 
-SERVING_TARGET = {"kind": "local", "port": int(os.environ.get("MLOPS_SERVING_PORT", "5001"))}
+#: The endpoint ports of the example DAGs' default models (mlops_continuous_training, mlops_regression).
+DEFAULT_PORTS = {"demo_churn_classifier": 5001, "demo_diabetes_regressor": 5002}
+# A JSON target (this DAG renders templates as text): the port of the model being rolled back.
+SERVING_TARGET = '{"kind": "local", "port": {{ serving_port(params.model_name, params.serving_port) }} }'
 
 with DAG(
     dag_id="mlops_rollback",
@@ -37,6 +45,11 @@ with DAG(
     max_active_runs=1,
     tags=["mlops"],
     doc_md=__doc__,
+    user_defined_macros={
+        "serving_port": partial(
+            serving_port, pinned=os.environ.get("MLOPS_SERVING_PORT"), defaults=DEFAULT_PORTS
+        ),
+    },
     params={
         "model_name": Param(
             "demo_churn_classifier",
@@ -58,6 +71,15 @@ with DAG(
             minLength=1,
             title="Reason",
             description="Why the model is rolled back (required; recorded in the registry).",
+        ),
+        "serving_port": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=65535,
+            title="Serving port",
+            description="Port of the model's local endpoint, if its deploy was given one; empty: the port "
+            "the example DAGs derive for the model.",
         ),
     },
 ) as dag:

@@ -47,7 +47,8 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.exceptions import ConfigurationError, DeploymentError, DeploymentRejectedError
+# PortInUseError is also importable from here, where it was first defined.
+from airflow_mlops.exceptions import DeploymentError, PortInUseError
 from airflow_mlops.registry import validate_model_name
 from airflow_mlops.serving.base import DeployTarget
 from airflow_mlops.serving.supervisor import recent_restarts
@@ -111,15 +112,34 @@ def port_for_model(model_name: str, first: int = MODEL_PORTS_FIRST, count: int =
     return first + zlib.crc32(validate_model_name(model_name).encode()) % count
 
 
-class PortInUseError(DeploymentRejectedError, ConfigurationError):
+def serving_port(
+    model_name: str,
+    port: int | str | None = None,
+    *,
+    pinned: int | str | None = None,
+    defaults: Mapping[str, int] | None = None,
+) -> int:
     """
-    The local target's port is the endpoint of another model: a configuration error, not retried.
+    The local endpoint port of *model_name*, as the example DAGs choose it (one port per model).
 
-    A :class:`~airflow_mlops.exceptions.ConfigurationError`, and a deployment the target refused (so a release
-    records it as failed and changes nothing). ``holder`` is the model whose endpoint listens on the port.
+    *port* when given (a DAG param), else *pinned* (one port for every model, e.g. from the environment), else
+    the model's entry in *defaults*, else :func:`port_for_model`. Empty values count as not given.
+
+    :raises ValueError: when the port chosen is not a TCP port.
     """
-
-    holder: str | None = None
+    for value in (port, pinned):
+        if value is None or value == "":
+            continue
+        try:
+            chosen = int(value)
+        except (TypeError, ValueError):
+            chosen = 0
+        if isinstance(value, bool) or not 1 <= chosen <= 65535:
+            raise ValueError(f"serving port of model {model_name!r} must be from 1 to 65535, got {value!r}")
+        return chosen
+    if defaults and model_name in defaults:
+        return int(defaults[model_name])
+    return port_for_model(model_name)
 
 
 def port_is_free(host: str, port: int) -> bool:

@@ -18,7 +18,7 @@ from airflow_mlops.exceptions import (
 )
 from airflow_mlops.lineage.deployments import read_history
 from airflow_mlops.operators.deployment import DeployModelOperator, RollbackModelOperator
-from airflow_mlops.serving.local import LocalServerTarget
+from airflow_mlops.serving.local import LocalServerTarget, serving_port
 from tests.conftest import free_port
 from tests.support.context import context_for
 from tests.support.deploy import (
@@ -86,10 +86,8 @@ def served(mlflow_server, tmp_path_factory):
 
 
 def rollback(**kwargs):
-    target = {
-        "kind": "local",
-        "port": int(os.environ.get("MLOPS_SERVING_PORT", "5001")),
-    }  # as the DAG builds it
+    port = serving_port(MODEL, pinned=os.environ.get("MLOPS_SERVING_PORT"))  # as the DAG chooses it
+    target = {"kind": "local", "port": port}
     op = RollbackModelOperator(task_id="rollback", **{"model_name": MODEL, "target": target, **kwargs})
     return op.execute(context_for(op, user="carol"))
 
