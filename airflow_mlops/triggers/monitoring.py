@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_mlops.data.storage import Storage, is_s3
+from airflow_mlops.triggers.polling import PollFailures
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -78,7 +79,8 @@ class CaptureTrafficTrigger(BaseTrigger):
         if is_s3(self.capture_uri) and self.aws_conn_id:
             from airflow_mlops.hooks.storage import StorageHook
 
-            storage = StorageHook(aws_conn_id=self.aws_conn_id).get_conn()
+            # A count that cannot reach S3 fails at once; the next poll tries again (see triggers.polling).
+            storage = StorageHook(aws_conn_id=self.aws_conn_id, outage_timeout=0).get_conn()
         end = utc_now()
         return count_captures(
             self.capture_uri, self.model_name, datetime.fromisoformat(self.start), end, storage
@@ -86,22 +88,23 @@ class CaptureTrafficTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until enough rows are captured, the deadline passes, or polls keep failing; one event."""
-        errors = 0
+        failures = PollFailures(MAX_CONSECUTIVE_ERRORS)
         records, end = 0, self.start
         while True:
             try:
                 records, end = await asyncio.to_thread(self._count)
-                errors = 0
+                failures.succeeded()
             except Exception as err:
-                errors += 1
+                give_up = failures.failed(err)
                 self.log.warning(
-                    "Counting captures of %s failed (%d in a row): %s", self.model_name, errors, err
+                    "Counting captures of %s failed (%s): %s", self.model_name, failures.describe(), err
                 )
-                if errors >= MAX_CONSECUTIVE_ERRORS:
+                if give_up:
                     yield TriggerEvent(
                         {
                             "status": "error",
-                            "message": f"Cannot count the captures of {self.model_name!r}: {err}",
+                            "message": f"Cannot count the captures of {self.model_name!r} "
+                            f"({failures.describe()}): {err}",
                         }
                     )
                     return

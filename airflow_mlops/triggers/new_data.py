@@ -12,6 +12,7 @@ from airflow_mlops.data.changes import MAX_FILES_IN_EVENT, find_new_files
 from airflow_mlops.data.snapshots import resolve_data_root
 from airflow_mlops.data.sources import normalize_source
 from airflow_mlops.data.storage import Storage, is_s3
+from airflow_mlops.triggers.polling import PollFailures
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -97,7 +98,8 @@ class NewDataTrigger(BaseEventTrigger):
             return Storage()
         from airflow_mlops.hooks.storage import StorageHook
 
-        return StorageHook(aws_conn_id=self.aws_conn_id).get_conn()
+        # A poll that cannot reach S3 fails at once; the next poll tries again (see triggers.polling).
+        return StorageHook(aws_conn_id=self.aws_conn_id, outage_timeout=0).get_conn()
 
     def _poll(self, storage: Storage | None) -> tuple[Storage, dict[str, Any]]:
         storage = storage or self._storage()
@@ -123,19 +125,19 @@ class NewDataTrigger(BaseEventTrigger):
             )
             return
         storage: Storage | None = None
-        errors = 0
+        failures = PollFailures(MAX_CONSECUTIVE_ERRORS)
         while True:
             try:
                 storage, found = await asyncio.to_thread(self._poll, storage)
-                errors = 0
+                failures.succeeded()
             except Exception as err:
-                errors += 1
-                self.log.warning("Polling %s failed (%d in a row): %s", self.source, errors, err)
-                if errors >= MAX_CONSECUTIVE_ERRORS:
+                give_up = failures.failed(err)
+                self.log.warning("Polling %s failed (%s): %s", self.source, failures.describe(), err)
+                if give_up:
                     yield self._event(
                         "error",
                         f"Cannot list {self.source} or read the snapshots of dataset {self.dataset_name!r} "
-                        f"({errors} failed polls in a row): {err}",
+                        f"({failures.describe()}): {err}",
                     )
                     return
                 found = None

@@ -12,13 +12,15 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.serving.record import ReleaseRecord
 from airflow_mlops.signing import record_keys
+from airflow_mlops.triggers.polling import PollFailures
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from airflow_mlops.signing import SigningKeys
 
-#: Consecutive failed registry reads after which the trigger gives up.
+#: Consecutive failed registry reads after which the trigger gives up (an unreachable server: see
+#: :mod:`airflow_mlops.triggers.polling`).
 MAX_CONSECUTIVE_ERRORS = 5
 
 
@@ -73,7 +75,8 @@ class ReleaseFinishedTrigger(BaseTrigger):
 
     @cached_property
     def _hook(self) -> MLflowHook:
-        return MLflowHook(self.mlflow_conn_id)
+        # A read that cannot reach the server fails at once; the next poll tries again (see triggers.polling).
+        return MLflowHook(self.mlflow_conn_id, outage_timeout=0)
 
     @cached_property
     def _keys(self) -> SigningKeys | None:
@@ -99,21 +102,19 @@ class ReleaseFinishedTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until the release ends, its lease passes, the deadline passes, or reads keep failing."""
         where = f"release {self.release_id} of model {self.model_name!r}"
-        errors, step, message = 0, None, "no read yet"
+        failures, step, message = PollFailures(MAX_CONSECUTIVE_ERRORS), None, "no read yet"
         while True:
             try:
                 last = await asyncio.to_thread(self._read)
             except Exception as err:  # network, server and connection errors: retried, then reported
-                errors += 1
                 message = f"cannot read the release of model {self.model_name!r}: {type(err).__name__}: {err}"
-                self.log.warning("%s (%d in a row)", message, errors)
-                if errors >= MAX_CONSECUTIVE_ERRORS:
-                    yield self._event(
-                        "error", f"{where}: {errors} reads failed in a row; last: {message}", step
-                    )
+                give_up = failures.failed(err)
+                self.log.warning("%s (%s)", message, failures.describe())
+                if give_up:
+                    yield self._event("error", f"{where}: {failures.describe()}; last: {message}", step)
                     return
             else:
-                errors = 0
+                failures.succeeded()
                 if last is None:
                     yield self._event(
                         "success", f"Model {self.model_name!r} records no release any more", step
