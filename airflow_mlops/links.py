@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from airflow.sdk import BaseOperatorLink
 
@@ -83,3 +84,42 @@ class DataDocsLink(BaseOperatorLink):
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         return getattr(operator, "data_docs_url", "") or ""
+
+
+# -- links a reviewer can open -----------------------------------------------------------------------------
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp")
+_IMAGE = re.compile(r"!\[(?P<text>[^\]]*)\]\((?P<url>[^)\s]*)\)")
+_LINK = re.compile(r"(?<!!)\[(?P<text>[^\]]*)\]\((?P<url>[^)\s]*)\)")
+
+
+def browser_url(url: str | None) -> str:
+    """*url* when a browser elsewhere can open it (``http(s)://``), else "" (``file://``, a worker's path)."""
+    return url if isinstance(url, str) and url.startswith(("http://", "https://")) else ""
+
+
+def _is_image(url: str) -> bool:
+    parts = urlsplit(url)
+    paths = [parts.path, *parse_qs(parts.query).get("path", [])]
+    return any(unquote(path).lower().endswith(_IMAGE_SUFFIXES) for path in paths)
+
+
+def http_links_only(markdown: str) -> str:
+    """
+    *markdown* with every link and image a reviewer's browser can open, and no other.
+
+    An image that is not an ``http(s)`` picture (a CSV artifact, a ``file://`` plot) becomes its alt text; a
+    link that is not ``http(s)`` (a Data Docs page on a worker's disk) becomes its text; a link left with no
+    text is dropped.
+    """
+
+    def image(match: re.Match[str]) -> str:
+        url = match["url"]
+        return match[0] if browser_url(url) and _is_image(url) else match["text"]
+
+    def link(match: re.Match[str]) -> str:
+        if not match["text"].strip():
+            return ""
+        return match[0] if browser_url(match["url"]) else match["text"]
+
+    return _LINK.sub(link, _IMAGE.sub(image, markdown))

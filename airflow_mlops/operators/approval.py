@@ -16,6 +16,7 @@ from airflow.sdk.definitions.param import ParamsDict
 from airflow_mlops import tags as T
 from airflow_mlops.exceptions import ApprovalRejectedError
 from airflow_mlops.hooks.mlflow import MLflowHook
+from airflow_mlops.links import http_links_only
 from airflow_mlops.operators.base import ModelOperatorMixin, rendered_arguments
 from airflow_mlops.registry import (
     get_alias_version,
@@ -90,14 +91,19 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         :class:`~airflow_mlops.operators.evaluation.EvaluateModelOperator`'s result. Used as the body
         unless ``body`` is given.
     :param mlflow_conn_id: The MLflow connection to use.
-    :param subject: Headline of the request (templated); default ``Promote <model> v<n> to champion?``.
-    :param body: Body of the request (templated); default the report plus what each answer does.
+    :param subject: Headline of the request (templated); default ``<model> v<n>: promote over v<champion>?``
+        (model and version first, short enough for the Required Actions list).
+    :param body: Body of the request (templated); default the report (only its ``http(s)`` links and
+        pictures), what changed from the champion (unless ``show_changes=False``) and what each answer does.
     :param defaults: Option taken when ``response_timeout`` passes; ``"Reject"`` unless given.
     :param params: Extra form fields; a ``comment`` text field is always added.
     :param allow_self_approval: Accept an ``Approve`` from the user who triggered the run (default False:
         refused, see above).
     :param adopt_earlier_answer: On a retry, adopt the answer given to the earlier try's request before
         asking again (default True; False asks again on every retry and writes no ``mlops.approval.asked``).
+    :param show_changes: Show in the default body what changed from the champion (hyper-parameters, features,
+        training data and its source, code and package versions), the infra validation's smoke test and
+        latency, and the per-class metrics (:mod:`airflow_mlops.provenance`). Default True.
 
     Other keyword arguments go to ``ApprovalOperator`` (``assigned_users``, ``response_timeout``,
     ``notifiers``, ``fail_on_reject``, ``ignore_downstream_trigger_rules``...). ``notifiers`` are called
@@ -122,12 +128,15 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         params: ParamsDict | dict[str, Any] | None = None,
         allow_self_approval: bool = False,
         adopt_earlier_answer: bool = True,
+        show_changes: bool = True,
         **kwargs: Any,
     ) -> None:
         if not isinstance(allow_self_approval, bool):
             raise ValueError(f"allow_self_approval must be True or False, got {allow_self_approval!r}")
         if not isinstance(adopt_earlier_answer, bool):
             raise ValueError(f"adopt_earlier_answer must be True or False, got {adopt_earlier_answer!r}")
+        if not isinstance(show_changes, bool):
+            raise ValueError(f"show_changes must be True or False, got {show_changes!r}")
         if not is_templated(model_name):
             validate_model_name(model_name)
         if not is_templated(candidate_version):
@@ -150,7 +159,7 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         self._default_subject = subject is None
         self._default_body = body is None
         super().__init__(
-            subject=subject or "Promote model to champion?",
+            subject=subject or "Promote a model version to champion?",
             body=body,
             defaults=defaults,
             params=merged,
@@ -162,6 +171,7 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         self.mlflow_conn_id = mlflow_conn_id
         self.allow_self_approval = allow_self_approval
         self.adopt_earlier_answer = adopt_earlier_answer
+        self.show_changes = show_changes
         self._answer_hint = ""
 
     @keep_result
@@ -241,19 +251,38 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         self.link_model_version(name, version)
         champion = get_alias_version(client, name, T.CHAMPION)
         if self._default_subject:
-            replacing = f" (replacing v{champion})" if champion is not None and champion != version else ""
-            self.subject = f"Promote {name} v{version} to champion{replacing}?"
+            self.subject = request_subject(name, version, champion)
         if self._default_body:
             kept = f"v{champion} stays champion" if champion is not None else "the model keeps no champion"
             timeout = (
                 f" or no answer within {_duration(self.response_timeout)}" if self.response_timeout else ""
             )
             on_timeout = f" No answer counts as {self.defaults[0]}." if timeout and self.defaults else ""
+            replacing = f", replacing v{champion}" if champion is not None and champion != version else ""
             outcome = (
-                f"**Approve** makes `{name}` v{version} the champion. **Reject**{timeout} means {kept}."
-                f"{on_timeout}"
+                f"**Approve** makes `{name}` v{version} the champion{replacing}. **Reject**{timeout} means "
+                f"{kept}.{on_timeout}"
             )
-            self.body = "\n\n".join(part for part in (self.report, outcome, self._answer_hint) if part)
+            changes = self._changes(client, name, version, champion) if self.show_changes else ""
+            report = http_links_only(str(self.report)) if self.report else ""
+            self.body = "\n\n".join(part for part in (report, changes, outcome, self._answer_hint) if part)
+
+    def _changes(self, client: Any, name: str, version: int, champion: int | None) -> str:
+        """What changed from the champion, the infra validation and the per-class metrics, as Markdown."""
+        from airflow_mlops.provenance import per_class_metrics, render_diff, version_provenance
+
+        try:
+            candidate = version_provenance(client, name, version)
+            candidate["per_class"] = per_class_metrics(client, candidate.get("evaluation"))
+            previous = (
+                version_provenance(client, name, champion)
+                if champion is not None and champion != version
+                else None
+            )
+        except Exception as err:  # the request is still made: a reviewer can look in MLflow
+            self.log.warning("Cannot compare %s v%s with its champion: %s", name, version, err)
+            return f"### What changed\n\nNot shown: the registry could not be read ({type(err).__name__})."
+        return render_diff(candidate, previous)
 
     @keep_result
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
@@ -459,6 +488,17 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
             "version": version,
             "option": chosen,
         }
+
+
+def request_subject(name: str, version: int, champion: int | None) -> str:
+    """
+    The request's headline, model and version first so that the Required Actions list shows them.
+
+    ``churn v3: promote over v2?``, or ``churn v3: promote to champion?`` when nothing else is champion.
+    """
+    if champion is not None and champion != version:
+        return f"{name} v{version}: promote over v{champion}?"
+    return f"{name} v{version}: promote to champion?"
 
 
 def _hitl_event(event: Mapping[str, Any]) -> dict[str, Any]:

@@ -79,7 +79,7 @@ def test_trigger_read_the_report_and_approve_in_the_browser(live_stack, page):
     page.context.clear_cookies()
     _login(page, stack, "reviewer")
     page.goto(f"{stack.airflow_url}/required_actions")
-    subject = page.get_by_role("link", name=f"Promote {MODEL_NAME} v{candidate} to champion")
+    subject = page.get_by_role("link", name=f"{MODEL_NAME} v{candidate}: promote")
     subject.first.wait_for()
     _shot(page, "03-required-actions")
     subject.first.click()
@@ -106,7 +106,21 @@ def test_trigger_read_the_report_and_approve_in_the_browser(live_stack, page):
         "prefix => [...document.images].some(i => i.src.startsWith(prefix) && i.complete && i.naturalWidth > 0)",
         arg=f"{stack.mlflow_url}/get-artifact?",
     )
-    assert plots.count() == len(evaluation["artifacts"])
+    pictures = [key for key, uri in evaluation["artifacts"].items() if not uri.endswith((".csv", ".json"))]
+    assert plots.count() == len(pictures)
+    # What changed from the champion, and the infra validation's smoke test and latency.
+    page.get_by_role("heading", name="What changed").first.scroll_into_view_if_needed()
+    for header in ("section", "item", f"candidate v{candidate}", "latency (ms)", "p95"):
+        assert page.get_by_role("columnheader", name=header, exact=True).first.is_visible(), header
+    for cell in ("hyper-parameters", "training data", "code version"):
+        assert page.get_by_role("cell", name=cell, exact=True).count() >= 1, cell
+    assert page.get_by_text("Smoke test passed").first.is_visible()
+    if any(key == "per_class_metrics" for key in evaluation["artifacts"]):  # multiclass models only
+        assert page.get_by_role("heading", name="Per-class metrics").first.is_visible()
+    # Every link of the request opens in a reviewer's browser.
+    hrefs = page.locator("a[href]").evaluate_all("links => links.map(a => a.href)")
+    assert hrefs
+    assert all(href.startswith(("http://", "https://")) for href in hrefs), hrefs
     # Locations are short names or links: no folder of the worker shows.
     text = page.locator("body").inner_text()
     assert str(stack.home) not in text

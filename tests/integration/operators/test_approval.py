@@ -132,7 +132,7 @@ def test_the_request_names_model_and_versions_and_shows_the_report(model):
     op.render_template_fields({"params": {"report": "| metric | champion | candidate |", "version": 2}})
     op.prepare_request()
 
-    assert op.subject == f"Promote {model['name']} v2 to champion (replacing v1)?"
+    assert op.subject == f"{model['name']} v2: promote over v1?"
     assert op.body.startswith("| metric | champion | candidate |")
     assert "v1 stays champion" in op.body
     assert "No answer counts as Reject" in op.body

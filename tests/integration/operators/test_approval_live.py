@@ -168,7 +168,7 @@ def test_an_unanswered_request_times_out_as_reject_after_notifying(stack, candid
     assert T.CHAMPION not in candidate.get_registered_model(MODEL).aliases
     # The notifier ran when the request was made, with the request the operator built.
     notified = json.loads(stack.marker.read_text())
-    assert notified == {"message": f"asked: Promote {MODEL} v1 to champion?", "task_id": "approve"}
+    assert notified == {"message": f"asked: {MODEL} v1: promote to champion?", "task_id": "approve"}
 
 
 def test_the_user_who_triggered_a_run_cannot_approve_it(stack, candidate):
@@ -239,7 +239,7 @@ def test_the_demo_runs_a_dag_of_the_users_folder_and_says_how_to_approve(stack, 
         f"MLOPS_AIRFLOW_PASSWORD=reviewer-pw airflow-mlops approve {DAG_ID} '{waited['run_id']}' --as reviewer "
         f"--url {stack.airflow_url}"
     )
-    assert f"[demo] approval requested by task approve: Promote {MODEL} v1 to champion?" in printed
+    assert f"[demo] approval requested by task approve: {MODEL} v1: promote to champion?" in printed
     assert f"[demo] approve it from another shell: {command}" in printed
 
     # With --auto-approve the run goes on as approved by 'reviewer' (the demo triggers as 'admin'). It answers
