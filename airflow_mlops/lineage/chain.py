@@ -3,7 +3,8 @@ The lineage of a model version, from the MLflow registry alone.
 
     airflow-mlops lineage MODEL VERSION|ALIAS [--tracking-uri URI] [--json]
 
-prints data -> validation -> training run -> evaluation -> approval -> promotion -> infra validation ->
+prints data (the snapshot and its original source: connection and query, or objects with their ETags) ->
+code version -> validation -> training run -> evaluation -> approval -> promotion -> infra validation ->
 deployments (and the reason a version was rolled away from) for a version. With the signing connection
 (``mlops_signing_default``) reachable, it says which gate, approval and deployment records the package signed;
 the others are marked and count as absent.
@@ -19,12 +20,14 @@ from typing import TYPE_CHECKING, Any
 from airflow_mlops import tags
 from airflow_mlops.exceptions import ConfigurationError
 from airflow_mlops.lineage.deployments import verified
+from airflow_mlops.provenance import NOT_RECORDED, code_version, training_data
 from airflow_mlops.registry import signed_tags_problem
 from airflow_mlops.signing import load_keys
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from airflow_mlops.data.storage import Storage
     from airflow_mlops.signing import SigningKeys
 
 
@@ -38,7 +41,11 @@ def _json_or_text(value: str | None) -> Any:
 
 
 def get_lineage(
-    client: MlflowClient, model_name: str, version_or_alias: str, keys: SigningKeys | None = None
+    client: MlflowClient,
+    model_name: str,
+    version_or_alias: str,
+    keys: SigningKeys | None = None,
+    storage: Storage | None = None,
 ) -> dict[str, Any]:
     """
     Collect the lineage of one model version.
@@ -50,6 +57,9 @@ def get_lineage(
         them (``signature``: None, or what is wrong), deployment entries it did not sign are listed apart
         (``untrusted_deployments``) and what serves comes from the signed entries only. Without them
         (``signature`` is ``"not checked"``) everything is shown as written.
+    :param storage: Storage to read an ``s3://`` snapshot's manifest through (default: the AWS environment).
+        The manifest gives the data's original source (``data.source``); the code version is
+        ``mlops.code.version`` or the training run's ``mlflow.source.git.commit`` (None: not recorded).
     """
     from mlflow.exceptions import MlflowException
 
@@ -65,10 +75,12 @@ def get_lineage(
     vtags = dict(version.tags or {})
     get = vtags.get
     run: dict[str, Any] | None = None
+    run_tags: dict[str, str] = {}
     run_id = get(tags.MLFLOW_RUN_ID) or version.run_id
     if run_id:
         try:
             mlflow_run = client.get_run(run_id)
+            run_tags = dict(mlflow_run.data.tags)
             run = {
                 "run_id": run_id,
                 "experiment_id": mlflow_run.info.experiment_id,
@@ -114,7 +126,7 @@ def get_lineage(
         "aliases": list(version.aliases or []),
         "source": version.source,
         "created_at": version.creation_timestamp,
-        "data": {"uri": get(tags.DATA_URI), "sha256": get(tags.DATA_SHA256)},
+        "data": _data(get(tags.DATA_URI) or run_tags.get(tags.DATA_URI), get(tags.DATA_SHA256), storage),
         "validation": {
             "success": _json_or_text(get(tags.VALIDATION_SUCCESS)),
             "summary": _json_or_text(get(tags.VALIDATION_SUMMARY)),
@@ -125,7 +137,7 @@ def get_lineage(
             "task_id": get(tags.AIRFLOW_TASK_ID),
             "try_number": get(tags.AIRFLOW_TRY_NUMBER),
         },
-        "code_version": get(tags.CODE_VERSION),
+        "code_version": code_version(vtags, run_tags),
         "training_run": run,
         "evaluation": {
             "decision": get(tags.GATE_DECISION),
@@ -150,6 +162,38 @@ def get_lineage(
         "rollback": {"reason": get(tags.ROLLBACK_REASON)},
         "serving": _serving(history, str(version.version)),
     }
+
+
+def _data(uri: str | None, sha256: str | None, storage: Storage | None) -> dict[str, Any]:
+    """``{"uri", "sha256", "rows", "created_at", "source"}`` of the training snapshot (``source`` from its manifest)."""
+    found = training_data(uri, storage) or {}
+    return {
+        "uri": uri,
+        "sha256": sha256 or found.get("sha256"),
+        "rows": found.get("rows"),
+        "created_at": found.get("created_at"),
+        "source": found.get("source"),
+        **({"problem": found["problem"]} if found.get("problem") else {}),
+    }
+
+
+def _describe_source(data: dict[str, Any]) -> list[str]:
+    """Where the training data came from, one line per object (at most 10)."""
+    source = data.get("source")
+    if not source:
+        return [f"  source      unknown ({data.get('problem') or 'no snapshot recorded'})"]
+    if source.get("kind") == "sql":
+        query = " ".join(str(source.get("query") or "?").split())
+        return [f"  source      connection {source.get('connection') or '?'}: {query}"]
+    lines = [f"  source      {source.get('source') or '?'}"]
+    objects = source.get("objects") or []
+    for entry in objects[:10]:
+        details = [f"ETag {entry['etag']}" if entry.get("etag") else "", entry.get("modified") or ""]
+        detail = ", ".join(part for part in details if part)
+        lines.append(f"    {entry['uri']}" + (f" ({detail})" if detail else ""))
+    if len(objects) > 10:
+        lines.append(f"    ... and {len(objects) - 10} more objects")
+    return lines
 
 
 def _serving(history: Any, version: str) -> dict[str, Any]:
@@ -181,7 +225,11 @@ def format_lineage(lineage: dict[str, Any]) -> str:
     aliases = ", ".join(lineage["aliases"]) or "none"
     lines = [
         f"{lineage['model_name']} version {lineage['version']} (aliases: {aliases})",
-        f"  data        {lineage['data']['uri'] or '?'} sha256={lineage['data']['sha256'] or '?'}",
+        f"  data        {lineage['data']['uri'] or '?'} sha256={lineage['data']['sha256'] or '?'}"
+        + (f" rows={lineage['data']['rows']}" if lineage["data"].get("rows") is not None else "")
+        + (f" created {lineage['data']['created_at']}" if lineage["data"].get("created_at") else ""),
+        *_describe_source(lineage["data"]),
+        f"  code        {lineage.get('code_version') or NOT_RECORDED}",
         f"  validation  success={lineage['validation']['success']}",
         f"  training    run {run.get('run_id', '?')} status={run.get('status', '?')} "
         f"metrics={json.dumps(run.get('metrics', {}), sort_keys=True)}",

@@ -21,9 +21,11 @@ Naming (the OpenLineage naming conventions):
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from airflow_mlops import __version__
 from airflow_mlops.data.snapshots import DATA, parse_snapshot_uri
 from airflow_mlops.data.storage import has_glob, is_s3
 
@@ -41,6 +43,7 @@ __all__ = [
     "infra_validation_lineage",
     "ingest_lineage",
     "model_namespace",
+    "model_version_facet",
     "model_version_name",
     "registration_lineage",
     "snapshot_location",
@@ -162,6 +165,62 @@ def _lineage(
     from airflow.providers.openlineage.extractors import OperatorLineage
 
     return OperatorLineage(inputs=list(inputs), outputs=list(outputs), job_facets=job_facets or {})
+
+
+#: ``_producer`` of the package's own facets (the OpenLineage spec asks for a URI naming the producing code).
+FACET_PRODUCER = f"https://github.com/airflow-mlops/airflow-mlops/tree/{__version__}"
+#: Key of :func:`model_version_facet` in a dataset's facets.
+MODEL_VERSION_FACET = "mlopsModelVersion"
+#: ``_schemaURL`` of :func:`model_version_facet`: the JSON schema kept with the docs.
+MODEL_VERSION_FACET_SCHEMA = (
+    "https://raw.githubusercontent.com/airflow-mlops/airflow-mlops/main/docs/openlineage/"
+    "MLOpsModelVersionDatasetFacet.json#/$defs/MLOpsModelVersionDatasetFacet"
+)
+
+
+@functools.cache
+def _model_version_facet_class() -> type:
+    import attr
+    from openlineage.client.facet_v2 import DatasetFacet
+
+    @attr.define
+    class MLOpsModelVersionDatasetFacet(DatasetFacet):
+        """Where a registered model version came from (a custom facet, ahead of the spec's ML facets)."""
+
+        modelName: str  # noqa: N815 - OpenLineage facet fields are camelCase
+        version: str
+        codeVersion: str | None = None  # noqa: N815
+        trainingRun: str | None = None  # noqa: N815
+        trainingData: dict[str, Any] | None = None  # noqa: N815
+        hyperParameters: dict[str, Any] = attr.field(factory=dict)  # noqa: N815
+        metrics: dict[str, Any] = attr.field(factory=dict)
+
+        @staticmethod
+        def _get_schema() -> str:
+            return MODEL_VERSION_FACET_SCHEMA
+
+    return MLOpsModelVersionDatasetFacet
+
+
+def model_version_facet(provenance: Mapping[str, Any]) -> Any:
+    """
+    The ``mlopsModelVersion`` dataset facet of a model version: where it came from.
+
+    Built from :func:`~airflow_mlops.provenance.version_provenance`: its code version, training run, training data
+    (snapshot, sha256, rows and the original source: connection and query, or objects with their ETags),
+    hyper-parameters and the training run's metrics, with ``_producer`` and ``_schemaURL``.
+    """
+    data = provenance.get("data") or None
+    return _model_version_facet_class()(
+        modelName=str(provenance["model_name"]),
+        version=str(provenance["version"]),
+        codeVersion=provenance.get("code_version"),
+        trainingRun=provenance.get("run_id"),
+        trainingData=dict(data) if data else None,
+        hyperParameters=dict(provenance.get("params") or {}),
+        metrics=dict(provenance.get("metrics") or {}),
+        producer=FACET_PRODUCER,
+    )
 
 
 # -- per operator ------------------------------------------------------------------------------------------
@@ -337,16 +396,29 @@ def training_lineage(
 
 
 def registration_lineage(
-    result: Mapping[str, Any] | None, tracking_uri: str, registry_uri: str
+    result: Mapping[str, Any] | None,
+    tracking_uri: str,
+    registry_uri: str,
+    provenance: Mapping[str, Any] | None = None,
 ) -> OperatorLineage:
-    """The logged model registered (input) and the model version created or reused (output, in the registry)."""
+    """
+    The logged model registered (input) and the model version created or reused (output, in the registry).
+
+    With *provenance* (:func:`~airflow_mlops.provenance.version_provenance` of that version) the version
+    carries the :func:`model_version_facet`.
+    """
+    from airflow.providers.common.compat.openlineage.facet import OutputDataset
+
     if not result:
         return _lineage()
     inputs = []
     if result.get("source_uri"):
         inputs.append(_model_dataset(model_namespace(tracking_uri), _model_uri_name(result["source_uri"])))
-    version = _model_dataset(
-        model_namespace(registry_uri), model_version_name(result["model_name"], result["version"]), True
+    facets = {MODEL_VERSION_FACET: model_version_facet(provenance)} if provenance else {}
+    version = OutputDataset(
+        namespace=model_namespace(registry_uri),
+        name=model_version_name(result["model_name"], result["version"]),
+        facets=facets,
     )
     return _lineage(inputs, [version])
 

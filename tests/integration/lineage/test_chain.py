@@ -91,10 +91,13 @@ def test_the_text_chain_shows_every_stage_in_order(mlflow_server, model, capsys)
         if line.startswith("  ") and not line.startswith("    ")
     ]
     assert labels == [
-        "data", "validation", "training", "airflow", "evaluation", "approval", "promotion", "infra",
+        "data", "source", "code", "validation", "training", "airflow", "evaluation", "approval", "promotion", "infra",
         "deployments", "serving", "rollback",
     ]  # fmt: skip
     assert f"{model} version 1 (aliases: champion)" in out
+    # The snapshot's manifest is not readable here: the source says why; no code version was recorded.
+    assert "  source      unknown (manifest not readable: " in out
+    assert "  code        not recorded" in out
     assert "approval    approved by reviewer at 2026-01-02T09:00:00+00:00: 'ship it' [signed]" in out
     assert "infra       passed on local, 11 requests, latency ms p50=3.1 p95=7.5 max=9.0" in out
     assert "deployments 2" in out
