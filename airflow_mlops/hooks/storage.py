@@ -30,7 +30,8 @@ class StorageHook(BaseHook):
     ``region_name``, ``verify``, ``config_kwargs``, and ``endpoint_url`` (or ``service_config.s3.endpoint_url``)
     for MinIO and other S3-compatible stores. Credentials in ``endpoint_url`` (``http://key:secret@host``) are
     refused. Local paths, and ``aws_conn_id=None`` (boto3's defaults), need neither the provider nor a
-    connection. Secrets are never logged; user-info in ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` is masked
+    connection; so does the default ``aws_default`` while it is not defined, as with the Amazon provider.
+    Secrets are never logged; user-info in ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` is masked
     and kept out of error messages.
 
     Each S3 call of :meth:`get_conn`'s storage waits out an endpoint it cannot reach (a restart), trying again
@@ -38,7 +39,8 @@ class StorageHook(BaseHook):
     (retryable) names the endpoint, the object and the time waited.
 
     :param aws_conn_id: The Airflow ``aws`` connection to use; None uses boto3's defaults entirely
-        (credential chain, ``AWS_REGION``, ``AWS_ENDPOINT_URL_S3``).
+        (credential chain, ``AWS_REGION``, ``AWS_ENDPOINT_URL_S3``), and so does ``aws_default`` (the default)
+        when no such connection is defined. Any other connection id that is not defined is refused.
     :param outage_timeout: Seconds to wait out an unreachable endpoint; default ``[mlops] service_outage_timeout``
         (300).
     """
@@ -67,6 +69,26 @@ class StorageHook(BaseHook):
         return self._outage_timeout
 
     @cached_property
+    def connection_id(self) -> str | None:
+        """
+        The connection in use: ``aws_conn_id``, or None for boto3's defaults.
+
+        None where ``aws_conn_id`` is None, or is the default ``aws_default`` and no such connection is
+        defined (the Amazon provider falls back the same way). Looked up on first use, never at parse time.
+        """
+        if self.aws_conn_id != self.default_conn_name:
+            return self.aws_conn_id
+        try:
+            self.get_connection(self.aws_conn_id)
+        except AirflowNotFoundException:
+            self.log.info(
+                "AWS connection %r is not defined: using boto3's default credentials, region and endpoint",
+                self.aws_conn_id,
+            )
+            return None
+        return self.aws_conn_id
+
+    @cached_property
     def s3_hook(self) -> S3Hook:
         """The Amazon provider's S3 hook for ``aws_conn_id``, the connection checked first."""
         try:
@@ -76,9 +98,9 @@ class StorageHook(BaseHook):
                 f"Reading or writing s3:// locations needs the Amazon provider: {AMAZON_EXTRA_HINT} "
                 "(apache-airflow-providers-amazon). Local paths work without it."
             ) from err
-        if self.aws_conn_id is not None:
+        if self.connection_id is not None:
             try:
-                self.get_connection(self.aws_conn_id)
+                self.get_connection(self.connection_id)
             except AirflowNotFoundException as err:
                 raise ConnectionSetupError(
                     f"AWS connection {self.aws_conn_id!r} is not defined. Create a connection of type 'aws' "
@@ -86,8 +108,8 @@ class StorageHook(BaseHook):
                     '{"endpoint_url": ...} for an S3-compatible store), or pass aws_conn_id=None to use '
                     "boto3's default credential chain."
                 ) from err
-        hook = S3Hook(aws_conn_id=self.aws_conn_id)
-        if self.aws_conn_id is not None:
+        hook = S3Hook(aws_conn_id=self.connection_id)
+        if self.connection_id is not None:
             try:
                 endpoint_url = hook.conn_config.get_service_endpoint_url("s3")
             except (TypeError, ValueError) as err:
@@ -125,7 +147,7 @@ class StorageHook(BaseHook):
         its temporary keys and session token); None when the connection names none, so that a trainer uses
         its own ambient identity (environment, instance or pod role).
         """
-        if self.aws_conn_id is None:
+        if self.connection_id is None:
             return {}
         hook = self.s3_hook
         wrapper = hook.conn_config
@@ -158,7 +180,7 @@ class StorageHook(BaseHook):
 
     def get_client(self) -> Any:
         """A new boto3 S3 client built by the Amazon provider from the connection (boto3's own without one)."""
-        if self.aws_conn_id is None:
+        if self.connection_id is None:
             return Storage().client
         hook = self.s3_hook
         self.log.info("Building S3 client: %s", self.describe())
@@ -173,7 +195,7 @@ class StorageHook(BaseHook):
     def get_conn(self) -> Storage:
         """A :class:`~airflow_mlops.data.storage.Storage` whose S3 client comes from the connection."""
         return Storage(
-            s3_client=None if self.aws_conn_id is None else self.get_client(),
+            s3_client=None if self.connection_id is None else self.get_client(),
             outage_timeout=self.outage_timeout,
             unavailable_error=StorageUnavailableError,
         )
@@ -189,7 +211,7 @@ class StorageHook(BaseHook):
 
     def describe(self) -> str:
         """Short, secret-free description for logs."""
-        if self.aws_conn_id is None:
+        if self.connection_id is None:
             return json.dumps({"conn_id": None, "credentials": "boto3 default chain"})
         wrapper = self.s3_hook.conn_config
         if wrapper.role_arn:
@@ -210,9 +232,29 @@ class StorageHook(BaseHook):
         )
 
     def test_connection(self) -> tuple[bool, str]:
-        """Test the connection by listing buckets."""
+        """
+        Test the connection as the Amazon provider does: STS ``GetCallerIdentity``, which needs no permission.
+
+        Listing buckets would need ``s3:ListAllMyBuckets``, which a role limited to its own bucket lacks. The
+        STS endpoint is ``service_config.sts.endpoint_url``, else the connection's ``endpoint_url``; an
+        S3-compatible store without STS fails this test, though it may serve S3 calls.
+        """
         try:
-            self.get_client().list_buckets()
+            if self.connection_id is None:
+                import boto3
+
+                sts = boto3.client("sts")
+            else:
+                hook = self.s3_hook
+                sts = hook.get_session(region_name=hook.region_name).client(
+                    "sts",
+                    # service_config.sts.endpoint_url, else the connection's endpoint (an S3-compatible store)
+                    endpoint_url=hook.conn_config.get_service_endpoint_url("sts"),
+                    config=hook.config,
+                    verify=hook.verify,
+                )
+            identity = sts.get_caller_identity()
         except Exception as err:
-            return False, f"Cannot list S3 buckets with connection {self.aws_conn_id!r}: {err}"
-        return True, f"Connected to S3 with connection {self.aws_conn_id!r}"
+            return False, f"Cannot authenticate to AWS with connection {self.aws_conn_id!r}: {err}"
+        who = identity.get("Arn") or "an unknown identity"
+        return True, f"Connected to AWS with connection {self.aws_conn_id!r} as {who}"

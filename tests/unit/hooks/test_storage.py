@@ -71,6 +71,36 @@ def test_hook_without_connection_uses_boto3_defaults(monkeypatch):
     assert "Credential=AKIDFROMENV/" in _signed_headers(client)["Authorization"]
 
 
+def test_a_missing_aws_default_means_boto3_defaults_as_in_the_amazon_provider(monkeypatch):
+    # The operators' default connection: a laptop without one keeps working with its environment's settings.
+    monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:6")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDFROMENV")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+
+    hook = StorageHook()  # aws_conn_id="aws_default", not defined
+
+    assert hook.aws_conn_id == "aws_default"
+    assert hook.connection_id is None
+    client = hook.get_conn().s3
+    assert client.meta.endpoint_url == "http://127.0.0.1:6"
+    assert "Credential=AKIDFROMENV/" in _signed_headers(client)["Authorization"]
+    assert json.loads(hook.describe())["credentials"] == "boto3 default chain"
+
+
+def test_a_defined_aws_default_is_used(monkeypatch):
+    _aws_connection(
+        monkeypatch, "aws_default", login="AKIDFROMCONN", password="s",
+        extra={"endpoint_url": "http://127.0.0.1:8"},
+    )  # fmt: skip
+
+    hook = StorageHook()
+
+    assert hook.connection_id == "aws_default"
+    assert "Credential=AKIDFROMCONN/" in _signed_headers(hook.get_conn().s3)["Authorization"]
+
+
 def test_hook_names_missing_connection():
     with pytest.raises(ConnectionSetupError, match="'no_such_aws_conn' is not defined"):
         StorageHook(aws_conn_id="no_such_aws_conn").get_conn()
