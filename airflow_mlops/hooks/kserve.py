@@ -13,6 +13,7 @@ talks to the cluster, never when this module is imported (DAG files import it th
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from functools import cached_property
@@ -112,8 +113,15 @@ class KServeHook(BaseHook):
     file and context, or the in-cluster configuration). Reads of a missing resource return ``None``;
     other API errors are the client's ``ApiException`` (the caller decides what they mean).
 
-    :param connection: How to reach the cluster; its ``namespace`` is the default of every method
-        (``"default"`` when unset).
+    :param kubernetes_conn_id: The Airflow ``kubernetes`` connection (``None``: the cncf-kubernetes hook's
+        defaults).
+    :param namespace: The default namespace of every method (``None``: the connection's, else ``"default"``).
+    :param config_file: Kubeconfig path, if not the connection's.
+    :param cluster_context: Kubeconfig context.
+    :param in_cluster: Use the in-cluster configuration.
+    :param connection: Deprecated: all of the above as one
+        :class:`~airflow_mlops.utils.k8s.KubernetesConnection` (or its dict), the only argument of earlier
+        releases, also taken in the place of ``kubernetes_conn_id``; it warns and wins over the others.
     """
 
     conn_name_attr = "kubernetes_conn_id"
@@ -121,10 +129,38 @@ class KServeHook(BaseHook):
     conn_type = "kubernetes"
     hook_name = "KServe"
 
-    def __init__(self, connection: KubernetesConnection | Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        # A KubernetesConnection (or its dict) here is the deprecated positional form of ``connection``.
+        kubernetes_conn_id: str | KubernetesConnection | Mapping[str, Any] | None = default_conn_name,
+        *,
+        namespace: str | None = None,
+        config_file: str | None = None,
+        cluster_context: str | None = None,
+        in_cluster: bool | None = None,
+        connection: KubernetesConnection | Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__()
-        if not isinstance(connection, KubernetesConnection):
-            connection = KubernetesConnection.from_dict(connection)
+        if isinstance(kubernetes_conn_id, KubernetesConnection | Mapping):  # KServeHook(connection)
+            connection, kubernetes_conn_id = kubernetes_conn_id, self.default_conn_name
+        if connection is not None:
+            warnings.warn(
+                f"{type(self).__name__}(connection=...) is deprecated: pass kubernetes_conn_id= (and "
+                "namespace=, config_file=, cluster_context=, in_cluster= where needed), as for the "
+                "cncf-kubernetes hooks",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if not isinstance(connection, KubernetesConnection):
+                connection = KubernetesConnection.from_dict(connection)
+        else:
+            connection = KubernetesConnection(
+                conn_id=kubernetes_conn_id,
+                namespace=namespace,
+                config_file=config_file,
+                cluster_context=cluster_context,
+                in_cluster=in_cluster,
+            )
         self.connection = connection
         self.kubernetes_conn_id = connection.conn_id
 
@@ -213,7 +249,7 @@ class AsyncKServeHook(KServeHook):
     """
     :class:`KServeHook`'s reads with the async Kubernetes client, for triggers (on ``AsyncKubernetesHook``).
 
-    :param connection: How to reach the cluster; its ``namespace`` is the default of every method.
+    Takes the same arguments as :class:`KServeHook`.
     """
 
     @cached_property

@@ -66,13 +66,12 @@ def test_failed_revisions_and_specs_end_the_wait(reason):
 
 
 def test_hooks_reach_the_cluster_as_the_connection_says():
-    connection = KubernetesConnection(
-        conn_id="k8s", namespace="ml", config_file="/k/config", cluster_context="prod", in_cluster=False
-    )
+    settings = {"namespace": "ml", "config_file": "/k/config", "cluster_context": "prod", "in_cluster": False}
 
-    hook = KServeHook(connection)
-    async_hook = AsyncKServeHook(connection.to_dict())
+    hook = KServeHook(kubernetes_conn_id="k8s", **settings)
+    async_hook = AsyncKServeHook("k8s", **settings)
 
+    assert hook.kubernetes_conn_id == async_hook.kubernetes_conn_id == "k8s"
     assert hook.namespace == async_hook.namespace == "ml"
     for k8s in (hook.kubernetes_hook, async_hook.async_kubernetes_hook):
         assert (k8s.conn_id, k8s.config_file, k8s.cluster_context, k8s.in_cluster) == (
@@ -80,6 +79,21 @@ def test_hooks_reach_the_cluster_as_the_connection_says():
         )
     assert KServeHook().namespace == "default"
     assert KServeHook().kubernetes_conn_id == "kubernetes_default"
+
+
+def test_a_connection_object_still_works_and_warns_it_is_deprecated():
+    connection = KubernetesConnection(
+        conn_id="k8s", namespace="ml", config_file="/k/config", cluster_context="prod", in_cluster=False
+    )
+
+    with pytest.warns(DeprecationWarning, match="kubernetes_conn_id="):
+        hook = KServeHook(connection=connection)
+    with pytest.warns(DeprecationWarning, match="kubernetes_conn_id="):
+        positional = AsyncKServeHook(connection.to_dict())  # the only argument of earlier releases
+
+    for old in (hook, positional):
+        assert (old.kubernetes_conn_id, old.namespace) == ("k8s", "ml")
+        assert old.kubernetes_hook.config_file == "/k/config"
 
 
 def test_api_errors_worth_a_retry():
