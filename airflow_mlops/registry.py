@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_mlops import signing
 from airflow_mlops import tags as T
 from airflow_mlops.exceptions import ApprovalRequiredError, ConfigurationError, ModelVersionNotFoundError
+from airflow_mlops.utils.results import json_safe
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -57,11 +58,17 @@ def parse_version(value: Any, model_name: str, field: str = "version") -> int:
 
 
 def tag_value(value: Any) -> str:
-    """Render a tag value as a string (MLflow tags are strings); booleans become ``true``/``false``."""
+    """
+    Render a tag value as a string (MLflow tags are strings): strict JSON for dicts and lists.
+
+    The value goes through :func:`~airflow_mlops.utils.results.json_safe` first: NaN and infinities become
+    ``null`` (or an empty tag on their own), numpy values Python ones. Booleans become ``true``/``false``.
+    """
+    value = json_safe(value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, Mapping | list | tuple):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    if isinstance(value, Mapping | list):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return "" if value is None else str(value)
 
 

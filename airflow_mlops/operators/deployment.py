@@ -14,7 +14,6 @@ live in :mod:`airflow_mlops.serving.verification`, the canary policy and its bak
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -35,6 +34,7 @@ from airflow_mlops.registry import (
     get_alias_version,
     get_model_version,
     parse_version,
+    tag_value,
     validate_model_name,
 )
 from airflow_mlops.serving.base import (
@@ -106,28 +106,38 @@ _OLD_CANARY_ARGUMENTS = {
 # -- argument checks (parse time) --------------------------------------------------------------------------
 
 
-def _target_arg(target: Any, field: str = "target") -> Any:
-    """Normalise a ``target`` argument at DAG-parse time: objects become config dicts; plain configs are checked."""
-    if isinstance(target, DeployTarget):
-        return target.to_config()
-    if target is None:
-        return None
-    if isinstance(target, str | Mapping) and is_templated(target):
-        return dict(target) if isinstance(target, Mapping) else target
+def _check_target(target: Any, field: str = "target") -> None:
+    """Check a literal ``target`` at DAG-parse time; a template or an XComArg is checked in execute."""
+    if target is None or isinstance(target, DeployTarget) or is_templated(target):
+        return
     if not isinstance(target, str | Mapping):
         raise ValueError(
             f"{field} must be a DeployTarget, a config dict like {{'kind': 'local', 'port': 5001}}, or a kind "
             f"name ('local', 'kserve'); got {type(target).__name__}"
         )
     target_from_config(target)  # raises ValueError naming the bad setting
-    return dict(target) if isinstance(target, Mapping) else target
 
 
-def _check_columns(drop_columns: Any) -> None:
+def _check_columns(drop_columns: Any) -> list[str] | None:
+    """*drop_columns* as a list (None stays None); a template or XComArg is left for execute."""
     if drop_columns is None or is_templated(drop_columns):
-        return
-    if isinstance(drop_columns, str) or not all(isinstance(c, str) for c in drop_columns):
+        return None
+    if (
+        isinstance(drop_columns, str | Mapping)
+        or not isinstance(drop_columns, Sequence)
+        or not all(isinstance(c, str) for c in drop_columns)
+    ):
         raise ValueError(f"drop_columns must be a list of column names, got {drop_columns!r}")
+    return list(drop_columns)
+
+
+def _check_sample_data(sample_data: Any) -> str:
+    if not isinstance(sample_data, str) or not sample_data.strip():
+        raise ValueError(
+            "sample_data must be a snapshot URI to draw requests from, e.g. '<snapshot-uri>#holdout'; "
+            f"got {sample_data!r}"
+        )
+    return sample_data.strip()
 
 
 def _check_rows(rows: Any, field: str) -> None:
@@ -198,7 +208,9 @@ class InfraValidateOperator(_ServingOperator):
     :raises ModelVersionNotFoundError: if the version does not exist (not retryable).
     """
 
-    template_fields: Sequence[str] = ("model_name", "version", "sample_data", "target", "drop_columns")
+    template_fields: Sequence[str] = (
+        "model_name", "version", "sample_data", "target", "drop_columns", "mlflow_conn_id", "aws_conn_id",
+    )  # fmt: skip
     template_fields_renderers = {"target": "json"}
     ui_color = "#fff3e0"
 
@@ -214,7 +226,7 @@ class InfraValidateOperator(_ServingOperator):
         max_latency_ms: float | None = None,
         request_timeout: float = 30.0,
         mlflow_conn_id: str = MLflowHook.default_conn_name,
-        aws_conn_id: str | None = None,
+        aws_conn_id: str | None = "aws_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -222,10 +234,8 @@ class InfraValidateOperator(_ServingOperator):
             validate_model_name(model_name)
         if not is_templated(version):
             parse_version(version, str(model_name))
-        if not isinstance(sample_data, str) or not sample_data.strip():
-            raise ValueError(
-                "sample_data must be a snapshot URI to draw requests from, e.g. '<snapshot-uri>#holdout'"
-            )
+        if not is_templated(sample_data):
+            _check_sample_data(sample_data)
         _check_columns(drop_columns)
         _check_rows(sample_rows, "sample_rows")
         if max_latency_ms is not None and (
@@ -235,8 +245,9 @@ class InfraValidateOperator(_ServingOperator):
         self.model_name = model_name
         self.version = version
         self.sample_data = sample_data
-        self.target = _target_arg(target)
-        self.drop_columns = list(drop_columns) if isinstance(drop_columns, list | tuple) else drop_columns
+        _check_target(target)
+        self.target = target
+        self.drop_columns = drop_columns
         self.sample_rows = sample_rows
         self.max_latency_ms = max_latency_ms
         self.request_timeout = request_timeout
@@ -248,6 +259,9 @@ class InfraValidateOperator(_ServingOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         name = self._model_name()
         target = self._target(self.target)
+        with rendered_arguments(model=name):
+            sample_data = _check_sample_data(self.sample_data)
+            drop_columns = _check_columns(self.drop_columns)
         client = self.hook.client
         version = self._version(client, name, self.version)
         model_uri = target.resolve_model_uri(client, name, version)
@@ -261,9 +275,7 @@ class InfraValidateOperator(_ServingOperator):
 
         # Exactly the columns the model takes (its signature); without one, all but drop_columns.
         columns = model_columns(f"models:/{name}/{version}")
-        records = sample_records(
-            str(self.sample_data), self.drop_columns, self.sample_rows, self.aws_conn_id, columns
-        )
+        records = sample_records(sample_data, drop_columns, self.sample_rows, self.aws_conn_id, columns)
         where = f"Version {version} of model {name!r}"
         summary: dict[str, Any] = {
             "model_name": name,
@@ -333,9 +345,7 @@ class InfraValidateOperator(_ServingOperator):
         values = {**summary, "passed": passed, **({"error": error[:ERROR_MAX]} if error else {})}
         name, version = summary["model_name"], summary["version"]
         client.set_model_version_tag(name, version, T.INFRA_VALIDATION_PASSED, "true" if passed else "false")
-        client.set_model_version_tag(
-            name, version, T.INFRA_VALIDATION_SUMMARY, json.dumps(values, sort_keys=True, default=str)[:5000]
-        )
+        client.set_model_version_tag(name, version, T.INFRA_VALIDATION_SUMMARY, tag_value(values)[:5000])
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """The model version served in the sandbox and the rows sent to it, for OpenLineage."""
@@ -415,6 +425,8 @@ class DeployModelOperator(_ServingOperator):
         "sample_data",
         "drop_columns",
         "reason",
+        "mlflow_conn_id",
+        "aws_conn_id",
     )
     template_fields_renderers = {"target": "json"}
     ui_color = "#e8f5e9"
@@ -437,7 +449,7 @@ class DeployModelOperator(_ServingOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         canary: CanaryPolicy | Mapping[str, Any] | None = None,
         mlflow_conn_id: str = MLflowHook.default_conn_name,
-        aws_conn_id: str | None = None,
+        aws_conn_id: str | None = "aws_default",
         wait_for_release: timedelta | float | None = 0,
         **kwargs: Any,
     ) -> None:
@@ -458,7 +470,7 @@ class DeployModelOperator(_ServingOperator):
             self.canary = CanaryPolicy.coerce(canary)
         if version not in (None, "") and not is_templated(version):
             parse_version(version, str(model_name))
-        if sample_data is not None and not isinstance(sample_data, str):
+        if sample_data is not None and not isinstance(sample_data, str) and not is_templated(sample_data):
             raise ValueError(f"sample_data must be a snapshot URI or None, got {sample_data!r}")
         _check_columns(drop_columns)
         _check_rows(smoke_rows, "smoke_rows")
@@ -470,9 +482,10 @@ class DeployModelOperator(_ServingOperator):
             raise ValueError(f"ready_timeout must be a positive number of seconds, got {ready_timeout!r}")
         self.model_name = model_name
         self.version = version
-        self.target = _target_arg(target)
+        _check_target(target)
+        self.target = target
         self.sample_data = sample_data
-        self.drop_columns = list(drop_columns) if isinstance(drop_columns, list | tuple) else drop_columns
+        self.drop_columns = drop_columns
         self.smoke_rows = smoke_rows
         self.alias = alias
         self.reason = reason
@@ -528,9 +541,11 @@ class DeployModelOperator(_ServingOperator):
         from airflow_mlops.serving.verification import SmokeTest
 
         with rendered_arguments():
-            _check_columns(self.drop_columns)
+            if self.sample_data is not None and not isinstance(self.sample_data, str):
+                raise ValueError(f"sample_data must be a snapshot URI or None, got {self.sample_data!r}")
+            drop_columns = _check_columns(self.drop_columns)
             return SmokeTest.from_dict(
-                {"sample_data": self.sample_data, "drop_columns": self.drop_columns, "rows": self.smoke_rows}
+                {"sample_data": self.sample_data, "drop_columns": drop_columns, "rows": self.smoke_rows}
             )
 
     def _plan(
@@ -777,7 +792,7 @@ class RollbackModelOperator(DeployModelOperator):
         wait_for_release: timedelta | float | None = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(reason, str) or not (reason.strip() or is_templated(reason)):
+        if not is_templated(reason) and (not isinstance(reason, str) or not reason.strip()):
             raise ValueError(
                 "reason is required: say why the model is rolled back (it is recorded in the registry)"
             )

@@ -20,7 +20,8 @@ from airflow_mlops.exceptions import (
     RegistryError,
 )
 from airflow_mlops.hooks.storage import StorageHook
-from airflow_mlops.utils.results import keep_result
+from airflow_mlops.utils.results import json_safe, keep_result
+from airflow_mlops.utils.templating import is_templated
 from airflow_mlops.version_compat import AirflowSkipException
 
 if TYPE_CHECKING:
@@ -73,7 +74,9 @@ class DriftCheckOperator(BaseOperator):
     :param mlflow_conn_id: Airflow ``mlflow`` connection of the registry.
     """
 
-    template_fields: Sequence[str] = ("dataset_uri", "reference_uri", "model_name")
+    template_fields: Sequence[str] = (
+        "dataset_uri", "reference_uri", "model_name", "aws_conn_id", "mlflow_conn_id",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -92,7 +95,8 @@ class DriftCheckOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(dataset_uri, str) or not dataset_uri.strip():
+        # A template or another task's result (dataset_uri=ingest.output["uri"]) is checked once rendered.
+        if not is_templated(dataset_uri) and (not isinstance(dataset_uri, str) or not dataset_uri.strip()):
             raise ValueError(f"dataset_uri must be a snapshot URI, got {dataset_uri!r}")
         if reference_uri is None and not model_name:
             raise ValueError(
@@ -181,7 +185,9 @@ class DriftCheckOperator(BaseOperator):
 
         folder = report_folder(uri, reference, reference_manifest.get("snapshot_id"))
         report_uri = join(folder, "report.json")
-        storage.write_bytes(report_uri, json.dumps(report, indent=2, sort_keys=True).encode())
+        # Strict JSON: a NaN statistic (an all-null column) is null in the file, as in the task's result.
+        text = json.dumps(json_safe(report), indent=2, sort_keys=True, allow_nan=False)
+        storage.write_bytes(report_uri, text.encode())
         storage.write_bytes(join(folder, "report.md"), to_markdown(report).encode())
         summary = {**report, "report": report_uri}
 

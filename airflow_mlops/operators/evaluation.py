@@ -51,7 +51,7 @@ from airflow_mlops.registry import (
     write_signed_tags,
 )
 from airflow_mlops.utils.context import airflow_lineage_tags
-from airflow_mlops.utils.results import keep_result
+from airflow_mlops.utils.results import json_safe, keep_result
 from airflow_mlops.utils.templating import is_templated
 from airflow_mlops.version_compat import SkipMixin
 
@@ -149,6 +149,8 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         "validation_summary",
         "drift_summary",
         "experiment_name",
+        "mlflow_conn_id",
+        "aws_conn_id",
     )
     template_fields_renderers = {
         "thresholds": "json",
@@ -178,7 +180,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         drift_summary: dict[str, Any] | str | None = None,
         experiment_name: str | None = None,
         mlflow_conn_id: str = MLflowHook.default_conn_name,
-        aws_conn_id: str = "aws_default",
+        aws_conn_id: str | None = "aws_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -195,9 +197,10 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
             )
         if candidate_version not in (None, "") and not is_templated(candidate_version):
             parse_version(candidate_version, str(model_name), "candidate_version")
-        if not isinstance(holdout_data, str) or not holdout_data.strip():
+        # Literal arguments are checked now; templates and other tasks' results once rendered, in execute.
+        if not is_templated(holdout_data) and (not isinstance(holdout_data, str) or not holdout_data.strip()):
             raise ValueError("holdout_data must be a snapshot URI, e.g. '<snapshot-uri>#holdout'")
-        if not isinstance(target, str) or not target:
+        if not is_templated(target) and (not isinstance(target, str) or not target):
             raise ValueError("target must be the name of the label column in the holdout data")
         known_type = model_type
         if not is_templated(thresholds):
@@ -209,7 +212,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
 
             parse_slices(slices, known_type)
         for field, value in (("validation_summary", validation_summary), ("drift_summary", drift_summary)):
-            if value is not None and not isinstance(value, Mapping | str):
+            if value is not None and not isinstance(value, Mapping | str) and not is_templated(value):
                 raise ValueError(
                     f"{field} must be a dict (the upstream task's result) or a template of one, got {value!r}"
                 )
@@ -257,13 +260,14 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
                 if self.candidate_version not in (None, "")
                 else None
             )
-            holdout_uri = str(self.holdout_data or "").strip()
+            holdout_uri = self.holdout_data.strip() if isinstance(self.holdout_data, str) else ""
             if not holdout_uri:
                 raise ValueError(
-                    f"holdout_data of model {name!r} rendered empty: it must be a snapshot URI, e.g. "
-                    "'<snapshot-uri>#holdout'"
+                    f"holdout_data of model {name!r} rendered "
+                    f"{'empty' if self.holdout_data in (None, '') else f'to {self.holdout_data!r:.200}'}: it "
+                    "must be a snapshot URI, e.g. '<snapshot-uri>#holdout'"
                 )
-            if not self.target:
+            if not isinstance(self.target, str) or not self.target:
                 raise ValueError(
                     "target rendered empty: it must be the name of the label column in the holdout"
                 )
@@ -397,7 +401,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
             )  # fmt: skip
             mlflow.log_text(report, "evaluation/report.md")
             if slice_rows:
-                mlflow.log_dict({"slices": slice_rows}, "evaluation/slices.json")
+                mlflow.log_dict(json_safe({"slices": slice_rows}), "evaluation/slices.json")
             mlflow.set_tags(
                 {T.GATE_DECISION: "passed" if passed else "rejected", T.GATE_REASON: reason[:TAG_VALUE_MAX]}
             )

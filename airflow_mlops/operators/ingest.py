@@ -173,7 +173,8 @@ class IngestDatasetOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        "dataset_name", "source", "data_root", "label_column", "sql", "mlflow_run_id",
+        "dataset_name", "source", "data_root", "label_column", "sql", "mlflow_run_id", "aws_conn_id",
+        "sql_conn_id", "mlflow_conn_id",
     )  # fmt: skip
     template_fields_renderers = {"sql": "sql"}
 
@@ -214,17 +215,19 @@ class IngestDatasetOperator(BaseOperator):
         super().__init__(**kwargs)
         if (source is None) == (sql is None):
             raise ValueError("Pass exactly one of source (files or an s3:// location) or sql (a query)")
-        if source is not None and (not isinstance(source, str) or not source.strip()):
+        # Literal arguments are checked now; templates and other tasks' results once rendered, in execute.
+        literal_source = source is not None and not is_templated(source)
+        if literal_source and not (isinstance(source, str) and source.strip()):
             raise ValueError(f"source must be a non-empty path, glob or s3:// URI, got {source!r}")
         if sql is not None:
-            if not isinstance(sql, str) or not sql.strip():
+            if not is_templated(sql) and (not isinstance(sql, str) or not sql.strip()):
                 raise ValueError(f"sql must be a non-empty query, got {sql!r}")
             if not isinstance(sql_conn_id, str) or not sql_conn_id:
                 raise ValueError("sql needs sql_conn_id: the Airflow connection of the database to query")
-        if data_root is not None and (not isinstance(data_root, str) or not data_root.strip()):
-            raise ValueError(f"data_root must be a local directory or s3:// URI (or None), got {data_root!r}")
-        if label_column is not None and (not isinstance(label_column, str) or not label_column):
-            raise ValueError(f"label_column must be a column name or None, got {label_column!r}")
+        if not is_templated(data_root):
+            _check_data_root(data_root)
+        if not is_templated(label_column):
+            _check_label_column(label_column)
         if not isinstance(progress_interval, int | float) or progress_interval <= 0:
             raise ValueError(
                 f"progress_interval must be a positive number of seconds, got {progress_interval!r}"
@@ -318,6 +321,11 @@ class IngestDatasetOperator(BaseOperator):
                 f"Dataset {name!r}: source must be a non-empty path, glob or s3:// URI, got {self.source!r}",
                 dataset=name, uri=str(self.source), reason="empty source",
             )  # fmt: skip
+        try:
+            _check_data_root(self.data_root)
+            _check_label_column(self.label_column)
+        except ValueError as err:
+            raise DatasetConfigurationError(f"Dataset {name!r}: {err} once rendered", dataset=name) from err
         if self.sql is not None and (not isinstance(self.sql, str) or not self.sql.strip()):
             raise ConfigurationError(
                 f"Dataset {name!r}: sql must be a non-empty query, got {self.sql!r}", dataset=name
@@ -750,3 +758,13 @@ class IngestDatasetOperator(BaseOperator):
         if not result:
             return ingest_lineage(None)
         return ingest_lineage(load_manifest(result["uri"], self.hook.storage_for(result["uri"])))
+
+
+def _check_data_root(data_root: Any) -> None:
+    if data_root is not None and (not isinstance(data_root, str) or not data_root.strip()):
+        raise ValueError(f"data_root must be a local directory or s3:// URI (or None), got {data_root!r}")
+
+
+def _check_label_column(label_column: Any) -> None:
+    if label_column is not None and (not isinstance(label_column, str) or not label_column):
+        raise ValueError(f"label_column must be a column name or None, got {label_column!r}")

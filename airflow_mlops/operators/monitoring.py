@@ -30,6 +30,7 @@ from airflow_mlops.links import MLflowRunLink
 from airflow_mlops.serving.base import target_from_config
 from airflow_mlops.signing import RETRAINING_REQUEST, SIGNATURE_KEY, Subject, record_keys, untrusted_message
 from airflow_mlops.utils.results import json_safe, keep_result
+from airflow_mlops.utils.templating import is_templated
 from airflow_mlops.version_compat import AirflowSkipException, conf
 
 if TYPE_CHECKING:
@@ -152,7 +153,9 @@ class MonitorModelOperator(BaseOperator):
     :param aws_conn_id: Airflow ``aws`` connection for ``s3://`` captures and snapshots.
     """
 
-    template_fields: Sequence[str] = ("model_name", "capture_uri", "window_end", "labels_uri")
+    template_fields: Sequence[str] = (
+        "model_name", "capture_uri", "window_end", "labels_uri", "mlflow_conn_id", "aws_conn_id",
+    )  # fmt: skip
     operator_extra_links = (MLflowRunLink(),)
 
     def __init__(
@@ -186,8 +189,8 @@ class MonitorModelOperator(BaseOperator):
         from airflow_mlops.data.expectations import check_expectations
         from airflow_mlops.serving.monitor import PERFORMANCE_METRICS
 
-        if not isinstance(model_name, str) or not model_name.strip():
-            raise ValueError(f"model_name must be a registered model name, got {model_name!r}")
+        if not is_templated(model_name):  # a template or another task's result is checked once rendered
+            _check_model_name(model_name)
         for name, value in (("min_records", min_records), ("min_labels", min_labels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -272,6 +275,10 @@ class MonitorModelOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.serving.capture import count_captures
 
+        try:
+            _check_model_name(self.model_name)
+        except ValueError as err:
+            raise ConfigurationError(f"{err} once rendered") from err
         start, end = self._window()
         root = self._root()
         storage = self.storage_hook.storage_for(root)
@@ -682,7 +689,7 @@ class RequestRetrainingOperator(BaseOperator):
     :param mlflow_conn_id: Airflow ``mlflow`` connection of the registry.
     """
 
-    template_fields: Sequence[str] = ("model_name", "monitoring")
+    template_fields: Sequence[str] = ("model_name", "monitoring", "mlflow_conn_id")
 
     def __init__(
         self,
@@ -703,12 +710,12 @@ class RequestRetrainingOperator(BaseOperator):
             "outlets" not in kwargs
             and on_degraded != "notify"
             and isinstance(model_name, str)
-            and "{{" not in model_name
+            and not is_templated(model_name)
         ):
             kwargs["outlets"] = [retraining_asset(model_name)]
         super().__init__(**kwargs)
-        if not isinstance(model_name, str) or not model_name.strip():
-            raise ValueError(f"model_name must be a registered model name, got {model_name!r}")
+        if not is_templated(model_name):
+            _check_model_name(model_name)
         self.model_name = model_name
         self.monitoring = monitoring
         self.cooldown = _duration(cooldown, "cooldown", allow_zero=True)
@@ -743,6 +750,7 @@ class RequestRetrainingOperator(BaseOperator):
         from airflow_mlops.utils.clock import utc_now
 
         try:
+            _check_model_name(self.model_name)
             monitoring = upstream_summary(self.monitoring, "monitoring") or {}
         except ValueError as err:
             raise ConfigurationError(str(err)) from err
@@ -810,3 +818,8 @@ class RequestRetrainingOperator(BaseOperator):
             "requested": True, "retrain": retrain, "notified": notified, "reason": None, "verdict": verdict,
             "reasons": monitoring.get("reasons") or [], "last_request": request,
         }  # fmt: skip
+
+
+def _check_model_name(model_name: Any) -> None:
+    if not isinstance(model_name, str) or not model_name.strip():
+        raise ValueError(f"model_name must be a registered model name, got {model_name!r}")

@@ -75,7 +75,7 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
     :param await_registration_for: Seconds to wait for the version to become ``READY``.
     """
 
-    template_fields: Sequence[str] = ("model_name", "model_uri", "run_id", "tags")
+    template_fields: Sequence[str] = ("model_name", "model_uri", "run_id", "tags", "mlflow_conn_id")
     template_fields_renderers = {"tags": "json"}
     ui_color = "#e3f2fd"
 
@@ -91,13 +91,13 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # Literal arguments are checked now; templates and other tasks' results once rendered, in execute.
         if not is_templated(model_name):
             validate_model_name(model_name)
-        _check_model_uri(model_uri)
-        if tags is not None and not isinstance(tags, Mapping | str):
-            raise ValueError(
-                f"tags must be a dict of tag name to value (or a JSON string of one), got {tags!r}"
-            )
+        if not is_templated(model_uri):
+            _check_model_uri(model_uri)
+        if not is_templated(tags):
+            _check_tags_type(tags)
         if isinstance(tags, Mapping):
             _check_tag_keys(tags)
         if await_registration_for <= 0:
@@ -276,7 +276,7 @@ class PromoteModelOperator(ModelOperatorMixin, BaseOperator):
     :param mlflow_conn_id: The MLflow connection to use.
     """
 
-    template_fields: Sequence[str] = ("model_name", "version")
+    template_fields: Sequence[str] = ("model_name", "version", "mlflow_conn_id")
     ui_color = "#c8e6c9"
 
     def __init__(
@@ -296,6 +296,7 @@ class PromoteModelOperator(ModelOperatorMixin, BaseOperator):
         self.version = version
         self.mlflow_conn_id = mlflow_conn_id
 
+    @keep_result
     def execute(self, context: Context) -> dict[str, Any]:
         with rendered_arguments(model=str(self.model_name)):
             name = validate_model_name(self.model_name)
@@ -341,6 +342,13 @@ def _check_model_uri(model_uri: Any) -> str:
     return model_uri.strip()
 
 
+def _check_tags_type(tags: Any) -> None:
+    if tags is not None and not isinstance(tags, Mapping | str):
+        raise ValueError(
+            f"tags must be a dict of tag name to value (or a JSON string of one), got {tags!r}"
+        )
+
+
 def _check_tag_keys(tags: Mapping[Any, Any]) -> None:
     for key in tags:
         if not isinstance(key, str) or not key.strip() or len(key) > _TAG_KEY_MAX:
@@ -352,6 +360,7 @@ def _check_tag_keys(tags: Mapping[Any, Any]) -> None:
 def _parse_tags(tags: Mapping[str, Any] | str | None) -> dict[str, Any]:
     if tags is None or tags == "":
         return {}
+    _check_tags_type(tags)
     if isinstance(tags, str):
         try:
             parsed = json.loads(tags)

@@ -27,9 +27,11 @@ from airflow_mlops import tags
 from airflow_mlops.data.storage import is_s3, join
 from airflow_mlops.exceptions import ConfigurationError, DatasetError, TrainingError, TrainingResultError
 from airflow_mlops.hooks.mlflow import MLflowHook
+from airflow_mlops.registry import tag_value
 from airflow_mlops.training.entrypoint import entrypoint_command, parse_entrypoint
 from airflow_mlops.training.selection import RUNTIMES, resolve_runtime, runtime_from_env
 from airflow_mlops.utils.results import keep_result
+from airflow_mlops.utils.templating import is_templated
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -146,8 +148,8 @@ class TrainModelOperator(BaseOperator):
     :param aws_conn_id: Airflow ``aws`` connection (read as :class:`~airflow_mlops.hooks.storage.StorageHook`
         reads it) whose region and ``endpoint_url`` the trainer gets as the standard ``AWS_*`` variables
         (locally its credentials too); needed when data, checkpoints or outputs are on S3. The worker also
-        uses it to check that ``s3://`` snapshots exist before starting the trainer. None gives the trainer
-        no AWS settings at all.
+        uses it to check that ``s3://`` snapshots exist before starting the trainer. None, or the default
+        ``aws_default`` while it is not defined, gives the trainer no AWS settings at all (templated).
     :param env: Extra, non-secret environment variables for the trainer. They may not redefine a contract
         variable. (templated)
     :param timeout: Longest the trainer may run (seconds or a timedelta); it is then stopped and the task
@@ -163,6 +165,8 @@ class TrainModelOperator(BaseOperator):
         "output_root",
         "env",
         "runtime",
+        "mlflow_conn_id",
+        "aws_conn_id",
     )
     template_fields_renderers = {"hyperparameters": "json", "env": "json"}
     ui_color = "#d6eaf8"
@@ -178,7 +182,7 @@ class TrainModelOperator(BaseOperator):
         runtime: str | TrainingRuntime = "local",
         output_root: str | None = None,
         mlflow_conn_id: str = MLflowHook.default_conn_name,
-        aws_conn_id: str | None = None,
+        aws_conn_id: str | None = "aws_default",
         env: dict[str, str] | None = None,
         timeout: float | timedelta | None = None,
         **kwargs: Any,
@@ -190,22 +194,18 @@ class TrainModelOperator(BaseOperator):
             raise ValueError("train_data must be a snapshot URI (optionally ending in '#train')")
         if not experiment_name:
             raise ValueError("experiment_name must name an MLflow experiment")
-        if hyperparameters is not None and not isinstance(hyperparameters, dict | str):
+        # Literal arguments are checked now; templates and other tasks' results once rendered, in execute.
+        if (
+            hyperparameters is not None
+            and not isinstance(hyperparameters, dict | str)
+            and not is_templated(hyperparameters)
+        ):
             raise ValueError(
                 "hyperparameters must be a dict, a template rendering to one, or None; "
                 f"got {type(hyperparameters).__name__}"
             )
-        if env is not None:
-            if not isinstance(env, dict):
-                raise ValueError(f"env must be a dict of strings or None, got {type(env).__name__}")
-            from airflow_mlops.trainer import contract  # the names only; no trainer code runs here
-
-            clashes = sorted(set(env) & set(contract.CONTRACT_VARS))
-            if clashes:
-                raise ValueError(
-                    f"env may not set {', '.join(clashes)}: the operator sets the training contract itself "
-                    "(use train_data, valid_data, experiment_name, hyperparameters, output_root)"
-                )
+        if isinstance(env, dict) or not is_templated(env):
+            _check_env(env)
         if isinstance(timeout, timedelta):
             timeout = timeout.total_seconds()
         if timeout is not None and timeout <= 0:
@@ -221,7 +221,8 @@ class TrainModelOperator(BaseOperator):
         self.aws_conn_id = aws_conn_id
         self.env = env
         self.timeout = timeout
-        runtime_obj.check(env=env)
+        if isinstance(env, dict):  # a template or another task's result is checked once rendered
+            runtime_obj.check(env=env)
 
     @property
     def command(self) -> list[str]:
@@ -319,6 +320,11 @@ class TrainModelOperator(BaseOperator):
         from airflow_mlops.trainer import contract
 
         ids = self._airflow_ids(context)
+        try:
+            _check_env(self.env)
+            self.runtime.check(env=self.env)
+        except ValueError as err:
+            raise ConfigurationError(f"Task {self.task_id!r}: {err}") from err
         train_data, valid_data = self._check_data()
         params_json = json.dumps(self._rendered_hyperparameters(), sort_keys=True)
 
@@ -423,7 +429,7 @@ class TrainModelOperator(BaseOperator):
         except Exception:
             self._mark_failed(client, run_id)
             raise
-        client.set_tag(run_id, tags.TRAINING_RESULT, json.dumps(result, sort_keys=True))
+        client.set_tag(run_id, tags.TRAINING_RESULT, tag_value(result))
         if client.get_run(run_id).info.status not in _TERMINAL_STATUSES:
             client.set_terminated(run_id, "FINISHED")
         self.log.info("Training finished: model %s, metrics %s", result["model_uri"], result["metrics"])
@@ -482,7 +488,7 @@ class TrainModelOperator(BaseOperator):
                 raise DatasetError(
                     f"{field} of task {self.task_id!r} rendered to {uri!r}, not a snapshot URI"
                 )
-            if is_s3(uri) and not self.aws_conn_id:
+            if is_s3(uri) and self._storage_hook.connection_id is None:
                 continue  # only the trainer's own credentials can read it; the trainer reports a missing one
             base, split = parse_snapshot_uri(uri)
             storage = self._storage_hook.storage if is_s3(uri) else None
@@ -570,7 +576,7 @@ class TrainModelOperator(BaseOperator):
 
     def _aws_env(self) -> dict[str, str]:
         """The standard ``AWS_*`` variables for the ``aws_conn_id`` connection (empty without one)."""
-        if not self.aws_conn_id:
+        if self._storage_hook.connection_id is None:
             return {}
         # The connection is read exactly as the storage hook reads it for the worker's own S3 access.
         settings = self._storage_hook._settings
@@ -627,7 +633,7 @@ class TrainModelOperator(BaseOperator):
                 secret_names.append(key)
             else:
                 env[key] = value
-        if self.aws_conn_id:
+        if self._storage_hook.connection_id is not None:
             settings = self._storage_hook._settings
             if settings["aws_access_key_id"]:
                 secret_names += ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
@@ -706,7 +712,7 @@ class TrainModelOperator(BaseOperator):
                 "; ".join(f"{column}: {why}" for column, why in dropped.items()),
             )
         train_data = spec.contract_env.get(TRAIN_DATA, "")
-        if is_s3(train_data) and not self.aws_conn_id:
+        if is_s3(train_data) and self._storage_hook.connection_id is None:
             return
         try:
             base, _ = parse_snapshot_uri(train_data)
@@ -757,3 +763,19 @@ class TrainModelOperator(BaseOperator):
 
         data = (self.train_data, self.valid_data)
         return training_lineage(kept_result(self), self.hook.tracking_uri, data)
+
+
+def _check_env(env: Any) -> None:
+    """Check extra trainer variables: a dict that redefines no contract variable (ValueError otherwise)."""
+    if env is None:
+        return
+    if not isinstance(env, dict):
+        raise ValueError(f"env must be a dict of strings or None, got {type(env).__name__}")
+    from airflow_mlops.trainer import contract  # the names only; no trainer code runs here
+
+    clashes = sorted(set(env) & set(contract.CONTRACT_VARS))
+    if clashes:
+        raise ValueError(
+            f"env may not set {', '.join(clashes)}: the operator sets the training contract itself "
+            "(use train_data, valid_data, experiment_name, hyperparameters, output_root)"
+        )

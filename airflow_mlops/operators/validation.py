@@ -115,7 +115,7 @@ class ValidateDatasetOperator(BaseOperator):
 
     template_fields: Sequence[str] = (
         "dataset_uri", "suite_path", "expectations", "table", "query", "data_docs_uri", "gx_context_dir",
-        "checkpoint_name",
+        "checkpoint_name", "aws_conn_id", "sql_conn_id",
     )  # fmt: skip
     template_fields_renderers = {"query": "sql"}
     operator_extra_links = (DataDocsLink(),)
@@ -143,8 +143,9 @@ class ValidateDatasetOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # Literal arguments are checked now; templates and other tasks' results once rendered, in execute.
         if sql_conn_id is None:
-            if not isinstance(dataset_uri, str) or not dataset_uri.strip():
+            if not is_templated(dataset_uri) and not (isinstance(dataset_uri, str) and dataset_uri.strip()):
                 raise ValueError(
                     "dataset_uri must be a snapshot URI (or pass sql_conn_id with table or query), "
                     f"got {dataset_uri!r}"
@@ -159,7 +160,8 @@ class ValidateDatasetOperator(BaseOperator):
             if (table is None) == (query is None):
                 raise ValueError("With sql_conn_id, pass exactly one of table or query")
             for label, value in (("table", table), ("query", query)):
-                if value is not None and (not isinstance(value, str) or not value.strip()):
+                literal = value is not None and not is_templated(value)
+                if literal and not (isinstance(value, str) and value.strip()):
                     raise ValueError(f"{label} must be a non-empty string, got {value!r}")
         if sum(x is not None for x in (expectations, suite_path, checkpoint_name)) != 1:
             raise ValueError(
@@ -170,7 +172,9 @@ class ValidateDatasetOperator(BaseOperator):
             raise ValueError("checkpoint_name and gx_context_dir go together (a checkpoint of that GX context)")
         if checkpoint_name is not None and sql_conn_id is not None:
             raise ValueError("A checkpoint validates its own data or the snapshot; it does not take sql_conn_id")
-        if suite_path is not None and (not isinstance(suite_path, str) or not suite_path.strip()):
+        if not is_templated(suite_path) and suite_path is not None and (
+            not isinstance(suite_path, str) or not suite_path.strip()
+        ):
             raise ValueError(f"suite_path must be the path of a suite JSON file, got {suite_path!r}")
         if result_format not in RESULT_FORMATS:
             raise ValueError(
@@ -180,13 +184,10 @@ class ValidateDatasetOperator(BaseOperator):
             raise ValueError(f"on_warning must be one of {', '.join(ON_WARNING)}, got {on_warning!r}")
         if suite_name is not None and not is_valid_suite_name(suite_name):
             raise ValueError(f"suite_name must be a non-empty name, got {suite_name!r}")
+        if expectations is not None and not is_templated(expectations):
+            check_expectations(expectations)
         self.dataset_uri = dataset_uri
-        # A whole-list template ("{{ var.json.suite }}") is checked once rendered, in execute.
-        self.expectations = (
-            expectations
-            if expectations is None or (isinstance(expectations, str) and is_templated(expectations))
-            else check_expectations(expectations)
-        )
+        self.expectations = expectations
         self.suite_path = suite_path
         self.gx_context_dir = gx_context_dir
         self.checkpoint_name = checkpoint_name

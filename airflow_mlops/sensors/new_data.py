@@ -46,7 +46,7 @@ class NewDataSensor(BaseSensorOperator):
     :param deferrable: Wait in the triggerer instead of a worker slot.
     """
 
-    template_fields: Sequence[str] = ("source", "dataset_name", "data_root")
+    template_fields: Sequence[str] = ("source", "dataset_name", "data_root", "aws_conn_id")
 
     def __init__(
         self,
@@ -59,7 +59,8 @@ class NewDataSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(source, str) or not source.strip():
+        # Literal arguments are checked now; templates and other tasks' results once rendered, in execute.
+        if not is_templated(source) and (not isinstance(source, str) or not source.strip()):
             raise ValueError(f"source must be a local directory or s3:// prefix, got {source!r}")
         if not is_templated(dataset_name):
             check_dataset_name(dataset_name)

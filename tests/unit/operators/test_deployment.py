@@ -17,13 +17,13 @@ from airflow_mlops.operators.deployment import (
 from airflow_mlops.serving.canary import CanaryPolicy
 
 
-def test_a_target_object_is_kept_as_its_json_config():
-    op = DeployModelOperator(
-        task_id="deploy", model_name="churn", version=3, target=LocalServerTarget(port=6001)
-    )
+def test_a_target_object_is_kept_as_given_and_deployed_with_its_settings():
+    target = LocalServerTarget(port=6001)
+    op = DeployModelOperator(task_id="deploy", model_name="churn", version=3, target=target)
 
-    assert op.target["kind"] == "local"
-    assert op.target["port"] == 6001
+    assert op.target is target  # stored as given (a template field); read when the task runs
+    assert op._target(op.target).to_config() == target.to_config()
+    assert target.to_config()["port"] == 6001
     assert "target" in op.template_fields
 
 

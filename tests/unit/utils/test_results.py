@@ -89,24 +89,7 @@ def _operator_classes() -> list[type]:
     return [found[name] for name in sorted(found)]
 
 
-# PromoteModelOperator (operators/registry.py) does not decorate its execute yet: strict, so that this mark
-# fails, and is removed, once it does.
-_PENDING = {"PromoteModelOperator"}
-
-
-@pytest.mark.parametrize(
-    "cls",
-    [
-        pytest.param(
-            cls,
-            id=cls.__name__,
-            marks=[pytest.mark.xfail(strict=True, reason="registry.py: @keep_result on execute")]
-            if cls.__name__ in _PENDING
-            else [],
-        )
-        for cls in _operator_classes()
-    ],
-)
+@pytest.mark.parametrize("cls", [pytest.param(cls, id=cls.__name__) for cls in _operator_classes()])
 def test_every_operator_returns_its_result_through_keep_result(cls):
     # execute and every method Airflow resumes a deferred task with (execute_complete, execute_adopted, ...)
     # that the package defines: a NaN in any of their results would make Airflow refuse the XCom.
