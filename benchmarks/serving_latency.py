@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import statistics
 import sys
 import tempfile
@@ -30,63 +29,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from capture_overhead import FEATURES, call, p99, save_model, start_model_server, start_proxy  # noqa: E402
+from endpoint_timing import (  # noqa: E402
+    MODES,
+    bodies,
+    call,
+    p99,
+    save_model,
+    spread,
+    start_model_server,
+    start_proxy,
+    stop,
+    timed_round,
+)
 
 from airflow_mlops.serving.capture import check_capture_settings  # noqa: E402
 
 PATHS = ("direct", "proxy", "proxy+capture")
-MODES = ("keep-alive", "new connection")
-
-
-def bodies(count: int, seed: int) -> list[bytes]:
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    return [
-        json.dumps(
-            {"dataframe_records": [dict(zip(FEATURES, rng.normal(size=20).round(4).tolist(), strict=True))]}
-        ).encode()
-        for _ in range(count)
-    ]
-
-
-def latency_round(ports: dict[str, int], mode: str, payloads: list[bytes]) -> dict[str, list[float]]:
-    """One round of one connection mode: every request sent on each path, the order rotating."""
-    times: dict[str, list[float]] = {path: [] for path in ports}
-    keep = {path: http.client.HTTPConnection("127.0.0.1", port, timeout=30) for path, port in ports.items()}
-    try:
-        for index, body in enumerate(payloads):
-            order = PATHS[index % 3 :] + PATHS[: index % 3]
-            for path in order:
-                if mode == "keep-alive":
-                    times[path].append(call(keep[path], body))
-                else:
-                    conn = http.client.HTTPConnection("127.0.0.1", ports[path], timeout=30)
-                    started = time.perf_counter()
-                    conn.request(
-                        "POST", "/invocations", body=body, headers={"Content-Type": "application/json"}
-                    )
-                    response = conn.getresponse()
-                    response.read()
-                    conn.close()
-                    times[path].append((time.perf_counter() - started) * 1000.0)
-                    if response.status != 200:
-                        raise RuntimeError(f"prediction failed: HTTP {response.status}")
-    finally:
-        for conn in keep.values():
-            conn.close()
-    return times
 
 
 def throughput(port: int, clients: int, seconds: float, payloads: list[bytes]) -> float:
     """Requests per second that *clients* threads, each on a keep-alive connection, get answered."""
     counts = [0] * clients
-    stop = time.perf_counter() + seconds
+    until = time.perf_counter() + seconds
 
     def client(slot: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         index = slot
-        while time.perf_counter() < stop:
+        while time.perf_counter() < until:
             call(conn, payloads[index % len(payloads)])
             counts[slot] += 1
             index += clients
@@ -99,10 +68,6 @@ def throughput(port: int, clients: int, seconds: float, payloads: list[bytes]) -
     for thread in threads:
         thread.join()
     return sum(counts) / (time.perf_counter() - started)
-
-
-def spread(values: list[float], fmt: str = "{:.2f}") -> str:
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))} - {fmt.format(max(values))})"
 
 
 def main() -> int:
@@ -133,7 +98,7 @@ def main() -> int:
             payloads = bodies(args.requests, seed=1)
             for number in range(args.rounds + 1):  # round 0 warms every path up and is not counted
                 for mode in MODES if number % 2 else MODES[::-1]:
-                    times = latency_round(ports, mode, payloads)
+                    times = timed_round(ports, payloads, mode)
                     if number:
                         for path in PATHS:
                             results[(mode, path)].append((statistics.median(times[path]), p99(times[path])))
@@ -153,10 +118,7 @@ def main() -> int:
                 print(f"throughput round {number + 1}: direct {rates['direct'][-1]:.0f}/s, "
                       f"proxy {rates['proxy'][-1]:.0f}/s", flush=True)  # fmt: skip
         finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.terminate()
-                    proc.wait(timeout=30)
+            stop(procs)
 
     lines = [
         "",

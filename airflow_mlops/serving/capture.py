@@ -714,6 +714,13 @@ def capture_files(
     return sorted(out)
 
 
+def _parquet_source(storage: Storage, uri: str) -> Any:
+    """What pyarrow reads the capture file *uri* from: a local path as it is, an S3 object's bytes."""
+    import pyarrow as pa
+
+    return pa.BufferReader(storage.read_bytes(uri)) if is_s3(uri) else uri
+
+
 def _typed_table(table: Any, types: Mapping[str, str], redacted_columns: set[str]) -> tuple[Any, Any, set[str]]:
     """
     *table* with the input columns of *types* cast to those types.
@@ -796,7 +803,7 @@ def read_captures(
     bad_rows = 0
     bad_columns: set[str] = set()
     for uri in capture_files(root, model_name, start, end, storage, traffic):
-        source: Any = pa.BufferReader(storage.read_bytes(uri)) if uri.startswith("s3://") else uri
+        source = _parquet_source(storage, uri)
         schema = pq.read_schema(source)
         present = None if wanted is None else [c for c in wanted if c in schema.names]
         table = pq.read_table(source, columns=present)
@@ -852,12 +859,10 @@ def count_captures(
 
     Production traffic only, unless *traffic* names another kind.
     """
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     storage = storage or Storage()
     total = 0
     for uri in capture_files(root, model_name, start, end, storage, traffic):
-        source: Any = pa.BufferReader(storage.read_bytes(uri)) if uri.startswith("s3://") else uri
-        total += pq.read_metadata(source).num_rows
+        total += pq.read_metadata(_parquet_source(storage, uri)).num_rows
     return total
