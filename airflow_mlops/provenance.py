@@ -278,6 +278,8 @@ def diff_rows(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None) 
     old_params, new_params = old.get("params") or {}, candidate.get("params") or {}
     for key in sorted(set(old_params) | set(new_params))[:SECTION_ROWS_MAX]:
         add("hyper-parameters", key, new_params.get(key), old_params.get(key))
+    if not old_params and not new_params:
+        add("hyper-parameters", "params", NOT_RECORDED, NOT_RECORDED if champion is not None else None)
     old_inputs = ((old.get("signature") or {}).get("inputs")) if champion is not None else None
     new_inputs = (candidate.get("signature") or {}).get("inputs")
     if new_inputs is None and old_inputs is None:
@@ -306,6 +308,8 @@ def diff_rows(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None) 
     old_packages, new_packages = old.get("packages") or {}, candidate.get("packages") or {}
     for key in sorted(set(old_packages) | set(new_packages)):
         add("packages", key, new_packages.get(key), old_packages.get(key) if champion is not None else None)
+    if not old_packages and not new_packages:
+        add("packages", "packages", NOT_RECORDED, NOT_RECORDED if champion is not None else None)
     return rows
 
 

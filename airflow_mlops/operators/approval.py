@@ -19,6 +19,7 @@ from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.links import http_links_only
 from airflow_mlops.operators.base import ModelOperatorMixin, rendered_arguments
 from airflow_mlops.registry import (
+    delete_alias_if_points_to,
     get_alias_version,
     get_model_version,
     parse_version,
@@ -69,7 +70,8 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
 
     The decision is written to the model version as the tags ``mlops.approval.decision``
     (``approved`` / ``rejected`` / ``timed_out`` / ``self_approval_refused``), ``mlops.approval.approver``,
-    ``mlops.approval.time`` and ``mlops.approval.comment``. Only ``approved`` lets a version be promoted.
+    ``mlops.approval.time`` and ``mlops.approval.comment``. Only ``approved`` lets a version be promoted; any
+    other decision also removes the ``challenger`` alias from the version (when it still points there).
 
     Nobody is asked twice for one task instance. A retry (``try_number`` > 1) first gives the decision an
     earlier try recorded, if any; else it adopts the answer Airflow still holds for the earlier try's request
@@ -479,6 +481,12 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         # Signed with the key only Airflow holds, the signature last: a retry trusts the decision only then.
         write_signed_tags(self.hook.client, name, version, T.APPROVAL_SIGNATURE, values, record_keys())
         self.log.info("Approval of %s v%s: %s by %s", name, version, decision, approver or "nobody")
+        if decision != "approved" and delete_alias_if_points_to(
+            self.hook.client, name, T.CHALLENGER, version
+        ):
+            self.log.info(
+                "Removed alias %s from %s v%s: it is no candidate any more", T.CHALLENGER, name, version
+            )
         return {
             "decision": decision,
             "approver": approver,

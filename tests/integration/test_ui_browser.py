@@ -117,10 +117,11 @@ def test_trigger_read_the_report_and_approve_in_the_browser(live_stack, page):
     assert page.get_by_text("Smoke test passed").first.is_visible()
     if any(key == "per_class_metrics" for key in evaluation["artifacts"]):  # multiclass models only
         assert page.get_by_role("heading", name="Per-class metrics").first.is_visible()
-    # Every link of the request opens in a reviewer's browser.
+    # Every link of the request (all but the UI's own) opens in a reviewer's browser: no file://, no empty link.
     hrefs = page.locator("a[href]").evaluate_all("links => links.map(a => a.href)")
-    assert hrefs
-    assert all(href.startswith(("http://", "https://")) for href in hrefs), hrefs
+    outside = [href for href in hrefs if not href.startswith(stack.airflow_url)]
+    assert any(href.startswith(stack.mlflow_url) for href in outside), outside
+    assert all(href.startswith(("http://", "https://")) for href in outside), outside
     # Locations are short names or links: no folder of the worker shows.
     text = page.locator("body").inner_text()
     assert str(stack.home) not in text

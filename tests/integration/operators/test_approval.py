@@ -74,6 +74,7 @@ def version_tags(client, model) -> dict:
 
 
 def test_approval_writes_the_decision_and_lets_promotion_run(client, model):
+    client.set_registered_model_alias(model["name"], T.CHALLENGER, str(model["candidate"]))
     op = approval(model)
     ti = RecordingTI("approve")
     result = op.execute_complete({"ti": ti, "task": op}, event("Approve", comment="beats v1 on recall"))
@@ -92,9 +93,11 @@ def test_approval_writes_the_decision_and_lets_promotion_run(client, model):
     assert tags[T.APPROVAL_APPROVER] == "reviewer"
     assert tags[T.APPROVAL_TIME] == "2026-01-02T03:04:05+00:00"
     assert tags[T.APPROVAL_COMMENT] == "beats v1 on recall"
+    assert client.get_registered_model(model["name"]).aliases[T.CHALLENGER] == "2"  # promotion moves it
 
 
 def test_rejection_skips_promotion_records_why_and_leaves_the_champion(client, model):
+    client.set_registered_model_alias(model["name"], T.CHALLENGER, str(model["candidate"]))
     op = approval(model)
     ti = RecordingTI("approve")
     with pytest.raises(DownstreamTasksSkipped) as skipped:
@@ -107,7 +110,8 @@ def test_rejection_skips_promotion_records_why_and_leaves_the_champion(client, m
     assert tags[T.APPROVAL_DECISION] == "rejected"
     assert tags[T.APPROVAL_APPROVER] == "reviewer"
     assert tags[T.APPROVAL_COMMENT] == "too slow"
-    assert client.get_registered_model(model["name"]).aliases[T.CHAMPION] == "1"
+    # The champion stays; the rejected version is no candidate any more.
+    assert client.get_registered_model(model["name"]).aliases == {T.CHAMPION: "1"}
 
 
 def test_a_timeout_takes_the_reject_default_and_is_recorded_as_timed_out(client, model):

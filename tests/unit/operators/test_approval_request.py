@@ -46,3 +46,4 @@ def test_without_a_champion_nothing_is_marked_changed():
     assert "| hyper-parameters | max_iter | — | `100` |  |" in markdown
     assert "| code version | code version | — | `not recorded` |  |" in markdown
     assert "Not infra-validated" in markdown
+    assert "| packages | packages | — | `not recorded` |  |" in markdown
