@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_mlops.data.storage import Storage, is_s3
-from airflow_mlops.triggers.polling import PollFailures
+from airflow_mlops.triggers._polling import PollFailures
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -79,7 +79,7 @@ class CaptureTrafficTrigger(BaseTrigger):
         if is_s3(self.capture_uri) and self.aws_conn_id:
             from airflow_mlops.hooks.storage import StorageHook
 
-            # A count that cannot reach S3 fails at once; the next poll tries again (see triggers.polling).
+            # A count that cannot reach S3 fails at once; the next poll tries again (see triggers._polling).
             storage = StorageHook(aws_conn_id=self.aws_conn_id, outage_timeout=0).get_conn()
         end = utc_now()
         return count_captures(

@@ -12,7 +12,7 @@ from airflow_mlops.data.changes import MAX_FILES_IN_EVENT, find_new_files
 from airflow_mlops.data.snapshots import resolve_data_root
 from airflow_mlops.data.sources import normalize_source
 from airflow_mlops.data.storage import Storage, is_s3
-from airflow_mlops.triggers.polling import PollFailures
+from airflow_mlops.triggers._polling import PollFailures
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -98,7 +98,7 @@ class NewDataTrigger(BaseEventTrigger):
             return Storage()
         from airflow_mlops.hooks.storage import StorageHook
 
-        # A poll that cannot reach S3 fails at once; the next poll tries again (see triggers.polling).
+        # A poll that cannot reach S3 fails at once; the next poll tries again (see triggers._polling).
         return StorageHook(aws_conn_id=self.aws_conn_id, outage_timeout=0).get_conn()
 
     def _poll(self, storage: Storage | None) -> tuple[Storage, dict[str, Any]]:

@@ -12,7 +12,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.serving.record import ReleaseRecord
 from airflow_mlops.signing import record_keys
-from airflow_mlops.triggers.polling import PollFailures
+from airflow_mlops.triggers._polling import PollFailures
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from airflow_mlops.signing import SigningKeys
 
 #: Consecutive failed registry reads after which the trigger gives up (an unreachable server: see
-#: :mod:`airflow_mlops.triggers.polling`).
+#: :mod:`airflow_mlops.triggers._polling`).
 MAX_CONSECUTIVE_ERRORS = 5
 
 
@@ -75,7 +75,7 @@ class ReleaseFinishedTrigger(BaseTrigger):
 
     @cached_property
     def _hook(self) -> MLflowHook:
-        # A read that cannot reach the server fails at once; the next poll tries again (see triggers.polling).
+        # A read that cannot reach the server fails at once; the next poll tries again (see triggers._polling).
         return MLflowHook(self.mlflow_conn_id, outage_timeout=0)
 
     @cached_property
