@@ -49,7 +49,7 @@ from airflow_mlops.serving.waiting import still_in_progress, wait_seconds
 from airflow_mlops.signing import record_keys
 from airflow_mlops.utils.clock import utc_now_iso
 from airflow_mlops.utils.config import approval_required, release_wait_timeout
-from airflow_mlops.utils.results import keep_result
+from airflow_mlops.utils.results import keep_result, keyed_results
 from airflow_mlops.utils.templating import is_templated
 from airflow_mlops.version_compat import conf
 
@@ -229,7 +229,7 @@ class InfraValidateOperator(_ServingOperator):
         aws_conn_id: str | None = "aws_default",
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**keyed_results(kwargs))
         if not is_templated(model_name):
             validate_model_name(model_name)
         if not is_templated(version):
@@ -460,7 +460,7 @@ class DeployModelOperator(_ServingOperator):
                 f"{', '.join(old)}: the canary settings are one argument now, "
                 f"canary=CanaryPolicy(...) (from airflow_mlops.serving.canary) or a dict ({moved})"
             )
-        super().__init__(**kwargs)
+        super().__init__(**keyed_results(kwargs))
         if not is_templated(model_name):
             validate_model_name(model_name)
         self.canary: CanaryPolicy | None = None  # None: the default policy (the target's own canary percent)

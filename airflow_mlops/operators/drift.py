@@ -20,7 +20,7 @@ from airflow_mlops.exceptions import (
     RegistryError,
 )
 from airflow_mlops.hooks.storage import StorageHook
-from airflow_mlops.utils.results import json_safe, keep_result
+from airflow_mlops.utils.results import json_safe, keep_result, keyed_results
 from airflow_mlops.utils.templating import is_templated
 from airflow_mlops.version_compat import AirflowSkipException
 
@@ -94,7 +94,7 @@ class DriftCheckOperator(BaseOperator):
         mlflow_conn_id: str = "mlflow_default",
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**keyed_results(kwargs))
         # A template or another task's result (dataset_uri=ingest.output["uri"]) is checked once rendered.
         if not is_templated(dataset_uri) and (not isinstance(dataset_uri, str) or not dataset_uri.strip()):
             raise ValueError(f"dataset_uri must be a snapshot URI, got {dataset_uri!r}")

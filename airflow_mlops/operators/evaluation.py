@@ -51,7 +51,7 @@ from airflow_mlops.registry import (
     write_signed_tags,
 )
 from airflow_mlops.utils.context import airflow_lineage_tags
-from airflow_mlops.utils.results import json_safe, keep_result
+from airflow_mlops.utils.results import json_safe, keep_result, keyed_results
 from airflow_mlops.utils.templating import is_templated
 from airflow_mlops.version_compat import SkipMixin
 
@@ -183,7 +183,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         aws_conn_id: str | None = "aws_default",
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**keyed_results(kwargs))
         if model_type is not None:
             check_model_type(model_type)
         if not is_templated(average):

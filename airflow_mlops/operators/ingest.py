@@ -61,7 +61,7 @@ from airflow_mlops.exceptions import (
 )
 from airflow_mlops.hooks.storage import StorageHook
 from airflow_mlops.utils.clock import utc_now_iso
-from airflow_mlops.utils.results import keep_result
+from airflow_mlops.utils.results import keep_result, keyed_results
 from airflow_mlops.utils.templating import is_templated
 from airflow_mlops.version_compat import conf
 
@@ -212,7 +212,7 @@ class IngestDatasetOperator(BaseOperator):
             if asset not in outlets:
                 outlets.append(asset)
             kwargs["outlets"] = outlets
-        super().__init__(**kwargs)
+        super().__init__(**keyed_results(kwargs))
         if (source is None) == (sql is None):
             raise ValueError("Pass exactly one of source (files or an s3:// location) or sql (a query)")
         # Literal arguments are checked now; templates and other tasks' results once rendered, in execute.

@@ -29,7 +29,7 @@ from airflow_mlops.hooks.storage import StorageHook
 from airflow_mlops.links import MLflowRunLink
 from airflow_mlops.serving.base import target_from_config
 from airflow_mlops.signing import RETRAINING_REQUEST, SIGNATURE_KEY, Subject, record_keys, untrusted_message
-from airflow_mlops.utils.results import json_safe, keep_result
+from airflow_mlops.utils.results import json_safe, keep_result, keyed_results
 from airflow_mlops.utils.templating import is_templated
 from airflow_mlops.version_compat import AirflowSkipException, conf
 
@@ -185,7 +185,7 @@ class MonitorModelOperator(BaseOperator):
         aws_conn_id: str | None = StorageHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**keyed_results(kwargs))
         from airflow_mlops.data.expectations import check_expectations
         from airflow_mlops.serving.monitor import PERFORMANCE_METRICS
 
@@ -713,7 +713,7 @@ class RequestRetrainingOperator(BaseOperator):
             and not is_templated(model_name)
         ):
             kwargs["outlets"] = [retraining_asset(model_name)]
-        super().__init__(**kwargs)
+        super().__init__(**keyed_results(kwargs))
         if not is_templated(model_name):
             _check_model_name(model_name)
         self.model_name = model_name

@@ -34,7 +34,7 @@ from airflow_mlops.signing import record_keys
 from airflow_mlops.utils.clock import utc_now_iso
 from airflow_mlops.utils.config import approval_required
 from airflow_mlops.utils.context import airflow_lineage_tags
-from airflow_mlops.utils.results import keep_result
+from airflow_mlops.utils.results import keep_result, keyed_results
 from airflow_mlops.utils.templating import is_templated
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
         await_registration_for: int = 300,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**keyed_results(kwargs))
         # Literal arguments are checked now; templates and other tasks' results once rendered, in execute.
         if not is_templated(model_name):
             validate_model_name(model_name)
@@ -287,7 +287,7 @@ class PromoteModelOperator(ModelOperatorMixin, BaseOperator):
         mlflow_conn_id: str = MLflowHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**keyed_results(kwargs))
         if not is_templated(model_name):
             validate_model_name(model_name)
         if not is_templated(version):

@@ -30,7 +30,7 @@ from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.registry import tag_value
 from airflow_mlops.training.entrypoint import entrypoint_command, parse_entrypoint
 from airflow_mlops.training.selection import RUNTIMES, resolve_runtime, runtime_from_env
-from airflow_mlops.utils.results import keep_result
+from airflow_mlops.utils.results import keep_result, keyed_results
 from airflow_mlops.utils.templating import is_templated
 
 if TYPE_CHECKING:
@@ -187,7 +187,7 @@ class TrainModelOperator(BaseOperator):
         timeout: float | timedelta | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**keyed_results(kwargs))
         runtime_obj = resolve_runtime(runtime)
         parse_entrypoint(entrypoint)
         if not train_data:

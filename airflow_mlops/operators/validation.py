@@ -42,7 +42,7 @@ from airflow_mlops.exceptions import (
 )
 from airflow_mlops.hooks.storage import StorageHook
 from airflow_mlops.links import DataDocsLink, data_docs_url
-from airflow_mlops.utils.results import keep, keep_result
+from airflow_mlops.utils.results import keep, keep_result, keyed_results
 from airflow_mlops.utils.templating import is_templated
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ class ValidateDatasetOperator(BaseOperator):
         data_root: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**keyed_results(kwargs))
         # Literal arguments are checked now; templates and other tasks' results once rendered, in execute.
         if sql_conn_id is None:
             if not is_templated(dataset_uri) and not (isinstance(dataset_uri, str) and dataset_uri.strip()):

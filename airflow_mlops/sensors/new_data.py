@@ -13,7 +13,7 @@ from airflow_mlops.data.snapshots import check_dataset_name
 from airflow_mlops.data.storage import Storage, is_s3
 from airflow_mlops.exceptions import DatasetConfigurationError, DatasetError
 from airflow_mlops.hooks.storage import StorageHook
-from airflow_mlops.utils.results import keep_result
+from airflow_mlops.utils.results import keep_result, keyed_results
 from airflow_mlops.utils.templating import is_templated
 from airflow_mlops.version_compat import conf
 
@@ -58,7 +58,7 @@ class NewDataSensor(BaseSensorOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**keyed_results(kwargs))
         # Literal arguments are checked now; templates and other tasks' results once rendered, in execute.
         if not is_templated(source) and (not isinstance(source, str) or not source.strip()):
             raise ValueError(f"source must be a local directory or s3:// prefix, got {source!r}")

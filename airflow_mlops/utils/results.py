@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["KEEPS_RESULT", "RESULT_ATTRIBUTE", "json_safe", "keep", "keep_result", "kept_result"]
+__all__ = [
+    "KEEPS_RESULT", "RESULT_ATTRIBUTE", "json_safe", "keep", "keep_result", "kept_result", "keyed_results",
+]  # fmt: skip
 
 #: The operator attribute that holds the last value :func:`keep_result` saw returned.
 RESULT_ATTRIBUTE = "_mlops_result"
@@ -86,6 +88,18 @@ def keep_result(method: _F) -> _F:
 
     setattr(wrapper, KEEPS_RESULT, True)
     return wrapper  # type: ignore[return-value]
+
+
+def keyed_results(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """
+    An operator's keyword arguments with ``multiple_outputs`` on, unless the DAG sets it.
+
+    Each key of the task's result is then an XCom of its own as well, so another task takes one value with
+    ``task.output["model_uri"]`` (Airflow resolves ``output[key]`` by XCom key), and the whole result with
+    ``task.output``.
+    """
+    kwargs.setdefault("multiple_outputs", True)
+    return kwargs
 
 
 def keep(operator: Any, result: Any) -> None:

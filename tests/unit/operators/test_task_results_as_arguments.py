@@ -320,3 +320,19 @@ def test_an_upstream_result_is_not_transformed_at_parse_time():
     assert is_templated(deploy.target)
     assert is_templated(deploy.drop_columns)
     assert is_templated(validate.expectations)
+
+
+def test_each_key_of_a_result_is_an_xcom_of_its_own_so_output_key_resolves():
+    with DAG("keys", schedule=None, start_date=datetime(2026, 1, 1)):
+        wired = _wired(_Upstream(task_id="up"))
+        tasks = [cls(task_id=cls.__name__, **uses[0]) for cls, uses in wired.items() if cls in _KEYED]
+        by_choice = RegisterModelOperator(
+            task_id="one_xcom", model_name="churn", model_uri="models:/m-1", multiple_outputs=False
+        )
+
+    assert [task.task_id for task in tasks if not task.multiple_outputs] == []
+    assert by_choice.multiple_outputs is False
+
+
+# Every operator but ApproveModelOperator (operators/approval.py), which pushes its result as one XCom.
+_KEYED = _package_operator_classes() - {ApproveModelOperator}
