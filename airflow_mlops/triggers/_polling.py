@@ -3,11 +3,10 @@ When a trigger's failed polls end its wait.
 
 A trigger reads MLflow and S3 through hooks built with ``outage_timeout=0``: a read that cannot reach its
 server fails at once instead of sleeping through the outage in a triggerer thread, and the trigger polls again
-at its own interval. :class:`PollFailures` decides when to stop: a server that cannot be reached
-(:class:`~airflow_mlops.exceptions.ServiceUnavailableError`, or
-:class:`~airflow_mlops.data.storage.S3UnreachableError`) is waited out for ``[mlops] service_outage_timeout``
-seconds from its first failed poll, as a task would; any other failure ends the wait after a number of
-failed polls in a row.
+at its own interval. :class:`PollFailures` decides when to stop: after a number of failed polls in a row and,
+while the server cannot be reached (:class:`~airflow_mlops.exceptions.ServiceUnavailableError`, or
+:class:`~airflow_mlops.data.storage.S3UnreachableError`), not before ``[mlops] service_outage_timeout`` seconds
+from its first failed poll, as a task would wait.
 """
 
 from __future__ import annotations
@@ -25,7 +24,8 @@ class PollFailures:
     """
     The failed polls of a trigger, in a row.
 
-    :param limit: Failed polls in a row (other than an unreachable server) that end the wait.
+    :param limit: Failed polls in a row that end the wait (an unreachable server: once the outage window
+        has passed too).
     :param outage_window: Seconds an unreachable server is waited out; default ``[mlops]
         service_outage_timeout``.
     """
@@ -52,16 +52,16 @@ class PollFailures:
     def failed(self, err: BaseException) -> bool:
         """Count a failed poll; True when the wait should end now."""
         self.count += 1
-        if isinstance(err, UNREACHABLE):
-            now = time.monotonic()
-            if self._outage_since is None:
-                self._outage_since = now
-            return now - self._outage_since >= self.outage_window
-        self._outage_since = None
-        return self.count >= self.limit
+        if not isinstance(err, UNREACHABLE):
+            self._outage_since = None
+            return self.count >= self.limit
+        now = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since = now
+        return self.count >= self.limit and now - self._outage_since >= self.outage_window
 
-    def describe(self) -> str:
-        """E.g. ``3 failed polls in a row`` or ``the server unreachable for 42 s``."""
-        if self._outage_since is not None:
-            return f"the server unreachable for {time.monotonic() - self._outage_since:.0f} s"
-        return f"{self.count} failed polls in a row"
+    def outage(self) -> str:
+        """``, the server unreachable for 42 s`` while the polls fail for that reason, else ``""``."""
+        if self._outage_since is None:
+            return ""
+        return f", the server unreachable for {time.monotonic() - self._outage_since:.0f} s"

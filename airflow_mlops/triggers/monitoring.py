@@ -97,14 +97,15 @@ class CaptureTrafficTrigger(BaseTrigger):
             except Exception as err:
                 give_up = failures.failed(err)
                 self.log.warning(
-                    "Counting captures of %s failed (%s): %s", self.model_name, failures.describe(), err
-                )
+                    "Counting captures of %s failed (%d in a row%s): %s",
+                    self.model_name, failures.count, failures.outage(), err,
+                )  # fmt: skip
                 if give_up:
                     yield TriggerEvent(
                         {
                             "status": "error",
                             "message": f"Cannot count the captures of {self.model_name!r} "
-                            f"({failures.describe()}): {err}",
+                            f"({failures.count} failed counts in a row{failures.outage()}): {err}",
                         }
                     )
                     return

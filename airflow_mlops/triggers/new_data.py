@@ -132,12 +132,14 @@ class NewDataTrigger(BaseEventTrigger):
                 failures.succeeded()
             except Exception as err:
                 give_up = failures.failed(err)
-                self.log.warning("Polling %s failed (%s): %s", self.source, failures.describe(), err)
+                self.log.warning(
+                    "Polling %s failed (%d in a row%s): %s", self.source, failures.count, failures.outage(), err,
+                )  # fmt: skip
                 if give_up:
                     yield self._event(
                         "error",
                         f"Cannot list {self.source} or read the snapshots of dataset {self.dataset_name!r} "
-                        f"({failures.describe()}): {err}",
+                        f"({failures.count} failed polls in a row{failures.outage()}): {err}",
                     )
                     return
                 found = None

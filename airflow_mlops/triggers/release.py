@@ -109,9 +109,13 @@ class ReleaseFinishedTrigger(BaseTrigger):
             except Exception as err:  # network, server and connection errors: retried, then reported
                 message = f"cannot read the release of model {self.model_name!r}: {type(err).__name__}: {err}"
                 give_up = failures.failed(err)
-                self.log.warning("%s (%s)", message, failures.describe())
+                self.log.warning("%s (%d in a row%s)", message, failures.count, failures.outage())
                 if give_up:
-                    yield self._event("error", f"{where}: {failures.describe()}; last: {message}", step)
+                    yield self._event(
+                        "error",
+                        f"{where}: {failures.count} reads failed in a row{failures.outage()}; last: {message}",
+                        step,
+                    )
                     return
             else:
                 failures.succeeded()
