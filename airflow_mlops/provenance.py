@@ -379,7 +379,7 @@ def infra_lines(summary: Any) -> list[str]:
     if target:
         line += f" on the `{target}` target"
     if summary.get("requests") is not None:
-        line += f": {summary['requests']} requests of {summary.get('rows', '?')} rows answered"
+        line += f", {summary['requests']} requests answered ({summary.get('rows', '?')} sample rows)"
     if summary.get("error"):
         line += f" — {' '.join(str(summary['error']).split())[:300]}"
     lines = ["### Infra validation", "", line + "."]

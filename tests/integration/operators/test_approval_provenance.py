@@ -59,7 +59,7 @@ def test_the_diff_marks_what_changed_from_the_champion(provenance):
     assert QUERY in rows["query"]
     assert f"`not recorded` | `{COMMIT}` | **changed**" in rows["code version"]
     assert "| candidate | 3.1 | 7.4 | 9.02 |" in markdown  # latency p50, p95, max
-    assert "Smoke test **passed** on the `local` target: 20 requests of 20 rows answered." in markdown
+    assert "Smoke test **passed** on the `local` target, 20 requests answered (20 sample rows)." in markdown
 
 
 def test_per_class_metrics_are_a_table_read_from_the_evaluation_run(client, provenance):
