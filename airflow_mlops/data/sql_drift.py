@@ -195,9 +195,11 @@ class _Source:
         at_bins = np.linspace(0, 1, bins + 1)
         if not rows:
             return _Quantiles(np.array([]), np.array([]), 0)
+        midpoints = (np.arange(quantiles) + 0.5) / quantiles
+        if self.conn.dialect.name == "postgresql":
+            return self._postgres_quantiles(column, rows, at_bins if bins else None, midpoints)
         positions = at_bins * (rows - 1) if bins else np.array([], dtype=float)
         lower = np.floor(positions).astype(int)
-        midpoints = (np.arange(quantiles) + 0.5) / quantiles
         step_ranks = np.clip(np.ceil(midpoints * rows).astype(int) - 1, 0, rows - 1)  # 0-based
         needed = sorted(
             {int(r) + 1 for r in np.concatenate([lower, np.minimum(lower + 1, rows - 1), step_ranks])}
@@ -227,6 +229,23 @@ class _Source:
 
         steps = ordered[np.searchsorted(ranks, step_ranks)]
         return _Quantiles(at(at_bins), steps, rows)
+
+    def _postgres_quantiles(self, column: str, rows: int, at_bins: Any, midpoints: Any) -> _Quantiles:
+        """The same quantiles from PostgreSQL's ordered-set aggregates, in one sorted pass and one row."""
+        import numpy as np
+        import sqlalchemy as sa
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        col = self._column(column)
+
+        def fractions(values: Any) -> Any:
+            return sa.literal([float(v) for v in values], ARRAY(sa.Float))
+
+        # percentile_cont interpolates as numpy's "linear" quantiles; percentile_disc(u) is x_(ceil(u n)).
+        cont = sa.func.percentile_cont(fractions([] if at_bins is None else at_bins)).within_group(col)
+        disc = sa.func.percentile_disc(fractions(midpoints)).within_group(col)
+        at, steps = self.conn.execute(sa.select(cont, disc).select_from(self.from_)).one()
+        return _Quantiles(np.array(at or [], dtype=float), np.array(steps or [], dtype=float), rows)
 
     def bin_counts(self, edges: dict[str, Any]) -> dict[str, list[int]]:
         """Each column's counts in its PSI bins ``[e_i, e_i+1)`` (outer bins open), one query for all columns."""
