@@ -6,16 +6,16 @@ captures under ``<MLOPS_DATA_ROOT>/captures/``) and compares it with the champio
 holdout predictions and a data-quality suite; labels that arrived later (``labels_uri``) give live accuracy.
 ``request_retraining`` turns a degraded verdict into an event of the model's retraining Asset, which schedules
 ``mlops_continuous_training``, at most once per cool-down. The window is the hour before the run (a run
-triggered by hand: the hour before it was triggered). ``monitor`` also checks the champion's endpoint (the local
-target on the port ``mlops_continuous_training`` serves the model on): an endpoint that does not answer is a
-``degraded`` verdict with the reason, whatever the traffic. Settings read from the environment:
+triggered by hand: the hour before it was triggered). With ``MLOPS_MONITORING_TARGET`` set, ``monitor`` also
+checks the model's endpoint: one that does not answer is a ``degraded`` verdict with the reason, whatever the
+traffic (and asks for no retraining). Settings read from the environment:
 
 - ``MLOPS_MONITORING_CAPTURES``: data root of the captures (default ``MLOPS_DATA_ROOT``)
 - ``MLOPS_MONITORING_MIN_RECORDS``: fewest captured rows for a verdict (default 100)
 - ``MLOPS_MONITORING_COOLDOWN_HOURS``: hours between two retraining requests (default 24)
-- ``MLOPS_SERVING_PORT``: the endpoint's port, as in ``mlops_continuous_training`` (default 5001)
-- ``MLOPS_MONITORING_TARGET``: the deploy target whose endpoint is checked, as JSON (``{"kind": "local", "port":
-  5001}``), or ``none`` (not checked); default the local target on the port above
+- ``MLOPS_MONITORING_TARGET``: the deploy target whose endpoint is checked: ``local`` (the local endpoint
+  ``mlops_continuous_training`` serves the model on: ``MLOPS_SERVING_PORT``, default 5001), or a target as
+  JSON (``{"kind": "kserve", "namespace": "ml"}``); unset: the endpoint is not checked
 """
 
 from __future__ import annotations
@@ -30,17 +30,16 @@ from airflow_mlops.serving.local import serving_port
 
 MODEL_NAME = "demo_churn_classifier"
 TARGET_SETTING = os.environ.get("MLOPS_MONITORING_TARGET", "").strip()
-#: Where the model serves (mlops_continuous_training's endpoint by default), checked with the traffic.
+#: The target whose endpoint is checked with the traffic (None: not checked).
 SERVING_TARGET = (
-    None
-    if TARGET_SETTING.lower() == "none"
-    else TARGET_SETTING
-    or {
+    {
         "kind": "local",
         "port": serving_port(
             MODEL_NAME, pinned=os.environ.get("MLOPS_SERVING_PORT"), defaults={MODEL_NAME: 5001}
         ),
     }
+    if TARGET_SETTING == "local"
+    else TARGET_SETTING or None
 )
 
 with DAG(

@@ -163,9 +163,6 @@ class LocalStack:
                 "MLOPS_SOURCE_PATH": str(self.source_path),
                 "MLOPS_APPROVERS": self.approvers,
                 "MLOPS_SERVING_PORT": str(self.serving_port),
-                # --monitoring serves the monitored champion with capture on an endpoint of its own, which
-                # mlops_monitoring cannot know when it parses: its endpoint check stays off here.
-                "MLOPS_MONITORING_TARGET": "none",
                 "MLFLOW_TRACKING_URI": self.mlflow_url,
                 # MLflow's server-side job runner (nine more processes, for GenAI jobs) serves nothing here.
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",

@@ -46,11 +46,11 @@ def test_a_rollback_finds_each_model_on_the_port_its_deploy_used(monkeypatch):
     assert port(rollback, "rollback", "churn", 6200) == port(training, "deploy", "churn", 6200) == 6200
 
 
-def test_a_pinned_serving_port_is_where_a_rollback_goes_unless_the_form_names_one(monkeypatch):
+def test_a_pinned_serving_port_is_where_every_rollback_goes(monkeypatch):
     rollback = load("rollback.py", monkeypatch, MLOPS_SERVING_PORT="6123")
 
-    assert port(rollback, "rollback", "churn") == 6123
-    assert port(rollback, "rollback", "churn", 6200) == 6200
+    assert rollback.get_task("rollback").target == {"kind": "local", "port": 6123}
+    assert "serving_port" not in rollback.params
 
 
 def monitored(monkeypatch, **env: str):
@@ -59,12 +59,13 @@ def monitored(monkeypatch, **env: str):
     return None if target is None else target_from_config(target)
 
 
-def test_monitoring_checks_the_endpoint_the_continuous_training_dag_serves(monkeypatch):
-    assert monitored(monkeypatch).to_config()["port"] == 5001
-    assert monitored(monkeypatch, MLOPS_SERVING_PORT="6123").to_config()["port"] == 6123
+def test_monitoring_checks_the_endpoint_the_continuous_training_dag_serves_when_told_to(monkeypatch):
+    assert monitored(monkeypatch) is None
+    assert monitored(monkeypatch, MLOPS_MONITORING_TARGET="local").to_config()["port"] == 5001
+    pinned = monitored(monkeypatch, MLOPS_MONITORING_TARGET="local", MLOPS_SERVING_PORT="6123")
+    assert pinned.to_config()["port"] == 6123
     other = monitored(monkeypatch, MLOPS_MONITORING_TARGET='{"kind": "local", "port": 6300}')
     assert other.to_config()["port"] == 6300
-    assert monitored(monkeypatch, MLOPS_MONITORING_TARGET="none") is None
 
 
 def test_a_serving_port_that_is_not_a_tcp_port_is_refused():
