@@ -10,10 +10,10 @@ that served before, passed the gate and was approved can be restored; a retried 
 rollback.
 
 The target is built here, never from the registry: the local target on the model's port, chosen as the
-example DAGs' deploy tasks choose it. The ``serving_port`` param when set (the port the deploying run was
-given), else ``MLOPS_SERVING_PORT`` when set, else 5001 for ``demo_churn_classifier``, 5002 for
-``demo_diabetes_regressor`` and a port derived from the name for any other model
-(:func:`airflow_mlops.serving.local.port_for_model`).
+example DAGs' deploy tasks choose it. ``MLOPS_SERVING_PORT`` when set (the port of every model, as in
+``mlops_continuous_training``); else the ``serving_port`` param when set (the port the deploying run was
+given), else 5001 for ``demo_churn_classifier``, 5002 for ``demo_diabetes_regressor`` and a port derived from
+the name for any other model (:func:`airflow_mlops.serving.local.port_for_model`).
 
 A rollback triggered while a deploy of the same model is in progress waits for it without holding a worker
 slot (deferred, up to ``wait_for_release``), then chooses and checks everything again against what serves
@@ -34,8 +34,25 @@ from airflow_mlops.serving.local import serving_port
 
 #: The endpoint ports of the example DAGs' default models (mlops_continuous_training, mlops_regression).
 DEFAULT_PORTS = {"demo_churn_classifier": 5001, "demo_diabetes_regressor": 5002}
-# A JSON target (this DAG renders templates as text): the port of the model being rolled back.
-SERVING_TARGET = '{"kind": "local", "port": {{ serving_port(params.model_name, params.serving_port) }} }'
+PINNED_PORT = os.environ.get("MLOPS_SERVING_PORT")
+# Unpinned, a JSON target (this DAG renders templates as text): the port of the model being rolled back.
+SERVING_TARGET = (
+    {"kind": "local", "port": int(PINNED_PORT)}
+    if PINNED_PORT
+    else '{"kind": "local", "port": {{ serving_port(params.model_name, params.serving_port) }} }'
+)
+# The port per model, as a param, when MLOPS_SERVING_PORT does not pin one.
+PORT_PARAM = {} if PINNED_PORT else {
+    "serving_port": Param(
+        None,
+        type=["null", "integer"],
+        minimum=1,
+        maximum=65535,
+        title="Serving port",
+        description="Port of the model's local endpoint, if its deploy was given one; empty: the port the "
+        "example DAGs derive for the model.",
+    ),
+}  # fmt: skip
 
 with DAG(
     dag_id="mlops_rollback",
@@ -45,11 +62,7 @@ with DAG(
     max_active_runs=1,
     tags=["mlops"],
     doc_md=__doc__,
-    user_defined_macros={
-        "serving_port": partial(
-            serving_port, pinned=os.environ.get("MLOPS_SERVING_PORT"), defaults=DEFAULT_PORTS
-        ),
-    },
+    user_defined_macros={"serving_port": partial(serving_port, defaults=DEFAULT_PORTS)},
     params={
         "model_name": Param(
             "demo_churn_classifier",
@@ -72,15 +85,7 @@ with DAG(
             title="Reason",
             description="Why the model is rolled back (required; recorded in the registry).",
         ),
-        "serving_port": Param(
-            None,
-            type=["null", "integer"],
-            minimum=1,
-            maximum=65535,
-            title="Serving port",
-            description="Port of the model's local endpoint, if its deploy was given one; empty: the port "
-            "the example DAGs derive for the model.",
-        ),
+        **PORT_PARAM,
     },
 ) as dag:
     RollbackModelOperator(
