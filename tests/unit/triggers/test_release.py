@@ -5,12 +5,12 @@ unreachable MLflow server again rather than sleeping through the outage in one r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
 from airflow_mlops.triggers.release import ReleaseFinishedTrigger
 from tests.conftest import free_port
-from tests.support.deferred import fire
 
 
 def test_trigger_serializes_exactly_its_arguments():
@@ -34,6 +34,17 @@ def test_a_trigger_without_a_connection_uses_the_default_one():
 
     assert trigger.serialize()[1]["mlflow_conn_id"] == "mlflow_default"
     assert trigger.serialize()[1]["poll_interval"] == 5.0
+
+
+def fire(trigger: ReleaseFinishedTrigger) -> dict:
+    """The trigger's one event, run as the triggerer would, from its serialized arguments."""
+
+    async def first_event() -> dict:
+        async for event in ReleaseFinishedTrigger(**trigger.serialize()[1]).run():
+            return event.payload
+        raise AssertionError("the trigger ended without an event")
+
+    return asyncio.run(first_event())
 
 
 def down_mlflow(monkeypatch, outage_timeout: float) -> str:
