@@ -123,17 +123,14 @@ def test_rollback_dag_serves_the_previous_champion_again(stack, versions):
     missing = _cli(stack, "approve", DAG_ID, "no_such_run", "--as", "reviewer")
     assert missing.returncode == 1
     assert f"DAG '{DAG_ID}' has no run 'no_such_run'." in missing.stderr
-    assert f"Waiting for approval:\n  {DAG_ID} {run_id} (task approve): Promote {MODEL_NAME} v{second}" in (
-        missing.stderr
-    )
+    subject = f"{MODEL_NAME} v{second}: promote over v"
+    assert f"Waiting for approval:\n  {DAG_ID} {run_id} (task approve): {subject}" in missing.stderr
     assert stack.task_states(DAG_ID, run_id)["approve"] == "awaiting_input"
 
     # The command returns once the task took the answer, and says that it accepted it.
     approved = _cli(stack, "approve", DAG_ID, run_id, "--as", "reviewer", "--comment", "ties the champion")
     assert approved.returncode == 0, approved.stdout + approved.stderr
-    assert f"Answered Approve to {DAG_ID} {run_id} (task approve): Promote {MODEL_NAME} v{second}" in (
-        approved.stdout
-    )
+    assert f"Answered Approve to {DAG_ID} {run_id} (task approve): {subject}" in approved.stdout
     assert (
         f"Approved: the task accepted the answer ({MODEL_NAME} v{second} approved by reviewer; task approve "
         "success, try "

@@ -183,6 +183,7 @@ def test_trainer_sees_exactly_the_contract_and_an_existing_run(
         hyperparameters="{'lr': 0.1}",  # as Jinja renders a dict from a template
         output_root=str(output_root),
         env={"OMP_NUM_THREADS": "1"},
+        aws_conn_id=None,  # no AWS connection: the worker's own AWS identity stays with the worker
     )
     result = op.execute(context("env_dag"))
 
