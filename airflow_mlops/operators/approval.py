@@ -29,7 +29,7 @@ from airflow_mlops.registry import (
 )
 from airflow_mlops.signing import Subject, record_keys, untrusted_message
 from airflow_mlops.utils.clock import utc_now, utc_now_iso
-from airflow_mlops.utils.results import keep_result
+from airflow_mlops.utils.results import keep_result, keyed_results
 from airflow_mlops.utils.templating import is_templated
 from airflow_mlops.version_compat import DownstreamTasksSkipped
 
@@ -113,7 +113,14 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
     may use ``{{ task.subject }}``.
     """
 
-    template_fields: Sequence[str] = ("model_name", "candidate_version", "report", "subject", "body")
+    template_fields: Sequence[str] = (
+        "model_name",
+        "candidate_version",
+        "report",
+        "subject",
+        "body",
+        "mlflow_conn_id",
+    )
     template_fields_renderers = {"report": "md", "body": "md"}
     ui_color = "#f3e5f5"
 
@@ -165,7 +172,7 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
             body=body,
             defaults=defaults,
             params=merged,
-            **kwargs,
+            **keyed_results(kwargs),
         )
         self.model_name = model_name
         self.candidate_version = candidate_version

@@ -158,23 +158,10 @@ def test_every_argument_from_another_task_parses_serialises_and_wires_the_depend
     assert stored["RegisterModelOperator_0"].upstream_task_ids == {"up"}
 
 
-# ApproveModelOperator (operators/approval.py) does not template mlflow_conn_id yet: strict, so that this
-# mark fails, and is removed, once it does.
-_PENDING = {ApproveModelOperator}
-
-
 @pytest.mark.parametrize(
     "cls",
-    [
-        pytest.param(
-            cls,
-            id=cls.__name__,
-            marks=[pytest.mark.xfail(strict=True, reason="approval.py: mlflow_conn_id in template_fields")]
-            if cls in _PENDING
-            else [],
-        )
-        for cls in sorted(_package_operator_classes(), key=lambda cls: cls.__name__)
-    ],
+    sorted(_package_operator_classes(), key=lambda cls: cls.__name__),
+    ids=lambda cls: cls.__name__,
 )
 def test_connection_ids_default_to_the_providers_and_are_templated(cls):
     with DAG("conns", schedule=None, start_date=datetime(2026, 1, 1)):
@@ -334,5 +321,4 @@ def test_each_key_of_a_result_is_an_xcom_of_its_own_so_output_key_resolves():
     assert by_choice.multiple_outputs is False
 
 
-# Every operator but ApproveModelOperator (operators/approval.py), which pushes its result as one XCom.
-_KEYED = _package_operator_classes() - {ApproveModelOperator}
+_KEYED = _package_operator_classes()
