@@ -8,7 +8,11 @@ from airflow_mlops.utils.k8s import KubernetesConnection
 
 def test_trigger_serializes_exactly_its_arguments():
     connection = KubernetesConnection(
-        conn_id="k8s", namespace="models", config_file="/etc/kube/config", cluster_context="prod", in_cluster=False
+        conn_id="k8s",
+        namespace="models",
+        config_file="/etc/kube/config",
+        cluster_context="prod",
+        in_cluster=False,
     ).to_dict()
     trigger = KServeInferenceServiceReadyTrigger(
         name="churn",
@@ -37,3 +41,21 @@ def test_a_trigger_without_a_connection_uses_the_default_one():
 
     assert trigger.serialize()[1]["connection"] == KubernetesConnection().to_dict()
     assert trigger.namespace == "default"
+
+
+def test_the_trigger_reads_through_the_hook_of_its_whole_connection_without_a_deprecation(recwarn):
+    connection = KubernetesConnection(
+        conn_id="k8s",
+        namespace="models",
+        config_file="/etc/kube/config",
+        cluster_context="prod",
+        in_cluster=False,
+    )
+    trigger = KServeInferenceServiceReadyTrigger(name="churn", connection=connection.to_dict(), deadline=1e9)
+
+    hook = trigger._hook()
+
+    assert hook.kubernetes_conn_id == "k8s"
+    assert hook.connection == connection
+    assert hook.namespace == "models"
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]
