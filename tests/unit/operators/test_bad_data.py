@@ -207,6 +207,22 @@ def test_pinned_types_refuse_text_timestamps_and_lists_naming_the_column(case, t
     assert message.count("must hold") == 1  # only the spoilt column
 
 
+@pytest.mark.parametrize("case", list(TYPE_CASES))
+def test_the_example_suite_stops_text_timestamps_and_lists_on_the_first_run(case, tmp_path, demo, example_suite):
+    spoil, column, holds = TYPE_CASES[case]
+    name = f"first_run_{case.replace('-', '_')}"
+    snapshot = _ingest_frame(tmp_path, name, spoil(demo))
+
+    with pytest.raises(DataValidationError) as info:
+        ValidateDatasetOperator(
+            task_id="validate", dataset_uri=snapshot["uri"], expectations=example_suite
+        ).execute(context={})
+    message = str(info.value)
+    assert repr(name) in message
+    assert f"column {column!r} must hold numbers" in message
+    assert holds in message
+
+
 def test_pinned_types_pass_the_good_data_and_parquet(tmp_path, demo, pinned_suite):
     source = tmp_path / "good.parquet"
     demo.to_parquet(source)
