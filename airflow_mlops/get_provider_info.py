@@ -9,6 +9,7 @@ def get_provider_info() -> dict[str, Any]:
     """The provider's metadata: integrations, hooks, triggers, connection types, extra links, configuration."""
     from airflow_mlops import __version__
     from airflow_mlops.data.sources import DEFAULT_MAX_SOURCE_BYTES, DEFAULT_MAX_SOURCE_FILES
+    from airflow_mlops.serving.proxy import DEFAULT_MAX_BODY_BYTES, DEFAULT_READ_TIMEOUT
 
     return {
         "package-name": "airflow-provider-mlops",
@@ -202,6 +203,22 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "float",
                         "example": "600",
                         "default": "300",
+                    },
+                    "serving_max_body_bytes": {
+                        "description": "Largest request body the local target's endpoint accepts (bytes); a "
+                        "larger one is answered 413 before it is read. Read when a deploy starts the endpoint.",
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": str(64 * 1024 * 1024),
+                        "default": str(DEFAULT_MAX_BODY_BYTES),
+                    },
+                    "serving_read_timeout": {
+                        "description": "Seconds a request body may take to arrive at the local target's "
+                        "endpoint; a slower one is answered 408. Read when a deploy starts the endpoint.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "10",
+                        "default": str(DEFAULT_READ_TIMEOUT),
                     },
                 },
             }

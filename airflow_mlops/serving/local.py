@@ -48,9 +48,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # PortInUseError is also importable from here, where it was first defined.
-from airflow_mlops.exceptions import DeploymentError, PortInUseError
+from airflow_mlops.exceptions import ConfigurationError, DeploymentError, PortInUseError
 from airflow_mlops.registry import validate_model_name
 from airflow_mlops.serving.base import DeployTarget
+from airflow_mlops.serving.proxy import DEFAULT_MAX_BODY_BYTES, DEFAULT_READ_TIMEOUT
 from airflow_mlops.serving.supervisor import recent_restarts
 from airflow_mlops.utils.clock import utc_now, utc_now_iso
 from airflow_mlops.utils.environment import base_environment
@@ -87,6 +88,22 @@ def _connect_host(host: str) -> str:
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def proxy_limits() -> tuple[int, float]:
+    """
+    ``[mlops] serving_max_body_bytes`` and ``[mlops] serving_read_timeout``: the endpoint proxy's limits.
+
+    :raises ConfigurationError: a value that is not more than 0 (checked before any process starts).
+    """
+    from airflow_mlops.version_compat import conf
+
+    max_body_bytes = conf.getint("mlops", "serving_max_body_bytes", fallback=DEFAULT_MAX_BODY_BYTES)
+    read_timeout = conf.getfloat("mlops", "serving_read_timeout", fallback=DEFAULT_READ_TIMEOUT)
+    for option, value in (("serving_max_body_bytes", max_body_bytes), ("serving_read_timeout", read_timeout)):
+        if not value > 0:
+            raise ConfigurationError(f"[mlops] {option} must be more than 0, got {value:g}")
+    return max_body_bytes, read_timeout
 
 
 def free_port(host: str = _LOOPBACK) -> int:
@@ -717,11 +734,13 @@ class LocalServerTarget(DeployTarget):
             f"local target another port (settings: {{'kind': 'local', 'port': ...}})."
         )
 
-    def _start_proxy(self, model_name: str) -> dict[str, Any]:
+    def _start_proxy(self, model_name: str, limits: tuple[int, float] | None = None) -> dict[str, Any]:
+        max_body_bytes, read_timeout = limits or proxy_limits()
         log_path = self._log_path(model_name, "proxy.log")
         command = [
             sys.executable, "-m", "airflow_mlops.serving.proxy",
             "--host", self.host, "--port", str(self.port), "--state", str(self.state_path(model_name)),
+            "--max-body-bytes", str(max_body_bytes), "--read-timeout", repr(read_timeout),
         ]  # fmt: skip
         env = base_environment()
         if self.capture is not None:  # an s3:// capture root needs the store's credentials
@@ -793,6 +812,7 @@ class LocalServerTarget(DeployTarget):
     def deploy(self, model_name: str, version: str, model_uri: str) -> Deployment:
         validate_model_name(model_name)
         version = str(version)
+        limits = proxy_limits()  # a bad setting fails before anything starts
         with self._locked(model_name):
             state = self.read_state(model_name) or {}
             old_server, old_proxy = state.get("server"), state.get("proxy")
@@ -823,7 +843,7 @@ class LocalServerTarget(DeployTarget):
             proxy = old_proxy
             try:
                 if not proxy_ok:
-                    proxy = self._start_proxy(model_name)
+                    proxy = self._start_proxy(model_name, limits)
                 new_state: dict[str, Any] = {
                     "model_name": model_name,
                     "endpoint": self.endpoint,

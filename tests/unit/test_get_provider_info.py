@@ -89,7 +89,8 @@ def test_the_mlops_config_section_is_declared_and_read_by_airflow():
     options = get_provider_info()["config"]["mlops"]["options"]
     assert set(options) == {
         "allowed_sources", "max_source_files", "max_source_bytes", "require_approval", "data_root",
-        "signing_conn_id", "release_wait_timeout", "service_outage_timeout",
+        "signing_conn_id", "release_wait_timeout", "service_outage_timeout", "serving_max_body_bytes",
+        "serving_read_timeout",
     }  # fmt: skip
     for option in options.values():
         assert set(option) == {"description", "version_added", "type", "example", "default"}
@@ -103,6 +104,8 @@ def test_the_mlops_config_section_is_declared_and_read_by_airflow():
     assert conf.getint("mlops", "max_source_bytes") == 10 * 1024**3
     assert conf.getboolean("mlops", "require_approval") is True
     assert conf.get("mlops", "signing_conn_id") == "mlops_signing_default"
+    assert conf.getint("mlops", "serving_max_body_bytes") == 8 * 1024 * 1024
+    assert conf.getfloat("mlops", "serving_read_timeout") == 30.0
 
 
 def test_every_mlops_option_the_package_reads_is_declared():
