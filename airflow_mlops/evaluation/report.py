@@ -33,6 +33,7 @@ _LINK_LABELS = (
 #: Plots shown first, in this order; the others follow by name.
 _PLOT_ORDER = ("champion_history", "confusion_matrix", "roc_curve_plot", "precision_recall_curve_plot")
 _PLOTS_PER_ROW = 3
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp")
 #: At most this many drift rows (feature x statistic) in the report; the full report has them all.
 _DRIFT_ROWS_MAX = 60
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -152,9 +153,14 @@ def evaluation_summary(
 
 
 def plot_artifacts(result: Any) -> dict[str, str]:
-    """Artifact URIs the default evaluator logged for a model (its plots need matplotlib)."""
+    """
+    URIs of the pictures the default evaluator logged for a model (its plots need matplotlib).
+
+    Only image files are kept: the evaluator's tables (``per_class_metrics`` as CSV, ...) are no plot.
+    """
     artifacts = getattr(result, "artifacts", None) or {}
-    return {key: str(getattr(value, "uri", value)) for key, value in sorted(artifacts.items())}
+    uris = {key: str(getattr(value, "uri", value)) for key, value in sorted(artifacts.items())}
+    return {key: uri for key, uri in uris.items() if uri.lower().endswith(_IMAGE_SUFFIXES)}
 
 
 def champion_history(

@@ -34,6 +34,7 @@ from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.links import (
     MLflowModelVersionLink,
     MLflowRunLink,
+    browser_url,
     data_docs_url,
     model_version_url,
     run_url,
@@ -41,6 +42,7 @@ from airflow_mlops.links import (
 from airflow_mlops.operators.base import ModelOperatorMixin, rendered_arguments
 from airflow_mlops.registry import (
     TAG_VALUE_MAX,
+    delete_alias_if_points_to,
     error_code,
     get_alias_version,
     get_model_version,
@@ -384,7 +386,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
                 "model_version": (
                     model_version_url(self.hook.tracking_uri, name, version) if version is not None else ""
                 ),
-                "data_docs": data_docs_url(docs) if docs else "",
+                "data_docs": browser_url(data_docs_url(docs)) if docs else "",
             }
             metrics = reporting.metrics_summary(
                 candidate_result.metrics,
@@ -431,6 +433,10 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
                 client, name, version, T.GATE_SIGNATURE,
                 {"decision": "passed" if passed else "rejected", "reason": reason}, keys,
             )  # fmt: skip
+            if not passed and delete_alias_if_points_to(client, name, T.CHALLENGER, int(version)):
+                self.log.info(
+                    "Removed alias %s from %s v%s: the gate rejected it", T.CHALLENGER, name, version
+                )
         else:
             self.log.warning(
                 "%s is not a registered version; gate decision not written to the registry", candidate_uri

@@ -248,9 +248,16 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """The logged model registered and the model version it became, for OpenLineage."""
         from airflow_mlops.lineage.openlineage import registration_lineage
+        from airflow_mlops.provenance import version_provenance
         from airflow_mlops.utils.results import kept_result
 
-        return registration_lineage(kept_result(self), self.hook.tracking_uri, self.hook.registry_uri)
+        result = kept_result(self)
+        provenance = (
+            version_provenance(self.hook.client, result["model_name"], result["version"]) if result else None
+        )
+        return registration_lineage(
+            result, self.hook.tracking_uri, self.hook.registry_uri, provenance=provenance
+        )
 
 
 class PromoteModelOperator(ModelOperatorMixin, BaseOperator):

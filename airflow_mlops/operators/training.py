@@ -27,6 +27,7 @@ from airflow_mlops import tags
 from airflow_mlops.data.storage import is_s3, join
 from airflow_mlops.exceptions import ConfigurationError, DatasetError, TrainingError, TrainingResultError
 from airflow_mlops.hooks.mlflow import MLflowHook
+from airflow_mlops.links import MLflowRunLink, run_url
 from airflow_mlops.registry import tag_value
 from airflow_mlops.training.entrypoint import entrypoint_command, parse_entrypoint
 from airflow_mlops.training.selection import RUNTIMES, resolve_runtime, runtime_from_env
@@ -169,6 +170,7 @@ class TrainModelOperator(BaseOperator):
         "aws_conn_id",
     )
     template_fields_renderers = {"hyperparameters": "json", "env": "json"}
+    operator_extra_links = (MLflowRunLink(),)
     ui_color = "#d6eaf8"
 
     def __init__(
@@ -221,6 +223,8 @@ class TrainModelOperator(BaseOperator):
         self.aws_conn_id = aws_conn_id
         self.env = env
         self.timeout = timeout
+        #: The MLflow UI page of the training run (the task's "MLflow run" link), set during execute.
+        self.mlflow_run_url = ""
         if isinstance(env, dict):  # a template or another task's result is checked once rendered
             runtime_obj.check(env=env)
 
@@ -274,6 +278,7 @@ class TrainModelOperator(BaseOperator):
         from airflow_mlops.training.spec import TrainingSpec
 
         training = TrainingSpec.from_dict(spec)
+        self.mlflow_run_url = run_url(self.hook.tracking_uri, training.experiment_id, training.mlflow_run_id)
         if not event:
             self._mark_failed(self.hook.client, training.mlflow_run_id)
             raise TrainingError(f"The trigger of task {self.task_id!r} ended without an event")
@@ -340,6 +345,7 @@ class TrainModelOperator(BaseOperator):
                 )
                 if run.info.status not in _TERMINAL_STATUSES:
                     client.set_terminated(run.info.run_id, "FINISHED")
+                self.mlflow_run_url = run_url(self.hook.tracking_uri, experiment_id, run.info.run_id)
                 return json.loads(stored)
 
         if existing:
@@ -349,7 +355,8 @@ class TrainModelOperator(BaseOperator):
             client.set_tag(run_id, tags.AIRFLOW_TRY_NUMBER, str(ids["try_number"]))
         else:
             run_id = self._create_run(client, experiment_id, ids, train_data, valid_data)
-        self.log.info("MLflow run: %s", self._run_url(experiment_id, run_id))
+        self.mlflow_run_url = run_url(self.hook.tracking_uri, experiment_id, run_id)
+        self.log.info("MLflow run: %s", self.mlflow_run_url or run_id)
 
         instance_uri = self._instance_uri(ids)
         contract_env = {
@@ -556,11 +563,6 @@ class TrainModelOperator(BaseOperator):
         run = client.create_run(experiment_id, run_name=name, tags=run_tags)
         self.log.info("Created MLflow run %s in experiment %r", run.info.run_id, self.experiment_name)
         return run.info.run_id
-
-    def _run_url(self, experiment_id: str, run_id: str) -> str:
-        from airflow_mlops.links import run_url
-
-        return run_url(self.hook.tracking_uri, experiment_id, run_id) or run_id
 
     def _instance_uri(self, ids: dict[str, Any]) -> str:
         """``<output_root>/<dag_id>/<run_id>/<task_id>[/<map_index>]``: the same for every try."""

@@ -41,7 +41,7 @@ from airflow_mlops.exceptions import (
     DataValidationError,
 )
 from airflow_mlops.hooks.storage import StorageHook
-from airflow_mlops.links import DataDocsLink, data_docs_url
+from airflow_mlops.links import DataDocsLink, browser_url, data_docs_url
 from airflow_mlops.utils.results import keep, keep_result, keyed_results
 from airflow_mlops.utils.templating import is_templated
 
@@ -392,7 +392,8 @@ class ValidateDatasetOperator(BaseOperator):
         uri = join(docs_dir, "index.html")
         storage.write_bytes(uri, render_data_docs(result).encode("utf-8"))
         root = resolve_data_root(self.data_root) if self.data_docs_base_url else None
-        self.data_docs_url = data_docs_url(uri, self.data_docs_base_url, root)
+        # A link the UI shows must open in a browser elsewhere: not a file:// page of the worker.
+        self.data_docs_url = browser_url(data_docs_url(uri, self.data_docs_base_url, root))
         self.log.info("Data Docs written to %s", uri)
         return uri
 

@@ -139,9 +139,10 @@ def test_a_better_candidate_passes_against_the_champion(registry, snapshot):
     assert registry.tags(candidate)[T.GATE_DECISION] == "passed"
 
 
-def test_a_worse_candidate_is_rejected_and_promotion_skipped(client, registry, snapshot):
+def test_a_worse_candidate_is_rejected_promotion_skipped_and_it_is_no_challenger(client, registry, snapshot):
     champion = registry.add("strong", champion=True)
     candidate = registry.add("weak")
+    client.set_registered_model_alias(registry.name, T.CHALLENGER, str(candidate))
     with DAG("mlops_gate_test", schedule=None):
         op = evaluate_op(registry, snapshot, candidate)
         promote = PromoteModelOperator(task_id="promote", model_name=registry.name, version=str(candidate))
@@ -158,7 +159,9 @@ def test_a_worse_candidate_is_rejected_and_promotion_skipped(client, registry, s
     assert "FAIL" in result["report"]
     assert registry.tags(candidate)[T.GATE_DECISION] == "rejected"
     assert "accuracy_score" in registry.tags(candidate)[T.GATE_REASON]
-    assert client.get_registered_model(registry.name).aliases[T.CHAMPION] == str(champion)
+    aliases = client.get_registered_model(registry.name).aliases
+    assert aliases[T.CHAMPION] == str(champion)
+    assert T.CHALLENGER not in aliases  # a rejected version is no candidate any more
 
 
 def test_fail_on_gate_fails_the_task_and_still_pushes_the_result(registry, snapshot):
@@ -441,6 +444,7 @@ def test_the_candidate_can_be_named_by_its_challenger_alias(client, registry, sn
     result = op.execute({})
     assert result["candidate_version"] == version
     assert registry.tags(version)[T.GATE_DECISION] == "passed"
+    assert client.get_registered_model(registry.name).aliases[T.CHALLENGER] == str(version)  # kept
 
 
 # --- slices, report contents ------------------------------------------------------------------------------

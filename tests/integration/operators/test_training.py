@@ -154,6 +154,9 @@ def test_sklearn_trainer_logs_a_loadable_model_and_a_retry_does_not_train_again(
     assert run.data.tags[tags.AIRFLOW_DAG_ID] == "sklearn_dag"
     assert run.data.tags[tags.DATA_URI] == f"{snapshot}#train"
     assert json.loads(run.data.tags[tags.TRAINING_RESULT]) == result
+    # The task page links to the training run in the MLflow UI.
+    link = f"{mlflow_server.uri}/#/experiments/{run.info.experiment_id}/runs/{result['run_id']}"
+    assert op.operator_extra_links[0].get_link(op, ti_key=None) == link
 
     # A retry after success (e.g. the worker died before recording the task as done): same result, no new run.
     again = make_operator(
@@ -162,8 +165,9 @@ def test_sklearn_trainer_logs_a_loadable_model_and_a_retry_does_not_train_again(
         valid_data=f"{snapshot}#valid",
         experiment_name=experiment,
         output_root=str(data_root / "runs"),
-    ).execute(context("sklearn_dag", try_number=2))
-    assert again == result
+    )
+    assert again.execute(context("sklearn_dag", try_number=2)) == result
+    assert again.mlflow_run_url == link
     assert [r.info.run_id for r in runs_of(experiment)] == [result["run_id"]]
 
 

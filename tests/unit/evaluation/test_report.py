@@ -13,6 +13,7 @@ from airflow_mlops.evaluation.report import (
     champion_history,
     data_docs_uri,
     metrics_summary,
+    plot_artifacts,
     render_report,
     short_location,
     upstream_summary,
@@ -210,3 +211,18 @@ def test_locations_and_artifact_urls():
     )
     assert artifact_url("https://m.example.com", "models:/churn/3") == ""
     assert artifact_url(None, f"runs:/{RUN}/a.png") == ""
+
+
+def test_only_pictures_are_plots_of_the_report():
+    result = SimpleNamespace(
+        artifacts={
+            "roc_curve_plot": SimpleNamespace(uri="mlflow-artifacts:/1/r/artifacts/roc_curve_plot.png"),
+            "per_class_metrics": SimpleNamespace(uri="mlflow-artifacts:/1/r/artifacts/per_class_metrics.csv"),
+            "confusion_matrix": "s3://b/1/r/artifacts/confusion_matrix.PNG",
+        }
+    )
+    assert plot_artifacts(result) == {
+        "confusion_matrix": "s3://b/1/r/artifacts/confusion_matrix.PNG",
+        "roc_curve_plot": "mlflow-artifacts:/1/r/artifacts/roc_curve_plot.png",
+    }
+    assert plot_artifacts(SimpleNamespace(artifacts=None)) == {}

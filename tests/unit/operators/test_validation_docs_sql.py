@@ -51,8 +51,8 @@ def test_data_docs_written_next_to_snapshot_and_linked(snapshot):
     html = open(page, encoding="utf-8").read()
     assert "expect_column_values_to_be_in_set" in html or "values must belong to this set" in html
     assert "<html" in html.lower()
-    assert DataDocsLink().get_link(op, ti_key=None) == data_docs_url(page)
-    assert DataDocsLink().get_link(op, ti_key=None).startswith("file://")
+    # A page on the worker's disk opens in no reviewer's browser: the task page shows no link to it.
+    assert DataDocsLink().get_link(op, ti_key=None) == ""
     assert "failed 1 of 1" in str(err.value)
 
 
