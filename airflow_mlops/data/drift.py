@@ -9,11 +9,18 @@ L-infinity distance between the category frequencies and the Jensen-Shannon dist
 rate (``null_rate``), so a column that became all null drifts. Columns of the current data that the
 reference lacks are reported as added, those it lacks as missing; both count as drift. The metrics and their
 limits are checked by :mod:`airflow_mlops.data.drift_thresholds` (all a DAG needs at parse time).
+
+:func:`compute_drift_snapshots` gives the same report for two snapshots while holding one feature of each in
+memory at a time (Parquet column projection; text and boolean features are counted in Arrow, never turned into
+Python objects), so the worker's memory grows with the rows of one column, not of the table.
 """
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.data.drift_thresholds import (
@@ -24,11 +31,14 @@ from airflow_mlops.data.drift_thresholds import (
     NUMERIC_METRICS,
     check_thresholds,
 )
-from airflow_mlops.data.snapshots import DRIFT_DIR, parse_snapshot_uri
-from airflow_mlops.data.storage import join
+from airflow_mlops.data.snapshots import DATA, DRIFT_DIR, load_manifest, parse_snapshot_uri
+from airflow_mlops.data.storage import Storage, is_s3, join, local_path
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import pandas as pd
+    import pyarrow as pa
 
 __all__ = [
     "CATEGORICAL_METRICS",
@@ -41,6 +51,7 @@ __all__ = [
     "categorical_drift_from_counts",
     "check_thresholds",
     "compute_drift",
+    "compute_drift_snapshots",
     "drift_message",
     "drift_report",
     "feature_result",
@@ -153,27 +164,141 @@ def compute_drift(
     wanted, missing, added = select_features(
         list(reference.columns), list(current.columns), columns, exclude_columns
     )
-    features: dict[str, Any] = {}
-    for column in wanted:
-        if column in missing:
-            continue
-        ref, cur = reference[column].dropna(), current[column].dropna()
-        categorical = is_categorical(reference[column]) or is_categorical(current[column])
-        if len(ref) == 0 or len(cur) == 0:
-            metrics: dict[str, float] = {}
-        elif categorical:
-            metrics = categorical_drift(ref, cur)
-        else:
-            metrics = numeric_drift(ref.to_numpy(dtype=float), cur.to_numpy(dtype=float), bins)
-        null_rates = {
-            "reference": _null_rate(reference[column]),
-            "current": _null_rate(current[column]),
-        }
-        rows = {"reference": int(len(ref)), "current": int(len(cur))}
-        features[column] = feature_result(
-            column, categorical, metrics, rows, null_rates, thresholds, feature_thresholds
+    features = {
+        column: _series_feature(
+            column, reference[column], current[column], bins, thresholds, feature_thresholds
         )
+        for column in wanted
+        if column not in missing
+    }
     return drift_report(features, missing, added)
+
+
+def _series_feature(
+    column: str,
+    reference: pd.Series,
+    current: pd.Series,
+    bins: int,
+    thresholds: dict[str, float] | None,
+    feature_thresholds: dict[str, dict[str, float]] | None,
+) -> dict[str, Any]:
+    """One feature's entry of :func:`compute_drift` from its two columns."""
+    ref, cur = reference.dropna(), current.dropna()
+    categorical = is_categorical(reference) or is_categorical(current)
+    if len(ref) == 0 or len(cur) == 0:
+        metrics: dict[str, float] = {}
+    elif categorical:
+        metrics = categorical_drift(ref, cur)
+    else:
+        metrics = numeric_drift(ref.to_numpy(dtype=float), cur.to_numpy(dtype=float), bins)
+    null_rates = {"reference": _null_rate(reference), "current": _null_rate(current)}
+    rows = {"reference": int(len(ref)), "current": int(len(cur))}
+    return feature_result(column, categorical, metrics, rows, null_rates, thresholds, feature_thresholds)
+
+
+def compute_drift_snapshots(
+    reference_uri: str,
+    current_uri: str,
+    storage: Storage | None = None,
+    thresholds: dict[str, float] | None = None,
+    feature_thresholds: dict[str, dict[str, float]] | None = None,
+    columns: list[str] | None = None,
+    exclude_columns: list[str] | None = None,
+    bins: int = 10,
+) -> dict[str, Any]:
+    """
+    :func:`compute_drift` of two snapshot URIs (``#split`` allowed), reading one column of each at a time.
+
+    :raises FileNotFoundError: if a snapshot does not exist.
+    :raises ValueError: if a snapshot has no such split.
+    """
+    storage = storage or Storage()
+    with _parquet_file(reference_uri, storage) as ref, _parquet_file(current_uri, storage) as cur:
+        wanted, missing, added = select_features(
+            list(ref.schema_arrow.names), list(cur.schema_arrow.names), columns, exclude_columns
+        )
+        features = {}
+        for column in wanted:
+            if column in missing:
+                continue
+            ref_table = ref.read(columns=[column], use_pandas_metadata=True)
+            cur_table = cur.read(columns=[column], use_pandas_metadata=True)
+            if _is_text(ref_table.column(column)) and _is_text(cur_table.column(column)):
+                features[column] = _arrow_categorical_feature(
+                    column, ref_table.column(column), cur_table.column(column), thresholds, feature_thresholds
+                )
+            else:  # numbers (and other types) exactly as compute_drift reads them
+                features[column] = _series_feature(
+                    column, ref_table.to_pandas()[column], cur_table.to_pandas()[column], bins, thresholds,
+                    feature_thresholds,
+                )  # fmt: skip
+            del ref_table, cur_table
+    return drift_report(features, missing, added)
+
+
+@contextmanager
+def _parquet_file(uri: str, storage: Storage) -> Iterator[Any]:
+    """The Parquet file of a snapshot URI (an ``s3://`` one downloaded to a temporary folder first)."""
+    import pyarrow.parquet as pq
+
+    base, split = parse_snapshot_uri(uri)
+    files = load_manifest(base, storage)["files"]
+    key = split or DATA
+    if key not in files:
+        raise ValueError(
+            f"Snapshot {base} has no split {key!r}; it has {sorted(n for n in files if n != DATA) or 'no splits'}"
+        )
+    file_uri = join(base, files[key])
+    if not is_s3(file_uri):
+        yield pq.ParquetFile(local_path(file_uri))
+        return
+    with tempfile.TemporaryDirectory(prefix="mlops-drift-") as tmp:
+        yield pq.ParquetFile(storage.download_file(file_uri, Path(tmp) / Path(files[key]).name))
+
+
+def _is_text(column: pa.ChunkedArray) -> bool:
+    """Strings or booleans (also dictionary-encoded): counted in Arrow rather than as Python objects."""
+    import pyarrow as pa
+
+    kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_boolean(kind))
+
+
+def _arrow_counts(column: pa.ChunkedArray) -> dict[str, int]:
+    """``{str(value): count}`` of the non-null values of a text or boolean Arrow column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(column.type):
+        column = pa.chunked_array(
+            [chunk.dictionary_decode() for chunk in column.chunks], type=column.type.value_type
+        )
+    counts = pc.value_counts(pc.drop_null(column))
+    return {
+        str(value): int(count)
+        for value, count in zip(
+            counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True
+        )
+    }
+
+
+def _arrow_categorical_feature(
+    column: str,
+    reference: pa.ChunkedArray,
+    current: pa.ChunkedArray,
+    thresholds: dict[str, float] | None,
+    feature_thresholds: dict[str, dict[str, float]] | None,
+) -> dict[str, Any]:
+    """:func:`_series_feature` of a text or boolean column, from its counts in Arrow."""
+    rows = {"reference": len(reference) - reference.null_count, "current": len(current) - current.null_count}
+    null_rates = {
+        "reference": reference.null_count / len(reference) if len(reference) else 0.0,
+        "current": current.null_count / len(current) if len(current) else 0.0,
+    }
+    metrics: dict[str, float] = {}
+    if rows["reference"] and rows["current"]:
+        metrics = categorical_drift_from_counts(_arrow_counts(reference), _arrow_counts(current))
+    return feature_result(column, True, metrics, rows, null_rates, thresholds, feature_thresholds)
 
 
 def select_features(

@@ -21,6 +21,9 @@ Wasserstein distance is the integral of the distance between the two empirical q
 ``quantiles`` midpoints (within 0.1% of the reference's standard deviation in the tests). What reaches the
 worker does not grow with the rows. A column's kind (numeric or categorical) is read from up to 100 rows of
 each source.
+
+Either side may instead be a pandas DataFrame (a small sample held by the worker, such as a model's predictions
+on its holdout): its summaries are computed the same way in memory, so it compares with a table of any size.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from airflow_mlops.data.drift import (
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
     from sqlalchemy.engine import Connection, Engine
 
 #: Order statistics per numeric column and source for the KS and Wasserstein estimates.
@@ -72,19 +76,25 @@ class SqlData:
 
 def compute_drift_sql(
     engine: Engine,
-    reference: SqlData,
-    current: SqlData,
+    reference: SqlData | pd.DataFrame,
+    current: SqlData | pd.DataFrame,
     thresholds: dict[str, float] | None = None,
     feature_thresholds: dict[str, dict[str, float]] | None = None,
     columns: list[str] | None = None,
     exclude_columns: list[str] | None = None,
     bins: int = 10,
     quantiles: int = DEFAULT_QUANTILES,
+    transfer: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """:func:`~airflow_mlops.data.drift.compute_drift` of two tables or queries, computed in the database."""
+    """
+    :func:`~airflow_mlops.data.drift.compute_drift` of two tables or queries, computed in the database.
+
+    :param transfer: A dict this adds to: ``rows_sampled`` (rows read to tell numbers from categories, at
+        most 100 per source) and ``summary_rows`` (result rows of the summary queries), what reached the worker.
+    """
     with engine.connect() as conn:
-        ref = _Source(conn, reference)
-        cur = _Source(conn, current)
+        ref = _source(conn, reference)
+        cur = _source(conn, current)
         wanted, missing, added = select_features(ref.columns, cur.columns, columns, exclude_columns)
         compared = [c for c in wanted if c not in missing]
         categorical = {c: ref.is_categorical(c) or cur.is_categorical(c) for c in compared}
@@ -123,7 +133,15 @@ def compute_drift_sql(
             features[column] = feature_result(
                 column, categorical[column], metrics, rows, null_rates, thresholds, feature_thresholds
             )
+    if transfer is not None:
+        for source in (ref, cur):
+            transfer["rows_sampled"] = transfer.get("rows_sampled", 0) + source.sampled
+            transfer["summary_rows"] = transfer.get("summary_rows", 0) + source.fetched
     return drift_report(features, missing, added)
+
+
+def _source(conn: Connection, data: Any) -> Any:
+    return _Source(conn, data) if isinstance(data, SqlData) else _FrameSource(data)
 
 
 @dataclass
@@ -150,8 +168,16 @@ class _Source:
             raise ValueError(f"Cannot read {data.describe()}: {err.orig}") from err
         self.columns = [str(c) for c in probe.keys()]
         self._sample = probe.fetchall()
+        self.sampled = len(self._sample)
+        self.fetched = 0
         self.total = 0
         self.distinct: dict[str, int] = {}
+
+    def _rows(self, statement: Any) -> list[Any]:
+        """All result rows of *statement*, counted (what reached the worker)."""
+        rows = self.conn.execute(statement).all()
+        self.fetched += len(rows)
+        return list(rows)
 
     def _column(self, name: str) -> Any:
         import sqlalchemy as sa
@@ -166,9 +192,8 @@ class _Source:
         value = next((row[index] for row in self._sample if row[index] is not None), None)
         if value is None:
             col = self._column(column)
-            value = self.conn.execute(
-                sa.select(col).select_from(self.from_).where(col.is_not(None)).limit(1)
-            ).scalar()
+            found = self._rows(sa.select(col).select_from(self.from_).where(col.is_not(None)).limit(1))
+            value = found[0][0] if found else None
         if value is None:
             return False
         return isinstance(value, bool) or not isinstance(value, int | float | decimal.Decimal)
@@ -179,7 +204,7 @@ class _Source:
 
         counts = [sa.func.count(self._column(c)) for c in columns]
         distinct = [sa.func.count(self._column(c).distinct()) for c in columns]
-        row = self.conn.execute(sa.select(sa.func.count(), *counts, *distinct).select_from(self.from_)).one()
+        (row,) = self._rows(sa.select(sa.func.count(), *counts, *distinct).select_from(self.from_))
         self.total = int(row[0])
         self.distinct = dict(zip(columns, map(int, row[1 + len(columns) :]), strict=True))
         return dict(zip(columns, map(int, row[1 : 1 + len(columns)]), strict=True))
@@ -211,11 +236,12 @@ class _Source:
             .where(col.is_not(None))
             .subquery("ranked")
         )
-        values = dict(
-            self.conn.execute(
+        values = {
+            rank: value
+            for rank, value in self._rows(
                 sa.select(ranked.c.mlops_rank, ranked.c.value).where(ranked.c.mlops_rank.in_(needed))
-            ).all()
-        )
+            )
+        }
         ranks = np.array(sorted(values)) - 1  # 0-based, as numpy counts
         ordered = np.array([float(values[r + 1]) for r in ranks])
 
@@ -244,7 +270,7 @@ class _Source:
         # percentile_cont interpolates as numpy's "linear" quantiles; percentile_disc(u) is x_(ceil(u n)).
         cont = sa.func.percentile_cont(fractions([] if at_bins is None else at_bins)).within_group(col)
         disc = sa.func.percentile_disc(fractions(midpoints)).within_group(col)
-        at, steps = self.conn.execute(sa.select(cont, disc).select_from(self.from_)).one()
+        ((at, steps),) = self._rows(sa.select(cont, disc).select_from(self.from_))
         return _Quantiles(np.array(at or [], dtype=float), np.array(steps or [], dtype=float), rows)
 
     def bin_counts(self, edges: dict[str, Any]) -> dict[str, list[int]]:
@@ -269,7 +295,7 @@ class _Source:
                 else:  # one bin (a constant reference): every non-null value
                     sums.append(sa.func.count(col))
             layout.append((column, len(inner) + 1))
-        row = self.conn.execute(sa.select(*sums).select_from(self.from_)).one()
+        (row,) = self._rows(sa.select(*sums).select_from(self.from_))
         counts, start = {}, 0
         for column, size in layout:
             counts[column] = [int(value or 0) for value in row[start : start + size]]
@@ -286,19 +312,76 @@ class _Source:
         import sqlalchemy as sa
 
         col = self._column(column)
-        rows = self.conn.execute(
+        rows = self._rows(
             sa.select(col, sa.func.count())
             .select_from(self.from_)
             .where(col.is_not(None))
             .group_by(col)
             .limit(MAX_CATEGORIES + 1)
-        ).all()
+        )
         if len(rows) > MAX_CATEGORIES:
             raise ValueError(
                 f"Column {column!r} of {self.data.describe()} has more than {MAX_CATEGORIES} distinct values: "
                 "too many to compare as categories; exclude it (exclude_columns) or compare it in memory"
             )
         return [(value, int(count)) for value, count in rows]
+
+
+class _FrameSource:
+    """A pandas DataFrame held by the worker, asked for the same summaries as :class:`_Source`."""
+
+    sampled = 0
+    fetched = 0
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self.columns = [str(c) for c in frame.columns]
+        self.total = len(frame)
+        self.distinct: dict[str, int] = {}
+
+    def is_categorical(self, column: str) -> bool:
+        from airflow_mlops.data.drift import is_categorical
+
+        return is_categorical(self.frame[column])
+
+    def non_null_counts(self, columns: list[str]) -> dict[str, int]:
+        self.distinct = {c: int(self.frame[c].nunique(dropna=True)) for c in columns}
+        return {c: int(self.frame[c].notna().sum()) for c in columns}
+
+    def null_rate(self, non_null: int) -> float:
+        return (self.total - non_null) / self.total if self.total else 0.0
+
+    def _sorted(self, column: str) -> Any:
+        import numpy as np
+
+        return np.sort(self.frame[column].dropna().to_numpy(dtype=float))
+
+    def quantiles(self, column: str, rows: int, quantiles: int, bins: int) -> _Quantiles:
+        import numpy as np
+
+        values = self._sorted(column)
+        if not rows:
+            return _Quantiles(np.array([]), np.array([]), 0)
+        at_bins = np.quantile(values, np.linspace(0, 1, bins + 1)) if bins else np.array([])
+        midpoints = (np.arange(quantiles) + 0.5) / quantiles
+        steps = values[np.clip(np.ceil(midpoints * rows).astype(int) - 1, 0, rows - 1)]
+        return _Quantiles(at_bins, steps, rows)
+
+    def bin_counts(self, edges: dict[str, Any]) -> dict[str, list[int]]:
+        import numpy as np
+
+        return {
+            column: [int(n) for n in np.histogram(self._sorted(column), column_edges)[0]]
+            for column, column_edges in edges.items()
+        }
+
+    def value_counts(self, column: str) -> dict[float, int]:
+        counts = self.frame[column].dropna().value_counts()
+        return {float(value): int(count) for value, count in counts.items()}
+
+    def categories(self, column: str) -> dict[str, int]:
+        counts = self.frame[column].dropna().astype(str).value_counts()
+        return {str(value): int(count) for value, count in counts.items()}
 
 
 def _exact_ks_wasserstein(reference: dict[float, int], current: dict[float, int]) -> dict[str, float]:

@@ -1,23 +1,27 @@
-"""Operator that gates a dataset snapshot on distribution drift from a reference snapshot."""
+"""Operator that gates a dataset snapshot, or a database table or query, on drift from a reference."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseHook, BaseOperator
 
 from airflow_mlops import tags
 from airflow_mlops.data.drift_thresholds import DEFAULT_THRESHOLDS, check_thresholds
-from airflow_mlops.data.snapshots import DRIFT_DIR, load_manifest, read_snapshot
+from airflow_mlops.data.expectations import safe_name
+from airflow_mlops.data.snapshots import DRIFT_DIR, load_manifest, resolve_data_root
 from airflow_mlops.data.storage import join
 from airflow_mlops.exceptions import (
     ConfigurationError,
+    ConnectionSetupError,
     DataDriftError,
     DatasetConfigurationError,
     DatasetError,
     RegistryError,
+    ServiceUnavailableError,
 )
 from airflow_mlops.hooks.storage import StorageHook
 from airflow_mlops.utils.results import json_safe, keep_result, keyed_results
@@ -30,10 +34,15 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
+    from airflow_mlops.data.sql_drift import SqlData
+    from airflow_mlops.data.storage import Storage
+
 __all__ = ["CHAMPION", "DRIFT_DIR", "ON_DRIFT", "DriftCheckOperator"]
 
 ON_DRIFT = ("fail", "skip", "continue")
 CHAMPION = "champion"
+_SNAPSHOT_ARGUMENTS = ("dataset_uri", "reference_uri", "model_name")
+_SQL_ARGUMENTS = ("table", "query", "reference_table", "reference_query")
 
 
 class DriftCheckOperator(BaseOperator):
@@ -48,12 +57,22 @@ class DriftCheckOperator(BaseOperator):
     the current snapshot lacks, or has and the reference does not, count as drift too (see
     :mod:`airflow_mlops.data.drift`).
 
+    Data in a SQL database is compared where it lives: with ``sql_conn_id`` (any common.sql connection), the
+    current data is ``table`` or ``query`` and the reference ``reference_table`` or ``reference_query``; the
+    database computes counts, quantiles and category frequencies and only those reach the worker (see
+    :mod:`airflow_mlops.data.sql_drift` for what is exact and what is within a tolerance). A snapshot is read
+    one column at a time, so the worker holds one feature of both datasets, never both tables.
+
     A JSON and a Markdown report are stored next to the snapshot, at
-    ``<snapshot>/_drift/<reference id>/report.json`` and ``report.md``.
+    ``<snapshot>/_drift/<reference id>/report.json`` and ``report.md``; for SQL data under the data root, at
+    ``<data_root>/drift/<sql_conn_id>/<table or query-hash>/<reference table or query-hash>/``.
 
     Returns (XCom) ``{"drift", "dataset", "reference", "drifted_features", "missing_features",
-    "added_features", "features", "report"}``, where ``features`` maps each feature to its metrics and
-    exceeded metrics.
+    "added_features", "features", "report", "engine", "transfer"}``, where ``features`` maps each feature to
+    its metrics and exceeded metrics, ``engine`` is ``"memory"`` or ``"sql"`` and ``transfer`` is what
+    reached the worker: ``{"rows", "summary_rows"}`` (for SQL: the rows sampled to tell numbers from
+    categories, at most 100 per source, and the result rows of the summary queries). A SQL source is named
+    ``sql://<sql_conn_id>/<table>`` (or ``/query-<hash>``) in ``dataset`` and ``reference``.
 
     :param dataset_uri: Snapshot URI to check, optionally with a ``#split``. (templated)
     :param reference_uri: Reference snapshot URI; default: the champion's training snapshot. (templated)
@@ -72,16 +91,26 @@ class DriftCheckOperator(BaseOperator):
     :param bins: Number of reference quantile bins for PSI.
     :param aws_conn_id: Airflow ``aws`` connection for ``s3://`` snapshots.
     :param mlflow_conn_id: Airflow ``mlflow`` connection of the registry.
+    :param sql_conn_id: Airflow connection of a SQL database (any common.sql ``DbApiHook``), instead of
+        snapshots: the drift is computed in the database. (templated)
+    :param table: Table (optionally ``schema.table``) of the current data. (templated)
+    :param query: ``SELECT`` of the current data, instead of ``table``. (templated)
+    :param reference_table: Table of the reference data, in the same database. (templated)
+    :param reference_query: ``SELECT`` of the reference data, instead of ``reference_table``. (templated)
+    :param data_root: Data root under which the report of SQL data is stored (default ``$MLOPS_DATA_ROOT``).
+        (templated)
     """
 
     template_fields: Sequence[str] = (
-        "dataset_uri", "reference_uri", "model_name", "aws_conn_id", "mlflow_conn_id",
+        "dataset_uri", "reference_uri", "model_name", "aws_conn_id", "mlflow_conn_id", "sql_conn_id", "table",
+        "query", "reference_table", "reference_query", "data_root",
     )  # fmt: skip
+    template_fields_renderers = {"query": "sql", "reference_query": "sql"}
 
     def __init__(
         self,
         *,
-        dataset_uri: str,
+        dataset_uri: str | None = None,
         reference_uri: str | None = None,
         model_name: str | None = None,
         thresholds: dict[str, float] | None = None,
@@ -92,16 +121,26 @@ class DriftCheckOperator(BaseOperator):
         bins: int = 10,
         aws_conn_id: str | None = StorageHook.default_conn_name,
         mlflow_conn_id: str = "mlflow_default",
+        sql_conn_id: str | None = None,
+        table: str | None = None,
+        query: str | None = None,
+        reference_table: str | None = None,
+        reference_query: str | None = None,
+        data_root: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**keyed_results(kwargs))
+        self.dataset_uri = dataset_uri
+        self.reference_uri = reference_uri
+        self.model_name = model_name
+        self.sql_conn_id = sql_conn_id
+        self.table = table
+        self.query = query
+        self.reference_table = reference_table
+        self.reference_query = reference_query
+        self.data_root = data_root
         # A template or another task's result (dataset_uri=ingest.output["uri"]) is checked once rendered.
-        if not is_templated(dataset_uri) and (not isinstance(dataset_uri, str) or not dataset_uri.strip()):
-            raise ValueError(f"dataset_uri must be a snapshot URI, got {dataset_uri!r}")
-        if reference_uri is None and not model_name:
-            raise ValueError(
-                "Pass reference_uri (a snapshot URI) or model_name (its champion's training snapshot is used)"
-            )
+        self._check_sources(rendered=False)
         if on_drift not in ON_DRIFT:
             raise ValueError(f"on_drift must be one of {', '.join(ON_DRIFT)}, got {on_drift!r}")
         if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
@@ -115,9 +154,6 @@ class DriftCheckOperator(BaseOperator):
                 not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value)
             ):
                 raise ValueError(f"{label} must be a list of column names, got {value!r}")
-        self.dataset_uri = dataset_uri
-        self.reference_uri = reference_uri
-        self.model_name = model_name
         self.thresholds = check_thresholds(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
         self.feature_thresholds = {
             str(feature): check_thresholds(limits, f"feature_thresholds[{feature!r}]")
@@ -135,11 +171,66 @@ class DriftCheckOperator(BaseOperator):
         """The storage hook of ``aws_conn_id`` (built on first use, never at parse time)."""
         return StorageHook(aws_conn_id=self.aws_conn_id)
 
+    def _check_sources(self, rendered: bool) -> None:
+        """
+        Snapshots or SQL, each side given once, strings not empty.
+
+        Before rendering (*rendered* false) only literal values are checked, and a problem is a ValueError;
+        once rendered, every value is, and a problem is a :class:`~airflow_mlops.exceptions.ConfigurationError`.
+        """
+
+        def known(value: Any) -> bool:
+            return rendered or not is_templated(value)
+
+        def fail(message: str) -> None:
+            raise ConfigurationError(message + (" once rendered" if rendered else ""))
+
+        if self.sql_conn_id is None:
+            given = [name for name in _SQL_ARGUMENTS if getattr(self, name) is not None]
+            if given:
+                fail(f"{' and '.join(given)} need sql_conn_id (the connection of the database they are in)")
+            if rendered:  # execute checks the rendered snapshot arguments itself, naming the dataset
+                return
+            uri = self.dataset_uri
+            if not is_templated(uri) and (not isinstance(uri, str) or not uri.strip()):
+                raise ValueError(
+                    f"dataset_uri must be a snapshot URI (or pass sql_conn_id with table or query), got {uri!r}"
+                )
+            if self.reference_uri is None and not self.model_name:
+                raise ValueError(
+                    "Pass reference_uri (a snapshot URI) or model_name (its champion's training snapshot is used)"
+                )
+            return
+        for name in _SNAPSHOT_ARGUMENTS:
+            if getattr(self, name) is not None:
+                fail(
+                    f"{name} and sql_conn_id exclude each other: pass snapshots (dataset_uri with reference_uri "
+                    "or model_name) or SQL data (sql_conn_id with table or query and reference_table or "
+                    "reference_query), not both"
+                )
+        if known(self.sql_conn_id) and (
+            not isinstance(self.sql_conn_id, str) or not self.sql_conn_id.strip()
+        ):
+            fail(f"sql_conn_id must be a connection id, got {self.sql_conn_id!r}")
+        for table, query, what in (
+            ("table", "query", "the current data"),
+            ("reference_table", "reference_query", "the reference"),
+        ):
+            values = getattr(self, table), getattr(self, query)
+            if (values[0] is None) == (values[1] is None):
+                fail(f"With sql_conn_id, pass exactly one of {table} or {query} ({what})")
+            for name, value in zip((table, query), values, strict=True):
+                if value is not None and known(value) and not (isinstance(value, str) and value.strip()):
+                    fail(f"{name} must be a non-empty string, got {value!r}")
+
     @keep_result
     def execute(self, context: Context) -> dict[str, Any]:
-        """Compare the snapshot with its reference, store the report; fail, skip or continue on drift."""
-        from airflow_mlops.data.drift import compute_drift, drift_message, report_folder, to_markdown
+        """Compare the data with its reference, store the report; fail, skip or continue on drift."""
+        from airflow_mlops.data.drift import compute_drift_snapshots, report_folder
 
+        self._check_sources(rendered=True)
+        if self.sql_conn_id is not None:
+            return self._execute_sql()
         if not isinstance(self.dataset_uri, str) or not self.dataset_uri.strip():
             raise DatasetConfigurationError(
                 f"dataset_uri must be a snapshot URI, got {self.dataset_uri!r} once rendered",
@@ -162,28 +253,40 @@ class DriftCheckOperator(BaseOperator):
             return {
                 "drift": False, "dataset": uri, "reference": None, "drifted_features": [],
                 "missing_features": [], "added_features": [], "features": {}, "report": None,
+                "engine": "memory", "transfer": {"rows": 0, "summary_rows": 0},
             }  # fmt: skip
         reference = found
         storage = self.hook.storage_for(uri, reference)
         try:
-            name = load_manifest(uri, storage).get("name")
-            current_df = read_snapshot(uri, storage=storage)
-            reference_df = read_snapshot(reference, storage=storage)
+            manifest = load_manifest(uri, storage)
             reference_manifest = load_manifest(reference, storage)
+            name = manifest.get("name")
+            self.log.info(
+                "Drift of %s (%s rows) against %s (%s rows), one column at a time",
+                uri, manifest.get("rows"), reference, reference_manifest.get("rows"),
+            )  # fmt: skip
+            report = compute_drift_snapshots(
+                reference, uri, storage, thresholds=self.thresholds, feature_thresholds=self.feature_thresholds,
+                columns=self.columns, exclude_columns=self.exclude_columns, bins=self.bins,
+            )  # fmt: skip
         except (FileNotFoundError, ValueError) as err:
             raise DatasetError(
                 f"Cannot check drift of {uri} against {reference}: {err}", uri=uri, reason=str(err)
             ) from err
-        self.log.info(
-            "Drift of %s (%d rows) against %s (%d rows)", uri, len(current_df), reference, len(reference_df)
-        )
-        report = compute_drift(
-            reference_df, current_df, thresholds=self.thresholds, feature_thresholds=self.feature_thresholds,
-            columns=self.columns, exclude_columns=self.exclude_columns, bins=self.bins,
-        )  # fmt: skip
-        report = {"dataset": uri, "reference": reference, **report}
-
+        rows = int(manifest.get("rows") or 0) + int(reference_manifest.get("rows") or 0)
+        report = {
+            "dataset": uri, "reference": reference, **report,
+            "engine": "memory", "transfer": {"rows": rows, "summary_rows": 0},
+        }  # fmt: skip
         folder = report_folder(uri, reference, reference_manifest.get("snapshot_id"))
+        return self._finish(report, folder, storage, name, uri)
+
+    def _finish(
+        self, report: dict[str, Any], folder: str, storage: Storage, name: str | None, uri: str
+    ) -> dict[str, Any]:
+        """Store the report under *folder*; return it, or skip or fail on drift as ``on_drift`` says."""
+        from airflow_mlops.data.drift import drift_message, to_markdown
+
         report_uri = join(folder, "report.json")
         # Strict JSON: a NaN statistic (an all-null column) is null in the file, as in the task's result.
         text = json.dumps(json_safe(report), indent=2, sort_keys=True, allow_nan=False)
@@ -214,6 +317,50 @@ class DriftCheckOperator(BaseOperator):
                 ]
             ),
         )  # fmt: skip
+
+    def _execute_sql(self) -> dict[str, Any]:
+        """Drift of a table or query against another, computed in the database; only summaries move."""
+        import sqlalchemy as sa
+
+        from airflow_mlops.data.sql_drift import SqlData, compute_drift_sql
+
+        conn_id = str(self.sql_conn_id).strip()
+        current = SqlData(table=_stripped(self.table), query=_stripped(self.query))
+        reference = SqlData(table=_stripped(self.reference_table), query=_stripped(self.reference_query))
+        current_key, uri = _sql_name(conn_id, current)
+        reference_key, reference_uri = _sql_name(conn_id, reference)
+        engine = sql_engine(conn_id, f"check drift of {uri}")
+        self.log.info("Drift of %s against %s, computed in the database", uri, reference_uri)
+        transfer: dict[str, int] = {"rows_sampled": 0, "summary_rows": 0}
+        try:
+            report = compute_drift_sql(
+                engine, reference, current, thresholds=self.thresholds, feature_thresholds=self.feature_thresholds,
+                columns=self.columns, exclude_columns=self.exclude_columns, bins=self.bins, transfer=transfer,
+            )  # fmt: skip
+        except ValueError as err:  # a source that cannot be read, a column of too many categories
+            raise DatasetError(
+                f"Cannot check drift of {uri} against {reference_uri}: {err}", uri=uri, reason=str(err)
+            ) from err
+        except sa.exc.DBAPIError as err:  # the database went away or timed out
+            raise ServiceUnavailableError(
+                f"Cannot check drift of {uri} against {reference_uri}: the database of connection {conn_id!r} "
+                f"failed: {err.orig}"
+            ) from err
+        finally:
+            engine.dispose()
+        self.log.info(
+            "%d rows sampled and %d summary rows reached the worker",
+            transfer["rows_sampled"], transfer["summary_rows"],
+        )  # fmt: skip
+        report = {
+            "dataset": uri, "reference": reference_uri, **report, "engine": "sql",
+            "transfer": {"rows": transfer["rows_sampled"], "summary_rows": transfer["summary_rows"]},
+        }  # fmt: skip
+        folder = join(
+            resolve_data_root((self.data_root or "").strip() or None), "drift", safe_name(conn_id),
+            safe_name(current_key), safe_name(reference_key),
+        )  # fmt: skip
+        return self._finish(report, folder, self.hook.storage_for(folder), current_key, uri)
 
     def _champion_reference(self) -> str | None:
         """The training snapshot URI of the model's champion, or None if there is no champion."""
@@ -247,3 +394,25 @@ class DriftCheckOperator(BaseOperator):
         from airflow_mlops.utils.results import kept_result
 
         return drift_lineage(kept_result(self))
+
+
+def _stripped(value: Any) -> str | None:
+    return None if value is None else str(value).strip()
+
+
+def _sql_name(conn_id: str, data: SqlData) -> tuple[str, str]:
+    """A table's or query's short name (``query-<sha256 prefix>`` for a query) and its ``sql://`` URI."""
+    key = data.table or "query-" + hashlib.sha256(str(data.query).encode()).hexdigest()[:16]
+    return str(key), f"sql://{conn_id}/{key}"
+
+
+def sql_engine(conn_id: str, doing: str) -> Any:
+    """The SQLAlchemy engine of a common.sql connection (its ``DbApiHook``); ConnectionSetupError if none."""
+    try:
+        return BaseHook.get_connection(conn_id).get_hook().get_sqlalchemy_engine()
+    except Exception as err:
+        raise ConnectionSetupError(
+            f"Cannot {doing}: no SQLAlchemy engine from connection {conn_id!r} ({err}). Use a SQL database "
+            "connection whose provider is installed (and pip install 'airflow-provider-mlops[sql]', the "
+            "common.sql provider)."
+        ) from err

@@ -3,7 +3,8 @@ A throwaway PostgreSQL server on loopback (Debian's ``postgresql`` package, no D
 counts the bytes between a client and it (what a query moved to the worker).
 
 ``initdb`` and ``pg_ctl`` come from the PATH or ``/usr/lib/postgresql/*/bin``; started as root, the server runs
-as the ``postgres`` user (PostgreSQL refuses root).
+as the ``postgres`` user (PostgreSQL refuses root). ``postgres_server`` is the session fixture the tests share
+(one server, a database per module).
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def free_port() -> int:
@@ -119,3 +126,59 @@ class Postgres:
         subprocess.run([*self.as_user, pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
                        capture_output=True, check=False)  # fmt: skip
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PostgresServer:
+    """The session's PostgreSQL server: :class:`Postgres` with a database per use and frames loaded by COPY."""
+
+    def __init__(self, server: Postgres) -> None:
+        self.server = server
+        self.port = server.port
+        self._databases: set[str] = set()
+
+    def database(self, name: str) -> str:
+        """A SQLAlchemy URL of database *name*, created on first use."""
+        if name not in self._databases:
+            self.server.psql(f"CREATE DATABASE {name}")
+            self._databases.add(name)
+        return self.server.url(name)
+
+    def load(self, database: str, tables: dict[str, Any]) -> Any:
+        """Load pandas frames into tables of *database* (replacing them); its SQLAlchemy engine."""
+        import io
+
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.database(database), poolclass=sa.pool.NullPool)
+        for name, frame in tables.items():
+            frame.head(0).to_sql(name, engine, index=False, if_exists="replace")
+            connection = engine.raw_connection()
+            try:
+                with connection.cursor() as cursor:
+                    cursor.copy_expert(
+                        f'COPY "{name}" FROM STDIN WITH (FORMAT csv)',
+                        io.StringIO(frame.to_csv(index=False, header=False)),
+                    )
+                connection.commit()
+            finally:
+                connection.close()
+        return engine
+
+    def connection(self, database: str) -> dict[str, Any]:
+        """The fields of an Airflow ``postgres`` connection to *database* (for ``set_connection``)."""
+        self.database(database)
+        return {
+            "conn_type": "postgres", "host": "127.0.0.1", "port": self.port, "login": "postgres",
+            "schema": database,
+        }  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory) -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole test session (started on first use, stopped at the end)."""
+    server = Postgres(tmp_path_factory.mktemp("postgres"))
+    server.start()
+    try:
+        yield PostgresServer(server)
+    finally:
+        server.stop()
