@@ -9,7 +9,6 @@ def get_provider_info() -> dict[str, Any]:
     """The provider's metadata: integrations, hooks, triggers, connection types, extra links, configuration."""
     from airflow_mlops import __version__
     from airflow_mlops.data.sources import DEFAULT_MAX_SOURCE_BYTES, DEFAULT_MAX_SOURCE_FILES
-    from airflow_mlops.serving.proxy import DEFAULT_MAX_BODY_BYTES, DEFAULT_READ_TIMEOUT
 
     return {
         "package-name": "airflow-provider-mlops",
@@ -210,7 +209,8 @@ def get_provider_info() -> dict[str, Any]:
                         "version_added": "0.1.0",
                         "type": "integer",
                         "example": str(64 * 1024 * 1024),
-                        "default": str(DEFAULT_MAX_BODY_BYTES),
+                        # The proxy's defaults (serving/proxy.py), written out: parsing a DAG loads no proxy.
+                        "default": "8388608",
                     },
                     "serving_read_timeout": {
                         "description": "Seconds a request body may take to arrive at the local target's "
@@ -218,7 +218,7 @@ def get_provider_info() -> dict[str, Any]:
                         "version_added": "0.1.0",
                         "type": "float",
                         "example": "10",
-                        "default": str(DEFAULT_READ_TIMEOUT),
+                        "default": "30",
                     },
                 },
             }

@@ -51,7 +51,6 @@ from typing import TYPE_CHECKING, Any
 from airflow_mlops.exceptions import ConfigurationError, DeploymentError, PortInUseError
 from airflow_mlops.registry import validate_model_name
 from airflow_mlops.serving.base import DeployTarget
-from airflow_mlops.serving.proxy import DEFAULT_MAX_BODY_BYTES, DEFAULT_READ_TIMEOUT
 from airflow_mlops.serving.supervisor import recent_restarts
 from airflow_mlops.utils.clock import utc_now, utc_now_iso
 from airflow_mlops.utils.environment import base_environment
@@ -96,6 +95,8 @@ def proxy_limits() -> tuple[int, float]:
 
     :raises ConfigurationError: a value that is not more than 0 (checked before any process starts).
     """
+    # The proxy's module is loaded when an endpoint starts, not when a DAG file that names the target is parsed.
+    from airflow_mlops.serving.proxy import DEFAULT_MAX_BODY_BYTES, DEFAULT_READ_TIMEOUT
     from airflow_mlops.version_compat import conf
 
     max_body_bytes = conf.getint("mlops", "serving_max_body_bytes", fallback=DEFAULT_MAX_BODY_BYTES)

@@ -104,8 +104,11 @@ def test_the_mlops_config_section_is_declared_and_read_by_airflow():
     assert conf.getint("mlops", "max_source_bytes") == 10 * 1024**3
     assert conf.getboolean("mlops", "require_approval") is True
     assert conf.get("mlops", "signing_conn_id") == "mlops_signing_default"
-    assert conf.getint("mlops", "serving_max_body_bytes") == 8 * 1024 * 1024
-    assert conf.getfloat("mlops", "serving_read_timeout") == 30.0
+    from airflow_mlops.serving.proxy import DEFAULT_MAX_BODY_BYTES, DEFAULT_READ_TIMEOUT
+
+    # What the local target passes to the endpoint proxy by default is the proxy's own default.
+    assert conf.getint("mlops", "serving_max_body_bytes") == DEFAULT_MAX_BODY_BYTES == 8 * 1024 * 1024
+    assert conf.getfloat("mlops", "serving_read_timeout") == DEFAULT_READ_TIMEOUT == 30.0
 
 
 def test_every_mlops_option_the_package_reads_is_declared():
