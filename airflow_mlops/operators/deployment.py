@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from airflow.sdk import BaseOperator
 
@@ -37,6 +37,7 @@ from airflow_mlops.registry import (
     tag_value,
     validate_model_name,
 )
+from airflow_mlops.results import model_version, snapshot_uri
 from airflow_mlops.serving.base import (
     DEFAULT_SAMPLE_ROWS,
     DEFAULT_SMOKE_ROWS,
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
     from mlflow import MlflowClient
 
+    from airflow_mlops.results import DeploymentResult, InfraValidationSummary
     from airflow_mlops.serving.canary import CanaryPolicy
     from airflow_mlops.serving.record import ReleaseRecord
     from airflow_mlops.serving.release import Release
@@ -165,6 +167,15 @@ class _ServingOperator(ModelOperatorMixin, BaseOperator):
         with rendered_arguments():
             return validate_model_name(self.model_name)
 
+    def _take_whole_results(self) -> None:
+        """Other tasks' whole results, rendered: a registration's for the version, an ingest's for the rows."""
+        with rendered_arguments(model=str(self.model_name)):
+            self.version = model_version(getattr(self, "version", None), "version", self.model_name)
+            # The holdout split of an ingest's snapshot; the whole snapshot when it has no splits.
+            self.sample_data = snapshot_uri(
+                getattr(self, "sample_data", None), "sample_data", "holdout", whole=True
+            )
+
     def _version(self, client: MlflowClient, name: str, version: Any) -> str:
         """*version* as a string after checking the registry has it (else ModelVersionNotFoundError)."""
         with rendered_arguments(model=name):
@@ -189,12 +200,13 @@ class InfraValidateOperator(_ServingOperator):
     dies with the task process, and one a killed try left is stopped by the next sandbox of the model (each
     is recorded, with its pid and port, before it starts).
 
-    Returns (XCom) ``{"model_name", "version", "model_uri", "target", "passed", "requests", "rows",
-    "latency_ms": {"p50", "p95", "max"}}``.
+    Returns (XCom) an :class:`~airflow_mlops.results.InfraValidationSummary`, ``{"model_name", "version",
+    "model_uri", "target", "passed", "requests", "rows", "time", "latency_ms": {"p50", "p95", "max"}}``.
 
     :param model_name: Registered model name (templated).
-    :param version: Version to validate (templated), e.g. the ``register`` task's ``version``.
-    :param sample_data: Snapshot URI the requests are drawn from (templated), e.g. ``<snapshot>#holdout``.
+    :param version: Version to validate (templated), or a result naming it (``register.output``).
+    :param sample_data: Snapshot URI the requests are drawn from (templated), e.g. ``<snapshot>#holdout``,
+        or an ingest's whole result (``ingest.output``: its ``holdout`` split, else the whole snapshot).
     :param target: Deploy target (a :class:`DeployTarget`, a config dict, or a kind name); the sandbox runs
         where the model will serve. (templated)
     :param drop_columns: Columns removed before sending (the label). (templated)
@@ -232,10 +244,11 @@ class InfraValidateOperator(_ServingOperator):
         super().__init__(**keyed_results(kwargs))
         if not is_templated(model_name):
             validate_model_name(model_name)
+        known_name = None if is_templated(model_name) else model_name
         if not is_templated(version):
-            parse_version(version, str(model_name))
+            parse_version(model_version(version, "version", known_name), str(model_name))
         if not is_templated(sample_data):
-            _check_sample_data(sample_data)
+            _check_sample_data(snapshot_uri(sample_data, "sample_data", "holdout", whole=True))
         _check_columns(drop_columns)
         _check_rows(sample_rows, "sample_rows")
         if max_latency_ms is not None and (
@@ -256,8 +269,9 @@ class InfraValidateOperator(_ServingOperator):
         self._sandbox: tuple[DeployTarget, Deployment] | None = None
 
     @keep_result
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> InfraValidationSummary:
         name = self._model_name()
+        self._take_whole_results()
         target = self._target(self.target)
         with rendered_arguments(model=name):
             sample_data = _check_sample_data(self.sample_data)
@@ -332,7 +346,7 @@ class InfraValidateOperator(_ServingOperator):
             raise InfraValidationError(message, model=name, version=version, reason="too slow")
         self._record(client, summary, passed=True)
         self.log.info("Version %s of model %s served every request: %s", version, name, summary["latency_ms"])
-        return {**summary, "passed": True}
+        return cast("InfraValidationSummary", {**summary, "passed": True})
 
     def on_kill(self) -> None:
         sandbox = self._sandbox
@@ -388,11 +402,13 @@ class DeployModelOperator(_ServingOperator):
     Safe to retry: a version that already serves (and answers) is not redeployed, and a task instance never
     writes the same history entry twice.
 
-    Returns (XCom) ``{"model_name", "version", "previous_version", "target", "endpoint", "action",
-    "outcome", "changed"}`` (plus ``"bake"`` after a canary rollout).
+    Returns (XCom) a :class:`~airflow_mlops.results.DeploymentResult`, ``{"model_name", "version",
+    "previous_version", "target", "endpoint", "action", "outcome", "changed"}`` (plus ``"bake"`` after a
+    canary rollout).
 
     :param model_name: Registered model name (templated).
-    :param version: Version to deploy (templated); None deploys the version ``alias`` points at.
+    :param version: Version to deploy (templated), or a result naming it (``register.output``); None deploys
+        the version ``alias`` points at.
     :param target: Deploy target: a :class:`DeployTarget`, a config dict (``{"kind": "local", "port":
         5001}``), or a kind name. (templated)
     :param sample_data: Snapshot URI of the smoke-test rows (templated), e.g. ``<snapshot>#holdout``; None
@@ -468,9 +484,11 @@ class DeployModelOperator(_ServingOperator):
             from airflow_mlops.serving.canary import CanaryPolicy
 
             self.canary = CanaryPolicy.coerce(canary)
+        known_name = None if is_templated(model_name) else model_name
         if version not in (None, "") and not is_templated(version):
-            parse_version(version, str(model_name))
-        if sample_data is not None and not isinstance(sample_data, str) and not is_templated(sample_data):
+            parse_version(model_version(version, "version", known_name), str(model_name))
+        literal_sample = sample_data is not None and not is_templated(sample_data)
+        if literal_sample and not isinstance(snapshot_uri(sample_data, "sample_data", "holdout", whole=True), str):
             raise ValueError(f"sample_data must be a snapshot URI or None, got {sample_data!r}")
         _check_columns(drop_columns)
         _check_rows(smoke_rows, "smoke_rows")
@@ -683,7 +701,7 @@ class DeployModelOperator(_ServingOperator):
     @keep_result
     def execute_after_release(
         self, context: Context, event: dict[str, Any] | None = None, deadline: float | None = None
-    ) -> dict[str, Any]:
+    ) -> DeploymentResult:
         """Resume after another release ended (or its lease or the wait's deadline passed): plan again."""
         if not event:
             raise DeploymentError(f"Task {self.task_id!r} resumed without a trigger event; run it again")
@@ -696,11 +714,12 @@ class DeployModelOperator(_ServingOperator):
         return self.execute(context)
 
     @keep_result
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> DeploymentResult:
         from airflow_mlops.serving.record import release_id
         from airflow_mlops.utils.context import airflow_ids
 
         name = self._model_name()
+        self._take_whole_results()
         if self.target is None:
             raise ConfigurationError(f"Task {self.task_id!r}: give the deploy target", model=name)
         target = self._target(self.target)
@@ -708,8 +727,10 @@ class DeployModelOperator(_ServingOperator):
         rid = release_id(airflow_ids(context))
         last = release.last(name, rid)
         if last is not None and last.id == rid:
-            return self._guarded(context, release, name, lambda: self._resume_or_repeat(release, last))
-        return self._guarded(context, release, name, lambda: self._new_release(context, release, rid, last))
+            result = self._guarded(context, release, name, lambda: self._resume_or_repeat(release, last))
+        else:
+            result = self._guarded(context, release, name, lambda: self._new_release(context, release, rid, last))
+        return cast("DeploymentResult", result)
 
     def _new_release(
         self, context: Context, release: Release, rid: str, last: ReleaseRecord | None
@@ -730,13 +751,14 @@ class DeployModelOperator(_ServingOperator):
     @keep_result
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, plan: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+    ) -> DeploymentResult:
         """Resume after the target's trigger: verify (deploy phase) or finish the rollback (rollback phase)."""
         if not event or not plan:
             raise DeploymentError(f"Task {self.task_id!r} resumed without a trigger event; run it again")
         target = self._target(plan["target"])
         release = self._release(target, context)
-        return self._guarded(context, release, plan["model_name"], lambda: release.resume(plan, event))
+        result = self._guarded(context, release, plan["model_name"], lambda: release.resume(plan, event))
+        return cast("DeploymentResult", result)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """The model version put in service and the endpoint serving it, for OpenLineage."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import BaseOperator
 
@@ -52,6 +52,7 @@ from airflow_mlops.registry import (
     validate_model_name,
     write_signed_tags,
 )
+from airflow_mlops.results import model_version, result_value, snapshot_uri
 from airflow_mlops.utils.context import airflow_lineage_tags
 from airflow_mlops.utils.results import json_safe, keep_result, keyed_results
 from airflow_mlops.utils.templating import is_templated
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from mlflow import ActiveRun, MlflowClient
     from mlflow.entities.model_registry import ModelVersion
+
+    from airflow_mlops.results import EvaluationResult
 
 _EVALUATION_EXPERIMENT = "mlops-evaluation"
 
@@ -92,7 +95,8 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
     confusion matrix... when matplotlib is installed) are logged to the candidate's nested run, and a
     ``evaluation/champion_history.png`` of the past champions' gated metrics to the evaluation run.
 
-    Returns (XCom) ``{"passed", "model_name", "candidate_version", "candidate_model_uri", "champion_version",
+    Returns (XCom) an :class:`~airflow_mlops.results.EvaluationResult`, ``{"passed", "model_name",
+    "candidate_version", "candidate_model_uri", "champion_version",
     "metrics", "report", "reason", "evaluation_run_id", "slices", "artifacts", "links"}``; ``metrics`` maps
     every metric the candidate produced to ``{"candidate", "champion", "delta", "passed"}`` (``passed`` is
     None for metrics not gated); ``slices`` has one row per segment and metric (see
@@ -100,11 +104,13 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
     ``links`` holds the MLflow and Data Docs URLs.
 
     :param model_name: Registered model name (templated).
-    :param candidate_version: Version of the candidate (templated), e.g. the ``version`` of
-        :class:`~airflow_mlops.operators.registry.RegisterModelOperator`'s result.
-    :param candidate_model_uri: Model URI to evaluate instead (templated); used when no version is given
-        (``models:/<name>/<version>`` and ``models:/<name>@<alias>`` also identify the version to tag).
-    :param holdout_data: Snapshot URI of the holdout rows (templated), e.g. ``<snapshot-uri>#holdout``.
+    :param candidate_version: Version of the candidate (templated), or a result naming it: the
+        registration's whole result (``register.output``).
+    :param candidate_model_uri: Model URI to evaluate instead (templated), or a result holding a
+        ``model_uri``; used when no version is given (``models:/<name>/<version>`` and
+        ``models:/<name>@<alias>`` also identify the version to tag).
+    :param holdout_data: Snapshot URI of the holdout rows (templated), e.g. ``<snapshot-uri>#holdout``, or
+        an ingest's whole result (``ingest.output``: its ``holdout`` split).
     :param target: Name of the label column in the holdout.
     :param thresholds: Gate spec (templated) ``{metric: {"threshold", "min_absolute_change",
         "min_relative_change", "greater_is_better"}}``, or a JSON string of it (e.g. from DAG params).
@@ -129,10 +135,12 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         the candidate is worse than the champion by more than ``max_regression`` rejects the candidate.
         Segments with fewer than ``min_rows`` rows (default 30) are reported as "not enough rows" and do not
         gate; without a champion the slice metrics are reported only.
-    :param validation_summary: Result of the upstream data validation (templated), e.g.
-        ``"{{ ti.xcom_pull(task_ids='validate') }}"``; shown in the report, with a link to its
-        ``data_docs_uri`` when present.
-    :param drift_summary: Result of an upstream drift check (templated); shown in the report.
+    :param validation_summary: Result of the upstream data validation (templated), e.g. ``validate.output``;
+        shown in the report, with a link to its ``data_docs_uri`` when present.
+    :param drift_summary: Result of an upstream drift check (templated), e.g. ``drift.output``; shown in the
+        report.
+    :param report_intro: Markdown put before the report (templated), e.g. why the run started; the report is
+        the body of the approval request.
     :param experiment_name: MLflow experiment of the evaluation runs; default: the experiment of the
         candidate's training run, else ``mlops-evaluation``.
     :param mlflow_conn_id: The MLflow connection to use.
@@ -150,6 +158,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         "slices",
         "validation_summary",
         "drift_summary",
+        "report_intro",
         "experiment_name",
         "mlflow_conn_id",
         "aws_conn_id",
@@ -159,6 +168,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         "slices": "json",
         "validation_summary": "json",
         "drift_summary": "json",
+        "report_intro": "md",
     }
     inherits_from_skipmixin = True
     operator_extra_links = (MLflowModelVersionLink(), MLflowRunLink())
@@ -180,6 +190,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         slices: dict[str, Any] | list[dict[str, Any]] | str | None = None,
         validation_summary: dict[str, Any] | str | None = None,
         drift_summary: dict[str, Any] | str | None = None,
+        report_intro: str | None = None,
         experiment_name: str | None = None,
         mlflow_conn_id: str = MLflowHook.default_conn_name,
         aws_conn_id: str | None = "aws_default",
@@ -197,11 +208,15 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
             raise ValueError(
                 "Give candidate_version (the registered version to evaluate) or candidate_model_uri"
             )
+        known_name = None if is_templated(model_name) else model_name
         if candidate_version not in (None, "") and not is_templated(candidate_version):
-            parse_version(candidate_version, str(model_name), "candidate_version")
+            version = model_version(candidate_version, "candidate_version", known_name)
+            parse_version(version, str(model_name), "candidate_version")
         # Literal arguments are checked now; templates and other tasks' results once rendered, in execute.
-        if not is_templated(holdout_data) and (not isinstance(holdout_data, str) or not holdout_data.strip()):
-            raise ValueError("holdout_data must be a snapshot URI, e.g. '<snapshot-uri>#holdout'")
+        if not is_templated(holdout_data):
+            holdout = snapshot_uri(holdout_data, "holdout_data", "holdout")
+            if not isinstance(holdout, str) or not holdout.strip():
+                raise ValueError("holdout_data must be a snapshot URI, e.g. '<snapshot-uri>#holdout'")
         if not is_templated(target) and (not isinstance(target, str) or not target):
             raise ValueError("target must be the name of the label column in the holdout data")
         known_type = model_type
@@ -231,6 +246,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         self.slices = slices
         self.validation_summary = validation_summary
         self.drift_summary = drift_summary
+        self.report_intro = report_intro
         self.experiment_name = experiment_name
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
@@ -238,7 +254,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
     # -- execute ---------------------------------------------------------------------------------------
 
     @keep_result
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> EvaluationResult:
         from airflow_mlops.evaluation import report as reporting  # not needed to parse the DAG
         from airflow_mlops.evaluation.gate import gate_decision, gate_metric
         from airflow_mlops.evaluation.slices import check_slices, parse_slices
@@ -246,6 +262,15 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
 
         keys = record_keys()  # the gate decision is signed: no key fails here, before any work
         with rendered_arguments(model=str(self.model_name)):
+            # Other tasks' whole results stand for the version, the model URI and the holdout split.
+            self.candidate_version = model_version(
+                self.candidate_version, "candidate_version", self.model_name
+            )
+            self.candidate_model_uri = result_value(
+                self.candidate_model_uri, "candidate_model_uri", ("model_uri",),
+                "a model URI or a result holding one (a dict with 'model_uri')",
+            )  # fmt: skip
+            self.holdout_data = snapshot_uri(self.holdout_data, "holdout_data", "holdout")
             custom = custom_metrics(self.extra_metrics)
             average = check_average(self.average)
             model_type = resolve_model_type(self.model_type, self.thresholds, custom)
@@ -401,6 +426,9 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
                 mlflow_url=self.hook.tracking_uri, experiment_id=experiment_id,
                 average=average if multiclass else None,
             )  # fmt: skip
+            intro = str(self.report_intro or "").strip()
+            if intro:
+                report = f"{intro}\n\n{report}"
             mlflow.log_text(report, "evaluation/report.md")
             if slice_rows:
                 mlflow.log_dict(json_safe({"slices": slice_rows}), "evaluation/slices.json")
@@ -445,9 +473,9 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         self.log.info("Evaluation report:\n%s", report)
         if passed:
             self.log.info("Gate passed for %s", label)
-            return result
+            return cast("EvaluationResult", result)
         self.log.warning("Gate rejected %s: %s", label, reason)
-        return self._on_rejected(context, result, label)
+        return cast("EvaluationResult", self._on_rejected(context, result, label))
 
     def _on_rejected(self, context: Context, result: dict[str, Any], label: str) -> dict[str, Any]:
         ti = context.get("ti")

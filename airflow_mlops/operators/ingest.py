@@ -6,7 +6,7 @@ import tempfile
 import warnings
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from airflow.sdk import Asset, BaseHook, BaseOperator
 
@@ -73,6 +73,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_mlops.data.sources import SourceFile, SourceLimits
+    from airflow_mlops.results import Snapshot
 
 __all__ = [
     "FORMATS",
@@ -140,8 +141,9 @@ class IngestDatasetOperator(BaseOperator):
     with :class:`~airflow_mlops.exceptions.DatasetConfigurationError`. Staging folders a killed try left
     under a local root are removed by the next try (or, once an hour old, by any later ingest).
 
-    Returns (XCom) ``{"name", "snapshot_id", "uri", "sha256", "rows", "schema", "splits"}`` where
-    ``splits`` maps each split to ``<uri>#<split>``. Every Asset among the task's outlets (by default
+    Returns (XCom) a :class:`~airflow_mlops.results.Snapshot`, ``{"name", "snapshot_id", "uri", "sha256",
+    "rows", "schema", "splits"}`` where ``splits`` maps each split to ``<uri>#<split>``; operators that take a
+    snapshot URI take it whole (``ingest.output``). Every Asset among the task's outlets (by default
     :func:`dataset_asset`, the dataset's real location ``s3://.../datasets/<dataset_name>`` or
     ``file:///.../datasets/<dataset_name>``) gets an event whose extra holds ``{"uri", "sha256",
     "snapshot_id", "name", "rows"}``. With the ``openlineage`` extra, the task reports the source it read and
@@ -259,7 +261,7 @@ class IngestDatasetOperator(BaseOperator):
         return TransferProgress(what, total, interval=self.progress_interval, logger=self.log)
 
     @keep_result
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> Snapshot:
         """Snapshot the source (or the query's rows); return the snapshot's description."""
         name = self._rendered_name()
         root = resolve_data_root(self.data_root)
@@ -277,7 +279,7 @@ class IngestDatasetOperator(BaseOperator):
         self._emit_asset_events(context, result)
         if self.mlflow_run_id:
             self._log_mlflow_input(manifest)
-        return result
+        return cast("Snapshot", result)
 
     @staticmethod
     def _staging_tag(context: Context) -> tuple[str | None, int | None]:

@@ -30,6 +30,7 @@ from airflow_mlops.registry import (
     tag_value,
     validate_model_name,
 )
+from airflow_mlops.results import Promotion, RegisteredVersion, model_version, result_value
 from airflow_mlops.signing import record_keys
 from airflow_mlops.utils.clock import utc_now_iso
 from airflow_mlops.utils.config import approval_required
@@ -45,6 +46,10 @@ if TYPE_CHECKING:
 
 _RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_\-]+")
 _TAG_KEY_MAX = 250
+#: What ``model_uri`` takes besides a URI: a training result.
+_MODEL_URI_ACCEPTS = "a logged model's URI or a training result (a dict with 'model_uri')"
+#: Tags of the training run the registration copies to the model version: its data, validation and code.
+_COPIED_PREFIXES = ("mlops.data.", "mlops.validation.")
 
 
 # --- operators -------------------------------------------------------------------------------------------
@@ -60,17 +65,24 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
     dag/run/task/try of this task and ``mlops.mlflow.run_id``), waits until the version is ``READY`` and
     points the ``challenger`` alias at it (unless it already is the champion).
 
-    Returns (XCom) ``{"model_name", "version", "model_uri", "source_uri", "run_id", "champion_version"}``,
-    where ``model_uri`` is ``models:/<name>/<version>`` and ``champion_version`` is the version the
-    ``champion`` alias points at now (None on the first registration).
+    The training run's ``mlops.data.*``, ``mlops.validation.*`` and ``mlops.code.version`` tags are copied to
+    the version (``mlops.data.uri``: the training snapshot, without its ``#split``), so the version says
+    what data and code made it without the DAG passing them; ``tags`` given override them.
+
+    Returns (XCom) a :class:`~airflow_mlops.results.RegisteredVersion`, ``{"model_name", "version",
+    "model_uri", "source_uri", "run_id", "champion_version"}``, where ``model_uri`` is
+    ``models:/<name>/<version>`` and ``champion_version`` is the version the ``champion`` alias points at now
+    (None on the first registration). Operators that take a model version take it whole
+    (``register.output``).
 
     :param model_name: Registered model name (templated); letters, digits, ``_``, ``-``, ``.``.
     :param model_uri: URI of the logged model (templated): ``models:/<model_id>``, ``runs:/<run>/<path>``
-        or a storage URI; usually the ``model_uri`` of the training result.
+        or a storage URI; or the training's whole result (``train.output``: its ``model_uri`` and
+        ``run_id``).
     :param run_id: MLflow run that trained the model (templated). Derived from ``model_uri`` when
         omitted (``runs:/`` URIs and MLflow 3 logged models know their run).
-    :param tags: Extra lineage tags for the version (templated), e.g. ``mlops.data.uri``,
-        ``mlops.data.sha256``, ``mlops.validation.success``. A JSON string of a dict is accepted too.
+    :param tags: Extra lineage tags for the version (templated), e.g. ``mlops.validation.success``. A JSON
+        string of a dict is accepted too.
     :param mlflow_conn_id: The MLflow connection to use.
     :param await_registration_for: Seconds to wait for the version to become ``READY``.
     """
@@ -95,7 +107,7 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
         if not is_templated(model_name):
             validate_model_name(model_name)
         if not is_templated(model_uri):
-            _check_model_uri(model_uri)
+            _check_model_uri(result_value(model_uri, "model_uri", ("model_uri",), _MODEL_URI_ACCEPTS))
         if not is_templated(tags):
             _check_tags_type(tags)
         if isinstance(tags, Mapping):
@@ -112,14 +124,18 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
         self.await_registration_for = await_registration_for
 
     @keep_result
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> RegisteredVersion:
         with rendered_arguments(model=str(self.model_name)):
             name = validate_model_name(self.model_name)
             user_tags = _parse_tags(self.tags)
-            model_uri = _check_model_uri(self.model_uri)
+            training = self.model_uri if isinstance(self.model_uri, Mapping) else {}
+            model_uri = _check_model_uri(
+                result_value(self.model_uri, "model_uri", ("model_uri",), _MODEL_URI_ACCEPTS)
+            )
         client = self.hook.client
 
-        run_id = (str(self.run_id).strip() if self.run_id else "") or self._derive_run_id(client, model_uri)
+        given_run = self.run_id or training.get("run_id")
+        run_id = (str(given_run).strip() if given_run else "") or self._derive_run_id(client, model_uri)
         if run_id and not _RUN_ID_PATTERN.fullmatch(run_id):
             raise ConfigurationError(
                 f"run_id {run_id!r} for model {name!r} is not an MLflow run id", model=name, uri=model_uri
@@ -136,7 +152,7 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
         self._wait_until_ready(client, name, version)
         self.link_model_version(name, version)
 
-        lineage = {**user_tags, **airflow_lineage_tags(context)}
+        lineage = {**self._training_run_tags(client, run_id), **user_tags, **airflow_lineage_tags(context)}
         if run_id:
             lineage[T.MLFLOW_RUN_ID] = run_id
         for key, value in lineage.items():
@@ -162,6 +178,28 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
             "run_id": run_id or None,
             "champion_version": champion,
         }
+
+    def _training_run_tags(self, client: MlflowClient, run_id: str) -> dict[str, str]:
+        """The training run's data, validation and code tags, for the version (none without a run)."""
+        if not run_id:
+            return {}
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run_tags = client.get_run(run_id).data.tags
+        except MlflowException as err:
+            self.log.warning("Training run %s not readable (%s): no data tags copied", run_id, error_code(err))
+            return {}
+        copied = {
+            key: value
+            for key, value in run_tags.items()
+            if key.startswith(_COPIED_PREFIXES) or key == T.CODE_VERSION
+        }
+        if copied.get(T.DATA_URI):
+            copied[T.DATA_URI] = copied[T.DATA_URI].split("#", 1)[0]  # the snapshot, not its split
+        if copied:
+            self.log.info("Copied the training run's tags %s to the version", sorted(copied))
+        return copied
 
     def _derive_run_id(self, client: MlflowClient, model_uri: str) -> str:
         if model_uri.startswith("runs:/"):
@@ -279,7 +317,7 @@ class PromoteModelOperator(ModelOperatorMixin, BaseOperator):
     :class:`~airflow_mlops.exceptions.ModelVersionNotFoundError` (not retried).
 
     :param model_name: Registered model name (templated).
-    :param version: Model version to promote (templated), e.g. ``"{{ ti.xcom_pull('register')['version'] }}"``.
+    :param version: Model version to promote (templated), or a result naming one, e.g. ``register.output``.
     :param mlflow_conn_id: The MLflow connection to use.
     """
 
@@ -298,16 +336,17 @@ class PromoteModelOperator(ModelOperatorMixin, BaseOperator):
         if not is_templated(model_name):
             validate_model_name(model_name)
         if not is_templated(version):
-            parse_version(version, str(model_name))
+            known_name = None if is_templated(model_name) else model_name
+            parse_version(model_version(version, "version", known_name), str(model_name))
         self.model_name = model_name
         self.version = version
         self.mlflow_conn_id = mlflow_conn_id
 
     @keep_result
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> Promotion:
         with rendered_arguments(model=str(self.model_name)):
             name = validate_model_name(self.model_name)
-            version = parse_version(self.version, name)
+            version = parse_version(model_version(self.version, "version", name), name)
         client = self.hook.client
 
         mv = get_model_version(client, name, version)

@@ -19,7 +19,7 @@ import os
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from airflow.sdk import BaseOperator
 
@@ -29,6 +29,7 @@ from airflow_mlops.exceptions import ConfigurationError, DatasetError, TrainingE
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.links import MLflowRunLink, run_url
 from airflow_mlops.registry import tag_value
+from airflow_mlops.results import TrainingResult, snapshot_uri
 from airflow_mlops.training.entrypoint import entrypoint_command, parse_entrypoint
 from airflow_mlops.training.selection import RUNTIMES, resolve_runtime, runtime_from_env
 from airflow_mlops.utils.results import keep_result, keyed_results
@@ -108,7 +109,8 @@ class TrainModelOperator(BaseOperator):
     Train a model: start a trainer with the training environment contract and return its result.
 
     Before the trainer starts, the operator creates (or, on a retry, finds again) the MLflow run of this task
-    instance, tagged with the Airflow dag_id / run_id / task_id / map index / try number and the data URIs.
+    instance, tagged with the Airflow dag_id / run_id / task_id / map index / try number, the data URIs and
+    the training snapshot's SHA-256 (``mlops.data.*``, which the registration copies to the model version).
     The trainer sees only the contract (:mod:`airflow_mlops.trainer.contract`), the MLflow connection's
     settings, a minimal base environment and *env*; never the worker's whole environment. It attaches to the
     run (``MLFLOW_RUN_ID``), logs its model, and writes ``{"run_id", "model_uri", "metrics"}`` to
@@ -131,8 +133,10 @@ class TrainModelOperator(BaseOperator):
         runs with the worker's Python interpreter locally (``sys.executable -m pkg.module``) and with the
         image's ``python`` (or ``torchrun`` for several processes or nodes) in Kubernetes; a list of strings
         is run as a command as it is (``["python", "train.py"]``, ``["/opt/venv/bin/train"]``).
-    :param train_data: Snapshot URI of the training data, ``#train`` selects a split. (templated)
-    :param valid_data: Snapshot URI of the validation data, ``#valid`` selects a split. (templated)
+    :param train_data: Snapshot URI of the training data, ``#train`` selects a split; or an ingest's whole
+        result (``ingest.output``: its ``train`` split). (templated)
+    :param valid_data: Snapshot URI of the validation data, ``#valid`` selects a split; or an ingest's whole
+        result (its ``valid`` split). (templated)
     :param experiment_name: MLflow experiment of the run; created if missing. (templated)
     :param hyperparameters: JSON-serialisable hyper-parameters, given to the trainer as ``MLOPS_PARAMS``: a
         dict, or a template string that renders to a JSON object or a Python dict literal (for example
@@ -252,17 +256,20 @@ class TrainModelOperator(BaseOperator):
     # -- execute -------------------------------------------------------------------------------------------
 
     @keep_result
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> TrainingResult:
         """Prepare the training, run it on the runtime (which may defer) and return the checked result."""
+        # An ingest's whole result stands for its train (valid) split.
+        self.train_data = snapshot_uri(self.train_data, "train_data", "train")
+        self.valid_data = snapshot_uri(self.valid_data, "valid_data", "valid")
         spec = self._prepare(context)
         if isinstance(spec, dict):
-            return spec  # an earlier try already trained: its stored result
+            return cast("TrainingResult", spec)  # an earlier try already trained: its stored result
         try:
             raw = self.runtime.start(spec, context, self._callbacks())
         except Exception as err:
             self._after_start_error(err, spec)
             raise
-        return self._finish(spec, raw)
+        return cast("TrainingResult", self._finish(spec, raw))
 
     @keep_result
     def execute_complete(
@@ -271,7 +278,7 @@ class TrainModelOperator(BaseOperator):
         event: dict[str, Any] | None = None,
         spec: dict[str, Any] | None = None,
         runtime_state: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> TrainingResult:
         """Resume after a deferring runtime's trigger fired; fail on a missing or failed event."""
         if spec is None:
             raise TrainingError(f"Task {self.task_id!r} resumed without its training spec; retry the task")
@@ -287,7 +294,7 @@ class TrainModelOperator(BaseOperator):
         except Exception as err:
             self._after_start_error(err, training)
             raise
-        return self._finish(training, raw)
+        return cast("TrainingResult", self._finish(training, raw))
 
     def on_kill(self) -> None:
         """Stop the trainer the runtime started."""
@@ -330,7 +337,7 @@ class TrainModelOperator(BaseOperator):
             self.runtime.check(env=self.env)
         except ValueError as err:
             raise ConfigurationError(f"Task {self.task_id!r}: {err}") from err
-        train_data, valid_data = self._check_data()
+        train_data, valid_data, data_sha256 = self._check_data()
         params_json = json.dumps(self._rendered_hyperparameters(), sort_keys=True)
 
         client = self.hook.client
@@ -354,7 +361,7 @@ class TrainModelOperator(BaseOperator):
             client.update_run(run_id, status="RUNNING")
             client.set_tag(run_id, tags.AIRFLOW_TRY_NUMBER, str(ids["try_number"]))
         else:
-            run_id = self._create_run(client, experiment_id, ids, train_data, valid_data)
+            run_id = self._create_run(client, experiment_id, ids, train_data, valid_data, data_sha256)
         self.mlflow_run_url = run_url(self.hook.tracking_uri, experiment_id, run_id)
         self.log.info("MLflow run: %s", self.mlflow_run_url or run_id)
 
@@ -483,10 +490,16 @@ class TrainModelOperator(BaseOperator):
             ) from err
         return value
 
-    def _check_data(self) -> tuple[str, str | None]:
-        """Check the rendered data URIs name existing snapshots (and splits) before anything starts."""
+    def _check_data(self) -> tuple[str, str | None, str | None]:
+        """
+        Check the rendered data URIs name existing snapshots (and splits) before anything starts.
+
+        :return: The training and validation data URIs, and the training snapshot's SHA-256 (None when the
+            worker cannot read its manifest).
+        """
         from airflow_mlops.data.snapshots import load_manifest, parse_snapshot_uri
 
+        sha256 = None
         uris = {"train_data": self.train_data, "valid_data": self.valid_data}
         for field, uri in uris.items():
             if uri is None or (field == "valid_data" and uri == ""):
@@ -500,18 +513,21 @@ class TrainModelOperator(BaseOperator):
             base, split = parse_snapshot_uri(uri)
             storage = self._storage_hook.storage if is_s3(uri) else None
             try:
-                files = load_manifest(base, storage=storage).get("files") or {}
+                manifest = load_manifest(base, storage=storage)
             except FileNotFoundError as err:
                 raise DatasetError(
                     f"{field} {uri!r}: {err}; run the ingest task first", dataset=uri, uri=uri
                 ) from err
+            files = manifest.get("files") or {}
+            if field == "train_data" and isinstance(manifest.get("sha256"), str):
+                sha256 = manifest["sha256"]
             if split and split not in files:
                 raise DatasetError(
                     f"{field} {uri!r}: snapshot has no split {split!r}; it has {sorted(files)}",
                     dataset=uri,
                     uri=uri,
                 )
-        return self.train_data.strip(), (self.valid_data or "").strip() or None
+        return self.train_data.strip(), (self.valid_data or "").strip() or None, sha256
 
     def _experiment_id(self, client: MlflowClient) -> str:
         from airflow_mlops.registry import get_or_create_experiment
@@ -551,6 +567,7 @@ class TrainModelOperator(BaseOperator):
         ids: dict[str, Any],
         train_data: str,
         valid_data: str | None,
+        data_sha256: str | None = None,
     ) -> str:
         run_tags = {
             **self._identity_tags(ids),
@@ -559,6 +576,8 @@ class TrainModelOperator(BaseOperator):
         }
         if valid_data:
             run_tags[tags.DATA_VALID_URI] = valid_data
+        if data_sha256:
+            run_tags[tags.DATA_SHA256] = data_sha256
         name = f"{ids['dag_id']}.{ids['task_id']}" + (f".{ids['map_index']}" if ids["map_index"] >= 0 else "")
         run = client.create_run(experiment_id, run_name=name, tags=run_tags)
         self.log.info("Created MLflow run %s in experiment %r", run.info.run_id, self.experiment_name)

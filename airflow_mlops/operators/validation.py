@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import BaseHook, BaseOperator
 
@@ -42,6 +42,7 @@ from airflow_mlops.exceptions import (
 )
 from airflow_mlops.hooks.storage import StorageHook
 from airflow_mlops.links import DataDocsLink, browser_url, data_docs_url
+from airflow_mlops.results import ValidationSummary, snapshot_uri
 from airflow_mlops.utils.results import keep, keep_result, keyed_results
 from airflow_mlops.utils.templating import is_templated
 
@@ -81,7 +82,8 @@ class ValidateDatasetOperator(BaseOperator):
     ``observed`` holds the observed value, unexpected counts, up to five unexpected values, or the error the
     expectation raised. ``blocking`` is True when a failure stops the pipeline.
 
-    :param dataset_uri: Snapshot URI, optionally with ``#train`` / ``#valid`` / ``#holdout``. (templated)
+    :param dataset_uri: Snapshot URI, optionally with ``#train`` / ``#valid`` / ``#holdout``, or an ingest's
+        whole result (``ingest.output``: its snapshot). (templated)
     :param expectations: List of ``{"type": "expect_...", "kwargs": {...}}``, optionally with
         ``"severity": "critical" | "warning" | "info"``. (templated)
     :param suite_path: Path (local or ``s3://``) of a GX suite JSON file, instead of ``expectations``.
@@ -145,7 +147,8 @@ class ValidateDatasetOperator(BaseOperator):
         super().__init__(**keyed_results(kwargs))
         # Literal arguments are checked now; templates and other tasks' results once rendered, in execute.
         if sql_conn_id is None:
-            if not is_templated(dataset_uri) and not (isinstance(dataset_uri, str) and dataset_uri.strip()):
+            literal_uri = snapshot_uri(dataset_uri, "dataset_uri") if not is_templated(dataset_uri) else ""
+            if not is_templated(dataset_uri) and not (isinstance(literal_uri, str) and literal_uri.strip()):
                 raise ValueError(
                     "dataset_uri must be a snapshot URI (or pass sql_conn_id with table or query), "
                     f"got {dataset_uri!r}"
@@ -211,11 +214,13 @@ class ValidateDatasetOperator(BaseOperator):
         return StorageHook(aws_conn_id=self.aws_conn_id)
 
     @keep_result
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> ValidationSummary:
         """Validate the snapshot (or table, or query); return the compact summary."""
+        # An ingest's whole result stands for its snapshot.
+        self.dataset_uri = snapshot_uri(self.dataset_uri, "dataset_uri")
         expectations, origin, suite_name = self._suite()
         if self.sql_conn_id is not None:
-            return self._validate_sql(expectations, origin, suite_name)
+            return cast("ValidationSummary", self._validate_sql(expectations, origin, suite_name))
 
         uri = self._rendered("dataset_uri", self.dataset_uri, "a snapshot URI", DatasetConfigurationError)
         base, split = parse_snapshot_uri(uri)
@@ -246,7 +251,8 @@ class ValidateDatasetOperator(BaseOperator):
             result = self._run_suite(expectations, origin, suite_name, batch_of, dataset=name, uri=uri)
         summary = self._summary(result, uri, manifest.get("name"), manifest.get("snapshot_id"), split, len(df))
         docs_dir = self.data_docs_uri or join(base, VALIDATION_DIR, suite_name + (f"-{split}" if split else ""))
-        return self._finish(result, summary, label, docs_dir, storage, dataset=name, uri=uri)
+        finished = self._finish(result, summary, label, docs_dir, storage, dataset=name, uri=uri)
+        return cast("ValidationSummary", finished)
 
     def _rendered(self, field: str, value: Any, what: str, kind: type[ConfigurationError]) -> str:
         """A rendered string argument, stripped; a ConfigurationError when it rendered empty."""

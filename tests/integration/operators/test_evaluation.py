@@ -27,6 +27,7 @@ from airflow_mlops.exceptions import (
 )
 from airflow_mlops.operators.evaluation import EvaluateModelOperator
 from airflow_mlops.operators.registry import PromoteModelOperator
+from airflow_mlops.results import EvaluationResult
 from tests.support.context import context_for
 from tests.support.deploy import approve_version
 from tests.support.snapshots import write_frames_snapshot as write_snapshot
@@ -99,6 +100,7 @@ def test_first_run_applies_only_absolute_thresholds(client, registry, snapshot):
     context = context_for(op)
     result = op.execute(context)
 
+    assert set(result) == set(EvaluationResult.__annotations__)
     assert result["passed"] is True
     assert result["champion_version"] is None
     assert result["candidate_version"] == version
@@ -137,6 +139,22 @@ def test_a_better_candidate_passes_against_the_champion(registry, snapshot):
     assert "| accuracy_score |" in result["report"]
     assert f"champion v{champion}" in result["report"]
     assert registry.tags(candidate)[T.GATE_DECISION] == "passed"
+
+
+def test_it_takes_the_registration_and_the_ingest_whole_and_puts_the_intro_first(registry, snapshot):
+    version = registry.add("strong")
+    registered = {"model_name": registry.name, "version": version, "model_uri": f"models:/{registry.name}/{version}"}
+    ingested = {"uri": snapshot["uri"], "splits": {"train": "unused", "holdout": snapshot["holdout"]}}
+    op = EvaluateModelOperator(
+        task_id="evaluate", model_name=registry.name, candidate_version=registered, holdout_data=ingested,
+        thresholds=ACCURACY_GATE, report_intro="### Why this run\n\n- retraining requested by monitoring",
+    )  # fmt: skip
+    result = op.execute({})
+
+    assert result["candidate_version"] == version
+    assert json.loads(registry.tags(version)[T.EVALUATION_SUMMARY])["holdout"] == snapshot["holdout"]
+    assert result["report"].startswith("### Why this run\n\n- retraining requested by monitoring\n\n")
+    assert "accuracy_score" in result["report"]
 
 
 def test_a_worse_candidate_is_rejected_promotion_skipped_and_it_is_no_challenger(client, registry, snapshot):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import mlflow
@@ -12,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from airflow_mlops import tags as T
 from airflow_mlops.exceptions import ApprovalRequiredError, ModelVersionNotFoundError, RegistryError
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
+from airflow_mlops.results import RegisteredVersion
 from tests.support.context import context_for
 from tests.support.deploy import approve_version
 
@@ -105,6 +107,42 @@ def test_a_runs_uri_registers_with_the_run_id_derived(client, trained, model_nam
     # Registering the same run again through its logged-model URI finds the same version.
     again = register(model_name, trained[1])
     assert again["version"] == result["version"]
+
+
+def test_the_training_result_registers_with_the_runs_data_validation_and_code_tags(client, model_name):
+    pytest.importorskip("airflow.providers.openlineage")
+    from openlineage.client.serde import Serde
+
+    from airflow_mlops.lineage.openlineage import MODEL_VERSION_FACET
+
+    x, y = make_classification(n_samples=60, n_features=4, random_state=1)
+    run_tags = {
+        T.DATA_URI: "s3://lake/datasets/churn/ab12#train", T.DATA_VALID_URI: "s3://lake/datasets/churn/ab12#valid",
+        T.DATA_SHA256: "ab12", T.VALIDATION_SUCCESS: "true", T.CODE_VERSION: "3f2c9d1e", "team": "risk",
+    }  # fmt: skip
+    with mlflow.start_run(experiment_id=client.create_experiment(f"copy-{model_name}"), tags=run_tags) as run:
+        info = mlflow.sklearn.log_model(
+            LogisticRegression().fit(x, y), name="model", pip_requirements=["scikit-learn"]
+        )
+    training = {"run_id": run.info.run_id, "model_uri": info.model_uri, "metrics": {"accuracy": 0.9}}
+
+    op = RegisterModelOperator(
+        task_id="register", model_name=model_name, model_uri=training, tags={T.VALIDATION_SUCCESS: False}
+    )
+    result = op.execute(context_for(op))
+
+    assert set(result) == set(RegisteredVersion.__annotations__)
+    assert (result["source_uri"], result["run_id"]) == (info.model_uri, run.info.run_id)
+    tags = client.get_model_version(model_name, str(result["version"])).tags
+    assert tags[T.DATA_URI] == "s3://lake/datasets/churn/ab12"  # the snapshot, not its split
+    assert tags[T.DATA_VALID_URI] == "s3://lake/datasets/churn/ab12#valid"
+    assert (tags[T.DATA_SHA256], tags[T.CODE_VERSION]) == ("ab12", "3f2c9d1e")
+    assert tags[T.VALIDATION_SUCCESS] == "false"  # what the DAG gives wins
+    assert "team" not in tags
+    # The version's OpenLineage event says where it came from.
+    (output,) = op.get_openlineage_facets_on_complete(None).outputs
+    facet = json.loads(Serde.to_json(output))["facets"][MODEL_VERSION_FACET]
+    assert (facet["trainingRun"], facet["codeVersion"]) == (run.info.run_id, "3f2c9d1e")
 
 
 def test_registering_an_unknown_model_uri_names_the_model(client, model_name):

@@ -126,18 +126,22 @@ def test_sklearn_trainer_logs_a_loadable_model_and_a_retry_does_not_train_again(
     import mlflow
     from sklearn.metrics import accuracy_score
 
-    from airflow_mlops.data.snapshots import read_snapshot
+    from airflow_mlops.data.snapshots import ingest_result, load_manifest, read_snapshot
+    from airflow_mlops.results import TrainingResult
 
+    manifest = load_manifest(snapshot)
     op = make_operator(
         entrypoint="airflow_mlops.trainer.examples.sklearn_classifier",
-        train_data=f"{snapshot}#train",
-        valid_data=f"{snapshot}#valid",
+        # The ingest's whole result: the operator takes its train and valid splits.
+        train_data=ingest_result(manifest),
+        valid_data=ingest_result(manifest),
         experiment_name=experiment,
         hyperparameters={"C": 0.5, "max_iter": 300},
         output_root=str(data_root / "runs"),
     )
     result = op.execute(context("sklearn_dag"))
 
+    assert TrainingResult.__required_keys__ <= set(result) <= set(TrainingResult.__annotations__)
     assert set(result["metrics"]) == {"accuracy", "f1", "roc_auc"}
     assert result["metrics"]["accuracy"] > 0.8
     valid = read_snapshot(f"{snapshot}#valid")
@@ -153,6 +157,8 @@ def test_sklearn_trainer_logs_a_loadable_model_and_a_retry_does_not_train_again(
     assert run.data.params["C"] == "0.5"
     assert run.data.tags[tags.AIRFLOW_DAG_ID] == "sklearn_dag"
     assert run.data.tags[tags.DATA_URI] == f"{snapshot}#train"
+    assert run.data.tags[tags.DATA_VALID_URI] == f"{snapshot}#valid"
+    assert run.data.tags[tags.DATA_SHA256] == manifest["sha256"]  # the registration copies it
     assert json.loads(run.data.tags[tags.TRAINING_RESULT]) == result
     # The task page links to the training run in the MLflow UI.
     link = f"{mlflow_server.uri}/#/experiments/{run.info.experiment_id}/runs/{result['run_id']}"

@@ -207,7 +207,7 @@ def test_connection_ids_default_to_the_providers_and_are_templated(cls):
                 task_id="t", model_name="churn", candidate_version=3, holdout_data=out["holdout"],
                 thresholds={"accuracy_score": {"threshold": 0.7}},
             ),
-            {"holdout_data": {"uri": "file:///s"}}, "holdout_data of model 'churn' rendered to",
+            {"holdout_data": ["file:///s"]}, "holdout_data of model 'churn' rendered to",
             id="evaluate: holdout not a URI",
         ),
         pytest.param(
