@@ -120,11 +120,20 @@ class MonitorModelOperator(BaseOperator):
     health check fails, or the local proxy's status is not 200) makes the verdict ``degraded`` with the reason
     ``endpoint unavailable: ...``, whatever the traffic.
 
+    Served rows logged in a SQL database are monitored where they live: with ``sql_conn_id`` (any common.sql
+    connection), ``table`` or ``query`` gives the window's rows (the inputs, the prediction in
+    ``prediction_column`` and, when the label arrived, ``label_column``; a query selects the window, e.g. with
+    ``{{ data_interval_start }}``), and the reference is ``reference_table`` or ``reference_query`` of the same
+    database (default: the champion's training snapshot, read by the worker). The database computes the
+    drift summaries, runs the data-quality suite (default: the features present, none null) and aggregates the
+    live metric; only summaries reach the worker (:mod:`airflow_mlops.serving.monitor_sql`). No plots are
+    logged for SQL data, and the task does not wait for traffic.
+
     Returns (XCom, JSON-safe) ``{"verdict", "reasons", "model_name", "version", "window", "records",
     "bad_rows", "endpoint", "feature_drift", "prediction_drift", "data_quality", "performance",
-    "monitoring_run_id", "monitoring_run_url"}``; ``verdict`` is ``healthy``, ``degraded`` or
+    "monitoring_run_id", "monitoring_run_url", "engine"}``; ``verdict`` is ``healthy``, ``degraded`` or
     ``not_enough_traffic``; ``bad_rows`` is ``{"count", "columns"}``; ``endpoint`` is ``{"available",
-    "reason"}`` (None without ``target``).
+    "reason"}`` (None without ``target``); ``engine`` is ``"memory"`` or ``"sql"``.
 
     :param model_name: Registered model whose champion is monitored. (templated)
     :param capture_uri: Data root the captures are under (default ``$MLOPS_DATA_ROOT``). (templated)
@@ -151,11 +160,21 @@ class MonitorModelOperator(BaseOperator):
     :param deferrable: Wait in the triggerer (default ``[operators] default_deferrable``).
     :param mlflow_conn_id: Airflow ``mlflow`` connection.
     :param aws_conn_id: Airflow ``aws`` connection for ``s3://`` captures and snapshots.
+    :param sql_conn_id: Airflow connection of the SQL database the served rows are logged in (any common.sql
+        ``DbApiHook``), instead of captures. (templated)
+    :param table: Table of the window's served rows. (templated)
+    :param query: ``SELECT`` of the window's served rows, instead of ``table``. (templated)
+    :param reference_table: Reference table of the same database (default: the champion's training
+        snapshot). (templated)
+    :param reference_query: Reference ``SELECT``, instead of ``reference_table``. (templated)
+    :param prediction_column: Column of the logged rows holding the prediction (with ``sql_conn_id``).
     """
 
     template_fields: Sequence[str] = (
-        "model_name", "capture_uri", "window_end", "labels_uri", "mlflow_conn_id", "aws_conn_id",
+        "model_name", "capture_uri", "window_end", "labels_uri", "mlflow_conn_id", "aws_conn_id", "sql_conn_id",
+        "table", "query", "reference_table", "reference_query",
     )  # fmt: skip
+    template_fields_renderers = {"query": "sql", "reference_query": "sql"}
     operator_extra_links = (MLflowRunLink(),)
 
     def __init__(
@@ -183,6 +202,12 @@ class MonitorModelOperator(BaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         mlflow_conn_id: str = "mlflow_default",
         aws_conn_id: str | None = StorageHook.default_conn_name,
+        sql_conn_id: str | None = None,
+        table: str | None = None,
+        query: str | None = None,
+        reference_table: str | None = None,
+        reference_query: str | None = None,
+        prediction_column: str = "prediction",
         **kwargs: Any,
     ) -> None:
         super().__init__(**keyed_results(kwargs))
@@ -191,6 +216,13 @@ class MonitorModelOperator(BaseOperator):
 
         if not is_templated(model_name):  # a template or another task's result is checked once rendered
             _check_model_name(model_name)
+        self.sql_conn_id = sql_conn_id
+        self.table = table
+        self.query = query
+        self.reference_table = reference_table
+        self.reference_query = reference_query
+        self.prediction_column = prediction_column
+        _check_sql_sources(self, capture_uri, labels_uri, wait_for_traffic, rendered=False)
         for name, value in (("min_records", min_records), ("min_labels", min_labels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -279,7 +311,10 @@ class MonitorModelOperator(BaseOperator):
             _check_model_name(self.model_name)
         except ValueError as err:
             raise ConfigurationError(f"{err} once rendered") from err
+        _check_sql_sources(self, self.capture_uri, self.labels_uri, self.wait_for_traffic, rendered=True)
         start, end = self._window()
+        if self.sql_conn_id is not None:
+            return self._monitor_sql(context, start, end, self._endpoint_problem())
         root = self._root()
         storage = self.storage_hook.storage_for(root)
         records = count_captures(root, self.model_name, start, end, storage)
@@ -326,7 +361,10 @@ class MonitorModelOperator(BaseOperator):
             )
         self.log.info("%s", event["message"])
         return self._monitor(
-            context, datetime.fromisoformat(start), datetime.fromisoformat(event["end"]), self._endpoint_problem()
+            context,
+            datetime.fromisoformat(start),
+            datetime.fromisoformat(event["end"]),
+            self._endpoint_problem(),
         )
 
     def _endpoint_problem(self) -> str | None:
@@ -426,6 +464,7 @@ class MonitorModelOperator(BaseOperator):
             "endpoint": None if self.target is None
             else {"available": endpoint_problem is None, "reason": endpoint_problem},
             "feature_drift": None, "prediction_drift": None, "data_quality": None, "performance": None,
+            "engine": "memory",
         }  # fmt: skip
         if records >= self.min_records:
             inputs = captured[[c for c in monitor.feature_columns(captured) if c not in excluded]]
@@ -463,6 +502,119 @@ class MonitorModelOperator(BaseOperator):
         log("Verdict for %s v%s: %s %s", self.model_name, version, verdict, "; ".join(reasons))
         return result
 
+    def _monitor_sql(
+        self, context: Context, start: datetime, end: datetime, endpoint_problem: str | None
+    ) -> dict[str, Any]:
+        """:meth:`_monitor` of rows logged in a SQL database: every check computed by the database."""
+        import sqlalchemy as sa
+
+        from airflow_mlops.data.sql_drift import SqlData, compute_drift_sql
+        from airflow_mlops.operators.drift import sql_engine
+        from airflow_mlops.serving import monitor, monitor_sql
+
+        client = self.mlflow_hook.client
+        version, version_tags = self._champion(client)
+        conn_id = str(self.sql_conn_id).strip()
+        current = SqlData(table=_stripped(self.table), query=_stripped(self.query))
+        reference: Any = None
+        if self.reference_table is not None or self.reference_query is not None:
+            reference = SqlData(table=_stripped(self.reference_table), query=_stripped(self.reference_query))
+        label = f"{current.describe()} of connection {conn_id!r}"
+        engine = sql_engine(conn_id, f"monitor {self.model_name} from {label}")
+        window = {"start": start.isoformat(), "end": end.isoformat()}
+        result: dict[str, Any] = {
+            "model_name": self.model_name, "version": version, "window": window, "records": 0,
+            "bad_rows": {"count": 0, "columns": []},
+            "endpoint": None if self.target is None
+            else {"available": endpoint_problem is None, "reason": endpoint_problem},
+            "feature_drift": None, "prediction_drift": None, "data_quality": None, "performance": None,
+            "engine": "sql",
+        }  # fmt: skip
+        try:
+            columns = monitor_sql.column_names(engine, current)
+            result["records"] = records = monitor_sql.row_count(engine, current)
+            self.log.info(
+                "%d rows served by %s v%s in %s (%s - %s)",
+                records, self.model_name, version, label, window["start"], window["end"],
+            )  # fmt: skip
+            if records >= self.min_records:
+                if reference is None:
+                    reference = self._training_frame(version, version_tags)
+                meta = {self.label_column, self.prediction_column, *self.exclude_columns}
+                feature_drift = compute_drift_sql(
+                    engine, reference, current, thresholds=self.thresholds,
+                    feature_thresholds=self.feature_thresholds, exclude_columns=sorted(meta),
+                )  # fmt: skip
+                result["feature_drift"] = _compact_drift(feature_drift)
+                features = [*feature_drift["features"], *feature_drift["missing_features"]]
+                holdout = self._holdout_predictions(
+                    version, version_tags, features, self.storage_hook.storage_for(self._root())
+                )
+                if holdout is not None and self.prediction_column in columns:
+                    result["prediction_drift"] = _compact_drift(
+                        monitor_sql.prediction_drift_sql(
+                            engine, current, self.prediction_column, holdout, self.prediction_thresholds
+                        )
+                    )
+                expectations = self.expectations or monitor_sql.quality_suite_sql(features)
+                result["data_quality"] = self._quality_sql(engine, current, expectations)
+                if self.label_column in columns and self.prediction_column in columns:
+                    result["performance"] = monitor_sql.live_performance_sql(
+                        engine, current, self.label_column, self.prediction_column, self.performance_metric,
+                        self._baseline(version_tags), self.max_performance_drop, self.min_labels,
+                    )  # fmt: skip
+        except ValueError as err:  # a source that cannot be read, a column of too many categories
+            raise DatasetError(f"Cannot monitor {self.model_name} from {label}: {err}") from err
+        except sa.exc.DBAPIError as err:
+            raise ServiceUnavailableError(
+                f"Cannot monitor {self.model_name} from {label}: the database failed: {err.orig}"
+            ) from err
+        finally:
+            engine.dispose()
+        verdict, reasons = monitor.verdict(
+            result["records"], self.min_records, result["feature_drift"], result["prediction_drift"],
+            result["data_quality"], result["performance"], endpoint_problem,
+        )  # fmt: skip
+        result.update({"verdict": verdict, "reasons": reasons})
+        result["monitoring_run_id"] = self._log_run(context, json_safe(result), None, None, [])
+        result["monitoring_run_url"] = self.mlflow_run_url
+        result = json_safe(result)
+        client.set_registered_model_tag(
+            self.model_name, MONITORING_VERDICT_TAG, json.dumps({k: result.get(k) for k in _VERDICT_KEYS})
+        )
+        log = self.log.warning if verdict == monitor.DEGRADED else self.log.info
+        log("Verdict for %s v%s: %s %s", self.model_name, version, verdict, "; ".join(reasons))
+        return result
+
+    def _training_frame(self, version: str, version_tags: Mapping[str, str]) -> Any:
+        """The champion's training snapshot as a frame (its features only): the reference without a SQL one."""
+        from airflow_mlops.data.snapshots import read_snapshot
+
+        uri = version_tags.get(T.DATA_URI)
+        if not uri:
+            raise DatasetError(
+                f"{self.model_name} v{version} ({T.CHAMPION}) has no {T.DATA_URI} tag: pass reference_table or "
+                "reference_query"
+            )
+        try:
+            frame = read_snapshot(uri, storage=self.storage_hook.storage_for(uri))
+        except (FileNotFoundError, ValueError) as err:
+            raise DatasetError(f"Cannot read the training snapshot {uri}: {err}", uri=uri) from err
+        return frame.drop(
+            columns=[c for c in (self.label_column, *self.exclude_columns) if c in frame.columns]
+        )
+
+    def _quality_sql(self, engine: Any, current: Any, expectations: list[dict[str, Any]]) -> Any:
+        """The data-quality suite run by the database on the logged rows (Great Expectations' SQL datasource)."""
+        from airflow_mlops.data.expectations import build_suite, ephemeral_context, sql_batch, summarize
+
+        suite = build_suite(expectations, "expectations", f"{self.model_name}-served-rows")
+        batch = sql_batch(
+            ephemeral_context(), f"{self.model_name}-served-rows", engine.url.render_as_string(hide_password=False),
+            table=current.table, query=current.query,
+        )  # fmt: skip
+        return summarize(batch.validate(suite, result_format="SUMMARY"))
+
     def _input_types(self, version: str, reference: Any, features: list[str]) -> dict[str, str]:
         """The MLflow type of each feature: the champion's signature, else the training snapshot's dtypes."""
         from airflow_mlops.serving.capture import signature_of
@@ -470,7 +622,9 @@ class MonitorModelOperator(BaseOperator):
         try:
             signature = signature_of(f"models:/{self.model_name}/{version}") or {}
         except Exception as err:  # no signature is not a reason to stop monitoring
-            self.log.info("No signature of %s v%s (%s): types of the training data", self.model_name, version, err)
+            self.log.info(
+                "No signature of %s v%s (%s): types of the training data", self.model_name, version, err
+            )
             signature = {}
         types = {}
         for feature in features:
@@ -605,7 +759,7 @@ class MonitorModelOperator(BaseOperator):
                     metrics[f"performance.{performance['metric']}"] = float(performance["value"])
             mlflow.log_metrics({k.replace(" ", "_"): v for k, v in metrics.items()})
             mlflow.log_dict(result, "monitoring/report.json")
-            if drift:
+            if drift and captured is not None:  # rows in the worker (not for SQL data)
                 import matplotlib.pyplot as plt
 
                 shown = drift["drifted_features"] or features
@@ -818,6 +972,51 @@ class RequestRetrainingOperator(BaseOperator):
             "requested": True, "retrain": retrain, "notified": notified, "reason": None, "verdict": verdict,
             "reasons": monitoring.get("reasons") or [], "last_request": request,
         }  # fmt: skip
+
+
+def _stripped(value: Any) -> str | None:
+    return None if value is None else str(value).strip()
+
+
+def _check_sql_sources(
+    op: MonitorModelOperator, capture_uri: Any, labels_uri: Any, wait_for_traffic: Any, rendered: bool
+) -> None:
+    """
+    Captures or SQL rows, each source given once, strings not empty (literals only before rendering).
+
+    Before rendering a problem is a ValueError; once rendered a
+    :class:`~airflow_mlops.exceptions.ConfigurationError`.
+    """
+    suffix = " once rendered" if rendered else ""
+
+    def fail(message: str) -> None:
+        raise ConfigurationError(message + suffix)
+
+    sql = ("table", "query", "reference_table", "reference_query")
+    if op.sql_conn_id is None:
+        given = [name for name in sql if getattr(op, name) is not None]
+        if given:
+            fail(f"{' and '.join(given)} need sql_conn_id (the connection of the database the rows are in)")
+        return
+    for name, value in (("capture_uri", capture_uri), ("labels_uri", labels_uri)):
+        if value is not None:
+            fail(
+                f"{name} and sql_conn_id exclude each other: served rows come from captures or from a SQL "
+                "table or query (with the label in label_column), not both"
+            )
+    if wait_for_traffic is not None:
+        fail("wait_for_traffic and sql_conn_id exclude each other: the wait counts captures")
+    if not isinstance(op.prediction_column, str) or not op.prediction_column.strip():
+        fail(f"prediction_column must be a column name, got {op.prediction_column!r}")
+    if (op.table is None) == (op.query is None):
+        fail("With sql_conn_id, pass exactly one of table or query (the served rows)")
+    if op.reference_table is not None and op.reference_query is not None:
+        fail("Pass at most one of reference_table or reference_query")
+    for name in ("sql_conn_id", *sql):
+        value = getattr(op, name)
+        known = rendered or not is_templated(value)
+        if value is not None and known and not (isinstance(value, str) and value.strip()):
+            fail(f"{name} must be a non-empty string, got {value!r}")
 
 
 def _check_model_name(model_name: Any) -> None:
