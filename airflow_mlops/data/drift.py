@@ -66,6 +66,9 @@ __all__ = [
 ]
 
 _EPS = 1e-6
+#: Largest sample that numeric_drift hands to scipy as it is (its exact KS p-value goes up to this size).
+_SCIPY_SIZE = 10_000
+_BLOCK = 1 << 20
 
 
 def is_categorical(series: pd.Series) -> bool:
@@ -108,16 +111,52 @@ def psi_from_counts(expected: Any, actual: Any) -> float:
 
 
 def numeric_drift(reference: Any, current: Any, bins: int = 10) -> dict[str, float]:
-    """PSI, Kolmogorov-Smirnov statistic (and p-value) and Wasserstein distance of two numeric samples."""
-    from scipy.stats import ks_2samp, wasserstein_distance
+    """
+    PSI, Kolmogorov-Smirnov statistic (and p-value) and Wasserstein distance of two numeric samples.
 
-    ks = ks_2samp(reference, current)
+    Samples of up to 10,000 values go to :func:`scipy.stats.ks_2samp` (its exact p-value) and
+    :func:`scipy.stats.wasserstein_distance`; larger ones are sorted once and both statistics are computed as
+    scipy does, over blocks of the merged values (the asymptotic p-value, as ``ks_2samp`` gives for them), so
+    memory stays at a few copies of the data instead of a dozen.
+    """
+    import numpy as np
+    from scipy.stats import ks_2samp, kstwo, wasserstein_distance
+
+    if max(len(reference), len(current)) <= _SCIPY_SIZE:
+        ks = ks_2samp(reference, current)
+        return {
+            "psi": psi(reference, current, bins),
+            "ks": float(ks.statistic),
+            "ks_pvalue": float(ks.pvalue),
+            "wasserstein": float(wasserstein_distance(reference, current)),
+        }
+    ref = np.sort(np.asarray(reference, dtype=float))
+    cur = np.sort(np.asarray(current, dtype=float))
+    statistic, wasserstein = _ks_wasserstein_sorted(ref, cur)
+    m, n = sorted([float(len(ref)), float(len(cur))], reverse=True)
     return {
-        "psi": psi(reference, current, bins),
-        "ks": float(ks.statistic),
-        "ks_pvalue": float(ks.pvalue),
-        "wasserstein": float(wasserstein_distance(reference, current)),
+        "psi": psi(ref, cur, bins),
+        "ks": statistic,
+        "ks_pvalue": float(np.clip(kstwo.sf(statistic, np.round(m * n / (m + n))), 0, 1)),
+        "wasserstein": wasserstein,
     }
+
+
+def _ks_wasserstein_sorted(ref: Any, cur: Any) -> tuple[float, float]:
+    """KS statistic and Wasserstein-1 distance of two sorted samples, as scipy computes them, block by block."""
+    import numpy as np
+
+    merged = np.concatenate((ref, cur))
+    merged.sort()
+    largest, smallest, distance = 0.0, 0.0, 0.0
+    for start in range(0, len(merged), _BLOCK):
+        points = merged[start : start + _BLOCK]
+        gap = np.searchsorted(ref, points, side="right") / len(ref)
+        gap -= np.searchsorted(cur, points, side="right") / len(cur)
+        largest, smallest = max(largest, float(gap.max())), min(smallest, float(gap.min()))
+        following = merged[start + 1 : start + _BLOCK + 1]  # W1: |F - G| times the step to the next value
+        distance += float(np.sum(np.abs(gap[: len(following)]) * (following - points[: len(following)])))
+    return max(largest, min(-smallest, 1.0)), distance
 
 
 def categorical_drift(reference: pd.Series, current: pd.Series) -> dict[str, float]:
@@ -227,6 +266,14 @@ def compute_drift_snapshots(
                 features[column] = _arrow_categorical_feature(
                     column, ref_table.column(column), cur_table.column(column), thresholds, feature_thresholds
                 )
+            elif _is_number(ref_table.column(column)) and _is_number(cur_table.column(column)):
+                ref_values, ref_nulls = _numbers(ref_table.column(column))
+                cur_values, cur_nulls = _numbers(cur_table.column(column))
+                del ref_table, cur_table
+                features[column] = _numeric_feature(
+                    column, ref_values, cur_values, ref_nulls, cur_nulls, bins, thresholds, feature_thresholds
+                )
+                continue
             else:  # numbers (and other types) exactly as compute_drift reads them
                 features[column] = _series_feature(
                     column, ref_table.to_pandas()[column], cur_table.to_pandas()[column], bins, thresholds,
@@ -262,6 +309,43 @@ def _is_text(column: pa.ChunkedArray) -> bool:
 
     kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
     return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_boolean(kind))
+
+
+def _is_number(column: pa.ChunkedArray) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_integer(column.type) or pa.types.is_floating(column.type))
+
+
+def _numbers(column: pa.ChunkedArray) -> tuple[Any, int]:
+    """The values of a number column as floats without its nulls (and NaNs, as pandas), and how many those were."""
+    import numpy as np
+
+    values = np.asarray(column.to_numpy(), dtype=float)  # nulls become NaN
+    missing = np.isnan(values)
+    count = int(missing.sum())
+    return (values[~missing] if count else values), count
+
+
+def _numeric_feature(
+    column: str,
+    reference: Any,
+    current: Any,
+    reference_nulls: int,
+    current_nulls: int,
+    bins: int,
+    thresholds: dict[str, float] | None,
+    feature_thresholds: dict[str, dict[str, float]] | None,
+) -> dict[str, Any]:
+    """:func:`_series_feature` of a number column, from its non-null values and its null count."""
+    rows = {"reference": len(reference), "current": len(current)}
+    totals = {"reference": rows["reference"] + reference_nulls, "current": rows["current"] + current_nulls}
+    null_rates = {
+        "reference": reference_nulls / totals["reference"] if totals["reference"] else 0.0,
+        "current": current_nulls / totals["current"] if totals["current"] else 0.0,
+    }
+    metrics = numeric_drift(reference, current, bins) if rows["reference"] and rows["current"] else {}
+    return feature_result(column, False, metrics, rows, null_rates, thresholds, feature_thresholds)
 
 
 def _arrow_counts(column: pa.ChunkedArray) -> dict[str, int]:
