@@ -67,6 +67,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_mlops.operators.deployment",
                     "airflow_mlops.operators.monitoring",
+                    "airflow_mlops.operators.replay",
                 ],
             },
         ],
