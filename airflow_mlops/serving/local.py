@@ -48,7 +48,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # PortInUseError is also importable from here, where it was first defined.
-from airflow_mlops.exceptions import ConfigurationError, DeploymentError, PortInUseError
+from airflow_mlops.exceptions import (
+    ConfigurationError,
+    DeploymentError,
+    DeploymentRejectedError,
+    PortInUseError,
+)
 from airflow_mlops.registry import validate_model_name
 from airflow_mlops.serving.base import DeployTarget
 from airflow_mlops.serving.supervisor import recent_restarts
@@ -861,9 +866,10 @@ class LocalServerTarget(DeployTarget):
                 if not proxy_ok and proxy is not old_proxy:
                     terminate(proxy)
                 raise
-            # The proxy now forwards to the new server; what it replaced can go.
+            # The proxy now forwards to the new server; what it replaced can go, and a release ends a shadow.
             if old_server and old_server.get("pid") != server["pid"]:
                 terminate(old_server)
+            terminate(state.get("shadow"))
             if old_proxy and not proxy_ok:
                 terminate(old_proxy)
             return self._deployment(model_name, new_state)
@@ -935,9 +941,72 @@ class LocalServerTarget(DeployTarget):
     def stop(self, model_name: str) -> None:
         with self._locked(model_name):
             state = self.read_state(model_name) or {}
+            terminate(state.get("shadow"))
             terminate(state.get("server"))
             terminate(state.get("proxy"))
             self.state_path(model_name).unlink(missing_ok=True)
+
+    # -- shadow ---------------------------------------------------------------------------------------------
+
+    def start_shadow(
+        self, model_name: str, version: str, model_uri: str, percent: float = 100.0
+    ) -> dict[str, Any]:
+        """
+        Mirror *percent* % of the model's production requests to *version*, whose answers reach no client.
+
+        Starts *version* on a spare loopback port (under its watchdog, as a served version) and names it in the
+        state file's ``shadow`` entry; the endpoint proxy then sends a copy of each chosen request (by its
+        request id) to it after answering the client, and captures its answer as ``shadow`` traffic with the
+        same request id (:func:`airflow_mlops.serving.replay.compare_shadow` compares the two). A shadow of the
+        same version already running only gets the new share. The shadow ends with :meth:`stop_shadow`, the next
+        deploy of another version, or :meth:`stop`.
+
+        :return: ``{"model_name", "version", "percent", "port", "pid"}``.
+        :raises DeploymentRejectedError: if nothing of the model serves here, so there is no traffic to mirror.
+        """
+        validate_model_name(model_name)
+        if isinstance(percent, bool) or not isinstance(percent, int | float) or not 0 < percent <= 100:
+            raise ValueError(f"percent must be a number above 0 and at most 100, got {percent!r}")
+        version = str(version)
+        with self._locked(model_name):
+            state = self.read_state(model_name)
+            if not state or not state.get("server") or not self._proxy_ok(state.get("proxy")):
+                raise DeploymentRejectedError(
+                    f"Nothing of model {model_name!r} serves on the local target at {self.endpoint}: there is no "
+                    "traffic to mirror to a shadow. Deploy the champion first.",
+                    model=model_name,
+                    version=version,
+                )
+            old = state.get("shadow")
+            if old and str(old.get("version")) == version and process_alive(old):
+                shadow = {**old, "percent": float(percent)}
+            else:
+                shadow = {
+                    **self._start_server(model_name, version, model_uri, purpose="shadow"),
+                    "percent": float(percent),
+                }
+            self._write_state(model_name, {**state, "shadow": shadow, "updated_at": utc_now_iso()})
+        if old and old.get("pid") != shadow.get("pid"):
+            terminate(old)
+        log.info(
+            "Version %s of model %s gets a copy of %g%% of the production requests of %s (port %s)",
+            version, model_name, percent, self.endpoint, shadow["port"],
+        )  # fmt: skip
+        return {"model_name": model_name, "version": version, "percent": float(percent), "port": shadow["port"],
+                "pid": shadow.get("pid")}  # fmt: skip
+
+    def stop_shadow(self, model_name: str) -> dict[str, Any] | None:
+        """Stop mirroring to the model's shadow and stop its server; the shadow's entry, or None if it had none."""
+        with self._locked(model_name):
+            state = self.read_state(model_name)
+            shadow = (state or {}).get("shadow")
+            if not state or not shadow:
+                return None
+            self._write_state(
+                model_name, {k: v for k, v in state.items() if k != "shadow"} | {"updated_at": utc_now_iso()}
+            )
+        terminate(shadow)
+        return dict(shadow)
 
     def health(self, deployment: Deployment, timeout: float = 10.0) -> Health:
         from airflow_mlops.serving.status import Health

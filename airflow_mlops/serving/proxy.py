@@ -32,6 +32,12 @@ id the capture stores. A request marked ``X-MLOps-Traffic`` (the package's smoke
 apart from production traffic, and only the model's signature columns are kept (the state's
 ``capture.signature``). The writer's counts go to ``capture-stats.json`` next to the state file.
 
+With a ``shadow`` entry in the state file (``{"port", "version", "percent"}``, written by
+:meth:`~airflow_mlops.serving.local.LocalServerTarget.start_shadow`) a copy of ``percent`` % of the production
+requests answered 2xx (chosen by request id, :func:`mirrored`) goes to that model server after the client has
+its answer, from one background thread (at most 1000 copies wait; more are dropped). The shadow's answer never
+reaches the client; it is captured with the request's id, the shadow's version and ``X-MLOps-Traffic: shadow``.
+
 Run as ``python -m airflow_mlops.serving.proxy --host H --port P --state FILE [--max-body-bytes N]
 [--read-timeout S] [--backend-timeout S]``. Standard library only (and pyarrow once capture is on): it starts in
 a fraction of a second and imports neither Airflow nor MLflow.
@@ -50,6 +56,7 @@ import socket
 import sys
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -86,6 +93,10 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_READ_TIMEOUT = 30.0
 #: Default of ``--backend-timeout``: seconds the model server may take to answer.
 DEFAULT_BACKEND_TIMEOUT = 300.0
+#: :data:`TRAFFIC_HEADER` value of the requests mirrored to a shadow, with which their answers are captured.
+SHADOW = "shadow"
+#: Mirrored requests waiting for the shadow; beyond it a copy is dropped (counted), never the request.
+_MIRROR_QUEUE = 1000
 #: An idle keep-alive client connection is closed after this many seconds.
 _IDLE_TIMEOUT = 120.0
 #: How long the status waits for the model server's ``/ping``.
@@ -136,11 +147,16 @@ class _StateReader:
         self._stamp: tuple[int, int] | None = None
         self._server: dict[str, Any] | None = None
         self._capture: dict[str, Any] | None = None
+        self._shadow: dict[str, Any] | None = None
         self._model: str = ""
 
     def capture(self) -> tuple[str, dict[str, Any] | None]:
         """The model name and the ``capture`` settings of the state last read."""
         return self._model, self._capture
+
+    def shadow(self) -> dict[str, Any] | None:
+        """The ``shadow`` entry of the state last read (a candidate that gets a mirror of the traffic), or None."""
+        return self._shadow
 
     def backend(self) -> dict[str, Any] | None:
         try:
@@ -160,6 +176,12 @@ class _StateReader:
                 capture = state.get("capture") if isinstance(state, dict) else None
                 self._capture = capture if isinstance(capture, dict) and capture.get("uri") else None
                 self._model = str(state.get("model_name") or "") if isinstance(state, dict) else ""
+                shadow = state.get("shadow") if isinstance(state, dict) else None
+                self._shadow = (
+                    shadow
+                    if isinstance(shadow, dict) and shadow.get("port") and _share(shadow.get("percent")) > 0
+                    else None
+                )
                 self._stamp = stamp
             return self._server
 
@@ -662,8 +684,30 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command == "HEAD" and answer.header("Content-Length"):
             out.append(("Content-Length", str(answer.header("Content-Length"))))
         self._send(answer.status, out, answer.body, answer.reason)
+        shadow = self.server.state.shadow()
+        if (
+            shadow is not None
+            and self.command == "POST"
+            and body
+            and 200 <= answer.status < 300
+            and not self.headers.get(TRAFFIC_HEADER)
+            and mirrored(rid, _share(shadow.get("percent")))
+        ):  # after the answer went out: the client never waits for the shadow
+            self.server.mirror(shadow, self.path, body, headers, rid)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _forward
+
+
+def _share(percent: Any) -> float:
+    """A shadow's ``percent`` (0-100) as a number; anything else is 0 (no mirror)."""
+    if isinstance(percent, bool) or not isinstance(percent, int | float):
+        return 0.0
+    return min(max(float(percent), 0.0), 100.0)
+
+
+def mirrored(rid: str, percent: float) -> bool:
+    """Whether the request *rid* is mirrored to a shadow that gets *percent* % of the traffic (by its id)."""
+    return zlib.crc32(rid.encode()) % 10000 < percent * 100
 
 
 def _request_id(header: str | None) -> str:
@@ -691,7 +735,53 @@ class _ProxyServer(ThreadingHTTPServer):
         self._jobs: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
         self._workers_lock = Lock()
         self._idle_workers = 0
+        self._mirrors: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=_MIRROR_QUEUE)
+        self._mirror_pool = _BackendPool(self.settings.backend_timeout)
+        self._mirror_thread: Thread | None = None
+        self.mirror_counts = {"mirrored": 0, "answered": 0, "failed": 0, "dropped": 0}
         super().__init__(address, _Handler)
+
+    def mirror(
+        self, shadow: dict[str, Any], path: str, body: bytes, headers: dict[str, str], rid: str
+    ) -> None:
+        """Queue a copy of a production request for the shadow; never blocks (a full queue drops it, counted)."""
+        with self._workers_lock:
+            if self._mirror_thread is None:
+                self._mirror_thread = Thread(target=self._mirror_loop, name="mlops-shadow", daemon=True)
+                self._mirror_thread.start()
+        try:
+            self._mirrors.put_nowait((shadow, path, body, headers, rid))
+        except queue.Full:
+            self.mirror_counts["dropped"] += 1
+
+    def _mirror_loop(self) -> None:
+        """Send each mirrored request to the shadow and capture its answer as ``shadow`` traffic."""
+        while True:
+            shadow, path, body, headers, rid = self._mirrors.get()
+            self.mirror_counts["mirrored"] += 1
+            host, port = shadow.get("host") or "127.0.0.1", int(shadow["port"])
+            try:
+                conn, _ = self._mirror_pool.get(host, port)
+                try:
+                    answer = conn.exchange("POST", path, {**headers, TRAFFIC_HEADER: SHADOW}, body)
+                except BaseException:
+                    conn.close()
+                    raise
+                if answer.will_close:
+                    conn.close()
+                else:
+                    self._mirror_pool.put(conn)
+            except (OSError, http.client.HTTPException) as err:
+                self.mirror_counts["failed"] += 1
+                sys.stderr.write(f"shadow version {shadow.get('version')}: {_describe(err)}\n")
+                continue
+            self.mirror_counts["answered"] += 1
+            writer = self.capture_writer()
+            if writer is not None:
+                writer.submit(
+                    self.state.capture()[0], str(shadow.get("version", "")), rid, answer.status, body, answer.body,
+                    SHADOW,
+                )  # fmt: skip
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve the connection on an idle worker thread, or on a new one when every worker is busy."""

@@ -30,13 +30,16 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.serving.base import PredictionError
-from airflow_mlops.serving.capture import PREDICTION, REQUEST_ID, ROW, TIMESTAMP
+from airflow_mlops.serving.capture import PREDICTION, REQUEST_ID, ROW, TIMESTAMP, VERSION, traffic_kind
 from airflow_mlops.serving.verification import latency_summary
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+    from datetime import datetime
 
     import pandas as pd
+
+    from airflow_mlops.data.storage import Storage
 
 CLASSIFICATION, REGRESSION, AUTO = "classification", "regression", "auto"
 PREDICTION_KINDS = (AUTO, CLASSIFICATION, REGRESSION)
@@ -47,6 +50,8 @@ MAX_CLASSES = 20
 MAX_SEGMENTS = 20
 OTHER_SEGMENTS = "(other)"
 NULL_SEGMENT = "(null)"
+#: The header value (and traffic kind) of the requests the local endpoint mirrors to a shadow.
+SHADOW = "shadow"
 #: Changed answers listed (the most frequent), and candidate errors quoted.
 MAX_CHANGES = 10
 MAX_ERROR_EXAMPLES = 3
@@ -442,3 +447,103 @@ def render_markdown(result: Mapping[str, Any]) -> str:
 def _limit(limits: Mapping[str, Any], name: str, shown: Callable[[float], str]) -> str:
     value = limits.get(name)
     return "" if value is None else f"<= {shown(value)}"
+
+
+def compare_shadow(
+    root: str,
+    model_name: str,
+    shadow_version: str,
+    start: datetime,
+    end: datetime,
+    *,
+    kind: str = AUTO,
+    segment_column: str | None = None,
+    limits: ReplayLimits | None = None,
+    storage: Storage | None = None,
+) -> dict[str, Any]:
+    """
+    What a shadow answered against what users got, for the production requests mirrored to it in the window.
+
+    The shadow's answers (captured with the request's own id, see
+    :meth:`~airflow_mlops.serving.local.LocalServerTarget.start_shadow`) are joined with the production answers
+    on request id and row, and compared as a replay compares (:func:`compare`, :func:`gate_failures`).
+
+    :param kind: ``classification``, ``regression`` or ``auto`` (as :func:`prediction_kind` tells).
+    :returns: ``{"model_name", "version", "served_versions", "window", "outcome", "reason", "compared":
+        {"requests", "rows"}, "comparison", "limits", "failures", "markdown"}``; ``outcome`` is ``passed``,
+        ``failed`` (a figure beyond its limit) or ``nothing_to_replay`` (no mirrored request answered).
+    """
+    from airflow_mlops.serving.capture import read_captures
+
+    limits = limits or ReplayLimits()
+    production = read_captures(root, model_name, start, end, storage=storage)
+    shadow = read_captures(
+        root, model_name, start, end, columns=[], meta=[REQUEST_ID, ROW, PREDICTION], storage=storage,
+        version=str(shadow_version), traffic=traffic_kind(SHADOW, 200),
+    )  # fmt: skip
+    joined = production.merge(
+        shadow.rename(columns={PREDICTION: "_shadow_prediction"}), on=[REQUEST_ID, ROW], how="inner"
+    )
+    result: dict[str, Any] = {
+        "model_name": model_name,
+        "version": str(shadow_version),
+        "served_versions": sorted({str(v) for v in joined[VERSION]}) if len(joined) else [],
+        "window": {"start": start.isoformat(), "end": end.isoformat()},
+        "compared": {
+            "requests": int(joined[REQUEST_ID].nunique()) if len(joined) else 0,
+            "rows": len(joined),
+        },
+        "limits": limits.to_dict(),
+        "failures": [],
+    }
+    if joined.empty:
+        result.update(
+            outcome=NOTHING_TO_REPLAY,
+            reason=f"no production request mirrored to v{shadow_version} was answered and captured between "
+            f"{result['window']['start']} and {result['window']['end']}",
+        )
+        result["markdown"] = (
+            f"### Shadow of `{_cell(model_name)}` v{shadow_version}\n\nNothing to compare: {result['reason']}."
+        )
+        return result
+    if segment_column is not None and segment_column not in joined.columns:
+        raise ValueError(f"segment_column {segment_column!r} is not captured for model {model_name!r}")
+    if kind == AUTO:
+        kind = prediction_kind(joined[PREDICTION].tolist())
+    limits.check_kind(kind)
+    result["comparison"] = compare(joined, joined["_shadow_prediction"].tolist(), kind, segment_column)
+    result["failures"] = gate_failures(limits, result["comparison"], {}, {})
+    result["outcome"] = FAILED if result["failures"] else PASSED
+    result["reason"] = "; ".join(result["failures"]) or None
+    result["markdown"] = _shadow_markdown(result)
+    return result
+
+
+def _shadow_markdown(result: Mapping[str, Any]) -> str:
+    """The shadow's comparison as a reviewer reads it (the figure table of :func:`render_markdown`)."""
+    served = ", ".join(f"v{v}" for v in result["served_versions"])
+    lines = [
+        f"### Shadow of `{_cell(result['model_name'])}` v{result['version']} against what users got ({served})",
+        "",
+        f"{result['compared']['requests']} mirrored production requests ({result['compared']['rows']} rows) "
+        f"between {result['window']['start']} and {result['window']['end']}; the shadow's answers reached no user.",
+    ]
+    table = render_markdown(
+        {
+            **result,
+            "champion_version": None,
+            "target": "local",
+            "outcome": PASSED,
+            "captured": {"requests": result["compared"]["requests"]},
+            "sample": {
+                "requests": result["compared"]["requests"],
+                "rows": result["compared"]["rows"],
+                "seed": "",
+            },
+            "errors": {"requests": 0},
+            "latency_ms": {},
+        }
+    ).split("\n")
+    start = table.index("| figure | value | limit |")
+    rows = [line for line in table[start:] if "latency" not in line and "failed requests" not in line]
+    return "\n".join([*lines, "", *rows])

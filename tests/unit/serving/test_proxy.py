@@ -19,7 +19,7 @@ import psutil
 import pytest
 import requests
 
-from airflow_mlops.serving.proxy import STATUS_PATH, VERSION_HEADER
+from airflow_mlops.serving.proxy import STATUS_PATH, VERSION_HEADER, mirrored
 from tests.support.proxy import start_proxy, start_stub_model_server, write_state
 
 SERVER_PID = 424242
@@ -284,3 +284,14 @@ def test_a_malformed_content_length_is_answered_400(stub):
 
     assert response.status == 400
     assert json.loads(body)["error_code"] == "BAD_REQUEST"
+
+
+def test_the_share_of_requests_mirrored_to_a_shadow_is_chosen_by_request_id():
+    ids = [f"req-{i}" for i in range(10_000)]
+
+    tenth = {rid for rid in ids if mirrored(rid, 10)}
+
+    assert 0.08 < len(tenth) / len(ids) < 0.12
+    # A larger share keeps the requests mirrored before.
+    assert tenth <= {rid for rid in ids if mirrored(rid, 50)}
+    assert all(mirrored(rid, 100) for rid in ids)

@@ -164,3 +164,13 @@ def test_the_summary_shows_the_figures_against_their_limits_and_the_outcome():
     assert "`1 -> 0` 27" in text
     assert "| east | 27 | 100% |" in text
     assert text.endswith("**Failed**: disagreement 25% > max_disagreement 10%.")
+
+
+def test_a_shadow_with_no_mirrored_answers_in_the_window_has_nothing_to_compare(tmp_path):
+    from airflow_mlops.serving.replay import compare_shadow
+
+    result = compare_shadow(str(tmp_path), "churn", "4", T0, T0 + timedelta(hours=1))
+
+    assert result["outcome"] == "nothing_to_replay"
+    assert result["compared"] == {"requests": 0, "rows": 0}
+    assert "Nothing to compare: no production request mirrored to v4" in result["markdown"]
