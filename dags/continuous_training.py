@@ -51,10 +51,11 @@ FEATURES = ["tenure_months", "monthly_spend", "support_calls", "usage_hours", "d
 MODEL_NAME = "demo_churn_classifier"
 PINNED_PORT = os.environ.get("MLOPS_SERVING_PORT")
 
+# Unpinned, a JSON target (templates render as text): the port of the model being served.
 SERVING_TARGET = (
     {"kind": "local", "port": int(PINNED_PORT)}
     if PINNED_PORT
-    else {"kind": "local", "port": "{{ serving_port(params.model_name, params.serving_port) }}"}
+    else '{"kind": "local", "port": {{ serving_port(params.model_name, params.serving_port) }} }'
 )
 # The port per model, as a param, when MLOPS_SERVING_PORT does not pin one.
 PORT_PARAM = {} if PINNED_PORT else {
@@ -73,7 +74,6 @@ with DAG(
     max_active_runs=1,
     # Transient failures (a server restarting, a network blip) are retried; bad input fails at once.
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
-    render_template_as_native_obj=True,
     user_defined_macros={
         "describe_trigger": describe_trigger,
         # The serving_port param, else 5001 for the default model, else a port derived from the name.
@@ -105,9 +105,11 @@ with DAG(
         split={"train": 0.7, "valid": 0.15, "holdout": 0.15},
         label_column="{{ params.target }}",
     )
+    # Each task takes the results it needs with .output: the whole result (an operator picks what it takes,
+    # e.g. the train split of the snapshot) or one key of it (output["uri"]).
     validate = ValidateDatasetOperator(
         task_id="validate",
-        dataset_uri="{{ ti.xcom_pull(task_ids='ingest')['uri'] }}",
+        dataset_uri=ingest.output,
         # Exactly these columns (no extra or junk ones), a label that is 0 or 1 and never null, numeric features
         # (not "1,234", a timestamp or a list) that are never null.
         expectations=table_suite(
@@ -120,7 +122,7 @@ with DAG(
     )
     drift = DriftCheckOperator(
         task_id="drift",
-        dataset_uri="{{ ti.xcom_pull(task_ids='ingest')['uri'] }}",
+        dataset_uri=ingest.output["uri"],
         # Compared with the data the current champion was trained on (none yet: the check passes).
         model_name="{{ params.model_name }}",
     )
@@ -128,27 +130,23 @@ with DAG(
         task_id="train",
         entrypoint="airflow_mlops.trainer.examples.sklearn_classifier",
         experiment_name="{{ params.model_name }}",
-        train_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['train'] }}",
-        valid_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['valid'] }}",
-        hyperparameters="{{ dict(params.model_params, target=params.target) }}",
+        train_data=ingest.output,  # its train split
+        valid_data=ingest.output,  # its valid split
+        hyperparameters="{{ dict(params.model_params, target=params.target) | tojson }}",
         runtime=runtime_from_env(),  # MLOPS_TRAINING_RUNTIME=local|kubernetes (+ MLOPS_TRAINING_IMAGE)
     )
     register = RegisterModelOperator(
         task_id="register",
         model_name="{{ params.model_name }}",
-        model_uri="{{ ti.xcom_pull(task_ids='train')['model_uri'] }}",
-        run_id="{{ ti.xcom_pull(task_ids='train')['run_id'] }}",
-        tags={
-            "mlops.data.uri": "{{ ti.xcom_pull(task_ids='ingest')['uri'] }}",
-            "mlops.data.sha256": "{{ ti.xcom_pull(task_ids='ingest')['sha256'] }}",
-            "mlops.validation.success": "{{ ti.xcom_pull(task_ids='validate')['success'] }}",
-        },
+        # The trained model and its run; the run's data tags (snapshot, SHA-256) are copied to the version.
+        model_uri=train.output,
+        tags={"mlops.validation.success": validate.output["success"]},
     )
     evaluate = EvaluateModelOperator(
         task_id="evaluate",
         model_name="{{ params.model_name }}",
-        candidate_version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
-        holdout_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['holdout'] }}",
+        candidate_version=register.output,
+        holdout_data=ingest.output,  # its holdout split
         target="{{ params.target }}",
         thresholds={
             "accuracy_score": {
@@ -157,15 +155,17 @@ with DAG(
                 "greater_is_better": True,
             }
         },
-        # Shown in the evaluation report, which is the body of the approval request.
-        validation_summary="{{ ti.xcom_pull(task_ids='validate') }}",
-        drift_summary="{{ ti.xcom_pull(task_ids='drift') }}",
+        # Shown in the evaluation report, which is the body of the approval request; first, what started the
+        # run (a monitoring verdict, if any).
+        validation_summary=validate.output,
+        drift_summary=drift.output,
+        report_intro="{{ describe_trigger(triggering_asset_events | default(none)) }}",
     )
     # The candidate, where it will serve, and holdout rows (without the label) to send it.
     serving = {
         "model_name": "{{ params.model_name }}",
-        "version": "{{ ti.xcom_pull(task_ids='register')['version'] }}",
-        "sample_data": "{{ ti.xcom_pull(task_ids='ingest')['splits']['holdout'] }}",
+        "version": register.output,
+        "sample_data": ingest.output,  # its holdout split
         "drop_columns": ["{{ params.target }}"],
         "target": SERVING_TARGET,
     }
@@ -173,16 +173,15 @@ with DAG(
     approve = ApproveModelOperator(
         task_id="approve",
         model_name="{{ params.model_name }}",
-        candidate_version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
-        # What started the run (a monitoring verdict, if any), then the evaluation report.
-        report="{{ describe_trigger(triggering_asset_events | default(none)) }}{{ ti.xcom_pull(task_ids='evaluate')['report'] }}",
+        candidate_version=register.output["version"],
+        report=evaluate.output["report"],
         assigned_users=APPROVERS or None,
         response_timeout=timedelta(days=2),
     )
     promote = PromoteModelOperator(
         task_id="promote",
         model_name="{{ params.model_name }}",
-        version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
+        version=register.output,
     )
     deploy = DeployModelOperator(task_id="deploy", **serving)
 

@@ -49,7 +49,6 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
-    render_template_as_native_obj=True,
     tags=["mlops"],
     params={
         "labels_uri": Param(
@@ -65,7 +64,7 @@ with DAG(
         capture_uri=os.environ.get("MLOPS_MONITORING_CAPTURES") or None,
         window_end="{{ dag_run.run_after.isoformat() }}",
         window=timedelta(hours=1),
-        labels_uri="{{ params.labels_uri or None }}",
+        labels_uri="{{ params.labels_uri }}",  # empty: no ground truth
         min_records=int(os.environ.get("MLOPS_MONITORING_MIN_RECORDS", "100")),
         label_column="label",
         target=SERVING_TARGET,
@@ -73,7 +72,7 @@ with DAG(
     request_retraining = RequestRetrainingOperator(
         task_id="request_retraining",
         model_name=MODEL_NAME,
-        monitoring="{{ ti.xcom_pull(task_ids='monitor') }}",
+        monitoring=monitor.output,
         cooldown=timedelta(hours=float(os.environ.get("MLOPS_MONITORING_COOLDOWN_HOURS", "24"))),
     )
     monitor >> request_retraining

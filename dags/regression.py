@@ -41,10 +41,11 @@ APPROVERS = [{"id": user, "name": user} for user in os.environ.get("MLOPS_APPROV
 MODEL_NAME = "demo_diabetes_regressor"
 PINNED_PORT = os.environ.get("MLOPS_REGRESSION_SERVING_PORT")
 
+# Unpinned, a JSON target (templates render as text): the port of the model being served.
 SERVING_TARGET = (
     {"kind": "local", "port": int(PINNED_PORT)}
     if PINNED_PORT
-    else {"kind": "local", "port": "{{ serving_port(params.model_name, params.serving_port) }}"}
+    else '{"kind": "local", "port": {{ serving_port(params.model_name, params.serving_port) }} }'
 )
 PORT_PARAM = {} if PINNED_PORT else {
     "serving_port": Param(None, type=["null", "integer"], minimum=1, maximum=65535,
@@ -80,7 +81,6 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
-    render_template_as_native_obj=True,
     # The serving_port param, else 5002 for the default model, else a port derived from the name.
     user_defined_macros={"serving_port": partial(serving_port, defaults={MODEL_NAME: 5002})},
     tags=["mlops", "example"],
@@ -105,13 +105,13 @@ with DAG(
     ingest = IngestDatasetOperator(
         task_id="ingest",
         dataset_name="{{ params.model_name }}",
-        source="{{ ti.xcom_pull(task_ids='export_data') }}",
+        source=source,  # the path export_data returned
         split={"train": 0.7, "valid": 0.15, "holdout": 0.15},
         label_column="target",
     )
     validate = ValidateDatasetOperator(
         task_id="validate",
-        dataset_uri="{{ ti.xcom_pull(task_ids='ingest')['uri'] }}",
+        dataset_uri=ingest.output,
         expectations=[
             *table_suite(COLUMNS, "target", min_rows=300),
             # The progression score is 25..346 in the data set: a mean far from ~150 means a broken extract.
@@ -123,26 +123,22 @@ with DAG(
         task_id="train",
         entrypoint=[sys.executable, str(TRAINER)],
         experiment_name="{{ params.model_name }}",
-        train_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['train'] }}",
-        valid_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['valid'] }}",
-        hyperparameters="{{ dict(params.model_params, features=params.features, target='target') }}",
+        train_data=ingest.output,  # its train split
+        valid_data=ingest.output,  # its valid split
+        hyperparameters="{{ dict(params.model_params, features=params.features, target='target') | tojson }}",
     )
     register = RegisterModelOperator(
         task_id="register",
         model_name="{{ params.model_name }}",
-        model_uri="{{ ti.xcom_pull(task_ids='train')['model_uri'] }}",
-        run_id="{{ ti.xcom_pull(task_ids='train')['run_id'] }}",
-        tags={
-            "mlops.data.uri": "{{ ti.xcom_pull(task_ids='ingest')['uri'] }}",
-            "mlops.data.sha256": "{{ ti.xcom_pull(task_ids='ingest')['sha256'] }}",
-            "mlops.validation.success": "{{ ti.xcom_pull(task_ids='validate')['success'] }}",
-        },
+        # The trained model and its run; the run's data tags (snapshot, SHA-256) are copied to the version.
+        model_uri=train.output,
+        tags={"mlops.validation.success": validate.output["success"]},
     )
     evaluate = EvaluateModelOperator(
         task_id="evaluate",
         model_name="{{ params.model_name }}",
-        candidate_version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
-        holdout_data="{{ ti.xcom_pull(task_ids='ingest')['splits']['holdout'] }}",
+        candidate_version=register.output,
+        holdout_data=ingest.output,  # its holdout split
         target="target",
         # Regression metrics: the model type is "regressor" without saying so; lower is better for all three.
         thresholds={
@@ -151,27 +147,27 @@ with DAG(
             "under_forecast_cost": {"threshold": "{{ params.max_cost }}"},
         },
         extra_metrics=[CustomMetric("under_forecast_cost", under_forecast_cost, greater_is_better=False)],
-        validation_summary="{{ ti.xcom_pull(task_ids='validate') }}",
+        validation_summary=validate.output,
     )
     serving = {
         "model_name": "{{ params.model_name }}",
-        "version": "{{ ti.xcom_pull(task_ids='register')['version'] }}",
-        "sample_data": "{{ ti.xcom_pull(task_ids='ingest')['splits']['holdout'] }}",
+        "version": register.output,
+        "sample_data": ingest.output,  # its holdout split
         "target": SERVING_TARGET,
     }
     infra_validate = InfraValidateOperator(task_id="infra_validate", **serving)
     approve = ApproveModelOperator(
         task_id="approve",
         model_name="{{ params.model_name }}",
-        candidate_version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
-        report="{{ ti.xcom_pull(task_ids='evaluate')['report'] }}",
+        candidate_version=register.output["version"],
+        report=evaluate.output["report"],
         assigned_users=APPROVERS or None,
         response_timeout=timedelta(days=2),
     )
     promote = PromoteModelOperator(
         task_id="promote",
         model_name="{{ params.model_name }}",
-        version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
+        version=register.output,
     )
     deploy = DeployModelOperator(task_id="deploy", **serving)
 

@@ -189,7 +189,9 @@ class RunXComs:
         self.dag_id, self.run_id, self.try_number, self.map_index = "mlops_continuous_training", "r", 1, -1
 
     def xcom_pull(self, task_ids: str | None = None, key: str = "return_value", **_: Any) -> Any:
-        return copy.deepcopy(self.values.get(task_ids))
+        value = copy.deepcopy(self.values.get(task_ids))
+        # Each key of a result is an XCom of its own too (task.output["key"] pulls it).
+        return value if key == "return_value" else (value or {}).get(key)
 
 
 def _run_xcoms(dag_run) -> dict[str, Any]:

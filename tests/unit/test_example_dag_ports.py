@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from airflow_mlops.serving.base import target_from_config
+
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 
@@ -23,7 +25,7 @@ def port(dag, model_name: str, serving_port: int | None = None) -> int:
     task = dag.get_task("deploy")
     context = {"params": {"model_name": model_name, "serving_port": serving_port}}
     rendered = task.render_template(task.target, context, dag.get_template_env())
-    return rendered["port"]
+    return target_from_config(rendered).port
 
 
 @pytest.fixture
