@@ -201,3 +201,18 @@ def test_a_whole_result_without_what_the_argument_needs_fails_at_execute_without
     with pytest.raises(ConfigurationError, match=message) as err:
         op.execute({})
     assert err.value.retryable is False
+
+
+@pytest.mark.parametrize(
+    ("cls", "snapshot", "rows"),
+    [(InfraValidateOperator, SNAPSHOT, f"{URI}#holdout"), (DeployModelOperator, UNSPLIT, URI)],
+    ids=["infra-validate", "deploy"],
+)
+def test_serving_operators_take_the_version_and_the_holdout_rows_from_whole_results(cls, snapshot, rows):
+    op = cls(task_id="t", model_name="churn", version=REGISTERED, sample_data=snapshot)
+    op.mlflow_conn_id = "no_such_connection"
+
+    with pytest.raises(ConfigurationError, match="no_such_connection"):
+        op.execute({})  # stops at the registry, after reading the results
+    # Smoke-test rows from the holdout split (the whole snapshot when it has no splits), version 3.
+    assert (op.version, op.sample_data) == (3, rows)
