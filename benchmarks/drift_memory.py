@@ -8,9 +8,11 @@ current one, and 4 text categories) in 1M-row batches, then, each in a fresh chi
 - columns: ``compute_drift_snapshots`` (Parquet column projection; text counted in Arrow);
 - whole frames (up to ``--frame-rows``): ``read_snapshot`` of both and ``compute_drift``;
 
-and reports seconds, the child's peak resident memory (``VmHWM``) and the drifted features.
+and reports seconds, the child's peak resident memory (``VmHWM``) and the drifted features; with ``--repeat N``,
+the median of N runs and their range.
 
-    python benchmarks/drift_memory.py [--rows 2000000 5000000 10000000] [--frame-rows 2000000] [--markdown docs/scale.md]
+    python benchmarks/drift_memory.py [--rows 2000000 5000000 10000000] [--frame-rows 2000000] [--repeat 1]
+        [--markdown docs/scale.md]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,7 +81,21 @@ print(json.dumps({"seconds": round(time.perf_counter() - start, 1), "peak_rss_ki
 """
 
 
-def run(mode: str, reference: str, current: str) -> dict:
+def run(mode: str, reference: str, current: str, repeat: int = 1) -> dict:
+    runs = [_run_once(mode, reference, current) for _ in range(repeat)]
+    failed = next((r for r in runs if "error" in r), None)
+    if failed or repeat == 1:
+        return failed or runs[0]
+    seconds = sorted(r["seconds"] for r in runs)
+    peaks = sorted(r["peak_rss_kib"] for r in runs)
+    return {
+        "seconds": statistics.median(seconds), "seconds_range": [seconds[0], seconds[-1]],
+        "peak_rss_kib": int(statistics.median(peaks)), "peak_range_kib": [peaks[0], peaks[-1]],
+        "runs": repeat, "drifted": runs[0]["drifted"],
+    }  # fmt: skip
+
+
+def _run_once(mode: str, reference: str, current: str) -> dict:
     proc = subprocess.run(
         [sys.executable, "-c", WORKER, json.dumps({"mode": mode, "reference": reference, "current": current})],
         capture_output=True, text=True, check=False,
@@ -96,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000_000])
     parser.add_argument("--frame-rows", type=int, default=2_000_000, help="largest size read as whole frames")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each path per size (median and range)")
     parser.add_argument("--markdown", help="replace (or add) this benchmark's section of this Markdown page")
     args = parser.parse_args()
 
@@ -106,9 +124,11 @@ def main() -> None:
             reference = write_snapshot(workdir / "reference", rows, 0.0, seed=1)
             current = write_snapshot(workdir / "current", rows, 0.6, seed=2)
             size = sum(f.stat().st_size for f in workdir.rglob("*.parquet"))
-            result = {"rows": rows, "parquet_bytes": size, "columns": run("columns", reference, current)}
+            result = {
+                "rows": rows, "parquet_bytes": size, "columns": run("columns", reference, current, args.repeat)
+            }  # fmt: skip
             if rows <= args.frame_rows:
-                result["frames"] = run("frames", reference, current)
+                result["frames"] = run("frames", reference, current, args.repeat)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         print(json.dumps(result), flush=True)
@@ -122,15 +142,23 @@ def main() -> None:
 
 
 def markdown(results: list[dict], args: argparse.Namespace) -> str:
+    """This run's section: the command that reproduces it and one row per size and path."""
+    return f"{SECTION} ({NUMERIC + TEXT} features)\n\n" + table(results, args)
+
+
+def table(results: list[dict], args: argparse.Namespace) -> str:
     def gib(kib: int) -> str:
         return f"{kib / (1 << 20):.2f} GiB"
 
+    def spread(r: dict, key: str, scale: float = 1.0, unit: str = "") -> str:
+        low, high = r.get(f"{key}_range", [None, None])
+        return "" if low is None else f" ({low / scale:.2f}-{high / scale:.2f}{unit})"
+
+    command = f"python benchmarks/drift_memory.py --rows {' '.join(str(r) for r in args.rows)}"
+    command += f" --frame-rows {args.frame_rows}" + (f" --repeat {args.repeat}" if args.repeat > 1 else "")
     lines = [
-        f"{SECTION} (rows x {NUMERIC + TEXT} features each)",
-        "",
-        f"`python benchmarks/drift_memory.py --rows {' '.join(str(r) for r in args.rows)}"
-        f" --frame-rows {args.frame_rows}`: two snapshots of {NUMERIC} continuous and {TEXT} text features,"
-        " one run per size (peak memory varies little between runs; the seconds are one run on a shared machine).",
+        f"`{command}`: two snapshots of {NUMERIC} continuous and {TEXT} text features each; "
+        + (f"median of {args.repeat} runs (range)." if args.repeat > 1 else "one run per size."),
         "",
         "| rows each | Parquet on disk | path | seconds | worker peak memory | drifted features |",
         "|---|---|---|---|---|---|",
@@ -144,8 +172,9 @@ def markdown(results: list[dict], args: argparse.Namespace) -> str:
                 lines.append(f"| {result['rows']:,} | | {label} | failed: {r['error']} | | |")
                 continue
             lines.append(
-                f"| {result['rows']:,} | {result['parquet_bytes'] / (1 << 30):.2f} GiB | {label} | {r['seconds']} |"
-                f" {gib(r['peak_rss_kib'])} | {', '.join(r['drifted']) or 'none'} |"
+                f"| {result['rows']:,} | {result['parquet_bytes'] / (1 << 30):.2f} GiB | {label} |"
+                f" {r['seconds']}{spread(r, 'seconds')} |"
+                f" {gib(r['peak_rss_kib'])}{spread(r, 'peak', 1 << 20, ' GiB')} | {', '.join(r['drifted']) or 'none'} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -35,7 +35,7 @@ from airflow_mlops.data.snapshots import DATA, DRIFT_DIR, load_manifest, parse_s
 from airflow_mlops.data.storage import Storage, is_s3, join, local_path
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
     import pandas as pd
     import pyarrow as pa
@@ -62,6 +62,7 @@ __all__ = [
     "psi_from_counts",
     "report_folder",
     "select_features",
+    "snapshot_columns",
     "to_markdown",
 ]
 
@@ -301,6 +302,42 @@ def _parquet_file(uri: str, storage: Storage) -> Iterator[Any]:
         return
     with tempfile.TemporaryDirectory(prefix="mlops-drift-") as tmp:
         yield pq.ParquetFile(storage.download_file(file_uri, Path(tmp) / Path(files[key]).name))
+
+
+class SnapshotColumns:
+    """
+    A snapshot's Parquet file seen as a read-only frame whose columns are read when asked for, one at a time.
+
+    ``columns``, ``len()`` and ``frame[column]`` (a pandas Series, as :func:`read_snapshot` would give it), which
+    is what :func:`airflow_mlops.data.sql_drift.compute_drift_sql` asks of a frame.
+    """
+
+    def __init__(self, parquet: Any, drop: Sequence[str] = ()) -> None:
+        self._parquet = parquet
+        self.columns = [c for c in parquet.schema_arrow.names if c not in set(drop)]
+        self._rows = int(parquet.metadata.num_rows)
+        self._last: tuple[str | None, Any] = (None, None)
+
+    def __len__(self) -> int:
+        return self._rows
+
+    def __getitem__(self, column: str) -> pd.Series:
+        if column not in self.columns:
+            raise KeyError(column)
+        if self._last[0] != column:
+            self._last = (None, None)  # let the previous column go before reading the next
+            table = self._parquet.read(columns=[column], use_pandas_metadata=True)
+            self._last = (column, table.to_pandas()[column])
+        return self._last[1]
+
+
+@contextmanager
+def snapshot_columns(
+    uri: str, storage: Storage | None = None, drop: Sequence[str] = ()
+) -> Iterator[SnapshotColumns]:
+    """The snapshot at *uri* (``#split`` allowed) as :class:`SnapshotColumns`, without the columns in *drop*."""
+    with _parquet_file(uri, storage or Storage()) as parquet:
+        yield SnapshotColumns(parquet, drop)
 
 
 def _is_text(column: pa.ChunkedArray) -> bool:

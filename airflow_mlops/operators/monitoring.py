@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,7 @@ from airflow_mlops.utils.templating import is_templated
 from airflow_mlops.version_compat import AirflowSkipException, conf
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     from airflow.sdk import BaseNotifier, Context
 
@@ -538,13 +539,14 @@ class MonitorModelOperator(BaseOperator):
                 records, self.model_name, version, label, window["start"], window["end"],
             )  # fmt: skip
             if records >= self.min_records:
-                if reference is None:
-                    reference = self._training_frame(version, version_tags)
                 meta = {self.label_column, self.prediction_column, *self.exclude_columns}
-                feature_drift = compute_drift_sql(
-                    engine, reference, current, thresholds=self.thresholds,
-                    feature_thresholds=self.feature_thresholds, exclude_columns=sorted(meta),
-                )  # fmt: skip
+                with ExitStack() as stack:
+                    if reference is None:  # the training snapshot, read one column at a time
+                        reference = stack.enter_context(self._training_columns(version, version_tags))
+                    feature_drift = compute_drift_sql(
+                        engine, reference, current, thresholds=self.thresholds,
+                        feature_thresholds=self.feature_thresholds, exclude_columns=sorted(meta),
+                    )  # fmt: skip
                 result["feature_drift"] = _compact_drift(feature_drift)
                 features = [*feature_drift["features"], *feature_drift["missing_features"]]
                 holdout = self._holdout_predictions(
@@ -586,9 +588,10 @@ class MonitorModelOperator(BaseOperator):
         log("Verdict for %s v%s: %s %s", self.model_name, version, verdict, "; ".join(reasons))
         return result
 
-    def _training_frame(self, version: str, version_tags: Mapping[str, str]) -> Any:
-        """The champion's training snapshot as a frame (its features only): the reference without a SQL one."""
-        from airflow_mlops.data.snapshots import read_snapshot
+    @contextmanager
+    def _training_columns(self, version: str, version_tags: Mapping[str, str]) -> Iterator[Any]:
+        """The champion's training snapshot, its features read one at a time: the reference without a SQL one."""
+        from airflow_mlops.data.drift import snapshot_columns
 
         uri = version_tags.get(T.DATA_URI)
         if not uri:
@@ -596,13 +599,13 @@ class MonitorModelOperator(BaseOperator):
                 f"{self.model_name} v{version} ({T.CHAMPION}) has no {T.DATA_URI} tag: pass reference_table or "
                 "reference_query"
             )
-        try:
-            frame = read_snapshot(uri, storage=self.storage_hook.storage_for(uri))
-        except (FileNotFoundError, ValueError) as err:
-            raise DatasetError(f"Cannot read the training snapshot {uri}: {err}", uri=uri) from err
-        return frame.drop(
-            columns=[c for c in (self.label_column, *self.exclude_columns) if c in frame.columns]
-        )
+        drop = (self.label_column, *self.exclude_columns)
+        with ExitStack() as stack:
+            try:  # only opening it: a failure of the comparison is not the snapshot's
+                columns = stack.enter_context(snapshot_columns(uri, self.storage_hook.storage_for(uri), drop))
+            except (FileNotFoundError, ValueError) as err:
+                raise DatasetError(f"Cannot read the training snapshot {uri}: {err}", uri=uri) from err
+            yield columns
 
     def _quality_sql(self, engine: Any, current: Any, expectations: list[dict[str, Any]]) -> Any:
         """The data-quality suite run by the database on the logged rows (Great Expectations' SQL datasource)."""

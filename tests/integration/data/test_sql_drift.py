@@ -151,3 +151,24 @@ def test_a_frame_in_the_worker_compares_with_a_table_as_two_frames_do(sqlite_eng
     assert transfer["rows_sampled"] == 100  # the current table's kind probe; the frame is the worker's own
     # SQLite returns order statistics as rows: about 1,000 per continuous column (tenure, spend), whatever its size.
     assert 0 < transfer["summary_rows"] < 2 * (DEFAULT_QUANTILES + 100)
+
+
+def test_a_snapshot_read_one_column_at_a_time_compares_as_its_frame(sqlite_engine, tmp_path):
+    from airflow_mlops.data.drift import snapshot_columns
+    from airflow_mlops.data.snapshots import DATA, manifest_bytes, write_parquet
+
+    reference = pd.read_sql("SELECT * FROM reference", sqlite_engine)
+    write_parquet({DATA: reference}, tmp_path)
+    (tmp_path / "_manifest.json").write_bytes(
+        manifest_bytes({"name": "r", "files": {DATA: f"{DATA}.parquet"}})
+    )
+
+    with snapshot_columns(str(tmp_path), drop=["active"]) as columns:
+        assert len(columns) == len(reference)
+        report = compute_drift_sql(
+            sqlite_engine, columns, SqlData(table="current"), exclude_columns=["active"]
+        )
+    frame = pd.read_parquet(tmp_path / f"{DATA}.parquet").drop(columns=["active"])
+    assert report == compute_drift_sql(
+        sqlite_engine, frame, SqlData(table="current"), exclude_columns=["active"]
+    )
