@@ -164,7 +164,7 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
         "|---|---|---|---|---|---|",
     ]
     for result in results:
-        for key, label in (("columns", "one column at a time"), ("frames", "whole frames (before)")):
+        for key, label in (("columns", "one column at a time"), ("frames", "both tables as frames")):
             if key not in result:
                 continue
             r = result[key]

@@ -135,12 +135,22 @@ def numeric_drift(reference: Any, current: Any, bins: int = 10) -> dict[str, flo
     cur = np.sort(np.asarray(current, dtype=float))
     statistic, wasserstein = _ks_wasserstein_sorted(ref, cur)
     m, n = sorted([float(len(ref)), float(len(cur))], reverse=True)
+    edges = psi_edges(np.quantile(ref, np.linspace(0, 1, bins + 1)))
     return {
-        "psi": psi(ref, cur, bins),
+        "psi": psi_from_counts(_sorted_histogram(ref, edges), _sorted_histogram(cur, edges)),
         "ks": statistic,
         "ks_pvalue": float(np.clip(kstwo.sf(statistic, np.round(m * n / (m + n))), 0, 1)),
         "wasserstein": wasserstein,
     }
+
+
+def _sorted_histogram(values: Any, edges: Any) -> Any:
+    """:func:`numpy.histogram` counts of sorted *values* (bins ``[e_i, e_i+1)``, the last one closed)."""
+    import numpy as np
+
+    positions = np.searchsorted(values, edges, side="left")
+    positions[-1] = np.searchsorted(values, edges[-1], side="right")
+    return np.diff(positions)
 
 
 def _ks_wasserstein_sorted(ref: Any, cur: Any) -> tuple[float, float]:

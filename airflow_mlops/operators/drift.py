@@ -175,8 +175,8 @@ class DriftCheckOperator(BaseOperator):
         """
         Snapshots or SQL, each side given once, strings not empty.
 
-        Before rendering (*rendered* false) only literal values are checked, and a problem is a ValueError;
-        once rendered, every value is, and a problem is a :class:`~airflow_mlops.exceptions.ConfigurationError`.
+        Before rendering (*rendered* false) only literal values are checked; once rendered, every value is, and
+        the message says so. A problem is a :class:`~airflow_mlops.exceptions.ConfigurationError` (a ValueError).
         """
 
         def known(value: Any) -> bool:

@@ -987,8 +987,8 @@ def _check_sql_sources(
     """
     Captures or SQL rows, each source given once, strings not empty (literals only before rendering).
 
-    Before rendering a problem is a ValueError; once rendered a
-    :class:`~airflow_mlops.exceptions.ConfigurationError`.
+    A problem is a :class:`~airflow_mlops.exceptions.ConfigurationError` (a ValueError); once rendered, the
+    message says so.
     """
     suffix = " once rendered" if rendered else ""
 

@@ -63,7 +63,7 @@ def test_a_missing_split_is_named(tmp_path):
 def test_large_samples_get_scipys_statistics_with_less_memory():
     from scipy.stats import ks_2samp, wasserstein_distance
 
-    from airflow_mlops.data.drift import numeric_drift
+    from airflow_mlops.data.drift import numeric_drift, psi
 
     rng = np.random.default_rng(7)
     reference = np.round(rng.normal(0, 1, 600_000), 2)  # ties, as real data has; two blocks of merged values
@@ -75,4 +75,5 @@ def test_large_samples_get_scipys_statistics_with_less_memory():
     assert got["ks"] == pytest.approx(float(expected.statistic), abs=1e-12)
     assert got["ks_pvalue"] == pytest.approx(float(expected.pvalue), rel=1e-9)
     assert got["wasserstein"] == pytest.approx(float(wasserstein_distance(reference, current)), rel=1e-9)
+    assert got["psi"] == pytest.approx(psi(reference, current), abs=1e-12)
     assert numeric_drift(reference, reference)["ks"] == 0.0
