@@ -1,12 +1,16 @@
 """
-Replaying captured production traffic against a candidate, for real: a real MLflow server, the champion served
-by the local target with capture on (the requests go through its endpoint proxy and land in Parquet), and each
-candidate started in the local target's sandbox. The champion answers 1 below 12 months of tenure; one candidate
-answers alike, another below 6 months, so it answers the east's requests (6-11 months) differently.
+Replaying captured production traffic against a candidate, and a shadow, for real: a real MLflow server, the
+champion served by the local target with capture on (the requests go through its endpoint proxy and land in
+Parquet), each replayed candidate started in the local target's sandbox, and a shadow next to the champion. The
+champion answers 1 below 12 months of tenure; one candidate answers alike, another below 6 months, so it answers
+the east's requests (6-11 months) differently.
+
+One champion server for the module (model servers start slowly): the replays first, then the shadow.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -14,11 +18,13 @@ import pytest
 import requests
 
 from airflow_mlops import tags as T
-from airflow_mlops.exceptions import ConfigurationError, ModelGateFailedError
+from airflow_mlops.exceptions import ConfigurationError, DeploymentRejectedError, ModelGateFailedError
 from airflow_mlops.operators.replay import ReplayTrafficOperator
 from airflow_mlops.serving import local
-from airflow_mlops.serving.local import LocalServerTarget
-from airflow_mlops.serving.proxy import TRAFFIC_HEADER
+from airflow_mlops.serving.capture import PREDICTION, REQUEST_ID, read_captures, traffic_kind
+from airflow_mlops.serving.local import LocalServerTarget, process_alive
+from airflow_mlops.serving.proxy import REQUEST_ID_HEADER, TRAFFIC_HEADER, VERSION_HEADER
+from airflow_mlops.serving.replay import SHADOW, ReplayLimits, compare_shadow
 from tests.conftest import free_port
 from tests.support.context import context_for
 from tests.support.deploy import stop_local_processes
@@ -60,11 +66,15 @@ def traffic(mlflow_server, client, tmp_path_factory):
                 headers={TRAFFIC_HEADER: "smoke"}, timeout=30,
             ).raise_for_status()  # fmt: skip
         wait_for_captures(store, MODEL, REQUESTS)
+        # The replays read this window only: what the shadow test sends later is not in it.
+        window = {
+            "since": (started - timedelta(minutes=1)).isoformat(),
+            "until": datetime.now(UTC).isoformat(),
+        }
+        yield {"config": config, "target": target, "store": store, "versions": versions, "window": window}
     finally:
-        target.stop(MODEL)  # the captures stay; the replays start sandboxes of their own
-    window = {"since": (started - timedelta(minutes=1)).isoformat(), "until": datetime.now(UTC).isoformat()}
-    yield {"config": config, "store": store, "versions": versions, "window": window}
-    stop_local_processes()
+        target.stop(MODEL)
+        stop_local_processes()
 
 
 def replay(traffic, candidate: str, run_id: str | None = None, recorded: dict | None = None, **kwargs):
@@ -143,3 +153,70 @@ def test_a_segment_column_that_is_not_captured_is_refused_before_a_sandbox_start
         replay(traffic, "same", segment_column="country")
 
     assert local._CHILDREN == children
+
+
+# -- shadow: the candidate gets a copy of live requests, users get the champion's answers ------------------
+
+
+def test_a_shadow_gets_production_requests_its_answers_reach_no_user_and_are_compared(traffic):
+    target, store, versions = traffic["target"], traffic["store"], traffic["versions"]
+    started = datetime.now(UTC)
+    shadow = target.start_shadow(MODEL, versions["shifted"], f"models:/{MODEL}/{versions['shifted']}", 100)
+    sent = {f"user-{index}" for index in range(24)}  # 6 of them from the east
+
+    for index in range(24):
+        response = requests.post(
+            f"{target.endpoint}/invocations", json={"dataframe_records": request_rows(index)},
+            headers={REQUEST_ID_HEADER: f"user-{index}"}, timeout=30,
+        )  # fmt: skip
+        # What users get is the champion's answer, from the champion.
+        assert response.json()["predictions"] == [int(index % 24 < 12)]
+        assert response.headers[VERSION_HEADER] == versions["champion"]
+    window = (started - timedelta(seconds=5), datetime.now(UTC) + timedelta(minutes=5))
+    deadline = time.monotonic() + 60
+    kind = traffic_kind(SHADOW, 200)
+    while (
+        set(read_captures(store, MODEL, *window, traffic=kind, version=versions["shifted"])[REQUEST_ID])
+        != sent
+    ):
+        assert time.monotonic() < deadline, "the shadow's answers were not captured"
+        time.sleep(0.2)
+    production = read_captures(store, MODEL, *window)
+    assert set(production[REQUEST_ID]) == sent  # the copies are not production traffic
+    assert set(production[PREDICTION]) == {0.0, 1.0}
+
+    result = compare_shadow(
+        store,
+        MODEL,
+        versions["shifted"],
+        *window,
+        segment_column="region",
+        limits=ReplayLimits(max_disagreement=0.1),
+    )
+
+    assert result["served_versions"] == [versions["champion"]]
+    assert result["compared"] == {"requests": 24, "rows": 24}
+    assert result["comparison"]["overall"]["disagreement"] == 0.25
+    segments = {s["segment"]: s["disagreement"] for s in result["comparison"]["segments"]["values"]}
+    assert segments == {"east": 1.0, "north": 0.0, "south": 0.0}
+    assert result["outcome"] == "failed"
+    assert result["failures"] == ["disagreement 25% > max_disagreement 10%"]
+    assert "| east | 6 | 100% |" in result["markdown"]
+
+    stopped = target.stop_shadow(MODEL)
+    assert stopped["port"] == shadow["port"]
+    assert not process_alive(stopped)
+    assert "shadow" not in target.read_state(MODEL)
+    answer = requests.post(
+        f"{target.endpoint}/invocations", json={"dataframe_records": request_rows(0)}, timeout=30
+    )
+    assert answer.json()["predictions"] == [1]  # the endpoint serves on without its shadow
+
+
+def test_a_shadow_where_nothing_serves_is_refused(tmp_path):
+    target = LocalServerTarget(port=free_port(), state_dir=str(tmp_path))
+
+    with pytest.raises(DeploymentRejectedError, match="no traffic to mirror"):
+        target.start_shadow(MODEL, "2", f"models:/{MODEL}/2", 10)
+    with pytest.raises(ValueError, match="percent must be a number above 0 and at most 100"):
+        target.start_shadow(MODEL, "2", f"models:/{MODEL}/2", 0)
