@@ -159,7 +159,7 @@ with DAG(
     approve = ApproveModelOperator(
         task_id="approve",
         model_name="{{ params.model_name }}",
-        candidate_version=register.output["version"],
+        candidate_version=register.output,
         report=evaluate.output["report"],
         assigned_users=APPROVERS or None,
         response_timeout=timedelta(days=2),

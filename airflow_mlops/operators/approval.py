@@ -27,6 +27,7 @@ from airflow_mlops.registry import (
     validate_model_name,
     write_signed_tags,
 )
+from airflow_mlops.results import model_version
 from airflow_mlops.signing import Subject, record_keys, untrusted_message
 from airflow_mlops.utils.clock import utc_now, utc_now_iso
 from airflow_mlops.utils.results import keep_result, keyed_results
@@ -149,7 +150,12 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         if not is_templated(model_name):
             validate_model_name(model_name)
         if not is_templated(candidate_version):
-            parse_version(candidate_version, str(model_name), "candidate_version")
+            name = None if is_templated(model_name) else model_name
+            parse_version(
+                model_version(candidate_version, "candidate_version", name),
+                str(model_name),
+                "candidate_version",
+            )
         merged: dict[str, Any] = {}
         if isinstance(params, ParamsDict):
             merged = {key: params.get_param(key) for key in params}
@@ -338,7 +344,8 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         """The rendered model name and candidate version; invalid ones are a ``ConfigurationError``."""
         with rendered_arguments(model=str(self.model_name)):
             name = validate_model_name(self.model_name)
-            return name, parse_version(self.candidate_version, name, "candidate_version")
+            version = model_version(self.candidate_version, "candidate_version", name)
+            return name, parse_version(version, name, "candidate_version")
 
     def _self_approver(self, context: Context, event: Mapping[str, Any]) -> str | None:
         """The user who triggered the run, if that user answered ``Approve`` and it is not allowed; else None."""

@@ -16,6 +16,7 @@ from airflow.sdk import DAG, BaseOperator
 from airflow_mlops import results
 from airflow_mlops.data.snapshots import ingest_result
 from airflow_mlops.exceptions import ConfigurationError
+from airflow_mlops.operators.approval import ApproveModelOperator
 from airflow_mlops.operators.deployment import (
     DeployModelOperator,
     InfraValidateOperator,
@@ -116,11 +117,13 @@ def test_whole_results_parse_serialise_and_wire_the_dependency():
             DeployModelOperator(task_id="deploy", model_name="churn", version=register.output,
                                 sample_data=ingest.output),
             PromoteModelOperator(task_id="promote", model_name="churn", version=register.output),
+            ApproveModelOperator(task_id="approve", model_name="churn", candidate_version=register.output),
         ]  # fmt: skip
     upstream = {task.task_id: task.upstream_task_ids for task in tasks}
     assert upstream == {
         "validate": {"ingest"}, "fit": {"ingest"}, "reg": {"train"}, "evaluate": {"register", "ingest"},
         "infra": {"register", "ingest"}, "deploy": {"register", "ingest"}, "promote": {"register"},
+        "approve": {"register"},
     }  # fmt: skip
     stored = serialized_objects.LazyDeserializedDAG.from_dag(dag).data  # as the DAG processor stores it
     assert stored["dag"]["dag_id"] == "whole"
@@ -143,6 +146,15 @@ def test_whole_results_given_as_literals_are_checked_at_parse_time():
         )  # fmt: skip
     with pytest.raises(ValueError, match="but the task is about model 'fraud'"):
         PromoteModelOperator(task_id="p", model_name="fraud", version=REGISTERED)
+    with pytest.raises(ValueError, match="but the task is about model 'fraud'"):
+        ApproveModelOperator(task_id="a", model_name="fraud", candidate_version=REGISTERED)
+    # The approval asks about the version the registration names.
+    assert ApproveModelOperator(
+        task_id="a", model_name="churn", candidate_version=REGISTERED
+    )._model_version() == (
+        "churn",
+        REGISTERED["version"],
+    )
 
 
 @pytest.mark.parametrize(
