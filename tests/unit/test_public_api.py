@@ -17,6 +17,8 @@ PUBLIC = {
     "airflow_mlops.operators.registry": ["RegisterModelOperator", "PromoteModelOperator"],
     "airflow_mlops.operators.evaluation": ["EvaluateModelOperator"],
     "airflow_mlops.operators.approval": ["ApproveModelOperator"],
+    "airflow_mlops.operators.replay": ["ReplayTrafficOperator"],
+    "airflow_mlops.operators.monitoring": ["MonitorModelOperator", "RequestRetrainingOperator"],
     "airflow_mlops.operators.deployment": [
         "InfraValidateOperator", "DeployModelOperator", "RollbackModelOperator", "CanaryPolicy",
     ],

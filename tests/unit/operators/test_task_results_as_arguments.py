@@ -30,6 +30,7 @@ from airflow_mlops.operators.evaluation import EvaluateModelOperator
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.monitoring import MonitorModelOperator, RequestRetrainingOperator
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
+from airflow_mlops.operators.replay import ReplayTrafficOperator
 from airflow_mlops.operators.training import TrainModelOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
 from airflow_mlops.sensors.new_data import NewDataSensor
@@ -102,6 +103,11 @@ def _wired(up: BaseOperator) -> dict[type, list[dict]]:
              "labels_uri": out["labels"]},
         ],
         RequestRetrainingOperator: [{"model_name": out["model_name"], "monitoring": up.output}],
+        ReplayTrafficOperator: [
+            {"model_name": out["model_name"], "version": out["version"], "target": out["target"],
+             "capture_uri": out["root"], "since": out["start"], "until": out["end"],
+             "segment_column": out["segment"]},
+        ],
     }  # fmt: skip
 
 
@@ -191,6 +197,10 @@ def test_connection_ids_default_to_the_providers_and_are_templated(cls):
         pytest.param(
             lambda out: RegisterModelOperator(task_id="t", model_name="churn", model_uri=out["model_uri"]),
             {"model_uri": None}, "model_uri must be a non-empty string", id="register: no model_uri",
+        ),
+        pytest.param(
+            lambda out: ReplayTrafficOperator(task_id="t", model_name="churn", version=4, since=out["start"]),
+            {"since": "yesterday"}, "since must be an ISO 8601 time", id="replay: since not a time",
         ),
         pytest.param(
             lambda out: RegisterModelOperator(
