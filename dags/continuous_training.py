@@ -41,6 +41,7 @@ from airflow_mlops.operators.evaluation import EvaluateModelOperator
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.monitoring import describe_trigger, retraining_asset
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
+from airflow_mlops.operators.replay import ReplayTrafficOperator
 from airflow_mlops.operators.training import TrainModelOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
 from airflow_mlops.serving.local import serving_port
@@ -170,11 +171,20 @@ with DAG(
         "target": SERVING_TARGET,
     }
     infra_validate = InfraValidateOperator(task_id="infra_validate", **serving)
+    # The last day's production requests to the champion, answered again by the candidate in the sandbox: how
+    # often it would have answered differently, shown to the reviewer (no limit set: it informs, it does not
+    # gate; max_disagreement=... would). Without a champion or captured traffic there is nothing to replay.
+    replay = ReplayTrafficOperator(
+        task_id="replay",
+        model_name="{{ params.model_name }}",
+        version=register.output["version"],
+        target=SERVING_TARGET,
+    )
     approve = ApproveModelOperator(
         task_id="approve",
         model_name="{{ params.model_name }}",
         candidate_version=register.output,
-        report=evaluate.output["report"],
+        report=[evaluate.output["report"], replay.output["markdown"]],
         assigned_users=APPROVERS or None,
         response_timeout=timedelta(days=2),
     )
@@ -185,4 +195,4 @@ with DAG(
     )
     deploy = DeployModelOperator(task_id="deploy", **serving)
 
-    chain(ingest, validate, drift, train, register, evaluate, infra_validate, approve, promote, deploy)
+    chain(ingest, validate, drift, train, register, evaluate, infra_validate, replay, approve, promote, deploy)

@@ -91,8 +91,9 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
     :param model_name: Registered model name (templated).
     :param candidate_version: Version to approve (templated).
     :param report: Markdown shown to the approver (templated), typically the ``report`` of
-        :class:`~airflow_mlops.operators.evaluation.EvaluateModelOperator`'s result. Used as the body
-        unless ``body`` is given.
+        :class:`~airflow_mlops.operators.evaluation.EvaluateModelOperator`'s result; or a list of Markdown
+        sections shown one after another (e.g. the evaluation's report and a replay's ``markdown``; empty
+        ones left out). Used as the body unless ``body`` is given.
     :param mlflow_conn_id: The MLflow connection to use.
     :param subject: Headline of the request (templated); default ``<model> v<n>: promote over v<champion>?``
         (model and version first, short enough for the Required Actions list).
@@ -130,7 +131,7 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         *,
         model_name: str,
         candidate_version: int | str,
-        report: str | None = None,
+        report: str | Sequence[str | None] | None = None,
         mlflow_conn_id: str = MLflowHook.default_conn_name,
         subject: str | None = None,
         body: str | None = None,
@@ -279,7 +280,8 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
                 f"{kept}.{on_timeout}"
             )
             changes = self._changes(client, name, version, champion) if self.show_changes else ""
-            report = http_links_only(str(self.report)) if self.report else ""
+            sections = [self.report] if isinstance(self.report, str) else list(self.report or ())
+            report = "\n\n".join(http_links_only(str(section)) for section in sections if section)
             self.body = "\n\n".join(part for part in (report, changes, outcome, self._answer_hint) if part)
 
     def _changes(self, client: Any, name: str, version: int, champion: int | None) -> str:

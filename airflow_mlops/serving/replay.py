@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.serving.base import PredictionError
 from airflow_mlops.serving.capture import PREDICTION, REQUEST_ID, ROW, TIMESTAMP, VERSION, traffic_kind
-from airflow_mlops.serving.verification import latency_summary
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -309,6 +308,9 @@ def compare(
 
 def latency(latencies_ms: Sequence[float]) -> dict[str, Any]:
     """``{"candidate": {"p50", "p95", "max"} | None, "champion": None}``: the captures hold no latency."""
+    # Here, not at the top: the operator's module (imported when DAGs are parsed) imports this one.
+    from airflow_mlops.serving.verification import latency_summary
+
     return {"candidate": latency_summary(latencies_ms) if latencies_ms else None, "champion": None}
 
 

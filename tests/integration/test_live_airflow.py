@@ -91,7 +91,7 @@ def test_worse_candidate_stops_at_the_gate(stack, versions):
     stack.wait_for_run(DAG_ID, run_id)
     states = stack.task_states(DAG_ID, run_id)
     assert states["evaluate"] == "success", states
-    assert {states[t] for t in ("infra_validate", "approve", "promote", "deploy")} == {"skipped"}, states
+    assert {states[t] for t in ("infra_validate", "replay", "approve", "promote", "deploy")} == {"skipped"}, states
     assert stack.xcom(DAG_ID, run_id, "evaluate")["passed"] is False
     assert stack.alias_version(MODEL_NAME) == champion
     assert stack.predict(sample_records(stack))[0] == champion

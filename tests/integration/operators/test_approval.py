@@ -142,6 +142,18 @@ def test_the_request_names_model_and_versions_and_shows_the_report(model):
     assert "No answer counts as Reject" in op.body
 
 
+def test_the_request_shows_report_sections_one_after_another(model):
+    replay = "## Replay of production traffic\n\n[captures](file:///srv/captures) disagreement 0.0%"
+    op = approval(model, report=["{{ params.report }}", None, "{{ params.replay }}"])
+    op.candidate_version = "2"
+    op.render_template_fields({"params": {"report": "| metric | champion | candidate |", "replay": replay}})
+    op.prepare_request()
+
+    assert op.body.startswith("| metric | champion | candidate |\n\n## Replay of production traffic\n\n")
+    assert "disagreement 0.0%" in op.body
+    assert "file:///srv/captures" not in op.body  # a link a browser cannot open is shown as text
+
+
 def test_the_request_is_not_made_for_a_missing_version(model):
     op = approval(model)
     op.candidate_version = "9"

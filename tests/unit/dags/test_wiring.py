@@ -25,5 +25,7 @@ def test_the_continuous_training_tasks_take_whole_upstream_results():
     for task_id, field in (("evaluate", "candidate_version"), ("deploy", "version"), ("promote", "version")):
         assert getattr(dag.get_task(task_id), field).operator is register, task_id
         assert "register" in dag.get_task(task_id).upstream_task_ids
-    assert dag.get_task("approve").report.operator is dag.get_task("evaluate")
+    report = dag.get_task("approve").report  # the evaluation's report, then the replay's summary
+    assert [section.operator for section in report] == [dag.get_task("evaluate"), dag.get_task("replay")]
+    assert {"evaluate", "replay"} <= dag.get_task("approve").upstream_task_ids
     assert not dag.render_template_as_native_obj
