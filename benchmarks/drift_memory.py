@@ -150,8 +150,8 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
     def gib(kib: int) -> str:
         return f"{kib / (1 << 20):.2f} GiB"
 
-    def spread(r: dict, key: str, scale: float = 1.0, unit: str = "") -> str:
-        low, high = r.get(f"{key}_range", [None, None])
+    def spread(r: dict, key: str, scale: float = 1.0, unit: str = "", name: str | None = None) -> str:
+        low, high = r.get(name or f"{key}_range", [None, None])
         return "" if low is None else f" ({low / scale:.2f}-{high / scale:.2f}{unit})"
 
     command = f"python benchmarks/drift_memory.py --rows {' '.join(str(r) for r in args.rows)}"
@@ -174,7 +174,7 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
             lines.append(
                 f"| {result['rows']:,} | {result['parquet_bytes'] / (1 << 30):.2f} GiB | {label} |"
                 f" {r['seconds']}{spread(r, 'seconds')} |"
-                f" {gib(r['peak_rss_kib'])}{spread(r, 'peak', 1 << 20, ' GiB')} | {', '.join(r['drifted']) or 'none'} |"
+                f" {gib(r['peak_rss_kib'])}{spread(r, 'peak', 1 << 20, ' GiB', 'peak_range_kib')} | {', '.join(r['drifted']) or 'none'} |"
             )
     return "\n".join(lines) + "\n"
 
