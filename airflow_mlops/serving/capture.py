@@ -71,7 +71,7 @@ REQUEST_ID_HEADER = "X-Request-Id"
 TRAFFIC_HEADER = "X-MLOps-Traffic"
 PRODUCTION, REJECTED = "production", "rejected"
 #: Values of :data:`TRAFFIC_HEADER` the package's own callers send (any other value counts as ``synthetic``).
-SYNTHETIC_KINDS = ("synthetic", "smoke", "canary-probe", "replay")
+SYNTHETIC_KINDS = ("synthetic", "smoke", "canary-probe", "replay", "shadow")
 TRAFFIC_KINDS = (PRODUCTION, REJECTED, *SYNTHETIC_KINDS)
 #: MLflow signature types (``DataType`` names) and how they are stored.
 SIGNATURE_TYPES = ("long", "integer", "double", "float", "boolean", "string", "datetime", "binary")
