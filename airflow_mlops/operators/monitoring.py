@@ -558,8 +558,11 @@ class MonitorModelOperator(BaseOperator):
                             engine, current, self.prediction_column, holdout, self.prediction_thresholds
                         )
                     )
-                expectations = self.expectations or monitor_sql.quality_suite_sql(features)
-                result["data_quality"] = self._quality_sql(engine, current, expectations)
+                if self.expectations:
+                    result["data_quality"] = self._quality_sql(engine, current, self.expectations)
+                else:  # from the counts the drift made: no query (GX reads a query's every row for its columns)
+                    non_null = {f: info["rows"]["current"] for f, info in feature_drift["features"].items()}
+                    result["data_quality"] = monitor_sql.default_quality(features, columns, records, non_null)
                 if self.label_column in columns and self.prediction_column in columns:
                     result["performance"] = monitor_sql.live_performance_sql(
                         engine, current, self.label_column, self.prediction_column, self.performance_metric,

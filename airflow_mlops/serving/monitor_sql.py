@@ -3,11 +3,12 @@ Monitoring of a model whose served rows are logged in a SQL database, computed i
 
 The rows of a window (a table or a query: the inputs, the prediction, and optionally the label that arrived
 later) are compared where they live: feature drift with :func:`airflow_mlops.data.sql_drift.compute_drift_sql`
-against a reference table or query of the same database or the training snapshot's frame, prediction drift
-against the champion's predictions on its evaluation holdout (class counts, or the summaries of
-:mod:`~airflow_mlops.data.sql_drift` for continuous predictions), data quality with a Great Expectations suite
-run by the database (:func:`airflow_mlops.data.expectations.sql_batch`), and live performance from the counts of
-each (label, prediction) pair (classes) or from averaged errors (regression). Only summaries reach the worker.
+against a reference table or query of the same database or the training snapshot (one column at a time),
+prediction drift against the champion's predictions on its evaluation holdout (class counts, or the summaries of
+:mod:`~airflow_mlops.data.sql_drift` for continuous predictions), data quality (the default suite from the counts
+the drift made; a suite of your own run by Great Expectations' SQL datasource), and live performance from the
+counts of each (label, prediction) pair (classes) or from averaged errors (regression). Only summaries reach
+the worker.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["column_names", "live_performance_sql", "prediction_drift_sql", "quality_suite_sql", "row_count"]
+__all__ = ["column_names", "default_quality", "live_performance_sql", "prediction_drift_sql", "row_count"]
 
 #: Most (label, prediction) pairs a classification metric is computed from (more: not classes).
 _MAX_PAIRS = 10_000
@@ -141,16 +142,52 @@ def _numeric_prediction_drift(
     return compute_drift_sql(engine, frame, predictions, thresholds=thresholds)
 
 
-def quality_suite_sql(features: Sequence[str], min_rows: int = 1) -> list[dict[str, Any]]:
-    """The default suite of logged rows: at least the model's features (besides the log's own), none null."""
-    return [
-        {
-            "type": "expect_table_columns_to_match_set",
-            "kwargs": {"column_set": list(features), "exact_match": False},
-        },
-        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": min_rows}},
-        *({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": c}} for c in features),
-    ]
+def default_quality(
+    features: Sequence[str], columns: Sequence[str], records: int, non_null: dict[str, int]
+) -> dict[str, Any]:
+    """
+    The summary of the default suite of logged rows, from counts already made (no query).
+
+    The suite: at least the model's features, at least one row, no feature null; the summary is shaped as
+    :func:`~airflow_mlops.data.expectations.summarize` gives it. Great Expectations reads every row of a query to learn its columns, so the default suite is not sent to it;
+    *non_null* holds each feature's non-null count (those the drift computation returned).
+    """
+    failed: list[dict[str, Any]] = []
+    missing = [f for f in features if f not in columns]
+    if missing:
+        failed.append(
+            _failure("expect_table_columns_to_match_set", None, {"observed_value": list(columns)},
+                     {"column_set": list(features), "exact_match": False})
+        )  # fmt: skip
+    if records < 1:
+        failed.append(
+            _failure(
+                "expect_table_row_count_to_be_between", None, {"observed_value": records}, {"min_value": 1}
+            )
+        )
+    for feature in features:
+        if feature in missing:
+            observed: dict[str, Any] = {"error": f"column {feature!r} is not in the data"}
+        elif non_null.get(feature, records) < records:
+            nulls = records - non_null[feature]
+            observed = {"unexpected_count": nulls, "unexpected_percent": round(100.0 * nulls / records, 4)}
+        else:
+            continue
+        failed.append(_failure("expect_column_values_to_not_be_null", feature, observed, {"column": feature}))
+    evaluated = 2 + len(features)
+    return {
+        "success": not failed, "blocking": bool(failed), "evaluated": evaluated,
+        "successful": evaluated - len(failed), "unsuccessful": len(failed), "failed": failed,
+    }  # fmt: skip
+
+
+def _failure(
+    expectation: str, column: str | None, observed: dict[str, Any], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "expectation": expectation, "column": column, "severity": "critical", "observed": observed,
+        "kwargs": kwargs,
+    }  # fmt: skip
 
 
 def live_performance_sql(

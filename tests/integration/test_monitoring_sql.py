@@ -115,6 +115,23 @@ def test_sqlite_rows_like_the_training_snapshot_are_healthy_until_the_labels_dis
     assert wrong["performance"]["value"] == 0.0
     assert any(r.startswith("live accuracy_score 0 vs") for r in wrong["reasons"])
 
+    # A feature logged as null, and a suite of the user's own (run by Great Expectations in the database).
+    nulls = monitor(
+        sql_conn_id="serving_log",
+        query="SELECT tenure_months, NULL AS monthly_spend, prediction, label FROM served_rows WHERE batch = 'like'",
+        expectations=None, **window,
+    )  # fmt: skip
+    assert nulls["data_quality"]["failed"][0]["expectation"] == "expect_column_values_to_not_be_null"
+    assert nulls["data_quality"]["failed"][0]["observed"]["unexpected_count"] == 400
+    assert "data quality: expect_column_values_to_not_be_null(monthly_spend)" in nulls["reasons"]
+    bounded = {"column": "tenure_months", "min_value": 0, "max_value": 50}
+    own = monitor(
+        sql_conn_id="serving_log", table="served_rows", exclude_columns=["batch"],
+        expectations=[{"type": "expect_column_values_to_be_between", "kwargs": bounded}], **window,
+    )  # fmt: skip
+    assert own["data_quality"]["success"] is False
+    assert own["data_quality"]["failed"][0]["column"] == "tenure_months"
+
     quiet = monitor(sql_conn_id="serving_log", query="SELECT * FROM served_rows WHERE batch = 'none'")
     assert quiet["verdict"] == "not_enough_traffic"
     assert quiet["feature_drift"] is None
