@@ -24,6 +24,7 @@ import time
 import urllib.request
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -283,7 +284,8 @@ def _is_live_module(path: Path) -> bool:
 def pytest_xdist_make_scheduler(config, log):
     """
     With pytest-xdist (``-n 2``): a module's tests run on one worker, in order, with its module fixtures made
-    once, and every live module runs on the same worker, so that there is one live stack at a time.
+    once, and every live module runs on the same worker, so that there is one live stack at a time. The live
+    modules, the longest chain of the suite, start first; the other worker takes the rest meanwhile.
 
     Modules are told apart by path here because ``xdist_group`` markers have no effect with pytest 9.2 (pytest-xdist
     3.8 renames a test's node id, which pytest 9.2 no longer reads).
@@ -294,6 +296,11 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
             return "live" if _is_live_module(config.rootpath / module) else module
+
+        def _assign_work_unit(self, node: Any) -> None:
+            if "live" in self.workqueue:
+                self.workqueue.move_to_end("live", last=False)
+            super()._assign_work_unit(node)
 
     return ModulesLiveTogether(config, log)
 
