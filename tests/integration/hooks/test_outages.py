@@ -94,6 +94,47 @@ def test_mlflow_calls_made_while_the_server_restarts_succeed_once_it_is_back(res
     assert "trying again in" in logged.out + logged.err
 
 
+#: How long MLflow is down in the longest test: a restart on a busy machine, well inside the default window.
+LONG_OUTAGE_S = 180.0
+
+
+def test_a_registration_made_while_mlflow_is_down_for_three_minutes_succeeds_with_one_version(
+    restarting_mlflow, monkeypatch
+):
+    import mlflow
+    from sklearn.linear_model import LogisticRegression
+
+    from airflow_mlops.operators.registry import RegisterModelOperator
+    from tests.support.context import context_for
+
+    monkeypatch.delenv("AIRFLOW__MLOPS__SERVICE_OUTAGE_TIMEOUT", raising=False)  # the default: 300 s
+    set_connection("mlflow_outage", conn_type="mlflow", host=restarting_mlflow.url)
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(restarting_mlflow.url)
+    try:
+        with mlflow.start_run(experiment_id=mlflow.create_experiment("long-outage")) as run:
+            info = mlflow.sklearn.log_model(
+                LogisticRegression().fit([[0.0], [1.0]], [0, 1]), name="model", pip_requirements=["scikit-learn"]
+            )
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+    op = RegisterModelOperator(
+        task_id="register", model_name="long_outage", model_uri=info.model_uri, mlflow_conn_id="mlflow_outage"
+    )
+
+    restarting_mlflow.stop()
+    down_at = time.monotonic()
+    restart = restarting_mlflow.start_after(LONG_OUTAGE_S)
+    # The task starts while MLflow is down and finishes once it is back, as one try.
+    result = op.execute(context_for(op))
+    restart.join()
+
+    assert restarting_mlflow.back_at - down_at >= LONG_OUTAGE_S
+    assert (result["model_name"], result["version"], result["run_id"]) == ("long_outage", 1, run.info.run_id)
+    client = MLflowHook("mlflow_outage").get_conn()
+    assert [v.version for v in client.search_model_versions("name='long_outage'")] == ["1"]
+
+
 def test_an_mlflow_outage_longer_than_the_window_fails_retryable_naming_server_and_time(restarting_mlflow):
     set_connection("mlflow_outage", conn_type="mlflow", host=restarting_mlflow.url)
     client = MLflowHook("mlflow_outage", outage_timeout=5).get_conn()
