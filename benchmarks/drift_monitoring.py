@@ -138,6 +138,10 @@ def markdown(results: dict) -> str:
             f" {r['peak_rss_kib'] / (1 << 20):.2f} GiB | {r['verdict']} | {', '.join(r['drifted']) or 'none'} |"
             f" {'passed' if r['quality'] else 'failed'} | {r['accuracy']} |",
             "",
+            "The seconds are the database's (one sorted pass per numeric column of both tables), on a shared 2-core",
+            "machine; the worker's memory and the bytes it receives do not grow with the rows (0.5 MiB at 200,000 "
+            "rows too).",
+            "",
         ]
     )
 
