@@ -143,6 +143,7 @@ def test_a_window_without_captured_requests_replays_nothing_and_says_so(traffic)
     assert result["outcome"] == "nothing_to_replay"
     assert "no production request answered by v1 was captured between" in result["reason"]
     assert result["markdown"].splitlines()[-1].startswith("Nothing to replay: no production request")
+    assert str(traffic["store"]) not in result["markdown"]  # the reviewer's page shows no folder of the worker
     assert local._CHILDREN == children  # no sandbox was started
 
 
