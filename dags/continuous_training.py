@@ -123,7 +123,7 @@ with DAG(
     )
     drift = DriftCheckOperator(
         task_id="drift",
-        dataset_uri=ingest.output["uri"],
+        dataset_uri=ingest.output,
         # Compared with the data the current champion was trained on (none yet: the check passes).
         model_name="{{ params.model_name }}",
     )

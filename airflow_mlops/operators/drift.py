@@ -24,6 +24,7 @@ from airflow_mlops.exceptions import (
     ServiceUnavailableError,
 )
 from airflow_mlops.hooks.storage import StorageHook
+from airflow_mlops.results import snapshot_uri
 from airflow_mlops.utils.results import json_safe, keep_result, keyed_results
 from airflow_mlops.utils.templating import is_templated
 from airflow_mlops.version_compat import AirflowSkipException
@@ -74,8 +75,10 @@ class DriftCheckOperator(BaseOperator):
     categories, at most 100 per source, and the result rows of the summary queries). A SQL source is named
     ``sql://<sql_conn_id>/<table>`` (or ``/query-<hash>``) in ``dataset`` and ``reference``.
 
-    :param dataset_uri: Snapshot URI to check, optionally with a ``#split``. (templated)
-    :param reference_uri: Reference snapshot URI; default: the champion's training snapshot. (templated)
+    :param dataset_uri: Snapshot URI to check, optionally with a ``#split``, or an ingest's whole result
+        (``ingest.output``). (templated)
+    :param reference_uri: Reference snapshot URI (or an ingest's whole result); default: the champion's
+        training snapshot. (templated)
     :param model_name: Registered model whose champion gives the reference (needed without
         ``reference_uri``). (templated)
     :param thresholds: Default limits per metric (``psi``, ``ks``, ``wasserstein``, ``linf``,
@@ -191,7 +194,11 @@ class DriftCheckOperator(BaseOperator):
                 fail(f"{' and '.join(given)} need sql_conn_id (the connection of the database they are in)")
             if rendered:  # execute checks the rendered snapshot arguments itself, naming the dataset
                 return
-            uri = self.dataset_uri
+            uri = (
+                self.dataset_uri
+                if is_templated(self.dataset_uri)
+                else snapshot_uri(self.dataset_uri, "dataset_uri")
+            )
             if not is_templated(uri) and (not isinstance(uri, str) or not uri.strip()):
                 raise ValueError(
                     f"dataset_uri must be a snapshot URI (or pass sql_conn_id with table or query), got {uri!r}"
@@ -231,6 +238,9 @@ class DriftCheckOperator(BaseOperator):
         self._check_sources(rendered=True)
         if self.sql_conn_id is not None:
             return self._execute_sql()
+        # Another task's whole result (dataset_uri=ingest.output) stands for its snapshot.
+        self.dataset_uri = snapshot_uri(self.dataset_uri, "dataset_uri")
+        self.reference_uri = snapshot_uri(self.reference_uri, "reference_uri")
         if not isinstance(self.dataset_uri, str) or not self.dataset_uri.strip():
             raise DatasetConfigurationError(
                 f"dataset_uri must be a snapshot URI, got {self.dataset_uri!r} once rendered",

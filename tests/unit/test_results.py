@@ -22,6 +22,7 @@ from airflow_mlops.operators.deployment import (
     InfraValidateOperator,
     RollbackModelOperator,
 )
+from airflow_mlops.operators.drift import DriftCheckOperator
 from airflow_mlops.operators.evaluation import EvaluateModelOperator
 from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
@@ -118,12 +119,13 @@ def test_whole_results_parse_serialise_and_wire_the_dependency():
                                 sample_data=ingest.output),
             PromoteModelOperator(task_id="promote", model_name="churn", version=register.output),
             ApproveModelOperator(task_id="approve", model_name="churn", candidate_version=register.output),
+            DriftCheckOperator(task_id="drift", dataset_uri=ingest.output, model_name="churn"),
         ]  # fmt: skip
     upstream = {task.task_id: task.upstream_task_ids for task in tasks}
     assert upstream == {
         "validate": {"ingest"}, "fit": {"ingest"}, "reg": {"train"}, "evaluate": {"register", "ingest"},
         "infra": {"register", "ingest"}, "deploy": {"register", "ingest"}, "promote": {"register"},
-        "approve": {"register"},
+        "approve": {"register"}, "drift": {"ingest"},
     }  # fmt: skip
     stored = serialized_objects.LazyDeserializedDAG.from_dag(dag).data  # as the DAG processor stores it
     assert stored["dag"]["dag_id"] == "whole"
@@ -194,6 +196,10 @@ def test_whole_results_given_as_literals_are_checked_at_parse_time():
         pytest.param(
             lambda out: RollbackModelOperator(task_id="t", model_name="churn", reason="r", sample_data=out),
             {"sample_data": {"rows": 1}}, "sample_data got a dict without 'uri'", id="rollback",
+        ),
+        pytest.param(
+            lambda out: DriftCheckOperator(task_id="t", dataset_uri=out, model_name="churn"),
+            {"dataset_uri": {"rows": 3}}, "dataset_uri got a dict without 'uri'", id="drift",
         ),
         pytest.param(
             lambda out: InfraValidateOperator(task_id="t", model_name="churn", version=out, sample_data=SNAPSHOT),
