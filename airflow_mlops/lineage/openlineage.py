@@ -370,10 +370,14 @@ def drift_lineage(summary: Mapping[str, Any] | None) -> OperatorLineage:
         assertions.append(_assertion("column present", False, column))
     for column in summary.get("added_features") or []:
         assertions.append(_assertion("column known to the reference", False, column))
-    inputs = [
-        _snapshot_input(str(summary["dataset"]), {"dataQualityAssertions": _assertions_facet(assertions)})
-    ]
-    if summary.get("reference"):
+    # A table or query (sql://<conn>/...) has no OpenLineage name without the database's own: left out, as
+    # in validation_lineage, rather than named as a file.
+    inputs = []
+    if not str(summary["dataset"]).startswith("sql://"):
+        inputs.append(
+            _snapshot_input(str(summary["dataset"]), {"dataQualityAssertions": _assertions_facet(assertions)})
+        )
+    if summary.get("reference") and not str(summary["reference"]).startswith("sql://"):
         inputs.append(_snapshot_input(str(summary["reference"])))
     outputs = []
     if summary.get("report"):

@@ -128,6 +128,19 @@ def test_a_drifted_feature_is_a_failed_assertion_next_to_its_reference_and_repor
     assert [o.name for o in lineage.outputs] == ["d/c/new/_drift/old/report.json"]
 
 
+def test_drift_computed_in_a_database_names_no_table_as_a_file():
+    summary = {
+        "dataset": "sql://warehouse/events", "reference": "sql://warehouse/query-0a1b2c3d", "engine": "sql",
+        "report": "/d/drift/warehouse/events/query-0a1b2c3d/report.json",
+        "features": {"spend": {"metrics": {"psi": 0.1}, "thresholds": {"psi": 0.2}, "exceeded": []}},
+    }  # fmt: skip
+    lineage = drift_lineage(summary)
+    assert lineage.inputs == []
+    assert [(o.namespace, o.name) for o in lineage.outputs] == [
+        ("file", "/d/drift/warehouse/events/query-0a1b2c3d/report.json")
+    ]
+
+
 def test_infra_validation_and_deploy_name_the_version_and_the_endpoint_without_credentials():
     registry = "https://bob:pw@mlflow.example.com"
     infra = infra_validation_lineage({"model_name": "churn", "version": 3}, registry, "/d/c/abc#holdout")
