@@ -494,13 +494,20 @@ class MonitorModelOperator(BaseOperator):
         result.update({"verdict": verdict, "reasons": reasons})
         run_id = self._log_run(context, json_safe(result), reference, captured, features)
         result["monitoring_run_id"] = run_id
+        return self._publish(client, version, result)
+
+    def _publish(self, client: Any, version: Any, result: dict[str, Any]) -> dict[str, Any]:
+        """Tag the registered model with the verdict, log it and return the (JSON-safe) result."""
+        from airflow_mlops.serving import monitor
+
         result["monitoring_run_url"] = self.mlflow_run_url
         result = json_safe(result)
         client.set_registered_model_tag(
             self.model_name, MONITORING_VERDICT_TAG, json.dumps({k: result.get(k) for k in _VERDICT_KEYS})
         )
-        log = self.log.warning if verdict == monitor.DEGRADED else self.log.info
-        log("Verdict for %s v%s: %s %s", self.model_name, version, verdict, "; ".join(reasons))
+        log = self.log.warning if result["verdict"] == monitor.DEGRADED else self.log.info
+        reasons = "; ".join(result["reasons"])
+        log("Verdict for %s v%s: %s %s", self.model_name, version, result["verdict"], reasons)
         return result
 
     def _monitor_sql(
@@ -582,14 +589,7 @@ class MonitorModelOperator(BaseOperator):
         )  # fmt: skip
         result.update({"verdict": verdict, "reasons": reasons})
         result["monitoring_run_id"] = self._log_run(context, json_safe(result), None, None, [])
-        result["monitoring_run_url"] = self.mlflow_run_url
-        result = json_safe(result)
-        client.set_registered_model_tag(
-            self.model_name, MONITORING_VERDICT_TAG, json.dumps({k: result.get(k) for k in _VERDICT_KEYS})
-        )
-        log = self.log.warning if verdict == monitor.DEGRADED else self.log.info
-        log("Verdict for %s v%s: %s %s", self.model_name, version, verdict, "; ".join(reasons))
-        return result
+        return self._publish(client, version, result)
 
     @contextmanager
     def _training_columns(self, version: str, version_tags: Mapping[str, str]) -> Iterator[Any]:

@@ -470,13 +470,7 @@ class KServeTarget(DeployTarget):
     @cached_property
     def hook(self) -> KServeHook:
         """The KServe hook of this target's cluster (it imports the kubernetes client when first used)."""
-        return KServeHook(
-            kubernetes_conn_id=self.kubernetes_conn_id,
-            namespace=self.namespace,
-            config_file=self.config_file,
-            cluster_context=self.cluster_context,
-            in_cluster=self.in_cluster,
-        )
+        return KServeHook(**self.connection.kserve_hook_kwargs())
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, model: str | None = None) -> Any:
         """

@@ -108,15 +108,7 @@ def live_performance(
     elif metric == "mean_absolute_error":
         value = float(skm.mean_absolute_error(y_true.astype(float), y_pred.astype(float)))
     else:
-        kwargs: dict[str, Any] = {}
-        if metric != "accuracy_score":
-            classes = sorted(set(y_true) | set(y_pred))
-            kwargs = (
-                {"average": "macro"}
-                if len(classes) > 2
-                else {"pos_label": 1.0 if 1.0 in classes else classes[-1]}
-            )
-        value = float(getattr(skm, metric)(y_true, y_pred, **kwargs))
+        value = float(getattr(skm, metric)(y_true, y_pred, **class_metric_kwargs(metric, y_true, y_pred)))
     out["value"] = round(value, 6)
     if baseline is not None:
         higher = PERFORMANCE_METRICS[metric]
@@ -126,6 +118,19 @@ def live_performance(
     else:
         out["degraded"] = False
     return out
+
+
+def class_metric_kwargs(metric: str, y_true: Any, y_pred: Any) -> dict[str, Any]:
+    """
+    The scikit-learn arguments of a live classification *metric*.
+
+    Macro averaging over more than two classes, else the positive class (1 when it is one of them, else the
+    last class); none for accuracy.
+    """
+    if metric == "accuracy_score":
+        return {}
+    classes = sorted(set(y_true) | set(y_pred))
+    return {"average": "macro"} if len(classes) > 2 else {"pos_label": 1.0 if 1.0 in classes else classes[-1]}
 
 
 def _aligned(labels: pd.Series, predictions: pd.Series) -> tuple[Any, Any]:

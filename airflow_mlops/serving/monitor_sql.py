@@ -254,18 +254,11 @@ def live_performance_sql(
     else:
         from sklearn import metrics as skm
 
-        from airflow_mlops.serving.monitor import _aligned
+        from airflow_mlops.serving.monitor import _aligned, class_metric_kwargs
 
         y_true, y_pred = _aligned([p[0] for p in pairs], [p[1] for p in pairs])
         weights = np.array([int(p[2]) for p in pairs], dtype=float)
-        kwargs: dict[str, Any] = {"sample_weight": weights}
-        if metric != "accuracy_score":
-            classes = sorted(set(y_true) | set(y_pred))
-            kwargs |= (
-                {"average": "macro"}
-                if len(classes) > 2
-                else {"pos_label": 1.0 if 1.0 in classes else classes[-1]}
-            )
+        kwargs: dict[str, Any] = {"sample_weight": weights, **class_metric_kwargs(metric, y_true, y_pred)}
         value = float(getattr(skm, metric)(y_true, y_pred, **kwargs))
     out["value"] = round(value, 6)
     if baseline is not None:

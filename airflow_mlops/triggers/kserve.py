@@ -78,14 +78,7 @@ class KServeInferenceServiceReadyTrigger(BaseTrigger):
         )
 
     def _hook(self) -> AsyncKServeHook:
-        c = KubernetesConnection.from_dict(self.connection)
-        return AsyncKServeHook(
-            kubernetes_conn_id=c.conn_id,
-            namespace=c.namespace,
-            config_file=c.config_file,
-            cluster_context=c.cluster_context,
-            in_cluster=c.in_cluster,
-        )
+        return AsyncKServeHook(**KubernetesConnection.from_dict(self.connection).kserve_hook_kwargs())
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from kubernetes_asyncio.client.exceptions import ApiException

@@ -62,6 +62,16 @@ class KubernetesConnection:
         """The inverse of :meth:`to_dict`; ``None`` gives the defaults."""
         return cls(**dict(data or {}))
 
+    def kserve_hook_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`~airflow_mlops.hooks.kserve.KServeHook` (and its async twin)."""
+        return {
+            "kubernetes_conn_id": self.conn_id,
+            "namespace": self.namespace,
+            "config_file": self.config_file,
+            "cluster_context": self.cluster_context,
+            "in_cluster": self.in_cluster,
+        }
+
     def hook_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``KubernetesHook`` / ``AsyncKubernetesHook``."""
         return {
