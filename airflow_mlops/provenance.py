@@ -47,7 +47,8 @@ SECTION_ROWS_MAX = 40
 CHANGED = "**changed**"
 
 
-def _json(value: str | None) -> Any:
+def json_or_text(value: str | None) -> Any:
+    """A tag's value as the JSON it holds, else as text (``None`` when absent)."""
     if value is None:
         return None
     try:
@@ -224,8 +225,8 @@ def version_provenance(
         "packages": model_file.get("packages") or {},
         "code_version": code_version(vtags, run_tags),
         "data": training_data(vtags.get(T.DATA_URI) or run_tags.get(T.DATA_URI), storage),
-        "infra_validation": _json(vtags.get(T.INFRA_VALIDATION_SUMMARY)),
-        "evaluation": _json(vtags.get(T.EVALUATION_SUMMARY)),
+        "infra_validation": json_or_text(vtags.get(T.INFRA_VALIDATION_SUMMARY)),
+        "evaluation": json_or_text(vtags.get(T.EVALUATION_SUMMARY)),
     }
 
 

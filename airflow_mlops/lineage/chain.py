@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_mlops import tags
 from airflow_mlops.exceptions import ConfigurationError
 from airflow_mlops.lineage.deployments import verified
-from airflow_mlops.provenance import NOT_RECORDED, code_version, training_data
+from airflow_mlops.provenance import NOT_RECORDED, code_version, json_or_text, training_data
 from airflow_mlops.registry import signed_tags_problem
 from airflow_mlops.signing import load_keys
 
@@ -29,15 +29,6 @@ if TYPE_CHECKING:
 
     from airflow_mlops.data.storage import Storage
     from airflow_mlops.signing import SigningKeys
-
-
-def _json_or_text(value: str | None) -> Any:
-    if value is None:
-        return None
-    try:
-        return json.loads(value)
-    except (TypeError, ValueError):
-        return value
 
 
 def get_lineage(
@@ -92,12 +83,12 @@ def get_lineage(
             }
         except MlflowException:
             run = {"run_id": run_id, "status": "DELETED_OR_MISSING"}
-    deployments = _json_or_text(get(tags.DEPLOYMENTS))
+    deployments = json_or_text(get(tags.DEPLOYMENTS))
     deployments = (
         [entry for entry in deployments if isinstance(entry, dict)] if isinstance(deployments, list) else []
     )
     try:
-        history = _json_or_text(
+        history = json_or_text(
             dict(client.get_registered_model(model_name).tags or {}).get(tags.DEPLOYMENTS)
         )
     except MlflowException:
@@ -128,8 +119,8 @@ def get_lineage(
         "created_at": version.creation_timestamp,
         "data": _data(get(tags.DATA_URI) or run_tags.get(tags.DATA_URI), get(tags.DATA_SHA256), storage),
         "validation": {
-            "success": _json_or_text(get(tags.VALIDATION_SUCCESS)),
-            "summary": _json_or_text(get(tags.VALIDATION_SUMMARY)),
+            "success": json_or_text(get(tags.VALIDATION_SUCCESS)),
+            "summary": json_or_text(get(tags.VALIDATION_SUMMARY)),
         },
         "airflow": {
             "dag_id": get(tags.AIRFLOW_DAG_ID),
@@ -142,7 +133,7 @@ def get_lineage(
         "evaluation": {
             "decision": get(tags.GATE_DECISION),
             "reason": get(tags.GATE_REASON),
-            "summary": _json_or_text(get(tags.EVALUATION_SUMMARY)),
+            "summary": json_or_text(get(tags.EVALUATION_SUMMARY)),
             "signature": gate_signature,
         },
         "approval": {
@@ -154,8 +145,8 @@ def get_lineage(
         },
         "promotion": {"time": get(tags.PROMOTED_AT), "previous_champion": get(tags.PREVIOUS_CHAMPION)},
         "infra_validation": {
-            "passed": _json_or_text(get(tags.INFRA_VALIDATION_PASSED)),
-            "summary": _json_or_text(get(tags.INFRA_VALIDATION_SUMMARY)),
+            "passed": json_or_text(get(tags.INFRA_VALIDATION_PASSED)),
+            "summary": json_or_text(get(tags.INFRA_VALIDATION_SUMMARY)),
         },
         "deployments": deployments,
         "untrusted_deployments": untrusted,
