@@ -11,7 +11,7 @@ import inspect
 from datetime import datetime
 
 import pytest
-from airflow.sdk import DAG, BaseOperator
+from airflow.sdk import DAG
 
 from airflow_mlops import results
 from airflow_mlops.data.snapshots import ingest_result
@@ -28,6 +28,7 @@ from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
 from airflow_mlops.operators.training import TrainModelOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
+from tests.support.upstream import Upstream, assert_refused_at_execute
 
 URI = "s3://lake/datasets/churn/41c0ee82"
 SNAPSHOT = {
@@ -41,11 +42,6 @@ REGISTERED = {
     "run_id": "0f1e", "champion_version": 2,
 }  # fmt: skip
 TRAINED = {"run_id": "0f1e2d", "model_uri": "models:/m-0f1e", "metrics": {"accuracy": 0.9}}
-
-
-class _Upstream(BaseOperator):
-    def execute(self, context):
-        return {}
 
 
 def test_a_snapshot_stands_for_its_uri_or_the_split_an_argument_is_about():
@@ -105,7 +101,7 @@ def test_whole_results_parse_serialise_and_wire_the_dependency():
 
     check = [{"type": "expect_column_to_exist", "kwargs": {"column": "x"}}]
     with DAG("whole", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
-        ingest, train, register = (_Upstream(task_id=name) for name in ("ingest", "train", "register"))
+        ingest, train, register = (Upstream(task_id=name) for name in ("ingest", "train", "register"))
         tasks = [
             ValidateDatasetOperator(task_id="validate", dataset_uri=ingest.output, expectations=check),
             TrainModelOperator(task_id="fit", entrypoint="pkg.train", experiment_name="e",
@@ -210,15 +206,7 @@ def test_whole_results_given_as_literals_are_checked_at_parse_time():
 def test_a_whole_result_without_what_the_argument_needs_fails_at_execute_without_retries(
     make, rendered, message
 ):
-    with DAG("bad", schedule=None, start_date=datetime(2026, 1, 1)):
-        op = make(_Upstream(task_id="up").output)  # parses: nothing is known yet
-    op.mlflow_conn_id = "no_such_connection"  # the argument is refused before any connection is looked up
-    for field, value in rendered.items():
-        setattr(op, field, value)  # as Airflow renders the upstream result into the field
-
-    with pytest.raises(ConfigurationError, match=message) as err:
-        op.execute({})
-    assert err.value.retryable is False
+    assert_refused_at_execute(make, rendered, message)
 
 
 @pytest.mark.parametrize(

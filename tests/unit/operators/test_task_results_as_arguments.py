@@ -18,7 +18,6 @@ from airflow.sdk import DAG, BaseOperator
 
 import airflow_mlops.operators
 import airflow_mlops.sensors
-from airflow_mlops.exceptions import ConfigurationError
 from airflow_mlops.operators.approval import ApproveModelOperator
 from airflow_mlops.operators.deployment import (
     DeployModelOperator,
@@ -35,13 +34,7 @@ from airflow_mlops.operators.training import TrainModelOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
 from airflow_mlops.sensors.new_data import NewDataSensor
 from airflow_mlops.utils.templating import is_templated
-
-
-class _Upstream(BaseOperator):
-    """A task whose result the operators under test take (never run here)."""
-
-    def execute(self, context):
-        return {}
+from tests.support.upstream import Upstream, assert_refused_at_execute
 
 
 def _wired(up: BaseOperator) -> dict[type, list[dict]]:
@@ -138,14 +131,14 @@ def _serialised_round_trip(dag: DAG) -> dict:
 
 def test_every_operator_class_is_covered():
     with DAG("covered", schedule=None, start_date=datetime(2026, 1, 1)):
-        wired = _wired(_Upstream(task_id="up"))
+        wired = _wired(Upstream(task_id="up"))
 
     assert set(wired) == _package_operator_classes()
 
 
 def test_every_argument_from_another_task_parses_serialises_and_wires_the_dependency():
     with DAG("wired", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
-        up = _Upstream(task_id="up")
+        up = Upstream(task_id="up")
         tasks = [
             cls(task_id=f"{cls.__name__}_{i}", **kwargs)
             for cls, uses in _wired(up).items()
@@ -171,7 +164,7 @@ def test_every_argument_from_another_task_parses_serialises_and_wires_the_depend
 )
 def test_connection_ids_default_to_the_providers_and_are_templated(cls):
     with DAG("conns", schedule=None, start_date=datetime(2026, 1, 1)):
-        task = cls(task_id="t", **_wired(_Upstream(task_id="up"))[cls][0])
+        task = cls(task_id="t", **_wired(Upstream(task_id="up"))[cls][0])
 
     for field in ("aws_conn_id", "mlflow_conn_id", "sql_conn_id", "kubernetes_conn_id"):
         if hasattr(task, field):
@@ -270,15 +263,7 @@ def test_connection_ids_default_to_the_providers_and_are_templated(cls):
     ],
 )  # fmt: skip
 def test_a_bad_upstream_result_fails_at_execute_without_retries(make, rendered, message):
-    with DAG("bad", schedule=None, start_date=datetime(2026, 1, 1)):
-        op = make(_Upstream(task_id="up").output)  # parses: nothing is known yet
-        op.mlflow_conn_id = "no_such_connection"  # the argument is refused before any connection is looked up
-    for field, value in rendered.items():
-        setattr(op, field, value)  # as Airflow renders the upstream result into the field
-
-    with pytest.raises(ConfigurationError, match=message) as err:
-        op.execute({})
-    assert err.value.retryable is False
+    assert_refused_at_execute(make, rendered, message)
 
 
 def test_the_same_values_given_as_literals_still_fail_at_parse_time():
@@ -307,7 +292,7 @@ def test_the_same_values_given_as_literals_still_fail_at_parse_time():
 
 def test_an_upstream_result_is_not_transformed_at_parse_time():
     with DAG("kept", schedule=None, start_date=datetime(2026, 1, 1)):
-        out = _Upstream(task_id="up").output
+        out = Upstream(task_id="up").output
         deploy = DeployModelOperator(
             task_id="deploy", model_name="churn", target=out["target"], drop_columns=out["drop"]
         )
@@ -321,7 +306,7 @@ def test_an_upstream_result_is_not_transformed_at_parse_time():
 
 def test_each_key_of_a_result_is_an_xcom_of_its_own_so_output_key_resolves():
     with DAG("keys", schedule=None, start_date=datetime(2026, 1, 1)):
-        wired = _wired(_Upstream(task_id="up"))
+        wired = _wired(Upstream(task_id="up"))
         tasks = [cls(task_id=cls.__name__, **uses[0]) for cls, uses in wired.items() if cls in _KEYED]
         by_choice = RegisterModelOperator(
             task_id="one_xcom", model_name="churn", model_uri="models:/m-1", multiple_outputs=False
