@@ -28,6 +28,7 @@ from airflow_mlops.exceptions import (
 )
 from airflow_mlops.hooks.storage import StorageHook
 from airflow_mlops.links import MLflowRunLink
+from airflow_mlops.operators.base import rendered_arguments
 from airflow_mlops.serving.base import target_from_config
 from airflow_mlops.signing import RETRAINING_REQUEST, SIGNATURE_KEY, Subject, record_keys, untrusted_message
 from airflow_mlops.utils.results import json_safe, keep_result, keyed_results
@@ -287,19 +288,10 @@ class MonitorModelOperator(BaseOperator):
         return resolve_data_root((self.capture_uri or "").strip() or None)
 
     def _window(self) -> tuple[datetime, datetime]:
-        from airflow_mlops.utils.clock import utc_now
+        from airflow_mlops.utils.clock import aware_time, utc_now
 
-        if self.window_end:
-            try:
-                end = datetime.fromisoformat(str(self.window_end))
-            except ValueError as err:
-                raise ConfigurationError(
-                    f"window_end must be an ISO 8601 time, got {self.window_end!r} once rendered"
-                ) from err
-            if end.tzinfo is None:
-                raise ConfigurationError(f"window_end must carry a time zone, got {self.window_end!r}")
-        else:
-            end = utc_now()
+        with rendered_arguments(model=str(self.model_name)):
+            end = aware_time(self.window_end, "window_end") or utc_now()
         return end - self.window, end
 
     # -- execute -------------------------------------------------------------------------------------------

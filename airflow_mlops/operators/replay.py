@@ -27,6 +27,7 @@ from airflow_mlops.hooks.storage import StorageHook
 from airflow_mlops.operators.base import ModelOperatorMixin, rendered_arguments
 from airflow_mlops.registry import get_alias_version, get_model_version, parse_version, validate_model_name
 from airflow_mlops.serving.base import DeployTarget, target_from_config
+from airflow_mlops.utils.clock import aware_time
 from airflow_mlops.utils.results import json_safe, keep_result, keyed_results
 from airflow_mlops.utils.templating import is_templated
 
@@ -46,22 +47,6 @@ DEFAULT_SAMPLE_SIZE = 500
 _PREDICTION_KINDS = ("auto", "classification", "regression")
 
 
-def _moment(value: Any, field: str) -> datetime | None:
-    """*value* (an ISO 8601 time with a time zone, or a datetime) as an aware datetime; None stays None."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        try:
-            moment = datetime.fromisoformat(str(value).strip())
-        except ValueError as err:
-            raise ValueError(
-                f"{field} must be an ISO 8601 time such as 2026-12-05T00:00:00+00:00, got {value!r}"
-            ) from err
-    if moment.tzinfo is None:
-        raise ValueError(f"{field} must carry a time zone, got {value!r}")
-    return moment
 
 
 def _duration(value: Any, field: str) -> timedelta:
@@ -169,7 +154,7 @@ class ReplayTrafficOperator(ModelOperatorMixin, BaseOperator):
             target_from_config(target)  # raises ValueError naming the bad setting
         for field, value in (("since", since), ("until", until)):
             if not is_templated(value):
-                _moment(value, field)
+                aware_time(value, field)
         if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 1:
             raise ValueError(f"sample_size must be a positive integer, got {sample_size!r}")
         if prediction_kind not in _PREDICTION_KINDS:
@@ -217,8 +202,8 @@ class ReplayTrafficOperator(ModelOperatorMixin, BaseOperator):
         from airflow_mlops.utils.clock import utc_now
 
         with rendered_arguments(model=self.model_name):
-            end = _moment(self.until, "until")
-            start = _moment(self.since, "since")
+            end = aware_time(self.until, "until")
+            start = aware_time(self.since, "since")
         if end is None:
             run_after = getattr(context.get("dag_run"), "run_after", None)
             end = run_after if isinstance(run_after, datetime) and run_after.tzinfo else utc_now()

@@ -192,6 +192,11 @@ def test_connection_ids_default_to_the_providers_and_are_templated(cls):
             {"model_uri": None}, "model_uri must be a non-empty string", id="register: no model_uri",
         ),
         pytest.param(
+            lambda out: MonitorModelOperator(task_id="t", model_name="churn", window_end=out["end"]),
+            {"window_end": "2026-12-05T00:00:00"}, "window_end must carry a time zone",
+            id="monitor: window_end without a time zone",
+        ),
+        pytest.param(
             lambda out: ReplayTrafficOperator(task_id="t", model_name="churn", version=4, since=out["start"]),
             {"since": "yesterday"}, "since must be an ISO 8601 time", id="replay: since not a time",
         ),
