@@ -79,7 +79,9 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
     (read in the triggerer by :class:`~airflow_mlops.triggers.approval.HITLAnswerTrigger`, a short deferral),
     with the same checks as a fresh answer (assigned users, self-approval); only when there is none does it
     ask again. This keeps an answer given while Airflow retried the try (on Airflow 3.3.2 an answer within
-    seconds of the request can make the scheduler retry the parked try) or given just before a worker died.
+    seconds of the request can make the scheduler fail the parked try) or given just before a worker died.
+    So that such an answer is never lost, the task retries once, at once, unless ``retries`` is given (as an
+    argument or in ``default_args``) or ``adopt_earlier_answer=False``.
     Before asking, the task records ``mlops.approval.asked`` (its task instance and try) on the version; a
     first try that finds it naming its own task instance (Airflow ran the try's resumption over again from
     ``execute``) looks for the answer the same way. That tag is an unsigned hint: it only decides whether to
@@ -174,6 +176,12 @@ class ApproveModelOperator(ModelOperatorMixin, ApprovalOperator):
         )
         self._default_subject = subject is None
         self._default_body = body is None
+        given = {**(kwargs.get("default_args") or {}), **kwargs}
+        if adopt_earlier_answer and "retries" not in given:
+            # An answer that races Airflow fails the try that asked; the retry adopts it (see above).
+            kwargs["retries"] = 1
+            if "retry_delay" not in given:
+                kwargs["retry_delay"] = timedelta(0)
         super().__init__(
             subject=subject or "Promote a model version to champion?",
             body=body,

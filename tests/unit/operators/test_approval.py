@@ -33,6 +33,27 @@ def test_a_retry_adopts_the_earlier_answer_unless_the_dag_turns_it_off():
         ApproveModelOperator(task_id="a", model_name="churn", candidate_version=1, adopt_earlier_answer=1)
 
 
+def test_the_approval_retries_once_at_once_so_a_raced_answer_is_adopted_unless_the_dag_says_otherwise():
+    from datetime import timedelta
+
+    from airflow.sdk import DAG
+
+    plain = ApproveModelOperator(task_id="a", model_name="churn", candidate_version=1)
+    assert (plain.retries, plain.retry_delay) == (1, timedelta(0))
+    given = ApproveModelOperator(task_id="a", model_name="churn", candidate_version=1, retries=0)
+    assert given.retries == 0
+    with DAG("d", schedule=None, default_args={"retries": 3, "retry_delay": timedelta(minutes=1)}):
+        from_dag = ApproveModelOperator(task_id="a", model_name="churn", candidate_version=1)
+    assert (from_dag.retries, from_dag.retry_delay) == (3, timedelta(minutes=1))
+    with DAG("e", schedule=None, default_args={"retry_delay": timedelta(seconds=7)}):
+        delay_only = ApproveModelOperator(task_id="a", model_name="churn", candidate_version=1)
+    assert (delay_only.retries, delay_only.retry_delay) == (1, timedelta(seconds=7))
+    asks_again = ApproveModelOperator(
+        task_id="a", model_name="churn", candidate_version=1, adopt_earlier_answer=False
+    )
+    assert asks_again.retries == 0  # Airflow's default_task_retries
+
+
 def test_the_request_says_how_long_it_waits_and_how_to_answer_from_a_shell():
     from datetime import timedelta
     from types import SimpleNamespace
