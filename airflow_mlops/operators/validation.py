@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import quote
 
 from airflow.sdk import BaseHook, BaseOperator
 
+from airflow_mlops import tags as T
 from airflow_mlops.data.expectations import (
     ON_WARNING,
     RESULT_FORMATS,
@@ -40,9 +42,11 @@ from airflow_mlops.exceptions import (
     DatasetError,
     DataValidationError,
 )
+from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.hooks.storage import StorageHook
-from airflow_mlops.links import DataDocsLink, browser_url, data_docs_url
+from airflow_mlops.links import DataDocsLink, browser_url, data_docs_url, run_url
 from airflow_mlops.results import ValidationSummary, snapshot_uri
+from airflow_mlops.utils.context import airflow_ids
 from airflow_mlops.utils.results import keep, keep_result, keyed_results
 from airflow_mlops.utils.templating import is_templated
 
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
 
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
+    from mlflow import MlflowClient
 
 __all__ = [
     "ON_WARNING",
@@ -60,6 +65,10 @@ __all__ = [
     "check_expectations",
     "columns_to_read",
 ]
+
+#: Where the Data Docs page is logged in the validation's MLflow run (``experiment_name``).
+DATA_DOCS_ARTIFACT = "data_docs/index.html"
+
 
 class ValidateDatasetOperator(BaseOperator):
     """
@@ -73,14 +82,20 @@ class ValidateDatasetOperator(BaseOperator):
 
     The rendered validation result (Data Docs HTML) is stored next to the snapshot, at
     ``<snapshot>/_validation/<suite>[-<split>]/index.html`` (for SQL: under ``data_docs_uri``, default
-    ``<data_root>/validation/<sql_conn_id>/<table or query hash>/<suite>/``) and linked from the task as
-    "Data Docs".
+    ``<data_root>/validation/<sql_conn_id>/<table or query hash>/<suite>/``). With ``experiment_name`` the
+    page is also logged as the artifact ``data_docs/index.html`` of an MLflow run the task creates in that
+    experiment (one run per task instance, reused by its retries), and the task's "Data Docs" link opens it
+    in the MLflow UI: a page a reviewer's browser can open, where a page on the worker's disk is not. A link
+    is shown only when it is an ``http(s)`` address (the MLflow server, ``data_docs_base_url``, the S3
+    console), never a ``file://`` one.
 
     Returns (XCom) a compact summary, never data rows: ``{"success", "blocking", "dataset", "name",
-    "snapshot_id", "split", "rows", "evaluated", "successful", "unsuccessful", "failed", "data_docs"}``, where
-    each item of ``failed`` is ``{"expectation", "column", "severity", "observed", "kwargs"}`` and
-    ``observed`` holds the observed value, unexpected counts, up to five unexpected values, or the error the
-    expectation raised. ``blocking`` is True when a failure stops the pipeline.
+    "snapshot_id", "split", "rows", "evaluated", "successful", "unsuccessful", "failed", "data_docs",
+    "data_docs_uri"}``, where each item of ``failed`` is ``{"expectation", "column", "severity", "observed",
+    "kwargs"}`` and ``observed`` holds the observed value, unexpected counts, up to five unexpected values, or
+    the error the expectation raised. ``blocking`` is True when a failure stops the pipeline. ``data_docs``
+    is where the page was stored; ``data_docs_uri`` its ``http(s)`` address (None when it has none), which
+    :class:`~airflow_mlops.operators.evaluation.EvaluateModelOperator` links from its report.
 
     :param dataset_uri: Snapshot URI, optionally with ``#train`` / ``#valid`` / ``#holdout``, or an ingest's
         whole result (``ingest.output``: its snapshot). (templated)
@@ -113,11 +128,15 @@ class ValidateDatasetOperator(BaseOperator):
     :param data_docs_base_url: URL of a web server that serves ``data_root``; the link then points there
         instead of a ``file://`` or S3 console URL.
     :param data_root: Root used for SQL Data Docs and ``data_docs_base_url`` (default ``$MLOPS_DATA_ROOT``).
+    :param experiment_name: MLflow experiment (created if missing) of a run this task creates to publish the
+        Data Docs page as an artifact; the "Data Docs" link then opens it in the MLflow UI. None: not
+        published. (templated)
+    :param mlflow_conn_id: MLflow connection used with ``experiment_name``.
     """
 
     template_fields: Sequence[str] = (
         "dataset_uri", "suite_path", "expectations", "table", "query", "data_docs_uri", "gx_context_dir",
-        "checkpoint_name", "aws_conn_id", "sql_conn_id",
+        "checkpoint_name", "aws_conn_id", "sql_conn_id", "experiment_name",
     )  # fmt: skip
     template_fields_renderers = {"query": "sql"}
     operator_extra_links = (DataDocsLink(),)
@@ -142,6 +161,8 @@ class ValidateDatasetOperator(BaseOperator):
         data_docs_uri: str | None = None,
         data_docs_base_url: str | None = None,
         data_root: str | None = None,
+        experiment_name: str | None = None,
+        mlflow_conn_id: str = MLflowHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**keyed_results(kwargs))
@@ -189,6 +210,11 @@ class ValidateDatasetOperator(BaseOperator):
             raise ValueError(f"suite_name must be a non-empty name, got {suite_name!r}")
         if expectations is not None and not is_templated(expectations):
             check_expectations(expectations)
+        if experiment_name is not None and not is_templated(experiment_name):
+            if not isinstance(experiment_name, str) or not experiment_name.strip():
+                raise ValueError(f"experiment_name must name an MLflow experiment, got {experiment_name!r}")
+            if not data_docs:
+                raise ValueError("experiment_name publishes the Data Docs page: it needs data_docs=True")
         self.dataset_uri = dataset_uri
         self.expectations = expectations
         self.suite_path = suite_path
@@ -206,18 +232,30 @@ class ValidateDatasetOperator(BaseOperator):
         self.data_docs_uri = data_docs_uri
         self.data_docs_base_url = data_docs_base_url
         self.data_root = data_root
+        self.experiment_name = experiment_name
+        self.mlflow_conn_id = mlflow_conn_id
         self.data_docs_url = ""
+        self._ids: dict[str, Any] = {}
 
     @cached_property
     def hook(self) -> StorageHook:
         """The storage hook of ``aws_conn_id`` (built on first use, never at parse time)."""
         return StorageHook(aws_conn_id=self.aws_conn_id)
 
+    @cached_property
+    def mlflow_hook(self) -> MLflowHook:
+        """The MLflow hook of ``mlflow_conn_id`` (used only with ``experiment_name``)."""
+        return MLflowHook(mlflow_conn_id=self.mlflow_conn_id)
+
     @keep_result
     def execute(self, context: Context) -> ValidationSummary:
         """Validate the snapshot (or table, or query); return the compact summary."""
         # An ingest's whole result stands for its snapshot.
         self.dataset_uri = snapshot_uri(self.dataset_uri, "dataset_uri")
+        self._ids = airflow_ids(context)
+        if self.experiment_name is not None:
+            name = "an MLflow experiment name"
+            self._rendered("experiment_name", self.experiment_name, name, ConfigurationError)
         expectations, origin, suite_name = self._suite()
         if self.sql_conn_id is not None:
             return cast("ValidationSummary", self._validate_sql(expectations, origin, suite_name))
@@ -379,7 +417,9 @@ class ValidateDatasetOperator(BaseOperator):
         dataset: str | None,
         uri: str,
     ) -> dict[str, Any]:
-        summary["data_docs"] = self._write_data_docs(result, docs_dir, storage) if self.data_docs else None
+        summary["data_docs"], summary["data_docs_uri"] = (
+            self._write_data_docs(result, docs_dir, storage, summary) if self.data_docs else (None, None)
+        )
         if summary["success"]:
             self.log.info("Dataset %s passed all %d expectations", label, summary["evaluated"])
             return summary
@@ -394,14 +434,72 @@ class ValidateDatasetOperator(BaseOperator):
         keep(self, summary)  # the failed task's OpenLineage event reports the failed expectations
         raise DataValidationError(message, dataset=dataset, uri=uri, reason=f"failed: {failed}")
 
-    def _write_data_docs(self, result: Any, docs_dir: str, storage: Storage) -> str:
+    def _write_data_docs(
+        self, result: Any, docs_dir: str, storage: Storage, summary: dict[str, Any]
+    ) -> tuple[str, str | None]:
+        """Store the page (and publish it to MLflow with ``experiment_name``); its location and browser URL."""
         uri = join(docs_dir, "index.html")
-        storage.write_bytes(uri, render_data_docs(result).encode("utf-8"))
-        root = resolve_data_root(self.data_root) if self.data_docs_base_url else None
-        # A link the UI shows must open in a browser elsewhere: not a file:// page of the worker.
-        self.data_docs_url = browser_url(data_docs_url(uri, self.data_docs_base_url, root))
+        html = render_data_docs(result)
+        storage.write_bytes(uri, html.encode("utf-8"))
         self.log.info("Data Docs written to %s", uri)
-        return uri
+        if self.experiment_name is not None:
+            url = self._publish_data_docs(html, summary)
+        else:
+            root = resolve_data_root(self.data_root) if self.data_docs_base_url else None
+            url = data_docs_url(uri, self.data_docs_base_url, root)
+        # A link the UI shows must open in a browser elsewhere: not a file:// page of the worker.
+        self.data_docs_url = browser_url(url)
+        return uri, self.data_docs_url or None
+
+    def _publish_data_docs(self, html: str, summary: dict[str, Any]) -> str:
+        """
+        Log the page as an artifact of this task instance's MLflow run (created once, found again on a retry).
+
+        :return: The artifact's page in the MLflow UI, or "" when the tracking URI has no UI.
+        """
+        from airflow_mlops.registry import get_or_create_experiment
+
+        name = str(self.experiment_name).strip()
+        client = self.mlflow_hook.client
+        experiment_id = get_or_create_experiment(client, name)
+        run_id = self._validation_run(client, experiment_id, summary)
+        client.log_text(run_id, html, DATA_DOCS_ARTIFACT)
+        client.set_tag(run_id, T.VALIDATION_SUCCESS, str(bool(summary["success"])).lower())
+        blocked = not summary["success"] and summary["blocking"]
+        client.set_terminated(run_id, "FAILED" if blocked else "FINISHED")
+        page = run_url(self.mlflow_hook.tracking_uri, experiment_id, run_id)
+        url = f"{page}/artifacts/{quote(DATA_DOCS_ARTIFACT)}" if page else ""
+        self.log.info("Data Docs published to MLflow run %s: %s", run_id, url or DATA_DOCS_ARTIFACT)
+        return url
+
+    def _validation_run(self, client: MlflowClient, experiment_id: str, summary: dict[str, Any]) -> str:
+        """The MLflow run of this task instance: the one an earlier try created, else a new one."""
+        from mlflow.entities import ViewType
+
+        ids = self._ids
+        identity = {
+            T.AIRFLOW_DAG_ID: str(ids.get("dag_id") or self.dag_id),
+            T.AIRFLOW_RUN_ID: str(ids.get("run_id") or "manual"),
+            T.AIRFLOW_TASK_ID: self.task_id,
+            T.AIRFLOW_MAP_INDEX: str(-1 if ids.get("map_index") is None else ids["map_index"]),
+        }
+        if not any("'" in value for value in identity.values()):
+            found = client.search_runs(
+                [experiment_id],
+                filter_string=" and ".join(f"tags.`{key}` = '{value}'" for key, value in identity.items()),
+                run_view_type=ViewType.ACTIVE_ONLY,
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            if found:
+                return str(found[0].info.run_id)
+        run_tags = {
+            **identity,
+            T.AIRFLOW_TRY_NUMBER: str(ids.get("try_number") or 1),
+            T.DATA_URI: str(summary["dataset"]),
+        }
+        run_name = f"{identity[T.AIRFLOW_DAG_ID]}.{self.task_id}"
+        return str(client.create_run(experiment_id, run_name=run_name, tags=run_tags).info.run_id)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """The snapshot validated, with the results as data-quality assertions, for OpenLineage."""
