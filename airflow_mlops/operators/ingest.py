@@ -8,18 +8,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
-from airflow.sdk import Asset, BaseHook, BaseOperator
+from airflow.sdk import Asset, BaseOperator
 
 from airflow_mlops.data.formats import (
     FORMATS,
-    SNIFF_BYTES,
-    check_content,
     check_csv_options,
     check_format,
-    detect_format,
-    format_from_name,
-    parquet_footer,
-    read_files,
 )
 from airflow_mlops.data.snapshots import (
     DATA,
@@ -45,9 +39,7 @@ from airflow_mlops.data.storage import (
     PROGRESS_INTERVAL_S,
     Storage,
     TransferProgress,
-    has_glob,
     is_s3,
-    is_storage_error,
     is_transient_error,
     join,
 )
@@ -56,10 +48,10 @@ from airflow_mlops.exceptions import (
     ConnectionSetupError,
     DatasetConfigurationError,
     DatasetError,
-    RetryableError,
     ServiceUnavailableError,
 )
 from airflow_mlops.hooks.storage import StorageHook
+from airflow_mlops.sources.base import DataSource, SourceContext, SourceReading
 from airflow_mlops.utils.clock import utc_now_iso
 from airflow_mlops.utils.results import keep_result, keyed_results
 from airflow_mlops.utils.templating import is_templated
@@ -72,7 +64,7 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
-    from airflow_mlops.data.sources import SourceFile, SourceLimits
+    from airflow_mlops.data.sources import SourceLimits
     from airflow_mlops.results import Snapshot
 
 __all__ = [
@@ -119,7 +111,7 @@ def dataset_asset(name: str, data_root: str | None = None) -> Asset:
 
 class IngestDatasetOperator(BaseOperator):
     """
-    Snapshot raw CSV or Parquet files, or the result of a SQL query, as an immutable dataset snapshot.
+    Snapshot CSV or Parquet files, a SQL query's rows or any data source as an immutable dataset snapshot.
 
     The snapshot is written to ``<data_root>/datasets/<dataset_name>/<snapshot_id>/``: ``data.parquet``
     (all rows), one ``<split>.parquet`` per requested split, and ``_manifest.json``, written last. The
@@ -150,8 +142,10 @@ class IngestDatasetOperator(BaseOperator):
     the snapshot and split files it wrote (schema, row counts) to OpenLineage.
 
     :param dataset_name: Name of the dataset: letters, digits, ``.``, ``_``, ``-``. (templated)
-    :param source: A local file, directory or glob, or an ``s3://`` key, prefix or glob. Directory and
-        prefix listings skip files whose names start with ``.`` or ``_``. Not with ``sql``. (templated)
+    :param source: A local file, directory or glob, or an ``s3://`` key, prefix or glob (a
+        :class:`~airflow_mlops.sources.FileSource`; directory and prefix listings skip files whose names start
+        with ``.`` or ``_``), or any :class:`~airflow_mlops.sources.DataSource`, whose own template fields are
+        rendered. Not with ``sql``. (templated)
     :param format: ``"csv"``, ``"parquet"``, or ``"auto"`` to tell from the file names.
     :param data_root: Snapshot root, a local directory or ``s3://bucket/prefix``; default
         ``$MLOPS_DATA_ROOT``, else ``./.mlops-data``. (templated)
@@ -162,7 +156,8 @@ class IngestDatasetOperator(BaseOperator):
     :param aws_conn_id: Airflow ``aws`` connection for ``s3://`` sources and roots (None: boto3 defaults).
     :param csv_options: Extra keyword arguments for :func:`pandas.read_csv` (JSON-serialisable, e.g.
         ``{"sep": ";", "encoding": "latin-1"}``); they are part of the snapshot id.
-    :param sql: A query to snapshot instead of files, run through ``sql_conn_id``. (templated)
+    :param sql: A query to snapshot instead of files, run through ``sql_conn_id`` (the same as
+        ``source=SqlSource(sql_conn_id, sql)``). (templated)
     :param sql_conn_id: Any Airflow connection whose hook is a common.sql ``DbApiHook`` (postgres, sqlite,
         ...). Required with ``sql``.
     :param server_side_copy: Copy a single S3 Parquet object server-side when possible (see above).
@@ -216,9 +211,13 @@ class IngestDatasetOperator(BaseOperator):
             kwargs["outlets"] = outlets
         super().__init__(**keyed_results(kwargs))
         if (source is None) == (sql is None):
-            raise ValueError("Pass exactly one of source (files or an s3:// location) or sql (a query)")
+            raise ValueError(
+                "Pass exactly one of source (files or an s3:// location, or a DataSource) or sql (a query)"
+            )
         # Literal arguments are checked now; templates and other tasks' results once rendered, in execute.
-        literal_source = source is not None and not is_templated(source)
+        literal_source = (
+            source is not None and not is_templated(source) and not isinstance(source, DataSource)
+        )
         if literal_source and not (isinstance(source, str) and source.strip()):
             raise ValueError(f"source must be a non-empty path, glob or s3:// URI, got {source!r}")
         if sql is not None:
@@ -271,10 +270,7 @@ class IngestDatasetOperator(BaseOperator):
             self.log.info(
                 "Dataset %s: removed %d staging folder(s) of interrupted ingests", name, len(removed)
             )
-        if self.sql is not None:
-            manifest = self._ingest_sql(name, root)
-        else:
-            manifest = self._ingest_files(name, root)
+        manifest = self._ingest(name, root, self.data_source(name))
         result = ingest_result(manifest)
         self._emit_asset_events(context, result)
         if self.mlflow_run_id:
@@ -318,7 +314,11 @@ class IngestDatasetOperator(BaseOperator):
             raise DatasetConfigurationError(
                 str(err), dataset=str(self.dataset_name), reason="invalid dataset name"
             ) from err
-        if self.source is not None and (not isinstance(self.source, str) or not self.source.strip()):
+        if (
+            self.source is not None
+            and not isinstance(self.source, DataSource)
+            and (not isinstance(self.source, str) or not self.source.strip())
+        ):
             raise DatasetConfigurationError(
                 f"Dataset {name!r}: source must be a non-empty path, glob or s3:// URI, got {self.source!r}",
                 dataset=name, uri=str(self.source), reason="empty source",
@@ -342,202 +342,63 @@ class IngestDatasetOperator(BaseOperator):
             raise ServiceUnavailableError(message, dataset=name, uri=uri, reason=str(err)) from err
         raise DatasetError(message, dataset=name, uri=uri, reason=str(err)) from err
 
-    # -- files -------------------------------------------------------------------------------------------
+    # -- reading the source -----------------------------------------------------------------------------
 
-    def _ingest_files(self, name: str, root: str) -> dict[str, Any]:
-        from airflow_mlops.data.sources import combined_sha256, normalize_source
+    def data_source(self, name: str | None = None) -> DataSource:
+        """The rendered source: the ``sql`` query's, a :class:`~airflow_mlops.sources.DataSource`, or files."""
+        from airflow_mlops.sources.files import FileSource
+        from airflow_mlops.sources.sql import SqlSource
 
-        source = normalize_source(self.source or "")
+        name = name or str(self.dataset_name)
+        if self.sql is not None:
+            try:
+                return SqlSource(str(self.sql_conn_id), self.sql)
+            except ValueError as err:
+                raise ConfigurationError(f"Dataset {name!r}: {err} once rendered", dataset=name) from err
+        if isinstance(self.source, DataSource):
+            return self.source
+        if isinstance(self.source, str) and self.source.strip():
+            return FileSource(self.source)
+        raise DatasetConfigurationError(
+            f"Dataset {name!r}: source must be a non-empty path, glob or s3:// URI, or a DataSource, "
+            f"got {self.source!r}",
+            dataset=name, uri=str(self.source), reason="empty source",
+        )  # fmt: skip
+
+    def _ingest(self, name: str, root: str, source: DataSource) -> dict[str, Any]:
         allowed, limits = self.source_policy()
-        self._check_allowed(name, (self.source or "").strip(), allowed)  # as given: '..' and links shown
-        storage = self.hook.storage_for(source, root)
-
-        copied = self._try_server_side_copy(storage, name, source, root, limits)
-        if copied is not None:
-            return copied
-
-        entries = self._list(storage, name, source, allowed, limits)
-        try:
-            fmt = detect_format(self.format, [entry["uri"] for entry in entries])
-        except ValueError as err:
-            self._fail(name, source, err)
-        self._check_contents(storage, name, source, entries, fmt)
+        storage = self.hook.storage_for(root)
         with tempfile.TemporaryDirectory(prefix="mlops-ingest-") as tmp:
-            files = self._fetch(storage, name, source, entries, Path(tmp) / "source")
-            content_sha256 = combined_sha256(files)
-            snapshot = snapshot_id(content_sha256, self._spec(fmt))
+            ctx = SourceContext(
+                dataset=name, root=root, storage_hook=self.hook, format=self.format,
+                csv_options=self.csv_options, allowed=allowed, limits=limits, tmp=Path(tmp), log=self.log,
+                progress=self._progress, whole_copy=bool(self.server_side_copy and not self.split),
+            )  # fmt: skip
+            reading = source.open(ctx)
+            uri = str(reading.described.get("source") or source.uri)
+            snapshot = snapshot_id(reading.sha256, self._spec(reading.format))
             target = snapshot_uri(root, name, snapshot)
             self.log.info(
-                "Dataset %s: %d source file(s), %d bytes, sha256 %s -> snapshot %s",
-                name, len(files), sum(f.size for f in files), content_sha256, snapshot,
-            )  # fmt: skip
-
-            if storage.exists(join(target, MANIFEST)):
-                return self._existing(storage, name, source, target)
-
-            try:
-                df = read_files([(file.local, file.uri) for file in files], fmt, self.csv_options)
-            except ValueError as err:
-                self._unchanged(name, source, files)  # a half-written file fails to parse: say that first
-                self._fail(name, source, err)
-            self._unchanged(name, source, files)
-            described = {
-                "source": source,
-                "source_files": [f.describe() for f in files],
-                "format": fmt,
-                "csv_options": self._spec(fmt)["csv_options"],
-                "bytes": sum(f.size for f in files),
-                "sha256": content_sha256,
-                "sha256_of": SHA256_OF_BYTES,
-            }
-            return self._snapshot_frame(storage, name, source, target, snapshot, df, described, Path(tmp))
-
-    @staticmethod
-    def _check_allowed(name: str, source: str, allowed: list[str]) -> None:
-        from airflow_mlops.data.sources import SourceNotAllowedError, check_source_allowed
-
-        try:
-            check_source_allowed(source, allowed)
-        except SourceNotAllowedError as err:
-            raise DatasetConfigurationError(
-                f"Dataset {name!r}: {err}", dataset=name, uri=source, reason="source not allowed"
-            ) from err
-
-    def _list(
-        self, storage: Storage, name: str, source: str, allowed: list[str], limits: SourceLimits
-    ) -> list[dict[str, Any]]:
-        """The source's files with their listed sizes, within the allowed sources and the limits."""
-        from airflow_mlops.data.sources import (
-            SourceNotAllowedError,
-            SourceTooLargeError,
-            check_files_allowed,
-            list_source,
-        )
-
-        entries = self._storage_call(name, source, lambda: list_source(storage, source))
-        try:
-            check_files_allowed(entries, allowed)
-            limits.check(source, entries)
-        except SourceNotAllowedError as err:
-            raise DatasetConfigurationError(
-                f"Dataset {name!r}: {err}", dataset=name, uri=source, reason="source not allowed"
-            ) from err
-        except SourceTooLargeError as err:
-            raise DatasetError(
-                f"Dataset {name!r}: {err}", dataset=name, uri=source, reason="source too large"
-            ) from err
-        return entries
-
-    def _check_contents(
-        self, storage: Storage, name: str, source: str, entries: list[dict[str, Any]], fmt: str
-    ) -> None:
-        """Check every file's first bytes against the format (one small read each; nothing downloaded)."""
-        for entry in entries:
-            size = min(int(entry["size"]), SNIFF_BYTES)
-            head = self._storage_call(
-                name,
-                source,
-                lambda uri=entry["uri"], size=size: storage.read_range(uri, 0, size) if size else b"",
+                "Dataset %s: %s %s -> snapshot %s", name, reading.sha256_of, reading.sha256, snapshot
             )
-            try:
-                check_content(entry["uri"], head, fmt, self.csv_options)
-            except ValueError as err:
-                self._fail(name, source, err)
-
-    def _unchanged(self, name: str, source: str, files: list[SourceFile]) -> None:
-        """Fail, retryable, if a local source file changed since it was listed (it is still being written)."""
-        from airflow_mlops.data.sources import check_unchanged
-
-        self._storage_call(name, source, lambda: check_unchanged(files))
-
-    def _storage_call(self, name: str, source: str, call: Any) -> Any:
-        """Run *call* (a listing or read of the source), turning its failures into dataset errors."""
-        from airflow_mlops.data.sources import SourceChangedError
-
-        try:
-            return call()
-        except SourceChangedError as err:
-            raise RetryableError(
-                f"Dataset {name!r}: {err}; nothing was published. A retry reads it again once it is complete "
-                "(write files under another name, or a name starting with '.' or '_', and rename them when done)",
-                dataset=name, uri=source, reason="source changing",
-            ) from err  # fmt: skip
-        except ValueError as err:
-            self._fail(name, source, err)
-        except FileNotFoundError as err:
-            self._fail(name, source, err, f"cannot read source {source}: ")
-        except Exception as err:
-            if is_storage_error(err):
-                self._fail(name, source, err, f"cannot read source {source}: ")
-            raise
-
-    def _fetch(
-        self, storage: Storage, name: str, source: str, entries: list[dict[str, Any]], tmp: Path
-    ) -> list[SourceFile]:
-        """Bring the listed S3 objects to local disk, and hash every file (sorted by URI)."""
-        from airflow_mlops.data.sources import fetch_files
-
-        return self._storage_call(name, source, lambda: fetch_files(storage, entries, tmp, self._progress))
-
-    # -- SQL ---------------------------------------------------------------------------------------------
-
-    def _ingest_sql(self, name: str, root: str) -> dict[str, Any]:
-        from airflow_mlops.data.sources import frame_sha256
-
-        storage = self.hook.storage_for(root)
-        query = (self.sql or "").strip()
-        source = f"sql://{self.sql_conn_id}"
-        try:
-            db_hook = BaseHook.get_connection(str(self.sql_conn_id)).get_hook()
-        except Exception as err:
-            raise ConnectionSetupError(
-                f"Dataset {name!r}: cannot build a database hook from connection {self.sql_conn_id!r}: {err}. "
-                "Define the connection, and install the Airflow provider of its type (SQL databases also need "
-                "pip install 'airflow-provider-mlops[sql]', the common.sql provider).",
-                dataset=name, uri=source,
-            ) from err  # fmt: skip
-        if not hasattr(db_hook, "get_df") and not hasattr(db_hook, "get_pandas_df"):
-            raise ConnectionSetupError(
-                f"Dataset {name!r}: connection {self.sql_conn_id!r} gives a {type(db_hook).__name__}, which "
-                "is not a common.sql DbApiHook (no get_df): use a SQL database connection",
-                dataset=name, uri=source,
-            )  # fmt: skip
-        self.log.info("Dataset %s: running query on connection %s", name, self.sql_conn_id)
-        try:
-            if hasattr(db_hook, "get_df"):
-                df = db_hook.get_df(query, df_type="pandas")
-            else:  # common.sql before 1.26
-                df = db_hook.get_pandas_df(query)
-        except Exception as err:
-            raise DatasetError(
-                f"Dataset {name!r}: query on connection {self.sql_conn_id!r} failed: {err}",
-                dataset=name, uri=source, reason=str(err),
-            ) from err  # fmt: skip
-        df.columns = [str(column) for column in df.columns]
-        if len(df) == 0:
-            raise DatasetError(
-                f"Dataset {name!r}: query on connection {self.sql_conn_id!r} returned no rows",
-                dataset=name, uri=source, reason="no rows",
-            )  # fmt: skip
-        content_sha256 = frame_sha256(df)
-        snapshot = snapshot_id(content_sha256, self._spec("sql"))
-        target = snapshot_uri(root, name, snapshot)
-        self.log.info("Dataset %s: query returned %d rows, sha256 %s -> snapshot %s",
-                      name, len(df), content_sha256, snapshot)  # fmt: skip
-        if storage.exists(join(target, MANIFEST)):
-            return self._existing(storage, name, source, target)
-        described: dict[str, Any] = {
-            "source": source,
-            "query": query,
-            "source_files": [],
-            "format": "sql",
-            "csv_options": None,
-            "bytes": int(df.memory_usage(index=False, deep=True).sum()),
-            "sha256": content_sha256,
-            "sha256_of": SHA256_OF_ROWS,
-        }
-        with tempfile.TemporaryDirectory(prefix="mlops-ingest-") as tmp:
-            return self._snapshot_frame(storage, name, source, target, snapshot, df, described, Path(tmp))
+            if reading.copy is not None:
+                self._check_label(name, uri, list(reading.schema or {}))
+            if storage.exists(join(target, MANIFEST)):
+                return self._existing(storage, name, uri, target)
+            described = {
+                **reading.described,
+                "source": uri,
+                "format": reading.format,
+                "csv_options": self._spec(reading.format)["csv_options"],
+                "sha256": reading.sha256,
+                "sha256_of": reading.sha256_of,
+            }
+            if reading.copy is not None:
+                return self._copy_snapshot(storage, name, target, snapshot, reading, described)
+            df = reading.read()
+            if reading.check is not None:
+                reading.check()
+            return self._snapshot_frame(storage, name, uri, target, snapshot, df, described, Path(tmp))
 
     # -- snapshots ---------------------------------------------------------------------------------------
 
@@ -610,75 +471,25 @@ class IngestDatasetOperator(BaseOperator):
 
     # -- server-side copy --------------------------------------------------------------------------------
 
-    def _try_server_side_copy(
-        self, storage: Storage, name: str, source: str, root: str, limits: SourceLimits
-    ) -> dict[str, Any] | None:
-        """Snapshot one S3 Parquet object by a server-side copy; None when that does not apply."""
-        from airflow_mlops.data.sources import SourceFile, object_sha256
-
-        if not (self.server_side_copy and is_s3(source) and is_s3(root) and not self.split):
-            return None
-        if has_glob(source) or source.endswith("/") or self.format == "csv":
-            return None
-        if self.format == "auto" and format_from_name(source) != "parquet":
-            return None
-        try:
-            head = storage.head(source)
-        except FileNotFoundError:
-            return None  # maybe a prefix: the general path resolves it and reports what is missing
-        except Exception as err:
-            if is_storage_error(err):
-                self._fail(name, source, err, f"cannot read source {source}: ")
-            raise
-        if head["size"] == 0:
-            raise DatasetError(
-                f"Dataset {name!r}: {source} is empty (0 bytes)", dataset=name, uri=source, reason="empty"
-            )
-        from airflow_mlops.data.sources import SourceTooLargeError
-
-        try:
-            limits.check(source, [head])
-        except SourceTooLargeError as err:
-            raise DatasetError(
-                f"Dataset {name!r}: {err}", dataset=name, uri=source, reason="source too large"
-            ) from err
-        try:
-            check_content(source, storage.read_range(source, 0, 4), "parquet")
-            rows, schema = parquet_footer(storage, source, head["size"])
-        except (ValueError, FileNotFoundError) as err:
-            self._fail(name, source, err)
-        self._check_label(name, source, list(schema))
-        content_sha256, sha256_of = object_sha256(head)
-        snapshot = snapshot_id(content_sha256, self._spec("parquet"))
-        target = snapshot_uri(root, name, snapshot)
-        self.log.info(
-            "Dataset %s: one Parquet object, %d bytes, %d rows (from its footer), %s %s -> snapshot %s "
-            "(server-side copy)",
-            name, head["size"], rows, sha256_of, content_sha256, snapshot,
-        )  # fmt: skip
-        if storage.exists(join(target, MANIFEST)):
-            return self._existing(storage, name, source, target)
-        data_uri = join(target, f"{DATA}.parquet")
-        progress = self._progress(f"Server-side copy {source} -> {data_uri}", head["size"])
-        storage.copy(source, data_uri, progress)
-        progress.done()
-        source_file = SourceFile(
-            uri=source, local=Path(), size=head["size"], sha256=content_sha256, etag=head["etag"],
-            mtime=head["mtime"],
-        )  # fmt: skip
+    def _copy_snapshot(
+        self,
+        storage: Storage,
+        name: str,
+        target: str,
+        snapshot: str,
+        reading: SourceReading,
+        described: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Snapshot the source's data as it is (a server-side copy): no rows through the worker."""
+        assert reading.copy is not None
+        reading.copy(join(target, f"{DATA}.parquet"))
         manifest = {
             "name": name,
             "snapshot_id": snapshot,
             "uri": target,
-            "source": source,
-            "source_files": [source_file.describe()],
-            "format": "parquet",
-            "csv_options": None,
-            "rows": rows,
-            "schema": schema,
-            "bytes": head["size"],
-            "sha256": content_sha256,
-            "sha256_of": sha256_of,
+            **described,
+            "rows": reading.rows,
+            "schema": reading.schema,
             "split": None,
             "files": {DATA: f"{DATA}.parquet"},
             "copy": "server-side",
