@@ -17,6 +17,8 @@ VALIDATION_SUMMARY = "mlops.validation.summary"
 
 # Where the model came from.
 CODE_VERSION = "mlops.code.version"
+# The image a Kubernetes training pod ran, by digest (``<repository>@sha256:<hex>``), from the pod's status.
+CODE_IMAGE_DIGEST = "mlops.code.image_digest"
 AIRFLOW_DAG_ID = "mlops.airflow.dag_id"
 AIRFLOW_RUN_ID = "mlops.airflow.run_id"
 AIRFLOW_TASK_ID = "mlops.airflow.task_id"

@@ -50,7 +50,8 @@ def get_lineage(
         (``signature`` is ``"not checked"``) everything is shown as written.
     :param storage: Storage to read an ``s3://`` snapshot's manifest through (default: the AWS environment).
         The manifest gives the data's original source (``data.source``); the code version is
-        ``mlops.code.version`` or the training run's ``mlflow.source.git.commit`` (None: not recorded).
+        ``mlops.code.version`` or the training run's ``mlflow.source.git.commit`` (None: not recorded), and
+        the image digest the training pod ran is ``mlops.code.image_digest`` (None: not trained in Kubernetes).
     """
     from mlflow.exceptions import MlflowException
 
@@ -129,6 +130,7 @@ def get_lineage(
             "try_number": get(tags.AIRFLOW_TRY_NUMBER),
         },
         "code_version": code_version(vtags, run_tags),
+        "image_digest": get(tags.CODE_IMAGE_DIGEST) or run_tags.get(tags.CODE_IMAGE_DIGEST),
         "training_run": run,
         "evaluation": {
             "decision": get(tags.GATE_DECISION),
@@ -220,7 +222,8 @@ def format_lineage(lineage: dict[str, Any]) -> str:
         + (f" rows={lineage['data']['rows']}" if lineage["data"].get("rows") is not None else "")
         + (f" created {lineage['data']['created_at']}" if lineage["data"].get("created_at") else ""),
         *_describe_source(lineage["data"]),
-        f"  code        {lineage.get('code_version') or NOT_RECORDED}",
+        f"  code        {lineage.get('code_version') or NOT_RECORDED}"
+        + (f" image {lineage['image_digest']}" if lineage.get("image_digest") else ""),
         f"  validation  success={lineage['validation']['success']}",
         f"  training    run {run.get('run_id', '?')} status={run.get('status', '?')} "
         f"metrics={json.dumps(run.get('metrics', {}), sort_keys=True)}",

@@ -190,6 +190,7 @@ def _model_version_facet_class() -> type:
         modelName: str  # noqa: N815 - OpenLineage facet fields are camelCase
         version: str
         codeVersion: str | None = None  # noqa: N815
+        imageDigest: str | None = None  # noqa: N815
         trainingRun: str | None = None  # noqa: N815
         trainingData: dict[str, Any] | None = None  # noqa: N815
         hyperParameters: dict[str, Any] = attr.field(factory=dict)  # noqa: N815
@@ -206,7 +207,8 @@ def model_version_facet(provenance: Mapping[str, Any]) -> Any:
     """
     The ``mlopsModelVersion`` dataset facet of a model version: where it came from.
 
-    Built from :func:`~airflow_mlops.provenance.version_provenance`: its code version, training run, training data
+    Built from :func:`~airflow_mlops.provenance.version_provenance`: its code version (and ``image_digest``, the
+    image a Kubernetes training pod ran, when the provenance has it), training run, training data
     (snapshot, sha256, rows and the original source: connection and query, or objects with their ETags),
     hyper-parameters and the training run's metrics, with ``_producer`` and ``_schemaURL``.
     """
@@ -215,6 +217,7 @@ def model_version_facet(provenance: Mapping[str, Any]) -> Any:
         modelName=str(provenance["model_name"]),
         version=str(provenance["version"]),
         codeVersion=provenance.get("code_version"),
+        imageDigest=provenance.get("image_digest"),
         trainingRun=provenance.get("run_id"),
         trainingData=dict(data) if data else None,
         hyperParameters=dict(provenance.get("params") or {}),

@@ -24,6 +24,7 @@ from airflow_mlops.exceptions import (
 )
 from airflow_mlops.training.kubernetes.admission import defer_for_admission
 from airflow_mlops.training.kubernetes.failures import Failure, container_status, explain_pod_failure
+from airflow_mlops.training.kubernetes.images import record_image_digest
 from airflow_mlops.training.kubernetes.manifests import (
     BASE_CONTAINER,
     COMPLETION_INDEX_ANNOTATION,
@@ -354,6 +355,7 @@ class JobTraining:
             if _rank(pod) != 0:
                 continue
             data = serialize(pod)
+            record_image_digest(self.spec, data, BASE_CONTAINER, self.callbacks.log)
             terminated = (container_status(data, BASE_CONTAINER).get("state") or {}).get("terminated") or {}
             message = terminated.get("message")
             if not message:

@@ -22,6 +22,7 @@ from airflow_mlops.exceptions import (
 )
 from airflow_mlops.training.kubernetes.admission import defer_for_admission
 from airflow_mlops.training.kubernetes.failures import explain_pod_failure
+from airflow_mlops.training.kubernetes.images import record_image_digest
 from airflow_mlops.training.kubernetes.manifests import BASE_CONTAINER, KUEUE_GATE, pod_manifest
 from airflow_mlops.version_compat import TaskDeferred
 
@@ -180,13 +181,13 @@ class PodTraining:
                 return self._wait_for_admission(pod.metadata.name, pod.metadata.namespace)
         try:
             if not self.runtime.deferrable:
-                return kpo.execute_sync(self.context)
+                return self._succeeded(kpo.execute_sync(self.context))
             kpo.invoke_defer_method(context=self.context)
         except TaskDeferred as deferred:
             self.callbacks.defer(trigger=deferred.trigger, spec=spec, state=state, timeout=deferred.timeout)
         except Exception as err:
             return self._failed(err, pod_name=pod.metadata.name, namespace=pod.metadata.namespace)
-        return kpo.reentry_result  # the pod had already finished: KPO read it without deferring
+        return self._succeeded(kpo.reentry_result)  # the pod had already finished: KPO read it without deferring
 
     def _wait_for_admission(self, name: str, namespace: str) -> RawResult:
         """
@@ -250,13 +251,22 @@ class PodTraining:
             return self._admitted(event, state)
         kpo = self.kpo = pod_operator(self.runtime, self.spec)
         try:
-            return kpo.trigger_reentry(self.context, event)
+            result = kpo.trigger_reentry(self.context, event)
         except TaskDeferred as deferred:  # KPO re-defers while the pod still runs
             self.callbacks.defer(
                 trigger=deferred.trigger, spec=self.spec, state=state, timeout=deferred.timeout
             )
         except Exception as err:
             return self._failed(err, pod_name=state.get("name"), namespace=state.get("namespace"))
+        return self._succeeded(result)
+
+    def _succeeded(self, result: RawResult) -> RawResult:
+        """The pod's result, once the image it ran (its last status, read before KPO deleted it) is recorded."""
+        final = self.kpo.final_pod if self.kpo is not None else None
+        record_image_digest(
+            self.spec, serialize(final) if final is not None else None, BASE_CONTAINER, self.callbacks.log
+        )
+        return result
 
     def stop(self) -> None:
         """The task was killed: delete the pod."""

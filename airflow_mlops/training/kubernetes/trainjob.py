@@ -28,6 +28,7 @@ from airflow_mlops.exceptions import (
 )
 from airflow_mlops.training.kubernetes.admission import defer_for_admission
 from airflow_mlops.training.kubernetes.failures import Failure, container_status, explain_pod_failure
+from airflow_mlops.training.kubernetes.images import record_image_digest
 from airflow_mlops.training.kubernetes.manifests import (
     COMPLETION_INDEX_ANNOTATION,
     INSTANCE_LABEL,
@@ -339,6 +340,7 @@ class TrainJobTraining:
         for pod in pods:
             if _rank(pod) != 0:
                 continue
+            record_image_digest(self.spec, pod, TRAINER_CONTAINER, self.callbacks.log)
             terminated = (container_status(pod, TRAINER_CONTAINER).get("state") or {}).get("terminated") or {}
             message = terminated.get("message")
             if not message:

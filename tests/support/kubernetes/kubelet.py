@@ -10,6 +10,7 @@ environment, and the process's output and result file become the container's log
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -30,6 +31,13 @@ if TYPE_CHECKING:
 XCOM_PATH = "/airflow/xcom/return.json"
 EMPTY_XCOM = "__airflow_xcom_result_empty__"
 SIDECAR = "airflow-xcom-sidecar"
+
+
+def image_digest(image: str) -> str:
+    """The ``imageID`` the stand-in's kubelet reports for *image*: its repository at a digest of the name."""
+    last = image.rsplit("/", 1)[-1]
+    repository = image[: image.rindex(":")] if ":" in last else image
+    return f"{repository}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
 
 
 @dataclass
@@ -188,7 +196,9 @@ class Pod:
         conditions = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": started}]
 
         def container(name: str, image: str, state: dict[str, Any]) -> dict[str, Any]:
-            return {"name": name, "image": image, "imageID": "", "restartCount": 0,
+            # A started container's status names the image pulled, by digest (as containerd reports it).
+            image_id = image_digest(image) if "running" in state or "terminated" in state else ""
+            return {"name": name, "image": image, "imageID": image_id, "restartCount": 0,
                     "ready": "running" in state, "started": "running" in state, "state": state}  # fmt: skip
 
         sidecar_state: dict[str, Any] = {"running": {"startedAt": started}}
