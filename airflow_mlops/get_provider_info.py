@@ -68,6 +68,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_mlops.operators.deployment",
                     "airflow_mlops.operators.monitoring",
                     "airflow_mlops.operators.replay",
+                    "airflow_mlops.operators.watch",
                 ],
             },
         ],
@@ -81,7 +82,11 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "MLflow", "python-modules": ["airflow_mlops.triggers.approval"]},
             {
                 "integration-name": "MLOps serving",
-                "python-modules": ["airflow_mlops.triggers.monitoring", "airflow_mlops.triggers.release"],
+                "python-modules": [
+                    "airflow_mlops.triggers.monitoring",
+                    "airflow_mlops.triggers.release",
+                    "airflow_mlops.triggers.watch",
+                ],
             },
         ],
         "hooks": [

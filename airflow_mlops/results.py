@@ -42,6 +42,7 @@ __all__ = [
     "MetricComparison",
     "Promotion",
     "RegisteredVersion",
+    "ReleaseWatchResult",
     "RollbackResult",
     "Snapshot",
     "TrainingResult",
@@ -276,6 +277,21 @@ class DeploymentResult(TypedDict):
 
 class RollbackResult(DeploymentResult):
     """What :class:`~airflow_mlops.operators.deployment.RollbackModelOperator` returns (``action``: ``rollback``)."""
+
+
+class ReleaseWatchResult(TypedDict, total=False):
+    """What :class:`~airflow_mlops.operators.watch.WatchReleaseOperator` returns (plus a rollback's keys)."""
+
+    model_name: str
+    #: The version watched; after a rollback, the version restored.
+    version: str
+    #: ``pass``, ``fail`` (rolled back), ``inconclusive`` or ``superseded``.
+    verdict: str
+    message: str
+    #: ``requests``, ``errors``, ``server_errors``, ``p95_latency_ms``, ``unavailable_checks``, ``health``.
+    measurements: dict[str, Any]
+    #: After a rollback: the version rolled away from.
+    watched_version: str
 
 
 # -- taking a whole result ----------------------------------------------------------------------------------

@@ -16,8 +16,9 @@ read production traffic unless told otherwise.
 
 One row per input row of a request: the input columns under their own names, then ``_request_id``, ``_row``
 (the row's index in its request), ``_timestamp`` (UTC), ``_model``, ``_version``, ``_status`` (the model
-server's HTTP status), ``_prediction`` and ``_invalid`` (the input columns whose value did not have the
-signature's type, comma-separated; null when all did). With the model's signature (``signature``: column name
+server's HTTP status), ``_prediction``, ``_invalid`` (the input columns whose value did not have the
+signature's type, comma-separated; null when all did) and, when the serving side measured it, ``_latency_ms``
+(the model server's time to answer). With the model's signature (``signature``: column name
 -> MLflow type name) only its columns are stored, in its types: other columns are dropped (and counted), and a
 value of another type is stored null and named in ``_invalid``. A column named in ``redact`` is stored as the
 SHA-256 of its value (hex), so captures can be joined on it but do not hold it. Both happen before anything is
@@ -64,7 +65,9 @@ CAPTURES_DIR = "captures"
 REQUEST_ID, ROW, TIMESTAMP, MODEL, VERSION, STATUS, PREDICTION, INVALID = (
     "_request_id", "_row", "_timestamp", "_model", "_version", "_status", "_prediction", "_invalid",
 )  # fmt: skip
-META_COLUMNS = (REQUEST_ID, ROW, TIMESTAMP, MODEL, VERSION, STATUS, PREDICTION, INVALID)
+#: The model server's time to answer the request, in milliseconds (written when the serving side measures it).
+LATENCY = "_latency_ms"
+META_COLUMNS = (REQUEST_ID, ROW, TIMESTAMP, MODEL, VERSION, STATUS, PREDICTION, INVALID, LATENCY)
 #: Header a client may set to name its request (and which every captured answer carries).
 REQUEST_ID_HEADER = "X-Request-Id"
 #: Header that marks a request as not production traffic; its value names the kind (:data:`SYNTHETIC_KINDS`).
@@ -260,6 +263,7 @@ def to_records(
     redact: Iterable[str] = (),
     signature: Mapping[str, str] | None = None,
     dropped: dict[str, int] | None = None,
+    latency_ms: float | None = None,
 ) -> list[dict[str, Any]]:
     """
     The captured rows of one request (none when its body is not a scoring request).
@@ -322,6 +326,8 @@ def to_records(
                 INVALID: ",".join(invalid) or None,
             }
         )
+        if latency_ms is not None:
+            record[LATENCY] = round(float(latency_ms), 3)
         out.append(record)
     return out
 
@@ -487,14 +493,26 @@ class CaptureWriter:
         request_body: bytes,
         response_body: bytes,
         traffic: str | None = None,
+        latency_ms: float | None = None,
     ) -> bool:
         """
         Queue one answered request for capture; never blocks. False when it was dropped (queue full).
 
         :param traffic: The request's :data:`TRAFFIC_HEADER` value (None: production, or rejected when
             *status* is not 2xx).
+        :param latency_ms: The model server's time to answer, in milliseconds (None: not measured).
         """
-        item = (model, version, rid, datetime.now(UTC), status, request_body, response_body, traffic)
+        item = (
+            model,
+            version,
+            rid,
+            datetime.now(UTC),
+            status,
+            request_body,
+            response_body,
+            traffic,
+            latency_ms,
+        )
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -536,7 +554,7 @@ class CaptureWriter:
         return self.signature(model, version)
 
     def _add(self, item: tuple[Any, ...]) -> None:
-        model, version, rid, moment, status, request_body, response_body, traffic = item
+        model, version, rid, moment, status, request_body, response_body, traffic, latency_ms = item
         dropped: dict[str, int] = {}
         try:
             kind = traffic_kind(traffic, status)
@@ -551,7 +569,7 @@ class CaptureWriter:
             records = to_records(
                 model=model, version=version, rid=rid, moment=moment, status=status,
                 request_body=request_body, response_body=response_body, redact=self.redact,
-                signature=signature, dropped=dropped,
+                signature=signature, dropped=dropped, latency_ms=latency_ms,
             )  # fmt: skip
         except Exception:  # a capture must never take the thread down
             log.exception("Could not parse a request of model %s for capture", model)
@@ -721,7 +739,9 @@ def _parquet_source(storage: Storage, uri: str) -> Any:
     return pa.BufferReader(storage.read_bytes(uri)) if is_s3(uri) else uri
 
 
-def _typed_table(table: Any, types: Mapping[str, str], redacted_columns: set[str]) -> tuple[Any, Any, set[str]]:
+def _typed_table(
+    table: Any, types: Mapping[str, str], redacted_columns: set[str]
+) -> tuple[Any, Any, set[str]]:
     """
     *table* with the input columns of *types* cast to those types.
 

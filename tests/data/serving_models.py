@@ -22,3 +22,17 @@ class OnePredictionPerRequest(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):
         return [1]
+
+
+class FailsOnSomeRows(mlflow.pyfunc.PythonModel):
+    """
+    Predicts 0, but fails a request holding a row whose ``tenure_months`` is 19 modulo 20.
+
+    About 5% of uniformly drawn tenures from 0 to 99; the smoke tests' sample rows (tenure 0 to 23, first
+    rows 0 to 7) pass, as a bad release's probes do.
+    """
+
+    def predict(self, context, model_input, params=None):
+        if any(int(value) % 20 == 19 for value in model_input["tenure_months"]):
+            raise RuntimeError("this version cannot score long-tenure customers")
+        return [0] * len(model_input)

@@ -61,7 +61,8 @@ def register_version(tracking_uri: str, model_name: str, kind: str) -> str:
     Log a tiny model to MLflow and register it as the next version of *model_name*; return the version.
 
     *kind*: ``zeros`` / ``ones`` (scikit-learn classifiers that always predict 0 / 1), ``raises`` (fails
-    every prediction), ``one_prediction`` (one prediction whatever the number of rows).
+    every prediction), ``one_prediction`` (one prediction whatever the number of rows), ``fails_sometimes``
+    (fails a request with a row whose ``tenure_months`` is 19 modulo 20).
     """
     import mlflow
 
@@ -83,6 +84,7 @@ def register_version(tracking_uri: str, model_name: str, kind: str) -> str:
             python_model = {
                 "raises": module.RaisesOnPredict,
                 "one_prediction": module.OnePredictionPerRequest,
+                "fails_sometimes": module.FailsOnSomeRows,
             }[kind]()
             info = mlflow.pyfunc.log_model(
                 name="model",
