@@ -68,6 +68,31 @@ if TYPE_CHECKING:
     from airflow_mlops.results import EvaluationResult
 
 _EVALUATION_EXPERIMENT = "mlops-evaluation"
+#: Context variable holding the rejection label, and the ``map_index_template`` that shows it.
+GATE_LABEL = "mlops_gate_label"
+GATE_LABEL_TEMPLATE = "{{ " + GATE_LABEL + " }}"
+#: Longest label Airflow stores (``task_instance.rendered_map_index`` is a 250-character column).
+_GATE_LABEL_MAX = 250
+
+
+def label_rejection(context: Mapping[str, Any], reason: str) -> str:
+    """
+    Label the running task instance ``gate rejected: <reason>`` (at most 250 characters).
+
+    Airflow's task runner renders the context's ``map_index_template`` once ``execute`` ends (also when it raises)
+    and stores the result as the task instance's label, which the UI lists in the "Map Index" column of the run's
+    Task Instances, for an unmapped task too. The label is the context variable ``mlops_gate_label``; the
+    template becomes ``{{ mlops_gate_label }}`` unless the task has a ``map_index_template`` of its own (which
+    may use the variable).
+    """
+    label = f"gate rejected: {reason}"
+    if len(label) > _GATE_LABEL_MAX:
+        label = label[: _GATE_LABEL_MAX - 1] + "…"
+    variables = cast("dict[str, Any]", context)
+    variables[GATE_LABEL] = label
+    if variables.get("map_index_template") is None:
+        variables["map_index_template"] = GATE_LABEL_TEMPLATE
+    return label
 
 
 class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
@@ -83,7 +108,11 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
 
     When the gate rejects the candidate, the result is still pushed to XCom and the direct downstream
     tasks are skipped (so nothing gets promoted), or the task fails with
-    :class:`~airflow_mlops.exceptions.ModelGateFailedError` if ``fail_on_gate`` is set.
+    :class:`~airflow_mlops.exceptions.ModelGateFailedError` if ``fail_on_gate`` is set. Either way the task
+    log ends with one warning line ``Gate REJECTED ...: <reason>`` naming the tasks skipped, and the task
+    instance's label becomes ``gate rejected: <reason>`` (:func:`label_rejection`): Airflow's task SDK lets a
+    task set no note, and skipped tasks carry no reason, but a task's rendered ``map_index_template`` is
+    stored and shown, for an unmapped task too, in the "Map Index" column of the run's Task Instances list.
 
     Each model gets exactly the input columns of its MLflow signature (the columns it was trained on, see
     :func:`~airflow_mlops.trainer.models.log_model`); a holdout that lacks one fails without retry, naming
@@ -474,11 +503,26 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         if passed:
             self.log.info("Gate passed for %s", label)
             return cast("EvaluationResult", result)
-        self.log.warning("Gate rejected %s: %s", label, reason)
+        label_rejection(context, reason)
         return cast("EvaluationResult", self._on_rejected(context, result, label))
 
     def _on_rejected(self, context: Context, result: dict[str, Any], label: str) -> dict[str, Any]:
         ti = context.get("ti")
+        task = context.get("task") or self
+        downstream = (
+            [t for t in task.get_direct_relatives(upstream=False) if not t.is_teardown]
+            if task.downstream_task_ids
+            else []
+        )
+        skipping = ti is not None and not self.fail_on_gate and bool(downstream)
+        # One line, where the log ends, for the reader of a green run whose promotion was skipped.
+        self.log.warning(
+            "Gate REJECTED %s: %s -- %s",
+            label, result["reason"],
+            (f"skipping downstream tasks {[t.task_id for t in downstream]}: nothing is promoted. The run ends "
+             "green; this task's XCom (passed: false, reason) and its label in the run's Task Instances list "
+             "say why.") if skipping else "nothing is promoted.",
+        )  # fmt: skip
         if self.fail_on_gate:
             if ti is not None:  # the return value is lost when the task raises
                 ti.xcom_push(key="return_value", value=result)
@@ -490,14 +534,9 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
                 uri=result["candidate_model_uri"],
                 reason=result["reason"],
             )
-        task = context.get("task") or self
-        if ti is None or not task.downstream_task_ids:
-            return result
-        downstream = [t for t in task.get_direct_relatives(upstream=False) if not t.is_teardown]
-        if not downstream:
+        if not skipping or ti is None:
             return result
         ti.xcom_push(key="return_value", value=result)
-        self.log.info("Skipping downstream tasks %s", [t.task_id for t in downstream])
         self.skip(ti=ti, tasks=downstream)  # raises DownstreamTasksSkipped for the task runner
         return result
 
