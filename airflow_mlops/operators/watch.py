@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 from airflow_mlops.exceptions import ConfigurationError, DeploymentRejectedError, ServiceUnavailableError
 from airflow_mlops.operators.deployment import RollbackModelOperator
 from airflow_mlops.serving.watch import FAIL, INCONCLUSIVE, WatchPolicy
-from airflow_mlops.utils.results import keep_result
+from airflow_mlops.utils.results import json_safe, keep_result
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from airflow_mlops.results import ReleaseWatchResult
     from airflow_mlops.serving.base import DeployTarget
+    from airflow_mlops.serving.status import Deployment
     from airflow_mlops.signing import SigningKeys
 
 #: Actions of the deployment history that put a version in service.
@@ -94,6 +95,7 @@ class WatchReleaseOperator(RollbackModelOperator):
             )
         start = _served_since(release.client, name, current.version, release.keys)
         capture_uri = self._capture_uri(target, name)
+        reference = self._reference(target, current) if self.watch.prediction_drift else None
         self.log.info(
             "Watching version %s of %s from %s for %.0f s (%s); captures under %s",
             current.version, name, start, self.watch.window_seconds, self.watch, capture_uri,
@@ -107,6 +109,7 @@ class WatchReleaseOperator(RollbackModelOperator):
                 start=start,
                 policy=self.watch.to_dict(),
                 aws_conn_id=self.aws_conn_id,
+                reference=reference,
             ),
             method_name="execute_watched",
             kwargs={"version": current.version},
@@ -144,6 +147,32 @@ class WatchReleaseOperator(RollbackModelOperator):
             "ReleaseWatchResult",
             {**rolled, **summary, "version": rolled["version"], "watched_version": str(version)},
         )
+
+    def _reference(self, target: DeployTarget, current: Deployment) -> list[Any]:
+        """The served version's predictions on ``sample_data`` (sent as synthetic traffic, not captured as live)."""
+        from airflow_mlops.serving.verification import sample_records
+
+        self._take_whole_results()
+        name = current.model_name
+        if not self.sample_data:
+            raise ConfigurationError(
+                f"Task {self.task_id!r}: the watch's prediction_drift compares live predictions with those on "
+                "the holdout: give sample_data (e.g. ingest.output)",
+                model=name,
+            )
+        verify = self._smoke_test().for_model(f"models:/{name}/{current.version}")
+        records = sample_records(
+            str(self.sample_data),
+            verify.drop_columns,
+            self.watch.reference_rows,
+            self.aws_conn_id,
+            verify.columns,
+        )
+        predictions = target.predict(current, records, timeout=self.request_timeout)
+        self.log.info(
+            "Reference of the prediction drift: %d predictions on %s", len(predictions), self.sample_data
+        )
+        return [json_safe(value) for value in predictions]
 
     def _capture_uri(self, target: DeployTarget, name: str) -> str:
         if self.capture_uri:

@@ -43,6 +43,10 @@ class WatchPolicy:
         not checked). Needs captures that record latency (the local target's proxy does).
     :param max_unavailable_checks: Consecutive failed health checks of the endpoint that fail the release.
     :param interval_seconds: Seconds between two measurements.
+    :param prediction_drift: Fail the release when its live predictions drift from its predictions on the
+        holdout (``sample_data``), by the package's drift thresholds (PSI, KS for numbers; L-infinity,
+        Jensen-Shannon for classes); with at least ``min_requests`` requests.
+    :param reference_rows: Holdout rows whose predictions are the reference of ``prediction_drift``.
     """
 
     window_seconds: float = 1800.0
@@ -51,6 +55,8 @@ class WatchPolicy:
     max_p95_latency_ms: float | None = None
     max_unavailable_checks: int = 3
     interval_seconds: float = 30.0
+    prediction_drift: bool = False
+    reference_rows: int = 1000
 
     def __post_init__(self) -> None:
         if not _positive(self.window_seconds):
@@ -72,6 +78,16 @@ class WatchPolicy:
         if not isinstance(self.max_unavailable_checks, int) or self.max_unavailable_checks < 1:
             raise ValueError(
                 f"max_unavailable_checks must be a whole number of at least 1, got {self.max_unavailable_checks!r}"
+            )
+        if not isinstance(self.prediction_drift, bool):
+            raise ValueError(f"prediction_drift must be True or False, got {self.prediction_drift!r}")
+        if (
+            not isinstance(self.reference_rows, int)
+            or isinstance(self.reference_rows, bool)
+            or self.reference_rows < 1
+        ):
+            raise ValueError(
+                f"reference_rows must be a whole number of at least 1, got {self.reference_rows!r}"
             )
         if not _positive(self.interval_seconds):
             raise ValueError(
@@ -118,6 +134,15 @@ class WatchPolicy:
                     f"the model server failed {errors} of {requests} live requests ({rate:.1%}; at most "
                     f"{self.max_error_rate:.1%} allowed; {measured.get('server_errors', 0)} of them 5xx)"
                 )
+            drift = measured.get("prediction_drift") or {}
+            if self.prediction_drift and drift.get("exceeded"):
+                shown = ", ".join(
+                    f"{m} {drift['metrics'][m]:.3f} > {drift['thresholds'][m]:g}" for m in drift["exceeded"]
+                )
+                return FAIL, (
+                    f"the live predictions of {requests} requests drifted from the predictions on the holdout "
+                    f"({shown})"
+                )
             p95 = measured.get("p95_latency_ms")
             if self.max_p95_latency_ms is not None and p95 is not None and p95 > self.max_p95_latency_ms:
                 return FAIL, (
@@ -142,17 +167,28 @@ def measure(
     start: datetime,
     end: datetime,
     storage: Storage | None = None,
+    reference: list[Any] | None = None,
 ) -> dict[str, Any]:
     """
     The live requests *version* of *model_name* answered in ``[start, end)``, from the captures under *root*.
 
     ``{"requests", "errors", "server_errors", "p95_latency_ms"}``: requests counted once whatever their row
     count; ``errors`` those not answered with a 2xx status, ``server_errors`` the 5xx among them;
-    ``p95_latency_ms`` is None when the captures record no latency.
+    ``p95_latency_ms`` is None when the captures record no latency. With *reference* (predictions on the
+    holdout), also ``prediction_drift``: the drift of the live predictions from them (``metrics``,
+    ``thresholds``, ``exceeded``), None without live predictions.
     """
     import pandas as pd
 
-    from airflow_mlops.serving.capture import LATENCY, PRODUCTION, REJECTED, REQUEST_ID, STATUS, read_captures
+    from airflow_mlops.serving.capture import (
+        LATENCY,
+        PREDICTION,
+        PRODUCTION,
+        REJECTED,
+        REQUEST_ID,
+        STATUS,
+        read_captures,
+    )
 
     frames = [
         read_captures(
@@ -162,16 +198,28 @@ def measure(
             end,
             columns=[],
             storage=storage,
-            meta=[REQUEST_ID, STATUS, LATENCY],
+            meta=[
+                REQUEST_ID,
+                STATUS,
+                LATENCY,
+                *([PREDICTION] if traffic == PRODUCTION and reference else []),
+            ],
             version=str(version),
             traffic=traffic,
         )  # fmt: skip
         for traffic in (PRODUCTION, REJECTED)
     ]
+    drift = _prediction_drift(reference, frames[0]) if reference else None
     frame = pd.concat([f for f in frames if not f.empty] or frames[:1], ignore_index=True)
     requests = frame.drop_duplicates(REQUEST_ID) if not frame.empty else frame
     if requests.empty:
-        return {"requests": 0, "errors": 0, "server_errors": 0, "p95_latency_ms": None}
+        return {
+            "requests": 0,
+            "errors": 0,
+            "server_errors": 0,
+            "p95_latency_ms": None,
+            "prediction_drift": drift,
+        }
     status = pd.to_numeric(requests[STATUS], errors="coerce")
     p95 = None
     if LATENCY in requests.columns:
@@ -183,4 +231,18 @@ def measure(
         "errors": int(((status < 200) | (status >= 300)).sum()),
         "server_errors": int((status >= 500).sum()),
         "p95_latency_ms": round(p95, 3) if p95 is not None and math.isfinite(p95) else None,
+        "prediction_drift": drift,
     }
+
+
+def _prediction_drift(reference: list[Any], live: Any) -> dict[str, Any] | None:
+    """The drift of the live predictions (a capture frame) from *reference*, by the default thresholds."""
+    from airflow_mlops.data.drift import compute_drift
+    from airflow_mlops.serving.capture import PREDICTION
+    from airflow_mlops.serving.monitor import PREDICTION_FEATURE, prediction_frames
+
+    if live.empty or PREDICTION not in live.columns or not live[PREDICTION].notna().any():
+        return None
+    ref, cur = prediction_frames(reference, live[PREDICTION].dropna())
+    feature = compute_drift(ref, cur)["features"][PREDICTION_FEATURE]
+    return {key: feature[key] for key in ("metrics", "thresholds", "exceeded")}

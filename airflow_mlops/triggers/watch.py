@@ -37,6 +37,7 @@ class ReleaseWatchTrigger(BaseTrigger):
     :param start: Start of the window (ISO 8601, UTC): when the version began to serve.
     :param policy: The watch policy's fields (:class:`~airflow_mlops.serving.watch.WatchPolicy`).
     :param aws_conn_id: Airflow ``aws`` connection for ``s3://`` captures.
+    :param reference: The version's predictions on the holdout, for the policy's ``prediction_drift``.
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class ReleaseWatchTrigger(BaseTrigger):
         start: str,
         policy: dict[str, Any],
         aws_conn_id: str | None = "aws_default",
+        reference: list[Any] | None = None,
     ) -> None:
         super().__init__()
         self.model_name = model_name
@@ -58,6 +60,7 @@ class ReleaseWatchTrigger(BaseTrigger):
         self.start = start
         self.policy = policy
         self.aws_conn_id = aws_conn_id
+        self.reference = reference
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The trigger's class path and exactly its constructor arguments."""
@@ -71,6 +74,7 @@ class ReleaseWatchTrigger(BaseTrigger):
                 "start": self.start,
                 "policy": self.policy,
                 "aws_conn_id": self.aws_conn_id,
+                "reference": self.reference,
             },
         )
 
@@ -102,6 +106,7 @@ class ReleaseWatchTrigger(BaseTrigger):
             datetime.fromisoformat(self.start),
             datetime.now(UTC),
             storage,
+            self.reference,
         )
         measured["unavailable_checks"] = 0 if health_ok else down + 1
         measured["health"] = health

@@ -36,3 +36,10 @@ class FailsOnSomeRows(mlflow.pyfunc.PythonModel):
         if any(int(value) % 20 == 19 for value in model_input["tenure_months"]):
             raise RuntimeError("this version cannot score long-tenure customers")
         return [0] * len(model_input)
+
+
+class LongTenureIsOne(mlflow.pyfunc.PythonModel):
+    """Predicts 1 for a tenure over 12 months, else 0: its predictions follow the inputs it is sent."""
+
+    def predict(self, context, model_input, params=None):
+        return [int(value > 12) for value in model_input["tenure_months"]]

@@ -62,7 +62,7 @@ def register_version(tracking_uri: str, model_name: str, kind: str) -> str:
 
     *kind*: ``zeros`` / ``ones`` (scikit-learn classifiers that always predict 0 / 1), ``raises`` (fails
     every prediction), ``one_prediction`` (one prediction whatever the number of rows), ``fails_sometimes``
-    (fails a request with a row whose ``tenure_months`` is 19 modulo 20).
+    (fails a request with a row whose ``tenure_months`` is 19 modulo 20), ``by_tenure`` (1 for a tenure over 12).
     """
     import mlflow
 
@@ -85,6 +85,7 @@ def register_version(tracking_uri: str, model_name: str, kind: str) -> str:
                 "raises": module.RaisesOnPredict,
                 "one_prediction": module.OnePredictionPerRequest,
                 "fails_sometimes": module.FailsOnSomeRows,
+                "by_tenure": module.LongTenureIsOne,
             }[kind]()
             info = mlflow.pyfunc.log_model(
                 name="model",

@@ -4,7 +4,8 @@ on, a real MLflow server, live traffic from a generator, and the watch run as Ai
 (``execute`` in a worker, the trigger in a triggerer, the resumption on a fresh operator).
 
 A release that fails 5% of real requests, though its smoke test passed, is rolled back by the watch; a good
-one passes and keeps serving.
+one passes and keeps serving; one whose live predictions drift from its predictions on the holdout is rolled
+back when the watch checks prediction drift.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def client(mlflow_server):
 @pytest.fixture(scope="module")
 def versions(mlflow_server, client) -> dict[str, str]:
     registered = {
-        kind: register_version(mlflow_server.uri, MODEL, kind) for kind in ("zeros", "fails_sometimes")
+        kind: register_version(mlflow_server.uri, MODEL, kind)
+        for kind in ("zeros", "fails_sometimes", "by_tenure")
     }
     for version in registered.values():
         approve_version(client, MODEL, version)
@@ -142,3 +144,23 @@ def test_a_release_failing_real_requests_is_rolled_back_and_a_good_one_keeps_ser
     assert result["measurements"]["errors"] == 0
     assert http_predict(endpoint, [{"tenure_months": 19.0, "monthly_spend": 20.0}]) == ([0], good)
     assert read_history(client, MODEL)[-1]["version"] == good
+
+
+def test_a_release_whose_live_predictions_drift_from_the_holdout_is_rolled_back(
+    target_config, versions, holdout, client
+):
+    good, shifting = versions["zeros"], versions["by_tenure"]
+    endpoint = deploy(target_config, shifting, holdout)[
+        "endpoint"
+    ]  # answers 0 on the holdout's short tenures
+
+    assert live_traffic(endpoint, 120) == 0  # users send tenures up to 99: mostly 1
+    result, _ = watch(target_config, holdout, window_seconds=120, prediction_drift=True)
+
+    assert (result["verdict"], result["watched_version"], result["version"]) == ("fail", shifting, good)
+    assert "drifted from the predictions on the holdout (" in result["message"]
+    assert "linf" in result["measurements"]["prediction_drift"]["exceeded"]
+    assert http_predict(endpoint, [{"tenure_months": 40.0, "monthly_spend": 20.0}]) == ([0], good)
+    assert read_history(client, MODEL)[-1]["reason"].startswith(
+        f"release watch: version {shifting}: the live predictions"
+    )

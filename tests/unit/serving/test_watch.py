@@ -53,7 +53,7 @@ def test_captures_without_latency_measure_no_latency(tmp_path):
 
 def test_no_captures_measure_nothing(tmp_path):
     assert measure(str(tmp_path), "churn", "2", START, datetime.now(UTC)) == {
-        "requests": 0, "errors": 0, "server_errors": 0, "p95_latency_ms": None,
+        "requests": 0, "errors": 0, "server_errors": 0, "p95_latency_ms": None, "prediction_drift": None,
     }  # fmt: skip
 
 
@@ -86,6 +86,26 @@ def test_the_verdict_fails_early_on_broken_limits_and_judges_the_rest_at_the_win
     verdict, why = judge(200, 2, p95=80.0, final=True)
     assert verdict == PASS
     assert "2 of 200 live requests failed (1.0%)" in why
+
+
+def test_live_predictions_that_drift_from_those_on_the_holdout_fail_the_release_when_asked(tmp_path):
+    # Live requests answered 1 for most rows; on the holdout the version answered 0.
+    requests = [("2", 200, 3.0)] * 60
+    measured = captured(tmp_path, requests)
+    assert measured["prediction_drift"] is None  # no reference: not measured
+    drifted = measure(str(tmp_path), "churn", "2", START, datetime.now(UTC), reference=[0] * 50)
+    kept = measure(str(tmp_path), "churn", "2", START, datetime.now(UTC), reference=[0, 1] * 25)
+
+    assert "linf" in drifted["prediction_drift"]["exceeded"]
+    assert kept["prediction_drift"]["exceeded"] == []
+    watching = WatchPolicy(min_requests=50, prediction_drift=True)
+    verdict, why = watching.judge({**drifted, "unavailable_checks": 0}, final=False)
+    assert verdict == FAIL
+    assert "the live predictions of 60 requests drifted from the predictions on the holdout (" in why
+    assert "linf 0.500 > " in why
+    assert watching.judge({**kept, "unavailable_checks": 0}, final=False) == (None, "watching")
+    # Not asked for: measured, but it fails nothing.
+    assert WatchPolicy(min_requests=50).judge({**drifted, "unavailable_checks": 0}, final=False)[0] is None
 
 
 def test_a_policy_says_what_is_wrong_with_it():
