@@ -16,7 +16,6 @@ import mlflow
 import pandas as pd
 import pytest
 from airflow.sdk import DAG
-from airflow.sdk.exceptions import DownstreamTasksSkipped
 from airflow.sdk.execution_time.task_runner import _render_map_index
 from sklearn.datasets import make_classification
 from sklearn.dummy import DummyClassifier
@@ -25,6 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from airflow_mlops import tags as T
 from airflow_mlops.operators.evaluation import EvaluateModelOperator, label_rejection
 from airflow_mlops.operators.registry import PromoteModelOperator
+from airflow_mlops.version_compat import DownstreamTasksSkipped
 from tests.support.context import context_for
 from tests.support.dags import serialize_dag
 from tests.support.snapshots import write_frames_snapshot
