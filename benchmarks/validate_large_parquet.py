@@ -245,8 +245,8 @@ def run_child(python: str, program: str, spec: dict, env: dict, kill_bytes: int)
 
 
 LABELS = {
-    "arrow": "ValidateDatasetOperator's Arrow engine (`validate_snapshot`)",
-    "frame": "ValidateDatasetOperator today (one DataFrame, GX pandas engine)",
+    "arrow": "Arrow engine (`parquet_validation.validate_snapshot`)",
+    "frame": "`ValidateDatasetOperator.execute` (one DataFrame, GX pandas engine)",
     "gx": "GXValidateDataFrameOperator (GX provider 1.0.0)",
 }
 
@@ -356,6 +356,10 @@ def markdown(results: dict) -> str:
             f"(median {_median(ratios):.2f}).",
         ]
     lines += [
+        "",
+        "In these runs `ValidateDatasetOperator` read the suite's columns into one DataFrame (second row); the "
+        "first row is the Arrow engine of `airflow_mlops.data.parquet_validation`, measured through the same "
+        "steps (build the suite, validate, summarise, write the Data Docs page).",
         "",
         "The engine: Arrow compute over the Parquet file, with Great Expectations making the results. The row "
         "count comes from the file's footer; not-null, between and in-set checks on number and text columns are "

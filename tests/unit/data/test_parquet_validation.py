@@ -175,3 +175,26 @@ def test_only_what_arrow_computes_exactly_is_computed_with_arrow(parquet):
         "expect_column_values_to_be_in_set:id",
         "expect_column_values_to_be_in_set:ratio",
     ]
+
+
+def test_a_split_of_a_snapshot_is_validated_from_its_own_file(tmp_path):
+    from airflow_mlops.data.parquet_validation import validate_snapshot
+    from tests.support.snapshots import write_frames_snapshot
+
+    frame = pd.DataFrame({"x": np.arange(30, dtype="int64"), "label": [0, 1, 7] * 10})
+    uri = write_frames_snapshot(tmp_path, "demo", frame.iloc[:20], frame.iloc[20:])
+    suite = build_suite(
+        [{"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "label", "value_set": [0, 1]}}],
+        "expectations",
+        "suite",
+    )
+    result, rows = validate_snapshot(f"{uri}#holdout", suite, "demo", batch_rows=4)
+    whole = dataframe_batch(ephemeral_context(), "demo", frame.iloc[20:].reset_index(drop=True)).validate(
+        suite, result_format="SUMMARY"
+    )
+
+    assert rows == 10
+    assert summarize(result) == summarize(whole)
+    assert summarize(result)["failed"][0]["observed"]["unexpected_count"] == 4
+    with pytest.raises(ValueError, match=r"has no split 'valid'; it has \['holdout', 'train'\]"):
+        validate_snapshot(f"{uri}#valid", suite, "demo")
