@@ -30,7 +30,7 @@ ROWS = 60
 
 @pytest.fixture(scope="module")
 def parquet(tmp_path_factory):
-    """60 rows: numbers with NaN and nulls, text with nulls and stray values, an integer column with nulls."""
+    """60 rows: numbers with NaN, text with nulls and stray values, integers with nulls, an all-NaN column."""
     rng = np.random.default_rng(3)
     frame = pd.DataFrame({
         "id": np.arange(ROWS, dtype="int64"),
@@ -41,6 +41,7 @@ def parquet(tmp_path_factory):
         "flag": [bool(i % 2) for i in range(ROWS)],
         "when": pd.date_range("2024-01-01", periods=ROWS, freq="h"),
         "amount": [f"{i},000" if i % 10 == 4 else str(i) for i in range(ROWS)],
+        "empty": np.full(ROWS, np.nan),
     })  # fmt: skip
     path = tmp_path_factory.mktemp("parquet") / "data.parquet"
     frame.to_parquet(path, index=False)
@@ -64,6 +65,8 @@ SUITE = [
     {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "id", "value_set": list(range(0, 80, 2))}},
     {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "ratio", "value_set": [0, 1]}},
     {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "flag", "value_set": [True]}},
+    {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "empty"}},
+    {"type": "expect_column_values_to_be_between", "kwargs": {"column": "empty", "min_value": 0, "max_value": 1}},
     {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "kind"}},
     {"type": "expect_column_mean_to_be_between", "kwargs": {"column": "ratio", "min_value": 0.9}},
     {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "no_such_column"}},
@@ -174,6 +177,8 @@ def test_only_what_arrow_computes_exactly_is_computed_with_arrow(parquet):
         "expect_column_values_to_be_in_set:kind",
         "expect_column_values_to_be_in_set:id",
         "expect_column_values_to_be_in_set:ratio",
+        "expect_column_values_to_not_be_null:empty",
+        "expect_column_values_to_be_between:empty",
     ]
 
 
