@@ -279,6 +279,20 @@ def test_a_prediction_without_content_type_is_answered_415_and_typed_ones_are_fo
     assert typed.json() == {"predictions": [8], "content_type": "text/csv"}
 
 
+def test_header_names_are_read_in_any_case(stub):
+    body = b"a,b\n1,2\n"
+    head = (
+        "POST /invocations HTTP/1.1\r\nhost: endpoint\r\ncontent-length: 8\r\ncontent-type: text/csv\r\n"
+        "x-request-ID: client-7\r\n\r\n"
+    )
+
+    response, answer, _ = raw_request(stub["proxy"].port, head.encode() + body)
+
+    assert response.status == 200
+    assert json.loads(answer) == {"predictions": [8], "content_type": "text/csv"}
+    assert response.getheader("X-Request-Id") == "client-7"
+
+
 def test_a_malformed_content_length_is_answered_400(stub):
     response, body, _ = raw_request(stub["proxy"].port, post_head("-5"))
 
