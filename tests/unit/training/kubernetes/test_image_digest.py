@@ -22,7 +22,10 @@ def pod(image_id: str, name: str = "base") -> dict:
     ("image_id", "expected"),
     [
         (f"registry.example.com/trainer@{DIGEST}", f"registry.example.com/trainer@{DIGEST}"),  # containerd
-        (f"docker-pullable://registry.example.com/trainer@{DIGEST}", f"registry.example.com/trainer@{DIGEST}"),
+        (
+            f"docker-pullable://registry.example.com/trainer@{DIGEST}",
+            f"registry.example.com/trainer@{DIGEST}",
+        ),
         (f"docker://{DIGEST}", DIGEST),  # an image built on the node: its local id
         ("", None),  # not started yet
     ],
@@ -45,5 +48,10 @@ def test_the_model_version_facet_carries_the_image_digest():
     provenance = {"model_name": "churn", "version": "4", "code_version": "3f2c9d1e",
                   "image_digest": f"registry.example.com/trainer@{DIGEST}"}  # fmt: skip
     facet = json.loads(Serde.to_json(model_version_facet(provenance)))
-    assert (facet["codeVersion"], facet["imageDigest"]) == ("3f2c9d1e", f"registry.example.com/trainer@{DIGEST}")
-    assert "imageDigest" not in json.loads(Serde.to_json(model_version_facet({"model_name": "m", "version": "1"})))
+    assert (facet["codeVersion"], facet["imageDigest"]) == (
+        "3f2c9d1e",
+        f"registry.example.com/trainer@{DIGEST}",
+    )
+    assert "imageDigest" not in json.loads(
+        Serde.to_json(model_version_facet({"model_name": "m", "version": "1"}))
+    )
