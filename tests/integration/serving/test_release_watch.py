@@ -5,13 +5,19 @@ on, a real MLflow server, live traffic from a generator, and the watch run as Ai
 
 A release that fails 5% of real requests, though its smoke test passed, is rolled back by the watch; a good
 one passes and keeps serving; one whose live predictions drift from its predictions on the holdout is rolled
-back when the watch checks prediction drift.
+back when the watch checks prediction drift. A watch whose process is killed (SIGKILL) in the middle of its
+rollback is finished by its retry: one rollback, verified, recorded once.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -163,4 +169,74 @@ def test_a_release_whose_live_predictions_drift_from_the_holdout_is_rolled_back(
     assert http_predict(endpoint, [{"tenure_months": 40.0, "monthly_spend": 20.0}]) == ([0], good)
     assert read_history(client, MODEL)[-1]["reason"].startswith(
         f"release watch: version {shifting}: the live predictions"
+    )
+
+
+#: The watch's first try in a process of its own, armed to die at a kill point (tests/kill/faults.py).
+KILLED_TRY = """
+import json, sys
+
+from airflow_mlops.operators.watch import WatchReleaseOperator
+from tests.kill.faults import arm
+from tests.support.context import context_for
+from tests.support.deferred import run_deferred
+
+given = json.loads(sys.argv[1])
+
+
+def make():
+    return WatchReleaseOperator(task_id="watch", model_name=given["model"], target=given["target"],
+                                sample_data=given["holdout"], drop_columns=["label"], watch=given["watch"])
+
+
+context = context_for(make(), user="watcher", run_id=given["run_id"])
+arm(context)
+run_deferred(make, context)
+print("returned")
+"""
+
+
+def test_a_watch_killed_in_the_middle_of_its_rollback_is_finished_by_its_retry_once(
+    target_config, versions, holdout, client, tmp_path
+):
+    from tests.kill.faults import PLAN_ENV, add_to_plan, fired_marker
+
+    good, bad = versions["zeros"], versions["fails_sometimes"]
+    deploy(target_config, good, holdout)
+    endpoint = deploy(target_config, bad, holdout)["endpoint"]
+    assert live_traffic(endpoint, 200) == 10
+    entries = len(read_history(client, MODEL))
+    run_id = f"manual__{uuid.uuid4().hex[:8]}"
+    plan = tmp_path / "plan.json"
+    add_to_plan(plan, "mlops_tests", run_id, {"watch": "release.verify"})  # switched back; not verified yet
+    given = {
+        "model": MODEL, "target": target_config, "holdout": holdout, "run_id": run_id,
+        "watch": {"interval_seconds": 1, "min_requests": 100, "max_error_rate": 0.02, "window_seconds": 120},
+    }  # fmt: skip
+    repo = Path(__file__).resolve().parents[3]
+    first = subprocess.run(
+        [sys.executable, "-c", KILLED_TRY, json.dumps(given)],
+        env={**os.environ, PLAN_ENV: str(plan), "PYTHONPATH": str(repo)},
+        cwd=repo, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert first.returncode == -9, first.stdout[-2000:] + first.stderr[-4000:]  # SIGKILL, at the kill point
+    assert "returned" not in first.stdout
+
+    def make():
+        return WatchReleaseOperator(
+            task_id="watch", model_name=MODEL, target=target_config, sample_data=holdout, drop_columns=["label"],
+            watch=given["watch"],
+        )  # fmt: skip
+
+    retried = run_deferred(make, context_for(make(), user="watcher", run_id=run_id, try_number=2))
+
+    assert (retried["version"], retried["previous_version"], retried["action"]) == (good, bad, "rollback")
+    assert http_predict(endpoint, [{"tenure_months": 19.0, "monthly_spend": 20.0}]) == ([0], good)
+    assert client.get_registered_model(MODEL).aliases[T.CHAMPION] == good
+    new = read_history(client, MODEL)[entries:]
+    assert [(e["action"], e["version"], e["outcome"]) for e in new] == [("rollback", good, "succeeded")]
+    assert new[0]["reason"].startswith(f"release watch: version {bad}: the model server failed 10 of 200")
+    assert (
+        json.loads(fired_marker(plan, "mlops_tests", run_id, "watch").read_text())["kill_point"]
+        == "release.verify"
     )
