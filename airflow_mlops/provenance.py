@@ -224,6 +224,7 @@ def version_provenance(
         "signature": model_file.get("signature"),
         "packages": model_file.get("packages") or {},
         "code_version": code_version(vtags, run_tags),
+        "image_digest": vtags.get(T.CODE_IMAGE_DIGEST) or run_tags.get(T.CODE_IMAGE_DIGEST),
         "data": training_data(vtags.get(T.DATA_URI) or run_tags.get(T.DATA_URI), storage),
         "infra_validation": json_or_text(vtags.get(T.INFRA_VALIDATION_SUMMARY)),
         "evaluation": json_or_text(vtags.get(T.EVALUATION_SUMMARY)),
@@ -306,6 +307,13 @@ def diff_rows(candidate: Mapping[str, Any], champion: Mapping[str, Any] | None) 
         candidate.get("code_version") or NOT_RECORDED,
         (old.get("code_version") or NOT_RECORDED) if champion is not None else None,
     )
+    if candidate.get("image_digest") or old.get("image_digest"):
+        add(
+            "code version",
+            "image digest",
+            candidate.get("image_digest") or NOT_RECORDED,
+            (old.get("image_digest") or NOT_RECORDED) if champion is not None else None,
+        )
     old_packages, new_packages = old.get("packages") or {}, candidate.get("packages") or {}
     for key in sorted(set(old_packages) | set(new_packages)):
         add("packages", key, new_packages.get(key), old_packages.get(key) if champion is not None else None)

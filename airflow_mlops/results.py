@@ -106,6 +106,8 @@ class ValidationSummary(TypedDict):
     failed: list[ExpectationFailure]
     #: Where the Data Docs page was stored, or None.
     data_docs: str | None
+    #: The Data Docs page's http(s) address (an MLflow artifact, with ``experiment_name``), or None.
+    data_docs_uri: NotRequired[str | None]
 
 
 class DriftSummary(TypedDict):

@@ -120,6 +120,8 @@ with DAG(
             min_rows=100,
             types=dict.fromkeys(FEATURES, "number"),
         ),
+        # The Data Docs page is published to MLflow, so the approval page links to it.
+        experiment_name="{{ params.model_name }}-data",
     )
     drift = DriftCheckOperator(
         task_id="drift",

@@ -118,6 +118,8 @@ with DAG(
             {"type": "expect_column_mean_to_be_between",
              "kwargs": {"column": "target", "min_value": 100, "max_value": 200}},
         ],  # fmt: skip
+        # The Data Docs page is published to MLflow, so the approval page links to it.
+        experiment_name="{{ params.model_name }}-data",
     )
     train = TrainModelOperator(
         task_id="train",

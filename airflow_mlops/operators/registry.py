@@ -193,7 +193,7 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
         copied = {
             key: value
             for key, value in run_tags.items()
-            if key.startswith(_COPIED_PREFIXES) or key == T.CODE_VERSION
+            if key.startswith(_COPIED_PREFIXES) or key in (T.CODE_VERSION, T.CODE_IMAGE_DIGEST)
         }
         if copied.get(T.DATA_URI):
             copied[T.DATA_URI] = copied[T.DATA_URI].split("#", 1)[0]  # the snapshot, not its split

@@ -289,6 +289,7 @@ class TrainModelOperator(BaseOperator):
         if not event:
             self._mark_failed(self.hook.client, training.mlflow_run_id)
             raise TrainingError(f"The trigger of task {self.task_id!r} ended without an event")
+        self.hook.client  # noqa: B018  (a resumed process sets the connection's MLflow credentials up first)
         try:
             raw = self.runtime.resume(training, context, self._callbacks(), event, runtime_state or {})
         except Exception as err:
