@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -32,27 +31,15 @@ sys.path.insert(0, str(REPO))
 
 from tests.conftest import MLflowServer, set_connection, stop_process  # noqa: E402 - sets an isolated AIRFLOW_HOME
 from tests.integration.operators.test_training import write_snapshot  # noqa: E402
-from tests.support.deferred import Timing, k8s_context, run_deferred  # noqa: E402
+from tests.support.deferred import Timing, cold_import_seconds, k8s_context, run_deferred  # noqa: E402
 from tests.support.kubernetes import KubePodStub, PodScript  # noqa: E402
 
 TARGET = 0.02
+#: What a task process of the Kubernetes training imports besides airflow.sdk.
 _IMPORTS = (
-    "import time; t = time.perf_counter(); import airflow.sdk; t0 = time.perf_counter(); "
-    "import mlflow, airflow_mlops.training.kubernetes.pod, airflow_mlops.training.kubernetes.job, "
-    "airflow_mlops.training.kubernetes.trainjob; "
-    "print(time.perf_counter() - t0)"
+    "mlflow, airflow_mlops.training.kubernetes.pod, airflow_mlops.training.kubernetes.job, "
+    "airflow_mlops.training.kubernetes.trainjob"
 )
-
-
-def cold_import_seconds() -> float:
-    """What a fresh task process pays to import mlflow and the Kubernetes machinery (airflow.sdk excluded)."""
-    runs = []
-    for _ in range(3):
-        out = subprocess.run(
-            [sys.executable, "-c", _IMPORTS], capture_output=True, text=True, cwd=REPO, check=True
-        )
-        runs.append(float(out.stdout.strip().splitlines()[-1]))
-    return sorted(runs)[1]
 
 
 def measure(minutes: float, mode: str = "pod") -> dict:
@@ -212,7 +199,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     result = measure(args.minutes, args.mode)
-    result["cold_import_seconds"] = cold_import_seconds()
+    result["cold_import_seconds"] = cold_import_seconds(_IMPORTS)
     print(json.dumps(result, indent=2))
     text = markdown(result) if args.mode == "pod" else trainjob_markdown(result)
     print(text)

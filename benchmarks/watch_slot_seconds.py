@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.conftest import MLflowServer, free_port, set_connection, stop_process  # noqa: E402 - isolated AIRFLOW_HOME
 from tests.support.context import context_for  # noqa: E402
-from tests.support.deferred import Timing, run_deferred  # noqa: E402
+from tests.support.deferred import Timing, cold_import_seconds, run_deferred  # noqa: E402
 from tests.support.deploy import (  # noqa: E402
     approve_version,
     register_version,
@@ -42,22 +41,8 @@ from tests.support.deploy import (  # noqa: E402
 TARGET = 0.02
 SECTION = "## Release watch: worker-slot seconds"
 MODEL = "watch_benchmark"
-_IMPORTS = (
-    "import time; import airflow.sdk; t0 = time.perf_counter(); "
-    "import mlflow, airflow_mlops.operators.watch, airflow_mlops.serving.release, airflow_mlops.serving.local; "
-    "print(time.perf_counter() - t0)"
-)
-
-
-def cold_import_seconds() -> float:
-    """What a fresh task process pays to import mlflow and the release machinery (airflow.sdk excluded)."""
-    runs = []
-    for _ in range(3):
-        out = subprocess.run(
-            [sys.executable, "-c", _IMPORTS], capture_output=True, text=True, cwd=REPO, check=True
-        )
-        runs.append(float(out.stdout.strip().splitlines()[-1]))
-    return sorted(runs)[1]
+#: What the watch's resumption imports besides airflow.sdk.
+_IMPORTS = "mlflow, airflow_mlops.operators.watch, airflow_mlops.serving.release, airflow_mlops.serving.local"
 
 
 def traffic(endpoint: str, rate: float, stop: threading.Event, sent: list[int]) -> None:
@@ -174,7 +159,7 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
     figures = measure(args.minutes, args.rate)
-    cold = cold_import_seconds()
+    cold = cold_import_seconds(_IMPORTS)
     print(json.dumps({**figures, "cold_import": cold}, indent=2))
     if args.markdown:
         write_section(args.markdown, markdown(figures, cold))

@@ -58,6 +58,30 @@ async def _first_event(trigger: Any) -> Any:
     return None
 
 
+def cold_import_seconds(modules: str) -> float:
+    """
+    What a fresh task process pays to import *modules* (``"mlflow, airflow_mlops.x"``), airflow.sdk excluded.
+
+    The median of three fresh interpreters: Airflow resumes a deferred task in a new process, which imports again.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = f"import time; import airflow.sdk; t0 = time.perf_counter(); import {modules}; print(time.perf_counter() - t0)"
+    runs = []
+    for _ in range(3):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parents[2],
+            check=True,
+        )
+        runs.append(float(out.stdout.strip().splitlines()[-1]))
+    return sorted(runs)[1]
+
+
 def fire(trigger: Any) -> dict[str, Any]:
     """Run *trigger* as the triggerer would (from its serialized form) and return its event payload."""
     from airflow.sdk._shared.module_loading import import_string

@@ -33,7 +33,6 @@ from tests.support.deploy import (
     http_predict,
     register_version,
     stop_local_processes,
-    write_holdout_snapshot,
 )
 
 pytestmark = pytest.mark.integration
@@ -55,23 +54,11 @@ def versions(mlflow_server, client) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def holdout(tmp_path_factory) -> str:
-    return write_holdout_snapshot(tmp_path_factory.mktemp("snapshots"))
-
-
-@pytest.fixture(scope="module")
 def target_config(tmp_path_factory):
     config = {"kind": "local", "port": free_port(), "state_dir": str(tmp_path_factory.mktemp("serving"))}
     yield config
     LocalServerTarget.from_config(config).stop(MODEL)
     stop_local_processes()
-
-
-@pytest.fixture(scope="module")
-def client(mlflow_server):
-    from mlflow import MlflowClient
-
-    return MlflowClient(mlflow_server.uri)
 
 
 def deploy(target_config, version, holdout, task_id="deploy", run_id=None, **kwargs):

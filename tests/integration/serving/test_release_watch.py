@@ -35,19 +35,11 @@ from tests.support.deploy import (
     http_predict,
     register_version,
     stop_local_processes,
-    write_holdout_snapshot,
 )
 
 pytestmark = pytest.mark.integration
 
 MODEL = "watch_churn"
-
-
-@pytest.fixture(scope="module")
-def client(mlflow_server):
-    from mlflow import MlflowClient
-
-    return MlflowClient(mlflow_server.uri)
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +51,6 @@ def versions(mlflow_server, client) -> dict[str, str]:
     for version in registered.values():
         approve_version(client, MODEL, version)
     return registered
-
-
-@pytest.fixture(scope="module")
-def holdout(tmp_path_factory) -> str:
-    return write_holdout_snapshot(tmp_path_factory.mktemp("snapshots"))
 
 
 @pytest.fixture(scope="module")
