@@ -16,7 +16,6 @@ from airflow_mlops.data.expectations import (
     build_suite,
     check_expectations,
     columns_to_read,
-    dataframe_batch,
     ephemeral_context,
     failure_message,
     is_valid_suite_name,
@@ -27,6 +26,7 @@ from airflow_mlops.data.expectations import (
     sql_batch,
     summarize,
 )
+from airflow_mlops.data.parquet_validation import validate_snapshot
 from airflow_mlops.data.snapshots import (
     VALIDATION_DIR,
     load_manifest,
@@ -136,7 +136,7 @@ class ValidateDatasetOperator(BaseOperator):
 
     template_fields: Sequence[str] = (
         "dataset_uri", "suite_path", "expectations", "table", "query", "data_docs_uri", "gx_context_dir",
-        "checkpoint_name", "aws_conn_id", "sql_conn_id", "experiment_name",
+        "checkpoint_name", "aws_conn_id", "sql_conn_id", "experiment_name", "mlflow_conn_id",
     )  # fmt: skip
     template_fields_renderers = {"query": "sql"}
     operator_extra_links = (DataDocsLink(),)
@@ -265,29 +265,33 @@ class ValidateDatasetOperator(BaseOperator):
         storage = self.hook.storage_for(base)
         try:
             manifest = load_manifest(base, storage)
-            schema = list(manifest.get("schema") or {})
-            columns = None if self.checkpoint_name is not None else columns_to_read(expectations, schema)
-            df = read_snapshot(uri, storage=storage, columns=columns)
+            # A checkpoint's batch is a DataFrame; a suite is validated batch by batch from the file.
+            df = read_snapshot(uri, storage=storage) if self.checkpoint_name is not None else None
         except (FileNotFoundError, ValueError) as err:
             raise DatasetError(f"Cannot validate {uri}: {err}", uri=uri, reason=str(err)) from err
         name = manifest.get("name", base)
         label = f"{name!r} ({uri})"
-        self.log.info(
-            "Validating dataset %s: %d rows against %d expectations", label, len(df), len(expectations)
-        )
         suite_name = safe_name(suite_name or f"{name}-suite")
-        if self.checkpoint_name is not None:
+        if df is not None:
+            self.log.info(
+                "Validating dataset %s: %d rows against checkpoint %s", label, len(df), self.checkpoint_name
+            )
             try:
                 result = run_checkpoint(str(self.gx_context_dir), str(self.checkpoint_name), df)
             except ValueError as err:
                 raise ConfigurationError(str(err), dataset=name, uri=uri) from err
+            rows = len(df)
         else:
-
-            def batch_of(context: Any) -> Any:
-                return dataframe_batch(context, name, df)
-
-            result = self._run_suite(expectations, origin, suite_name, batch_of, dataset=name, uri=uri)
-        summary = self._summary(result, uri, manifest.get("name"), manifest.get("snapshot_id"), split, len(df))
+            self.log.info("Validating dataset %s against %d expectations", label, len(expectations))
+            try:
+                suite = build_suite(expectations, origin, suite_name)
+            except ValueError as err:
+                raise ConfigurationError(str(err), dataset=name, uri=uri) from err
+            try:
+                result, rows = validate_snapshot(uri, suite, name, self.result_format, storage=storage)
+            except (FileNotFoundError, ValueError) as err:
+                raise DatasetError(f"Cannot validate {uri}: {err}", uri=uri, reason=str(err)) from err
+        summary = self._summary(result, uri, manifest.get("name"), manifest.get("snapshot_id"), split, rows)
         docs_dir = self.data_docs_uri or join(base, VALIDATION_DIR, suite_name + (f"-{split}" if split else ""))
         finished = self._finish(result, summary, label, docs_dir, storage, dataset=name, uri=uri)
         return cast("ValidationSummary", finished)

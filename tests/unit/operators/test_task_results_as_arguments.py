@@ -32,6 +32,7 @@ from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModel
 from airflow_mlops.operators.replay import ReplayTrafficOperator
 from airflow_mlops.operators.training import TrainModelOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
+from airflow_mlops.operators.watch import WatchReleaseOperator
 from airflow_mlops.sensors.new_data import NewDataSensor
 from airflow_mlops.utils.templating import is_templated
 from tests.support.upstream import Upstream, assert_refused_at_execute
@@ -90,6 +91,10 @@ def _wired(up: BaseOperator) -> dict[type, list[dict]]:
         RollbackModelOperator: [
             {"model_name": out["model_name"], "reason": out["reason"], "version": out["version"],
              "target": out["target"], "sample_data": out["holdout"]},
+        ],
+        WatchReleaseOperator: [
+            {"model_name": out["model_name"], "target": out["target"], "sample_data": out["holdout"],
+             "capture_uri": out["root"], "reason": out["reason"]},
         ],
         MonitorModelOperator: [
             {"model_name": out["model_name"], "capture_uri": out["root"], "window_end": out["end"],
