@@ -86,6 +86,12 @@ def test_trigger_read_the_report_and_approve_in_the_browser(live_stack, page):
     page.get_by_text("accuracy_score").first.wait_for()
     assert page.get_by_text("Decision: passed").first.is_visible()
     assert page.get_by_role("link", name="MLflow model version").first.is_visible()
+    # The validation's Data Docs, published to MLflow: a link that opens the page on the MLflow server.
+    data_docs = page.get_by_role("link", name="Data Docs").first
+    assert data_docs.is_visible()
+    docs_href = data_docs.get_attribute("href")
+    assert docs_href.startswith(f"{stack.mlflow_url}/"), docs_href
+    assert docs_href.endswith("/artifacts/data_docs/index.html"), docs_href
 
     # One table of candidate against champion, every metric in it, with the values the evaluation measured.
     evaluation = stack.xcom(DAG_ID, run["dag_run_id"], "evaluate")
