@@ -23,9 +23,7 @@ from __future__ import annotations
 import copy
 import io
 import json
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.data.expectations import (
@@ -34,12 +32,15 @@ from airflow_mlops.data.expectations import (
     dataframe_batch,
     ephemeral_context,
 )
-from airflow_mlops.data.snapshots import DATA, load_manifest, parse_snapshot_uri
-from airflow_mlops.data.storage import Storage, is_s3, join, local_path
+from airflow_mlops.data.snapshots import snapshot_file
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pandas as pd
     import pyarrow as pa
+
+    from airflow_mlops.data.storage import Storage
 
 #: Rows per record batch read from the Parquet file: memory grows with this times the columns checked.
 BATCH_ROWS = 1 << 20
@@ -404,19 +405,5 @@ def validate_snapshot(
     :raises FileNotFoundError: if there is no snapshot at *uri*.
     :raises ValueError: if it has no such split, or its file is not readable Parquet.
     """
-    storage = storage or Storage()
-    base, split = parse_snapshot_uri(uri)
-    key = split or DATA
-    manifest = load_manifest(base, storage)
-    files = manifest["files"]
-    if key not in files:
-        raise ValueError(
-            f"Snapshot {base} (dataset {manifest.get('name')!r}) has no split {key!r}; "
-            f"it has {sorted(split for split in files if split != DATA) or 'no splits'}"
-        )
-    file_uri = join(base, files[key])
-    if not is_s3(file_uri):
-        return validate_parquet(local_path(file_uri), suite, name, result_format, batch_rows)
-    with tempfile.TemporaryDirectory(prefix="mlops-snapshot-") as tmp:
-        local = storage.download_file(file_uri, Path(tmp) / Path(files[key]).name)
-        return validate_parquet(local, suite, name, result_format, batch_rows)
+    with snapshot_file(uri, storage=storage) as path:
+        return validate_parquet(path, suite, name, result_format, batch_rows)

@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ from airflow_mlops.data.formats import canonical_json
 from airflow_mlops.data.storage import Storage, is_s3, join, local_path
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     import pandas as pd
 
@@ -178,6 +179,20 @@ def read_snapshot(
     """
     import pandas as pd
 
+    with snapshot_file(uri, split, storage) as path:
+        return pd.read_parquet(path, columns=columns)
+
+
+@contextmanager
+def snapshot_file(uri: str, split: str | None = None, storage: Storage | None = None) -> Iterator[Path]:
+    """
+    The local Parquet file of a snapshot (or of one of its splits): downloaded while in use when on S3.
+
+    :param uri: Snapshot URI, optionally with ``#train`` / ``#valid`` / ``#holdout`` to select a split.
+    :param split: Split to read; overrides the one in *uri*. None: all rows.
+    :raises FileNotFoundError: if there is no snapshot at *uri*.
+    :raises ValueError: if the snapshot has no such split.
+    """
     storage = storage or Storage()
     base, uri_split = parse_snapshot_uri(uri)
     key = split or uri_split or DATA
@@ -189,11 +204,11 @@ def read_snapshot(
             f"it has {sorted(name for name in files if name != DATA) or 'no splits'}"
         )
     file_uri = join(base, files[key])
-    if is_s3(file_uri):
-        with tempfile.TemporaryDirectory(prefix="mlops-snapshot-") as tmp:
-            local = storage.download_file(file_uri, Path(tmp) / Path(files[key]).name)
-            return pd.read_parquet(local, columns=columns)
-    return pd.read_parquet(local_path(file_uri), columns=columns)
+    if not is_s3(file_uri):
+        yield local_path(file_uri)
+        return
+    with tempfile.TemporaryDirectory(prefix="mlops-snapshot-") as tmp:
+        yield storage.download_file(file_uri, Path(tmp) / Path(files[key]).name)
 
 
 def snapshot_spec(
