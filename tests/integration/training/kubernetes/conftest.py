@@ -22,6 +22,16 @@ def kube(tmp_path_factory):
 
 
 @pytest.fixture
+def stub(kube):
+    """The stand-in with no pods scripted and nothing recorded; the test's objects must all be valid."""
+    kube.script_pods()
+    for recorded in (kube.created, kube.deleted, kube.rejected, kube.secrets, kube.queues, kube.admitted):
+        recorded.clear()
+    yield kube
+    assert kube.rejected == [], "the API server stand-in refused an invalid object"
+
+
+@pytest.fixture
 def snapshot(data_root) -> str:
     return write_snapshot(data_root)
 

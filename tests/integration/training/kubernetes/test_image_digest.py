@@ -21,16 +21,6 @@ pytestmark = pytest.mark.integration
 IMAGE = "registry.example.com/trainer:1.0"
 
 
-@pytest.fixture
-def stub(kube):
-    kube.script_pods()
-    kube.created.clear()
-    kube.deleted.clear()
-    kube.rejected.clear()
-    yield kube
-    assert kube.rejected == [], "the API server stand-in refused an invalid object"
-
-
 def test_the_pod_s_image_digest_is_on_the_run_and_in_the_lineage(
     mlflow_server, stub, snapshot, experiment, tmp_path, capsys
 ):

@@ -32,17 +32,6 @@ from tests.support.training import runs_of
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def stub(kube):
-    kube.script_pods()
-    kube.created.clear()
-    kube.deleted.clear()
-    kube.rejected.clear()
-    kube.secrets.clear()
-    yield kube
-    assert kube.rejected == [], "the API server stand-in refused an invalid object"
-
-
 def test_pod_runs_deferred_and_returns_the_trainer_result_through_the_xcom_sidecar(
     mlflow_server, stub, snapshot, experiment, tmp_path
 ):

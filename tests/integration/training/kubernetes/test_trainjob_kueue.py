@@ -35,19 +35,6 @@ PREEMPTED = {
 }
 
 
-@pytest.fixture
-def stub(kube):
-    kube.script_pods()
-    kube.created.clear()
-    kube.deleted.clear()
-    kube.rejected.clear()
-    kube.secrets.clear()
-    kube.queues.clear()
-    kube.admitted.clear()
-    yield kube
-    assert kube.rejected == [], "the API server stand-in refused an invalid object"
-
-
 def rank0_result(env: dict[str, str]) -> dict | None:
     """Rank 0 (``PET_NODE_RANK``, set by the Trainer's torch runtime) writes the result; the others do not."""
     return trainer_result(env) if env["PET_NODE_RANK"] == "0" else None
