@@ -2,13 +2,32 @@
 Data sources of an ingest.
 
 Files (:class:`FileSource`), a database query (:class:`SqlSource`), or your own (:class:`DataSource`): see
-"Writing your own source" in docs/data.md.
+"Writing your own source" in docs/data.md. The classes load when first named, so that a DAG file importing
+the ingest operator loads only the interface.
 """
 
 from __future__ import annotations
 
-from airflow_mlops.sources.base import DataSource, SourceContext, SourceReading
-from airflow_mlops.sources.files import FileSource
-from airflow_mlops.sources.sql import SqlSource
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_mlops.sources.base import DataSource, SourceContext, SourceReading
+    from airflow_mlops.sources.files import FileSource
+    from airflow_mlops.sources.sql import SqlSource
 
 __all__ = ["DataSource", "FileSource", "SourceContext", "SourceReading", "SqlSource"]
+
+_HOMES = {
+    "DataSource": "base",
+    "SourceContext": "base",
+    "SourceReading": "base",
+    "FileSource": "files",
+    "SqlSource": "sql",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
