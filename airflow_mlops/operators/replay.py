@@ -332,7 +332,7 @@ class ReplayTrafficOperator(ModelOperatorMixin, BaseOperator):
             "rate": round(run.failed_requests / run.requests, 6) if run.requests else None,
             "examples": run.errors,
         }
-        result["latency_ms"] = replay.latency(run.latencies_ms)
+        result["latency_ms"] = replay.latency(run.latencies_ms, replay.captured_latencies(sample))
         result["failures"] = replay.gate_failures(
             self.limits, result["comparison"], result["errors"], result["latency_ms"]
         )

@@ -699,6 +699,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = dict(self.headers.forwarded)
         rid = _request_id(self.headers.get(REQUEST_ID_HEADER))
         headers[REQUEST_ID_HEADER] = rid
+        started = time.perf_counter()
         try:
             answer = self.server.exchange(backend, self.command, self.path, body, headers)
         except (OSError, http.client.HTTPException) as err:
@@ -719,7 +720,7 @@ class _Handler(BaseHTTPRequestHandler):
             if writer is not None:
                 writer.submit(
                     self.server.state.capture()[0], version, rid, answer.status, body, answer.body,
-                    self.headers.get(TRAFFIC_HEADER),
+                    self.headers.get(TRAFFIC_HEADER), latency_ms=(time.perf_counter() - started) * 1000,
                 )  # fmt: skip
         out = [(key, value) for key, value in answer.headers if key.lower() not in _NOT_RETURNED]
         out += [(VERSION_HEADER, version), (REQUEST_ID_HEADER, rid)]
@@ -803,6 +804,7 @@ class _ProxyServer(ThreadingHTTPServer):
             self.mirror_counts["mirrored"] += 1
             host, port = shadow.get("host") or "127.0.0.1", int(shadow["port"])
             try:
+                started = time.perf_counter()
                 conn, _ = self._mirror_pool.get(host, port)
                 try:
                     answer = conn.exchange("POST", path, {**headers, TRAFFIC_HEADER: SHADOW}, body)
@@ -822,7 +824,7 @@ class _ProxyServer(ThreadingHTTPServer):
             if writer is not None:
                 writer.submit(
                     self.state.capture()[0], str(shadow.get("version", "")), rid, answer.status, body, answer.body,
-                    SHADOW,
+                    SHADOW, latency_ms=(time.perf_counter() - started) * 1000,
                 )  # fmt: skip
 
     def process_request(self, request: Any, client_address: Any) -> None:

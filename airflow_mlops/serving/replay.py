@@ -12,7 +12,8 @@ sandbox), and compares the two answers row by row:
   difference (candidate minus champion);
 - the same **per segment** when a captured column names segments (``region``, ``plan``);
 - the **errors** of the candidate (requests it did not answer, or answered with another number of rows), and
-  its **latency** (each replayed request timed). The captures record no latency of the champion.
+  its **latency** (each replayed request timed), beside the champion's as captured (``_latency_ms``, where
+  the serving side measured it: the local target's proxy does).
 
 The sample is drawn by request with a seed (:func:`replay_seed`): the same captures and seed give the same
 sample. :func:`gate_failures` compares the figures with optional limits (:class:`ReplayLimits`), and
@@ -306,12 +307,29 @@ def compare(
     return out
 
 
-def latency(latencies_ms: Sequence[float]) -> dict[str, Any]:
-    """``{"candidate": {"p50", "p95", "max"} | None, "champion": None}``: the captures hold no latency."""
+def latency(latencies_ms: Sequence[float], champion_ms: Sequence[float] = ()) -> dict[str, Any]:
+    """
+    ``{"candidate": {"p50", "p95", "max"} | None, "champion": ... | None}``.
+
+    *champion_ms*: the captured latencies of the sampled requests (none when the captures record none).
+    """
     # Here, not at the top: the operator's module (imported when DAGs are parsed) imports this one.
     from airflow_mlops.serving.verification import latency_summary
 
-    return {"candidate": latency_summary(latencies_ms) if latencies_ms else None, "champion": None}
+    return {
+        "candidate": latency_summary(latencies_ms) if latencies_ms else None,
+        "champion": latency_summary(champion_ms) if champion_ms else None,
+    }
+
+
+def captured_latencies(sample: pd.DataFrame) -> list[float]:
+    """The champion's captured latency of each sampled request, in milliseconds ([] when none was recorded)."""
+    from airflow_mlops.serving.capture import LATENCY, REQUEST_ID
+
+    if LATENCY not in sample.columns:
+        return []
+    per_request = sample.drop_duplicates(REQUEST_ID)[LATENCY].dropna()
+    return [float(value) for value in per_request]
 
 
 def gate_failures(
@@ -410,7 +428,9 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     candidate = latency_ms.get("candidate")
     shown = f"{candidate['p50']:g} / {candidate['p95']:g} ms" if candidate else "n/a"
     lines.append(f"| candidate latency p50 / p95 | {shown} | {_limit(limits, 'max_p95_latency_ms', _ms)} |")
-    lines.append("| champion latency | not captured | |")
+    champion = latency_ms.get("champion")
+    shown = f"{champion['p50']:g} / {champion['p95']:g} ms (as captured)" if champion else "not captured"
+    lines.append(f"| champion latency p50 / p95 | {shown} | |")
     changes = overall.get("changes") or []
     if changes:
         listed = ", ".join(

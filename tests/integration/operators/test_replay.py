@@ -104,7 +104,11 @@ def test_a_candidate_that_answers_like_the_champion_passes_with_every_request_re
     assert segments["east"]["sampled_rows"] == 12
     assert result["errors"]["requests"] == 0
     assert result["latency_ms"]["candidate"]["p95"] > 0
-    assert result["latency_ms"]["champion"] is None
+    # The champion's latency, as the proxy measured it when it answered those requests.
+    champion = result["latency_ms"]["champion"]
+    assert 0 < champion["p50"] <= champion["p95"] <= champion["max"]
+    row = f"| champion latency p50 / p95 | {champion['p50']:g} / {champion['p95']:g} ms (as captured) |"
+    assert row in result["markdown"]
     assert "| disagreement | 0% (0 of 40 rows) | <= 5% |" in result["markdown"]
     assert "**Passed**" in result["markdown"]
 

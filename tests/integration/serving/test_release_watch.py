@@ -135,6 +135,7 @@ def test_a_release_failing_real_requests_is_rolled_back_and_a_good_one_keeps_ser
     assert (result["verdict"], result["version"]) == ("pass", good)
     assert result["measurements"]["requests"] >= 120
     assert result["measurements"]["errors"] == 0
+    assert result["measurements"]["p95_latency_ms"] > 0  # as the endpoint's proxy measured each request
     assert http_predict(endpoint, [{"tenure_months": 19.0, "monthly_spend": 20.0}]) == ([0], good)
     assert read_history(client, MODEL)[-1]["version"] == good
 

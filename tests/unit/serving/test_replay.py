@@ -160,7 +160,7 @@ def test_the_summary_shows_the_figures_against_their_limits_and_the_outcome():
     assert "2 captured rows with values not of the signature's types were left out" in text
     assert "| disagreement | 25% (27 of 108 rows) | <= 10% |" in text
     assert "| candidate latency p50 / p95 | 2.5 / 4 ms |" in text
-    assert "| champion latency | not captured | |" in text
+    assert "| champion latency p50 / p95 | not captured | |" in text
     assert "`1 -> 0` 27" in text
     assert "| east | 27 | 100% |" in text
     assert text.endswith("**Failed**: disagreement 25% > max_disagreement 10%.")
