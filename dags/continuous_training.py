@@ -39,11 +39,11 @@ from airflow_mlops.operators.deployment import DeployModelOperator, InfraValidat
 from airflow_mlops.operators.drift import DriftCheckOperator
 from airflow_mlops.operators.evaluation import EvaluateModelOperator
 from airflow_mlops.operators.ingest import IngestDatasetOperator
-from airflow_mlops.operators.monitoring import describe_trigger, retraining_asset
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
 from airflow_mlops.operators.replay import ReplayTrafficOperator
 from airflow_mlops.operators.training import TrainModelOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
+from airflow_mlops.retraining import describe_trigger, retraining_asset
 from airflow_mlops.serving.local import serving_port
 from airflow_mlops.training.selection import runtime_from_env
 

@@ -51,7 +51,7 @@ from airflow_mlops.exceptions import (
     ServiceUnavailableError,
 )
 from airflow_mlops.hooks.storage import StorageHook
-from airflow_mlops.sources.base import DataSource, SourceContext, SourceReading
+from airflow_mlops.sources import is_data_source
 from airflow_mlops.utils.clock import utc_now_iso
 from airflow_mlops.utils.results import keep_result, keyed_results
 from airflow_mlops.utils.templating import is_templated
@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 
     from airflow_mlops.data.sources import SourceLimits
     from airflow_mlops.results import Snapshot
+    from airflow_mlops.sources.base import DataSource, SourceReading
 
 __all__ = [
     "FORMATS",
@@ -216,7 +217,7 @@ class IngestDatasetOperator(BaseOperator):
             )
         # Literal arguments are checked now; templates and other tasks' results once rendered, in execute.
         literal_source = (
-            source is not None and not is_templated(source) and not isinstance(source, DataSource)
+            source is not None and not is_templated(source) and not is_data_source(source)
         )
         if literal_source and not (isinstance(source, str) and source.strip()):
             raise ValueError(f"source must be a non-empty path, glob or s3:// URI, got {source!r}")
@@ -316,7 +317,7 @@ class IngestDatasetOperator(BaseOperator):
             ) from err
         if (
             self.source is not None
-            and not isinstance(self.source, DataSource)
+            and not is_data_source(self.source)
             and (not isinstance(self.source, str) or not self.source.strip())
         ):
             raise DatasetConfigurationError(
@@ -355,7 +356,7 @@ class IngestDatasetOperator(BaseOperator):
                 return SqlSource(str(self.sql_conn_id), self.sql)
             except ValueError as err:
                 raise ConfigurationError(f"Dataset {name!r}: {err} once rendered", dataset=name) from err
-        if isinstance(self.source, DataSource):
+        if is_data_source(self.source):
             return self.source
         if isinstance(self.source, str) and self.source.strip():
             return FileSource(self.source)
@@ -366,6 +367,8 @@ class IngestDatasetOperator(BaseOperator):
         )  # fmt: skip
 
     def _ingest(self, name: str, root: str, source: DataSource) -> dict[str, Any]:
+        from airflow_mlops.sources.base import SourceContext
+
         allowed, limits = self.source_policy()
         storage = self.hook.storage_for(root)
         with tempfile.TemporaryDirectory(prefix="mlops-ingest-") as tmp:

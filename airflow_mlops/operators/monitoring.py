@@ -3,7 +3,8 @@ Operators that watch what serves: monitor a window of captured traffic, and ask 
 
 :class:`MonitorModelOperator` writes a verdict (healthy, degraded with reasons, not enough traffic) and an
 MLflow run; :class:`RequestRetrainingOperator` turns a degraded verdict into an Asset event that schedules the
-continuous-training DAG (:func:`retraining_asset`), at most once per cool-down period, and can page someone.
+continuous-training DAG (:func:`~airflow_mlops.retraining.retraining_asset`), at most once per cool-down period,
+and can page someone.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, BaseOperator
+from airflow.sdk import BaseOperator
 
 from airflow_mlops import tags as T
 from airflow_mlops.data.drift_thresholds import DEFAULT_THRESHOLDS, check_thresholds
@@ -29,6 +30,7 @@ from airflow_mlops.exceptions import (
 from airflow_mlops.hooks.storage import StorageHook
 from airflow_mlops.links import MLflowRunLink
 from airflow_mlops.operators.base import rendered_arguments
+from airflow_mlops.retraining import describe_trigger, retraining_asset
 from airflow_mlops.serving.base import target_from_config
 from airflow_mlops.signing import RETRAINING_REQUEST, SIGNATURE_KEY, Subject, record_keys, untrusted_message
 from airflow_mlops.utils.results import json_safe, keep_result, keyed_results
@@ -58,38 +60,6 @@ LAST_RETRAINING_TAG = "mlops.monitoring.last_retraining"
 MONITORING_VERDICT_TAG = "mlops.monitoring.verdict"
 ON_DEGRADED = ("retrain", "notify", "both")
 _VERDICT_KEYS = ("verdict", "reasons", "model_name", "version", "window", "records", "monitoring_run_id")
-
-
-def retraining_asset(model_name: str) -> Asset:
-    """The Asset whose events ask for *model_name* to be retrained (what the continuous-training DAG waits on)."""
-    # Named only: a URI with a scheme makes Airflow load every provider's URI handlers (and boto3) at parse time.
-    return Asset(name=f"mlops_retraining_{model_name}")
-
-
-def describe_trigger(triggering_asset_events: Any) -> str:
-    """
-    Markdown saying which monitoring verdict triggered this run ("" for a run triggered by hand).
-
-    For DAG templates: ``{{ describe_trigger(triggering_asset_events) }}`` (a ``user_defined_macros`` entry).
-    """
-    lines = []
-    for events in dict(triggering_asset_events or {}).values():
-        for event in events or []:
-            extra = getattr(event, "extra", None)
-            extra = (
-                extra
-                if isinstance(extra, dict)
-                else (event.get("extra") if isinstance(event, dict) else None)
-            )
-            if not extra or "verdict" not in extra:
-                continue
-            window = extra.get("window") or {}
-            lines.append(
-                f"Retraining requested by monitoring: model {extra.get('model_name')} v{extra.get('version')} "
-                f"was **{extra['verdict']}** over {window.get('start')} - {window.get('end')} "
-                f"({extra.get('records')} captured rows): " + "; ".join(extra.get("reasons") or [])
-            )
-    return ("### Why this run\n\n" + "\n".join(f"- {line}" for line in lines) + "\n\n") if lines else ""
 
 
 def _duration(value: timedelta | float | int, name: str, allow_zero: bool = False) -> timedelta:
@@ -823,8 +793,8 @@ class RequestRetrainingOperator(BaseOperator):
     A verdict other than ``degraded`` skips the task (no Asset event). A degraded one, unless the model was
     asked to retrain less than ``cooldown`` ago (registered-model tag ``mlops.monitoring.last_retraining``, so
     the period holds across DAG runs and workers), records the request in that tag and, with ``on_degraded``
-    ``"retrain"`` or ``"both"``, emits an event of :func:`retraining_asset` (the task's outlet) carrying the
-    verdict, its reasons and the window: the continuous-training DAG scheduled on it starts. With ``"notify"``
+    ``"retrain"`` or ``"both"``, emits an event of :func:`~airflow_mlops.retraining.retraining_asset` (the
+    task's outlet) carrying the verdict, its reasons and the window: the continuous-training DAG scheduled on it starts. With ``"notify"``
     or ``"both"``, ``notifier`` (an Airflow notifier) is called with the task's context. A retry of the task
     that recorded the request emits it again rather than waiting out its own cool-down. A verdict degraded
     because the endpoint is unavailable asks for no retraining (a new model would not bring the endpoint back,

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
+    from airflow_mlops.serving.replay import ReplayLimits
     from airflow_mlops.serving.status import Deployment
 
 __all__ = ["DEFAULT_REPLAY_WINDOW", "DEFAULT_SAMPLE_SIZE", "ReplayTrafficOperator"]
@@ -144,8 +145,6 @@ class ReplayTrafficOperator(ModelOperatorMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**keyed_results(kwargs))
-        from airflow_mlops.serving.replay import ReplayLimits
-
         if not is_templated(model_name):
             validate_model_name(model_name)
         if not is_templated(version):
@@ -167,15 +166,16 @@ class ReplayTrafficOperator(ModelOperatorMixin, BaseOperator):
             or request_timeout <= 0
         ):
             raise ValueError(f"request_timeout must be a positive number of seconds, got {request_timeout!r}")
-        self.limits = ReplayLimits(
-            max_disagreement=max_disagreement,
-            max_median_abs_diff=max_median_abs_diff,
-            max_p95_abs_diff=max_p95_abs_diff,
-            max_error_rate=max_error_rate,
-            max_p95_latency_ms=max_p95_latency_ms,
-        )
-        if prediction_kind != "auto":
-            self.limits.check_kind(prediction_kind)
+        self.limit_values = {
+            "max_disagreement": max_disagreement,
+            "max_median_abs_diff": max_median_abs_diff,
+            "max_p95_abs_diff": max_p95_abs_diff,
+            "max_error_rate": max_error_rate,
+            "max_p95_latency_ms": max_p95_latency_ms,
+        }
+        self.prediction_kind = prediction_kind
+        if any(value is not None for value in self.limit_values.values()):
+            self.limits  # noqa: B018 - checks the limits now (the comparison module loads only for a gate)
         self.model_name = model_name
         self.version = version
         self.target = target
@@ -185,11 +185,20 @@ class ReplayTrafficOperator(ModelOperatorMixin, BaseOperator):
         self.window = _duration(window, "window")
         self.sample_size = sample_size
         self.segment_column = segment_column
-        self.prediction_kind = prediction_kind
         self.request_timeout = float(request_timeout)
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
         self._sandbox: tuple[DeployTarget, Deployment] | None = None
+
+    @cached_property
+    def limits(self) -> ReplayLimits:
+        """The gate's limits, checked (``ValueError`` naming the bad one) and matched to ``prediction_kind``."""
+        from airflow_mlops.serving.replay import ReplayLimits
+
+        limits = ReplayLimits(**self.limit_values)
+        if self.prediction_kind != "auto":
+            limits.check_kind(self.prediction_kind)
+        return limits
 
     @cached_property
     def storage_hook(self) -> StorageHook:

@@ -26,7 +26,6 @@ from airflow_mlops.data.expectations import (
     sql_batch,
     summarize,
 )
-from airflow_mlops.data.parquet_validation import validate_snapshot
 from airflow_mlops.data.snapshots import (
     VALIDATION_DIR,
     load_manifest,
@@ -288,6 +287,8 @@ class ValidateDatasetOperator(BaseOperator):
             except ValueError as err:
                 raise ConfigurationError(str(err), dataset=name, uri=uri) from err
             try:
+                from airflow_mlops.data.parquet_validation import validate_snapshot
+
                 result, rows = validate_snapshot(uri, suite, name, self.result_format, storage=storage)
             except (FileNotFoundError, ValueError) as err:
                 raise DatasetError(f"Cannot validate {uri}: {err}", uri=uri, reason=str(err)) from err

@@ -26,7 +26,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_mlops.exceptions import DeploymentError
-from airflow_mlops.serving.capture import TRAFFIC_HEADER
 
 if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
@@ -84,6 +83,8 @@ def post_invocations(
         answer without predictions.
     """
     import requests
+
+    from airflow_mlops.serving.capture import TRAFFIC_HEADER
 
     url = endpoint.rstrip("/") + path
     try:

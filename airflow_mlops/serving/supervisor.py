@@ -20,7 +20,6 @@ Standard library only (and psutil, which Airflow installs): it starts in a fract
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -202,6 +201,8 @@ class Supervisor:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m airflow_mlops.serving.supervisor --state FILE --url URL [...] -- COMMAND...``."""
+    import argparse  # here, not at the top: serving.local imports this module when a DAG file is parsed
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
         sys.stderr.write(

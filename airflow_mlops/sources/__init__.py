@@ -9,14 +9,15 @@ the ingest operator loads only the interface.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+import sys
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 if TYPE_CHECKING:
     from airflow_mlops.sources.base import DataSource, SourceContext, SourceReading
     from airflow_mlops.sources.files import FileSource
     from airflow_mlops.sources.sql import SqlSource
 
-__all__ = ["DataSource", "FileSource", "SourceContext", "SourceReading", "SqlSource"]
+__all__ = ["DataSource", "FileSource", "SourceContext", "SourceReading", "SqlSource", "is_data_source"]
 
 _HOMES = {
     "DataSource": "base",
@@ -31,3 +32,13 @@ def __getattr__(name: str) -> Any:
     if name not in _HOMES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+
+
+def is_data_source(value: object) -> TypeGuard[DataSource]:
+    """
+    Whether *value* is a :class:`DataSource`, without loading the interface at parse time.
+
+    An instance can exist only once its class's module is imported, so while it is not, nothing is one.
+    """
+    base = sys.modules.get(f"{__name__}.base")
+    return base is not None and isinstance(value, base.DataSource)

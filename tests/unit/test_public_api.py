@@ -18,7 +18,10 @@ PUBLIC = {
     "airflow_mlops.operators.evaluation": ["EvaluateModelOperator"],
     "airflow_mlops.operators.approval": ["ApproveModelOperator"],
     "airflow_mlops.operators.replay": ["ReplayTrafficOperator"],
-    "airflow_mlops.operators.monitoring": ["MonitorModelOperator", "RequestRetrainingOperator"],
+    "airflow_mlops.operators.monitoring": [
+        "MonitorModelOperator", "RequestRetrainingOperator", "describe_trigger", "retraining_asset",
+    ],
+    "airflow_mlops.retraining": ["describe_trigger", "retraining_asset"],
     "airflow_mlops.operators.deployment": [
         "InfraValidateOperator", "DeployModelOperator", "RollbackModelOperator", "CanaryPolicy",
     ],
@@ -44,9 +47,12 @@ def test_public_names_keep_their_import_path(module):
 
 def test_a_re_exported_name_is_the_same_object_as_where_it_lives():
     from airflow_mlops.deploy_targets import DeployTarget
+    from airflow_mlops.operators.monitoring import retraining_asset
     from airflow_mlops.operators.training import KubernetesRuntime
+    from airflow_mlops.retraining import retraining_asset as light_retraining_asset
     from airflow_mlops.serving.base import DeployTarget as ServingDeployTarget
     from airflow_mlops.training.kubernetes.runtime import KubernetesRuntime as RuntimeClass
 
     assert DeployTarget is ServingDeployTarget
+    assert retraining_asset is light_retraining_asset
     assert KubernetesRuntime is RuntimeClass
