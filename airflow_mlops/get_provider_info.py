@@ -29,6 +29,11 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["software"],
             },
             {
+                "integration-name": "Apache Spark",
+                "external-doc-url": "https://spark.apache.org/",
+                "tags": ["software"],
+            },
+            {
                 "integration-name": "MLOps datasets",
                 "external-doc-url": "https://airflow.apache.org/docs/apache-airflow/stable/authoring-and-scheduling/assets.html",
                 "tags": ["software"],
@@ -93,6 +98,7 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "MLflow", "python-modules": ["airflow_mlops.hooks.mlflow"]},
             {"integration-name": "KServe", "python-modules": ["airflow_mlops.hooks.kserve"]},
             {"integration-name": "MLOps datasets", "python-modules": ["airflow_mlops.hooks.storage"]},
+            {"integration-name": "Apache Spark", "python-modules": ["airflow_mlops.hooks.spark"]},
         ],
         "connection-types": [
             {
@@ -120,7 +126,32 @@ def get_provider_info() -> dict[str, Any]:
                     "relabeling": {"host": "Tracking URI", "login": "Username", "password": "Password"},
                     "placeholders": {"host": "http://mlflow:5000 or sqlite:///mlflow.db"},
                 },
-            }
+            },
+            {
+                "hook-class-name": "airflow_mlops.hooks.spark.SparkHook",
+                "hook-name": "Spark session (MLOps)",
+                "connection-type": "mlops_spark",
+                "conn-fields": {
+                    "app_name": {
+                        "label": "Application name",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "conf": {
+                        "label": "Spark settings",
+                        "description": 'A JSON object of Spark settings, e.g. {"spark.executor.memory": "4g"}.',
+                        "schema": {"type": ["object", "null"]},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "extra"],
+                    "relabeling": {
+                        "host": "Spark Connect or master URL",
+                        "login": "User",
+                        "password": "Token",
+                    },
+                    "placeholders": {"host": "sc://spark-connect:15002 or local[2] or spark://master:7077"},
+                },
+            },
         ],
         "extra-links": [
             "airflow_mlops.links.MLflowRunLink",

@@ -6,6 +6,15 @@ cd "$(dirname "$0")/.."
 AIRFLOW_VERSION="${AIRFLOW_VERSION:-3.3.2}"
 PYTHON="${PYTHON:-python3}"
 
+# The Spark engine's tests start a local Spark, whose driver is a Java 17 process (Debian's OpenJDK).
+if ! command -v java >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      openjdk-17-jre-headless >/dev/null
+  else
+    echo "java is not installed: the Spark engine tests will be skipped (apt-get install openjdk-17-jre-headless)" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

@@ -4,6 +4,8 @@ Shared test fixtures: real services on loopback, started once per test session.
 - ``airflow_db``: a migrated Airflow metadata database (SQLite) in a temporary AIRFLOW_HOME.
 - ``mlflow_server``: a real ``mlflow server`` process (SQLite backend store, proxied local artifacts).
 - ``s3_server``: a real S3-compatible HTTP server (moto in server mode) in its own process.
+- ``spark``: one real local Spark (``local[1]``, its driver a Java process) shared by every Spark test; the
+  connection ``spark_default`` points at it.
 
 Airflow reads its configuration when first imported, so the environment is set here, before any test
 module imports Airflow.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -201,6 +204,44 @@ def s3_server():
     yield server
     stop_process(server.proc)
     server.log.close()
+
+
+SPARK_MASTER = "local[1]"
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """
+    One local Spark for the whole session: one core, a small driver heap, no UI, one shuffle partition.
+
+    The operators' ``SparkHook`` builds its session with the same master, so it gets this one
+    (``getOrCreate``) instead of starting a second JVM.
+    """
+    if shutil.which("java") is None:
+        pytest.skip("java is not installed (apt-get install openjdk-17-jre-headless): no local Spark")
+    from pyspark.sql import SparkSession
+
+    root = _SESSION_DIR / "spark"
+    root.mkdir()
+    session = (
+        SparkSession.builder.master(SPARK_MASTER).appName("airflow-mlops-tests")
+        .config("spark.driver.memory", "768m").config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "1").config("spark.default.parallelism", "1")
+        .config("spark.sql.warehouse.dir", str(root / "warehouse"))
+        .config("spark.driver.extraJavaOptions", f"-Djava.io.tmpdir={root}")
+        .getOrCreate()
+    )  # fmt: skip
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # its closing words would go to closed streams
+
+
+@pytest.fixture
+def spark_default(spark):
+    """The local Spark, with the ``spark_default`` connection pointing at it."""
+    set_connection("spark_default", conn_type="mlops_spark", host=SPARK_MASTER)
+    return spark
 
 
 @pytest.fixture

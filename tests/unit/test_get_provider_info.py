@@ -28,11 +28,15 @@ def test_airflow_lists_the_provider_with_its_mlflow_connection_type():
 def test_connection_form_is_declared_in_provider_metadata():
     from airflow_mlops.get_provider_info import get_provider_info
 
-    (conn_type,) = get_provider_info()["connection-types"]
-    assert conn_type["connection-type"] == "mlflow"
+    types = {entry["connection-type"]: entry for entry in get_provider_info()["connection-types"]}
+    assert set(types) == {"mlflow", "mlops_spark"}
+    conn_type = types["mlflow"]
     assert set(conn_type["conn-fields"]) == {"registry_uri", "token", "verify_tls"}
     assert conn_type["conn-fields"]["token"]["schema"]["format"] == "password"
     assert conn_type["ui-field-behaviour"]["relabeling"]["host"] == "Tracking URI"
+    spark = types["mlops_spark"]
+    assert spark["hook-class-name"] == "airflow_mlops.hooks.spark.SparkHook"
+    assert spark["ui-field-behaviour"]["relabeling"]["password"] == "Token"
 
 
 _HOOK_META = """
