@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     import pandas as pd
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
 __all__ = [
     "CATEGORICAL_METRICS",
@@ -47,10 +48,12 @@ __all__ = [
     "DRIFT_DIR",
     "METRICS",
     "NUMERIC_METRICS",
+    "arrow_feature",
     "categorical_drift",
     "categorical_drift_from_counts",
     "check_thresholds",
     "compute_drift",
+    "compute_drift_parquet",
     "compute_drift_snapshots",
     "drift_message",
     "drift_report",
@@ -264,34 +267,76 @@ def compute_drift_snapshots(
     """
     storage = storage or Storage()
     with _parquet_file(reference_uri, storage) as ref, _parquet_file(current_uri, storage) as cur:
-        wanted, missing, added = select_features(
-            list(ref.schema_arrow.names), list(cur.schema_arrow.names), columns, exclude_columns
-        )
-        features = {}
-        for column in wanted:
-            if column in missing:
-                continue
-            ref_table = ref.read(columns=[column], use_pandas_metadata=True)
-            cur_table = cur.read(columns=[column], use_pandas_metadata=True)
-            if _is_text(ref_table.column(column)) and _is_text(cur_table.column(column)):
-                features[column] = _arrow_categorical_feature(
-                    column, ref_table.column(column), cur_table.column(column), thresholds, feature_thresholds
-                )
-            elif _is_number(ref_table.column(column)) and _is_number(cur_table.column(column)):
-                ref_values, ref_nulls = _numbers(ref_table.column(column))
-                cur_values, cur_nulls = _numbers(cur_table.column(column))
-                del ref_table, cur_table
-                features[column] = _numeric_feature(
-                    column, ref_values, cur_values, ref_nulls, cur_nulls, bins, thresholds, feature_thresholds
-                )
-                continue
-            else:  # numbers (and other types) exactly as compute_drift reads them
-                features[column] = _series_feature(
-                    column, ref_table.to_pandas()[column], cur_table.to_pandas()[column], bins, thresholds,
-                    feature_thresholds,
-                )  # fmt: skip
+        return compute_drift_parquet(ref, cur, thresholds, feature_thresholds, columns, exclude_columns, bins)
+
+
+def compute_drift_parquet(
+    reference: pq.ParquetFile,
+    current: pq.ParquetFile,
+    thresholds: dict[str, float] | None = None,
+    feature_thresholds: dict[str, dict[str, float]] | None = None,
+    columns: list[str] | None = None,
+    exclude_columns: list[str] | None = None,
+    bins: int = 10,
+) -> dict[str, Any]:
+    """:func:`compute_drift` of two open Parquet files, reading one column of each at a time."""
+    wanted, missing, added = select_features(
+        list(reference.schema_arrow.names), list(current.schema_arrow.names), columns, exclude_columns
+    )
+    features = {}
+    for column in wanted:
+        if column in missing:
+            continue
+        ref_table = reference.read(columns=[column], use_pandas_metadata=True)
+        cur_table = current.read(columns=[column], use_pandas_metadata=True)
+        if _is_text(ref_table.column(column)) and _is_text(cur_table.column(column)):
+            features[column] = _arrow_categorical_feature(
+                column, ref_table.column(column), cur_table.column(column), thresholds, feature_thresholds
+            )
+        elif _is_number(ref_table.column(column)) and _is_number(cur_table.column(column)):
+            ref_values, ref_nulls = _numbers(ref_table.column(column))
+            cur_values, cur_nulls = _numbers(cur_table.column(column))
             del ref_table, cur_table
+            features[column] = _numeric_feature(
+                column, ref_values, cur_values, ref_nulls, cur_nulls, bins, thresholds, feature_thresholds
+            )
+            continue
+        else:  # numbers (and other types) exactly as compute_drift reads them
+            features[column] = _series_feature(
+                column, ref_table.to_pandas()[column], cur_table.to_pandas()[column], bins, thresholds,
+                feature_thresholds,
+            )  # fmt: skip
+        del ref_table, cur_table
     return drift_report(features, missing, added)
+
+
+def arrow_feature(
+    column: str,
+    reference: pa.ChunkedArray | pa.Array,
+    current: pa.ChunkedArray | pa.Array,
+    bins: int = 10,
+    thresholds: dict[str, float] | None = None,
+    feature_thresholds: dict[str, dict[str, float]] | None = None,
+) -> dict[str, Any]:
+    """
+    One feature's entry of :func:`compute_drift` from its two Arrow columns, as a snapshot's are compared.
+
+    Text and booleans (also dictionary-encoded) are counted in Arrow, numbers compared as floats (nulls and NaNs
+    left out), anything else (or a mix) as :func:`compute_drift` compares the pandas columns.
+    """
+    import pyarrow as pa
+
+    ref = reference if isinstance(reference, pa.ChunkedArray) else pa.chunked_array([reference])
+    cur = current if isinstance(current, pa.ChunkedArray) else pa.chunked_array([current])
+    if _is_text(ref) and _is_text(cur):
+        return _arrow_categorical_feature(column, ref, cur, thresholds, feature_thresholds)
+    if _is_number(ref) and _is_number(cur):
+        ref_values, ref_nulls = _numbers(ref)
+        cur_values, cur_nulls = _numbers(cur)
+        return _numeric_feature(
+            column, ref_values, cur_values, ref_nulls, cur_nulls, bins, thresholds, feature_thresholds
+        )
+    return _series_feature(column, ref.to_pandas(), cur.to_pandas(), bins, thresholds, feature_thresholds)
 
 
 @contextmanager
