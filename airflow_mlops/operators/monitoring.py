@@ -88,7 +88,9 @@ class MonitorModelOperator(BaseOperator):
     Only production traffic counts (requests the model answered, not marked synthetic: see
     :mod:`airflow_mlops.serving.capture`). Captured inputs are read in the types of the champion's signature
     (the training snapshot's where it has none); rows with a value of another type are left out and reported
-    (``bad_rows``), never an error. With ``target``, an endpoint that is unavailable (nothing deployed, its
+    (``bad_rows``), never an error. The window is read a record batch at a time and staged on local disk, and
+    each check reads one column at a time (:mod:`airflow_mlops.serving.monitor_captures`), so the worker's memory
+    grows with one column of the window, not with the window. With ``target``, an endpoint that is unavailable (nothing deployed, its
     health check fails, or the local proxy's status is not 200) makes the verdict ``degraded`` with the reason
     ``endpoint unavailable: ...``, whatever the traffic.
 
@@ -374,10 +376,12 @@ class MonitorModelOperator(BaseOperator):
     def _monitor(
         self, context: Context, start: datetime, end: datetime, endpoint_problem: str | None = None
     ) -> dict[str, Any]:
-        from airflow_mlops.data.drift import compute_drift
-        from airflow_mlops.data.snapshots import read_snapshot
-        from airflow_mlops.serving import monitor
-        from airflow_mlops.serving.capture import PREDICTION, REQUEST_ID, read_captures
+        import pyarrow.parquet as pq
+
+        from airflow_mlops.data.drift import SnapshotColumns
+        from airflow_mlops.data.snapshots import snapshot_file
+        from airflow_mlops.serving import monitor, monitor_captures
+        from airflow_mlops.serving.capture import PREDICTION, REQUEST_ID
 
         client = self.mlflow_hook.client
         version, version_tags = self._champion(client)
@@ -389,72 +393,69 @@ class MonitorModelOperator(BaseOperator):
             )
         root = self._root()
         storage = self.storage_hook.storage_for(root, reference_uri)
-        try:
-            reference = read_snapshot(reference_uri, storage=storage)
-        except (FileNotFoundError, ValueError) as err:
-            raise DatasetError(
-                f"Cannot read the training snapshot {reference_uri}: {err}", uri=reference_uri
-            ) from err
-        excluded = {self.label_column, *self.exclude_columns}
-        features = [c for c in reference.columns if c not in excluded]
-        reference = reference[features]
-        meta = [PREDICTION, *([REQUEST_ID] if self.labels_uri else [])]
-        types = self._input_types(version, reference, features)
-        captured = read_captures(
-            root, self.model_name, start, end, columns=features, storage=storage, meta=meta, version=version,
-            types=types,
-        )  # fmt: skip
-        bad_columns: list[str] = list(captured.attrs.get("bad_columns", []))
-        bad_rows = {"count": int(captured.attrs.get("bad_rows", 0)), "columns": bad_columns}
-        if bad_rows["count"]:
-            self.log.warning(
-                "%d captured rows of %s v%s left out: values not of the signature's types in %s",
-                bad_rows["count"], self.model_name, version, ", ".join(bad_columns),
-            )  # fmt: skip
-        records = len(captured)
-        window = {"start": start.isoformat(), "end": end.isoformat()}
-        self.log.info(
-            "%d rows served by %s v%s in %s - %s",
-            records,
-            self.model_name,
-            version,
-            window["start"],
-            window["end"],
-        )
-        result: dict[str, Any] = {
-            "model_name": self.model_name, "version": version, "window": window, "records": records,
-            "bad_rows": bad_rows,
-            "endpoint": None if self.target is None
-            else {"available": endpoint_problem is None, "reason": endpoint_problem},
-            "feature_drift": None, "prediction_drift": None, "data_quality": None, "performance": None,
-            "engine": "memory",
-        }  # fmt: skip
-        if records >= self.min_records:
-            inputs = captured[[c for c in monitor.feature_columns(captured) if c not in excluded]]
-            feature_drift = compute_drift(
-                reference, inputs, thresholds=self.thresholds, feature_thresholds=self.feature_thresholds,
-                columns=None, exclude_columns=None,
-            )  # fmt: skip
-            result["feature_drift"] = _compact_drift(feature_drift)
-            holdout_predictions = self._holdout_predictions(version, version_tags, features, storage)
-            prediction_drift = None
-            if holdout_predictions is not None:
-                ref_pred, cur_pred = monitor.prediction_frames(holdout_predictions, captured[PREDICTION])
-                prediction_drift = compute_drift(ref_pred, cur_pred, thresholds=self.prediction_thresholds)
-                result["prediction_drift"] = _compact_drift(prediction_drift)
-            expectations = self.expectations or monitor.quality_suite(features)
-            result["data_quality"] = monitor.run_quality(inputs, expectations, self.model_name)
-            if self.labels_uri:
-                result["performance"] = monitor.live_performance(
-                    captured, self._labels(storage), self.label_column, self.performance_metric,
-                    self._baseline(version_tags), self.max_performance_drop, self.min_labels,
+        with ExitStack() as stack:
+            try:  # only opening it: a failure of the checks is not the snapshot's
+                reference = pq.ParquetFile(stack.enter_context(snapshot_file(reference_uri, storage=storage)))
+            except (FileNotFoundError, ValueError) as err:
+                raise DatasetError(
+                    f"Cannot read the training snapshot {reference_uri}: {err}", uri=reference_uri
+                ) from err
+            excluded = {self.label_column, *self.exclude_columns}
+            features = [c for c in monitor_captures.reference_columns(reference) if c not in excluded]
+            reference_frame = SnapshotColumns(reference)  # its columns read when asked for, one at a time
+            types = self._input_types(version, reference_frame, features)
+            meta = [PREDICTION, *([REQUEST_ID] if self.labels_uri else [])]
+            window = stack.enter_context(
+                monitor_captures.staged_window(
+                    root, self.model_name, start, end, features, storage, meta, version, types
+                )
+            )
+            bad_rows = {"count": window.bad_rows, "columns": window.bad_columns}
+            if bad_rows["count"]:
+                self.log.warning(
+                    "%d captured rows of %s v%s left out: values not of the signature's types in %s",
+                    bad_rows["count"], self.model_name, version, ", ".join(window.bad_columns),
                 )  # fmt: skip
-        verdict, reasons = monitor.verdict(
-            records, self.min_records, result["feature_drift"], result["prediction_drift"],
-            result["data_quality"], result["performance"], endpoint_problem,
-        )  # fmt: skip
-        result.update({"verdict": verdict, "reasons": reasons})
-        run_id = self._log_run(context, json_safe(result), reference, captured, features)
+            records = window.rows
+            window_times = {"start": start.isoformat(), "end": end.isoformat()}
+            self.log.info(
+                "%d rows served by %s v%s in %s - %s",
+                records, self.model_name, version, window_times["start"], window_times["end"],
+            )  # fmt: skip
+            result: dict[str, Any] = {
+                "model_name": self.model_name, "version": version, "window": window_times, "records": records,
+                "bad_rows": bad_rows,
+                "endpoint": None if self.target is None
+                else {"available": endpoint_problem is None, "reason": endpoint_problem},
+                "feature_drift": None, "prediction_drift": None, "data_quality": None, "performance": None,
+                "engine": "memory",
+            }  # fmt: skip
+            if records >= self.min_records:
+                result["feature_drift"] = _compact_drift(
+                    monitor_captures.feature_drift(
+                        reference, window, features, self.thresholds, self.feature_thresholds
+                    )
+                )
+                holdout_predictions = self._holdout_predictions(version, version_tags, features, storage)
+                if holdout_predictions is not None:
+                    result["prediction_drift"] = _compact_drift(
+                        monitor_captures.prediction_drift(
+                            holdout_predictions, window, self.prediction_thresholds
+                        )
+                    )
+                expectations = self.expectations or monitor.quality_suite(features)
+                result["data_quality"] = monitor_captures.data_quality(window, expectations, self.model_name)
+                if self.labels_uri:
+                    result["performance"] = monitor_captures.live_performance(
+                        window, self._labels(storage), self.label_column, self.performance_metric,
+                        self._baseline(version_tags), self.max_performance_drop, self.min_labels,
+                    )  # fmt: skip
+            verdict, reasons = monitor.verdict(
+                records, self.min_records, result["feature_drift"], result["prediction_drift"],
+                result["data_quality"], result["performance"], endpoint_problem,
+            )  # fmt: skip
+            result.update({"verdict": verdict, "reasons": reasons})
+            run_id = self._log_run(context, json_safe(result), reference_frame, window, features)
         result["monitoring_run_id"] = run_id
         return self._publish(client, version, result)
 
@@ -664,9 +665,15 @@ class MonitorModelOperator(BaseOperator):
         return pd.concat(frames, ignore_index=True)
 
     def _log_run(
-        self, context: Context, result: dict[str, Any], reference: Any, captured: Any, features: list[str]
+        self, context: Context, result: dict[str, Any], reference: Any, window: Any, features: list[str]
     ) -> str:
-        """Log (or, on a retry, update) the monitoring run: verdict, metrics, plots, the report."""
+        """
+        Log (or, on a retry, update) the monitoring run: verdict, metrics, plots, the report.
+
+        :param reference: The training snapshot, a frame (its columns are read for the plots).
+        :param window: The staged window of captures (:class:`~airflow_mlops.serving.monitor_captures.
+            StagedWindow`); None for rows of a SQL database (no plots).
+        """
         import mlflow
 
         from airflow_mlops.links import run_url
@@ -727,19 +734,22 @@ class MonitorModelOperator(BaseOperator):
                     metrics[f"performance.{performance['metric']}"] = float(performance["value"])
             mlflow.log_metrics({k.replace(" ", "_"): v for k, v in metrics.items()})
             mlflow.log_dict(result, "monitoring/report.json")
-            if drift and captured is not None:  # rows in the worker (not for SQL data)
+            if drift and window is not None:  # captured rows (not for SQL data)
                 import matplotlib.pyplot as plt
 
                 shown = drift["drifted_features"] or features
                 figure = drift_plot(
-                    reference, captured, shown, f"{self.model_name} v{result['version']}: inputs"
+                    reference,
+                    window.input_columns(),
+                    shown,
+                    f"{self.model_name} v{result['version']}: inputs",
                 )
                 mlflow.log_figure(figure, "monitoring/feature_drift.png")
                 plt.close(figure)
                 import pandas as pd
 
                 figure = drift_plot(
-                    pd.DataFrame({"prediction": []}), captured.rename(columns={PREDICTION: "prediction"}),
+                    pd.DataFrame({"prediction": []}), pd.DataFrame({"prediction": window.column(PREDICTION)}),
                     ["prediction"], "predictions served",
                 )  # fmt: skip
                 mlflow.log_figure(figure, "monitoring/predictions.png")

@@ -32,7 +32,8 @@ drop and failed write is counted (:meth:`CaptureWriter.stats`) and logged. Only 
 allows are written, and only under the root.
 
 The writer imports only the standard library and, in its thread, pyarrow (and boto3 for ``s3://`` roots):
-the endpoint proxy runs it without Airflow. :func:`read_captures` (pandas) is for the monitoring side.
+the endpoint proxy runs it without Airflow. :func:`read_captures` (a pandas frame) and :func:`window_tables` (Arrow
+tables, a record batch at a time) are for the monitoring side.
 """
 
 from __future__ import annotations
@@ -54,9 +55,10 @@ from typing import TYPE_CHECKING, Any
 from airflow_mlops.data.storage import Storage, is_s3, join, local_path
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     import pandas as pd
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -812,48 +814,17 @@ def read_captures(
     """
     import pandas as pd
     import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    storage = storage or Storage()
-    tables = []
     returned = list(META_COLUMNS if meta is None else meta)
-    filters = [TIMESTAMP, STATUS, INVALID, *([VERSION] if version is not None else [])]
-    wanted = None if columns is None else list(dict.fromkeys([*columns, *returned, *filters]))
+    tables = []
     bad_rows = 0
     bad_columns: set[str] = set()
-    for uri in capture_files(root, model_name, start, end, storage, traffic):
-        source = _parquet_source(storage, uri)
-        schema = pq.read_schema(source)
-        present = None if wanted is None else [c for c in wanted if c in schema.names]
-        table = pq.read_table(source, columns=present)
-        timestamps = table.column(TIMESTAMP)
-        status = table.column(STATUS)
-        keep = pc.and_(
-            pc.and_(pc.greater_equal(timestamps, pa.scalar(start, timestamps.type)),
-                    pc.less(timestamps, pa.scalar(end, timestamps.type))),
-            pc.and_(pc.greater_equal(status, 200), pc.less(status, 300)) if traffic != REJECTED
-            else pc.invert(pc.and_(pc.greater_equal(status, 200), pc.less(status, 300))),
-        )  # fmt: skip
-        if version is not None:
-            keep = pc.and_(keep, pc.equal(table.column(VERSION), str(version)))
-        table = table.filter(keep)
-        if types:
-            metadata = schema.metadata or {}
-            try:
-                redacted_columns = set(json.loads(metadata.get(_REDACTED_METADATA, b"[]")))
-            except ValueError:
-                redacted_columns = set()
-            table, bad, found = _typed_table(table, types, redacted_columns)
-            if bad is not None:
-                bad = pc.fill_null(bad, False)
-                count = pc.sum(bad).as_py() or 0
-                if count:
-                    bad_rows += count
-                    bad_columns |= found
-                    table = table.filter(pc.invert(bad))
-        dropped = [c for c in filters if c not in returned and c in table.column_names]
-        tables.append(table.drop_columns(dropped) if dropped else table)
+    for table, bad, found in window_tables(
+        root, model_name, start, end, columns, storage, meta, version, types, traffic
+    ):
+        bad_rows += bad
+        bad_columns |= found
+        tables.append(table)
         del table
     if not tables:
         frame = pd.DataFrame(columns=[*(columns or []), *returned])
@@ -864,6 +835,92 @@ def read_captures(
     frame.attrs["bad_rows"] = int(bad_rows)
     frame.attrs["bad_columns"] = sorted(bad_columns)
     return frame
+
+
+def window_tables(
+    root: str,
+    model_name: str,
+    start: datetime,
+    end: datetime,
+    columns: Sequence[str] | None = None,
+    storage: Storage | None = None,
+    meta: Sequence[str] | None = None,
+    version: str | None = None,
+    types: Mapping[str, str] | None = None,
+    traffic: str = PRODUCTION,
+    batch_rows: int | None = None,
+) -> Iterator[tuple[pa.Table, int, set[str]]]:
+    """
+    The rows of :func:`read_captures` as Arrow tables, file by file: ``(table, bad rows, their columns)``.
+
+    The arguments are :func:`read_captures`'; with *batch_rows*, each file is read that many rows at a time
+    (a table per record batch), so memory holds one batch of the projected columns, whatever a file's size.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    storage = storage or Storage()
+    returned = list(META_COLUMNS if meta is None else meta)
+    filters = [TIMESTAMP, STATUS, INVALID, *([VERSION] if version is not None else [])]
+    wanted = None if columns is None else list(dict.fromkeys([*columns, *returned, *filters]))
+    for uri in capture_files(root, model_name, start, end, storage, traffic):
+        source = _parquet_source(storage, uri)
+        parquet = pq.ParquetFile(source)
+        schema = parquet.schema_arrow
+        present = None if wanted is None else [c for c in wanted if c in schema.names]
+        metadata = schema.metadata or {}
+        try:
+            redacted_columns = set(json.loads(metadata.get(_REDACTED_METADATA, b"[]")))
+        except ValueError:
+            redacted_columns = set()
+        if batch_rows is None:
+            pieces: Iterable[pa.Table] = [parquet.read(columns=present)]
+        else:
+            pieces = (
+                pa.Table.from_batches([batch])
+                for batch in parquet.iter_batches(batch_size=batch_rows, columns=present)
+            )
+        for piece in pieces:
+            table, bad, found = _window_rows(piece, start, end, version, types, traffic, redacted_columns)
+            dropped = [c for c in filters if c not in returned and c in table.column_names]
+            yield (table.drop_columns(dropped) if dropped else table), bad, found
+            del table
+
+
+def _window_rows(
+    table: pa.Table,
+    start: datetime,
+    end: datetime,
+    version: str | None,
+    types: Mapping[str, str] | None,
+    traffic: str,
+    redacted_columns: set[str],
+) -> tuple[pa.Table, int, set[str]]:
+    """The rows of *table* in the window (and of *version*), typed: ``(rows, bad rows left out, their columns)``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    timestamps = table.column(TIMESTAMP)
+    status = table.column(STATUS)
+    keep = pc.and_(
+        pc.and_(pc.greater_equal(timestamps, pa.scalar(start, timestamps.type)),
+                pc.less(timestamps, pa.scalar(end, timestamps.type))),
+        pc.and_(pc.greater_equal(status, 200), pc.less(status, 300)) if traffic != REJECTED
+        else pc.invert(pc.and_(pc.greater_equal(status, 200), pc.less(status, 300))),
+    )  # fmt: skip
+    if version is not None:
+        keep = pc.and_(keep, pc.equal(table.column(VERSION), str(version)))
+    table = table.filter(keep)
+    if not types:
+        return table, 0, set()
+    table, bad, found = _typed_table(table, types, redacted_columns)
+    if bad is None:
+        return table, 0, set()
+    bad = pc.fill_null(bad, False)
+    count = pc.sum(bad).as_py() or 0
+    if not count:
+        return table, 0, set()
+    return table.filter(pc.invert(bad)), int(count), found
 
 
 def count_captures(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_mlops.serving.capture import META_COLUMNS, PREDICTION, REQUEST_ID
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     import pandas as pd
 
@@ -32,8 +32,8 @@ PERFORMANCE_METRICS: dict[str, bool] = {
     "root_mean_squared_error": False,
 }
 PREDICTION_FEATURE = "prediction"
-# Predictions with at most this many distinct values (class labels) are compared as categories.
-_MAX_CLASSES = 20
+#: Predictions with at most this many distinct values (class labels) are compared as categories.
+MAX_CLASSES = 20
 
 
 def feature_columns(captured: pd.DataFrame) -> list[str]:
@@ -41,7 +41,8 @@ def feature_columns(captured: pd.DataFrame) -> list[str]:
     return [c for c in captured.columns if c not in META_COLUMNS]
 
 
-def _as_predictions(values: Any) -> pd.Series:
+def as_predictions(values: Any) -> pd.Series:
+    """*values* as a Series; text that is all numbers as numbers."""
     import pandas as pd
 
     series = pd.Series(values).reset_index(drop=True)
@@ -56,18 +57,18 @@ def prediction_frames(reference: Any, current: Any) -> tuple[pd.DataFrame, pd.Da
     """Reference and current predictions as one-column frames; class labels (few values) as categories."""
     import pandas as pd
 
-    ref, cur = _as_predictions(reference), _as_predictions(current)
+    ref, cur = as_predictions(reference), as_predictions(current)
     numeric = pd.api.types.is_numeric_dtype(ref) and pd.api.types.is_numeric_dtype(cur)
     if numeric:  # 1 and 1.0 are the same class
         ref, cur = ref.astype(float), cur.astype(float)
     distinct = set(ref.dropna().unique()) | set(cur.dropna().unique())
-    if len(distinct) <= _MAX_CLASSES:
+    if len(distinct) <= MAX_CLASSES:
         ref, cur = ref.astype("string"), cur.astype("string")
     return pd.DataFrame({PREDICTION_FEATURE: ref}), pd.DataFrame({PREDICTION_FEATURE: cur})
 
 
 def live_performance(
-    captured: pd.DataFrame,
+    captured: pd.DataFrame | Iterable[pd.DataFrame],
     labels: pd.DataFrame,
     label_column: str,
     metric: str,
@@ -78,20 +79,28 @@ def live_performance(
     """
     *metric* of the captured predictions against the labels joined on ``_request_id`` (one label per request).
 
+    :param captured: The captured rows (with ``_request_id`` and ``_prediction``), or frames of them one after
+        the other (joined one at a time).
+    :param labels: Ground truth: ``_request_id`` and *label_column*; the last label of a request counts.
     :returns: ``{"metric", "value", "baseline", "labelled", "degraded"}``; ``value`` None below *min_labels*.
     """
     import numpy as np
+    import pandas as pd
     from sklearn import metrics as skm
 
     if REQUEST_ID not in labels.columns or label_column not in labels.columns:
         raise ValueError(
             f"labels need the columns {REQUEST_ID!r} and {label_column!r}, got {list(labels.columns)}"
         )
-    joined = captured[[REQUEST_ID, PREDICTION]].merge(
-        labels[[REQUEST_ID, label_column]].drop_duplicates(REQUEST_ID, keep="last"),
-        on=REQUEST_ID,
-        how="inner",
-    )
+    truth = labels[[REQUEST_ID, label_column]].drop_duplicates(REQUEST_ID, keep="last")
+    frames = [captured] if isinstance(captured, pd.DataFrame) else captured
+    pieces = [  # a merge keeps the captured rows' order
+        frame[[REQUEST_ID, PREDICTION]].merge(truth, on=REQUEST_ID, how="inner") for frame in frames
+    ]
+    if pieces:
+        joined = pd.concat(pieces, ignore_index=True) if len(pieces) > 1 else pieces[0]
+    else:
+        joined = pd.DataFrame(columns=[REQUEST_ID, PREDICTION, label_column])
     joined = joined.dropna(subset=[PREDICTION, label_column])
     out: dict[str, Any] = {
         "metric": metric,
@@ -137,7 +146,7 @@ def _aligned(labels: pd.Series, predictions: pd.Series) -> tuple[Any, Any]:
     """Labels and predictions of one type: floats when both are numbers (1 == 1.0), else text."""
     import pandas as pd
 
-    y_true, y_pred = _as_predictions(labels), _as_predictions(predictions)
+    y_true, y_pred = as_predictions(labels), as_predictions(predictions)
     if pd.api.types.is_numeric_dtype(y_true) and pd.api.types.is_numeric_dtype(y_pred):
         return y_true.to_numpy(dtype=float), y_pred.to_numpy(dtype=float)
     return y_true.astype(str).to_numpy(), y_pred.astype(str).to_numpy()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_mlops.data.drift import categorical_drift_from_counts, drift_report, feature_result
 from airflow_mlops.data.sql_drift import SqlData, compute_drift_sql
 from airflow_mlops.serving.monitor import (
-    _MAX_CLASSES,
+    MAX_CLASSES,
     PERFORMANCE_METRICS,
     PREDICTION_FEATURE,
     prediction_frames,
@@ -94,13 +94,13 @@ def prediction_drift_sql(
             sa.select(col, sa.func.count())
             .select_from(_from(conn, current))
             .group_by(col)
-            .limit(_MAX_CLASSES + 2)
+            .limit(MAX_CLASSES + 2)
         ).all()
     counts = {value: int(count) for value, count in rows if value is not None}
     nulls = sum(int(count) for value, count in rows if value is None)
     reference = pd.Series(list(reference_predictions))
     distinct = set(reference.dropna().unique())
-    if len(counts) <= _MAX_CLASSES and len(distinct | set(counts)) <= _MAX_CLASSES:
+    if len(counts) <= MAX_CLASSES and len(distinct | set(counts)) <= MAX_CLASSES:
         values = list(counts)
         ref_frame, cur_frame = prediction_frames(reference, values)
         cur_keys = cur_frame[PREDICTION_FEATURE]
