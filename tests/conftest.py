@@ -227,7 +227,7 @@ def spark():
         SparkSession.builder.master(SPARK_MASTER).appName("airflow-mlops-tests")
         .config("spark.driver.memory", "768m").config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "1").config("spark.default.parallelism", "1")
-        .config("spark.sql.warehouse.dir", str(root / "warehouse"))
+        .config("spark.ui.showConsoleProgress", "false").config("spark.sql.warehouse.dir", str(root / "warehouse"))
         .config("spark.driver.extraJavaOptions", f"-Djava.io.tmpdir={root}")
         .getOrCreate()
     )  # fmt: skip

@@ -42,6 +42,8 @@ from airflow_mlops.data.drift import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
     from sqlalchemy.engine import Connection, Engine
 
@@ -93,46 +95,66 @@ def compute_drift_sql(
         most 100 per source) and ``summary_rows`` (result rows of the summary queries), what reached the worker.
     """
     with engine.connect() as conn:
-        ref = _source(conn, reference)
-        cur = _source(conn, current)
-        wanted, missing, added = select_features(ref.columns, cur.columns, columns, exclude_columns)
-        compared = [c for c in wanted if c not in missing]
-        categorical = {c: ref.is_categorical(c) or cur.is_categorical(c) for c in compared}
-        numeric = [c for c in compared if not categorical[c]]
-        ref_counts, cur_counts = ref.non_null_counts(compared), cur.non_null_counts(compared)
-        # Few distinct values (counts, codes, ratings): KS and Wasserstein exact, from the values' counts.
-        discrete = {c for c in numeric if max(ref.distinct[c], cur.distinct[c]) <= quantiles}
-        ref_quantiles = {
-            c: ref.quantiles(c, ref_counts[c], 0 if c in discrete else quantiles, bins) for c in numeric
+        return drift_from_summaries(
+            _source(conn, reference), _source(conn, current), thresholds, feature_thresholds, columns,
+            exclude_columns, bins, quantiles, transfer,
+        )  # fmt: skip
+
+
+def drift_from_summaries(
+    ref: Any,
+    cur: Any,
+    thresholds: dict[str, float] | None = None,
+    feature_thresholds: dict[str, dict[str, float]] | None = None,
+    columns: list[str] | None = None,
+    exclude_columns: list[str] | None = None,
+    bins: int = 10,
+    quantiles: int = DEFAULT_QUANTILES,
+    transfer: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """
+    The drift report of two sources that answer for their summaries (a SQL table, a frame, a Spark table).
+
+    A source has ``columns``, ``total``, ``distinct``, ``sampled`` and ``fetched`` and answers
+    ``is_categorical``, ``non_null_counts``, ``null_rate``, ``quantiles``, ``bin_counts``, ``value_counts``
+    and ``categories`` as :class:`_Source` does; the statistics are computed here, the same for every engine.
+    """
+    wanted, missing, added = select_features(ref.columns, cur.columns, columns, exclude_columns)
+    compared = [c for c in wanted if c not in missing]
+    categorical = {c: ref.is_categorical(c) or cur.is_categorical(c) for c in compared}
+    numeric = [c for c in compared if not categorical[c]]
+    ref_counts, cur_counts = ref.non_null_counts(compared), cur.non_null_counts(compared)
+    # Few distinct values (counts, codes, ratings): KS and Wasserstein exact, from the values' counts.
+    discrete = {c for c in numeric if max(ref.distinct[c], cur.distinct[c]) <= quantiles}
+    ref_quantiles = {
+        c: ref.quantiles(c, ref_counts[c], 0 if c in discrete else quantiles, bins) for c in numeric
+    }
+    cur_quantiles = {c: cur.quantiles(c, cur_counts[c], quantiles, 0) for c in numeric if c not in discrete}
+    edges = {c: psi_edges(ref_quantiles[c].at_bins) for c in numeric if ref_counts[c]}
+    ref_bins, cur_bins = ref.bin_counts(edges), cur.bin_counts(edges)
+    features: dict[str, Any] = {}
+    for column in compared:
+        rows = {"reference": ref_counts[column], "current": cur_counts[column]}
+        null_rates = {
+            "reference": ref.null_rate(rows["reference"]),
+            "current": cur.null_rate(rows["current"]),
         }
-        cur_quantiles = {
-            c: cur.quantiles(c, cur_counts[c], quantiles, 0) for c in numeric if c not in discrete
-        }
-        edges = {c: psi_edges(ref_quantiles[c].at_bins) for c in numeric if ref_counts[c]}
-        ref_bins, cur_bins = ref.bin_counts(edges), cur.bin_counts(edges)
-        features: dict[str, Any] = {}
-        for column in compared:
-            rows = {"reference": ref_counts[column], "current": cur_counts[column]}
-            null_rates = {
-                "reference": ref.null_rate(rows["reference"]),
-                "current": cur.null_rate(rows["current"]),
-            }
-            metrics: dict[str, float] = {}
-            if rows["reference"] and rows["current"]:
-                if categorical[column]:
-                    metrics = categorical_drift_from_counts(ref.categories(column), cur.categories(column))
-                else:
-                    metrics = {
-                        "psi": psi_from_counts(ref_bins[column], cur_bins[column]),
-                        **(
-                            _exact_ks_wasserstein(ref.value_counts(column), cur.value_counts(column))
-                            if column in discrete
-                            else _ks_wasserstein(ref_quantiles[column], cur_quantiles[column])
-                        ),
-                    }
-            features[column] = feature_result(
-                column, categorical[column], metrics, rows, null_rates, thresholds, feature_thresholds
-            )
+        metrics: dict[str, float] = {}
+        if rows["reference"] and rows["current"]:
+            if categorical[column]:
+                metrics = categorical_drift_from_counts(ref.categories(column), cur.categories(column))
+            else:
+                metrics = {
+                    "psi": psi_from_counts(ref_bins[column], cur_bins[column]),
+                    **(
+                        _exact_ks_wasserstein(ref.value_counts(column), cur.value_counts(column))
+                        if column in discrete
+                        else _ks_wasserstein(ref_quantiles[column], cur_quantiles[column])
+                    ),
+                }
+        features[column] = feature_result(
+            column, categorical[column], metrics, rows, null_rates, thresholds, feature_thresholds
+        )
     if transfer is not None:
         for source in (ref, cur):
             transfer["rows_sampled"] = transfer.get("rows_sampled", 0) + source.sampled
@@ -145,10 +167,49 @@ def _source(conn: Connection, data: Any) -> Any:
 
 
 @dataclass
-class _Quantiles:
+class Quantiles:
+    """The quantiles of one numeric column that the PSI edges, KS and Wasserstein need."""
+
     at_bins: Any  # the values at probabilities 0, 1/bins, ..., 1 (the PSI edges)
     steps: Any  # the empirical (step) quantile function at the midpoints (i + 1/2) / q
     rows: int
+
+
+def quantiles_from_order_statistics(
+    rows: int, quantiles: int, bins: int, fetch: Callable[[list[int]], dict[int, Any]]
+) -> Quantiles:
+    """
+    Quantiles as :func:`numpy.quantile` (linear) computes them, from the order statistics they need.
+
+    :param rows: The column's non-null values.
+    :param quantiles: Points of the step quantile function (KS, Wasserstein); 0 for none.
+    :param bins: PSI bins, whose edges are the linear quantiles at ``0, 1/bins, ..., 1``; 0 for none.
+    :param fetch: Called once with the 1-based ranks needed; returns ``{rank: value}`` of the sorted values.
+    """
+    import numpy as np
+
+    at_bins = np.linspace(0, 1, bins + 1)
+    midpoints = (np.arange(quantiles) + 0.5) / quantiles
+    positions = at_bins * (rows - 1) if bins else np.array([], dtype=float)
+    lower = np.floor(positions).astype(int)
+    step_ranks = np.clip(np.ceil(midpoints * rows).astype(int) - 1, 0, rows - 1)  # 0-based
+    needed = sorted(
+        {int(r) + 1 for r in np.concatenate([lower, np.minimum(lower + 1, rows - 1), step_ranks])}
+    )
+    values = fetch(needed)
+    ranks = np.array(sorted(values)) - 1  # 0-based, as numpy counts
+    ordered = np.array([float(values[r + 1]) for r in ranks])
+
+    def at(probabilities: Any) -> Any:
+        h = probabilities * (rows - 1)
+        lo = np.floor(h).astype(int)
+        hi = np.minimum(lo + 1, rows - 1)
+        x_lo = ordered[np.searchsorted(ranks, lo)]
+        x_hi = ordered[np.searchsorted(ranks, hi)]
+        return x_lo + (h - lo) * (x_hi - x_lo)
+
+    steps = ordered[np.searchsorted(ranks, step_ranks)]
+    return Quantiles(at(at_bins), steps, rows)
 
 
 class _Source:
@@ -212,51 +273,35 @@ class _Source:
     def null_rate(self, non_null: int) -> float:
         return (self.total - non_null) / self.total if self.total else 0.0
 
-    def quantiles(self, column: str, rows: int, quantiles: int, bins: int) -> _Quantiles:
+    def quantiles(self, column: str, rows: int, quantiles: int, bins: int) -> Quantiles:
         """Quantiles as :func:`numpy.quantile` (linear) computes them, from the order statistics they need."""
         import numpy as np
         import sqlalchemy as sa
 
         at_bins = np.linspace(0, 1, bins + 1)
         if not rows:
-            return _Quantiles(np.array([]), np.array([]), 0)
+            return Quantiles(np.array([]), np.array([]), 0)
         midpoints = (np.arange(quantiles) + 0.5) / quantiles
         if self.conn.dialect.name == "postgresql":
             return self._postgres_quantiles(column, rows, at_bins if bins else None, midpoints)
-        positions = at_bins * (rows - 1) if bins else np.array([], dtype=float)
-        lower = np.floor(positions).astype(int)
-        step_ranks = np.clip(np.ceil(midpoints * rows).astype(int) - 1, 0, rows - 1)  # 0-based
-        needed = sorted(
-            {int(r) + 1 for r in np.concatenate([lower, np.minimum(lower + 1, rows - 1), step_ranks])}
-        )
         col = self._column(column)
-        ranked = (
-            sa.select(col.label("value"), sa.func.row_number().over(order_by=col).label("mlops_rank"))
-            .select_from(self.from_)
-            .where(col.is_not(None))
-            .subquery("ranked")
-        )
-        values = {
-            rank: value
-            for rank, value in self._rows(
-                sa.select(ranked.c.mlops_rank, ranked.c.value).where(ranked.c.mlops_rank.in_(needed))
+
+        def fetch(needed: list[int]) -> dict[int, Any]:
+            ranked = (
+                sa.select(col.label("value"), sa.func.row_number().over(order_by=col).label("mlops_rank"))
+                .select_from(self.from_)
+                .where(col.is_not(None))
+                .subquery("ranked")
             )
-        }
-        ranks = np.array(sorted(values)) - 1  # 0-based, as numpy counts
-        ordered = np.array([float(values[r + 1]) for r in ranks])
+            return dict(
+                self._rows(
+                    sa.select(ranked.c.mlops_rank, ranked.c.value).where(ranked.c.mlops_rank.in_(needed))
+                )
+            )
 
-        def at(probabilities: Any) -> Any:
-            h = probabilities * (rows - 1)
-            lo = np.floor(h).astype(int)
-            hi = np.minimum(lo + 1, rows - 1)
-            x_lo = ordered[np.searchsorted(ranks, lo)]
-            x_hi = ordered[np.searchsorted(ranks, hi)]
-            return x_lo + (h - lo) * (x_hi - x_lo)
+        return quantiles_from_order_statistics(rows, quantiles, bins, fetch)
 
-        steps = ordered[np.searchsorted(ranks, step_ranks)]
-        return _Quantiles(at(at_bins), steps, rows)
-
-    def _postgres_quantiles(self, column: str, rows: int, at_bins: Any, midpoints: Any) -> _Quantiles:
+    def _postgres_quantiles(self, column: str, rows: int, at_bins: Any, midpoints: Any) -> Quantiles:
         """The same quantiles from PostgreSQL's ordered-set aggregates, in one sorted pass and one row."""
         import numpy as np
         import sqlalchemy as sa
@@ -271,7 +316,7 @@ class _Source:
         cont = sa.func.percentile_cont(fractions([] if at_bins is None else at_bins)).within_group(col)
         disc = sa.func.percentile_disc(fractions(midpoints)).within_group(col)
         ((at, steps),) = self._rows(sa.select(cont, disc).select_from(self.from_))
-        return _Quantiles(np.array(at or [], dtype=float), np.array(steps or [], dtype=float), rows)
+        return Quantiles(np.array(at or [], dtype=float), np.array(steps or [], dtype=float), rows)
 
     def bin_counts(self, edges: dict[str, Any]) -> dict[str, list[int]]:
         """Each column's counts in its PSI bins ``[e_i, e_i+1)`` (outer bins open), one query for all columns."""
@@ -356,16 +401,16 @@ class _FrameSource:
 
         return np.sort(self.frame[column].dropna().to_numpy(dtype=float))
 
-    def quantiles(self, column: str, rows: int, quantiles: int, bins: int) -> _Quantiles:
+    def quantiles(self, column: str, rows: int, quantiles: int, bins: int) -> Quantiles:
         import numpy as np
 
         values = self._sorted(column)
         if not rows:
-            return _Quantiles(np.array([]), np.array([]), 0)
+            return Quantiles(np.array([]), np.array([]), 0)
         at_bins = np.quantile(values, np.linspace(0, 1, bins + 1)) if bins else np.array([])
         midpoints = (np.arange(quantiles) + 0.5) / quantiles
         steps = values[np.clip(np.ceil(midpoints * rows).astype(int) - 1, 0, rows - 1)]
-        return _Quantiles(at_bins, steps, rows)
+        return Quantiles(at_bins, steps, rows)
 
     def bin_counts(self, edges: dict[str, Any]) -> dict[str, list[int]]:
         import numpy as np
@@ -400,7 +445,7 @@ def _exact_ks_wasserstein(reference: dict[float, int], current: dict[float, int]
     return {"ks": ks, "ks_pvalue": min(max(pvalue, 0.0), 1.0), "wasserstein": wasserstein}
 
 
-def _ks_wasserstein(reference: _Quantiles, current: _Quantiles) -> dict[str, float]:
+def _ks_wasserstein(reference: Quantiles, current: Quantiles) -> dict[str, float]:
     """KS statistic (and its asymptotic p-value) and Wasserstein-1 distance from two quantile grids."""
     import numpy as np
     from scipy.stats import kstwo
