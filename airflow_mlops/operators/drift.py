@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
+    from airflow_mlops.data.spark_drift import SparkData
     from airflow_mlops.data.sql_drift import SqlData
     from airflow_mlops.data.storage import Storage
 
@@ -70,7 +71,7 @@ class DriftCheckOperator(BaseOperator):
 
     Returns (XCom) ``{"drift", "dataset", "reference", "drifted_features", "missing_features",
     "added_features", "features", "report", "engine", "transfer"}``, where ``features`` maps each feature to
-    its metrics and exceeded metrics, ``engine`` is ``"memory"`` or ``"sql"`` and ``transfer`` is what
+    its metrics and exceeded metrics, ``engine`` is ``"memory"``, ``"sql"`` or ``"spark"`` and ``transfer`` is what
     reached the worker: ``{"rows", "summary_rows"}`` (for SQL: the rows sampled to tell numbers from
     categories, at most 100 per source, and the result rows of the summary queries). A SQL source is named
     ``sql://<sql_conn_id>/<table>`` (or ``/query-<hash>``) in ``dataset`` and ``reference``.
@@ -102,11 +103,17 @@ class DriftCheckOperator(BaseOperator):
     :param reference_query: ``SELECT`` of the reference data, instead of ``reference_table``. (templated)
     :param data_root: Data root under which the report of SQL data is stored (default ``$MLOPS_DATA_ROOT``).
         (templated)
+    :param spark_conn_id: Airflow Spark connection (:class:`~airflow_mlops.hooks.spark.SparkHook`), instead of
+        ``sql_conn_id``: ``table``/``query`` and ``reference_table``/``reference_query`` are Spark tables
+        (``db.table``, or a path table such as ``parquet.`s3a://bucket/events```) and Spark SQL queries, and
+        the statistics are computed by Spark SQL aggregates (:mod:`airflow_mlops.data.spark_drift`); the
+        result's ``engine`` is ``"spark"`` and its sources are named ``spark://<spark_conn_id>/<table>``.
+        (templated)
     """
 
     template_fields: Sequence[str] = (
         "dataset_uri", "reference_uri", "model_name", "aws_conn_id", "mlflow_conn_id", "sql_conn_id", "table",
-        "query", "reference_table", "reference_query", "data_root",
+        "query", "reference_table", "reference_query", "data_root", "spark_conn_id",
     )  # fmt: skip
     template_fields_renderers = {"query": "sql", "reference_query": "sql"}
 
@@ -130,9 +137,11 @@ class DriftCheckOperator(BaseOperator):
         reference_table: str | None = None,
         reference_query: str | None = None,
         data_root: str | None = None,
+        spark_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**keyed_results(kwargs))
+        self.spark_conn_id = spark_conn_id
         self.dataset_uri = dataset_uri
         self.reference_uri = reference_uri
         self.model_name = model_name
@@ -188,10 +197,17 @@ class DriftCheckOperator(BaseOperator):
         def fail(message: str) -> None:
             raise ConfigurationError(message + (" once rendered" if rendered else ""))
 
-        if self.sql_conn_id is None:
+        if self.sql_conn_id is not None and self.spark_conn_id is not None:
+            fail("sql_conn_id and spark_conn_id exclude each other: the data is in a database or in Spark")
+        conn_arg = "sql_conn_id" if self.spark_conn_id is None else "spark_conn_id"
+        conn_id = getattr(self, conn_arg)
+        if conn_id is None:
             given = [name for name in _SQL_ARGUMENTS if getattr(self, name) is not None]
             if given:
-                fail(f"{' and '.join(given)} need sql_conn_id (the connection of the database they are in)")
+                fail(
+                    f"{' and '.join(given)} need sql_conn_id (the connection of the database they are in) or "
+                    "spark_conn_id (the Spark that reads them)"
+                )
             if rendered:  # execute checks the rendered snapshot arguments itself, naming the dataset
                 return
             uri = (
@@ -211,21 +227,19 @@ class DriftCheckOperator(BaseOperator):
         for name in _SNAPSHOT_ARGUMENTS:
             if getattr(self, name) is not None:
                 fail(
-                    f"{name} and sql_conn_id exclude each other: pass snapshots (dataset_uri with reference_uri "
-                    "or model_name) or SQL data (sql_conn_id with table or query and reference_table or "
+                    f"{name} and {conn_arg} exclude each other: pass snapshots (dataset_uri with reference_uri "
+                    f"or model_name) or SQL data ({conn_arg} with table or query and reference_table or "
                     "reference_query), not both"
                 )
-        if known(self.sql_conn_id) and (
-            not isinstance(self.sql_conn_id, str) or not self.sql_conn_id.strip()
-        ):
-            fail(f"sql_conn_id must be a connection id, got {self.sql_conn_id!r}")
+        if known(conn_id) and (not isinstance(conn_id, str) or not conn_id.strip()):
+            fail(f"{conn_arg} must be a connection id, got {conn_id!r}")
         for table, query, what in (
             ("table", "query", "the current data"),
             ("reference_table", "reference_query", "the reference"),
         ):
             values = getattr(self, table), getattr(self, query)
             if (values[0] is None) == (values[1] is None):
-                fail(f"With sql_conn_id, pass exactly one of {table} or {query} ({what})")
+                fail(f"With {conn_arg}, pass exactly one of {table} or {query} ({what})")
             for name, value in zip((table, query), values, strict=True):
                 if value is not None and known(value) and not (isinstance(value, str) and value.strip()):
                     fail(f"{name} must be a non-empty string, got {value!r}")
@@ -238,6 +252,8 @@ class DriftCheckOperator(BaseOperator):
         self._check_sources(rendered=True)
         if self.sql_conn_id is not None:
             return self._execute_sql()
+        if self.spark_conn_id is not None:
+            return self._execute_spark()
         # Another task's whole result (dataset_uri=ingest.output) stands for its snapshot.
         self.dataset_uri = snapshot_uri(self.dataset_uri, "dataset_uri")
         self.reference_uri = snapshot_uri(self.reference_uri, "reference_uri")
@@ -372,6 +388,48 @@ class DriftCheckOperator(BaseOperator):
         )  # fmt: skip
         return self._finish(report, folder, self.hook.storage_for(folder), current_key, uri)
 
+    def _execute_spark(self) -> dict[str, Any]:
+        """Drift of a Spark table or query against another, computed by Spark; only summaries move."""
+        from airflow_mlops.data.spark_drift import SparkData, compute_drift_spark
+        from airflow_mlops.hooks.spark import SparkHook, import_pyspark
+
+        import_pyspark()  # a missing pyspark names the extra to install
+        from pyspark.errors import PySparkException
+
+        conn_id = str(self.spark_conn_id).strip()
+        current = SparkData(table=_stripped(self.table), query=_stripped(self.query))
+        reference = SparkData(table=_stripped(self.reference_table), query=_stripped(self.reference_query))
+        current_key, uri = _sql_name(conn_id, current, "spark")
+        reference_key, reference_uri = _sql_name(conn_id, reference, "spark")
+        hook = SparkHook(spark_conn_id=conn_id)
+        session = hook.get_conn()
+        self.log.info("Drift of %s against %s, computed by Spark at %s", uri, reference_uri, hook.describe)
+        transfer: dict[str, int] = {"rows_sampled": 0, "summary_rows": 0}
+        try:
+            report = compute_drift_spark(
+                session, reference, current, thresholds=self.thresholds, feature_thresholds=self.feature_thresholds,
+                columns=self.columns, exclude_columns=self.exclude_columns, bins=self.bins, transfer=transfer,
+            )  # fmt: skip
+        except ValueError as err:  # a source Spark cannot read, a column of too many categories
+            raise DatasetError(
+                f"Cannot check drift of {uri} against {reference_uri}: {err}", uri=uri, reason=str(err)
+            ) from err
+        except PySparkException as err:  # the cluster failed or went away
+            raise ServiceUnavailableError(
+                f"Cannot check drift of {uri} against {reference_uri}: Spark at {hook.describe} failed: "
+                + (str(err).strip().splitlines() or [type(err).__name__])[0][:500]
+            ) from err
+        self.log.info("%d summary rows reached the worker", transfer["summary_rows"])
+        report = {
+            "dataset": uri, "reference": reference_uri, **report, "engine": "spark",
+            "transfer": {"rows": 0, "summary_rows": transfer["summary_rows"]},
+        }  # fmt: skip
+        folder = join(
+            resolve_data_root((self.data_root or "").strip() or None), "drift", "spark-" + safe_name(conn_id),
+            safe_name(current_key), safe_name(reference_key),
+        )  # fmt: skip
+        return self._finish(report, folder, self.hook.storage_for(folder), current_key, uri)
+
     def _champion_reference(self) -> str | None:
         """The training snapshot URI of the model's champion, or None if there is no champion."""
         from airflow_mlops.hooks.mlflow import MLflowHook
@@ -410,10 +468,10 @@ def _stripped(value: Any) -> str | None:
     return None if value is None else str(value).strip()
 
 
-def _sql_name(conn_id: str, data: SqlData) -> tuple[str, str]:
+def _sql_name(conn_id: str, data: SqlData | SparkData, scheme: str = "sql") -> tuple[str, str]:
     """A table's or query's short name (``query-<sha256 prefix>`` for a query) and its ``sql://`` URI."""
     key = data.table or "query-" + hashlib.sha256(str(data.query).encode()).hexdigest()[:16]
-    return str(key), f"sql://{conn_id}/{key}"
+    return str(key), f"{scheme}://{conn_id}/{key}"
 
 
 def sql_engine(conn_id: str, doing: str) -> Any:
