@@ -521,6 +521,20 @@ def sql_batch(
     return asset.add_batch_definition_whole_table("all").get_batch()
 
 
+def spark_batch(context: Any, name: str, dataframe: Any) -> Any:
+    """
+    A GX batch of a Spark DataFrame, through GX's Spark datasource: the metrics run as Spark jobs.
+
+    GX reuses the active ``SparkSession`` (the one the DataFrame belongs to); no rows are collected here.
+    """
+    return (
+        context.data_sources.add_spark(name="airflow_mlops_spark")
+        .add_dataframe_asset(name=name)
+        .add_batch_definition_whole_dataframe("all")
+        .get_batch(batch_parameters={"dataframe": dataframe})
+    )
+
+
 def run_checkpoint(context_dir: str, checkpoint_name: str, dataframe: pd.DataFrame) -> Any:
     """
     Run checkpoint *checkpoint_name* of the GX file context at *context_dir*; return its one validation result.

@@ -23,6 +23,7 @@ from airflow_mlops.data.expectations import (
     render_data_docs,
     run_checkpoint,
     safe_name,
+    spark_batch,
     sql_batch,
     summarize,
 )
@@ -131,11 +132,16 @@ class ValidateDatasetOperator(BaseOperator):
         Data Docs page as an artifact; the "Data Docs" link then opens it in the MLflow UI. None: not
         published. (templated)
     :param mlflow_conn_id: MLflow connection used with ``experiment_name``.
+    :param spark_conn_id: Airflow Spark connection (:class:`~airflow_mlops.hooks.spark.SparkHook`), instead of
+        ``dataset_uri`` or ``sql_conn_id``: ``table`` (a catalog table, or a path table such as
+        ``parquet.`s3a://bucket/events```) or ``query`` (Spark SQL) is validated through Great Expectations'
+        Spark datasource, its metrics computed by Spark; the Data Docs page goes under
+        ``<data_root>/validation/spark-<spark_conn_id>/``. (templated)
     """
 
     template_fields: Sequence[str] = (
         "dataset_uri", "suite_path", "expectations", "table", "query", "data_docs_uri", "gx_context_dir",
-        "checkpoint_name", "aws_conn_id", "sql_conn_id", "experiment_name", "mlflow_conn_id",
+        "checkpoint_name", "aws_conn_id", "sql_conn_id", "experiment_name", "mlflow_conn_id", "spark_conn_id",
     )  # fmt: skip
     template_fields_renderers = {"query": "sql"}
     operator_extra_links = (DataDocsLink(),)
@@ -162,11 +168,17 @@ class ValidateDatasetOperator(BaseOperator):
         data_root: str | None = None,
         experiment_name: str | None = None,
         mlflow_conn_id: str = MLflowHook.default_conn_name,
+        spark_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**keyed_results(kwargs))
         # Literal arguments are checked now; templates and other tasks' results once rendered, in execute.
-        if sql_conn_id is None:
+        if sql_conn_id is not None and spark_conn_id is not None:
+            raise ValueError(
+                "sql_conn_id and spark_conn_id exclude each other: the data is in a database or in Spark"
+            )
+        conn_arg = "sql_conn_id" if spark_conn_id is None else "spark_conn_id"
+        if sql_conn_id is None and spark_conn_id is None:
             literal_uri = snapshot_uri(dataset_uri, "dataset_uri") if not is_templated(dataset_uri) else ""
             if not is_templated(dataset_uri) and not (isinstance(literal_uri, str) and literal_uri.strip()):
                 raise ValueError(
@@ -174,14 +186,17 @@ class ValidateDatasetOperator(BaseOperator):
                     f"got {dataset_uri!r}"
                 )
             if table is not None or query is not None:
-                raise ValueError("table and query need sql_conn_id (the database connection)")
+                raise ValueError(
+                    "table and query need sql_conn_id (the database connection) or spark_conn_id (the Spark "
+                    "that reads them)"
+                )
         else:
             if dataset_uri is not None:
                 raise ValueError(
-                    "Pass either dataset_uri (a snapshot) or sql_conn_id with table or query, not both"
+                    f"Pass either dataset_uri (a snapshot) or {conn_arg} with table or query, not both"
                 )
             if (table is None) == (query is None):
-                raise ValueError("With sql_conn_id, pass exactly one of table or query")
+                raise ValueError(f"With {conn_arg}, pass exactly one of table or query")
             for label, value in (("table", table), ("query", query)):
                 literal = value is not None and not is_templated(value)
                 if literal and not (isinstance(value, str) and value.strip()):
@@ -193,8 +208,8 @@ class ValidateDatasetOperator(BaseOperator):
             )
         if (checkpoint_name is None) != (gx_context_dir is None):
             raise ValueError("checkpoint_name and gx_context_dir go together (a checkpoint of that GX context)")
-        if checkpoint_name is not None and sql_conn_id is not None:
-            raise ValueError("A checkpoint validates its own data or the snapshot; it does not take sql_conn_id")
+        if checkpoint_name is not None and (sql_conn_id is not None or spark_conn_id is not None):
+            raise ValueError(f"A checkpoint validates its own data or the snapshot; it does not take {conn_arg}")
         if not is_templated(suite_path) and suite_path is not None and (
             not isinstance(suite_path, str) or not suite_path.strip()
         ):
@@ -224,6 +239,7 @@ class ValidateDatasetOperator(BaseOperator):
         self.result_format = result_format
         self.aws_conn_id = aws_conn_id
         self.sql_conn_id = sql_conn_id
+        self.spark_conn_id = spark_conn_id
         self.table = table
         self.query = query
         self.suite_name = suite_name
@@ -258,6 +274,8 @@ class ValidateDatasetOperator(BaseOperator):
         expectations, origin, suite_name = self._suite()
         if self.sql_conn_id is not None:
             return cast("ValidationSummary", self._validate_sql(expectations, origin, suite_name))
+        if self.spark_conn_id is not None:
+            return cast("ValidationSummary", self._validate_spark(expectations, origin, suite_name))
 
         uri = self._rendered("dataset_uri", self.dataset_uri, "a snapshot URI", DatasetConfigurationError)
         base, split = parse_snapshot_uri(uri)
@@ -388,6 +406,52 @@ class ValidateDatasetOperator(BaseOperator):
         summary = self._summary(result, dataset, name, None, None, None)
         docs_dir = self.data_docs_uri or join(
             resolve_data_root(self.data_root), "validation", safe_name(str(self.sql_conn_id)), name, suite_name
+        )
+        return self._finish(result, summary, label, docs_dir, self.hook.storage_for(docs_dir), name, dataset)
+
+    def _validate_spark(
+        self, expectations: list[dict[str, Any]], origin: str, suite_name: str | None
+    ) -> dict[str, Any]:
+        """Validate a Spark table or query through GX's Spark datasource: the metrics run as Spark jobs."""
+        from airflow_mlops.data.spark_drift import SparkData
+        from airflow_mlops.hooks.spark import SparkHook, import_pyspark
+
+        import_pyspark()  # a missing pyspark names the extra to install
+        from pyspark.errors import PySparkException
+
+        conn_id = str(self.spark_conn_id)
+        if self.table is not None:
+            target = self._rendered("table", self.table, "a table name", ConfigurationError)
+        else:
+            target = self._rendered("query", self.query, "a query", ConfigurationError)
+        what = f"table {target}" if self.table is not None else "query"
+        dataset = f"spark://{conn_id}/{target}" if self.table is not None else f"spark://{conn_id}"
+        key = (
+            target if self.table is not None else "query-" + hashlib.sha256(target.encode()).hexdigest()[:16]
+        )
+        name = safe_name(key)
+        label = f"{what} on Spark connection {conn_id!r}"
+        suite_name = safe_name(suite_name or f"{name}-suite")
+        hook = SparkHook(spark_conn_id=conn_id)
+        data = SparkData(table=target, query=None) if self.table is not None else SparkData(query=target)
+        try:
+            frame = data.frame(hook.get_conn())
+            frame.schema  # noqa: B018  (a missing table or a bad query fails here, naming itself)
+        except PySparkException as err:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:500]
+            raise DatasetError(
+                f"Cannot validate {what} on Spark connection {conn_id!r}: {reason}",
+                dataset=name, uri=dataset, reason=reason,
+            ) from err  # fmt: skip
+        self.log.info("Validating %s in Spark against %d expectations", label, len(expectations))
+
+        def batch_of(context: Any) -> Any:
+            return spark_batch(context, name, frame)
+
+        result = self._run_suite(expectations, origin, suite_name, batch_of, dataset=name, uri=dataset)
+        summary = self._summary(result, dataset, name, None, None, None)
+        docs_dir = self.data_docs_uri or join(
+            resolve_data_root(self.data_root), "validation", "spark-" + safe_name(conn_id), name, suite_name
         )
         return self._finish(result, summary, label, docs_dir, self.hook.storage_for(docs_dir), name, dataset)
 
