@@ -1,7 +1,8 @@
 """
 Data sources of an ingest.
 
-Files (:class:`FileSource`), a database query (:class:`SqlSource`), or your own (:class:`DataSource`): see
+Files (:class:`FileSource`), a database query (:class:`SqlSource`), a Spark table, query or path
+(:class:`SparkSource`, snapshotted by Spark itself), or your own (:class:`DataSource`): see
 "Writing your own source" in docs/data.md. The classes load when first named, so that a DAG file importing
 the ingest operator loads only the interface.
 """
@@ -15,9 +16,18 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 if TYPE_CHECKING:
     from airflow_mlops.sources.base import DataSource, SourceContext, SourceReading
     from airflow_mlops.sources.files import FileSource
+    from airflow_mlops.sources.spark import SparkSource
     from airflow_mlops.sources.sql import SqlSource
 
-__all__ = ["DataSource", "FileSource", "SourceContext", "SourceReading", "SqlSource", "is_data_source"]
+__all__ = [
+    "DataSource",
+    "FileSource",
+    "SourceContext",
+    "SourceReading",
+    "SparkSource",
+    "SqlSource",
+    "is_data_source",
+]
 
 _HOMES = {
     "DataSource": "base",
@@ -25,6 +35,7 @@ _HOMES = {
     "SourceReading": "base",
     "FileSource": "files",
     "SqlSource": "sql",
+    "SparkSource": "spark",
 }
 
 
