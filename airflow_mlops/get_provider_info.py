@@ -88,6 +88,7 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "MLOps serving",
                 "python-modules": [
+                    "airflow_mlops.triggers.canary",
                     "airflow_mlops.triggers.monitoring",
                     "airflow_mlops.triggers.release",
                     "airflow_mlops.triggers.watch",

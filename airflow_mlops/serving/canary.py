@@ -1,14 +1,23 @@
 """
-The canary policy of a deployment (one small, JSON-serialisable object) and the bake that applies it.
+The canary policy of a deployment (one small, JSON-serialisable object), its judge, and the probe bake.
 
 A canary rollout serves the new version at ``percent`` % of the traffic next to the one serving now, then
-**bakes** it: for ``bake_seconds`` one sample row every ``interval`` seconds goes to the canary revision, and
-its error rate and p95 latency are compared with ``max_error_rate`` and ``max_p95_ms``. Passing promotes it to
-100%; failing rolls it back. No Airflow import: the policy travels through XCom, triggers and the registry.
+**bakes** it. Where the target captures its traffic (:mod:`airflow_mlops.serving.capture`), the bake is judged
+on the live requests each version answered in the bake window (:func:`measure_live`, :func:`judge_canary`):
+the canary against the baseline (the version serving before) on error rate, latency (Mann-Whitney U) and the
+distribution of predictions (chi-square for classes, Kolmogorov-Smirnov for numbers, with the Jensen-Shannon
+distance as the effect size). Every ``interval`` seconds one measurement is taken and judged; more than
+``failure_limit`` failed measurements fail the bake, and a bake that ends with fewer than ``min_requests``
+requests on either side is ``inconclusive``: it is extended (at most ``max_extensions`` times by
+``bake_seconds``), then rolled back (see ``docs/deployment.md``). Where nothing is captured, the **probe bake**
+(:func:`bake`) is the fallback: one sample row every ``interval`` seconds to the canary, its error rate and p95
+latency compared with ``max_error_rate`` and ``max_p95_ms``. Passing promotes the canary to 100%; failing rolls
+it back. No Airflow import: the policy travels through XCom, triggers and the registry.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
@@ -19,13 +28,20 @@ from airflow_mlops.serving.verification import percentile
 
 if TYPE_CHECKING:
     import logging
+    from datetime import datetime
 
+    from airflow_mlops.data.storage import Storage
     from airflow_mlops.serving.base import DeployTarget
     from airflow_mlops.serving.status import Deployment
 
 #: Seconds a canary is baked by default, and seconds between its bake requests.
 DEFAULT_BAKE_SECONDS = 60.0
 DEFAULT_BAKE_INTERVAL = 1.0
+
+#: Verdicts of a canary bake.
+PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+#: How a bake was judged: on captured live requests, or (no capture) on probe requests.
+LIVE, PROBES = "live", "probes"
 
 
 def _number(value: Any) -> bool:
@@ -47,6 +63,19 @@ class CanaryPolicy:
     :param max_error_rate: Highest share (0-1) of failed bake requests that still promotes the canary; 0 ends
         the bake at the first error.
     :param max_p95_ms: Highest p95 latency (milliseconds) of the bake requests; None: no limit.
+    :param min_requests: Live requests each side (canary and baseline) needs before it is judged; a bake that
+        ends with fewer is ``inconclusive``.
+    :param failure_limit: Failed measurements tolerated during a live bake (Argo Rollouts' ``failureLimit``):
+        one more fails the bake at once.
+    :param max_extensions: How many times an inconclusive live bake is extended by ``bake_seconds`` before it
+        is rolled back as ``inconclusive``.
+    :param alpha: Significance level of the statistical tests comparing canary and baseline.
+    :param max_latency_ratio: Highest ratio of the canary's median latency to the baseline's when the canary
+        is significantly slower (Mann-Whitney U); None: latency compared by ``max_p95_ms`` only.
+    :param latency_tolerance_ms: A canary whose median latency is at most this many milliseconds above the
+        baseline's is never failed for latency (a fresh server's 1.5 ms against 3 ms is no regression).
+    :param max_js_distance: Highest Jensen-Shannon distance between the canary's and the baseline's
+        predictions when they differ significantly (chi-square or Kolmogorov-Smirnov); None: not compared.
     """
 
     percent: int | None = None
@@ -54,6 +83,13 @@ class CanaryPolicy:
     interval: float = DEFAULT_BAKE_INTERVAL
     max_error_rate: float = 0.0
     max_p95_ms: float | None = None
+    min_requests: int = 50
+    failure_limit: int = 0
+    max_extensions: int = 1
+    alpha: float = 0.01
+    max_latency_ratio: float | None = 2.0
+    latency_tolerance_ms: float = 10.0
+    max_js_distance: float | None = 0.1
 
     def __post_init__(self) -> None:
         percent = self.percent
@@ -75,6 +111,28 @@ class CanaryPolicy:
         if self.max_p95_ms is not None and (not _number(self.max_p95_ms) or self.max_p95_ms <= 0):
             raise ValueError(
                 f"max_p95_ms must be a positive number of milliseconds or None, got {self.max_p95_ms!r}"
+            )
+        for name in ("min_requests", "failure_limit", "max_extensions"):
+            value, least = getattr(self, name), 1 if name == "min_requests" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be a whole number of at least {least}, got {value!r}")
+        if not _number(self.alpha) or not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be a significance level between 0 and 1, got {self.alpha!r}")
+        if self.max_latency_ratio is not None and (
+            not _number(self.max_latency_ratio) or self.max_latency_ratio < 1
+        ):
+            raise ValueError(
+                f"max_latency_ratio must be a number >= 1 or None, got {self.max_latency_ratio!r}"
+            )
+        if not _number(self.latency_tolerance_ms) or self.latency_tolerance_ms < 0:
+            raise ValueError(
+                f"latency_tolerance_ms must be a non-negative number of milliseconds, got {self.latency_tolerance_ms!r}"
+            )
+        if self.max_js_distance is not None and (
+            not _number(self.max_js_distance) or not 0 < self.max_js_distance <= 1
+        ):
+            raise ValueError(
+                f"max_js_distance must be a number above 0 and at most 1 or None, got {self.max_js_distance!r}"
             )
         object.__setattr__(self, "bake_seconds", float(self.bake_seconds))
         object.__setattr__(self, "interval", float(self.interval))
@@ -109,6 +167,11 @@ class CanaryPolicy:
     def percent_for(self, target: DeployTarget) -> int | None:
         """The canary percent a deployment on *target* uses: this policy's, else the target's; None: no canary."""
         return canary_percent_for(self.percent, target)
+
+    @property
+    def longest_bake(self) -> float:
+        """Seconds a live bake may last, its extensions included."""
+        return self.bake_seconds * (1 + self.max_extensions)
 
 
 def bake(
@@ -176,3 +239,205 @@ def bake(
             f"({requests} requests)"
         )
     return result
+
+
+# -- the live judge ---------------------------------------------------------------------------------------
+
+
+def _side(requests: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts of one side's requests (``{"status", "latency_ms", "prediction"}`` each)."""
+    errors = sum(1 for r in requests if not 200 <= int(r.get("status") or 0) < 300)
+    latencies = sorted(float(r["latency_ms"]) for r in requests if _number(r.get("latency_ms")))
+    return {
+        "requests": len(requests),
+        "errors": errors,
+        "error_rate": round(errors / len(requests), 4) if requests else None,
+        "p50_ms": round(percentile(latencies, 50), 2) if latencies else None,
+        "p95_ms": round(percentile(latencies, 95), 2) if latencies else None,
+    }
+
+
+def _is_class(value: Any) -> bool:
+    return isinstance(value, str | bool) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _js_distance(p: list[float], q: list[float]) -> float:
+    from scipy.spatial.distance import jensenshannon
+
+    value = float(jensenshannon(p, q, base=2))
+    return 0.0 if not math.isfinite(value) else value
+
+
+def _predictions(canary: list[Any], baseline: list[Any]) -> dict[str, Any] | None:
+    """The comparison of two sides' predictions: test, p-value and Jensen-Shannon distance; None if empty."""
+    from scipy import stats
+
+    canary = [v for v in canary if v is not None]
+    baseline = [v for v in baseline if v is not None]
+    if not canary or not baseline:
+        return None
+    if all(_is_class(v) for v in [*canary, *baseline]):
+        classes = sorted({str(v) for v in [*canary, *baseline]})
+        counts = [[sum(1 for v in side if str(v) == c) for c in classes] for side in (canary, baseline)]
+        if len(classes) < 2:
+            p_value = 1.0
+        else:
+            p_value = float(stats.chi2_contingency(counts).pvalue)
+        shares = [[n / sum(row) for n in row] for row in counts]
+        return {"test": "chi-square", "p_value": round(p_value, 6),
+                "js_distance": round(_js_distance(shares[0], shares[1]), 4)}  # fmt: skip
+    numbers = [[float(v) for v in side if _number(v)] for side in (canary, baseline)]
+    if not numbers[0] or not numbers[1]:
+        return None
+    p_value = float(stats.ks_2samp(numbers[0], numbers[1]).pvalue)
+    low, high = min(min(n) for n in numbers), max(max(n) for n in numbers)
+    if high <= low:
+        js = 0.0
+    else:
+        hist = []
+        for side in numbers:
+            counted = [0] * 10
+            for v in side:
+                counted[min(int((v - low) / (high - low) * 10), 9)] += 1
+            hist.append([n / len(side) for n in counted])
+        js = _js_distance(hist[0], hist[1])
+    return {"test": "kolmogorov-smirnov", "p_value": round(p_value, 6), "js_distance": round(js, 4)}
+
+
+def judge_canary(
+    canary: list[dict[str, Any]], baseline: list[dict[str, Any]], policy: CanaryPolicy
+) -> dict[str, Any]:
+    """
+    Compare the canary's live requests with the baseline's: one measurement and its verdict.
+
+    Each request is ``{"status": int, "latency_ms": float | None, "prediction": Any}``. The canary fails on:
+    an error rate above the baseline's by more than ``max_error_rate`` (a Fisher exact test at ``alpha``
+    when the baseline fails some too), a p95 latency above ``max_p95_ms``, a median latency significantly
+    higher (Mann-Whitney U at ``alpha``), more than ``max_latency_ratio`` times the baseline's and more than
+    ``latency_tolerance_ms`` above it, or
+    predictions significantly different (chi-square / Kolmogorov-Smirnov at ``alpha``) with a Jensen-Shannon
+    distance above ``max_js_distance``. Fewer than ``min_requests`` requests on a side is ``inconclusive``
+    (never a guess).
+
+    :return: ``{"verdict", "reasons", "canary", "baseline", "latency", "predictions"}``; the sides are counts.
+    """
+    from scipy import stats
+
+    result: dict[str, Any] = {
+        "canary": _side(canary),
+        "baseline": _side(baseline),
+        "latency": None,
+        "predictions": None,
+        "reasons": [],
+    }
+    c, b = result["canary"], result["baseline"]
+    reasons: list[str] = result["reasons"]
+    if c["requests"] < policy.min_requests or b["requests"] < policy.min_requests:
+        result["verdict"] = INCONCLUSIVE
+        reasons.append(
+            f"too few live requests to judge: canary {c['requests']}, baseline {b['requests']} "
+            f"({policy.min_requests} needed on each side)"
+        )
+        return result
+    excess = c["error_rate"] - b["error_rate"]
+    if excess > policy.max_error_rate:
+        significant = True
+        if b["errors"]:
+            table = [[c["errors"], c["requests"] - c["errors"]], [b["errors"], b["requests"] - b["errors"]]]
+            significant = float(stats.fisher_exact(table, alternative="greater").pvalue) < policy.alpha
+        if significant:
+            reasons.append(
+                f"the canary failed {c['errors']} of {c['requests']} live requests ({c['error_rate']:.1%}), the "
+                f"baseline {b['errors']} of {b['requests']} ({b['error_rate']:.1%}); at most "
+                f"{policy.max_error_rate:.1%} more allowed"
+            )
+    if policy.max_p95_ms is not None and c["p95_ms"] is not None and c["p95_ms"] > policy.max_p95_ms:
+        reasons.append(f"the canary's p95 latency {c['p95_ms']} ms > max_p95_ms {policy.max_p95_ms:g}")
+    latencies = [
+        [float(r["latency_ms"]) for r in side if _number(r.get("latency_ms"))] for side in (canary, baseline)
+    ]
+    if latencies[0] and latencies[1]:
+        p_value = float(stats.mannwhitneyu(latencies[0], latencies[1], alternative="greater").pvalue)
+        ratio = (c["p50_ms"] / b["p50_ms"]) if b["p50_ms"] else None
+        result["latency"] = {"test": "mann-whitney-u", "p_value": round(p_value, 6),
+                             "median_ratio": round(ratio, 3) if ratio is not None else None}  # fmt: skip
+        if (
+            policy.max_latency_ratio is not None
+            and ratio is not None
+            and p_value < policy.alpha
+            and ratio > policy.max_latency_ratio
+            and c["p50_ms"] - b["p50_ms"] > policy.latency_tolerance_ms
+        ):
+            reasons.append(
+                f"the canary is slower: median {c['p50_ms']} ms vs {b['p50_ms']} ms ({ratio:.2f}x; Mann-Whitney "
+                f"p={p_value:.2g}; at most {policy.max_latency_ratio:g}x allowed)"
+            )
+    compared = _predictions(
+        [r.get("prediction") for r in canary if 200 <= int(r.get("status") or 0) < 300],
+        [r.get("prediction") for r in baseline if 200 <= int(r.get("status") or 0) < 300],
+    )
+    result["predictions"] = compared
+    if (
+        compared is not None
+        and policy.max_js_distance is not None
+        and compared["p_value"] < policy.alpha
+        and compared["js_distance"] > policy.max_js_distance
+    ):
+        reasons.append(
+            f"the canary's predictions differ from the baseline's ({compared['test']} p={compared['p_value']:.2g}, "
+            f"Jensen-Shannon distance {compared['js_distance']} > {policy.max_js_distance:g})"
+        )
+    result["verdict"] = FAIL if reasons else PASS
+    return result
+
+
+def measure_live(
+    root: str,
+    model_name: str,
+    version: str,
+    start: datetime,
+    end: datetime,
+    storage: Storage | None = None,
+) -> list[dict[str, Any]]:
+    """
+    The live requests *version* answered in ``[start, end)``, from the captures under *root*.
+
+    Production traffic and the requests the model server refused, each once (by request id) as
+    ``{"status", "latency_ms", "prediction"}``; smoke tests and probes are not live traffic.
+    """
+    from airflow_mlops.serving.capture import (
+        LATENCY,
+        PREDICTION,
+        PRODUCTION,
+        REJECTED,
+        REQUEST_ID,
+        STATUS,
+        read_captures,
+    )
+
+    seen: set[str] = set()
+    requests: list[dict[str, Any]] = []
+    for traffic in (PRODUCTION, REJECTED):
+        frame = read_captures(
+            root, model_name, start, end, columns=[], storage=storage,
+            meta=[REQUEST_ID, STATUS, LATENCY, PREDICTION], version=str(version), traffic=traffic,
+        )  # fmt: skip
+        if frame.empty:
+            continue
+        for row in frame.to_dict("records"):
+            rid = str(row.get(REQUEST_ID))
+            if rid in seen:
+                continue
+            seen.add(rid)
+            latency = row.get(LATENCY)
+            prediction: Any = row.get(PREDICTION) if traffic == PRODUCTION else None
+            if hasattr(prediction, "item"):  # a NumPy scalar
+                prediction = prediction.item()
+            requests.append(
+                {
+                    "status": int(row.get(STATUS) or 0),
+                    "latency_ms": float(latency) if _number(latency) and math.isfinite(latency) else None,
+                    "prediction": prediction,
+                }
+            )
+    return requests

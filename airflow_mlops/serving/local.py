@@ -44,6 +44,7 @@ import urllib.error
 import urllib.request
 import zlib
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -831,9 +832,13 @@ class LocalServerTarget(DeployTarget):
                 and process_alive(old_server)
             ):
                 capture = self.capture_settings(model_uri)
-                if state.get("capture") != capture:  # the same version, captured otherwise
+                canary = state.get("canary")
+                if state.get("capture") != capture or canary:  # captured otherwise, or a canary to end
+                    state = {k: v for k, v in state.items() if k != "canary"}
                     state = {**state, "capture": capture, "updated_at": utc_now_iso()}
                     self._write_state(model_name, state)
+                if canary and canary.get("pid") != old_server.get("pid"):
+                    terminate(canary)
                 return self._deployment(model_name, state)
             if not proxy_ok and not port_is_free(self.host, self.port):
                 raise self._port_taken_error(model_name)
@@ -870,6 +875,7 @@ class LocalServerTarget(DeployTarget):
             if old_server and old_server.get("pid") != server["pid"]:
                 terminate(old_server)
             terminate(state.get("shadow"))
+            terminate(state.get("canary"))
             if old_proxy and not proxy_ok:
                 terminate(old_proxy)
             return self._deployment(model_name, new_state)
@@ -942,9 +948,116 @@ class LocalServerTarget(DeployTarget):
         with self._locked(model_name):
             state = self.read_state(model_name) or {}
             terminate(state.get("shadow"))
+            terminate(state.get("canary"))
             terminate(state.get("server"))
             terminate(state.get("proxy"))
             self.state_path(model_name).unlink(missing_ok=True)
+
+    # -- canary ---------------------------------------------------------------------------------------------
+
+    supports_canary = True
+
+    def _canary_deployment(self, model_name: str, state: Mapping[str, Any]) -> Deployment:
+        from airflow_mlops.serving.status import Deployment
+
+        canary, server = state["canary"], state.get("server") or {}
+        return Deployment(
+            model_name=model_name,
+            version=str(canary["version"]),
+            model_uri=canary["model_uri"],
+            target=self.config_kind(),
+            endpoint=state.get("endpoint") or self.endpoint,
+            deployed_at=canary.get("started_at") or "",
+            ready=process_alive(canary) and process_alive(state.get("proxy")),
+            details={
+                "canary_traffic_percent": canary.get("percent"),
+                "canary_port": canary.get("port"),
+                "baseline_version": str(server.get("version")) if server else None,
+                "pid": canary.get("pid"),
+                "log": canary.get("log"),
+                "state_file": str(self.state_path(model_name)),
+            },
+        )
+
+    def deploy_canary(self, model_name: str, version: str, model_uri: str, percent: int) -> Deployment:
+        """
+        Serve *version* next to the version serving now: the endpoint proxy sends it *percent* % of the requests.
+
+        Starts *version* on a spare loopback port (under its watchdog) and names it in the state file's
+        ``canary`` entry: the proxy answers that share of the production requests (chosen by request id) with
+        it and captures them with its version. A canary of the same version already running keeps serving (a
+        retry changes nothing); with nothing serving the model, *version* is deployed with all traffic. The
+        canary ends with :meth:`promote_canary`, the next :meth:`deploy` (a rollback) or :meth:`stop`.
+        """
+        validate_model_name(model_name)
+        version = str(version)
+        with self._locked(model_name):
+            state = self.read_state(model_name)
+            served = (state or {}).get("server")
+            if state and served and self._proxy_ok(state.get("proxy")):
+                if str(served.get("version")) == version and served.get("model_uri") == model_uri:
+                    return self._deployment(model_name, state)  # promoted already (a retry)
+                old = state.get("canary")
+                if old and str(old.get("version")) == version and process_alive(old):
+                    canary = {**old, "percent": int(percent)}
+                else:
+                    canary = {
+                        **self._start_server(model_name, version, model_uri, purpose="canary"),
+                        "percent": int(percent),
+                    }
+                state = {**state, "canary": canary, "updated_at": utc_now_iso()}
+                self._write_state(model_name, state)
+                if old and old.get("pid") != canary.get("pid"):
+                    terminate(old)
+                log.info(
+                    "Version %s of model %s answers %s%% of the requests of %s (port %s) next to version %s",
+                    version, model_name, percent, self.endpoint, canary["port"], served.get("version"),
+                )  # fmt: skip
+                return self._canary_deployment(model_name, state)
+        return self.deploy(model_name, version, model_uri)
+
+    def canary_endpoint(self, deployment: Deployment) -> str:
+        port = deployment.details.get("canary_port")
+        return f"http://{_LOOPBACK}:{port}" if port else deployment.endpoint
+
+    def predict_canary(
+        self, deployment: Deployment, records: Sequence[Mapping[str, Any]], timeout: float = 30.0
+    ) -> list[Any]:
+        """Predictions of the canary's own model server (probes: not captured as live traffic)."""
+        from airflow_mlops.serving.base import post_invocations
+
+        return post_invocations(self.canary_endpoint(deployment), records, timeout=timeout)
+
+    def promote_canary(self, model_name: str, deployment: Deployment) -> Deployment:
+        """All traffic to the canary: its server becomes the model's server and the one beside it stops."""
+        with self._locked(model_name):
+            state = self.read_state(model_name) or {}
+            canary, server = state.get("canary"), state.get("server")
+            if not canary or str(canary.get("version")) != deployment.version:
+                if server and str(server.get("version")) == deployment.version:
+                    return self._deployment(model_name, state)  # promoted already (a retry)
+                raise DeploymentError(
+                    f"Version {deployment.version} of model {model_name!r} is not the canary on the local target "
+                    f"at {self.endpoint} (serving: {server.get('version') if server else 'nothing'}); nothing "
+                    "to promote",
+                    model=model_name,
+                    version=deployment.version,
+                )
+            promoted = {k: v for k, v in canary.items() if k != "percent"}
+            state = {k: v for k, v in state.items() if k != "canary"}
+            state = {
+                **state,
+                "server": promoted,
+                "capture": self.capture_settings(promoted["model_uri"]),
+                "restarts": [],
+                "updated_at": utc_now_iso(),
+            }
+            self._write_state(model_name, state)
+        if server and server.get("pid") != promoted.get("pid"):
+            terminate(server)
+        log.info("Version %s of model %s now answers all requests of %s", deployment.version, model_name,
+                 self.endpoint)  # fmt: skip
+        return self._deployment(model_name, state)
 
     # -- shadow ---------------------------------------------------------------------------------------------
 
@@ -1013,6 +1126,10 @@ class LocalServerTarget(DeployTarget):
 
         if deployment.details.get("sandbox"):
             return super().health(deployment, timeout)
+        if deployment.details.get("canary_port"):
+            canary = self.canary_endpoint(deployment)
+            checked = super().health(replace(deployment, endpoint=canary), timeout)
+            return Health(checked.ok, f"canary of {deployment.endpoint}: {checked.message}")
         state = self.restart_if_dead(deployment.model_name) or {}
         url = deployment.endpoint.rstrip("/") + "/ping"
         try:

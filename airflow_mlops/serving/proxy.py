@@ -38,6 +38,12 @@ requests answered 2xx (chosen by request id, :func:`mirrored`) goes to that mode
 its answer, from one background thread (at most 1000 copies wait; more are dropped). The shadow's answer never
 reaches the client; it is captured with the request's id, the shadow's version and ``X-MLOps-Traffic: shadow``.
 
+With a ``canary`` entry in the state file (``{"port", "version", "percent"}``, written by
+:meth:`~airflow_mlops.serving.local.LocalServerTarget.deploy_canary`) ``percent`` % of the production ``POST``
+requests (chosen by request id, :func:`mirrored`) are answered by that model server instead: the client gets the
+canary's answer, with the canary's version in ``X-MLOps-Model-Version``, and it is captured with that version
+as production traffic. Requests marked ``X-MLOps-Traffic`` (smoke tests, probes) always go to ``server``.
+
 Run as ``python -m airflow_mlops.serving.proxy --host H --port P --state FILE [--max-body-bytes N]
 [--read-timeout S] [--backend-timeout S]``. Standard library only (and pyarrow once capture is on): it starts in
 a fraction of a second and imports neither Airflow nor MLflow.
@@ -153,6 +159,7 @@ class _StateReader:
         self._server: dict[str, Any] | None = None
         self._capture: dict[str, Any] | None = None
         self._shadow: dict[str, Any] | None = None
+        self._canary: dict[str, Any] | None = None
         self._model: str = ""
 
     def capture(self) -> tuple[str, dict[str, Any] | None]:
@@ -162,6 +169,10 @@ class _StateReader:
     def shadow(self) -> dict[str, Any] | None:
         """The ``shadow`` entry of the state last read (a candidate that gets a mirror of the traffic), or None."""
         return self._shadow
+
+    def canary(self) -> dict[str, Any] | None:
+        """The ``canary`` entry of the state last read (a version answering a share of the traffic), or None."""
+        return self._canary
 
     def backend(self) -> dict[str, Any] | None:
         try:
@@ -185,6 +196,12 @@ class _StateReader:
                 self._shadow = (
                     shadow
                     if isinstance(shadow, dict) and shadow.get("port") and _share(shadow.get("percent")) > 0
+                    else None
+                )
+                canary = state.get("canary") if isinstance(state, dict) else None
+                self._canary = (
+                    canary
+                    if isinstance(canary, dict) and canary.get("port") and _share(canary.get("percent")) > 0
                     else None
                 )
                 self._stamp = stamp
@@ -695,10 +712,18 @@ class _Handler(BaseHTTPRequestHandler):
         if backend is None:
             self._reply(503, {"error_code": "NO_MODEL", "message": "No model version is being served here."})
             return
-        version = str(backend.get("version", ""))
         headers = dict(self.headers.forwarded)
         rid = _request_id(self.headers.get(REQUEST_ID_HEADER))
         headers[REQUEST_ID_HEADER] = rid
+        canary = self.server.state.canary()
+        if (
+            canary is not None
+            and self.command == "POST"
+            and not self.headers.get(TRAFFIC_HEADER)
+            and mirrored(rid, _share(canary.get("percent")))
+        ):
+            backend = canary
+        version = str(backend.get("version", ""))
         started = time.perf_counter()
         try:
             answer = self.server.exchange(backend, self.command, self.path, body, headers)
@@ -742,14 +767,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _share(percent: Any) -> float:
-    """A shadow's ``percent`` (0-100) as a number; anything else is 0 (no mirror)."""
+    """A shadow's or canary's ``percent`` (0-100) as a number; anything else is 0 (none of the traffic)."""
     if isinstance(percent, bool) or not isinstance(percent, int | float):
         return 0.0
     return min(max(float(percent), 0.0), 100.0)
 
 
 def mirrored(rid: str, percent: float) -> bool:
-    """Whether the request *rid* is mirrored to a shadow that gets *percent* % of the traffic (by its id)."""
+    """Whether the request *rid* is among the *percent* % a shadow or a canary gets (by its id)."""
     return zlib.crc32(rid.encode()) % 10000 < percent * 100
 
 

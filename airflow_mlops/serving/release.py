@@ -6,7 +6,11 @@ triggerer and back) made by :func:`new_plan`. Its ``phase`` says where the relea
 
 - ``deploy``: the target is switched to the new version (at the canary percent when the plan has one), and
   once ready the version is verified (health check and smoke test) and, for a canary, baked and promoted
-  to 100% (then verified again). Passing moves the alias and records ``succeeded``; failing records
+  to 100% (then verified again). Where the target captures its traffic, the bake waits in the triggerer
+  (:class:`~airflow_mlops.triggers.canary.CanaryBakeTrigger`) and is judged on the live requests of the
+  canary and the baseline; its window (start and absolute deadlines) is in the plan's ``bake_window``,
+  written to the record at step ``bake`` before the wait, so a retry bakes the same window again without
+  switching anything. Elsewhere the probe bake (:func:`~airflow_mlops.serving.canary.bake`) is the fallback. Passing moves the alias and records ``succeeded``; failing records
   ``failed``, tags the version with ``mlops.rollback.reason`` and enters the rollback phase (or, with
   nothing served before, stops serving the model and raises).
 - ``rollback``: the target goes back to the previous deployment, which is verified again; the alias is
@@ -17,7 +21,8 @@ Keys of a plan: ``model_name``, ``version``, ``model_uri``, ``target`` (the targ
 (the verified deployment serving before, or None), ``verify`` (the
 :class:`~airflow_mlops.serving.verification.SmokeTest` settings), ``reason``, ``actor``, ``airflow`` (task
 ids), ``phase``, ``canary`` (the percent, or None); added on the way: ``unchanged`` (the version already
-served: verified without a switch), ``deployment`` (once switched), ``bake`` (the bake result), ``failure``
+served: verified without a switch), ``deployment`` (once switched), ``bake_window`` (a live bake's window),
+``bake`` (the bake result), ``failure``
 and ``failed_version`` (in the rollback phase).
 
 Every release keeps a durable record (:mod:`airflow_mlops.serving.record`), written before each step: a
@@ -35,8 +40,10 @@ context is needed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops import tags as T
@@ -46,6 +53,7 @@ from airflow_mlops.exceptions import (
     DeploymentVerificationError,
     RecordSignatureError,
     ReleaseInProgressError,
+    ServiceUnavailableError,
 )
 from airflow_mlops.lineage.deployments import (
     append_entry,
@@ -56,7 +64,7 @@ from airflow_mlops.lineage.deployments import (
     served_before,
 )
 from airflow_mlops.registry import get_alias_version, get_model_version
-from airflow_mlops.serving.canary import DEFAULT_BAKE_SECONDS, CanaryPolicy, bake
+from airflow_mlops.serving.canary import INCONCLUSIVE, LIVE, PASS, PROBES, CanaryPolicy, bake
 from airflow_mlops.serving.record import (
     BAKE,
     PROMOTE_CANARY,
@@ -69,7 +77,7 @@ from airflow_mlops.serving.record import (
 from airflow_mlops.serving.record import ROLLBACK as ROLLBACK_STEP
 from airflow_mlops.serving.status import Deployment
 from airflow_mlops.serving.verification import SmokeTest, smoke_test
-from airflow_mlops.utils.clock import utc_now_iso
+from airflow_mlops.utils.clock import utc_now, utc_now_iso
 
 if TYPE_CHECKING:
     import logging
@@ -191,7 +199,7 @@ class Release:
     @property
     def lease(self) -> float:
         """Seconds a release may go without writing its record: its longest wait plus a margin."""
-        bake = self.settings.canary.bake_seconds if self.settings.canary else DEFAULT_BAKE_SECONDS
+        bake = (self.settings.canary or CanaryPolicy()).longest_bake
         return self.settings.ready_timeout + float(bake) + 600.0
 
     # -- which release -----------------------------------------------------------------------------------
@@ -261,7 +269,16 @@ class Release:
             return self._succeeded(Deployment.from_dict(plan["deployment"]), plan, changed=True)
         if record.step == ROLLBACK_STEP and plan.get("phase") == ROLLBACK:
             return self._roll_back(plan)
-        for key in ("deployment", "bake", "failure", "failed_version"):
+        if record.step == BAKE and plan.get("bake_window") and plan.get("deployment"):
+            # The canary serves since before the bake began: bake the same window again, switch nothing.
+            return self._live_bake(Deployment.from_dict(plan["deployment"]), plan)
+        if (
+            record.step == PROMOTE_CANARY
+            and (plan.get("bake") or {}).get("verdict") == PASS
+            and plan.get("deployment")
+        ):
+            return self._baked(Deployment.from_dict(plan["deployment"]), plan, plan["bake"])
+        for key in ("deployment", "bake", "bake_window", "failure", "failed_version"):
             plan.pop(key, None)
         plan["phase"] = DEPLOY
         return self._switch(plan)
@@ -302,6 +319,8 @@ class Release:
         last = self.last(plan["model_name"], rid)
         self.record = last if last is not None and last.id == rid else None
         deployment = Deployment.from_dict(plan["deployment"])
+        if plan.get("bake_window") and "bake" not in plan and plan["phase"] == DEPLOY:
+            return self._bake_judged(deployment, plan, event)
         if event.get("status") != "success":
             return self._not_ready(deployment, plan, f"{event.get('status')}: {event.get('message')}")
         fresh = self.target.current(plan["model_name"]) or deployment
@@ -404,26 +423,131 @@ class Release:
         if rollback_phase:
             return self._rolled_back(deployment, plan, failure)
         if not failure and canary:
+            if self._capture_uri() and plan.get("previous"):
+                return self._live_bake(deployment, plan)
+            self.log.warning(
+                "No captured live traffic to judge the canary on (the target captures nothing, or nothing "
+                "served before): baking it on probe requests"
+            )
             self._advance(BAKE, plan)
             result = bake(
                 target, deployment, records, settings.canary or CanaryPolicy(),
                 request_timeout=settings.request_timeout, log=self.log,
             )  # fmt: skip
-            plan = {**plan, "bake": result}
-            failure = result.get("failure")
-            if not failure:
-                self.log.info("Canary passed its bake: %s; promoting it to 100%%", result)
-                self._advance(PROMOTE_CANARY, plan)
-                try:
-                    promoted = target.promote_canary(plan["model_name"], deployment)
-                except DeploymentError as err:
-                    failure = f"promoting the canary to 100% failed: {err}"
-                else:
-                    return self._await_ready(promoted, plan)
+            result = {"judged": PROBES, "verdict": "fail" if result.get("failure") else PASS, **result}
+            return self._baked(deployment, plan, result)
         if failure:
             return self._failed(deployment, plan, failure)
         self._advance(RECORD, plan)
         return self._succeeded(deployment, plan, changed=not plan.get("unchanged"))
+
+    def _capture_uri(self) -> str | None:
+        """Where the target's captured live traffic is (None: it captures nothing)."""
+        settings = getattr(self.target, "capture_settings", None)
+        found = settings() if callable(settings) else None
+        return str(found["uri"]) if found and found.get("uri") else None
+
+    def _live_bake(self, deployment: Deployment, plan: dict[str, Any]) -> dict[str, Any]:
+        """
+        Bake the canary on live requests, in the triggerer; the window is recorded before the wait.
+
+        A plan that has a ``bake_window`` (a retry) bakes that same window: same start, same deadlines.
+        """
+        from airflow_mlops.triggers.canary import CanaryBakeTrigger
+
+        policy = self.settings.canary or CanaryPolicy()
+        window = plan.get("bake_window")
+        if not window:
+            now = utc_now()
+            window = {
+                "start": now.isoformat(timespec="seconds"),
+                "deadline": datetime.fromtimestamp(now.timestamp() + policy.bake_seconds, UTC).isoformat(
+                    timespec="seconds"
+                ),
+                "final_deadline": datetime.fromtimestamp(
+                    now.timestamp() + policy.longest_bake, UTC
+                ).isoformat(timespec="seconds"),
+                "capture_uri": self._capture_uri(),
+                "baseline_version": str(plan["previous"]["version"]),
+            }
+            plan = {**plan, "bake_window": window}
+            self.log.info(
+                "Baking the canary %s of model %s on live requests next to version %s until %s (at most %s): %s",
+                plan["version"], plan["model_name"], window["baseline_version"], window["deadline"],
+                window["final_deadline"], policy,
+            )  # fmt: skip
+        else:
+            self.log.info(
+                "Resuming the canary's bake begun at %s (deadline %s)", window["start"], window["deadline"]
+            )
+        self._advance(BAKE, plan)
+        trigger = CanaryBakeTrigger(
+            model_name=plan["model_name"],
+            canary_version=str(plan["version"]),
+            baseline_version=window["baseline_version"],
+            capture_uri=window["capture_uri"],
+            start=window["start"],
+            deadline=window["deadline"],
+            final_deadline=window["final_deadline"],
+            policy=policy.to_dict(),
+            aws_conn_id=self.settings.aws_conn_id,
+        )
+        self.defer(trigger, plan)
+        # The deferral returned: bake here, with the trigger's own loop.
+        return self._bake_judged(deployment, plan, _last_event(trigger))
+
+    def _bake_judged(
+        self, deployment: Deployment, plan: dict[str, Any], event: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """After the bake's trigger: promote on ``pass``; roll back on ``fail`` and on ``inconclusive``."""
+        verdict = str(event.get("verdict"))
+        if event.get("status") != "success":
+            # The record stays at step "bake": the retry bakes the same window again.
+            raise ServiceUnavailableError(
+                f"The canary bake of version {plan['version']} of model {plan['model_name']!r} could not measure "
+                f"its traffic: {event.get('message')}",
+                model=plan["model_name"],
+                version=str(plan["version"]),
+            )
+        window = plan["bake_window"]
+        measurements = list(event.get("measurements") or [])
+        last = dict(event.get("last") or {})
+        result: dict[str, Any] = {
+            "judged": LIVE,
+            "verdict": verdict,
+            "canary_percent": deployment.details.get("canary_traffic_percent") or plan.get("canary"),
+            "baseline_version": window["baseline_version"],
+            "start": window["start"],
+            "deadline": window["deadline"],
+            "measured": len(measurements),
+            "failed_measurements": sum(1 for m in measurements if m.get("verdict") == "fail"),
+            "canary": last.get("canary"),
+            "baseline": last.get("baseline"),
+            "latency": last.get("latency"),
+            "predictions": last.get("predictions"),
+            "measurements": measurements,
+        }
+        if verdict != PASS:
+            result["failure"] = f"canary bake {verdict}: {event.get('message')}" + (
+                ". An inconclusive canary is never promoted: rolled back" if verdict == INCONCLUSIVE else ""
+            )
+        return self._baked(deployment, plan, result)
+
+    def _baked(self, deployment: Deployment, plan: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+        """A bake's *result*: promote the canary to 100% when it passed, else fail (and roll back)."""
+        plan = {**plan, "bake": result}
+        failure = result.get("failure")
+        if not failure:
+            shown = {k: v for k, v in result.items() if k != "measurements"}
+            self.log.info("Canary passed its bake: %s; promoting it to 100%%", shown)
+            self._advance(PROMOTE_CANARY, plan)
+            try:
+                promoted = self.target.promote_canary(plan["model_name"], deployment)
+            except DeploymentError as err:
+                failure = f"promoting the canary to 100% failed: {err}"
+            else:
+                return self._await_ready(promoted, plan)
+        return self._failed(deployment, plan, failure)
 
     def _not_ready(self, deployment: Deployment, plan: dict[str, Any], message: str) -> dict[str, Any]:
         if plan["phase"] == ROLLBACK:
@@ -597,7 +721,7 @@ class Release:
             "airflow": plan["airflow"],
         }
         if plan.get("bake") and str(version) == str(plan["version"]):
-            entry["bake"] = {k: v for k, v in plan["bake"].items() if k != "failure"}
+            entry["bake"] = {k: v for k, v in plan["bake"].items() if k not in ("failure", "measurements")}
         append_entry(
             self.client, plan["model_name"], entry, target if outcome == "succeeded" else None, self.keys
         )
@@ -717,3 +841,14 @@ def rollback_smoke_test(
     """The smoke test of the last successful (signed) deployment of *serving* (None if there is none)."""
     last = last_verify_settings(client, name, serving, keys)
     return SmokeTest.from_dict(last) if last is not None else None
+
+
+def _last_event(trigger: Any) -> dict[str, Any]:
+    """Run *trigger* here to its one event (a release whose deferral returned waits in its own process)."""
+
+    async def first() -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        return {"status": "error", "message": "the trigger ended without an event"}
+
+    return asyncio.run(first())

@@ -190,6 +190,11 @@ KILL_POINTS: dict[str, KillPoint] = {
             _release_step("bake", Hook(f"{_RELEASE}:bake", "before")),
         ),
         KillPoint(
+            "canary.measured",
+            "the canary serves at N% and its bake waits for its verdict: one measurement of live traffic taken",
+            (Hook("airflow_mlops.serving.canary:measure_live", "after"),),
+        ),
+        KillPoint(
             "release.promote_canary",
             "the canary passed its bake; moving it to 100% next",
             _release_step(

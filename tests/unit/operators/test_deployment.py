@@ -59,7 +59,6 @@ def test_templated_arguments_are_accepted_until_rendered():
         ({"canary": {"max_p95_ms": 0}}, "max_p95_ms must be a positive number"),
         ({"canary": {"bake_secs": 5}}, r"Unknown canary setting\(s\) \['bake_secs'\]"),
         ({"canary": 10}, "canary must be a CanaryPolicy"),
-        ({"canary": {"percent": 10}, "sample_data": "/d#holdout"}, "target local cannot roll out a canary"),
         ({"target": {"kind": "kserve", "canary_traffic_percent": 10}}, "give sample_data"),
         ({"canary_percent": 10}, r"canary=CanaryPolicy\(\.\.\.\).*canary_percent= -> percent="),
         ({"bake_interval": 1}, "bake_interval= -> interval="),
@@ -118,9 +117,10 @@ def test_the_rollback_dag_builds_the_deploy_tasks_target(monkeypatch):
     ],
     ids=["policy", "dict"],
 )
-def test_a_canary_on_kserve_is_accepted_with_sample_data(canary):
+@pytest.mark.parametrize("target", [{"kind": "kserve"}, {"kind": "local"}])
+def test_a_canary_is_accepted_with_sample_data(canary, target):
     op = DeployModelOperator(
-        task_id="deploy", model_name="churn", version=2, target={"kind": "kserve"}, canary=canary,
+        task_id="deploy", model_name="churn", version=2, target=target, canary=canary,
         sample_data="/data/datasets/churn/abc#holdout",
     )  # fmt: skip
 
