@@ -7,8 +7,8 @@ summaries as :mod:`airflow_mlops.data.sql_drift` asks a database, and computes t
 (:func:`~airflow_mlops.data.sql_drift.drift_from_summaries`):
 
 - the row count and each column's non-null and distinct counts (one aggregate),
-- the order statistics each numeric column needs (``percentile_approx`` at the needed ranks, one aggregate per
-  column; exact for a column of fewer than :data:`ACCURACY` values, within ``rows / ACCURACY`` ranks above),
+- the order statistics each numeric column needs (``percentile_approx`` at the needed ranks, one aggregate for
+  all columns; exact for a column of fewer than :data:`ACCURACY` values, within ``rows / ACCURACY`` ranks above),
 - each numeric column's counts in the reference's PSI bins (one aggregate for all columns),
 - category counts and the value counts of numbers with few distinct values (one ``GROUP BY`` per column).
 
@@ -26,6 +26,7 @@ from airflow_mlops.data.sql_drift import (
     MAX_CATEGORIES,
     Quantiles,
     drift_from_summaries,
+    order_statistic_ranks,
     quantiles_from_order_statistics,
 )
 
@@ -120,7 +121,8 @@ class _SparkSource:
         self._numeric = {
             field.name
             for field in schema.fields
-            if isinstance(field.dataType, types.NumericType) and not isinstance(field.dataType, types.BooleanType)
+            if isinstance(field.dataType, types.NumericType)
+            and not isinstance(field.dataType, types.BooleanType)
         }
         self.fetched = 0
         self.total = 0
@@ -151,22 +153,33 @@ class _SparkSource:
     def null_rate(self, non_null: int) -> float:
         return (self.total - non_null) / self.total if self.total else 0.0
 
-    def quantiles(self, column: str, rows: int, quantiles: int, bins: int) -> Quantiles:
+    def quantiles_of(self, wanted: dict[str, tuple[int, int, int]]) -> dict[str, Quantiles]:
+        """Each column's quantiles (``{column: (rows, quantiles, bins)}``), all in one aggregate."""
         import numpy as np
         from pyspark.sql import functions as F  # noqa: N812
 
-        if not rows:
-            return Quantiles(np.array([]), np.array([]), 0)
-
-        def fetch(needed: list[int]) -> dict[int, Any]:
-            # The value of 1-based rank r is the smallest with at least r values at or below it: ask at
-            # (r - 1/2) / rows, away from the rounding of r / rows.
-            probabilities = [(r - 0.5) / rows for r in needed]
-            value = F.percentile_approx(F.col(column).cast("double"), probabilities, ACCURACY)
-            (row,) = self._collect(self.frame.agg(value))
-            return dict(zip(needed, row[0], strict=True))
-
-        return quantiles_from_order_statistics(rows, quantiles, bins, fetch)
+        found = {
+            c: Quantiles(np.array([]), np.array([]), 0) for c, (rows, _, _) in wanted.items() if not rows
+        }
+        ranks = {c: order_statistic_ranks(*args) for c, args in wanted.items() if c not in found}
+        if not ranks:
+            return found
+        # The value of 1-based rank r is the smallest with at least r values at or below it: ask at
+        # (r - 1/2) / rows, away from the rounding of r / rows.
+        (row,) = self._collect(
+            self.frame.agg(
+                *(
+                    F.percentile_approx(
+                        F.col(c).cast("double"), [(r - 0.5) / wanted[c][0] for r in needed], ACCURACY
+                    )
+                    for c, needed in ranks.items()
+                )
+            )
+        )
+        for (column, needed), values in zip(ranks.items(), row, strict=True):
+            by_rank = dict(zip(needed, values, strict=True))
+            found[column] = quantiles_from_order_statistics(*wanted[column], lambda _, v=by_rank: v)
+        return found
 
     def bin_counts(self, edges: dict[str, Any]) -> dict[str, list[int]]:
         """Each column's counts in its PSI bins ``[e_i, e_i+1)`` (outer bins open), one aggregate for all."""

@@ -126,10 +126,12 @@ def drift_from_summaries(
     ref_counts, cur_counts = ref.non_null_counts(compared), cur.non_null_counts(compared)
     # Few distinct values (counts, codes, ratings): KS and Wasserstein exact, from the values' counts.
     discrete = {c for c in numeric if max(ref.distinct[c], cur.distinct[c]) <= quantiles}
-    ref_quantiles = {
-        c: ref.quantiles(c, ref_counts[c], 0 if c in discrete else quantiles, bins) for c in numeric
-    }
-    cur_quantiles = {c: cur.quantiles(c, cur_counts[c], quantiles, 0) for c in numeric if c not in discrete}
+    ref_quantiles = _quantiles_of(
+        ref, {c: (ref_counts[c], 0 if c in discrete else quantiles, bins) for c in numeric}
+    )
+    cur_quantiles = _quantiles_of(
+        cur, {c: (cur_counts[c], quantiles, 0) for c in numeric if c not in discrete}
+    )
     edges = {c: psi_edges(ref_quantiles[c].at_bins) for c in numeric if ref_counts[c]}
     ref_bins, cur_bins = ref.bin_counts(edges), cur.bin_counts(edges)
     features: dict[str, Any] = {}
@@ -175,6 +177,26 @@ class Quantiles:
     rows: int
 
 
+def _quantiles_of(source: Any, wanted: dict[str, tuple[int, int, int]]) -> dict[str, Quantiles]:
+    """Each column's quantiles (``{column: (rows, quantiles, bins)}``), in one pass where the source can."""
+    many = getattr(source, "quantiles_of", None)
+    if many is not None:
+        return dict(many(wanted))
+    return {column: source.quantiles(column, *args) for column, args in wanted.items()}
+
+
+def order_statistic_ranks(rows: int, quantiles: int, bins: int) -> list[int]:
+    """The 1-based ranks of the sorted values :func:`quantiles_from_order_statistics` needs."""
+    import numpy as np
+
+    at_bins = np.linspace(0, 1, bins + 1)
+    midpoints = (np.arange(quantiles) + 0.5) / quantiles
+    positions = at_bins * (rows - 1) if bins else np.array([], dtype=float)
+    lower = np.floor(positions).astype(int)
+    step_ranks = np.clip(np.ceil(midpoints * rows).astype(int) - 1, 0, rows - 1)  # 0-based
+    return sorted({int(r) + 1 for r in np.concatenate([lower, np.minimum(lower + 1, rows - 1), step_ranks])})
+
+
 def quantiles_from_order_statistics(
     rows: int, quantiles: int, bins: int, fetch: Callable[[list[int]], dict[int, Any]]
 ) -> Quantiles:
@@ -190,13 +212,8 @@ def quantiles_from_order_statistics(
 
     at_bins = np.linspace(0, 1, bins + 1)
     midpoints = (np.arange(quantiles) + 0.5) / quantiles
-    positions = at_bins * (rows - 1) if bins else np.array([], dtype=float)
-    lower = np.floor(positions).astype(int)
     step_ranks = np.clip(np.ceil(midpoints * rows).astype(int) - 1, 0, rows - 1)  # 0-based
-    needed = sorted(
-        {int(r) + 1 for r in np.concatenate([lower, np.minimum(lower + 1, rows - 1), step_ranks])}
-    )
-    values = fetch(needed)
+    values = fetch(order_statistic_ranks(rows, quantiles, bins))
     ranks = np.array(sorted(values)) - 1  # 0-based, as numpy counts
     ordered = np.array([float(values[r + 1]) for r in ranks])
 
