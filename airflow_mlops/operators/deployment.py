@@ -393,11 +393,14 @@ class DeployModelOperator(_ServingOperator):
     The steps run in :class:`~airflow_mlops.serving.release.Release`, from a JSON plan that also carries a
     deferred wait through the triggerer; this operator checks the arguments and builds the plan.
 
-    Canary flow (targets with ``supports_canary``, e.g. KServe's ``canaryTrafficPercent``): when the
-    :class:`~airflow_mlops.serving.canary.CanaryPolicy` ``canary`` gives a percent N (else the target's own
-    setting) and a previous version serves, the version is deployed at N% of the traffic, verified, then
-    **baked** (see :func:`~airflow_mlops.serving.canary.bake`). Passing promotes it to 100% (verified again);
-    failing rolls back as above. The bake result (requests, errors, error rate, p95) is in the history entry.
+    Canary flow (targets with ``supports_canary``: the local target's proxy, KServe's ``canaryTrafficPercent``):
+    when the :class:`~airflow_mlops.serving.canary.CanaryPolicy` ``canary`` gives a percent N (else the target's
+    own setting) and a previous version serves, the version is deployed at N% of the traffic, verified, then
+    **baked**: where its traffic is captured (the target's capture, or ``capture_uri``) the task defers
+    (:class:`~airflow_mlops.triggers.canary.CanaryBakeTrigger`) and the canary's live requests are judged
+    against the baseline's (:func:`~airflow_mlops.serving.canary.judge_canary`); elsewhere probe requests are
+    (:func:`~airflow_mlops.serving.canary.bake`). Passing promotes it to 100% (verified again); failing, or
+    an inconclusive bake after its extension, rolls back as above. The bake result is in the history entry.
 
     Safe to retry: a version that already serves (and answers) is not redeployed, and a task instance never
     writes the same history entry twice.
@@ -425,6 +428,9 @@ class DeployModelOperator(_ServingOperator):
         fields (``{"percent": 10, "bake_seconds": 600, "max_error_rate": 0.01}``); None: the defaults (a
         canary only if the target sets a percent). A canary needs ``sample_data`` and a target that supports
         canaries.
+    :param capture_uri: Data root whose ``captures/`` hold the target's served requests (templated), for a
+        canary judged on live traffic; default the target's own capture root (the local target's
+        ``capture``). A KServe target's captures land where its capture receiver writes them: give that root.
     :param mlflow_conn_id: MLflow connection.
     :param aws_conn_id: ``aws`` connection for an ``s3://`` sample snapshot.
     :param wait_for_release: How long to wait, deferred (no worker slot held), when another task instance's
@@ -443,6 +449,7 @@ class DeployModelOperator(_ServingOperator):
         "reason",
         "mlflow_conn_id",
         "aws_conn_id",
+        "capture_uri",
     )
     template_fields_renderers = {"target": "json"}
     ui_color = "#e8f5e9"
@@ -467,6 +474,7 @@ class DeployModelOperator(_ServingOperator):
         mlflow_conn_id: str = MLflowHook.default_conn_name,
         aws_conn_id: str | None = "aws_default",
         wait_for_release: timedelta | float | None = 0,
+        capture_uri: str | None = None,
         **kwargs: Any,
     ) -> None:
         old = sorted(set(kwargs) & set(_OLD_CANARY_ARGUMENTS))
@@ -488,7 +496,9 @@ class DeployModelOperator(_ServingOperator):
         if version not in (None, "") and not is_templated(version):
             parse_version(model_version(version, "version", known_name), str(model_name))
         literal_sample = sample_data is not None and not is_templated(sample_data)
-        if literal_sample and not isinstance(snapshot_uri(sample_data, "sample_data", "holdout", whole=True), str):
+        if literal_sample and not isinstance(
+            snapshot_uri(sample_data, "sample_data", "holdout", whole=True), str
+        ):
             raise ValueError(f"sample_data must be a snapshot URI or None, got {sample_data!r}")
         _check_columns(drop_columns)
         _check_rows(smoke_rows, "smoke_rows")
@@ -513,6 +523,7 @@ class DeployModelOperator(_ServingOperator):
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
         self.wait_for_release = wait_seconds(wait_for_release)
+        self.capture_uri = capture_uri
         self._release_deadline: float | None = None  # set when resumed after waiting for another release
         if self.action == "deploy" and self.target is not None and not is_templated(self.target):
             self._canary_of(target_from_config(self.target), sample_data)
@@ -612,6 +623,7 @@ class DeployModelOperator(_ServingOperator):
             deferrable=self.deferrable,
             canary=self.canary,
             aws_conn_id=self.aws_conn_id,
+            capture_uri=str(self.capture_uri) if self.capture_uri else None,
         )
         client = self.hook.client
         keys = record_keys()
@@ -729,7 +741,9 @@ class DeployModelOperator(_ServingOperator):
         if last is not None and last.id == rid:
             result = self._guarded(context, release, name, lambda: self._resume_or_repeat(release, last))
         else:
-            result = self._guarded(context, release, name, lambda: self._new_release(context, release, rid, last))
+            result = self._guarded(
+                context, release, name, lambda: self._new_release(context, release, rid, last)
+            )
         return cast("DeploymentResult", result)
 
     def _new_release(

@@ -57,7 +57,7 @@ class WatchReleaseOperator(RollbackModelOperator):
         (``sample_data`` for the rollback's smoke test, ``mlflow_conn_id``, ``aws_conn_id``...).
     """
 
-    template_fields: Sequence[str] = (*RollbackModelOperator.template_fields, "capture_uri")
+    template_fields: Sequence[str] = RollbackModelOperator.template_fields  # capture_uri among them
     ui_color = "#fff8e1"
 
     def __init__(

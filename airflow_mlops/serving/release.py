@@ -140,7 +140,9 @@ class ReleaseSettings:
     :param request_timeout: Seconds one smoke-test or bake request may take.
     :param deferrable: Wait for readiness in the triggerer when the target offers a trigger.
     :param canary: The canary policy of the bake; None: the defaults.
-    :param aws_conn_id: ``aws`` connection for an ``s3://`` sample snapshot.
+    :param aws_conn_id: ``aws`` connection for an ``s3://`` sample snapshot (and ``s3://`` captures).
+    :param capture_uri: Data root of the target's captured traffic, for a canary judged on live requests;
+        None: the target's own capture setting, if any.
     """
 
     action: str = DEPLOY
@@ -150,6 +152,7 @@ class ReleaseSettings:
     deferrable: bool = False
     canary: CanaryPolicy | None = None
     aws_conn_id: str | None = None
+    capture_uri: str | None = None
 
 
 class Release:
@@ -443,6 +446,8 @@ class Release:
 
     def _capture_uri(self) -> str | None:
         """Where the target's captured live traffic is (None: it captures nothing)."""
+        if self.settings.capture_uri:
+            return self.settings.capture_uri
         settings = getattr(self.target, "capture_settings", None)
         found = settings() if callable(settings) else None
         return str(found["uri"]) if found and found.get("uri") else None

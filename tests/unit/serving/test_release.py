@@ -446,3 +446,118 @@ def test_a_release_record_with_nan_and_infinity_is_strict_json_and_still_verifie
     assert loaded is not None
     assert loaded.done
     assert loaded.data["result"] == {"latency_ms": {"p50": None, "max": None}, "rows": 5}
+
+
+class CanaryEcho(Echo):
+    """The in-memory target with a canary beside what serves (as the local target and KServe have)."""
+
+    supports_canary = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.canary: Deployment | None = None
+
+    def deploy(self, model_name: str, version: str, model_uri: str) -> Deployment:
+        self.canary = None
+        return super().deploy(model_name, version, model_uri)
+
+    def deploy_canary(self, model_name: str, version: str, model_uri: str, percent: int) -> Deployment:
+        self.canary = Deployment(model_name, str(version), model_uri, self.config_kind(), f"echo://{model_name}",
+                                 "", details={"canary_traffic_percent": percent})  # fmt: skip
+        return self.canary
+
+    def health(self, deployment: Deployment, timeout: float = 10.0) -> Any:
+        if self.canary is not None and deployment.version == self.canary.version:
+            return type(super().health(deployment))(True, "canary answers")
+        return super().health(deployment, timeout)
+
+    def predict_canary(self, deployment: Deployment, records: Any, timeout: float = 30.0) -> list[Any]:
+        return [int(deployment.version)] * len(records)
+
+    def promote_canary(self, model_name: str, deployment: Deployment) -> Deployment:
+        assert self.canary is not None
+        self.canary = None
+        return super().deploy(model_name, deployment.version, deployment.model_uri)
+
+
+def live_event(verdict: str) -> dict[str, Any]:
+    side = {
+        "requests": 40,
+        "errors": 4 if verdict == "fail" else 0,
+        "error_rate": 0.1,
+        "p50_ms": 2.0,
+        "p95_ms": 3.0,
+    }
+    last = {"verdict": verdict, "canary": side, "baseline": {**side, "errors": 0}, "latency": None,
+            "predictions": None, "reasons": []}  # fmt: skip
+    return {"status": "success", "verdict": verdict, "message": f"the canary {verdict}", "last": last,
+            "measurements": [{"verdict": verdict, "canary": side}]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("verdict", "serves", "outcome"),
+    [("pass", "2", "succeeded"), ("fail", "1", "failed"), ("inconclusive", "1", "failed")],
+)
+def test_a_canary_with_captured_traffic_is_baked_in_the_trigger_and_judged_live(verdict, serves, outcome):
+    """Any target with captures (the local target's own, or a KServe receiver's root) takes the same path."""
+    from airflow_mlops.serving.canary import CanaryPolicy
+    from airflow_mlops.triggers.canary import CanaryBakeTrigger
+
+    target, client = CanaryEcho(), Registry()
+    previous = target.deploy("m", "1", "models:/m/1")
+    deferrals: list = []
+    settings = {"capture_uri": "/data", "canary": CanaryPolicy(percent=10, bake_seconds=60)}
+    plan = {**plan_for(target, "2", previous), "canary": 10}
+
+    with pytest.raises(RuntimeError, match="deferred"):
+        release_on(target, client, deferrals, **settings).start(plan, RID)
+
+    [(trigger, deferred)] = deferrals
+    assert isinstance(trigger, CanaryBakeTrigger)
+    assert trigger.serialize()[1]["baseline_version"] == "1"
+    assert trigger.serialize()[1]["capture_uri"] == "/data"
+    recorded = json.loads(client.version_tags["2"][T.RELEASE])
+    assert recorded["step"] == R.BAKE
+    assert recorded["plan"]["bake_window"] == deferred["bake_window"]  # the window is durable before the wait
+    assert target.served["m"].version == "1"
+    assert target.canary.version == "2"
+
+    if verdict == "pass":
+        result = release_on(target, client, **settings).resume(deferred, live_event(verdict))
+        assert (result["outcome"], result["bake"]["verdict"], result["bake"]["judged"]) == (
+            outcome,
+            "pass",
+            "live",
+        )
+    else:
+        with pytest.raises(DeploymentVerificationError, match=f"canary bake {verdict}"):
+            release_on(target, client, **settings).resume(deferred, live_event(verdict))
+    assert target.served["m"].version == serves
+    entry = next(e for e in client.history() if e["version"] == "2")
+    assert (entry["outcome"], entry["bake"]["verdict"], entry["bake"]["canary"]["requests"]) == (
+        outcome,
+        verdict,
+        40,
+    )
+
+
+def test_a_retry_at_the_bake_bakes_the_same_window_and_switches_nothing():
+    from airflow_mlops.serving.canary import CanaryPolicy
+
+    target, client = CanaryEcho(), Registry()
+    previous = target.deploy("m", "1", "models:/m/1")
+    settings = {"capture_uri": "/data", "canary": CanaryPolicy(percent=10, bake_seconds=60)}
+    first: list = []
+    with pytest.raises(RuntimeError, match="deferred"):
+        release_on(target, client, first, **settings).start(
+            {**plan_for(target, "2", previous), "canary": 10}, RID
+        )
+    canary = target.canary
+    record = ReleaseRecord.load(client, "m", 3600.0)
+
+    again: list = []
+    with pytest.raises(RuntimeError, match="deferred"):
+        release_on(target, client, again, **settings).resume_record(record)
+
+    assert target.canary is canary  # not switched again
+    assert again[0][0].serialize() == first[0][0].serialize()  # same start, same deadlines
