@@ -42,7 +42,9 @@ With a ``canary`` entry in the state file (``{"port", "version", "percent"}``, w
 :meth:`~airflow_mlops.serving.local.LocalServerTarget.deploy_canary`) ``percent`` % of the production ``POST``
 requests (chosen by request id, :func:`mirrored`) are answered by that model server instead: the client gets the
 canary's answer, with the canary's version in ``X-MLOps-Model-Version``, and it is captured with that version
-as production traffic. Requests marked ``X-MLOps-Traffic`` (smoke tests, probes) always go to ``server``.
+as production traffic. A request the canary does not answer at all (its server down) is captured against it
+as a 502 and answered by ``server``. Requests marked ``X-MLOps-Traffic`` (smoke tests, probes) always go to
+``server``.
 
 Run as ``python -m airflow_mlops.serving.proxy --host H --port P --state FILE [--max-body-bytes N]
 [--read-timeout S] [--backend-timeout S]``. Standard library only (and pyarrow once capture is on): it starts in
@@ -716,17 +718,30 @@ class _Handler(BaseHTTPRequestHandler):
         rid = _request_id(self.headers.get(REQUEST_ID_HEADER))
         headers[REQUEST_ID_HEADER] = rid
         canary = self.server.state.canary()
+        started = time.perf_counter()
+        answer: _Answer | None = None
         if (
             canary is not None
             and self.command == "POST"
             and not self.headers.get(TRAFFIC_HEADER)
             and mirrored(rid, _share(canary.get("percent")))
         ):
-            backend = canary
+            try:
+                answer = self.server.exchange(canary, self.command, self.path, body, headers)
+                backend = canary
+            except (OSError, http.client.HTTPException):
+                # The canary did not answer: counted against it, and the version serving answers instead.
+                writer = self.server.capture_writer() if body else None
+                if writer is not None:
+                    writer.submit(
+                        self.server.state.capture()[0], str(canary.get("version", "")), rid, 502, body, b"",
+                        latency_ms=(time.perf_counter() - started) * 1000,
+                    )  # fmt: skip
+                started = time.perf_counter()
         version = str(backend.get("version", ""))
-        started = time.perf_counter()
         try:
-            answer = self.server.exchange(backend, self.command, self.path, body, headers)
+            if answer is None:
+                answer = self.server.exchange(backend, self.command, self.path, body, headers)
         except (OSError, http.client.HTTPException) as err:
             timed_out = isinstance(err, TimeoutError)
             self._reply(
