@@ -31,6 +31,8 @@ from airflow_mlops.data.sql_drift import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pyspark.sql import DataFrame, SparkSession
 
 #: ``percentile_approx``'s accuracy: order statistics are exact below this many values, within ``n / ACCURACY``
@@ -177,8 +179,8 @@ class _SparkSource:
             )
         )
         for (column, needed), values in zip(ranks.items(), row, strict=True):
-            by_rank = dict(zip(needed, values, strict=True))
-            found[column] = quantiles_from_order_statistics(*wanted[column], lambda _, v=by_rank: v)
+            by_rank: dict[int, Any] = dict(zip(needed, values, strict=True))
+            found[column] = quantiles_from_order_statistics(*wanted[column], _known(by_rank))
         return found
 
     def bin_counts(self, edges: dict[str, Any]) -> dict[str, list[int]]:
@@ -229,3 +231,8 @@ class _SparkSource:
 
 def _first_line(err: Exception) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:500]
+
+
+def _known(values: dict[int, Any]) -> Callable[[list[int]], dict[int, Any]]:
+    """A ``fetch`` for :func:`quantiles_from_order_statistics` over order statistics already collected."""
+    return lambda _ranks: values
