@@ -15,12 +15,10 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import uuid
 from pathlib import Path
 
 import pytest
-import requests
 
 from airflow_mlops import tags as T
 from airflow_mlops.lineage.deployments import read_history
@@ -30,6 +28,7 @@ from tests.conftest import free_port
 from tests.support.context import context_for
 from tests.support.deferred import Timing, run_deferred
 from tests.support.deploy import approve_version, http_predict, register_version, stop_local_processes
+from tests.support.traffic import Users
 
 pytestmark = pytest.mark.integration
 
@@ -60,39 +59,6 @@ def target_config(tmp_path_factory):
     yield config
     LocalServerTarget.from_config(config).stop(MODEL)
     stop_local_processes()
-
-
-class Users:
-    """One-row requests, tenures 0-99 in turn, sent as users send them until stopped; counts what they saw."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
-        self.answers: dict[str, list[int]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._send, daemon=True)
-
-    def __enter__(self) -> Users:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-    def _send(self) -> None:
-        index = 0
-        with requests.Session() as session:
-            while not self._stop.is_set():
-                row = {"tenure_months": float(index % 100), "monthly_spend": 20.0 + index % 7}
-                index += 1
-                try:
-                    answer = session.post(
-                        f"{self.endpoint}/invocations", json={"dataframe_records": [row]}, timeout=30
-                    )
-                except requests.RequestException:
-                    continue
-                version = answer.headers.get("X-MLOps-Model-Version") or "?"
-                self.answers.setdefault(version, []).append(answer.status_code)
 
 
 def make_deploy(target_config, version, holdout):

@@ -18,7 +18,8 @@ import requests
 
 from airflow_mlops.serving.capture import count_captures, read_captures
 from airflow_mlops.serving.capture_receiver import logger_key
-from tests.conftest import free_port, stop_process, wait_for_http
+from tests.conftest import free_port, stop_process
+from tests.support.capture_receiver import capture_receiver
 
 pytestmark = pytest.mark.integration
 
@@ -30,19 +31,8 @@ WINDOW = (datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC) + timedelta(
 @pytest.fixture(scope="module")
 def receiver(tmp_path_factory):
     base = tmp_path_factory.mktemp("receiver")
-    root = base / "root"
-    signatures = base / "signatures.json"
-    signatures.write_text(json.dumps(SIGNATURE))
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "airflow_mlops.serving.capture_receiver", "--port", str(port), "--root",
-         str(root), "--model", "churn", "--model", "fraud", "--signatures", str(signatures),
-         "--flush-seconds", "600", "--max-body", "65536"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "MLOPS_CAPTURE_TOKEN": TOKEN},
-    )  # fmt: skip
-    wait_for_http(f"http://127.0.0.1:{port}/", timeout=60, proc=proc)
-    yield type("Receiver", (), {"url": f"http://127.0.0.1:{port}", "root": root, "base": base, "proc": proc})
-    stop_process(proc)
+    with capture_receiver(base, TOKEN, SIGNATURE) as started:
+        yield type("Receiver", (), {"url": started.url, "root": started.root, "base": base, "proc": started.proc})
 
 
 def post(receiver, query: str, event_id: str, kind: str, body, headers=None, data=None):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
@@ -17,11 +18,14 @@ from airflow_mlops.exceptions import DeploymentError, DeploymentRejectedError, D
 from airflow_mlops.lineage.deployments import read_history
 from airflow_mlops.operators.deployment import DeployModelOperator, RollbackModelOperator
 from airflow_mlops.serving.canary import CanaryPolicy
+from airflow_mlops.serving.capture import count_captures
 from airflow_mlops.serving.kserve import KServeTarget
 from tests.conftest import set_connection
+from tests.support.capture_receiver import capture_receiver
 from tests.support.context import context_for
 from tests.support.deploy import approve_version, write_holdout_snapshot
 from tests.support.kubernetes import KubeApiStub
+from tests.support.traffic import Users
 
 if TYPE_CHECKING:
     from airflow_mlops.triggers.kserve import KServeInferenceServiceReadyTrigger
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 CONN_ID = "kubernetes_stub"
+#: Captures of the last hour and the next, as the tests write them.
+WINDOW = (datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC) + timedelta(hours=1))
 ROWS = [{"tenure_months": 1.0, "monthly_spend": 30.0}, {"tenure_months": 2.0, "monthly_spend": 31.0}]
 
 
@@ -357,6 +363,85 @@ def test_deploy_operator_bakes_a_canary_then_promotes_it_or_rolls_it_back(kube, 
     target = KServeTarget(namespace="models", kubernetes_conn_id=CONN_ID)
     assert target.predict(target.current(name), ROWS) == [int(v2)] * 2
     target.stop(name)
+
+
+def test_a_kserve_canary_is_judged_on_the_traffic_its_logger_captured(kube, mlflow_server, tmp_path):
+    """
+    KServe's logger posts every request and answer to the capture receiver (a real process); the bake judges the
+    canary's captured live requests against the baseline's in the trigger: a version that fails 5% of users'
+    requests (its smoke test passes) is rolled back, a good one is promoted.
+    """
+    from mlflow import MlflowClient
+
+    kube.behaviour.clear()
+    kube.answer = lambda version, row: int(row.get("tenure_months", 0) >= 50)  # every version answers alike
+    client = MlflowClient(mlflow_server.uri)
+    name = "kserve_logged"
+    client.create_registered_model(name)
+    v1, v2, v3 = (
+        client.create_model_version(name, source=f"s3://models/{name}/{i}").version for i in (1, 2, 3)
+    )
+    for version in (v1, v2, v3):
+        approve_version(client, name, version)
+    kube.behaviour[v2] = "fails-5-percent"
+    holdout = write_holdout_snapshot(tmp_path)
+    token = "capture-token-for-the-logger-0123"
+    set_connection("capture_token", conn_type="generic", password=token)
+    signature = {name: {"tenure_months": "double", "monthly_spend": "double"}}
+
+    try:
+        with capture_receiver(tmp_path / "receiver", token, signature, flush_seconds=0.5) as receiver:
+            config = {"kind": "kserve", "namespace": "models", "kubernetes_conn_id": CONN_ID,
+                      "poll_interval": 0.05, "canary_traffic_percent": 50,
+                      "capture_logger": {"url": receiver.url, "token_conn_id": "capture_token",
+                                         "traffic_header": True}}  # fmt: skip
+
+            def deploy(version, task_id):
+                op = DeployModelOperator(
+                    task_id=task_id, model_name=name, version=version, target=config, sample_data=holdout,
+                    drop_columns=["label"], deferrable=True, capture_uri=str(receiver.root),
+                    canary=CanaryPolicy(bake_seconds=4, interval=1, min_requests=60),
+                )  # fmt: skip
+                return run_deferrable(op, context_for(op, user="carol"))
+
+            endpoint = deploy(v1, "deploy_v1")[0]["endpoint"]
+            logger = stored(kube, "kserve-logged")["spec"]["predictor"]["logger"]
+            assert logger["url"].startswith(f"{receiver.url}?model={name}&version={v1}&key=")
+            assert token not in json.dumps(stored(kube, "kserve-logged"))
+
+            seen = len(kube.predictions)
+            with Users(endpoint), pytest.raises(DeploymentVerificationError, match="canary bake fail") as err:
+                deploy(v2, "deploy_v2")
+
+            answered = [p["version"] for p in kube.predictions[seen:] if p["tag"] is None]
+            assert answered.count(v2) > 40  # users reached the canary through the shared URL
+            assert f"version {v1} serves again" in str(err.value)
+            assert client.get_registered_model(name).aliases[T.CHAMPION] == v1
+            failed = next(e for e in reversed(read_history(client, name)) if e["version"] == v2)
+            bake = failed["bake"]
+            assert (bake["judged"], bake["verdict"]) == ("live", "fail")
+            assert bake["canary"]["errors"] > 0
+            assert bake["baseline"]["errors"] == 0
+            assert "live requests" in failed["reason"]
+            assert stored(kube, "kserve-logged")["metadata"]["annotations"]["airflow-mlops/model-version"] == v1
+
+            with Users(endpoint):
+                result, deferrals = deploy(v3, "deploy_v3")
+
+            assert (result["version"], result["outcome"]) == (v3, "succeeded")
+            assert (result["bake"]["judged"], result["bake"]["verdict"]) == ("live", "pass")
+            assert result["bake"]["canary"]["requests"] >= 60
+            assert result["bake"]["baseline"]["requests"] >= 60
+            assert result["bake"]["predictions"]["js_distance"] < 0.1  # the same answers to the same users
+            assert deferrals == 3  # the canary's rollout, its bake and the promotion, each in the triggerer
+            assert "canaryTrafficPercent" not in stored(kube, "kserve-logged")["spec"]["predictor"]
+            assert client.get_registered_model(name).aliases[T.CHAMPION] == v3
+        # The smoke tests were stored apart: only users' requests were judged.
+        assert count_captures(str(receiver.root), name, *WINDOW, traffic="synthetic") >= 3
+        assert count_captures(str(receiver.root), name, *WINDOW) > 200
+    finally:
+        kube.answer = None
+        KServeTarget(namespace="models", kubernetes_conn_id=CONN_ID).stop(name)
 
 
 def test_a_kubeconfig_file_alone_reaches_the_cluster_from_the_target_and_its_trigger(kube, tmp_path):

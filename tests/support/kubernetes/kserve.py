@@ -8,8 +8,15 @@ every stored spec against the InferenceService CRD schema (422 on a violation, a
 plays KServe's controller: after ``reads_until_ready`` reads of a new generation it writes the status a
 KServe controller would write for the behaviour configured for that model version (``ok``, ``fail-load``,
 ``pending``). It also plays the predictor: ``POST /serving/{ns}/{name}/invocations`` answers
-``{"predictions": [<served version>] * rows}`` (or HTTP 500 for behaviour ``bad-predict``; HTTP 503 for every second request to a version of a resource with
-behaviour ``flaky-predict``).
+``{"predictions": [<served version>] * rows}`` (or, with ``answer`` set, ``answer(version, row)`` for each row;
+HTTP 500 for behaviour ``bad-predict``; HTTP 503 for every second request to a version of a resource with
+behaviour ``flaky-predict``; HTTP 500 for every 20th request to a version with behaviour ``fails-5-percent``, so its
+first request, a smoke test, passes).
+
+KServe's request/response logger: a revision whose spec has ``predictor.logger`` posts each request and its answer
+to the logger's URL as binary-mode CloudEvents (``ce-id`` shared by the two, ``ce-type`` ending in ``.request`` /
+``.response``), with the headers named in ``metadataHeaders`` forwarded as ``ce-metadata``, as KServe's agent
+does. Each version keeps the logger URL of the revision that serves it (the URL names the version).
 
 Canaries: a Ready rollout whose spec has ``canaryTrafficPercent: N`` while another version is rolled out
 splits the traffic as KServe does: the shared URL sends N of every 100 requests to the new (``latest``)
@@ -30,10 +37,16 @@ import copy
 import json
 import re
 import threading
-from typing import Any
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import requests
 
 from tests.support.kubernetes.schemas import apply_merge_patch, spec_validator
 from tests.support.kubernetes.server import Request, StubServer, now
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 _COLLECTION = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/inferenceservices/?$")
 _ITEM = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/inferenceservices/([^/?]+)$")
@@ -58,6 +71,11 @@ class KubeApiStub(StubServer):
         self._shared_requests = 0
         self._version_requests: dict[tuple[str, str, str], int] = {}
         self._validator = spec_validator() if validate else None
+        #: When set, the predictor answers ``answer(version, row)`` for each row instead of the version.
+        self.answer: Callable[[str, dict[str, Any]], Any] | None = None
+        #: Per (namespace, name, version): the ``predictor.logger`` of the revision serving that version.
+        self.loggers: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.logged = 0
         self._resource_version = 0
         self.start()
 
@@ -70,8 +88,11 @@ class KubeApiStub(StubServer):
         )
         predict = _PREDICT.match(path)
         if predict and request.command == "POST":
-            code, payload = self.predict(predict.group(1), predict.group(2), body, predict.group(3))
+            namespace, name, tag = predict.group(1), predict.group(2), predict.group(3)
+            code, payload, version = self.predict(namespace, name, body, tag)
             request.send(code, payload)
+            if version is not None:
+                self._log(namespace, name, version, raw, payload, request.headers)
             return
         if not request.authorized():
             request.send(401, self.status(401, "Unauthorized", "no or wrong bearer token"))
@@ -201,6 +222,11 @@ class KubeApiStub(StubServer):
             }  # fmt: skip
             return
         base = f"{self.url}/serving/{namespace}/{name}"
+        logger = (obj.get("spec") or {}).get("predictor", {}).get("logger")
+        if logger:
+            self.loggers[(namespace, name, version)] = copy.deepcopy(logger)
+        else:
+            self.loggers.pop((namespace, name, version), None)
         percent = (obj.get("spec") or {}).get("predictor", {}).get("canaryTrafficPercent")
         previous_version = self._rolled_out.get(key)
         predictor_status: dict[str, Any] = {
@@ -241,15 +267,18 @@ class KubeApiStub(StubServer):
             "components": {"predictor": predictor_status},
         }
 
-    def predict(self, namespace: str, name: str, body: Any, tag: str | None = None) -> tuple[int, Any]:
+    def predict(
+        self, namespace: str, name: str, body: Any, tag: str | None = None
+    ) -> tuple[int, Any, str | None]:
+        """The predictor's status and answer, and the version that answered (None: no revision did)."""
         with self.lock:
             obj = self.objects.get((namespace, name))
             if obj is None:
-                return 404, {"error": f"no InferenceService {namespace}/{name}"}
+                return 404, {"error": f"no InferenceService {namespace}/{name}"}, None
             version = obj["metadata"].get("annotations", {}).get(_VERSION_ANNOTATION, "")
             latest, prev, percent = self.routes.get((namespace, name), (version, None, 100))
             if tag == "prev" and prev is None:
-                return 404, {"error": f"no previous revision of {namespace}/{name}"}
+                return 404, {"error": f"no previous revision of {namespace}/{name}"}, None
             if tag == "latest":
                 version = latest
             elif tag == "prev" or prev is not None:
@@ -263,10 +292,49 @@ class KubeApiStub(StubServer):
             counter = (namespace, name, version)
             self._version_requests[counter] = self._version_requests.get(counter, 0) + 1
             if self.behaviour.get(version) == "flaky-predict" and self._version_requests[counter] % 2 == 0:
-                return 503, {
-                    "error_code": "UNAVAILABLE",
-                    "message": "upstream connect error (every 2nd request)",
-                }
-            if self.behaviour.get(version) == "bad-predict":
-                return 500, {"error_code": "INTERNAL_ERROR", "message": "predict() raised: division by zero"}
-            return 200, {"predictions": [int(version)] * len(records)}
+                return (
+                    503,
+                    {
+                        "error_code": "UNAVAILABLE",
+                        "message": "upstream connect error (every 2nd request)",
+                    },
+                    version,
+                )
+            if self.behaviour.get(version) == "bad-predict" or (
+                self.behaviour.get(version) == "fails-5-percent" and self._version_requests[counter] % 20 == 0
+            ):
+                return (
+                    500,
+                    {"error_code": "INTERNAL_ERROR", "message": "predict() raised: division by zero"},
+                    version,
+                )
+            if self.answer is not None:
+                return 200, {"predictions": [self.answer(version, record) for record in records]}, version
+            return 200, {"predictions": [int(version)] * len(records)}, version
+
+    def _log(
+        self, namespace: str, name: str, version: str, request: bytes, answer: Any, headers: Mapping[str, str]
+    ) -> None:
+        """Post a request and its answer to the logger of the revision that answered, as KServe's agent does."""
+        with self.lock:
+            logger = self.loggers.get((namespace, name, version))
+        if not logger or logger.get("mode", "all") != "all":
+            return
+        event_id = str(uuid.uuid4())
+        forwarded = {h: [headers[h]] for h in logger.get("metadataHeaders") or [] if headers.get(h)}
+        for kind, data in (("request", request), ("response", json.dumps(answer).encode())):
+            ce = {
+                "ce-id": event_id,
+                "ce-specversion": "1.0",
+                "ce-type": f"org.kubeflow.serving.inference.{kind}",
+                "ce-source": "http://localhost:9081/",
+                "ce-inferenceservicename": name,
+                "ce-namespace": namespace,
+                "ce-component": "predictor",
+                "Content-Type": "application/json",
+            }
+            if forwarded:
+                ce["ce-metadata"] = json.dumps(forwarded)
+            requests.post(logger["url"], data=data, headers=ce, timeout=10).raise_for_status()
+        with self.lock:
+            self.logged += 1
