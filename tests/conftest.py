@@ -223,6 +223,7 @@ def spark():
 
     root = _SESSION_DIR / "spark"
     root.mkdir()
+    os.environ["PYSPARK_PYTHON"] = sys.executable  # Python UDFs run in this interpreter, as the hook arranges
     session = (
         SparkSession.builder.master(SPARK_MASTER).appName("airflow-mlops-tests")
         .config("spark.driver.memory", "768m").config("spark.ui.enabled", "false")

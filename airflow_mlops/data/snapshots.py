@@ -183,6 +183,25 @@ def read_snapshot(
         return pd.read_parquet(path, columns=columns)
 
 
+def snapshot_file_uri(uri: str, split: str | None = None, storage: Storage | None = None) -> str:
+    """
+    The URI of a snapshot's Parquet file (or of one of its splits' file), for an engine that reads it itself.
+
+    :raises FileNotFoundError: if there is no snapshot at *uri*.
+    :raises ValueError: if the snapshot has no such split.
+    """
+    base, uri_split = parse_snapshot_uri(uri)
+    key = split or uri_split or DATA
+    manifest = load_manifest(base, storage)
+    files = manifest["files"]
+    if key not in files:
+        raise ValueError(
+            f"Snapshot {base} (dataset {manifest.get('name')!r}) has no split {key!r}; "
+            f"it has {sorted(name for name in files if name != DATA) or 'no splits'}"
+        )
+    return join(base, files[key])
+
+
 @contextmanager
 def snapshot_file(uri: str, split: str | None = None, storage: Storage | None = None) -> Iterator[Path]:
     """
@@ -194,21 +213,12 @@ def snapshot_file(uri: str, split: str | None = None, storage: Storage | None = 
     :raises ValueError: if the snapshot has no such split.
     """
     storage = storage or Storage()
-    base, uri_split = parse_snapshot_uri(uri)
-    key = split or uri_split or DATA
-    manifest = load_manifest(base, storage)
-    files = manifest["files"]
-    if key not in files:
-        raise ValueError(
-            f"Snapshot {base} (dataset {manifest.get('name')!r}) has no split {key!r}; "
-            f"it has {sorted(name for name in files if name != DATA) or 'no splits'}"
-        )
-    file_uri = join(base, files[key])
+    file_uri = snapshot_file_uri(uri, split, storage)
     if not is_s3(file_uri):
         yield local_path(file_uri)
         return
     with tempfile.TemporaryDirectory(prefix="mlops-snapshot-") as tmp:
-        yield storage.download_file(file_uri, Path(tmp) / Path(files[key]).name)
+        yield storage.download_file(file_uri, Path(tmp) / Path(file_uri).name)
 
 
 def snapshot_spec(

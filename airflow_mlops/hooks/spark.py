@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -142,6 +144,10 @@ class SparkHook(BaseHook):
             builder = builder.remote(settings["remote"])
         else:
             builder = builder.master(settings["master"])
+            if settings["master"].startswith("local"):
+                # Local executors run Python UDFs (the models of batch evaluation) in the worker's interpreter,
+                # not in whichever python3 is first on the PATH.
+                os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         for key, value in settings["conf"].items():
             builder = builder.config(key, value)
         self.log.info("Spark session at %s", self.describe)

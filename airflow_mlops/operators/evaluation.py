@@ -9,6 +9,7 @@ MLflow.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -29,6 +30,7 @@ from airflow_mlops.exceptions import (
     ModelEvaluationError,
     ModelGateFailedError,
     ModelVersionNotFoundError,
+    ServiceUnavailableError,
 )
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.links import (
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
     from mlflow import ActiveRun, MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+    from airflow_mlops.data.spark_drift import SparkData
     from airflow_mlops.results import EvaluationResult
 
 _EVALUATION_EXPERIMENT = "mlops-evaluation"
@@ -73,6 +76,23 @@ GATE_LABEL = "mlops_gate_label"
 GATE_LABEL_TEMPLATE = "{{ " + GATE_LABEL + " }}"
 #: Longest label Airflow stores (``task_instance.rendered_map_index`` is a 250-character column).
 _GATE_LABEL_MAX = 250
+
+
+def _check_holdout(data: Any, table: Any, query: Any, spark_conn_id: Any, rendered: bool = False) -> None:
+    """Exactly one holdout is given, and a Spark table or query comes with ``spark_conn_id``."""
+    given = [
+        name
+        for name, value in (("holdout_data", data), ("holdout_table", table), ("holdout_query", query))
+        if value not in (None, "")
+    ]
+    error = ConfigurationError if rendered else ValueError
+    if len(given) > 1 or (not given and not rendered):  # rendered empty: execute names the argument
+        raise error(
+            "Give the holdout as one of holdout_data (a snapshot URI, e.g. '<snapshot-uri>#holdout'), "
+            f"holdout_table or holdout_query (a Spark table or query, with spark_conn_id); got {given or 'none'}"
+        )
+    if given and given[0] != "holdout_data" and spark_conn_id in (None, ""):
+        raise error(f"{given[0]} is read by Spark: give spark_conn_id (the Spark connection) too")
 
 
 def label_rejection(context: Mapping[str, Any], reason: str) -> str:
@@ -174,6 +194,15 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         candidate's training run, else ``mlops-evaluation``.
     :param mlflow_conn_id: The MLflow connection to use.
     :param aws_conn_id: The ``aws`` connection used to read ``s3://`` holdouts.
+    :param spark_conn_id: Airflow Spark connection (:class:`~airflow_mlops.hooks.spark.SparkHook`): the models
+        score the holdout where Spark runs (``mlflow.pyfunc.spark_udf``, see
+        :mod:`airflow_mlops.evaluation.spark`) and only the label, the slice columns and the predictions reach
+        the worker. The holdout is then ``holdout_data`` (Spark reads the snapshot split's Parquet file;
+        ``s3://`` as ``s3a://``), ``holdout_table`` or ``holdout_query``. Metrics that need probabilities
+        (``roc_auc``, ``log_loss``, ``precision_recall_auc``) are computed in the worker only. (templated)
+    :param holdout_table: A Spark table of the holdout (``db.table``, or a path table such as
+        ``parquet.`s3a://bucket/holdout```), with ``spark_conn_id``, instead of ``holdout_data``. (templated)
+    :param holdout_query: A Spark SQL ``SELECT`` of the holdout, with ``spark_conn_id``. (templated)
     """
 
     template_fields: Sequence[str] = (
@@ -191,8 +220,12 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         "experiment_name",
         "mlflow_conn_id",
         "aws_conn_id",
+        "spark_conn_id",
+        "holdout_table",
+        "holdout_query",
     )
     template_fields_renderers = {
+        "holdout_query": "sql",
         "thresholds": "json",
         "slices": "json",
         "validation_summary": "json",
@@ -207,8 +240,8 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         self,
         *,
         model_name: str,
-        holdout_data: str,
         thresholds: dict[str, dict[str, Any]] | str,
+        holdout_data: str | None = None,
         candidate_version: int | str | None = None,
         candidate_model_uri: str | None = None,
         target: str = "label",
@@ -223,9 +256,13 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         experiment_name: str | None = None,
         mlflow_conn_id: str = MLflowHook.default_conn_name,
         aws_conn_id: str | None = "aws_default",
+        spark_conn_id: str | None = None,
+        holdout_table: str | None = None,
+        holdout_query: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**keyed_results(kwargs))
+        _check_holdout(holdout_data, holdout_table, holdout_query, spark_conn_id)
         if model_type is not None:
             check_model_type(model_type)
         if not is_templated(average):
@@ -242,7 +279,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
             version = model_version(candidate_version, "candidate_version", known_name)
             parse_version(version, str(model_name), "candidate_version")
         # Literal arguments are checked now; templates and other tasks' results once rendered, in execute.
-        if not is_templated(holdout_data):
+        if holdout_data is not None and not is_templated(holdout_data):
             holdout = snapshot_uri(holdout_data, "holdout_data", "holdout")
             if not isinstance(holdout, str) or not holdout.strip():
                 raise ValueError("holdout_data must be a snapshot URI, e.g. '<snapshot-uri>#holdout'")
@@ -279,6 +316,9 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         self.experiment_name = experiment_name
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
+        self.spark_conn_id = spark_conn_id
+        self.holdout_table = holdout_table
+        self.holdout_query = holdout_query
 
     # -- execute ---------------------------------------------------------------------------------------
 
@@ -299,7 +339,12 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
                 self.candidate_model_uri, "candidate_model_uri", ("model_uri",),
                 "a model URI or a result holding one (a dict with 'model_uri')",
             )  # fmt: skip
-            self.holdout_data = snapshot_uri(self.holdout_data, "holdout_data", "holdout")
+            _check_holdout(
+                self.holdout_data, self.holdout_table, self.holdout_query, self.spark_conn_id, True
+            )
+            spark_holdout = self._spark_holdout()
+            if spark_holdout is None:
+                self.holdout_data = snapshot_uri(self.holdout_data, "holdout_data", "holdout")
             custom = custom_metrics(self.extra_metrics)
             average = check_average(self.average)
             model_type = resolve_model_type(self.model_type, self.thresholds, custom)
@@ -317,6 +362,8 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
                 else None
             )
             holdout_uri = self.holdout_data.strip() if isinstance(self.holdout_data, str) else ""
+            if spark_holdout is not None and spark_holdout[0] is not None:
+                holdout_uri = spark_holdout[1]
             if not holdout_uri:
                 raise ValueError(
                     f"holdout_data of model {name!r} rendered "
@@ -357,7 +404,16 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         self.log.info("Evaluating %s as a %s (multiclass averaging: %s)", candidate_uri, model_type, average)
         champion, champion_note = self._champion(client, name, version)
 
-        data = self._read_holdout(holdout_uri, fields)
+        scored: dict[str, str] = {}  # model URI -> its prediction column, when Spark scored the holdout
+        if spark_holdout is not None:
+            models = {"candidate": candidate_uri}
+            if champion is not None:
+                models["champion"] = f"models:/{name}/{champion}"
+            data, scored = self._score_spark(
+                spark_holdout[0], holdout_uri, models, [spec["column"] for spec in slices], model_type, fields
+            )
+        else:
+            data = self._read_holdout(holdout_uri, fields)
         missing_columns = [spec["column"] for spec in slices if spec["column"] not in data.columns]
         if missing_columns:
             raise ModelEvaluationError(
@@ -386,6 +442,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
                 fields,
                 model_type,
                 average,
+                scored.get(candidate_uri),
             )
             produced = sorted(candidate_result.metrics)
             # MLflow gives binary classifiers confusion-matrix counts and averages only multiclass ones.
@@ -405,7 +462,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
                 champion_result = self._evaluate(
                     client, experiment_id, run_id, champion_uri, data, f"champion v{champion}",
                     f"champion of model {name!r} (v{champion})", {**fields, "uri": champion_uri}, model_type,
-                    average,
+                    average, scored.get(champion_uri),
                 )  # fmt: skip
 
             rows = [
@@ -414,14 +471,18 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
             ]
             slice_rows: list[dict[str, Any]] = []
             if slices:
-                candidate_pred = self._predict(candidate_uri, data, label, fields)
-                champion_pred = (
-                    self._predict(
-                        champion_uri, data, f"champion v{champion}", {**fields, "uri": champion_uri}
+                if scored:  # Spark scored the holdout: the predictions are columns of the frame
+                    candidate_pred = data[scored[candidate_uri]].to_numpy()
+                    champion_pred = data[scored[champion_uri]].to_numpy() if champion is not None else None
+                else:
+                    candidate_pred = self._predict(candidate_uri, data, label, fields)
+                    champion_pred = (
+                        self._predict(
+                            champion_uri, data, f"champion v{champion}", {**fields, "uri": champion_uri}
+                        )
+                        if champion is not None
+                        else None
                     )
-                    if champion is not None
-                    else None
-                )
                 try:
                     slice_rows = check_slices(
                         slices, data, self.target, candidate_pred, champion_pred, model_type, average
@@ -574,17 +635,117 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
             )
         return champion, f"champion v{champion}"
 
-    def _read_holdout(self, uri: str, fields: Mapping[str, Any]) -> pd.DataFrame:
-        from airflow_mlops.data.snapshots import read_snapshot
+    def _spark_holdout(self) -> tuple[SparkData | None, str] | None:
+        """
+        The Spark holdout: ``(table or query, its spark:// name)``; ``(None, "")`` for a snapshot; None without Spark.
+
+        With ``spark_conn_id`` and ``holdout_data``, Spark reads the snapshot's Parquet file itself.
+        """
+        if self.spark_conn_id in (None, ""):
+            return None
+        from airflow_mlops.data.spark_drift import SparkData
+
+        table, query = (
+            str(v).strip() if v not in (None, "") else None for v in (self.holdout_table, self.holdout_query)
+        )
+        if table is None and query is None:
+            return None, ""
+        key = table or "query-" + hashlib.sha256(str(query).encode()).hexdigest()[:16]
+        return SparkData(table=table, query=query), f"spark://{str(self.spark_conn_id).strip()}/{key}"
+
+    def _score_spark(
+        self, holdout: SparkData | None, uri: str, models: Mapping[str, str], keep: Sequence[str], model_type: str,
+        fields: Mapping[str, Any],
+    ) -> tuple[pd.DataFrame, dict[str, str]]:  # fmt: skip
+        """
+        The holdout scored by Spark, and ``{model URI: its prediction column}``.
+
+        The frame has the label, *keep* and one prediction column per model. Spark reads the snapshot's Parquet
+        file itself when *holdout* is None.
+        """
+        from airflow_mlops.data.snapshots import snapshot_file_uri
+        from airflow_mlops.data.spark_drift import SparkData
+        from airflow_mlops.evaluation.spark import (
+            label_type,
+            missing_columns,
+            prediction_column,
+            score_on_spark,
+            spark_uri,
+        )
+        from airflow_mlops.hooks.spark import SparkHook, import_pyspark
+        from airflow_mlops.trainer.models import input_columns
+
+        import_pyspark()  # a missing pyspark names the extra to install
+        from pyspark.errors import PySparkException
+
+        if holdout is None:
+            try:
+                holdout = SparkData(
+                    path=spark_uri(snapshot_file_uri(uri, storage=self._holdout_storage(uri)))
+                )
+            except (FileNotFoundError, KeyError, ValueError) as err:
+                raise ModelEvaluationError(f"Cannot read holdout data {uri}: {err}", **fields) from err
+        hook = SparkHook(spark_conn_id=str(self.spark_conn_id).strip())
+        session = hook.get_conn()
+        self.log.info("Scoring holdout %s with Spark at %s (mlflow.pyfunc.spark_udf)", uri, hook.describe)
+        try:
+            frame = holdout.frame(session)
+            if self.target not in frame.columns:
+                raise ModelEvaluationError(
+                    f"Holdout data {uri} has no target column {self.target!r}; its columns are {frame.columns}",
+                    **fields,
+                )
+            wanted: dict[str, tuple[str, Sequence[str]]] = {}
+            for key, model_uri in models.items():
+                try:
+                    columns = input_columns(model_uri)
+                except Exception as err:
+                    raise ModelEvaluationError(
+                        f"Cannot read the signature of the {key} ({model_uri}): {type(err).__name__}: {err}",
+                        **fields,
+                    ) from err
+                columns = columns or [c for c in frame.columns if c != self.target]
+                lacking = missing_columns(frame, columns)
+                if lacking:
+                    raise ModelEvaluationError(
+                        f"Holdout data {uri} lacks column(s) {lacking} that the {key} ({model_uri}) takes (its "
+                        f"signature inputs: {list(columns)}); the holdout has {frame.columns}",
+                        **fields,
+                    )
+                wanted[key] = (model_uri, columns)
+            data = score_on_spark(
+                session, frame, self.target, [c for c in keep if c in frame.columns], wanted,
+                label_type(frame, self.target, model_type),
+            )  # fmt: skip
+        except PySparkException as err:
+            message = (str(err).strip().splitlines() or [type(err).__name__])[0][:500]
+            if type(err).__name__ == "AnalysisException":  # a table, path or column Spark cannot find
+                raise ModelEvaluationError(
+                    f"Cannot read holdout data {uri} with Spark: {message}", **fields
+                ) from err
+            raise ServiceUnavailableError(
+                f"Cannot score holdout {uri}: Spark at {hook.describe} failed: {message}"
+            ) from err
+        if data.empty:
+            raise ModelEvaluationError(f"Holdout data {uri} has no rows; cannot evaluate on it", **fields)
+        self.log.info("Spark scored %d holdout rows; %d columns reached the worker", len(data), data.shape[1])
+        return data, {model_uri: prediction_column(key) for key, model_uri in models.items()}
+
+    def _holdout_storage(self, uri: str) -> Any:
+        """The storage a holdout snapshot is read through (S3 with ``aws_conn_id``; local otherwise)."""
         from airflow_mlops.data.storage import is_s3
 
-        storage = None
-        if is_s3(uri):
-            from airflow_mlops.hooks.storage import StorageHook
+        if not is_s3(uri):
+            return None
+        from airflow_mlops.hooks.storage import StorageHook
 
-            storage = StorageHook(aws_conn_id=self.aws_conn_id).get_conn()
+        return StorageHook(aws_conn_id=self.aws_conn_id).get_conn()
+
+    def _read_holdout(self, uri: str, fields: Mapping[str, Any]) -> pd.DataFrame:
+        from airflow_mlops.data.snapshots import read_snapshot
+
         try:
-            data = read_snapshot(uri, storage=storage)
+            data = read_snapshot(uri, storage=self._holdout_storage(uri))
         except (FileNotFoundError, KeyError) as err:
             raise ModelEvaluationError(f"Cannot read holdout data {uri}: {err}", **fields) from err
         if self.target not in data.columns:
@@ -681,16 +842,20 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
     def _evaluate(
         self, client: MlflowClient, experiment_id: str, parent_run_id: str, model_uri: str,
         data: pd.DataFrame, run_name: str, label: str, fields: Mapping[str, Any], model_type: str,
-        average: str = "weighted",
+        average: str = "weighted", predictions: str | None = None,
     ) -> Any:  # fmt: skip
+        """Evaluate *model_uri* on *data*; with *predictions*, on that column of its predictions (from Spark)."""
         import mlflow
 
         # Not at parse time: the DAG file loads no module of the training side (tests/unit/test_parse_time.py).
         from airflow_mlops.trainer.models import import_skops_quietly
 
         import_skops_quietly()
-        features = self._features(model_uri, data, label, fields)
-        data = features.assign(**{self.target: data[self.target]})
+        if predictions is None:
+            features = self._features(model_uri, data, label, fields)
+            data = features.assign(**{self.target: data[self.target]})
+        else:
+            data = data[[self.target, predictions]]
         extra = [self._mlflow_metric(metric) for metric in self.extra_metrics or []]
 
         existing = self._find_run(client, experiment_id, run_name, {"tags.mlflow.parentRunId": parent_run_id})
@@ -700,8 +865,9 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         with mlflow.start_run(nested=True, **run_kwargs):
             try:
                 result = mlflow.models.evaluate(
-                    model=model_uri,
+                    model=model_uri if predictions is None else None,
                     data=data,
+                    predictions=predictions,
                     targets=self.target,
                     model_type=model_type,
                     evaluators=["default"],
