@@ -20,10 +20,10 @@ of the registration accepts a :class:`TrainingResult`. Operators resolve them on
 ``execute`` (:func:`snapshot_uri`, :func:`model_version`, :func:`result_value`): a dict that lacks what the
 argument needs fails the task with :class:`~airflow_mlops.exceptions.ConfigurationError`, not retried.
 
-This module is imported when a DAG file is parsed: it imports nothing heavy.
+This module is imported when a DAG file is parsed: it imports nothing heavy, and its annotations are evaluated
+when the classes are made (no ``from __future__ import annotations``: a TypedDict would turn every string
+annotation into a ``ForwardRef``, compiling each one, about 100 of them, while the DAG file is parsed).
 """
-
-from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any, NotRequired, TypedDict
