@@ -179,7 +179,9 @@ def _scan(path: str | Path, checks: list[_Check], limit: int, batch_rows: int) -
     schema = pq.read_schema(path)
     text = [name for name in columns if pa.types.is_string(schema.field(name).type)
             or pa.types.is_large_string(schema.field(name).type)]  # fmt: skip
-    parquet = pq.ParquetFile(path, read_dictionary=text)
+    # pre_buffer would read the chunks of every row group up front and hold them until the scan ends: a file of
+    # many row groups (captures staged 131,072 rows at a time) would sit in memory whole.
+    parquet = pq.ParquetFile(path, read_dictionary=text, pre_buffer=False)
     offset = 0
     for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
         missing_of: dict[str, pa.Array] = {}

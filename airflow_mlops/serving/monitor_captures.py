@@ -259,9 +259,12 @@ def feature_drift(
     import pyarrow.parquet as pq
 
     excluded = [c for c in reference.schema_arrow.names if c not in set(features)]
-    return compute_drift_parquet(
-        reference, pq.ParquetFile(window.inputs), thresholds, feature_thresholds, exclude_columns=excluded
-    )
+    try:
+        return compute_drift_parquet(
+            reference, pq.ParquetFile(window.inputs), thresholds, feature_thresholds, exclude_columns=excluded
+        )
+    finally:
+        _release_arrow_memory()
 
 
 def prediction_drift(
@@ -357,8 +360,19 @@ def data_quality(window: StagedWindow, expectations: list[dict[str, Any]], name:
     from airflow_mlops.data.parquet_validation import validate_parquet
 
     suite = build_suite(expectations, "expectations", f"{name}-captures")
-    result, _ = validate_parquet(window.inputs, suite, f"{name}-captures")
+    try:
+        # Batches of the staging's row groups: the window's 20-odd columns a batch at a time.
+        result, _ = validate_parquet(window.inputs, suite, f"{name}-captures", batch_rows=BATCH_ROWS)
+    finally:
+        _release_arrow_memory()
     return summarize(result)
+
+
+def _release_arrow_memory() -> None:
+    """Hand the memory Arrow's pool keeps after a stage back to the system, so the next stage starts low."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 def live_performance(
