@@ -20,6 +20,7 @@ Standard library only (and psutil, which Airflow installs): it starts in a fract
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -138,29 +139,43 @@ class Supervisor:
                 return None
             time.sleep(_POLL_SECONDS)
 
-    def _kill_leftovers(self) -> None:
-        """Stop what the dead server left in this process group (its workers), so the port is free."""
+    def _group(self) -> list[Any]:
+        """The live processes of this process group but the supervisor (the server and its workers)."""
         try:
             import psutil  # type: ignore[import-untyped]
         except ImportError:  # pragma: no cover - Airflow installs psutil
-            return
+            return []
         me, group = os.getpid(), os.getpgid(0)
+        found = []
         for proc in psutil.process_iter(["pid"]):
             try:
-                if proc.pid != me and os.getpgid(proc.pid) == group:
-                    proc.kill()
+                if proc.pid != me and os.getpgid(proc.pid) == group and proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
             except (OSError, psutil.Error):
                 continue
+        return found
+
+    def _kill_leftovers(self) -> None:
+        """Stop what the dead server left in this process group (its workers), so the port is free."""
+        for proc in self._group():
+            with contextlib.suppress(Exception):
+                proc.kill()
 
     def stop(self, *_: Any) -> None:
-        """SIGTERM: stop the server and exit."""
-        child = self.child
-        if child is not None and child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=_STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        """SIGTERM: stop the server and its workers (SIGKILL what is left after the grace period) and exit."""
+        for proc in self._group():  # the workers too: the server does not always pass the signal on
+            with contextlib.suppress(Exception):
+                proc.terminate()
+        # Polled with os.waitpid, not child.wait(): the handler may run inside the main loop's child.wait(),
+        # whose lock a nested wait cannot take, so it would sleep out the grace period after the server exited.
+        deadline = time.monotonic() + _STOP_GRACE_SECONDS
+        while time.monotonic() < deadline:
+            if self.child is not None:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self.child.pid, os.WNOHANG)
+            if not self._group():
+                break
+            time.sleep(0.05)
         self._kill_leftovers()
         raise SystemExit(0)
 
