@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.report import drift_section  # noqa: E402
 from tests.support.postgres import CountingProxy, Postgres  # noqa: E402
 
 SECTION = "## Drift of PostgreSQL tables: in the database vs in the worker"
@@ -133,26 +134,13 @@ def markdown(results: dict) -> str:
                 f"| {label} | {r['seconds']} | {mib(r['received_bytes'])} | {mib(r['peak_rss_kib'] * 1024)} | "
                 f"{', '.join(r['drifted']) or 'none'} |"
             )
-    return (
-        "\n".join(
-            [
-                f"{SECTION} ({results['rows']:,} rows x {results['columns']} columns each)",
-                "",
-                f"`python benchmarks/drift_pushdown.py --rows {results['rows']}`, PostgreSQL on loopback; two tables of {mib(results['table_bytes'])} "
-                f"in all (load {results['load_seconds']} s).",
-                "",
-                *rows,
-                "",
-                *(
-                    ["Same verdicts: " + ("yes" if results["same_verdict"] else "**no**")]
-                    if "same_verdict" in results
-                    else []
-                ),
-            ]
-        )
-        + "\n"
+    return drift_section(
+        f"{SECTION} ({results['rows']:,} rows x {results['columns']} columns each)",
+        f"`python benchmarks/drift_pushdown.py --rows {results['rows']}`, PostgreSQL on loopback; two tables of "
+        f"{mib(results['table_bytes'])} in all (load {results['load_seconds']} s).",
+        rows,
+        results.get("same_verdict"),
     )
-
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONWARNINGS", "ignore")

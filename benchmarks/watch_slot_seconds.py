@@ -20,7 +20,6 @@ import argparse
 import json
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.report import write_section  # noqa: E402
 from tests.conftest import MLflowServer, free_port, set_connection, stop_process  # noqa: E402 - isolated AIRFLOW_HOME
 from tests.support.context import context_for  # noqa: E402
 from tests.support.deferred import Timing, cold_import_seconds, run_deferred  # noqa: E402
@@ -37,28 +37,13 @@ from tests.support.deploy import (  # noqa: E402
     stop_local_processes,
     write_holdout_snapshot,
 )
+from tests.support.traffic import Users  # noqa: E402
 
 TARGET = 0.02
 SECTION = "## Release watch: worker-slot seconds"
 MODEL = "watch_benchmark"
 #: What the watch's resumption imports besides airflow.sdk.
 _IMPORTS = "mlflow, airflow_mlops.operators.watch, airflow_mlops.serving.release, airflow_mlops.serving.local"
-
-
-def traffic(endpoint: str, rate: float, stop: threading.Event, sent: list[int]) -> None:
-    import requests
-
-    with requests.Session() as session:
-        index = 0
-        while not stop.is_set():
-            row = {"tenure_months": float(index % 24), "monthly_spend": 20.0 + index % 7}
-            try:
-                session.post(f"{endpoint}/invocations", json={"dataframe_records": [row]}, timeout=30)
-                sent[0] += 1
-            except requests.RequestException:
-                pass
-            index += 1
-            stop.wait(1.0 / rate)
 
 
 def measure(minutes: float, rate: float) -> dict:
@@ -70,7 +55,7 @@ def measure(minutes: float, rate: float) -> dict:
     work = Path(tempfile.mkdtemp(prefix="watch-bench-"))
     server = MLflowServer(work)
     set_connection("mlflow_default", conn_type="mlflow", host=server.uri)
-    stop = threading.Event()
+    users: Users | None = None
     target = {
         "kind": "local",
         "port": free_port(),
@@ -86,9 +71,7 @@ def measure(minutes: float, rate: float) -> dict:
             drop_columns=["label"],
         )  # fmt: skip
         endpoint = deploy.execute(context_for(deploy, run_id=f"manual__{uuid.uuid4().hex[:8]}"))["endpoint"]
-        sent = [0]
-        thread = threading.Thread(target=traffic, args=(endpoint, rate, stop, sent), daemon=True)
-        thread.start()
+        users = Users(endpoint, rate=rate).start()
         window = minutes * 60
 
         def make():
@@ -101,12 +84,11 @@ def measure(minutes: float, rate: float) -> dict:
         started = time.monotonic()
         result = run_deferred(make, context_for(make(), run_id=f"manual__{uuid.uuid4().hex[:8]}"), timing)
         wall = time.monotonic() - started
-        stop.set()
-        thread.join(timeout=30)
+        users.stop()
         return {
             "minutes": minutes,
             "rate": rate,
-            "sent": sent[0],
+            "sent": users.sent,
             "verdict": result["verdict"],
             "requests": result["measurements"]["requests"],
             "wall": wall,
@@ -115,7 +97,8 @@ def measure(minutes: float, rate: float) -> dict:
             "deferrals": timing.deferrals,
         }
     finally:
-        stop.set()
+        if users is not None:
+            users.stop()
         stop_local_processes()
         stop_process(server.proc)
 
@@ -141,17 +124,6 @@ def markdown(figures: dict, cold: float) -> str:
     )
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if SECTION in text:
-        head, _, rest = text.partition(SECTION)
-        following = rest.find("\n## ")
-        text = head + section + (rest[following + 1 :] if following >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -162,7 +134,7 @@ def main() -> None:
     cold = cold_import_seconds(_IMPORTS)
     print(json.dumps({**figures, "cold_import": cold}, indent=2))
     if args.markdown:
-        write_section(args.markdown, markdown(figures, cold))
+        write_section(args.markdown, SECTION, markdown(figures, cold))
 
 
 if __name__ == "__main__":
