@@ -7,8 +7,8 @@ summaries as :mod:`airflow_mlops.data.sql_drift` asks a database, and computes t
 (:func:`~airflow_mlops.data.sql_drift.drift_from_summaries`):
 
 - the row count and each column's non-null and distinct counts (one aggregate),
-- the order statistics each numeric column needs (``percentile_approx`` at the needed ranks, one aggregate for
-  all columns; exact for a column of fewer than :data:`ACCURACY` values, within ``rows / ACCURACY`` ranks above),
+- the order statistics each numeric column needs (``percentile_approx`` at the needed ranks, one aggregate per
+  column; exact for a column of fewer than :data:`ACCURACY` values, within ``rows / ACCURACY`` ranks above),
 - each numeric column's counts in the reference's PSI bins (one aggregate for all columns),
 - category counts and the value counts of numbers with few distinct values (one ``GROUP BY`` per column).
 
@@ -156,7 +156,7 @@ class _SparkSource:
         return (self.total - non_null) / self.total if self.total else 0.0
 
     def quantiles_of(self, wanted: dict[str, tuple[int, int, int]]) -> dict[str, Quantiles]:
-        """Each column's quantiles (``{column: (rows, quantiles, bins)}``), all in one aggregate."""
+        """Each column's quantiles (``{column: (rows, quantiles, bins)}``), one aggregate per column."""
         import numpy as np
         from pyspark.sql import functions as F  # noqa: N812
 
@@ -167,19 +167,17 @@ class _SparkSource:
         if not ranks:
             return found
         # The value of 1-based rank r is the smallest with at least r values at or below it: ask at
-        # (r - 1/2) / rows, away from the rounding of r / rows.
-        (row,) = self._collect(
-            self.frame.agg(
-                *(
+        # (r - 1/2) / rows, away from the rounding of r / rows. One column per job: a sketch of ACCURACY holds up
+        # to that many values, so several at once in one task would need several times the executor's memory.
+        for column, needed in ranks.items():
+            (row,) = self._collect(
+                self.frame.agg(
                     F.percentile_approx(
-                        F.col(c).cast("double"), [(r - 0.5) / wanted[c][0] for r in needed], ACCURACY
+                        F.col(column).cast("double"), [(r - 0.5) / wanted[column][0] for r in needed], ACCURACY
                     )
-                    for c, needed in ranks.items()
                 )
             )
-        )
-        for (column, needed), values in zip(ranks.items(), row, strict=True):
-            by_rank: dict[int, Any] = dict(zip(needed, values, strict=True))
+            by_rank: dict[int, Any] = dict(zip(needed, row[0], strict=True))
             found[column] = quantiles_from_order_statistics(*wanted[column], _known(by_rank))
         return found
 
