@@ -644,25 +644,9 @@ class MonitorModelOperator(BaseOperator):
         return float(value) if isinstance(value, int | float) else None
 
     def _labels(self, storage: Any) -> Any:
-        import pandas as pd
+        from airflow_mlops.serving.monitor import read_labels
 
-        uri = str(self.labels_uri).strip()
-        uris = storage.glob(uri) if any(c in uri for c in "*?[") else [uri]
-        frames = []
-        try:
-            for item in uris:
-                if item.startswith("s3://"):
-                    import io
-
-                    raw = io.BytesIO(storage.read_bytes(item))
-                    frames.append(pd.read_csv(raw) if item.endswith(".csv") else pd.read_parquet(raw))
-                else:
-                    frames.append(pd.read_csv(item) if item.endswith(".csv") else pd.read_parquet(item))
-        except (FileNotFoundError, ValueError, OSError) as err:
-            raise DatasetError(f"Cannot read the labels {uri}: {err}", uri=uri) from err
-        if not frames:
-            return pd.DataFrame(columns=["_request_id", self.label_column])
-        return pd.concat(frames, ignore_index=True)
+        return read_labels(str(self.labels_uri), self.label_column, storage)
 
     def _log_run(
         self, context: Context, result: dict[str, Any], reference: Any, window: Any, features: list[str]

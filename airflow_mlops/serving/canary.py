@@ -24,11 +24,14 @@ from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.serving.base import ERROR_MAX, PredictionError, canary_percent_for
+from airflow_mlops.serving.monitor import PERFORMANCE_METRICS
 from airflow_mlops.serving.verification import percentile
 
 if TYPE_CHECKING:
     import logging
     from datetime import datetime
+
+    import pandas as pd
 
     from airflow_mlops.data.storage import Storage
     from airflow_mlops.serving.base import DeployTarget
@@ -76,6 +79,13 @@ class CanaryPolicy:
         baseline's is never failed for latency (a fresh server's 1.5 ms against 3 ms is no regression).
     :param max_js_distance: Highest Jensen-Shannon distance between the canary's and the baseline's
         predictions when they differ significantly (chi-square or Kolmogorov-Smirnov); None: not compared.
+    :param labels_uri: Ground truth that arrives during the bake: a Parquet or CSV file (or glob) with
+        ``_request_id`` and ``label_column``, as for monitoring; read at every measurement. None: no labels.
+    :param label_column: The label column of ``labels_uri``.
+    :param performance_metric: The metric of canary and baseline on their labelled live requests.
+    :param max_performance_drop: Largest drop of the canary's metric below the baseline's; more fails the bake.
+    :param min_labels: Labelled live requests each side needs before performance is compared (fewer: the
+        bake is judged without it).
     """
 
     percent: int | None = None
@@ -90,6 +100,11 @@ class CanaryPolicy:
     max_latency_ratio: float | None = 2.0
     latency_tolerance_ms: float = 10.0
     max_js_distance: float | None = 0.1
+    labels_uri: str | None = None
+    label_column: str = "label"
+    performance_metric: str = "accuracy_score"
+    max_performance_drop: float = 0.02
+    min_labels: int = 30
 
     def __post_init__(self) -> None:
         percent = self.percent
@@ -112,8 +127,24 @@ class CanaryPolicy:
             raise ValueError(
                 f"max_p95_ms must be a positive number of milliseconds or None, got {self.max_p95_ms!r}"
             )
-        for name in ("min_requests", "failure_limit", "max_extensions"):
-            value, least = getattr(self, name), 1 if name == "min_requests" else 0
+        if self.labels_uri is not None and (
+            not isinstance(self.labels_uri, str) or not self.labels_uri.strip()
+        ):
+            raise ValueError(
+                f"labels_uri must be a file, folder or glob of labels or None, got {self.labels_uri!r}"
+            )
+        if not isinstance(self.label_column, str) or not self.label_column:
+            raise ValueError(
+                f"label_column must be the name of the labels' column, got {self.label_column!r}"
+            )
+        if self.performance_metric not in PERFORMANCE_METRICS:
+            raise ValueError(
+                f"performance_metric must be one of {', '.join(PERFORMANCE_METRICS)}, got {self.performance_metric!r}"
+            )
+        if not _number(self.max_performance_drop) or self.max_performance_drop < 0:
+            raise ValueError(f"max_performance_drop must be a number >= 0, got {self.max_performance_drop!r}")
+        for name in ("min_requests", "failure_limit", "max_extensions", "min_labels"):
+            value, least = getattr(self, name), 1 if name in ("min_requests", "min_labels") else 0
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{name} must be a whole number of at least {least}, got {value!r}")
         if not _number(self.alpha) or not 0 < self.alpha < 1:
@@ -305,7 +336,10 @@ def _predictions(canary: list[Any], baseline: list[Any]) -> dict[str, Any] | Non
 
 
 def judge_canary(
-    canary: list[dict[str, Any]], baseline: list[dict[str, Any]], policy: CanaryPolicy
+    canary: list[dict[str, Any]],
+    baseline: list[dict[str, Any]],
+    policy: CanaryPolicy,
+    labels: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """
     Compare the canary's live requests with the baseline's: one measurement and its verdict.
@@ -316,10 +350,14 @@ def judge_canary(
     higher (Mann-Whitney U at ``alpha``), more than ``max_latency_ratio`` times the baseline's and more than
     ``latency_tolerance_ms`` above it, or
     predictions significantly different (chi-square / Kolmogorov-Smirnov at ``alpha``) with a Jensen-Shannon
-    distance above ``max_js_distance``. Fewer than ``min_requests`` requests on a side is ``inconclusive``
-    (never a guess).
+    distance above ``max_js_distance``; with *labels* (``_request_id`` and ``policy.label_column``), a
+    ``performance_metric`` on its labelled requests more than ``max_performance_drop`` below the baseline's,
+    once each side has ``min_labels`` of them. Fewer than ``min_requests`` requests on a side is
+    ``inconclusive`` (never a guess).
 
-    :return: ``{"verdict", "reasons", "canary", "baseline", "latency", "predictions"}``; the sides are counts.
+    :param canary: Requests as :func:`measure_live` gives them (a ``request_id`` each, for the labels).
+    :return: ``{"verdict", "reasons", "canary", "baseline", "latency", "predictions", "performance"}``; the
+        sides are counts; ``performance`` is None without labels.
     """
     from scipy import stats
 
@@ -328,6 +366,7 @@ def judge_canary(
         "baseline": _side(baseline),
         "latency": None,
         "predictions": None,
+        "performance": None,
         "reasons": [],
     }
     c, b = result["canary"], result["baseline"]
@@ -387,8 +426,50 @@ def judge_canary(
             f"the canary's predictions differ from the baseline's ({compared['test']} p={compared['p_value']:.2g}, "
             f"Jensen-Shannon distance {compared['js_distance']} > {policy.max_js_distance:g})"
         )
+    if labels is not None:
+        result["performance"] = performance = _performance(canary, baseline, labels, policy)
+        if performance["drop"] is not None and performance["drop"] > policy.max_performance_drop:
+            reasons.append(
+                f"the canary's {policy.performance_metric} on {performance['canary_labelled']} labelled live "
+                f"requests is {performance['canary']}, the baseline's {performance['baseline']} on "
+                f"{performance['baseline_labelled']} (a drop of {performance['drop']:g}; at most "
+                f"{policy.max_performance_drop:g} allowed)"
+            )
     result["verdict"] = FAIL if reasons else PASS
     return result
+
+
+def _performance(
+    canary: list[dict[str, Any]], baseline: list[dict[str, Any]], labels: pd.DataFrame, policy: CanaryPolicy
+) -> dict[str, Any]:
+    """Each side's metric on its answered requests that have a label; ``drop`` is None below ``min_labels``."""
+    import pandas as pd
+
+    from airflow_mlops.serving import monitor
+    from airflow_mlops.serving.capture import PREDICTION, REQUEST_ID
+
+    values = []
+    for side in (canary, baseline):
+        answered = [r for r in side if 200 <= int(r.get("status") or 0) < 300 and r.get("request_id")]
+        frame = pd.DataFrame(
+            {
+                REQUEST_ID: [str(r["request_id"]) for r in answered],
+                PREDICTION: [r.get("prediction") for r in answered],
+            }
+        )
+        values.append(
+            monitor.live_performance(
+                frame, labels, policy.label_column, policy.performance_metric, None, 0.0, policy.min_labels
+            )
+        )
+    c, b = values[0]["value"], values[1]["value"]
+    drop = None
+    if c is not None and b is not None:
+        drop = round((b - c) if PERFORMANCE_METRICS[policy.performance_metric] else (c - b), 6)
+    return {
+        "metric": policy.performance_metric, "canary": c, "baseline": b, "drop": drop,
+        "canary_labelled": values[0]["labelled"], "baseline_labelled": values[1]["labelled"],
+    }  # fmt: skip
 
 
 def measure_live(
@@ -403,7 +484,7 @@ def measure_live(
     The live requests *version* answered in ``[start, end)``, from the captures under *root*.
 
     Production traffic and the requests the model server refused, each once (by request id) as
-    ``{"status", "latency_ms", "prediction"}``; smoke tests and probes are not live traffic.
+    ``{"request_id", "status", "latency_ms", "prediction"}``; smoke tests and probes are not live traffic.
     """
     from airflow_mlops.serving.capture import (
         LATENCY,
@@ -435,6 +516,7 @@ def measure_live(
                 prediction = prediction.item()
             requests.append(
                 {
+                    "request_id": rid,
                     "status": int(row.get(STATUS) or 0),
                     "latency_ms": float(latency) if _number(latency) and math.isfinite(latency) else None,
                     "prediction": prediction,

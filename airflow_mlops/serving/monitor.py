@@ -243,3 +243,31 @@ def drift_plot(reference: pd.DataFrame, current: pd.DataFrame, columns: Sequence
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def read_labels(uri: str, label_column: str, storage: Any) -> pd.DataFrame:
+    """
+    Ground truth that arrived: the Parquet or CSV file(s) at *uri* (a glob too).
+
+    The files hold ``_request_id`` and *label_column*; a glob that matches nothing gives an empty frame.
+
+    :raises DatasetError: if a file cannot be read.
+    """
+    import io
+
+    import pandas as pd
+
+    from airflow_mlops.exceptions import DatasetError
+
+    uri = uri.strip()
+    uris = storage.glob(uri) if any(c in uri for c in "*?[") else [uri]
+    frames = []
+    try:
+        for item in uris:
+            source: Any = io.BytesIO(storage.read_bytes(item)) if item.startswith("s3://") else item
+            frames.append(pd.read_csv(source) if item.endswith(".csv") else pd.read_parquet(source))
+    except (FileNotFoundError, ValueError, OSError) as err:
+        raise DatasetError(f"Cannot read the labels {uri}: {err}", uri=uri) from err
+    if not frames:
+        return pd.DataFrame(columns=[REQUEST_ID, label_column])
+    return pd.concat(frames, ignore_index=True)

@@ -90,19 +90,27 @@ class CanaryBakeTrigger(BaseTrigger):
     def _measure(self) -> dict[str, Any]:
         """One measurement of the window so far (blocking: reads the captures)."""
         from airflow_mlops.serving.canary import CanaryPolicy, judge_canary, measure_live
+        from airflow_mlops.serving.monitor import read_labels
 
-        storage = Storage()
-        if is_s3(self.capture_uri) and self.aws_conn_id:
-            from airflow_mlops.hooks.storage import StorageHook
-
-            storage = StorageHook(aws_conn_id=self.aws_conn_id, outage_timeout=0).get_conn()
+        policy = CanaryPolicy.from_dict(self.policy)
         start, end = datetime.fromisoformat(self.start), datetime.now(UTC)
         sides = [
-            measure_live(self.capture_uri, self.model_name, version, start, end, storage)
+            measure_live(self.capture_uri, self.model_name, version, start, end, self._storage(self.capture_uri))
             for version in (self.canary_version, self.baseline_version)
         ]
-        judged = judge_canary(sides[0], sides[1], CanaryPolicy.from_dict(self.policy))
+        labels = None
+        if policy.labels_uri:  # labels arrive during the bake: read again at every measurement
+            labels = read_labels(policy.labels_uri, policy.label_column, self._storage(policy.labels_uri))
+        judged = judge_canary(sides[0], sides[1], policy, labels)
         return {"time": end.isoformat(timespec="seconds"), **judged}
+
+    def _storage(self, uri: str) -> Storage:
+        """Local files, or S3 through ``aws_conn_id`` (no outage wait: the next measurement tries again)."""
+        if is_s3(uri) and self.aws_conn_id:
+            from airflow_mlops.hooks.storage import StorageHook
+
+            return StorageHook(aws_conn_id=self.aws_conn_id, outage_timeout=0).get_conn()
+        return Storage()
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Measure every interval until the bake fails, passes at its deadline, or ends inconclusive."""

@@ -50,7 +50,9 @@ def test_a_policy_round_trips_through_json():
     assert data == {"percent": 20, "bake_seconds": 600.0, "interval": 5.0, "max_error_rate": 0.01,
                     "max_p95_ms": 250, "min_requests": 50, "failure_limit": 0, "max_extensions": 1,
                     "alpha": 0.01, "max_latency_ratio": 2.0, "latency_tolerance_ms": 10.0,
-                    "max_js_distance": 0.1}  # fmt: skip
+                    "max_js_distance": 0.1, "labels_uri": None, "label_column": "label",
+                    "performance_metric": "accuracy_score", "max_performance_drop": 0.02,
+                    "min_labels": 30}  # fmt: skip
     assert CanaryPolicy.from_dict(data) == policy
     assert CanaryPolicy.coerce(data) == policy
     assert CanaryPolicy.coerce(policy) is policy

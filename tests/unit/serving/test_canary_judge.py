@@ -116,3 +116,39 @@ def test_an_old_policy_dict_still_loads_and_new_fields_are_checked():
         CanaryPolicy(failure_limit=-1)
     with pytest.raises(ValueError, match="alpha must be a significance level"):
         CanaryPolicy(alpha=1.5)
+
+
+def test_with_labels_a_canary_worse_on_its_labelled_requests_fails_and_one_as_good_passes():
+    import pandas as pd
+
+    def labelled(count, offset, prediction):
+        out = requests(count, prediction=lambda i: prediction)
+        for index, request in enumerate(out):
+            request["request_id"] = f"r{offset + index}"
+        return out
+
+    canary, baseline = labelled(100, 0, 1), labelled(400, 1000, 0)
+    truth = pd.DataFrame(
+        {"_request_id": [f"r{i}" for i in range(100)] + [f"r{i}" for i in range(1000, 1400)], "label": 0}
+    )
+    policy = CanaryPolicy(max_js_distance=None)  # only the labels tell the sides apart
+
+    worse = judge_canary(canary, baseline, policy, truth)
+    alike = judge_canary(labelled(100, 0, 0), baseline, policy, truth)
+    unlabelled = judge_canary(canary, baseline, policy)
+
+    assert worse["verdict"] == FAIL
+    assert worse["performance"] == {
+        "metric": "accuracy_score", "canary": 0.0, "baseline": 1.0, "drop": 1.0,
+        "canary_labelled": 100, "baseline_labelled": 400,
+    }  # fmt: skip
+    assert "accuracy_score on 100 labelled live requests is 0.0" in worse["reasons"][0]
+    assert (alike["verdict"], alike["performance"]["drop"]) == (PASS, 0.0)
+    assert (unlabelled["verdict"], unlabelled["performance"]) == (PASS, None)
+
+
+def test_label_settings_are_checked():
+    with pytest.raises(ValueError, match="performance_metric must be one of accuracy_score"):
+        CanaryPolicy(performance_metric="auc")
+    with pytest.raises(ValueError, match="min_labels must be a whole number of at least 1"):
+        CanaryPolicy(min_labels=0)

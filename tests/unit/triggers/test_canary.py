@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pandas as pd
+
 from airflow_mlops.serving.canary import CanaryPolicy
 from airflow_mlops.serving.capture import CaptureWriter
 from airflow_mlops.triggers.canary import CanaryBakeTrigger
@@ -72,3 +74,33 @@ def test_too_few_requests_extend_the_bake_then_end_inconclusive(tmp_path):
     assert event["verdict"] == "inconclusive"
     assert event["measurements"][-1]["time"] >= (now + timedelta(seconds=0.6)).isoformat(timespec="seconds")
     assert "too few live requests to judge: canary 5, baseline 300" in event["message"]
+
+
+def test_labels_that_arrive_during_the_bake_fail_a_canary_that_answers_worse(tmp_path):
+    captures, labels = tmp_path / "captures", tmp_path / "labels.parquet"
+    capture(captures, [("1", 200)] * 300 + [("2", 200)] * 100)  # both sides answer 0, without errors
+    # The truth: the baseline's requests were 0 (it was right), the canary's 1 (it was wrong), 80 of them labelled.
+    rows = [(f"r{i}", 0) for i in range(0, 300, 3)] + [(f"r{i}", 1) for i in range(300, 380)]
+    pd.DataFrame(rows, columns=["_request_id", "label"]).to_parquet(labels)
+
+    event = fire(trigger(captures, datetime.now(UTC) + timedelta(hours=1), labels_uri=str(labels)))
+
+    assert event["verdict"] == "fail"
+    assert "the canary's accuracy_score on 80 labelled live requests is 0.0, the baseline's 1.0 on 100" in (
+        event["message"]
+    )
+    performance = event["last"]["performance"]
+    assert (performance["canary"], performance["baseline"], performance["drop"]) == (0.0, 1.0, 1.0)
+
+
+def test_labels_for_too_few_requests_leave_the_verdict_to_the_other_measures(tmp_path):
+    captures, labels = tmp_path / "captures", tmp_path / "labels.csv"
+    capture(captures, [("1", 200)] * 300 + [("2", 200)] * 100)
+    pd.DataFrame([("r300", 1), ("r1", 0)], columns=["_request_id", "label"]).to_csv(labels, index=False)
+
+    event = fire(trigger(captures, datetime.now(UTC) + timedelta(seconds=0.2), labels_uri=str(labels)))
+
+    assert event["verdict"] == "pass"
+    performance = event["last"]["performance"]
+    assert (performance["canary_labelled"], performance["baseline_labelled"]) == (1, 1)
+    assert performance["drop"] is None  # 30 labels needed on each side
