@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -441,11 +442,20 @@ class LocalStack:
         """Unpause *dag_id* and trigger a run with *conf* (and the run id *run_id*, if given); return the run id."""
         self.wait_for_dag(dag_id)
         self._ok(self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False}))
-        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
-        if run_id:
-            body["dag_run_id"] = run_id
-        run = self._ok(self.api("POST", f"/dags/{dag_id}/dagRuns", json=body))
-        return run["dag_run_id"]
+        # A run id of our own (Airflow's shape for manual runs) makes the request safe to send again: a busy
+        # api-server on SQLite may answer 500 "Database error" for a run it then did not create.
+        run_id = run_id or f"manual__{datetime.now(UTC).isoformat()}"
+        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}, "dag_run_id": run_id}
+        deadline = time.monotonic() + 60.0
+        sent = False
+        while True:
+            response = self.api("POST", f"/dags/{dag_id}/dagRuns", json=body)
+            if response.status_code == 409 and sent:
+                return run_id  # the earlier request created it after all
+            if response.status_code not in self.TRANSIENT_STATUS or time.monotonic() >= deadline:
+                return self._ok(response)["dag_run_id"]
+            sent = True
+            time.sleep(1)
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         return self._ok(self.api("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id)}"))["state"]

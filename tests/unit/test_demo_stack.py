@@ -76,3 +76,64 @@ def test_a_write_is_sent_once(stack):
 
     assert response.status_code == 500
     assert FlakyAirflow.seen[("PATCH", "/api/v2/dags/d")] == 1
+
+
+class BusyOnCreate(BaseHTTPRequestHandler):
+    """Reads and writes answer 200; creating a run answers 500 ("Database error") *failures* times first, and
+    409 for a run id it already created."""
+
+    failures = 2
+    failures_create = False
+    created: set[str]
+    posted: list[dict]
+
+    def _send(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._send(200, {"dag_id": "d"})
+
+    def do_PATCH(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._send(200, {"is_paused": False})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.posted.append(body)
+        if len(self.posted) <= self.failures:
+            if self.failures_create:  # the run was written, the answer lost
+                self.created.add(body["dag_run_id"])
+            self._send(500, {"detail": {"reason": "Database error"}})
+        elif body["dag_run_id"] in self.created:
+            self._send(409, {"detail": "already exists"})
+        else:
+            self.created.add(body["dag_run_id"])
+            self._send(200, {"dag_run_id": body["dag_run_id"]})
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("created_anyway", [False, True])
+def test_a_run_whose_creation_is_answered_500_is_triggered_once_with_one_run_id(tmp_path, created_anyway):
+    BusyOnCreate.created, BusyOnCreate.posted, BusyOnCreate.failures_create = set(), [], created_anyway
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BusyOnCreate)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        live = LocalStack(tmp_path, airflow_port=server.server_address[1])
+        live._tokens["admin"] = "token"
+
+        run_id = live.trigger("d", {"model_name": "m"})
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert run_id.startswith("manual__")
+    assert BusyOnCreate.created == {run_id}  # one run, whichever request created it
+    assert {post["dag_run_id"] for post in BusyOnCreate.posted} == {run_id}
+    assert len(BusyOnCreate.posted) == 3  # two answered 500, the third created it (or found it created: 409)
