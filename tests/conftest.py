@@ -219,6 +219,7 @@ def spark():
     """
     if shutil.which("java") is None:
         pytest.skip("java is not installed (apt-get install openjdk-17-jre-headless): no local Spark")
+    pytest.importorskip("pyspark", reason="the spark extra is not installed (the floor's environment)")
     from pyspark.sql import SparkSession
 
     root = _SESSION_DIR / "spark"

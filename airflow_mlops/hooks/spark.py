@@ -137,8 +137,8 @@ class SparkHook(BaseHook):
 
         :raises ConnectionSetupError: pyspark is missing, or the connection is malformed.
         """
+        settings = self.settings  # a malformed connection is named before pyspark is even imported
         sql = import_pyspark()
-        settings = self.settings
         builder = sql.SparkSession.builder.appName(settings["app_name"])
         if "remote" in settings:
             builder = builder.remote(settings["remote"])

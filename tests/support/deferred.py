@@ -84,7 +84,10 @@ def cold_import_seconds(modules: str) -> float:
 
 def fire(trigger: Any) -> dict[str, Any]:
     """Run *trigger* as the triggerer would (from its serialized form) and return its event payload."""
-    from airflow.sdk._shared.module_loading import import_string
+    try:
+        from airflow.sdk._shared.module_loading import import_string
+    except ImportError:  # Airflow 3.1
+        from airflow.utils.module_loading import import_string
 
     classpath, kwargs = trigger.serialize()
     return asyncio.run(_first_event(import_string(classpath)(**kwargs)))
