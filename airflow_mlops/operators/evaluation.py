@@ -343,7 +343,7 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
                 self.holdout_data, self.holdout_table, self.holdout_query, self.spark_conn_id, True
             )
             spark_holdout = self._spark_holdout()
-            if spark_holdout is None:
+            if spark_holdout is None or spark_holdout[0] is None:  # a snapshot (Spark may read its file)
                 self.holdout_data = snapshot_uri(self.holdout_data, "holdout_data", "holdout")
             custom = custom_metrics(self.extra_metrics)
             average = check_average(self.average)

@@ -80,7 +80,9 @@ def test_spark_scores_the_same_snapshot_to_the_in_worker_metrics_gate_and_slices
     spark_default, registry, holdout
 ):
     in_worker = evaluate(registry, holdout_data=holdout["holdout"]).execute({})
-    on_spark = evaluate(registry, holdout_data=holdout["holdout"], spark_conn_id="spark_default").execute({})
+    # The ingest task's whole result, as a DAG wires it (holdout_data=ingest.output): its holdout split.
+    ingested = {"uri": holdout["uri"], "splits": {"holdout": holdout["holdout"]}}
+    on_spark = evaluate(registry, holdout_data=ingested, spark_conn_id="spark_default").execute({})
 
     assert on_spark["passed"] is in_worker["passed"] is True
     assert on_spark["champion_version"] == in_worker["champion_version"] == int(registry["weak"])
