@@ -18,10 +18,7 @@ for the "cold" figure. The target: at most 2% of the bake.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -29,16 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.report import write_section  # noqa: E402
-from tests.conftest import MLflowServer, free_port, set_connection, stop_process  # noqa: E402 - isolated AIRFLOW_HOME
+from benchmarks.slot_seconds import local_release, main  # noqa: E402 - first: an isolated AIRFLOW_HOME
 from tests.support.context import context_for  # noqa: E402
-from tests.support.deferred import cold_import_seconds, fire  # noqa: E402
-from tests.support.deploy import (  # noqa: E402
-    approve_version,
-    register_version,
-    stop_local_processes,
-    write_holdout_snapshot,
-)
+from tests.support.deferred import fire  # noqa: E402
 from tests.support.traffic import Users  # noqa: E402
 
 TARGET = 0.02
@@ -52,72 +42,49 @@ _IMPORTS = (
 
 def measure(minutes: float, rate: float) -> dict:
     from airflow.sdk.exceptions import TaskDeferred
-    from mlflow import MlflowClient
 
     from airflow_mlops.operators.deployment import DeployModelOperator
 
-    work = Path(tempfile.mkdtemp(prefix="canary-bench-"))
-    server = MLflowServer(work)
-    set_connection("mlflow_default", conn_type="mlflow", host=server.uri)
-    users: Users | None = None
-    target = {
-        "kind": "local",
-        "port": free_port(),
-        "state_dir": str(work / "serving"),
-        "capture": {"uri": str(work / "captures"), "flush_seconds": 5},
-    }
-    bake = minutes * 60
-    canary = {"percent": 20, "bake_seconds": bake, "interval": 30, "min_requests": 10}
-    try:
-        client = MlflowClient(server.uri)
-        champion, candidate = (register_version(server.uri, MODEL, "zeros") for _ in range(2))
-        for version in (champion, candidate):
-            approve_version(client, MODEL, version)
-        holdout = write_holdout_snapshot(work / "snapshots")
+    canary = {"percent": 20, "bake_seconds": minutes * 60, "interval": 30, "min_requests": 10}
+    with local_release("canary-bench-") as release:
+        champion, candidate = release.approved_versions(MODEL, 2)
 
         def make(version: str, policy: dict | None = None) -> DeployModelOperator:
             return DeployModelOperator(
-                task_id="deploy", model_name=MODEL, version=version, target=target, sample_data=holdout,
-                drop_columns=["label"], canary=policy,
+                task_id="deploy", model_name=MODEL, version=version, target=release.target,
+                sample_data=release.holdout, drop_columns=["label"], canary=policy,
             )  # fmt: skip
 
         first = make(champion)
         endpoint = first.execute(context_for(first, run_id=f"manual__{uuid.uuid4().hex[:8]}"))["endpoint"]
-        users = Users(endpoint, rate=rate).start()
-
-        context = context_for(make(candidate, canary), run_id=f"manual__{uuid.uuid4().hex[:8]}")
-        started = time.perf_counter()
-        try:
-            make(candidate, canary).execute(context)
-            raise RuntimeError("the deploy did not defer its bake")
-        except TaskDeferred as deferred:
-            pending = deferred
-        before = time.perf_counter() - started
-        started = time.perf_counter()
-        event = fire(pending.trigger)
-        triggerer = time.perf_counter() - started
-        started = time.perf_counter()
-        result = getattr(make(candidate, canary), pending.method_name)(context, event=event, **pending.kwargs)
-        after = time.perf_counter() - started
-        users.stop()
-        return {
-            "minutes": minutes,
-            "rate": rate,
-            "sent": users.sent,
-            "verdict": result["bake"]["verdict"],
-            "canary_requests": result["bake"]["canary"]["requests"],
-            "baseline_requests": result["bake"]["baseline"]["requests"],
-            "measured": result["bake"]["measured"],
-            "outcome": result["outcome"],
-            "before_bake": before,
-            "resumption": after,
-            "triggerer": triggerer,
-        }
-    finally:
-        if users is not None:
-            users.stop()
-        stop_local_processes()
-        stop_process(server.proc)
+        with Users(endpoint, rate=rate) as users:
+            context = context_for(make(candidate, canary), run_id=f"manual__{uuid.uuid4().hex[:8]}")
+            started = time.perf_counter()
+            try:
+                make(candidate, canary).execute(context)
+                raise RuntimeError("the deploy did not defer its bake")
+            except TaskDeferred as deferred:
+                pending = deferred
+            before = time.perf_counter() - started
+            started = time.perf_counter()
+            event = fire(pending.trigger)
+            triggerer = time.perf_counter() - started
+            started = time.perf_counter()
+            result = getattr(make(candidate, canary), pending.method_name)(context, event=event, **pending.kwargs)
+            after = time.perf_counter() - started
+    return {
+        "minutes": minutes,
+        "rate": rate,
+        "sent": users.sent,
+        "verdict": result["bake"]["verdict"],
+        "canary_requests": result["bake"]["canary"]["requests"],
+        "baseline_requests": result["bake"]["baseline"]["requests"],
+        "measured": result["bake"]["measured"],
+        "outcome": result["outcome"],
+        "before_bake": before,
+        "resumption": after,
+        "triggerer": triggerer,
+    }
 
 
 def markdown(figures: dict, cold: float) -> str:
@@ -144,18 +111,5 @@ def markdown(figures: dict, cold: float) -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--rate", type=float, default=5.0, help="requests per second")
-    parser.add_argument("--markdown", type=Path)
-    args = parser.parse_args()
-    figures = measure(args.minutes, args.rate)
-    cold = cold_import_seconds(_IMPORTS)
-    print(json.dumps({**figures, "cold_import": cold}, indent=2))
-    if args.markdown:
-        write_section(args.markdown, SECTION, markdown(figures, cold))
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__.splitlines()[1], measure, markdown, _IMPORTS, SECTION)

@@ -16,10 +16,7 @@ figure. The target: worker seconds at most 2% of the window.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -27,16 +24,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.report import write_section  # noqa: E402
-from tests.conftest import MLflowServer, free_port, set_connection, stop_process  # noqa: E402 - isolated AIRFLOW_HOME
+from benchmarks.slot_seconds import local_release, main  # noqa: E402 - first: an isolated AIRFLOW_HOME
 from tests.support.context import context_for  # noqa: E402
-from tests.support.deferred import Timing, cold_import_seconds, run_deferred  # noqa: E402
-from tests.support.deploy import (  # noqa: E402
-    approve_version,
-    register_version,
-    stop_local_processes,
-    write_holdout_snapshot,
-)
+from tests.support.deferred import Timing, run_deferred  # noqa: E402
 from tests.support.traffic import Users  # noqa: E402
 
 TARGET = 0.02
@@ -47,60 +37,40 @@ _IMPORTS = "mlflow, airflow_mlops.operators.watch, airflow_mlops.serving.release
 
 
 def measure(minutes: float, rate: float) -> dict:
-    from mlflow import MlflowClient
-
     from airflow_mlops.operators.deployment import DeployModelOperator
     from airflow_mlops.operators.watch import WatchReleaseOperator
 
-    work = Path(tempfile.mkdtemp(prefix="watch-bench-"))
-    server = MLflowServer(work)
-    set_connection("mlflow_default", conn_type="mlflow", host=server.uri)
-    users: Users | None = None
-    target = {
-        "kind": "local",
-        "port": free_port(),
-        "state_dir": str(work / "serving"),
-        "capture": {"uri": str(work / "captures"), "flush_seconds": 5},
-    }
-    try:
-        version = register_version(server.uri, MODEL, "zeros")
-        approve_version(MlflowClient(server.uri), MODEL, version)
-        holdout = write_holdout_snapshot(work / "snapshots")
+    with local_release("watch-bench-") as release:
+        (version,) = release.approved_versions(MODEL, 1)
         deploy = DeployModelOperator(
-            task_id="deploy", model_name=MODEL, version=version, target=target, sample_data=holdout,
-            drop_columns=["label"],
+            task_id="deploy", model_name=MODEL, version=version, target=release.target,
+            sample_data=release.holdout, drop_columns=["label"],
         )  # fmt: skip
         endpoint = deploy.execute(context_for(deploy, run_id=f"manual__{uuid.uuid4().hex[:8]}"))["endpoint"]
-        users = Users(endpoint, rate=rate).start()
         window = minutes * 60
 
         def make():
             return WatchReleaseOperator(
-                task_id="watch", model_name=MODEL, target=target, sample_data=holdout, drop_columns=["label"],
-                watch={"window_seconds": window, "interval_seconds": 30, "min_requests": 10},
+                task_id="watch", model_name=MODEL, target=release.target, sample_data=release.holdout,
+                drop_columns=["label"], watch={"window_seconds": window, "interval_seconds": 30, "min_requests": 10},
             )  # fmt: skip
 
         timing = Timing()
-        started = time.monotonic()
-        result = run_deferred(make, context_for(make(), run_id=f"manual__{uuid.uuid4().hex[:8]}"), timing)
-        wall = time.monotonic() - started
-        users.stop()
-        return {
-            "minutes": minutes,
-            "rate": rate,
-            "sent": users.sent,
-            "verdict": result["verdict"],
-            "requests": result["measurements"]["requests"],
-            "wall": wall,
-            "worker": timing.worker,
-            "triggerer": timing.triggerer,
-            "deferrals": timing.deferrals,
-        }
-    finally:
-        if users is not None:
-            users.stop()
-        stop_local_processes()
-        stop_process(server.proc)
+        with Users(endpoint, rate=rate) as users:
+            started = time.monotonic()
+            result = run_deferred(make, context_for(make(), run_id=f"manual__{uuid.uuid4().hex[:8]}"), timing)
+            wall = time.monotonic() - started
+    return {
+        "minutes": minutes,
+        "rate": rate,
+        "sent": users.sent,
+        "verdict": result["verdict"],
+        "requests": result["measurements"]["requests"],
+        "wall": wall,
+        "worker": timing.worker,
+        "triggerer": timing.triggerer,
+        "deferrals": timing.deferrals,
+    }
 
 
 def markdown(figures: dict, cold: float) -> str:
@@ -124,18 +94,5 @@ def markdown(figures: dict, cold: float) -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--rate", type=float, default=5.0, help="requests per second")
-    parser.add_argument("--markdown", type=Path)
-    args = parser.parse_args()
-    figures = measure(args.minutes, args.rate)
-    cold = cold_import_seconds(_IMPORTS)
-    print(json.dumps({**figures, "cold_import": cold}, indent=2))
-    if args.markdown:
-        write_section(args.markdown, SECTION, markdown(figures, cold))
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__.splitlines()[1], measure, markdown, _IMPORTS, SECTION)

@@ -188,10 +188,14 @@ def test_the_trigger_waits_for_ready_in_the_triggerer(kube, target):
 
 @pytest.fixture(scope="module")
 def registry(mlflow_server):
+    return approved_versions(mlflow_server, "kserve_churn")
+
+
+def approved_versions(mlflow_server, name: str):
+    """The client, *name* and three versions of it (``s3://models/<name>/<i>``), each gated and approved."""
     from mlflow import MlflowClient
 
     client = MlflowClient(mlflow_server.uri)
-    name = "kserve_churn"
     client.create_registered_model(name)
     versions = [
         client.create_model_version(name, source=f"s3://models/{name}/{i}").version for i in (1, 2, 3)
@@ -297,17 +301,8 @@ def test_a_deferred_rollback_on_kserve_records_why_and_who_asked(kube, mlflow_se
 
 
 def test_deploy_operator_bakes_a_canary_then_promotes_it_or_rolls_it_back(kube, mlflow_server, tmp_path):
-    from mlflow import MlflowClient
-
     kube.behaviour.clear()
-    client = MlflowClient(mlflow_server.uri)
-    name = "kserve_canary"
-    client.create_registered_model(name)
-    v1, v2, v3 = (
-        client.create_model_version(name, source=f"s3://models/{name}/{i}").version for i in (1, 2, 3)
-    )
-    for version in (v1, v2, v3):
-        approve_version(client, name, version)
+    client, name, (v1, v2, v3) = approved_versions(mlflow_server, "kserve_canary")
     holdout = write_holdout_snapshot(tmp_path)
     config = {"kind": "kserve", "namespace": "models", "kubernetes_conn_id": CONN_ID, "poll_interval": 0.05,
               "canary_traffic_percent": 20}  # fmt: skip
@@ -371,18 +366,9 @@ def test_a_kserve_canary_is_judged_on_the_traffic_its_logger_captured(kube, mlfl
     canary's captured live requests against the baseline's in the trigger: a version that fails 5% of users'
     requests (its smoke test passes) is rolled back, a good one is promoted.
     """
-    from mlflow import MlflowClient
-
     kube.behaviour.clear()
     kube.answer = lambda version, row: int(row.get("tenure_months", 0) >= 50)  # every version answers alike
-    client = MlflowClient(mlflow_server.uri)
-    name = "kserve_logged"
-    client.create_registered_model(name)
-    v1, v2, v3 = (
-        client.create_model_version(name, source=f"s3://models/{name}/{i}").version for i in (1, 2, 3)
-    )
-    for version in (v1, v2, v3):
-        approve_version(client, name, version)
+    client, name, (v1, v2, v3) = approved_versions(mlflow_server, "kserve_logged")
     kube.behaviour[v2] = "fails-5-percent"
     holdout = write_holdout_snapshot(tmp_path)
     token = "capture-token-for-the-logger-0123"
