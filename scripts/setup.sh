@@ -15,6 +15,11 @@ if ! command -v java >/dev/null 2>&1; then
     echo "java is not installed: the Spark engine tests will be skipped (apt-get install openjdk-17-jre-headless)" >&2
   fi
 fi
+# The Azure Blob tests start Azurite, a Node.js server from npm.
+if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    nodejs npm >/dev/null
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
@@ -36,6 +41,14 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/python -m pip --version >/dev/null 2>&1 || .venv/bin/python -m ensurepip -q
   .venv/bin/python -m pip install -q --disable-pip-version-check -c .venv/keep-airflow.txt "torch==2.13.0" \
     || echo "torch is not installed: the PyTorch trainer tests will be skipped" >&2
+fi
+if [ ! -x .venv/azurite/node_modules/.bin/azurite-blob ]; then
+  if command -v npm >/dev/null 2>&1; then
+    npm install -s --no-audit --no-fund --prefix .venv/azurite azurite@3 >/dev/null \
+      || echo "Azurite is not installed: the Azure Blob tests will be skipped" >&2
+  else
+    echo "npm is not installed: the Azure Blob tests will be skipped (apt-get install npm)" >&2
+  fi
 fi
 $UV freeze -p .venv/bin/python > .venv/freeze-all.txt
 # Fails if Airflow or a pin of Airflow moved; prints every other package that moved, and what required it.

@@ -42,8 +42,8 @@ os.environ["AIRFLOW__CORE__PARALLELISM"] = "2"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_SESSION_DIR / 'airflow' / 'airflow.db'}"
 os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "INFO"
 os.environ["MLOPS_DATA_ROOT"] = str(_SESSION_DIR / "data")
-# Tests read sources from pytest's temporary folders and from moto buckets of any name.
-os.environ.setdefault("AIRFLOW__MLOPS__ALLOWED_SOURCES", f"{tempfile.gettempdir()},s3://*")
+# Tests read sources from pytest's temporary folders and from emulated buckets of any name.
+os.environ.setdefault("AIRFLOW__MLOPS__ALLOWED_SOURCES", f"{tempfile.gettempdir()},s3://*,gs://*,abfs://*")
 # The key the package signs its gate, approval, release and deployment records with (airflow_mlops.signing),
 # the same for in-process tasks and the live stack.
 TEST_SIGNING_CONNECTION = json.dumps(
@@ -80,6 +80,20 @@ def wait_for_http(url: str, timeout: float = 120.0, proc: subprocess.Popen | Non
         except OSError:
             time.sleep(0.5)
     raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def wait_for_port(port: int, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
+    """Wait until something accepts connections on loopback *port* (a server whose root answers an error)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process for port {port} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"nothing listened on port {port} within {timeout}s")
 
 
 def stop_process(proc: subprocess.Popen) -> None:
@@ -182,6 +196,13 @@ class S3Server:
         )  # fmt: skip
         wait_for_http(f"{self.endpoint_url}/moto-api/", proc=self.proc)
 
+    def activate(self) -> None:
+        """Point ``aws_default`` at this server (again: each test's environment is restored after it)."""
+        set_connection(
+            "aws_default", conn_type="aws", login="testing", password="testing",
+            extra={"endpoint_url": self.endpoint_url, "region_name": "us-east-1"},
+        )  # fmt: skip
+
     def client(self):
         import boto3
 
@@ -197,10 +218,100 @@ def s3_server():
     root = _SESSION_DIR / "s3"
     root.mkdir()
     server = S3Server(root)
-    set_connection(
-        "aws_default", conn_type="aws", login="testing", password="testing",
-        extra={"endpoint_url": server.endpoint_url, "region_name": "us-east-1"},
-    )  # fmt: skip
+    server.activate()
+    yield server
+    stop_process(server.proc)
+    server.log.close()
+
+
+class GcsServer:
+    """A real GCS-compatible server (``gcp-storage-emulator``, in memory) on loopback."""
+
+    def __init__(self, root: Path):
+        self.port = free_port()
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self.log = open(root / "gcs-server.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [bin_path("gcp-storage-emulator"), "start", "--host=127.0.0.1", f"--port={self.port}", "--in-memory"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for_http(f"{self.endpoint_url}/storage/v1/b", proc=self.proc)
+
+    def activate(self) -> None:
+        """Point gcsfs at this server (again: each test's environment is restored after it)."""
+        os.environ["STORAGE_EMULATOR_HOST"] = self.endpoint_url
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    """
+    A real GCS-compatible server on loopback, reached as gcsfs reaches any emulator (``STORAGE_EMULATOR_HOST``).
+
+    Without the Google provider Airflow registers no ``gs`` filesystem, so ``gs://`` URIs use gcsfs' own
+    defaults, as a trainer does.
+    """
+    pytest.importorskip("gcsfs", reason="gcsfs is not installed (the floor's environment)")
+    root = _SESSION_DIR / "gcs"
+    root.mkdir()
+    server = GcsServer(root)
+    server.activate()
+    yield server
+    stop_process(server.proc)
+    server.log.close()
+
+
+# Azurite's documented development account (public, the same in every Azurite).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+class Azurite:
+    """A real Azure Blob Storage server (Azurite, in memory) on loopback."""
+
+    def __init__(self, root: Path, command: str):
+        self.port = free_port()
+        self.endpoint_url = f"http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT}"
+        self.connection_string = (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint={self.endpoint_url};"
+        )
+        self.log = open(root / "azurite.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                command, "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--inMemoryPersistence",
+                "--skipApiVersionCheck", "--loose",
+            ],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for_port(self.port, proc=self.proc)
+
+    def activate(self) -> None:
+        """Define the ``azurite`` connection (again: each test's environment is restored after it)."""
+        set_connection("azurite", conn_type="azure_data_lake", extra={"connection_string": self.connection_string})
+
+
+def azurite_command() -> str | None:
+    """Azurite's blob server: the one scripts/setup.sh installs into the virtualenv, else one on the PATH."""
+    local = Path(sys.prefix) / "azurite" / "node_modules" / ".bin" / "azurite-blob"
+    return str(local) if local.exists() else shutil.which("azurite-blob")
+
+
+@pytest.fixture(scope="session")
+def azurite():
+    """
+    Azurite on loopback; the Airflow connection ``azurite`` (Azure Data Lake, a connection string) reaches it.
+
+    ``abfs://azurite@<container>/...`` goes through the Microsoft Azure provider's filesystem and that
+    connection, as ``ObjectStoragePath`` does.
+    """
+    pytest.importorskip("adlfs", reason="adlfs is not installed (the floor's environment)")
+    command = azurite_command()
+    if command is None:
+        pytest.skip("Azurite is not installed (scripts/setup.sh installs it with npm)")
+    root = _SESSION_DIR / "azurite"
+    root.mkdir()
+    server = Azurite(root, command)
+    server.activate()
     yield server
     stop_process(server.proc)
     server.log.close()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.data.snapshots import latest_manifest, resolve_data_root
 from airflow_mlops.data.sources import normalize_source, visible_files
-from airflow_mlops.data.storage import has_glob, is_s3
+from airflow_mlops.data.storage import has_glob, is_local
 
 if TYPE_CHECKING:
     from airflow_mlops.data.storage import Storage
@@ -51,7 +51,7 @@ def source_entries(storage: Storage, source: str) -> list[dict[str, Any]]:
     entries = storage.list_entries(source)
     visible = set(visible_files([entry["uri"] for entry in entries], source))
     entries = [entry for entry in entries if entry["uri"] in visible]
-    if not entries and is_s3(source) and not source.endswith("/"):
+    if not entries and not is_local(source) and not source.endswith("/"):
         try:  # a single object rather than a prefix
             head = storage.head(source)
         except FileNotFoundError:

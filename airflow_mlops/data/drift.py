@@ -32,7 +32,7 @@ from airflow_mlops.data.drift_thresholds import (
     check_thresholds,
 )
 from airflow_mlops.data.snapshots import DATA, DRIFT_DIR, load_manifest, parse_snapshot_uri
-from airflow_mlops.data.storage import Storage, is_s3, join, local_path
+from airflow_mlops.data.storage import Storage, is_local, join, local_path
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -352,7 +352,7 @@ def _parquet_file(uri: str, storage: Storage) -> Iterator[Any]:
             f"Snapshot {base} has no split {key!r}; it has {sorted(n for n in files if n != DATA) or 'no splits'}"
         )
     file_uri = join(base, files[key])
-    if not is_s3(file_uri):
+    if is_local(file_uri):
         yield pq.ParquetFile(local_path(file_uri))
         return
     with tempfile.TemporaryDirectory(prefix="mlops-drift-") as tmp:

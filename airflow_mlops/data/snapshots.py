@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_mlops import __version__
 from airflow_mlops.data.formats import canonical_json
-from airflow_mlops.data.storage import Storage, is_s3, join, local_path
+from airflow_mlops.data.storage import Storage, is_local, join, local_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -49,6 +49,8 @@ DEFAULT_DATA_ROOT = "./.mlops-data"
 #: What a manifest's ``sha256`` is the hash of (manifest key ``sha256_of``).
 SHA256_OF_BYTES = "bytes"
 SHA256_OF_S3_ETAG = "s3-etag+size"
+# Other object stores: the SHA-256 of the scheme, the object's ETag (GCS: generation) and its size.
+SHA256_OF_ETAG = "etag+size"
 SHA256_OF_ROWS = "rows"
 #: The manifest's ``producer``.
 PRODUCER = f"airflow-provider-mlops {__version__}"
@@ -99,7 +101,7 @@ def resolve_data_root(root: str | None = None) -> str:
     Local roots are made absolute, so snapshot URIs stay valid for processes with another working directory.
     """
     root = (root or configured_data_root() or DEFAULT_DATA_ROOT).strip()
-    if is_s3(root):
+    if not is_local(root):
         return root.rstrip("/")
     return str(local_path(root).expanduser().resolve())
 
@@ -214,7 +216,7 @@ def snapshot_file(uri: str, split: str | None = None, storage: Storage | None = 
     """
     storage = storage or Storage()
     file_uri = snapshot_file_uri(uri, split, storage)
-    if not is_s3(file_uri):
+    if is_local(file_uri):
         yield local_path(file_uri)
         return
     with tempfile.TemporaryDirectory(prefix="mlops-snapshot-") as tmp:
@@ -305,9 +307,9 @@ def remove_stale_staging(
 
     A staging folder is removed when its owner tag is *owner* with a try number below *attempt* (an earlier
     try of the same task instance, which is over), or when nothing in it changed for *grace* seconds. Folders
-    of an ingest that may still be writing are left alone. S3 roots have no staging folders.
+    of an ingest that may still be writing are left alone. Object-store roots have no staging folders.
     """
-    if is_s3(root):
+    if not is_local(root):
         return []
     folder = local_path(join(root, "datasets", check_dataset_name(name)))
     if not folder.is_dir():
@@ -358,7 +360,7 @@ def publish_snapshot(
     :raises ValueError: if the rows cannot be stored as Parquet.
     """
     stored = manifest_bytes(manifest)
-    if is_s3(target):
+    if not is_local(target):
         write_parquet(frames, tmp)
         for key in frames:
             local = tmp / f"{key}.parquet"

@@ -1,7 +1,8 @@
 """
 The files an ingest reads: where it may read them, what a source names, and their content hash (no Airflow).
 
-A source is a local file, directory or glob, or an ``s3://`` key, prefix or glob. Directory and prefix
+A source is a local file, directory or glob, or an object-store (``s3://``, ``gs://``, ``abfs://``...) key,
+prefix or glob. Directory and prefix
 listings skip files whose path below the source has a part starting with ``.`` or ``_`` (``_SUCCESS``,
 ``.crc``). A source that names nothing raises :class:`ValueError` saying what is missing.
 
@@ -20,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.data.formats import canonical_json
-from airflow_mlops.data.snapshots import SHA256_OF_BYTES, SHA256_OF_S3_ETAG, resolve_data_root
-from airflow_mlops.data.storage import has_glob, is_s3, local_path, split_s3
+from airflow_mlops.data.snapshots import SHA256_OF_BYTES, SHA256_OF_ETAG, SHA256_OF_S3_ETAG, resolve_data_root
+from airflow_mlops.data.storage import has_glob, is_local, local_path, scheme, split_bucket, split_conn
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -61,13 +62,13 @@ def _folder_of(location: str) -> str:
     location = location.strip()
     if has_glob(location):
         location = location[: min(location.find(c) for c in "*?[" if c in location)].rsplit("/", 1)[0]
-    if is_s3(location):
-        bucket, key = split_s3(location)
+    if not is_local(location):
+        bucket, key = split_bucket(location)
         key = key.rstrip("/")
         last = key.rsplit("/", 1)[-1]
         if key and not location.endswith("/") and "." in last:  # a key naming a file: its "folder"
             key = key.rsplit("/", 1)[0] if "/" in key else ""
-        return f"s3://{bucket}/{key}".rstrip("/")
+        return f"{scheme(location)}://{bucket}/{key}".rstrip("/")
     path = local_path(location).expanduser()
     return str(path if path.is_dir() or not path.suffix else path.parent)
 
@@ -89,16 +90,17 @@ def parse_allowed_sources(text: str | None) -> list[str]:
     """
     The allowed locations of a comma-separated ``[mlops] allowed_sources`` value, resolved.
 
-    Local roots are made absolute with symlinks resolved; ``s3://`` patterns are kept as written (without a
-    trailing ``/``). Empty text means :func:`default_allowed_sources`.
+    Local roots are made absolute with symlinks resolved; object-store patterns (``s3://``, ``gs://``,
+    ``abfs://``...) are kept as written, without a trailing ``/`` or a connection id. Empty text means
+    :func:`default_allowed_sources`.
     """
     items = [item.strip() for item in (text or "").split(",") if item.strip()]
     if not items:
         return default_allowed_sources()
     out: list[str] = []
     for item in items:
-        if is_s3(item):
-            resolved = item.rstrip("/") or item
+        if not is_local(item):
+            resolved = split_conn(item)[1].rstrip("/") or item
         else:
             resolved = os.path.realpath(os.path.expanduser(str(local_path(item))))
         if resolved not in out:
@@ -120,20 +122,20 @@ def resolve_location(location: str) -> str:
     """
     *location* as it is matched against the allowed sources.
 
-    Local paths (and globs) are made absolute with ``~``, ``..`` and symlinks resolved; ``s3://`` URIs are
-    kept as written.
+    Local paths (and globs) are made absolute with ``~``, ``..`` and symlinks resolved; object-store URIs are
+    kept as written, without the connection id they may name (it says how to reach the store, not where).
 
-    :raises SourceNotAllowedError: if an ``s3://`` URI has a ``.`` or ``..`` part (read as a path by some
+    :raises SourceNotAllowedError: if an object-store URI has a ``.`` or ``..`` part (read as a path by some
         stores and proxies).
     """
     location = location.strip()
-    if is_s3(location):
-        _, key = split_s3(location)
+    if not is_local(location):
+        _, key = split_bucket(location)
         if any(part in (".", "..") for part in key.split("/")):
             raise SourceNotAllowedError(
                 f"source {location} has a '.' or '..' part; name the key or prefix itself"
             )
-        return location
+        return split_conn(location)[1]
     return os.path.realpath(os.path.expanduser(str(local_path(location))))
 
 
@@ -141,15 +143,15 @@ def check_source_allowed(source: str, allowed: Sequence[str]) -> str:
     """
     Return *source* resolved (:func:`resolve_location`) if it lies within an allowed location.
 
-    A local source must lie within one of the local roots of *allowed*, an ``s3://`` source within one of
-    its ``s3://`` patterns (``s3://bucket/prefix`` allows that prefix and everything below it; fnmatch
+    A local source must lie within one of the local roots of *allowed*, an object-store source within one of
+    the patterns of its scheme (``gs://bucket/prefix`` allows that prefix and everything below it; fnmatch
     wildcards match across ``/``).
 
     :param allowed: Resolved allowed locations (:func:`parse_allowed_sources`).
     :raises SourceNotAllowedError: naming the source, what it resolves to, and the allowed locations.
     """
     resolved = resolve_location(source)
-    kind = [item for item in allowed if is_s3(item) == is_s3(resolved)]
+    kind = [item for item in allowed if scheme(item) == scheme(resolved)]
     if any(_within(resolved, item) for item in kind):
         return resolved
     shown = source.strip() if resolved == source.strip() else f"{source.strip()} (resolved: {resolved})"
@@ -201,9 +203,9 @@ def _size(count: int) -> str:
 
 
 def normalize_source(source: str) -> str:
-    """The source as the ingest records it: S3 URIs as given, local paths absolute."""
+    """The source as the ingest records it: object-store URIs as given, local paths absolute."""
     source = source.strip()
-    return source if is_s3(source) else os.path.abspath(os.path.expanduser(str(local_path(source))))
+    return source if not is_local(source) else os.path.abspath(os.path.expanduser(str(local_path(source))))
 
 
 def visible_files(uris: Sequence[str], base: str) -> list[str]:
@@ -224,13 +226,13 @@ def resolve_sources(storage: Storage, source: str) -> list[str]:
     :raises ValueError: if it names no file (no match, empty directory, missing key or path, no bucket).
     :raises FileNotFoundError: if a listing fails because the bucket does not exist.
     """
-    if has_glob(source) and (is_s3(source) or not Path(source).exists()):
+    if has_glob(source) and (not is_local(source) or not Path(source).exists()):
         uris = storage.glob(source)
         if not uris:
             raise ValueError(f"no files match {source}")
         return sorted(uris)
-    if is_s3(source):
-        bucket, key = split_s3(source)
+    if not is_local(source):
+        bucket, key = split_bucket(source)
         if not bucket:
             raise ValueError(f"source {source!r} names no bucket")
         if key and not key.endswith("/") and storage.exists(source):
@@ -265,7 +267,7 @@ def list_source(storage: Storage, source: str) -> list[dict[str, Any]]:
     if len(uris) == 1 and uris[0] == source:  # one file or key: its own head
         head = storage.head(source)
         return [{"uri": source, **{key: value for key, value in head.items() if key != "sha256"}}]
-    if is_s3(source):
+    if not is_local(source):
         base = source[: min(source.find(c) for c in "*?[" if c in source)] if has_glob(source) else source
         base = base.rsplit("/", 1)[0] if has_glob(source) else base
         wanted = set(uris)
@@ -286,7 +288,7 @@ def check_files_allowed(entries: Sequence[dict[str, Any]], allowed: Sequence[str
     A symbolic link inside an allowed folder that points outside it is refused here.
     """
     for entry in entries:
-        if not is_s3(entry["uri"]):
+        if is_local(entry["uri"]):
             check_source_allowed(entry["uri"], allowed)
 
 
@@ -295,7 +297,7 @@ class SourceFile:
     """
     One file of a source, as a snapshot manifest records it (``source_files``).
 
-    :param uri: Where the file is (local path or ``s3://`` URI).
+    :param uri: Where the file is (local path or object-store URI).
     :param local: A local copy of it (the file itself when local).
     :param size: Size in bytes.
     :param sha256: Hex SHA-256 of its bytes.
@@ -356,7 +358,7 @@ def fetch_files(
     files = []
     for index, entry in enumerate(entries):
         uri = entry["uri"]
-        if is_s3(uri):
+        if not is_local(uri):
             callback = progress(f"Download {uri}", entry["size"]) if progress else None
             local = storage.download_file(uri, tmp / f"{index:05d}-{uri.rsplit('/', 1)[-1]}", callback)
             if callback is not None:
@@ -385,7 +387,7 @@ def check_unchanged(files: Sequence[SourceFile]) -> None:
     :param files: The files as they were listed and hashed (:func:`fetch_files`).
     """
     for file in files:
-        if is_s3(file.uri):
+        if not is_local(file.uri):
             continue
         try:
             stat = os.stat(file.uri)
@@ -442,14 +444,17 @@ def frame_sha256(df: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def object_sha256(head: dict[str, Any]) -> tuple[str, str]:
+def object_sha256(head: dict[str, Any], protocol: str = "s3") -> tuple[str, str]:
     """
-    Content hash of an S3 object from its ``head`` alone, and what it is the hash of.
+    Content hash of an object from its ``head`` alone, and what it is the hash of.
 
     The object's full-object ``ChecksumSHA256`` when the store keeps one (``"bytes"``), else the SHA-256
-    of its ETag and size (``"s3-etag+size"``).
+    of its ETag and size (``"s3-etag+size"``; ``"etag+size"`` on other stores, with the scheme in the text).
     """
     if head.get("sha256"):
         return str(head["sha256"]), SHA256_OF_BYTES
-    basis = f"s3-etag:{head['etag']}\nsize:{head['size']}"
-    return hashlib.sha256(basis.encode()).hexdigest(), SHA256_OF_S3_ETAG
+    if protocol == "s3":
+        basis = f"s3-etag:{head['etag']}\nsize:{head['size']}"
+        return hashlib.sha256(basis.encode()).hexdigest(), SHA256_OF_S3_ETAG
+    basis = f"{protocol}-etag:{head['etag']}\nsize:{head['size']}"
+    return hashlib.sha256(basis.encode()).hexdigest(), SHA256_OF_ETAG

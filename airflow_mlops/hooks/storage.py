@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from airflow_mlops.data.storage import Storage, is_s3, mask_environment_endpoints
+from airflow_mlops.data.storage import Storage, mask_environment_endpoints, scheme
 from airflow_mlops.exceptions import ConnectionSetupError, StorageUnavailableError
 from airflow_mlops.utils.urls import split_credentials
 from airflow_mlops.version_compat import AirflowNotFoundException
@@ -198,7 +198,12 @@ class StorageHook(BaseHook):
             s3_client=None if self.connection_id is None else self.get_client(),
             outage_timeout=self.outage_timeout,
             unavailable_error=StorageUnavailableError,
+            s3_client_for=self._client_of,
         )
+
+    def _client_of(self, conn_id: str) -> Any:
+        """The S3 client of an ``s3://conn_id@bucket/...`` URI's connection."""
+        return StorageHook(aws_conn_id=conn_id, outage_timeout=self.outage_timeout).get_client()
 
     @cached_property
     def storage(self) -> Storage:
@@ -206,8 +211,27 @@ class StorageHook(BaseHook):
         return self.get_conn()
 
     def storage_for(self, *uris: str) -> Storage:
-        """Storage able to reach *uris*: the connection's when one is on S3; local-only work needs none."""
-        return self.storage if any(is_s3(uri) for uri in uris) else Storage()
+        """
+        Storage able to reach *uris*: the ``aws`` connection's when one is on S3.
+
+        Other stores take the connection their URI names (``gs://conn_id@bucket/...``) or their library's
+        defaults, and need neither the Amazon provider nor an ``aws`` connection.
+        """
+        if any(scheme(uri) == "s3" for uri in uris):
+            return self.storage
+        return Storage(
+            outage_timeout=self.outage_timeout,
+            unavailable_error=StorageUnavailableError,
+            s3_client_for=self._client_of,
+        )
+
+    def reaches(self, uri: str) -> bool:
+        """
+        Whether the worker reaches *uri* itself: False for S3 without an ``aws`` connection.
+
+        A trainer may then hold credentials of its own (a pod's service account) that the worker lacks.
+        """
+        return scheme(uri) != "s3" or self.connection_id is not None
 
     def describe(self) -> str:
         """Short, secret-free description for logs."""

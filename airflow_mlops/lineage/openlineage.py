@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from airflow_mlops import __version__
 from airflow_mlops.data.snapshots import DATA, parse_snapshot_uri
-from airflow_mlops.data.storage import has_glob, is_s3
+from airflow_mlops.data.storage import has_glob, is_local, scheme, split_bucket
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -56,11 +56,15 @@ __all__ = [
 
 
 def dataset_name(uri: str) -> tuple[str, str]:
-    """The OpenLineage ``(namespace, name)`` of a storage location: an ``s3://`` URI, a ``file://`` URI or a path."""
+    """
+    The OpenLineage ``(namespace, name)`` of a storage location: an object-store URI, a ``file://`` URI or a path.
+
+    An object-store URI's namespace is ``<scheme>://<bucket>``, without the Airflow connection it may name.
+    """
     uri = uri.strip()
-    if is_s3(uri):
-        parts = urlsplit(uri)
-        return f"s3://{parts.netloc}", parts.path.strip("/") or "/"
+    if not is_local(uri):
+        bucket, key = split_bucket(uri)
+        return f"{scheme(uri)}://{bucket}", key.strip("/") or "/"
     if uri.startswith("file://"):
         parts = urlsplit(uri)
         return (f"file://{parts.netloc}" if parts.netloc else "file"), unquote(parts.path).rstrip("/") or "/"

@@ -732,14 +732,10 @@ class EvaluateModelOperator(ModelOperatorMixin, BaseOperator, SkipMixin):
         return data, {model_uri: prediction_column(key) for key, model_uri in models.items()}
 
     def _holdout_storage(self, uri: str) -> Any:
-        """The storage a holdout snapshot is read through (S3 with ``aws_conn_id``; local otherwise)."""
-        from airflow_mlops.data.storage import is_s3
-
-        if not is_s3(uri):
-            return None
+        """The storage a holdout snapshot is read through (S3 with ``aws_conn_id``)."""
         from airflow_mlops.hooks.storage import StorageHook
 
-        return StorageHook(aws_conn_id=self.aws_conn_id).get_conn()
+        return StorageHook(aws_conn_id=self.aws_conn_id).storage_for(uri)
 
     def _read_holdout(self, uri: str, fields: Mapping[str, Any]) -> pd.DataFrame:
         from airflow_mlops.data.snapshots import read_snapshot

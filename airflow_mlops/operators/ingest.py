@@ -39,7 +39,7 @@ from airflow_mlops.data.storage import (
     PROGRESS_INTERVAL_S,
     Storage,
     TransferProgress,
-    is_s3,
+    is_local,
     is_transient_error,
     join,
 )
@@ -87,13 +87,14 @@ def dataset_location(name: str, data_root: str | None = None) -> str:
     """
     Where the snapshots of dataset *name* live, as a URI.
 
-    ``s3://<bucket>/<prefix>/datasets/<name>`` or ``file:///<path>/datasets/<name>``.
+    ``<scheme>://<bucket>/<prefix>/datasets/<name>`` (``s3``, ``gs``, ``abfs``...) or
+    ``file:///<path>/datasets/<name>``.
 
     :param name: The dataset name.
     :param data_root: The snapshot root; default ``$MLOPS_DATA_ROOT``, else ``./.mlops-data`` (made absolute).
     """
     folder = join(resolve_data_root(data_root), "datasets", check_dataset_name(name))
-    return folder if is_s3(folder) else Path(folder).as_uri()
+    return Path(folder).as_uri() if is_local(folder) else folder
 
 
 def dataset_asset(name: str, data_root: str | None = None) -> Asset:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 from airflow.sdk import BaseOperator
 
 from airflow_mlops import tags
-from airflow_mlops.data.storage import is_s3, join
+from airflow_mlops.data.storage import is_local, join
 from airflow_mlops.exceptions import ConfigurationError, DatasetError, TrainingError, TrainingResultError
 from airflow_mlops.hooks.mlflow import MLflowHook
 from airflow_mlops.links import MLflowRunLink, run_url
@@ -509,10 +509,10 @@ class TrainModelOperator(BaseOperator):
                 raise DatasetError(
                     f"{field} of task {self.task_id!r} rendered to {uri!r}, not a snapshot URI"
                 )
-            if is_s3(uri) and self._storage_hook.connection_id is None:
+            if not self._storage_hook.reaches(uri):
                 continue  # only the trainer's own credentials can read it; the trainer reports a missing one
             base, split = parse_snapshot_uri(uri)
-            storage = self._storage_hook.storage if is_s3(uri) else None
+            storage = self._storage_hook.storage_for(uri)
             try:
                 manifest = load_manifest(base, storage=storage)
             except FileNotFoundError as err:
@@ -589,7 +589,7 @@ class TrainModelOperator(BaseOperator):
         from airflow_mlops.data.snapshots import resolve_data_root
 
         root = self.output_root or join(resolve_data_root(), "runs")
-        if not is_s3(root):
+        if is_local(root):
             root = str(Path(root).expanduser().resolve())
         parts = [ids["dag_id"], ids["run_id"], ids["task_id"]]
         if ids["map_index"] >= 0:
@@ -734,11 +734,11 @@ class TrainModelOperator(BaseOperator):
                 "; ".join(f"{column}: {why}" for column, why in dropped.items()),
             )
         train_data = spec.contract_env.get(TRAIN_DATA, "")
-        if is_s3(train_data) and self._storage_hook.connection_id is None:
+        if not self._storage_hook.reaches(train_data):
             return
         try:
             base, _ = parse_snapshot_uri(train_data)
-            storage = self._storage_hook.storage if is_s3(base) else None
+            storage = self._storage_hook.storage_for(base)
             schema = list(load_manifest(base, storage=storage).get("schema") or {})
             columns = input_columns(result["model_uri"])
         except Exception as err:

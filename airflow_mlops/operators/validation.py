@@ -34,7 +34,7 @@ from airflow_mlops.data.snapshots import (
     read_snapshot,
     resolve_data_root,
 )
-from airflow_mlops.data.storage import Storage, is_s3, join, local_path
+from airflow_mlops.data.storage import Storage, join
 from airflow_mlops.exceptions import (
     ConfigurationError,
     ConnectionSetupError,
@@ -340,7 +340,7 @@ class ValidateDatasetOperator(BaseOperator):
     def _read_suite(self, path: str) -> bytes:
         storage = self.hook.storage_for(path)
         try:
-            return storage.read_bytes(path) if is_s3(path) else local_path(path).read_bytes()
+            return storage.read_bytes(path)
         except FileNotFoundError as err:
             raise ConfigurationError(f"Expectation suite file {path} does not exist", uri=path) from err
 

@@ -10,7 +10,6 @@ from airflow.sdk import BaseSensorOperator
 
 from airflow_mlops.data.changes import MAX_FILES_IN_EVENT, find_new_files
 from airflow_mlops.data.snapshots import check_dataset_name
-from airflow_mlops.data.storage import Storage, is_s3
 from airflow_mlops.exceptions import DatasetConfigurationError, DatasetError
 from airflow_mlops.hooks.storage import StorageHook
 from airflow_mlops.utils.results import keep_result, keyed_results
@@ -21,6 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow.sdk import Context
+
+    from airflow_mlops.data.storage import Storage
 
 
 class NewDataSensor(BaseSensorOperator):
@@ -72,9 +73,7 @@ class NewDataSensor(BaseSensorOperator):
         self._found: dict[str, Any] | None = None
 
     def _storage(self) -> Storage:
-        if self.aws_conn_id is not None and (is_s3(self.source) or is_s3(self.data_root or "")):
-            return StorageHook(aws_conn_id=self.aws_conn_id).get_conn()
-        return Storage()
+        return StorageHook(aws_conn_id=self.aws_conn_id).storage_for(self.source, self.data_root or "")
 
     def _check_rendered(self) -> None:
         """Check the rendered dataset name and source (templated values are only known now), and where it is."""

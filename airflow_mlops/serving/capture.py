@@ -52,7 +52,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.data.storage import Storage, is_s3, join, local_path
+from airflow_mlops.data.storage import Storage, is_local, join, local_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -187,7 +187,7 @@ def model_prefix(root: str, model_name: str, traffic: str = PRODUCTION) -> str:
 
 def check_under_root(root: str, uri: str) -> None:
     """:raises ValueError: when the local path *uri* does not resolve to a place under ``<root>/captures``."""
-    if is_s3(root) or is_s3(uri):
+    if not (is_local(root) and is_local(uri)):
         return
     base = local_path(join(root, CAPTURES_DIR)).resolve()
     if not local_path(uri).resolve().is_relative_to(base):
@@ -735,10 +735,10 @@ def capture_files(
 
 
 def _parquet_source(storage: Storage, uri: str) -> Any:
-    """What pyarrow reads the capture file *uri* from: a local path as it is, an S3 object's bytes."""
+    """What pyarrow reads the capture file *uri* from: a local path as it is, an object's bytes."""
     import pyarrow as pa
 
-    return pa.BufferReader(storage.read_bytes(uri)) if is_s3(uri) else uri
+    return uri if is_local(uri) else pa.BufferReader(storage.read_bytes(uri))
 
 
 def _typed_table(

@@ -109,13 +109,9 @@ def sample_records(
         model takes.
     """
     from airflow_mlops.data.snapshots import read_snapshot
-    from airflow_mlops.data.storage import is_s3
+    from airflow_mlops.hooks.storage import StorageHook
 
-    storage = None
-    if is_s3(uri):
-        from airflow_mlops.hooks.storage import StorageHook
-
-        storage = StorageHook(aws_conn_id=aws_conn_id).get_conn()
+    storage = StorageHook(aws_conn_id=aws_conn_id).storage_for(uri)
     try:
         data = read_snapshot(uri, storage=storage)
     except (FileNotFoundError, ValueError) as err:

@@ -15,7 +15,7 @@ from airflow_mlops.data.formats import (
     read_files,
 )
 from airflow_mlops.data.snapshots import SHA256_OF_BYTES
-from airflow_mlops.data.storage import has_glob, is_s3, is_storage_error
+from airflow_mlops.data.storage import has_glob, is_local, is_storage_error, scheme
 from airflow_mlops.exceptions import DatasetConfigurationError, DatasetError, RetryableError
 from airflow_mlops.sources.base import DataSource, SourceContext, SourceReading
 from airflow_mlops.utils.templating import is_templated
@@ -110,10 +110,10 @@ class FileSource(DataSource):
         )
 
     def _whole_object(self, ctx: SourceContext, storage: Storage, source: str) -> SourceReading | None:
-        """One S3 Parquet object, copied server-side under an S3 root; None when that does not apply."""
+        """One Parquet object, copied server-side within its object store; None when that does not apply."""
         from airflow_mlops.data.sources import SourceFile, SourceTooLargeError, object_sha256
 
-        if not (ctx.whole_copy and is_s3(source) and is_s3(ctx.root)):
+        if not (ctx.whole_copy and not is_local(source) and scheme(source) == scheme(ctx.root)):
             return None
         if has_glob(source) or source.endswith("/") or ctx.format == "csv":
             return None
@@ -143,7 +143,7 @@ class FileSource(DataSource):
             rows, schema = parquet_footer(storage, source, head["size"])
         except (ValueError, FileNotFoundError) as err:
             ctx.fail(source, err)
-        content_sha256, sha256_of = object_sha256(head)
+        content_sha256, sha256_of = object_sha256(head, scheme(source))
         ctx.log.info(
             "Dataset %s: one Parquet object, %d bytes, %d rows (from its footer), %s %s (server-side copy)",
             ctx.dataset, head["size"], rows, sha256_of, content_sha256,

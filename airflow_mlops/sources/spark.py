@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.data.storage import is_s3, local_path, split_s3
+from airflow_mlops.data.storage import is_local, local_path, scheme, split_conn
 from airflow_mlops.exceptions import DatasetConfigurationError, DatasetError
 from airflow_mlops.sources.base import DataSource, SourceContext, SourceReading
 from airflow_mlops.utils.templating import is_templated
@@ -148,7 +147,7 @@ def _write(frame: DataFrame, dest: str, storage: Storage, name: str, uri: str) -
     from pyspark.errors import PySparkException
 
     staging = dest + ".spark-staging"
-    spark_path = "s3a://" + staging[len("s3://") :] if is_s3(staging) else str(local_path(staging))
+    spark_path = str(local_path(staging)) if is_local(staging) else _hadoop_uri(staging)
     try:
         frame.coalesce(1).write.mode("overwrite").parquet(spark_path)
     except PySparkException as err:
@@ -164,9 +163,17 @@ def _write(frame: DataFrame, dest: str, storage: Storage, name: str, uri: str) -
             dataset=name, uri=uri, reason="not one data file",
         )  # fmt: skip
     storage.copy(parts[0], dest)
-    if is_s3(staging):
-        for leftover in storage.list_uris(staging):
-            bucket, key = split_s3(leftover)
-            storage.client.delete_object(Bucket=bucket, Key=key)
-    else:
-        shutil.rmtree(local_path(staging), ignore_errors=True)
+    for leftover in storage.list_uris(staging):
+        storage.delete(leftover)
+    storage.delete(staging)
+
+
+def _hadoop_uri(uri: str) -> str:
+    """*uri* as Spark's Hadoop filesystems name it (``s3://`` is ``s3a://``), without a connection id."""
+    uri = split_conn(uri)[1]
+    protocol = scheme(uri)
+    return _HADOOP_SCHEMES.get(protocol, protocol) + uri[len(protocol) :]
+
+
+# The Hadoop connector of each object store whose name differs from the URI scheme.
+_HADOOP_SCHEMES = {"s3": "s3a"}

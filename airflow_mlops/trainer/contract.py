@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.data.storage import Storage, is_s3, join
+from airflow_mlops.data.storage import Storage, is_local, join
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -260,7 +260,7 @@ class TrainingContext:
         """
         target = self.checkpoint_path(name)
         dest = Path(dest)
-        if self.storage.exists(target) and (is_s3(target) or Path(target).is_file()):
+        if self.storage.exists(target) and (not is_local(target) or Path(target).is_file()):
             return self.storage.download_file(target, dest)
         files = self.storage.list_uris(target.rstrip("/") + "/")
         if not files:

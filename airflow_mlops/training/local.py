@@ -23,7 +23,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.data.storage import is_s3
+from airflow_mlops.data.storage import is_local
 from airflow_mlops.exceptions import TrainingError, TrainingResultError, TrainingTimeoutError
 from airflow_mlops.training.base import TaskLog, TrainingCallbacks, TrainingRuntime
 from airflow_mlops.utils.processes import set_parent_death_signal
@@ -73,7 +73,7 @@ class LocalRuntime(TrainingRuntime):
         with tempfile.TemporaryDirectory(prefix="mlops-train-") as tmp:
             result_path = Path(tmp) / "result.json"
             env = {**spec.process_env, RESULT_PATH: str(result_path)}
-            if not is_s3(spec.instance_uri):
+            if is_local(spec.instance_uri):
                 for name in ("output", "checkpoints"):
                     Path(spec.instance_uri, name).mkdir(parents=True, exist_ok=True)
             self._run(spec, env)

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_mlops.data.storage import Storage, is_s3
 from airflow_mlops.triggers._polling import PollFailures
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from airflow_mlops.data.storage import Storage
 
 #: Consecutive failed measurements after which the trigger gives up (the task is retried; the bake resumes).
 MAX_CONSECUTIVE_ERRORS = 5
@@ -105,12 +106,10 @@ class CanaryBakeTrigger(BaseTrigger):
         return {"time": end.isoformat(timespec="seconds"), **judged}
 
     def _storage(self, uri: str) -> Storage:
-        """Local files, or S3 through ``aws_conn_id`` (no outage wait: the next measurement tries again)."""
-        if is_s3(uri) and self.aws_conn_id:
-            from airflow_mlops.hooks.storage import StorageHook
+        """The storage of *uri*, S3 through ``aws_conn_id`` (no outage wait: the next measurement tries again)."""
+        from airflow_mlops.hooks.storage import StorageHook
 
-            return StorageHook(aws_conn_id=self.aws_conn_id, outage_timeout=0).get_conn()
-        return Storage()
+        return StorageHook(aws_conn_id=self.aws_conn_id, outage_timeout=0).storage_for(uri)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Measure every interval until the bake fails, passes at its deadline, or ends inconclusive."""

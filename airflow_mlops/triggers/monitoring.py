@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_mlops.data.storage import Storage, is_s3
 from airflow_mlops.triggers._polling import PollFailures
 
 if TYPE_CHECKING:
@@ -72,15 +71,12 @@ class CaptureTrafficTrigger(BaseTrigger):
         )
 
     def _count(self) -> tuple[int, str]:
+        from airflow_mlops.hooks.storage import StorageHook
         from airflow_mlops.serving.capture import count_captures
         from airflow_mlops.utils.clock import utc_now
 
-        storage = Storage()
-        if is_s3(self.capture_uri) and self.aws_conn_id:
-            from airflow_mlops.hooks.storage import StorageHook
-
-            # A count that cannot reach S3 fails at once; the next poll tries again (see triggers._polling).
-            storage = StorageHook(aws_conn_id=self.aws_conn_id, outage_timeout=0).get_conn()
+        # A count that cannot reach the store fails at once; the next poll tries again (see triggers._polling).
+        storage = StorageHook(aws_conn_id=self.aws_conn_id, outage_timeout=0).storage_for(self.capture_uri)
         end = utc_now()
         return count_captures(
             self.capture_uri, self.model_name, datetime.fromisoformat(self.start), end, storage

@@ -11,11 +11,12 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 from airflow_mlops.data.changes import MAX_FILES_IN_EVENT, find_new_files
 from airflow_mlops.data.snapshots import resolve_data_root
 from airflow_mlops.data.sources import normalize_source
-from airflow_mlops.data.storage import Storage, is_s3
 from airflow_mlops.triggers._polling import PollFailures
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from airflow_mlops.data.storage import Storage
 
 __all__ = [
     "MAX_CONSECUTIVE_ERRORS",
@@ -93,13 +94,11 @@ class NewDataTrigger(BaseEventTrigger):
         )  # fmt: skip
 
     def _storage(self) -> Storage:
-        uses_s3 = is_s3(self.source) or is_s3(resolve_data_root(self.data_root))
-        if not uses_s3 or self.aws_conn_id is None:
-            return Storage()
         from airflow_mlops.hooks.storage import StorageHook
 
-        # A poll that cannot reach S3 fails at once; the next poll tries again (see triggers._polling).
-        return StorageHook(aws_conn_id=self.aws_conn_id, outage_timeout=0).get_conn()
+        # A poll that cannot reach the store fails at once; the next poll tries again (see triggers._polling).
+        hook = StorageHook(aws_conn_id=self.aws_conn_id, outage_timeout=0)
+        return hook.storage_for(self.source, resolve_data_root(self.data_root))
 
     def _poll(self, storage: Storage | None) -> tuple[Storage, dict[str, Any]]:
         storage = storage or self._storage()

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_mlops.data.storage import Storage, is_s3
 from airflow_mlops.triggers._polling import PollFailures
 
 if TYPE_CHECKING:
@@ -94,11 +93,9 @@ class ReleaseWatchTrigger(BaseTrigger):
         else:
             checked = DeployTarget.health(target, current)  # a plain check: the watch restarts nothing
             health_ok, health = checked.ok, checked.message
-        storage = Storage()
-        if is_s3(self.capture_uri) and self.aws_conn_id:
-            from airflow_mlops.hooks.storage import StorageHook
+        from airflow_mlops.hooks.storage import StorageHook
 
-            storage = StorageHook(aws_conn_id=self.aws_conn_id, outage_timeout=0).get_conn()
+        storage = StorageHook(aws_conn_id=self.aws_conn_id, outage_timeout=0).storage_for(self.capture_uri)
         measured = measure(
             self.capture_uri,
             self.model_name,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.data.storage import is_s3
+from airflow_mlops.data.storage import is_local
 from airflow_mlops.exceptions import ConfigurationError
 from airflow_mlops.trainer import contract
 from airflow_mlops.training.base import RawResult, TrainingCallbacks, TrainingRuntime
@@ -153,10 +153,10 @@ class KubernetesRuntime(KubernetesSettings, TrainingRuntime):
             "output_root (outputs, checkpoints)": spec.instance_uri,
         }
         for what, uri in places.items():
-            if uri and not is_s3(uri):
+            if uri and is_local(uri):
                 callbacks.log.warning(
                     "%s of task %s is a local path (%s): the pod must see it at the same path (a mounted "
-                    "volume); an s3:// URI needs none",
+                    "volume); an object-store URI needs none",
                     what, spec.task_id, uri,
                 )  # fmt: skip
         if missing := missing_credentials(self, spec):

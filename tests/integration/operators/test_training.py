@@ -182,6 +182,7 @@ def test_trainer_sees_exactly_the_contract_and_an_existing_run(
     mlflow_server, snapshot, data_root, experiment, tmp_path, monkeypatch
 ):
     from airflow_mlops.hooks.mlflow import MLflowHook
+    from airflow_mlops.utils.environment import BASE_ENV_VARS
 
     monkeypatch.setenv(SENTINEL, "do-not-leak")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "worker-own-secret")
@@ -212,9 +213,7 @@ def test_trainer_sees_exactly_the_contract_and_an_existing_run(
     }
     assert {k: child_env[k] for k in expected_contract} == expected_contract
     assert contract.VALID_DATA not in child_env  # no validation data given
-    base = {
-        name for name in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH") if os.environ.get(name)
-    }
+    base = {name for name in BASE_ENV_VARS if os.environ.get(name)}
     allowed = (
         set(contract.REQUIRED_VARS) | set(MLflowHook().child_env()) | base
         | {"OMP_NUM_THREADS", "PYTHONUNBUFFERED"}
