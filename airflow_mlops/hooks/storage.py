@@ -3,20 +3,107 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
 
-from airflow_mlops.data.storage import Storage, mask_environment_endpoints, scheme
+from airflow_mlops.data.storage import Storage, mask_environment_endpoints, scheme, split_conn
 from airflow_mlops.exceptions import ConnectionSetupError, StorageUnavailableError
 from airflow_mlops.utils.urls import split_credentials
 from airflow_mlops.version_compat import AirflowNotFoundException
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
 AMAZON_EXTRA_HINT = "pip install 'airflow-provider-mlops[amazon]'"
+
+_GCS = ("gs", "gcs")
+_AZURE = ("abfs", "abfss", "az")
+#: The variables gcsfs and adlfs read their default credentials and endpoints from, by scheme.
+STORE_VARIABLES = {
+    **dict.fromkeys(_GCS, ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT")),
+    **dict.fromkeys(
+        _AZURE,
+        (
+            "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY",
+            "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_ANON", "AZURE_STORAGE_CLIENT_ID", "AZURE_STORAGE_TENANT_ID",
+            "AZURE_STORAGE_CLIENT_SECRET",
+        ),
+    ),
+}  # fmt: skip
+#: Those of :data:`STORE_VARIABLES` that hold a credential.
+STORE_SECRET_VARIABLES = frozenset(
+    {
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "AZURE_STORAGE_ACCOUNT_KEY",
+        "AZURE_STORAGE_SAS_TOKEN",
+        "AZURE_STORAGE_CLIENT_SECRET",
+    }
+)
+
+
+def store_environment(uris: Iterable[str]) -> dict[str, str]:
+    """
+    What a trainer, which reads object stores without Airflow, needs for the GCS and Azure stores of *uris*.
+
+    A URI naming an Airflow connection (``abfs://conn_id@container/...``) gives that connection's credentials
+    as the store library's standard variables: an Azure Data Lake or WASB connection's ``connection_string``,
+    else its account name and key (login, password) or SAS token; a Google Cloud connection's ``key_path``.
+    A URI naming none gives the worker's own variables of that library (:data:`STORE_VARIABLES`). S3 goes
+    through the ``aws`` connection (``TrainModelOperator``). Credentials are masked in Airflow's logs.
+
+    :raises ConnectionSetupError: a Google Cloud connection keeps its key inline (``keyfile_dict``), which no
+        variable can carry; give it as ``key_path`` or use the trainer's own identity.
+    """
+    env: dict[str, str] = {}
+    for uri in uris:
+        protocol = scheme(uri)
+        conn_id = split_conn(uri)[0]
+        if protocol not in STORE_VARIABLES:
+            continue
+        if conn_id is None:
+            env.update({name: os.environ[name] for name in STORE_VARIABLES[protocol] if os.environ.get(name)})
+        else:
+            env.update(_connection_environment(protocol, conn_id))
+    for name in STORE_SECRET_VARIABLES & set(env):
+        mask_secret(env[name])
+    return env
+
+
+def _connection_environment(protocol: str, conn_id: str) -> dict[str, str]:
+    """The store library's variables for the Airflow connection *conn_id* (see :func:`store_environment`)."""
+    conn = BaseHook.get_connection(conn_id)
+    extras = conn.extra_dejson
+
+    def field(name: str) -> Any:
+        return extras.get(name) or extras.get(f"extra__{conn.conn_type}__{name}")
+
+    env: dict[str, str] = {}
+    if protocol in _AZURE:
+        if field("connection_string"):
+            return {"AZURE_STORAGE_CONNECTION_STRING": field("connection_string")}
+        if field("account_name") or conn.login:
+            env["AZURE_STORAGE_ACCOUNT_NAME"] = str(field("account_name") or conn.login)
+        if conn.password or field("account_key"):
+            env["AZURE_STORAGE_ACCOUNT_KEY"] = str(conn.password or field("account_key"))
+        if field("sas_token"):
+            env["AZURE_STORAGE_SAS_TOKEN"] = field("sas_token")
+        return env
+    if field("keyfile_dict") and not field("key_path"):
+        raise ConnectionSetupError(
+            f"Google Cloud connection {conn_id!r} keeps its key inline (keyfile_dict): a trainer reads GCS "
+            "without Airflow and needs a key file (key_path) or an identity of its own"
+        )
+    if field("key_path"):
+        env["GOOGLE_APPLICATION_CREDENTIALS"] = field("key_path")
+    if field("project"):
+        env["GOOGLE_CLOUD_PROJECT"] = field("project")
+    return env
 
 
 class StorageHook(BaseHook):

@@ -36,7 +36,7 @@ from airflow_mlops.utils.results import keep_result, keyed_results
 from airflow_mlops.utils.templating import is_templated
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
@@ -403,7 +403,7 @@ class TrainModelOperator(BaseOperator):
         :param instance_uri: The task instance's output root (``<output_root>/<dag_id>/<run_id>/<task_id>``).
         :param contract_env: The contract's variables (all but ``MLOPS_RESULT_PATH``).
         """
-        connection_env, secret_names = self.remote_env()
+        connection_env, secret_names = self.remote_env(contract_env)
         execution_timeout = self.execution_timeout.total_seconds() if self.execution_timeout else None
         from airflow_mlops.training.spec import TrainingSpec
 
@@ -622,9 +622,17 @@ class TrainModelOperator(BaseOperator):
             env["AWS_CA_BUNDLE"] = settings["verify"]
         return env
 
+    def _store_env(self, contract_env: Mapping[str, str]) -> dict[str, str]:
+        """The GCS and Azure credentials of the contract's data and output URIs (:func:`store_environment`)."""
+        from airflow_mlops.hooks.storage import store_environment
+        from airflow_mlops.trainer import contract
+
+        names = (contract.TRAIN_DATA, contract.VALID_DATA, contract.OUTPUT_URI, contract.CHECKPOINT_URI)
+        return store_environment(contract_env[name] for name in names if contract_env.get(name))
+
     def build_env(self, contract_env: dict[str, str]) -> dict[str, str]:
         """
-        The trainer's whole environment: base variables, AWS settings, *env*, MLflow settings, the contract.
+        The trainer's whole environment: base, AWS and object-store variables, *env*, MLflow's, the contract.
 
         Later groups win; an empty optional contract variable is left out.
         """
@@ -634,18 +642,20 @@ class TrainModelOperator(BaseOperator):
         env.setdefault("PATH", os.defpath)
         env["PYTHONUNBUFFERED"] = "1"  # so the trainer's output reaches the task log as it is printed
         env.update(self._aws_env())
+        env.update(self._store_env(contract_env))
         env.update({str(key): str(value) for key, value in (self.env or {}).items()})
         env.update(self.hook.child_env())
         env.update({key: value for key, value in contract_env.items() if value != ""})
         return env
 
-    def remote_env(self) -> tuple[dict[str, str], list[str]]:
+    def remote_env(self, contract_env: Mapping[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
         """
-        What a trainer outside the worker (a pod) may get from the MLflow and AWS connections.
+        What a trainer outside the worker (a pod) may get from the MLflow, AWS and object-store connections.
 
+        :param contract_env: The contract's variables, whose GCS and Azure URIs name the stores' connections.
         :return: ``(env, secret_names)``: the non-secret settings (MLflow registry URI and TLS setting, AWS
-            region and endpoint URL) as plain variables, and the names of the credential variables the
-            connections hold, which such a trainer must get another way (Kubernetes Secrets, a service
+            region and endpoint URL, GCS project) as plain variables, and the names of the credential variables
+            the connections hold, which such a trainer must get another way (Kubernetes Secrets, a service
             account); their values are never returned.
         """
         env: dict[str, str] = {}
@@ -665,6 +675,13 @@ class TrainModelOperator(BaseOperator):
                 env["AWS_DEFAULT_REGION"] = env["AWS_REGION"] = settings["region_name"]
             if settings["endpoint_url"]:
                 env["AWS_ENDPOINT_URL_S3"] = settings["endpoint_url"]
+        from airflow_mlops.hooks.storage import STORE_SECRET_VARIABLES
+
+        for key, value in self._store_env(contract_env or {}).items():
+            if key in STORE_SECRET_VARIABLES:
+                secret_names.append(key)
+            else:
+                env[key] = value
         return env, secret_names
 
     def _check_result(self, raw: dict[str, Any] | str | None, run_id: str) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.data.storage import Storage, is_local, join
+from airflow_mlops.data.storage import Storage, is_local, join, split_conn
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -155,10 +155,12 @@ class TrainingContext:
             tracking_uri=env[TRACKING_URI],
             experiment_name=env[EXPERIMENT_NAME],
             run_id=env[RUN_ID],
-            train_data=env[TRAIN_DATA],
-            valid_data=env.get(VALID_DATA) or None,
-            output_uri=env[OUTPUT_URI],
-            checkpoint_uri=env[CHECKPOINT_URI],
+            # A trainer reads its stores with its own environment's credentials (the runtime passes a
+            # connection's as the store library's variables), not through an Airflow connection the URI names.
+            train_data=split_conn(env[TRAIN_DATA])[1],
+            valid_data=split_conn(env[VALID_DATA])[1] if env.get(VALID_DATA) else None,
+            output_uri=split_conn(env[OUTPUT_URI])[1],
+            checkpoint_uri=split_conn(env[CHECKPOINT_URI])[1],
             params_json=env[PARAMS],
             result_path=env[RESULT_PATH],
             storage=storage or Storage(),

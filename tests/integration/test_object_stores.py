@@ -144,3 +144,65 @@ def test_a_parquet_object_is_copied_within_its_store(bucket, tmp_path):
     assert manifest["rows"] == 500
     assert manifest["sha256_of"] in ("s3-etag+size", "etag+size")
     pd.testing.assert_frame_equal(read_snapshot(result["uri"], storage=storage), frame(500))
+
+
+def test_train_evaluate_and_deploy_from_snapshots_on_the_store(mlflow_server, bucket, tmp_path, request):
+    """The trainer (a process without Airflow) reads and checkpoints on the store with what the runtime gives it."""
+    from mlflow import MlflowClient
+
+    from airflow_mlops.demo.data import make_demo_data
+    from airflow_mlops.operators.deployment import DeployModelOperator
+    from airflow_mlops.operators.evaluation import EvaluateModelOperator
+    from airflow_mlops.operators.registry import RegisterModelOperator
+    from airflow_mlops.operators.training import TrainModelOperator
+    from airflow_mlops.serving import register_target_kind
+    from tests.support.context import context_for
+    from tests.support.deploy import EchoTarget, approve_version
+
+    storage = store(bucket)
+    storage.upload_file(make_demo_data(tmp_path / "demo.csv", rows=400), f"{bucket}/raw/demo.csv")
+    name = f"store_{request.node.callspec.id}_{uuid.uuid4().hex[:6]}"
+
+    def run(op):
+        return op.execute(context_for(op, dag_id="store_loop", run_id="manual__store"))
+
+    snapshot = run(
+        IngestDatasetOperator(
+            task_id="ingest", dataset_name=name, source=f"{bucket}/raw/demo.csv", data_root=f"{bucket}/mlops",
+            split={"train": 0.7, "valid": 0.15, "holdout": 0.15}, label_column="label", aws_conn_id="aws_default",
+        )
+    )  # fmt: skip
+    trained = run(
+        TrainModelOperator(
+            task_id="train", entrypoint="airflow_mlops.trainer.examples.sklearn_classifier",
+            experiment_name=name, train_data=snapshot, valid_data=snapshot, output_root=f"{bucket}/runs",
+            hyperparameters={"target": "label"}, aws_conn_id="aws_default",
+        )
+    )  # fmt: skip
+    # The trainer kept its checkpoint on the store, under the task instance's folder.
+    instance = f"{bucket}/runs/store_loop/manual__store/train"
+    assert storage.list_uris(f"{instance}/checkpoints"), storage.list_uris(f"{bucket}/runs")
+    version = run(RegisterModelOperator(task_id="register", model_name=name, model_uri=trained))
+    evaluation = run(
+        EvaluateModelOperator(
+            task_id="evaluate", model_name=name, candidate_version=version, holdout_data=snapshot,
+            target="label", thresholds={"accuracy_score": {"threshold": 0.5, "greater_is_better": True}},
+            aws_conn_id="aws_default",
+        )
+    )  # fmt: skip
+    assert evaluation["passed"] is True
+    assert evaluation["metrics"]["accuracy_score"]["candidate"] > 0.5
+
+    register_target_kind("echo", EchoTarget)
+    approve_version(MlflowClient(mlflow_server.uri), name, version["version"])
+    try:
+        deployed = run(
+            DeployModelOperator(
+                task_id="deploy", model_name=name, version=version["version"], target={"kind": "echo"},
+                sample_data=snapshot, drop_columns=["label"], aws_conn_id="aws_default",
+            )
+        )  # fmt: skip
+    finally:
+        served = EchoTarget.served.pop(name, None)
+    assert deployed["version"] == str(version["version"])
+    assert served is not None
