@@ -125,7 +125,7 @@ def test_ingest_validate_and_drift_with_the_data_root_on_the_store(airflow_db, b
     assert fingerprints(storage, root) == before
 
 
-def test_a_parquet_object_is_copied_within_its_store(bucket, tmp_path):
+def test_a_parquet_object_is_copied_within_its_store(bucket, tmp_path, monkeypatch):
     storage = store(bucket)
     local = tmp_path / "events.parquet"
     frame(500).to_parquet(local, index=False)
@@ -133,9 +133,16 @@ def test_a_parquet_object_is_copied_within_its_store(bucket, tmp_path):
     storage.upload_file(local, source)
     root = f"{bucket}/mlops"
 
+    def through_the_worker(*args, **kwargs):
+        raise AssertionError("the object's bytes went through the worker")
+
+    # Fault injection: any download or upload of the object's bytes fails the ingest.
+    monkeypatch.setattr(Storage, "download_file", through_the_worker)
+    monkeypatch.setattr(Storage, "upload_file", through_the_worker)
     result = IngestDatasetOperator(
         task_id="ingest", dataset_name="events", source=source, data_root=root, aws_conn_id="aws_default"
     ).execute(context={})
+    monkeypatch.undo()
 
     manifest = load_manifest(result["uri"], storage)
     copied = f"{result['uri']}/data.parquet"

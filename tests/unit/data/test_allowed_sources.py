@@ -128,3 +128,23 @@ def test_limits_are_checked_from_the_listing():
     with pytest.raises(SourceTooLargeError, match=r"holds 1\.8 KiB \(1800 bytes\) in 3 file\(s\), more than "
                        r"\[mlops\] max_source_bytes = 1\.0 KiB \(1024 bytes\)"):  # fmt: skip
         SourceLimits(max_bytes=1024).check("s3://b/p", entries)
+
+
+@pytest.mark.parametrize("protocol", ["s3", "gs", "abfs", "memory"])
+def test_every_object_store_is_confined_to_its_own_allowed_prefixes(protocol):
+    allowed = parse_allowed_sources(f"{protocol}://landing/churn/, s3://other")
+
+    assert allowed[0] == f"{protocol}://landing/churn"
+    assert check_source_allowed(f"{protocol}://landing/churn/2026/*.csv", allowed)
+    # The connection a URI names says how to reach the store, not where: it is matched without it.
+    assert check_source_allowed(f"{protocol}://my_conn@landing/churn/a.csv", allowed) == (
+        f"{protocol}://landing/churn/a.csv"
+    )
+    for outside in (f"{protocol}://landing/churn2/a.csv", f"{protocol}://secrets/a.csv", "/etc/passwd"):
+        with pytest.raises(SourceNotAllowedError, match="outside the allowed sources"):
+            check_source_allowed(outside, allowed)
+    if protocol != "s3":  # another store's prefix allows nothing here
+        with pytest.raises(SourceNotAllowedError):
+            check_source_allowed(f"{protocol}://other/a.csv", allowed)
+    with pytest.raises(SourceNotAllowedError, match="'.' or '..' part"):
+        check_source_allowed(f"{protocol}://landing/churn/../secrets/a.csv", allowed)
