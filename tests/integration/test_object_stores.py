@@ -35,20 +35,22 @@ def _s3(request) -> str:
     return f"s3://{bucket}"
 
 
+def _created(protocol: str, conn: str = "") -> str:
+    """A new bucket (container) of the fsspec store of *protocol*, as a URI naming connection *conn*."""
+    name = f"mlops-{uuid.uuid4().hex[:12]}"
+    fs, _ = Storage().filesystem(f"{protocol}://{conn}{name}")
+    fs.mkdir(name)
+    return f"{protocol}://{conn}{name}"
+
+
 def _gcs(request) -> str:
     request.getfixturevalue("gcs_server").activate()
-    bucket = f"mlops-{uuid.uuid4().hex[:12]}"
-    fs, _ = Storage().filesystem(f"gs://{bucket}")
-    fs.mkdir(bucket)
-    return f"gs://{bucket}"
+    return _created("gs")
 
 
 def _azure(request) -> str:
     request.getfixturevalue("azurite").activate()
-    container = f"mlops-{uuid.uuid4().hex[:12]}"
-    fs, _ = Storage().filesystem(f"abfs://azurite@{container}")
-    fs.mkdir(container)
-    return f"abfs://azurite@{container}"
+    return _created("abfs", "azurite@")
 
 
 @pytest.fixture(params=[_s3, _gcs, _azure], ids=["s3", "gcs", "azure"])
