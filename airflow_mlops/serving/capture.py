@@ -52,7 +52,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.data.storage import Storage, is_local, join, local_path
+from airflow_mlops.data.storage import Storage, is_local, join, local_path, split_conn
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -434,7 +434,10 @@ class CaptureWriter:
     """
     Capture requests without delaying them: a bounded queue, a background thread, batched Parquet writes.
 
-    :param root: Data root the ``captures/`` folder goes under (a folder or an ``s3://`` prefix).
+    :param root: Data root the ``captures/`` folder goes under (a folder or an object-store prefix). The writer
+        runs outside Airflow (the proxy, the capture receiver): it reaches the store with its process's
+        credentials, and a connection the URI names is left to whoever starts it (see
+        :func:`airflow_mlops.hooks.storage.store_environment`).
     :param redact: Input columns stored hashed.
     :param signature: The model's input columns and MLflow types (only these are stored, in these types), or a
         function of ``(model, version)`` returning them (None for a model without one); None: every input
@@ -443,7 +446,7 @@ class CaptureWriter:
     :param flush_seconds: Longest time a captured row waits before it is written.
     :param queue_size: Requests waiting to be parsed; when full, a capture is dropped (and counted).
     :param max_pending: Rows kept while the store cannot be written; beyond it the oldest are dropped.
-    :param storage: Where files are written (default: local files and S3 from the AWS environment).
+    :param storage: Where files are written (default: any store, with the credentials of the environment).
     :param on_stats: Called with :meth:`stats` after each write attempt (the proxy saves them for the target).
     """
 
@@ -460,7 +463,7 @@ class CaptureWriter:
         storage: Storage | None = None,
         on_stats: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        self.root = root.rstrip("/")
+        self.root = split_conn(root)[1].rstrip("/")
         self.redact = frozenset(redact)
         self.signature = signature
         self.batch_rows = batch_rows

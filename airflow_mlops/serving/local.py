@@ -70,7 +70,7 @@ if TYPE_CHECKING:
 #: Prefixes of the worker's variables a model server inherits when set, besides the base environment
 #: (:func:`airflow_mlops.utils.environment.base_environment`) and the MLflow settings of the connection: the
 #: standard credentials variables of artifact stores.
-INHERITED_ENV_PREFIXES = ("AWS_", "MLFLOW_S3_", "GOOGLE_", "AZURE_")
+INHERITED_ENV_PREFIXES = ("AWS_", "MLFLOW_S3_", "GOOGLE_", "AZURE_", "STORAGE_EMULATOR_HOST")
 #: Log files kept per model (the oldest are removed).
 KEEP_LOGS = 20
 #: Lines of a server's log quoted in an error message.
@@ -750,7 +750,9 @@ class LocalServerTarget(DeployTarget):
             "--max-body-bytes", str(max_body_bytes), "--read-timeout", repr(read_timeout),
         ]  # fmt: skip
         env = base_environment()
-        if self.capture is not None:  # an s3:// capture root needs the store's credentials
+        if self.capture is not None:  # a capture root in an object store needs the store's credentials
+            from airflow_mlops.hooks.storage import store_environment
+
             env.update(
                 {
                     k: v
@@ -758,6 +760,7 @@ class LocalServerTarget(DeployTarget):
                     if k.startswith(INHERITED_ENV_PREFIXES) and v is not None
                 }
             )
+            env.update(store_environment([str((self.capture_settings() or {}).get("uri") or "")]))
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")) if p
         )

@@ -215,3 +215,42 @@ def test_train_evaluate_and_deploy_from_snapshots_on_the_store(mlflow_server, bu
         served = EchoTarget.served.pop(name, None)
     assert deployed["version"] == str(version["version"])
     assert served is not None
+
+
+CAPTURING = """
+import json, sys
+from airflow_mlops.serving.capture import CaptureWriter
+
+writer = CaptureWriter(sys.argv[1], flush_seconds=0.2)
+for i in range(30):
+    body = json.dumps({"dataframe_records": [{"x": i / 30}]}).encode()
+    writer.submit("churn", "3", f"r{i}", 200, body, json.dumps({"predictions": [i % 2]}).encode())
+writer.close()
+print(json.dumps(writer.stats()))
+"""
+
+
+@pytest.mark.parametrize("bucket", [_gcs, _azure], ids=["gcs", "azure"], indirect=True)
+def test_captures_written_outside_airflow_are_read_by_the_worker(bucket):
+    """The capture writer (the proxy's) runs without Airflow, with the variables the local target gives it."""
+    import json
+    import subprocess
+    import sys
+    from datetime import timedelta
+
+    from airflow_mlops.hooks.storage import store_environment
+    from airflow_mlops.serving.capture import read_captures
+    from airflow_mlops.utils.clock import utc_now
+    from airflow_mlops.utils.environment import base_environment
+
+    start = utc_now() - timedelta(minutes=1)
+    env = {**base_environment(), **store_environment([bucket])}
+    assert not any(name.startswith("AIRFLOW_CONN_") for name in env)  # no Airflow connection reaches it
+    done = subprocess.run(
+        [sys.executable, "-c", CAPTURING, bucket], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["written_rows"] == 30
+
+    rows = read_captures(bucket, "churn", start, utc_now() + timedelta(minutes=1), storage=store(bucket))
+    assert sorted(rows["x"]) == [i / 30 for i in range(30)]
