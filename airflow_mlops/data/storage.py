@@ -851,8 +851,14 @@ class _FsspecStore:
         except FileNotFoundError as err:
             raise FileNotFoundError(f"No object at {uri}") from err
 
+    def _fresh(self, uri: str) -> str:
+        """*uri*'s path, with what fsspec cached of it dropped (another process may have written it since)."""
+        path = self._path(uri)
+        self.fs.invalidate_cache(path)
+        return path
+
     def exists(self, uri: str) -> bool:
-        return bool(self._call("exists", uri, lambda: self.fs.isfile(self._path(uri))))
+        return bool(self._call("exists", uri, lambda: self.fs.isfile(self._fresh(uri))))
 
     def read_bytes(self, uri: str) -> bytes:
         return self._call("read", uri, lambda: self.fs.cat_file(self._path(uri)))
@@ -861,7 +867,7 @@ class _FsspecStore:
         self._call("write", uri, lambda: self.fs.pipe_file(self._path(uri), data))
 
     def head(self, uri: str) -> dict[str, Any]:
-        info = self._call("head", uri, lambda: self.fs.info(self._path(uri)))
+        info = self._call("head", uri, lambda: self.fs.info(self._fresh(uri)))
         if info.get("type") == "directory":
             raise FileNotFoundError(f"No object at {uri} (a folder)")
         return _fingerprint(info) | {"sha256": None}
