@@ -490,7 +490,7 @@ class Storage:
         return self._store(uri).fsspec(uri)
 
     def exists(self, uri: str) -> bool:
-        """Whether the file or object at *uri* exists (a folder does not count)."""
+        """Whether the object at *uri* exists (an object-store "folder" does not count; a local folder does)."""
         return self._store(uri).exists(uri)
 
     def size(self, uri: str) -> int:
