@@ -19,7 +19,7 @@ environment:
 - ``MLOPS_SERVING_PORT``: when set, the port of the local endpoint of every model this DAG serves (one model
   at a time). Unset: a port per model, so that several models serve side by side: the ``serving_port`` param,
   or 5001 for the default model and a port derived from the name for any other
-  (:func:`airflow_mlops.serving.local.port_for_model`, 5100-5999). A port that is another model's endpoint
+  (:func:`airflow_mlops.serving.ports.port_for_model`, 5100-5999). A port that is another model's endpoint
   fails the deploy at once (not retried), naming that model.
 - ``MLOPS_TRAINING_RUNTIME``: ``local`` (default, a child process) or ``kubernetes`` (a pod running
   ``MLOPS_TRAINING_IMAGE``); see :func:`airflow_mlops.training.selection.runtime_from_env`
@@ -44,7 +44,7 @@ from airflow_mlops.operators.replay import ReplayTrafficOperator
 from airflow_mlops.operators.training import TrainModelOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
 from airflow_mlops.retraining import describe_trigger, retraining_asset
-from airflow_mlops.serving.local import serving_port
+from airflow_mlops.serving.ports import serving_port
 from airflow_mlops.training.selection import runtime_from_env
 
 APPROVERS = [{"id": user, "name": user} for user in os.environ.get("MLOPS_APPROVERS", "").split(",") if user]

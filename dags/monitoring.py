@@ -26,7 +26,7 @@ from datetime import timedelta
 from airflow.sdk import DAG, Param
 
 from airflow_mlops.operators.monitoring import MonitorModelOperator, RequestRetrainingOperator
-from airflow_mlops.serving.local import serving_port
+from airflow_mlops.serving.ports import serving_port
 
 MODEL_NAME = "demo_churn_classifier"
 TARGET_SETTING = os.environ.get("MLOPS_MONITORING_TARGET", "").strip()

@@ -33,7 +33,7 @@ from airflow_mlops.operators.ingest import IngestDatasetOperator
 from airflow_mlops.operators.registry import PromoteModelOperator, RegisterModelOperator
 from airflow_mlops.operators.training import TrainModelOperator
 from airflow_mlops.operators.validation import ValidateDatasetOperator
-from airflow_mlops.serving.local import serving_port
+from airflow_mlops.serving.ports import serving_port
 
 TRAINER = Path(__file__).with_name("regression_trainer.py")
 COLUMNS = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]

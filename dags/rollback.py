@@ -13,7 +13,7 @@ The target is built here, never from the registry: the local target on the model
 example DAGs' deploy tasks choose it. ``MLOPS_SERVING_PORT`` when set (the port of every model, as in
 ``mlops_continuous_training``); else the ``serving_port`` param when set (the port the deploying run was
 given), else 5001 for ``demo_churn_classifier``, 5002 for ``demo_diabetes_regressor`` and a port derived from
-the name for any other model (:func:`airflow_mlops.serving.local.port_for_model`).
+the name for any other model (:func:`airflow_mlops.serving.ports.port_for_model`).
 
 A rollback triggered while a deploy of the same model is in progress waits for it without holding a worker
 slot (deferred, up to ``wait_for_release``), then chooses and checks everything again against what serves
@@ -30,7 +30,7 @@ from functools import partial
 from airflow.sdk import DAG, Param
 
 from airflow_mlops.operators.deployment import RollbackModelOperator
-from airflow_mlops.serving.local import serving_port
+from airflow_mlops.serving.ports import serving_port
 
 #: The endpoint ports of the example DAGs' default models (mlops_continuous_training, mlops_regression).
 DEFAULT_PORTS = {"demo_churn_classifier": 5001, "demo_diabetes_regressor": 5002}

@@ -42,7 +42,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import zlib
 from collections import deque
 from dataclasses import replace
 from pathlib import Path
@@ -78,8 +77,6 @@ LOG_TAIL_LINES = 25
 _STOP_GRACE_SECONDS = 15.0
 _PROXY_STARTUP_SECONDS = 30.0
 _LOOPBACK = "127.0.0.1"
-#: First port and number of ports :func:`port_for_model` derives endpoint ports from.
-MODEL_PORTS_FIRST, MODEL_PORTS_COUNT = 5100, 900
 
 log = logging.getLogger(__name__)
 
@@ -118,52 +115,6 @@ def free_port(host: str = _LOOPBACK) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
-
-
-def port_for_model(model_name: str, first: int = MODEL_PORTS_FIRST, count: int = MODEL_PORTS_COUNT) -> int:
-    """
-    An endpoint port derived from the model's name: ``first + crc32(name) % count``, the same on every worker.
-
-    Lets one DAG serve many models on the local target, one port each. Two names can map to the same port: the
-    second deploy is then refused with a :class:`PortInUseError` naming the model that holds it; give one of
-    them a port of its own.
-    """
-    for value in (first, count):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"first and count must be integers, got {first!r} and {count!r}")
-    if count < 1 or first < 1 or first + count - 1 > 65535:
-        raise ValueError(f"ports {first}..{first + count - 1} are not valid TCP ports")
-    return first + zlib.crc32(validate_model_name(model_name).encode()) % count
-
-
-def serving_port(
-    model_name: str,
-    port: int | str | None = None,
-    *,
-    pinned: int | str | None = None,
-    defaults: Mapping[str, int] | None = None,
-) -> int:
-    """
-    The local endpoint port of *model_name*, as the example DAGs choose it (one port per model).
-
-    *port* when given (a DAG param), else *pinned* (one port for every model, e.g. from the environment), else
-    the model's entry in *defaults*, else :func:`port_for_model`. Empty values count as not given.
-
-    :raises ValueError: when the port chosen is not a TCP port.
-    """
-    for value in (port, pinned):
-        if value is None or value == "":
-            continue
-        try:
-            chosen = int(value)
-        except (TypeError, ValueError):
-            chosen = 0
-        if isinstance(value, bool) or not 1 <= chosen <= 65535:
-            raise ValueError(f"serving port of model {model_name!r} must be from 1 to 65535, got {value!r}")
-        return chosen
-    if defaults and model_name in defaults:
-        return int(defaults[model_name])
-    return port_for_model(model_name)
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -404,10 +355,11 @@ class LocalServerTarget(DeployTarget):
     ``http://<host>:<port>`` is the model's endpoint: ``GET /ping``, ``POST /invocations`` with
     ``{"dataframe_records": [...]}``. It keeps serving after the Airflow task ends; its state is in
     ``<state_dir>/<model_name>/state.json``, where later tasks and the rollback DAG find it. One port serves
-    one model: give each model its own port (:func:`port_for_model` derives one from the name); a port that is
-    another model's endpoint is refused with :class:`PortInUseError` (not retried). Model servers use the
-    Python environment of the worker (``--env-manager local``). A model server that dies is started again (see
-    the module's documentation), within ``max_restarts`` per ``restart_window``.
+    one model: give each model its own port (:func:`~airflow_mlops.serving.ports.port_for_model` derives one
+    from the name); a port that is another model's endpoint is refused with :class:`PortInUseError` (not
+    retried). Model servers use the Python environment of the worker (``--env-manager local``). A model server
+    that dies is started again (see the module's documentation), within ``max_restarts`` per
+    ``restart_window``.
 
     :param port: Public port of the model's endpoint.
     :param host: Address the endpoint proxy listens on; keep the default (loopback) unless the machine is

@@ -18,7 +18,8 @@ from airflow_mlops.exceptions import (
 )
 from airflow_mlops.lineage.deployments import read_history
 from airflow_mlops.operators.deployment import DeployModelOperator, RollbackModelOperator
-from airflow_mlops.serving.local import LocalServerTarget, serving_port
+from airflow_mlops.serving.local import LocalServerTarget
+from airflow_mlops.serving.ports import serving_port
 from tests.conftest import free_port
 from tests.support.context import context_for
 from tests.support.deploy import (

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from airflow_mlops.serving.base import target_from_config
-from airflow_mlops.serving.local import port_for_model, serving_port
+from airflow_mlops.serving.ports import port_for_model, serving_port
 
 DAGS = Path(__file__).resolve().parents[3] / "dags"
 SETTINGS = ("MLOPS_SERVING_PORT", "MLOPS_REGRESSION_SERVING_PORT", "MLOPS_MONITORING_TARGET")
