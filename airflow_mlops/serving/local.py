@@ -1222,3 +1222,22 @@ class LocalServerTarget(DeployTarget):
         terminate(deployment.details)
         if deployment.details.get("record"):
             Path(deployment.details["record"]).unlink(missing_ok=True)
+
+
+_MOVED_TO_PORTS = frozenset({"serving_port", "port_for_model", "MODEL_PORTS_FIRST", "MODEL_PORTS_COUNT"})
+
+
+def __getattr__(name: str) -> Any:
+    """The port helpers that moved to :mod:`airflow_mlops.serving.ports`, with a deprecation warning."""
+    if name in _MOVED_TO_PORTS:
+        import warnings
+
+        from airflow_mlops.serving import ports
+
+        warnings.warn(
+            f"airflow_mlops.serving.local.{name} moved to airflow_mlops.serving.ports.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(ports, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -84,3 +84,10 @@ def test_port_in_use_is_a_configuration_error_from_either_import_path():
     assert isinstance(error, exceptions.ConfigurationError)
     assert not error.retryable
     assert error.holder == "churn"
+
+
+def test_the_old_import_path_still_works_and_warns():
+    with pytest.warns(DeprecationWarning, match="moved to airflow_mlops.serving.ports.serving_port"):
+        from airflow_mlops.serving.local import serving_port as old
+
+    assert old is serving_port
