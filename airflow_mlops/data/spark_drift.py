@@ -128,7 +128,7 @@ class _SparkSource:
         }
         self.fetched = 0
         self.total = 0
-        self.distinct: dict[str, int] = {}
+        self._distinct: dict[str, int] = {}
 
     def _collect(self, frame: DataFrame) -> list[Any]:
         rows = frame.collect()
@@ -149,8 +149,12 @@ class _SparkSource:
             )
         )
         self.total = int(row[0])
-        self.distinct = dict(zip(columns, map(int, row[1 + len(columns) :]), strict=True))
+        self._distinct = dict(zip(columns, map(int, row[1 + len(columns) :]), strict=True))
         return dict(zip(columns, map(int, row[1 : 1 + len(columns)]), strict=True))
+
+    def distinct_up_to(self, columns: list[str], limit: int) -> dict[str, int]:
+        """Each column's distinct non-null values (counted with the non-null counts, in the same aggregate)."""
+        return {c: self._distinct[c] for c in columns}
 
     def null_rate(self, non_null: int) -> float:
         return (self.total - non_null) / self.total if self.total else 0.0

@@ -6,7 +6,8 @@ and a current table or query of one database (any SQLAlchemy dialect with window
 MySQL 8, SQLite 3.25+, ...). Per source it asks the database for
 
 - the row count and each column's non-null count (one query; gives the null rates),
-- the row count and each column's non-null and distinct counts (one query; gives the null rates),
+- whether each numeric column has more than ``quantiles`` distinct values: the first rows settle the columns
+  with more, a ``GROUP BY`` that stops at ``quantiles`` + 1 groups counts the others (no column is sorted),
 - the order statistics each numeric column needs (one sorted pass per column): those of the reference's PSI
   bin edges and, for a column with more than ``quantiles`` distinct values, ``quantiles`` evenly spaced ones,
 - each numeric column's counts in the reference's PSI bins (one query for all columns),
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 
 #: Order statistics per numeric column and source for the KS and Wasserstein estimates.
 DEFAULT_QUANTILES = 1000
+#: Rows whose distinct values settle which numeric columns have many (see ``_Source.distinct_up_to``).
+SCREEN_ROWS = 100_000
 #: Most categories of one column a comparison fetches (a column with more is not categorical data).
 MAX_CATEGORIES = 10_000
 _PROBE_ROWS = 100
@@ -115,8 +118,8 @@ def drift_from_summaries(
     """
     The drift report of two sources that answer for their summaries (a SQL table, a frame, a Spark table).
 
-    A source has ``columns``, ``total``, ``distinct``, ``sampled`` and ``fetched`` and answers
-    ``is_categorical``, ``non_null_counts``, ``null_rate``, ``quantiles``, ``bin_counts``, ``value_counts``
+    A source has ``columns``, ``total``, ``sampled`` and ``fetched`` and answers ``is_categorical``,
+    ``non_null_counts``, ``distinct_up_to``, ``null_rate``, ``quantiles``, ``bin_counts``, ``value_counts``
     and ``categories`` as :class:`_Source` does; the statistics are computed here, the same for every engine.
     """
     wanted, missing, added = select_features(ref.columns, cur.columns, columns, exclude_columns)
@@ -125,7 +128,8 @@ def drift_from_summaries(
     numeric = [c for c in compared if not categorical[c]]
     ref_counts, cur_counts = ref.non_null_counts(compared), cur.non_null_counts(compared)
     # Few distinct values (counts, codes, ratings): KS and Wasserstein exact, from the values' counts.
-    discrete = {c for c in numeric if max(ref.distinct[c], cur.distinct[c]) <= quantiles}
+    ref_distinct, cur_distinct = ref.distinct_up_to(numeric, quantiles), cur.distinct_up_to(numeric, quantiles)
+    discrete = {c for c in numeric if max(ref_distinct[c], cur_distinct[c]) <= quantiles}
     ref_quantiles = _quantiles_of(
         ref, {c: (ref_counts[c], 0 if c in discrete else quantiles, bins) for c in numeric}
     )
@@ -249,7 +253,6 @@ class _Source:
         self.sampled = len(self._sample)
         self.fetched = 0
         self.total = 0
-        self.distinct: dict[str, int] = {}
 
     def _rows(self, statement: Any) -> list[Any]:
         """All result rows of *statement*, counted (what reached the worker)."""
@@ -277,15 +280,37 @@ class _Source:
         return isinstance(value, bool) or not isinstance(value, int | float | decimal.Decimal)
 
     def non_null_counts(self, columns: list[str]) -> dict[str, int]:
-        """Each column's non-null count (and, in ``distinct``, its distinct values); the row count in ``total``."""
+        """Each column's non-null count (one pass, nothing sorted); the row count in ``total``."""
         import sqlalchemy as sa
 
         counts = [sa.func.count(self._column(c)) for c in columns]
-        distinct = [sa.func.count(self._column(c).distinct()) for c in columns]
-        (row,) = self._rows(sa.select(sa.func.count(), *counts, *distinct).select_from(self.from_))
+        (row,) = self._rows(sa.select(sa.func.count(), *counts).select_from(self.from_))
         self.total = int(row[0])
-        self.distinct = dict(zip(columns, map(int, row[1 + len(columns) :]), strict=True))
-        return dict(zip(columns, map(int, row[1 : 1 + len(columns)]), strict=True))
+        return dict(zip(columns, map(int, row[1:]), strict=True))
+
+    def distinct_up_to(self, columns: list[str], limit: int) -> dict[str, int]:
+        """
+        Each column's number of distinct non-null values where it is at most *limit*, else a number above it.
+
+        The first :data:`SCREEN_ROWS` rows settle every column with more than *limit* values there (the whole
+        table cannot have fewer); each other column is counted with a ``GROUP BY`` that stops at *limit* + 1
+        groups: for a column of few values, one pass with a small hash table. Nothing sorts a whole column.
+        """
+        import sqlalchemy as sa
+
+        if not columns:
+            return {}
+        head = sa.select(*(self._column(c) for c in columns)).select_from(self.from_).limit(SCREEN_ROWS).subquery()
+        (row,) = self._rows(sa.select(*(sa.func.count(head.c[c].distinct()) for c in columns)))
+        out = dict(zip(columns, map(int, row), strict=True))
+        for column in [c for c in columns if out[c] <= limit]:
+            col = self._column(column)
+            groups = (
+                sa.select(col).select_from(self.from_).where(col.is_not(None)).group_by(col).limit(limit + 1)
+            ).subquery()
+            (counted,) = self._rows(sa.select(sa.func.count()).select_from(groups))
+            out[column] = int(counted[0])
+        return out
 
     def null_rate(self, non_null: int) -> float:
         return (self.total - non_null) / self.total if self.total else 0.0
@@ -399,7 +424,6 @@ class _FrameSource:
         self.frame = frame
         self.columns = [str(c) for c in frame.columns]
         self.total = len(frame)
-        self.distinct: dict[str, int] = {}
 
     def is_categorical(self, column: str) -> bool:
         from airflow_mlops.data.drift import is_categorical
@@ -407,8 +431,10 @@ class _FrameSource:
         return is_categorical(self.frame[column])
 
     def non_null_counts(self, columns: list[str]) -> dict[str, int]:
-        self.distinct = {c: int(self.frame[c].nunique(dropna=True)) for c in columns}
         return {c: int(self.frame[c].notna().sum()) for c in columns}
+
+    def distinct_up_to(self, columns: list[str], limit: int) -> dict[str, int]:
+        return {c: int(self.frame[c].nunique(dropna=True)) for c in columns}
 
     def null_rate(self, non_null: int) -> float:
         return (self.total - non_null) / self.total if self.total else 0.0

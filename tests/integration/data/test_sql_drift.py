@@ -172,3 +172,37 @@ def test_a_snapshot_read_one_column_at_a_time_compares_as_its_frame(sqlite_engin
     assert report == compute_drift_sql(
         sqlite_engine, frame, SqlData(table="current"), exclude_columns=["active"]
     )
+
+
+def test_few_values_in_the_first_rows_do_not_make_a_column_discrete(tmp_path):
+    """
+    The first rows only rule columns out: one whose many values come late is still compared from its order
+    statistics (a few summary rows), and one with exactly ``quantiles`` values exactly, from its value counts.
+    """
+    import numpy as np
+
+    from airflow_mlops.data.sql_drift import SCREEN_ROWS
+
+    rng = np.random.default_rng(5)
+    rows = SCREEN_ROWS + 30_000
+    late = np.concatenate([rng.integers(0, 5, SCREEN_ROWS + 10_000), rng.normal(size=20_000)])
+    frames = [
+        pd.DataFrame({"late": late + shift, "rating": rng.integers(0, DEFAULT_QUANTILES, rows)}) for shift in (0, 0.2)
+    ]
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'late.db'}")
+    for name, frame in zip(("reference", "current"), frames, strict=True):
+        frame.to_sql(name, engine, index=False)
+    transfer: dict[str, int] = {}
+
+    report = compute_drift_sql(engine, SqlData(table="reference"), SqlData(table="current"), transfer=transfer)
+
+    expected = compute_drift(*frames)
+    assert_same_report(report, expected, frames[0])
+    assert frames[0]["rating"].nunique() == DEFAULT_QUANTILES  # exactly at the limit: compared exactly
+    for metric in ("ks", "wasserstein"):
+        assert report["features"]["rating"]["metrics"][metric] == pytest.approx(
+            expected["features"]["rating"]["metrics"][metric], abs=1e-9
+        )
+    # "late" (30,005 values) went through its order statistics, not 30,005 value counts per table.
+    assert transfer["summary_rows"] < 2 * (2 * DEFAULT_QUANTILES + 100) + 2 * (DEFAULT_QUANTILES + 100)
+    engine.dispose()
