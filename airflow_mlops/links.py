@@ -89,8 +89,9 @@ class DataDocsLink(BaseOperatorLink):
 # -- links a reviewer can open -----------------------------------------------------------------------------
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp")
-_IMAGE = re.compile(r"!\[(?P<text>[^\]]*)\]\((?P<url>[^)\s]*)\)")
-_LINK = re.compile(r"(?<!!)\[(?P<text>[^\]]*)\]\((?P<url>[^)\s]*)\)")
+# Patterns as text: compiled (and cached by re) when first used, not while a DAG file is parsed.
+_IMAGE = r"!\[(?P<text>[^\]]*)\]\((?P<url>[^)\s]*)\)"
+_LINK = r"(?<!!)\[(?P<text>[^\]]*)\]\((?P<url>[^)\s]*)\)"
 
 
 def browser_url(url: str | None) -> str:
@@ -122,4 +123,4 @@ def http_links_only(markdown: str) -> str:
             return ""
         return match[0] if browser_url(match["url"]) else match["text"]
 
-    return _LINK.sub(link, _IMAGE.sub(image, markdown))
+    return re.sub(_LINK, link, re.sub(_IMAGE, image, markdown))

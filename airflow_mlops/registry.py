@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 #: Model version tag values are VARCHAR(5000) in MLflow's SQL store: longer values are cut to this.
 TAG_VALUE_MAX = 5000
-MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,255}")
+#: A registered model name (``re.fullmatch``), as text: compiled when first used, not when a DAG file is parsed.
+MODEL_NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,255}"
 MODEL_NAME_RULE = (
     "1-256 characters: letters, digits, '_', '-' and '.', starting with a letter, digit or '_' "
     "(no '/', ':', spaces or '..')"
@@ -37,7 +38,7 @@ def validate_model_name(name: Any, field: str = "model_name") -> str:
     """Return *name* if it is a valid registered model name, else raise ValueError saying what is allowed."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"{field} must be a non-empty string ({MODEL_NAME_RULE}); got {name!r}")
-    if not MODEL_NAME_PATTERN.fullmatch(name) or ".." in name:
+    if not re.fullmatch(MODEL_NAME_PATTERN, name) or ".." in name:
         raise ValueError(f"{field} {name!r} is not a valid model name: use {MODEL_NAME_RULE}")
     return name
 

@@ -45,7 +45,7 @@ _OBSERVED_KEYS = (
 )
 _MAX_EXAMPLES = 5
 _MAX_CHARS = 300
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_SAFE_NAME = r"[^A-Za-z0-9._-]+"  # compiled (and cached by re) when first used
 # Table-level expectations that need the rows but no particular column.
 _ROW_COUNT_EXPECTATIONS = {"expect_table_row_count_to_be_between", "expect_table_row_count_to_equal"}
 _COLUMN_KWARGS = ("column", "column_A", "column_B")
@@ -54,12 +54,12 @@ _EXAMPLE = '[{"type": "expect_column_values_to_not_be_null", "kwargs": {"column"
 
 def safe_name(name: str) -> str:
     """*name* made safe as one path segment (Data Docs folders)."""
-    return _SAFE_NAME.sub("_", name).strip("._") or "suite"
+    return re.sub(_SAFE_NAME, "_", name).strip("._") or "suite"
 
 
 def is_valid_suite_name(name: object) -> bool:
     """Whether *name* is a string with at least one letter, digit, ``.``, ``_`` or ``-``."""
-    return isinstance(name, str) and bool(_SAFE_NAME.sub("", name))
+    return isinstance(name, str) and bool(re.sub(_SAFE_NAME, "", name))
 
 
 def check_expectations(expectations: object, origin: str = "expectations") -> list[dict[str, Any]]:

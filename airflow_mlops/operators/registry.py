@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-_RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_\-]+")
+_RUN_ID_PATTERN = r"[A-Za-z0-9_\-]+"  # compiled (and cached by re) when first used
 _TAG_KEY_MAX = 250
 #: What ``model_uri`` takes besides a URI: a training result.
 _MODEL_URI_ACCEPTS = "a logged model's URI or a training result (a dict with 'model_uri')"
@@ -136,7 +136,7 @@ class RegisterModelOperator(ModelOperatorMixin, BaseOperator):
 
         given_run = self.run_id or training.get("run_id")
         run_id = (str(given_run).strip() if given_run else "") or self._derive_run_id(client, model_uri)
-        if run_id and not _RUN_ID_PATTERN.fullmatch(run_id):
+        if run_id and not re.fullmatch(_RUN_ID_PATTERN, run_id):
             raise ConfigurationError(
                 f"run_id {run_id!r} for model {name!r} is not an MLflow run id", model=name, uri=model_uri
             )

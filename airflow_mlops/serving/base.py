@@ -50,8 +50,9 @@ _BUILTIN_KINDS: dict[str, str] = {
     "kserve": "airflow_mlops.serving.kserve.KServeTarget",
 }
 _REGISTERED_KINDS: dict[str, str | type[DeployTarget]] = {}
-_DOTTED_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
-_KIND_NAME = re.compile(r"^[A-Za-z_][\w-]*$")
+# Compiled (and cached by re) when first used, not when a DAG file is parsed.
+_DOTTED_PATH = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+"
+_KIND_NAME = r"[A-Za-z_][\w-]*"
 
 
 class PredictionError(DeploymentError):
@@ -331,7 +332,7 @@ def register_target_kind(kind: str, target: str | type[DeployTarget]) -> None:
     :param target: The class, or its dotted path (``"my_pkg.targets.SageMakerTarget"``, imported when the
         kind is first used).
     """
-    if not isinstance(kind, str) or not _KIND_NAME.match(kind):
+    if not isinstance(kind, str) or not re.fullmatch(_KIND_NAME, kind):
         raise ValueError(
             f"A target kind name is a short name of letters, digits, '_' and '-' (no dots), got {kind!r}"
         )
@@ -340,7 +341,7 @@ def register_target_kind(kind: str, target: str | type[DeployTarget]) -> None:
     if isinstance(target, type):
         if not issubclass(target, DeployTarget):
             raise ValueError(f"Deploy target kind {kind!r}: {target!r} is not a DeployTarget subclass")
-    elif not isinstance(target, str) or not _DOTTED_PATH.match(target):
+    elif not isinstance(target, str) or not re.fullmatch(_DOTTED_PATH, target):
         raise ValueError(
             f"register_target_kind takes a DeployTarget subclass or its dotted path like "
             f"'my_pkg.targets.MyTarget', got {target!r}"

@@ -82,7 +82,7 @@ TRAFFIC_KINDS = (PRODUCTION, REJECTED, *SYNTHETIC_KINDS)
 SIGNATURE_TYPES = ("long", "integer", "double", "float", "boolean", "string", "datetime", "binary")
 #: The registered-model name rule of :mod:`airflow_mlops.registry` (``MODEL_NAME_PATTERN``), here so that the
 #: serving side checks names without loading the registry's dependencies.
-MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,255}")
+MODEL_NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,255}"
 _REDACTED_METADATA = b"mlops.redacted"
 HOUR_FORMAT = "%Y-%m-%dT%H"
 DEFAULTS: dict[str, Any] = {
@@ -160,7 +160,7 @@ def check_signature(signature: object, origin: str = "signature") -> dict[str, s
 
 def check_model_name(model_name: object) -> str:
     """*model_name* if the registry allows it (no ``/``, ``..``, spaces...); :raises ValueError: otherwise."""
-    if not isinstance(model_name, str) or not MODEL_NAME_PATTERN.fullmatch(model_name) or ".." in model_name:
+    if not isinstance(model_name, str) or not re.fullmatch(MODEL_NAME_PATTERN, model_name) or ".." in model_name:
         raise ValueError(f"{model_name!r} is not a registered model name")
     return model_name
 

@@ -11,7 +11,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-_MODULE_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_MODULE_RE = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"  # compiled (and cached by re) when first used
 
 
 def parse_entrypoint(entrypoint: str | Sequence[str]) -> tuple[str | None, list[str]]:
@@ -24,9 +24,9 @@ def parse_entrypoint(entrypoint: str | Sequence[str]) -> tuple[str | None, list[
     """
     if isinstance(entrypoint, str):
         tokens = shlex.split(entrypoint)
-        if len(tokens) >= 2 and tokens[0] == "-m" and _MODULE_RE.match(tokens[1]):
+        if len(tokens) >= 2 and tokens[0] == "-m" and re.fullmatch(_MODULE_RE, tokens[1]):
             return tokens[1], tokens[2:]
-        if len(tokens) == 1 and _MODULE_RE.match(tokens[0]) and not tokens[0].endswith(".py"):
+        if len(tokens) == 1 and re.fullmatch(_MODULE_RE, tokens[0]) and not tokens[0].endswith(".py"):
             return tokens[0], []
     elif isinstance(entrypoint, Sequence) and entrypoint and all(isinstance(t, str) for t in entrypoint):
         return None, list(entrypoint)

@@ -154,7 +154,7 @@ def test_names_outside_the_registry_rules_are_never_written_and_nothing_leaves_t
 
 
 def test_the_serving_side_checks_names_with_the_registry_rule():
-    assert MODEL_NAME_PATTERN.pattern == REGISTRY_MODEL_NAME_PATTERN.pattern
+    assert MODEL_NAME_PATTERN == REGISTRY_MODEL_NAME_PATTERN
 
 
 def test_a_signature_setting_is_checked():
