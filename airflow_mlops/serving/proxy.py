@@ -60,15 +60,15 @@ import http.client
 import json
 import os
 import queue
-import select
 import socket
+import struct
 import sys
 import tempfile
 import time
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from threading import Lock, Thread
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -94,8 +94,10 @@ _HOP_BY_HOP = frozenset(
 #: Headers of the model server's answer that the proxy does not pass on (it writes its own ``Server`` and ``Date``).
 _NOT_RETURNED = _HOP_BY_HOP | {"server", "date"}
 REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.lower()
 #: :data:`airflow_mlops.serving.capture.TRAFFIC_HEADER`, here so that the proxy starts without importing capture.
 TRAFFIC_HEADER = "X-MLOps-Traffic"
+_TRAFFIC_KEY = TRAFFIC_HEADER.lower()
 CAPTURE_STATS = "capture-stats.json"
 
 #: Default of ``--max-body-bytes``: far above a batch of predictions, far below what hurts the machine.
@@ -117,14 +119,23 @@ _POOL_SIZE = 16
 _POOL_IDLE_SECONDS = 4.0
 #: After a refusal, what the client still sends is read and dropped for this long before the close.
 _LINGER_SECONDS = 2.0
-#: Threads that served a connection wait this long for the next one, at most this many of them.
-_WORKER_IDLE_SECONDS = 60.0
-_MAX_IDLE_WORKERS = 32
+#: Threads waiting for a new connection, at most (more are started while all are busy, and end when done).
+_MAX_IDLE_ACCEPTORS = 32
 #: Seconds a thread holds the interpreter while another waits for it (Python's default: 0.005).
 _SWITCH_INTERVAL = 0.0005
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _MAX_LINE = 65536
 _MAX_HEADERS = 100
+#: A request's line and headers together, at most (bytes); more is answered 431.
+_MAX_HEAD = 65536
+_PEEK = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)
+#: Bytes asked of the kernel per read: a one-row prediction and its answer arrive in one.
+_RECV_SIZE = 65536
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+_SERVER_HEADER = "Server: airflow-mlops-proxy"
+#: Control characters of a request line, escaped in the access log (a line cannot forge another).
+_CONTROL_CHARS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
 #: Errors of a reused connection that the model server closed meanwhile: the request is sent again, once.
 _STALE_ERRORS = (
     http.client.RemoteDisconnected,
@@ -182,6 +193,8 @@ class _StateReader:
         except FileNotFoundError:
             return None
         stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp == self._stamp:
+            return self._server
         with self._lock:
             if stamp != self._stamp:
                 try:
@@ -211,50 +224,44 @@ class _StateReader:
 
 
 class _Answer(NamedTuple):
-    """The model server's answer: status, reason, headers (in order), body, and whether it closes."""
+    """The model server's answer: status, reason, headers to pass on, body, and whether it closes."""
 
     status: int
     reason: str
-    headers: list[tuple[str, str]]
+    #: Its header lines (``Name: value``) passed on to the client, in order: all but :data:`_NOT_RETURNED`.
+    passed: list[str]
     body: bytes
     will_close: bool
     #: The headers by lower-case name (the first of repeated ones).
     fields: dict[str, str]
 
-    def header(self, name: str) -> str | None:
-        return self.fields.get(name.lower())
-
 
 class _RequestHeaders:
     """
-    A request's headers: in order, and by name in any case (what the handler uses of :class:`http.client.HTTPMessage`).
+    A request's headers: by lower-case name, and the lines passed on to the model server.
 
-    Filled by :meth:`_Handler.parse_request` with one dictionary per request rather than the email package's
+    Filled by :meth:`_ClientConnection._parse` with one dictionary per request rather than the email package's
     message, whose every lookup walks and lower-cases all the headers.
     """
 
-    __slots__ = ("_first", "_lines", "forwarded")
+    __slots__ = ("_first", "forwarded")
 
     def __init__(self) -> None:
-        self._lines: list[tuple[str, str]] = []
         self._first: dict[str, str] = {}
-        #: The headers passed on to the model server (a repeated name: the last), without the hop-by-hop ones
-        #: and the request id, which the proxy sets.
-        self.forwarded: dict[str, str] = {}
+        #: The header lines (``Name: value``) passed on to the model server, in order, without the hop-by-hop
+        #: ones and the request id, which the proxy sets.
+        self.forwarded: list[str] = []
 
-    def add(self, name: str, value: str) -> None:
+    def add(self, name: str, value: str, line: str) -> None:
         lower = name.lower()
-        self._lines.append((name, value))
-        self._first.setdefault(lower, value)
-        if lower not in _HOP_BY_HOP and lower != "x-request-id":
-            self.forwarded[name] = value
+        if lower not in self._first:
+            self._first[lower] = value
+        if lower not in _HOP_BY_HOP and lower != _REQUEST_ID_KEY:
+            self.forwarded.append(line)
 
-    def get(self, name: str, default: str | None = None) -> str | None:
-        """The first value of header *name* (any case), or *default*."""
-        return self._first.get(name.lower(), default)
-
-    def items(self) -> list[tuple[str, str]]:
-        return list(self._lines)
+    def get(self, lower_name: str) -> str | None:
+        """The first value of the header named *lower_name* (in lower case: names are read in any case)."""
+        return self._first.get(lower_name)
 
 
 class _BackendConnection:
@@ -262,8 +269,9 @@ class _BackendConnection:
     One HTTP/1.1 connection to the model server.
 
     Not :class:`http.client.HTTPConnection`: that sends the request line and headers and the body in two
-    writes and parses each answer's headers with the email package; a request here leaves in one write and
-    an answer is read with a few ``readline`` calls.
+    writes and parses each answer's headers with the email package; a request here leaves in one write and an
+    answer is read into one buffer, usually with one ``recv``. The socket blocks, with the kernel's timeouts
+    (:func:`_kernel_timeouts`), so no call waits in ``poll`` first.
     """
 
     def __init__(self, host: str, port: int, timeout: float) -> None:
@@ -271,42 +279,63 @@ class _BackendConnection:
         self.host_header = f"{host}:{port}"
         self.sock = socket.create_connection((host, port), timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.rfile = self.sock.makefile("rb")
+        self.sock.settimeout(None)
+        _kernel_timeouts(self.sock, timeout)
+        self.buffer = bytearray()
 
     def close(self) -> None:
-        self.rfile.close()
         self.sock.close()
 
     def closed_by_peer(self) -> bool:
         """Whether the idle connection has something to read: the server closed it (or broke the protocol)."""
-        try:
-            poller = select.poll()
-            poller.register(self.sock, select.POLLIN)
-            return bool(poller.poll(0))
-        except (OSError, ValueError):
+        if self.buffer:
             return True
+        try:
+            self.sock.recv(1, _PEEK)
+        except BlockingIOError:
+            return False  # nothing to read: still open
+        except OSError:
+            return True
+        return True
 
-    def exchange(self, method: str, target: str, headers: dict[str, str], body: bytes) -> _Answer:
-        head = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}"]
-        head += [f"{key}: {_one_line(value)}" for key, value in headers.items()]
+    def _more(self) -> bool:
+        """Read what has arrived into the buffer; False at the end of the connection."""
+        try:
+            data = self.sock.recv(_RECV_SIZE)
+        except BlockingIOError:
+            raise TimeoutError("the model server did not answer in time") from None
+        self.buffer += data
+        return bool(data)
+
+    def exchange(self, method: str, target: str, headers: list[str], body: bytes) -> _Answer:
+        """Send a request (*headers*: lines ``Name: value``, without ``Host`` and ``Content-Length``); its answer."""
+        head = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}", *headers]
         if body or method in _BODY_METHODS:
             head.append(f"Content-Length: {len(body)}")
-        self.sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        try:
+            self.sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        except BlockingIOError:
+            raise TimeoutError("the model server did not take the request in time") from None
         while True:
-            line = self.rfile.readline(_MAX_LINE)
-            if not line:
-                raise http.client.RemoteDisconnected("closed the connection without answering")
-            version, _, rest = line.decode("latin-1").rstrip("\r\n").partition(" ")
+            lines = self._head()
+            version, _, rest = lines[0].partition(" ")
             code, _, reason = rest.partition(" ")
             if not version.startswith("HTTP/1.") or not code.isdigit():
-                raise http.client.BadStatusLine(line[:100].decode("latin-1"))
+                raise http.client.BadStatusLine(lines[0][:100])
             status = int(code)
-            answer_headers = self._headers()
             if not 100 <= status < 200:
                 break  # an interim answer (100 Continue) is followed by the final one
+        passed: list[str] = []
         fields: dict[str, str] = {}
-        for key, value in answer_headers:
-            fields.setdefault(key.lower(), value)
+        for line in lines[1:]:
+            key, sep, value = line.partition(":")
+            if not sep or "\n" in line:
+                raise http.client.HTTPException("malformed header line in the answer")
+            key = key.strip().lower()
+            if key not in fields:
+                fields[key] = value.strip()
+            if key not in _NOT_RETURNED:
+                passed.append(line)
         will_close = version == "HTTP/1.0" or "close" in fields.get("connection", "").lower()
         if method == "HEAD" or status in (204, 304):
             data = b""
@@ -315,44 +344,69 @@ class _BackendConnection:
         elif fields.get("content-length", "").strip().isdigit():
             data = self._exactly(int(fields["content-length"]))
         else:  # delimited by the end of the connection
-            data, will_close = self.rfile.read(), True
-        return _Answer(status, reason, answer_headers, data, will_close, fields)
+            while self._more():
+                pass
+            data, will_close = bytes(self.buffer), True
+            self.buffer.clear()
+        return _Answer(status, reason, passed, data, will_close, fields)
 
-    def _headers(self) -> list[tuple[str, str]]:
-        headers: list[tuple[str, str]] = []
-        for _ in range(_MAX_HEADERS):
-            line = self.rfile.readline(_MAX_LINE)
-            if line in (b"\r\n", b"\n", b""):
-                return headers
-            key, sep, value = line.decode("latin-1").partition(":")
-            if not sep:
-                raise http.client.HTTPException("malformed header line in the answer")
-            headers.append((key.strip(), value.strip()))
-        raise http.client.HTTPException("too many headers in the answer")
+    def _head(self) -> list[str]:
+        """The status line and header lines of the next answer."""
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end >= 0:
+                head = self.buffer[:end]
+                del self.buffer[: end + 4]
+                return head.decode("latin-1").split("\r\n")
+            if len(self.buffer) > _MAX_HEAD:
+                raise http.client.HTTPException("the answer's headers are too long")
+            if not self._more():
+                if self.buffer:
+                    raise http.client.IncompleteRead(bytes(self.buffer))
+                raise http.client.RemoteDisconnected("closed the connection without answering")
 
     def _exactly(self, length: int) -> bytes:
-        data = self.rfile.read(length)
-        if len(data) != length:
-            raise http.client.IncompleteRead(data, length - len(data))
+        while len(self.buffer) < length:
+            if not self._more():
+                raise http.client.IncompleteRead(bytes(self.buffer), length - len(self.buffer))
+        data = bytes(self.buffer[:length])
+        del self.buffer[:length]
         return data
+
+    def _line(self) -> bytes:
+        while (end := self.buffer.find(b"\r\n")) < 0:
+            if len(self.buffer) > _MAX_LINE or not self._more():
+                raise http.client.HTTPException("malformed chunk in the answer")
+        line = bytes(self.buffer[:end])
+        del self.buffer[: end + 2]
+        return line
 
     def _chunked(self) -> bytes:
         parts: list[bytes] = []
         while True:
-            line = self.rfile.readline(_MAX_LINE).split(b";", 1)[0].strip()
             try:
-                size = int(line, 16)
+                size = int(self._line().split(b";", 1)[0].strip(), 16)
             except ValueError:
                 raise http.client.HTTPException("malformed chunk in the answer") from None
             if size == 0:
-                self._headers()  # trailers
+                while self._line():  # trailers, up to the blank line
+                    pass
                 return b"".join(parts)
             parts.append(self._exactly(size))
-            self.rfile.readline(_MAX_LINE)
+            self._line()
 
 
-def _one_line(value: str) -> str:
-    return value.replace("\r", " ").replace("\n", " ") if "\r" in value or "\n" in value else value
+def _kernel_timeouts(sock: socket.socket, seconds: float) -> None:
+    """
+    Let the kernel end a read or write on blocking *sock* after *seconds* (``BlockingIOError``).
+
+    Python's own socket timeout makes every call wait in ``poll`` first: two system calls each, on every
+    request of a proxy whose cost is its system calls.
+    """
+    whole = int(seconds)
+    limit = struct.pack("ll", whole, max(int((seconds - whole) * 1_000_000), 0 if whole else 1))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
 
 
 class _BackendPool:
@@ -433,169 +487,161 @@ class _Clock:
         self._second = -1
         self._http = self._log = ""
 
-    def _tick(self) -> None:
+    def now(self) -> tuple[str, str]:
+        """The ``Date`` header's value and the log's time, now."""
         now = time.time()
         if int(now) != self._second:
             self._http = email.utils.formatdate(now, usegmt=True)
             self._log = time.strftime("%d/%b/%Y %H:%M:%S", time.localtime(now))
             self._second = int(now)
-
-    def http_date(self) -> str:
-        self._tick()
-        return self._http
-
-    def log_date(self) -> str:
-        self._tick()
-        return self._log
+        return self._http, self._log
 
 
 _clock = _Clock()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "airflow-mlops-proxy"
-    disable_nagle_algorithm = True  # answers go out as written, never held for the client's delayed ACK
-    timeout = _IDLE_TIMEOUT
-    server: _ProxyServer
-    headers: _RequestHeaders  # type: ignore[assignment]  # the base class only stores what parse_request sets
+class _ClientConnection:
+    """
+    One client connection: its requests read, answered and logged one after another (HTTP/1.1 keep-alive).
 
-    def log_message(self, format: str, *args: Any) -> None:
-        sys.stderr.write(f"{self.log_date_time_string()} {format % args}\n")
+    Not :class:`http.server.BaseHTTPRequestHandler`: that reads a request line by line through a buffered file,
+    parses the headers with the email package, and, with a timeout set, waits in ``poll`` before every read
+    and write; here a request is read into one buffer (usually one ``recv``), its headers split into one
+    dictionary, and the socket blocks with the kernel's timeouts (:func:`_kernel_timeouts`).
+    """
 
-    def date_time_string(self, timestamp: float | None = None) -> str:
-        if timestamp is not None:
-            return super().date_time_string(timestamp)
-        return _clock.http_date()
-
-    def log_date_time_string(self) -> str:
-        return _clock.log_date()
-
-    def parse_request(self) -> bool:
-        """
-        The request line and headers, as the base class reads them, without the email package.
-
-        The base class parses each request's headers with :mod:`email.parser`, a third of the proxy's own
-        time per request; a line split into :class:`_RequestHeaders` does the same for HTTP. Folded (obsolete
-        multi-line) headers are refused.
-        """
-        self.command = ""
-        self.request_version = self.default_request_version
+    def __init__(self, server: _ProxyServer, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.buffer = bytearray()
+        self.method = self.path = self.requestline = ""
+        self.headers = _RequestHeaders()
         self.close_connection = True
-        raw: bytes = self.raw_requestline  # type: ignore[attr-defined]  # set by handle_one_request
-        self.requestline = requestline = str(raw, "iso-8859-1").rstrip("\r\n")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # answers go out as written
+        _kernel_timeouts(sock, _IDLE_TIMEOUT)
+
+    def serve(self) -> None:
+        """Answer requests until the client closes the connection, goes idle, or a request closes it."""
+        try:
+            while self._one_request():
+                pass
+        except OSError:
+            pass  # the client went away, or stopped reading
+        finally:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.sock.close()
+
+    # -- reading ------------------------------------------------------------------------------------------
+
+    def _more(self) -> bool:
+        """Read what has arrived into the buffer; False at the end of the connection."""
+        try:
+            data = self.sock.recv(_RECV_SIZE)
+        except BlockingIOError:
+            raise TimeoutError from None  # the kernel's receive timeout
+        self.buffer += data
+        return bool(data)
+
+    def _read_head(self) -> bytes | None:
+        """The request line and headers, up to the blank line; None when the connection ends or idles out."""
+        buffer = self.buffer
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end >= 0:
+                head = bytes(buffer[:end])
+                del buffer[: end + 4]
+                return head
+            end = buffer.find(b"\n\n")  # bare line feeds, as http.server takes them
+            if end >= 0:
+                head = bytes(buffer[:end])
+                del buffer[: end + 2]
+                return head
+            if len(buffer) > _MAX_HEAD:
+                raise _Refused(
+                    431, "REQUEST_HEADER_FIELDS_TOO_LARGE", f"The request's headers exceed {_MAX_HEAD} bytes."
+                )
+            try:
+                if not self._more():
+                    return None
+            except TimeoutError:
+                return None  # idle for _IDLE_TIMEOUT: closed, as the client may expect of a kept connection
+
+    def _one_request(self) -> bool:
+        """Read, answer and log one request; whether the connection stays open for the next."""
+        self.method = self.path = self.requestline = ""
+        try:
+            head = self._read_head()
+        except _Refused as refusal:
+            self._refuse(refusal)
+            return False
+        if head is None:
+            return False
+        if not self._parse(head):
+            return False
+        if self.method not in _METHODS:
+            self._error(501, "UNSUPPORTED_METHOD", f"Unsupported method ({self.method!r}).")
+            return False
+        self._forward()
+        return not self.close_connection
+
+    def _parse(self, head: bytes) -> bool:
+        """
+        The request line and headers, checked as :class:`http.server.BaseHTTPRequestHandler` checks them.
+
+        Folded (obsolete multi-line) headers are refused. False (the error answered) when malformed.
+        """
+        lines = head.decode("iso-8859-1").split("\n")
+        self.requestline = requestline = lines[0].rstrip("\r")
         words = requestline.split()
         if len(words) != 3:
-            self.send_error(400, f"Bad request syntax ({requestline!r})")
+            self._error(400, "BAD_REQUEST", f"Bad request syntax ({requestline!r}).")
             return False
-        command, path, version = words
+        method, path, version = words
         try:
             if not version.startswith("HTTP/"):
                 raise ValueError
             major, minor = version[5:].split(".")
             number = (int(major), int(minor))
         except ValueError:
-            self.send_error(400, f"Bad request version ({version!r})")
+            self._error(400, "BAD_REQUEST", f"Bad request version ({version!r}).")
             return False
         if number >= (2, 0):
-            self.send_error(505, f"Invalid HTTP version ({version})")
+            self._error(505, "HTTP_VERSION_NOT_SUPPORTED", f"Invalid HTTP version ({version}).")
             return False
-        self.request_version = version
-        self.close_connection = number < (1, 1)
-        self.command, self.path = command, path
-        if self.path.startswith("//"):
-            self.path = "/" + self.path.lstrip("/")
+        if len(lines) > _MAX_HEADERS + 1:
+            self._error(431, "REQUEST_HEADER_FIELDS_TOO_LARGE", "Too many headers.")
+            return False
+        self.method = method
+        self.path = "/" + path.lstrip("/") if path.startswith("//") else path
         headers = _RequestHeaders()
-        for _ in range(_MAX_HEADERS + 1):
-            line = self.rfile.readline(_MAX_LINE + 1)
-            if len(line) > _MAX_LINE:
-                self.send_error(431, "Line too long")
+        for line in lines[1:]:
+            line = line.rstrip("\r")
+            name, sep, value = line.partition(":")
+            if not sep or not name or name[0] in " \t" or name != name.rstrip() or "\r" in line:
+                self._error(400, "BAD_REQUEST", "Malformed header line.")
                 return False
-            if line in (b"\r\n", b"\n", b""):
-                break
-            name, sep, value = line.decode("iso-8859-1").partition(":")
-            if not sep or not name or name[0] in " \t" or name != name.rstrip():
-                self.send_error(400, "Malformed header line")
-                return False
-            headers.add(name, value.strip())
-        else:
-            self.send_error(431, "Too many headers")
-            return False
+            headers.add(name, value.strip(), line)
         self.headers = headers
-        connection = (headers.get("Connection") or "").lower()
-        if connection == "close":
-            self.close_connection = True
-        elif connection == "keep-alive":
-            self.close_connection = False
-        if (headers.get("Expect") or "").lower() == "100-continue" and number >= (1, 1):
-            return self.handle_expect_100()
+        connection = (headers.get("connection") or "").lower()
+        self.close_connection = number < (1, 1) and connection != "keep-alive" or connection == "close"
+        if (headers.get("expect") or "").lower() == "100-continue" and number >= (1, 1):
+            declared = (headers.get("content-length") or "").strip()
+            if declared.isdigit() and int(declared) > self.server.settings.max_body_bytes:
+                self._refuse(self._too_large(f"declares {declared} bytes"))
+                return False
+            self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         return True
-
-    def _send(
-        self, status: int, headers: list[tuple[str, str]], body: bytes, reason: str | None = None
-    ) -> None:
-        """
-        The status line, *headers* and *body* in one write (small writes would wait for delayed ACKs).
-
-        The access log line is written after the answer, so that the client never waits for the log file.
-        """
-        if reason is None:
-            reason = self.responses[status][0] if status in self.responses else ""
-        head = [
-            f"{self.protocol_version} {status} {reason}",
-            f"Server: {self.version_string()}",
-            f"Date: {self.date_time_string()}",
-        ]
-        head += [f"{key}: {value}" for key, value in headers]
-        if not any(key.lower() == "content-length" for key, _ in headers):
-            head.append(f"Content-Length: {len(body)}")
-        if self.close_connection:
-            head.append("Connection: close")
-        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
-        self.wfile.write(data if self.command == "HEAD" else data + body)
-        self.log_request(status)
-
-    def _reply(self, status: int, payload: dict[str, Any], version: str | None = None) -> None:
-        headers = [("Content-Type", "application/json")]
-        if version:
-            headers.append((VERSION_HEADER, version))
-        self._send(status, headers, json.dumps(payload).encode())
-
-    def handle_expect_100(self) -> bool:
-        """Refuse a body declared too large before the client sends it (``Expect: 100-continue``)."""
-        declared = (self.headers.get("Content-Length") or "").strip()
-        if declared.isdigit() and int(declared) > self.server.settings.max_body_bytes:
-            self._refuse(self._too_large(f"declares {declared} bytes"))
-            return False
-        return super().handle_expect_100()
-
-    def _refuse(self, refusal: _Refused) -> None:
-        """
-        Answer *refusal* and close the connection, what is left of the body unread.
-
-        The close is a lingering one: after the answer the proxy stops sending and discards what the client
-        still sends for up to ``_LINGER_SECONDS``; closing a socket with unread data at once resets the
-        connection, and the client's TCP may drop the answer before its program reads it.
-        """
-        self.close_connection = True
-        self._reply(refusal.status, {"error_code": refusal.code, "message": refusal.message})
-        try:
-            self.connection.shutdown(socket.SHUT_WR)
-            deadline = time.monotonic() + _LINGER_SECONDS
-            while (remaining := deadline - time.monotonic()) > 0:
-                self.connection.settimeout(remaining)
-                if not self.connection.recv(1 << 16):
-                    break
-        except OSError:
-            pass
 
     def _read_body(self) -> bytes:
         """The request body, refused (:class:`_Refused`) when too large, malformed or too slow to arrive."""
         settings = self.server.settings
-        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+        chunked = "chunked" in (self.headers.get("transfer-encoding") or "").lower()
         length = 0
         if not chunked:
-            declared = (self.headers.get("Content-Length") or "0").strip()
+            declared = (self.headers.get("content-length") or "0").strip()
             if not declared.isdigit():
                 raise _Refused(
                     400, "BAD_REQUEST", f"Content-Length must be a number of bytes, got {declared!r}."
@@ -603,15 +649,17 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(declared)
             if length > settings.max_body_bytes:
                 raise self._too_large(f"declares {length} bytes")
-        if self.command in _BODY_METHODS and not self.headers.get("Content-Type"):
+        if self.method in _BODY_METHODS and not self.headers.get("content-type"):
             raise _Refused(
                 415,
                 "UNSUPPORTED_MEDIA_TYPE",
                 "The request has no Content-Type header; send the body's type (a model server takes "
                 "application/json, text/csv or application/x-parquet).",
             )
-        if not chunked and length == 0:
-            return b""
+        if not chunked and length <= len(self.buffer):  # all here already: the usual case
+            body = bytes(self.buffer[:length])
+            del self.buffer[:length]
+            return body
         deadline = time.monotonic() + settings.read_timeout
         try:
             return self._read_chunked(deadline) if chunked else self._read_exactly(length, deadline)
@@ -622,7 +670,7 @@ class _Handler(BaseHTTPRequestHandler):
                 f"The request body did not arrive within {settings.read_timeout:g} s.",
             ) from None
         finally:
-            self.connection.settimeout(self.timeout)
+            _kernel_timeouts(self.sock, _IDLE_TIMEOUT)
 
     def _too_large(self, what: str) -> _Refused:
         limit = self.server.settings.max_body_bytes
@@ -632,31 +680,29 @@ class _Handler(BaseHTTPRequestHandler):
             f"The request body {what}; this endpoint takes at most {limit} bytes. Send fewer rows per request.",
         )
 
-    def _wait_for(self, deadline: float) -> None:
+    def _more_by(self, deadline: float) -> None:
+        """Read more of the body, waiting until *deadline* at most; a body that ends early is refused."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError
-        self.connection.settimeout(remaining)
+        _kernel_timeouts(self.sock, remaining)
+        if not self._more():
+            raise _Refused(400, "BAD_REQUEST", "The request body ended before all of it arrived.")
 
     def _read_exactly(self, length: int, deadline: float) -> bytes:
-        parts: list[bytes] = []
-        received = 0
-        while received < length:
-            self._wait_for(deadline)
-            part = self.rfile.read1(min(length - received, 1 << 20))
-            if not part:
-                raise _Refused(
-                    400, "BAD_REQUEST", f"The request body ended after {received} of {length} bytes."
-                )
-            parts.append(part)
-            received += len(part)
-        return b"".join(parts)
+        while len(self.buffer) < length:
+            self._more_by(deadline)
+        body = bytes(self.buffer[:length])
+        del self.buffer[:length]
+        return body
 
     def _read_line(self, deadline: float) -> bytes:
-        self._wait_for(deadline)
-        line = self.rfile.readline(1026)
-        if not line.endswith(b"\n"):
-            raise _Refused(400, "BAD_REQUEST", "The chunked request body is malformed.")
+        while (end := self.buffer.find(b"\n")) < 0:
+            if len(self.buffer) > 1026:
+                raise _Refused(400, "BAD_REQUEST", "The chunked request body is malformed.")
+            self._more_by(deadline)
+        line = bytes(self.buffer[: end + 1])
+        del self.buffer[: end + 1]
         return line
 
     def _read_chunked(self, deadline: float) -> bytes:
@@ -680,6 +726,58 @@ class _Handler(BaseHTTPRequestHandler):
                 raise self._too_large(f"grows past {limit} bytes")
             parts.append(self._read_exactly(size, deadline))
             self._read_line(deadline)
+
+    # -- answering ----------------------------------------------------------------------------------------
+
+    def _send(
+        self, status: int, headers: list[str], body: bytes, reason: str | None = None, length: str | None = None
+    ) -> None:
+        """
+        The status line, *headers* (lines ``Name: value``) and *body* in one write.
+
+        Small writes would wait for delayed ACKs. ``Content-Length`` is *length*, else the body's. The access log line is written after the answer, so that the client never waits for the log file.
+        """
+        if reason is None:
+            reason = _REASONS.get(status, "")
+        http_date, log_date = _clock.now()
+        head = [f"HTTP/1.1 {status} {reason}", _SERVER_HEADER, f"Date: {http_date}", *headers]
+        head.append(f"Content-Length: {len(body) if length is None else length}")
+        if self.close_connection:
+            head.append("Connection: close")
+        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        self.sock.sendall(data if self.method == "HEAD" else data + body)
+        sys.stderr.write(f'{log_date} "{self.requestline.translate(_CONTROL_CHARS)}" {status} -\n')
+
+    def _reply(self, status: int, payload: dict[str, Any], version: str | None = None) -> None:
+        headers = ["Content-Type: application/json"]
+        if version:
+            headers.append(f"{VERSION_HEADER}: {version}")
+        self._send(status, headers, json.dumps(payload).encode())
+
+    def _error(self, status: int, code: str, message: str) -> None:
+        """Answer a request the proxy could not read, and close the connection."""
+        self.close_connection = True
+        self._reply(status, {"error_code": code, "message": message})
+
+    def _refuse(self, refusal: _Refused) -> None:
+        """
+        Answer *refusal* and close the connection, what is left of the body unread.
+
+        The close is a lingering one: after the answer the proxy stops sending and discards what the client
+        still sends for up to ``_LINGER_SECONDS``; closing a socket with unread data at once resets the
+        connection, and the client's TCP may drop the answer before its program reads it.
+        """
+        self.close_connection = True
+        self._reply(refusal.status, {"error_code": refusal.code, "message": refusal.message})
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + _LINGER_SECONDS
+            while (remaining := deadline - time.monotonic()) > 0:
+                _kernel_timeouts(self.sock, remaining)
+                if not self.sock.recv(1 << 16):
+                    break
+        except OSError:
+            pass
 
     def _status(self) -> None:
         backend = self.server.state.backend()
@@ -714,20 +812,19 @@ class _Handler(BaseHTTPRequestHandler):
         if backend is None:
             self._reply(503, {"error_code": "NO_MODEL", "message": "No model version is being served here."})
             return
-        headers = dict(self.headers.forwarded)
-        rid = _request_id(self.headers.get(REQUEST_ID_HEADER))
-        headers[REQUEST_ID_HEADER] = rid
+        rid = _request_id(self.headers.get(_REQUEST_ID_KEY))
+        headers = [*self.headers.forwarded, f"{REQUEST_ID_HEADER}: {rid}"]
         canary = self.server.state.canary()
         started = time.perf_counter()
         answer: _Answer | None = None
         if (
             canary is not None
-            and self.command == "POST"
-            and not self.headers.get(TRAFFIC_HEADER)
+            and self.method == "POST"
+            and not self.headers.get(_TRAFFIC_KEY)
             and mirrored(rid, _share(canary.get("percent")))
         ):
             try:
-                answer = self.server.exchange(canary, self.command, self.path, body, headers)
+                answer = self.server.exchange(canary, self.method, self.path, body, headers)
                 backend = canary
             except (OSError, http.client.HTTPException):
                 # The canary did not answer: counted against it, and the version serving answers instead.
@@ -741,7 +838,7 @@ class _Handler(BaseHTTPRequestHandler):
         version = str(backend.get("version", ""))
         try:
             if answer is None:
-                answer = self.server.exchange(backend, self.command, self.path, body, headers)
+                answer = self.server.exchange(backend, self.method, self.path, body, headers)
         except (OSError, http.client.HTTPException) as err:
             timed_out = isinstance(err, TimeoutError)
             self._reply(
@@ -755,30 +852,26 @@ class _Handler(BaseHTTPRequestHandler):
             return
         # Queued (never written) before the answer goes out: a client that has its answer knows the record
         # is pending, and a SIGTERM right after still writes it.
-        if self.command == "POST" and body:
+        if self.method == "POST" and body:
             writer = self.server.capture_writer()
             if writer is not None:
                 writer.submit(
                     self.server.state.capture()[0], version, rid, answer.status, body, answer.body,
-                    self.headers.get(TRAFFIC_HEADER), latency_ms=(time.perf_counter() - started) * 1000,
+                    self.headers.get(_TRAFFIC_KEY), latency_ms=(time.perf_counter() - started) * 1000,
                 )  # fmt: skip
-        out = [(key, value) for key, value in answer.headers if key.lower() not in _NOT_RETURNED]
-        out += [(VERSION_HEADER, version), (REQUEST_ID_HEADER, rid)]
-        if self.command == "HEAD" and answer.header("Content-Length"):
-            out.append(("Content-Length", str(answer.header("Content-Length"))))
-        self._send(answer.status, out, answer.body, answer.reason)
+        out = [*answer.passed, f"{VERSION_HEADER}: {version}", f"{REQUEST_ID_HEADER}: {rid}"]
+        length = answer.fields.get("content-length") if self.method == "HEAD" else None
+        self._send(answer.status, out, answer.body, answer.reason, length)
         shadow = self.server.state.shadow()
         if (
             shadow is not None
-            and self.command == "POST"
+            and self.method == "POST"
             and body
             and 200 <= answer.status < 300
-            and not self.headers.get(TRAFFIC_HEADER)
+            and not self.headers.get(_TRAFFIC_KEY)
             and mirrored(rid, _share(shadow.get("percent")))
         ):  # after the answer went out: the client never waits for the shadow
             self.server.mirror(shadow, self.path, body, headers, rid)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _forward
 
 
 def _share(percent: Any) -> float:
@@ -800,9 +893,8 @@ def _request_id(header: str | None) -> str:
     return os.urandom(16).hex()
 
 
-class _ProxyServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _ProxyServer:
+    """The listening socket, the threads that serve its connections, and what they share."""
 
     def __init__(
         self, address: tuple[str, int], state: _StateReader, settings: ProxySettings | None = None
@@ -814,18 +906,17 @@ class _ProxyServer(ThreadingHTTPServer):
         self._writer: CaptureWriter | None = None
         self._writer_settings: dict[str, Any] | None = None
         self._writer_lock = Lock()
-        self._jobs: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
         self._workers_lock = Lock()
-        self._idle_workers = 0
+        self._idle_acceptors = 0
         self._mirrors: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=_MIRROR_QUEUE)
         self._mirror_pool = _BackendPool(self.settings.backend_timeout)
         self._mirror_thread: Thread | None = None
         self.mirror_counts = {"mirrored": 0, "answered": 0, "failed": 0, "dropped": 0}
         self._frozen_after_write = False
-        super().__init__(address, _Handler)
+        self.listener = socket.create_server(address, backlog=128)  # SO_REUSEADDR, as http.server sets it
 
     def mirror(
-        self, shadow: dict[str, Any], path: str, body: bytes, headers: dict[str, str], rid: str
+        self, shadow: dict[str, Any], path: str, body: bytes, headers: list[str], rid: str
     ) -> None:
         """Queue a copy of a production request for the shadow; never blocks (a full queue drops it, counted)."""
         with self._workers_lock:
@@ -847,7 +938,7 @@ class _ProxyServer(ThreadingHTTPServer):
                 started = time.perf_counter()
                 conn, _ = self._mirror_pool.get(host, port)
                 try:
-                    answer = conn.exchange("POST", path, {**headers, TRAFFIC_HEADER: SHADOW}, body)
+                    answer = conn.exchange("POST", path, [*headers, f"{TRAFFIC_HEADER}: {SHADOW}"], body)
                 except BaseException:
                     conn.close()
                     raise
@@ -867,35 +958,48 @@ class _ProxyServer(ThreadingHTTPServer):
                     SHADOW, latency_ms=(time.perf_counter() - started) * 1000,
                 )  # fmt: skip
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Serve the connection on an idle worker thread, or on a new one when every worker is busy."""
-        with self._workers_lock:
-            if self._idle_workers:
-                self._idle_workers -= 1
-                self._jobs.put((request, client_address))
-                return
-        Thread(target=self._work, args=(request, client_address), daemon=True).start()
+    def serve_forever(self) -> None:
+        """
+        Serve until the process is signalled.
 
-    def _work(self, request: Any, client_address: Any) -> None:
-        job = (request, client_address)
+        Each connection is served by the thread that accepted it: threads wait in ``accept`` themselves, so a
+        new connection wakes one thread, not a listener and then a worker. The last idle one starts another
+        before it serves; at most ``_MAX_IDLE_ACCEPTORS`` wait at once.
+        """
+        self._start_acceptor()
         while True:
-            self.process_request_thread(*job)  # handles the connection, then closes it
+            time.sleep(3600)  # the main thread waits for signals
+
+    def _start_acceptor(self) -> None:
+        Thread(target=self._accept_loop, name="mlops-proxy", daemon=True).start()
+
+    def _accept_loop(self) -> None:
+        while True:
             with self._workers_lock:
-                if self._idle_workers >= _MAX_IDLE_WORKERS:
+                if self._idle_acceptors >= _MAX_IDLE_ACCEPTORS:
                     return
-                self._idle_workers += 1
+                self._idle_acceptors += 1
             try:
-                job = self._jobs.get(timeout=_WORKER_IDLE_SECONDS)
-            except queue.Empty:
+                sock, _ = self.listener.accept()
+            except OSError:
                 with self._workers_lock:
-                    try:
-                        job = self._jobs.get_nowait()  # handed over just as the wait ended
-                    except queue.Empty:
-                        self._idle_workers -= 1
-                        return
+                    self._idle_acceptors -= 1
+                if self.listener.fileno() < 0:
+                    return  # closed: the proxy is stopping
+                time.sleep(0.01)  # e.g. out of file descriptors for a moment
+                continue
+            with self._workers_lock:
+                self._idle_acceptors -= 1
+                last = self._idle_acceptors == 0
+            if last:
+                self._start_acceptor()
+            _ClientConnection(self, sock).serve()
+
+    def server_close(self) -> None:
+        self.listener.close()
 
     def exchange(
-        self, backend: dict[str, Any], method: str, path: str, body: bytes, headers: dict[str, str]
+        self, backend: dict[str, Any], method: str, path: str, body: bytes, headers: list[str]
     ) -> _Answer:
         """Send one request to the model server (on a kept connection when there is one) and read its answer."""
         host, port = backend.get("host") or "127.0.0.1", int(backend["port"])
