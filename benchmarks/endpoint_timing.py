@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -107,6 +108,41 @@ def start_proxy(
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))),
         },
+    )
+    wait(port, "/_mlops/proxy", proc)
+    return proc, port
+
+
+def start_nginx(folder: Path, backend: int) -> tuple[subprocess.Popen, int]:
+    """
+    nginx (one worker) as a reverse proxy in front of the model server on *backend*, its connections to it kept.
+
+    A reference, not a part of the package: the same hop as the endpoint proxy's without Python, to show what a
+    hop costs on this machine. Needs ``nginx`` on the PATH (Debian: ``apt-get install nginx-light``).
+    """
+    if shutil.which("nginx") is None:
+        raise RuntimeError("nginx is not installed (Debian: apt-get install nginx-light)")
+    root = folder / "nginx"
+    root.mkdir()
+    port = free_port()
+    (root / "nginx.conf").write_text(
+        f"""
+daemon off; worker_processes 1; pid {root}/nginx.pid; error_log {root}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off; client_body_temp_path {root}; proxy_temp_path {root};
+  upstream model {{ server 127.0.0.1:{backend}; keepalive 16; }}
+  server {{
+    listen 127.0.0.1:{port}; tcp_nodelay on;
+    location = /_mlops/proxy {{ return 200 '{{}}'; }}
+    location / {{ proxy_pass http://model; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+"""
+    )
+    proc = subprocess.Popen(
+        ["nginx", "-c", str(root / "nginx.conf"), "-p", str(root)],
+        stderr=open(folder / "nginx.log", "wb"),  # noqa: SIM115
     )
     wait(port, "/_mlops/proxy", proc)
     return proc, port

@@ -10,13 +10,15 @@ percentile; the figures are the medians over ``--rounds`` rounds (the first, a w
 spread. A round's p99 is its third-worst call of 300, so the p99 is also taken over all the counted rounds'
 calls of a path pooled (2700 calls: the 27th-worst), the proxy's against the direct call's, with a 95% interval
 from a paired bootstrap (each resample draws requests, a request's calls on both paths together: they were
-sent moments apart, so the machine's busy moments stay shared). Then the throughput: ``--clients`` threads, each on its own keep-alive connection, call one path for
+sent moments apart, so the machine's busy moments stay shared). With ``--nginx`` the calls also go through nginx
+set up as the same reverse proxy (a reference for what one hop costs on the machine, not a part of the
+package). Then the throughput: ``--clients`` threads, each on its own keep-alive connection, call one path for
 ``--seconds`` seconds, direct and through the proxy alternating, ``--rounds`` times.
 
 Target: the proxy adds at most 0.5 ms to the median and 10% to the p99 of the direct call, keep-alive and new
 connections, capture on and off; the p99 is judged on the pooled figure.
 
-    python benchmarks/serving_latency.py [--rounds 9] [--requests 300] [--markdown docs/benchmarks.md]
+    python benchmarks/serving_latency.py [--rounds 9] [--requests 300] [--nginx] [--markdown docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from endpoint_timing import (  # noqa: E402
     save_model,
     spread,
     start_model_server,
+    start_nginx,
     start_proxy,
     stop,
     timed_round,
@@ -74,6 +77,17 @@ def pooled_added_p99(direct: list[float], through: list[float]) -> tuple[float, 
     return float(added(*pair)), float(interval.low), float(interval.high)
 
 
+def cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """User and system CPU seconds process *pid* has used (Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def throughput(port: int, clients: int, seconds: float, payloads: list[bytes]) -> float:
     """Requests per second that *clients* threads, each on a keep-alive connection, get answered."""
     counts = [0] * clients
@@ -105,12 +119,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one throughput measurement")
     parser.add_argument("--proxy-module", default="airflow_mlops.serving.proxy", help=argparse.SUPPRESS)
     parser.add_argument("--markdown", help="append the result table to this file")
+    parser.add_argument("--nginx", action="store_true", help="also time nginx as the same reverse proxy")
     args = parser.parse_args()
+    paths = (*PATHS, "nginx") if args.nginx else PATHS
 
     # (mode, path) -> one (median, p99) per counted round
-    results: dict[tuple[str, str], list[tuple[float, float]]] = {(m, p): [] for m in MODES for p in PATHS}
+    results: dict[tuple[str, str], list[tuple[float, float]]] = {(m, p): [] for m in MODES for p in paths}
     # (mode, path) -> every counted call's milliseconds, in the same request order on every path
-    pooled: dict[tuple[str, str], list[float]] = {(m, p): [] for m in MODES for p in PATHS}
+    pooled: dict[tuple[str, str], list[float]] = {(m, p): [] for m in MODES for p in paths}
     load_before = os.getloadavg()[0]
     rates: dict[str, list[float]] = {"direct": [], "proxy": []}
     procs = []
@@ -125,24 +141,32 @@ def main() -> int:
             on, on_port = start_proxy(folder, "on", backend, capture, args.proxy_module)
             procs.append(on)
             ports = {"direct": backend, "proxy": off_port, "proxy+capture": on_port}
+            if args.nginx:
+                nginx, ports["nginx"] = start_nginx(folder, backend)
+                procs.append(nginx)
             payloads = bodies(args.requests, seed=1)
+            proxy_pids = {"proxy": off.pid, "proxy+capture": on.pid}
+            cpu_before: dict[str, tuple[float, float] | None] = {}
             for number in range(args.rounds + 1):  # round 0 warms every path up and is not counted
+                if number == 1:
+                    cpu_before = {path: cpu_seconds(pid) for path, pid in proxy_pids.items()}
                 for mode in MODES if number % 2 else MODES[::-1]:
                     times = timed_round(ports, payloads, mode)
                     if number:
-                        for path in PATHS:
+                        for path in paths:
                             results[(mode, path)].append((statistics.median(times[path]), p99(times[path])))
                             pooled[(mode, path)] += times[path]
                 if number:
                     print(
                         f"round {number}: "
                         + "; ".join(
-                            f"{mode} " + ", ".join(f"{p} {results[(mode, p)][-1][0]:.2f}" for p in PATHS)
+                            f"{mode} " + ", ".join(f"{p} {results[(mode, p)][-1][0]:.2f}" for p in paths)
                             for mode in MODES
                         )
                         + " ms (medians)",
                         flush=True,
                     )
+            cpu_after = {path: cpu_seconds(pid) for path, pid in proxy_pids.items()}
             for number in range(args.rounds):
                 for path in ("direct", "proxy") if number % 2 == 0 else ("proxy", "direct"):
                     rates[path].append(throughput(ports[path], args.clients, args.seconds, payloads))
@@ -161,14 +185,16 @@ def main() -> int:
         "directly and through the local endpoint proxy with capture off and on, interleaved request by request; "
         f"{args.rounds} rounds of {args.requests} calls per path and connection mode. Median over rounds "
         "(min - max); *added*: the path's figure minus the direct call's in the same round (p99: as a ratio). "
-        f"Load average (1 min) {load_before:.2f} before, {load_after:.2f} after.",
+        f"Load average (1 min) {load_before:.2f} before, {load_after:.2f} after."
+        + (" *nginx*: nginx as the same reverse proxy (one worker, kept connections to the model server), "
+           "for what one hop costs on this machine." if args.nginx else ""),
         "",
         "| connection | path | median (ms) | added to median (ms) | p99 (ms) | added to p99 |",
         "|---|---|---|---|---|---|",
     ]
     for mode in MODES:
         direct = results[(mode, "direct")]
-        for path in PATHS:
+        for path in paths:
             rows = results[(mode, path)]
             if path == "direct":
                 added_median = added_p99 = "-"
@@ -192,12 +218,28 @@ def main() -> int:
     for mode in MODES:
         direct_calls = pooled[(mode, "direct")]
         lines.append(f"| {mode} | direct | {p99(direct_calls):.2f} | - |")
-        for path in PATHS[1:]:
+        for path in paths[1:]:
             point, low, high = pooled_added_p99(direct_calls, pooled[(mode, path)])
             lines.append(
                 f"| {mode} | {path} | {p99(pooled[(mode, path)]):.2f} | {point:+.1%} ({low:+.1%} - {high:+.1%}) |"
             )
     ratio = [p / d for p, d in zip(rates["proxy"], rates["direct"], strict=True)]
+    calls = args.rounds * args.requests * len(MODES)
+    used = {
+        path: (after[0] - before[0], after[1] - before[1])
+        for path in proxy_pids
+        if (before := cpu_before.get(path)) is not None and (after := cpu_after.get(path)) is not None
+    }
+    if used:
+        lines += [
+            "",
+            f"The proxy's own CPU per call (its process, over the {calls} counted calls): "
+            + "; ".join(
+                f"{path} {user / calls * 1e6:.0f} µs user, {system / calls * 1e6:.0f} µs system"
+                for path, (user, system) in used.items()
+            )
+            + ".",
+        ]
     lines += [
         "",
         f"Throughput, {args.clients} concurrent keep-alive clients, {args.rounds} alternating runs of "

@@ -42,7 +42,6 @@ import hashlib
 import json
 import logging
 import math
-import queue
 import re
 import threading
 import time
@@ -471,7 +470,11 @@ class CaptureWriter:
         self.max_pending = max_pending
         self.storage = storage or Storage()
         self.on_stats = on_stats
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self.queue_size = queue_size
+        # Requests (and the thread's orders: None to stop, an Event to flush), appended without waking the
+        # thread when the caller says it will (wake()) once its client has the answer.
+        self._items: deque[Any] = deque()
+        self._wakeup = threading.Event()
         self._pending: deque[tuple[str, Any, dict[str, Any]]] = deque()
         self._lock = threading.Lock()
         self._counts: dict[str, Any] = dict.fromkeys(
@@ -499,6 +502,8 @@ class CaptureWriter:
         response_body: bytes,
         traffic: str | None = None,
         latency_ms: float | None = None,
+        *,
+        wake: bool = True,
     ) -> bool:
         """
         Queue one answered request for capture; never blocks. False when it was dropped (queue full).
@@ -506,6 +511,9 @@ class CaptureWriter:
         :param traffic: The request's :data:`TRAFFIC_HEADER` value (None: production, or rejected when
             *status* is not 2xx).
         :param latency_ms: The model server's time to answer, in milliseconds (None: not measured).
+        :param wake: Whether to wake the writer now; False when the caller calls :meth:`wake` itself once the
+            client has its answer, so that the writer's thread never competes with the answer for a core. The
+            request is queued either way (a stop writes it).
         """
         item = (
             model,
@@ -518,38 +526,44 @@ class CaptureWriter:
             traffic,
             latency_ms,
         )
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
+        if len(self._items) >= self.queue_size:
             with self._lock:
                 self._counts["dropped_requests"] += 1
                 dropped = self._counts["dropped_requests"]
             if dropped == 1 or dropped % 1000 == 0:
                 log.warning("Capture queue full: %d requests not captured so far", dropped)
             return False
+        self._items.append(item)
+        if wake:
+            self._wakeup.set()
         return True
+
+    def wake(self) -> None:
+        """Have the writer take what was queued with ``submit(..., wake=False)``."""
+        self._wakeup.set()
 
     # -- the background thread -----------------------------------------------------------------------------
 
     def _run(self) -> None:
         last_flush = time.monotonic()
         while True:
-            timeout = max(0.05, self.flush_seconds - (time.monotonic() - last_flush))
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = ()
-            if item is None:
-                self._write_pending(force=True)
-                return
-            if isinstance(item, threading.Event):  # flush(): write now, then say so
-                self._write_pending(force=True)
-                last_flush = time.monotonic()
-                item.set()
-                continue
-            if item:
+            self._wakeup.wait(max(0.05, self.flush_seconds - (time.monotonic() - last_flush)))
+            self._wakeup.clear()  # what is appended from now on sets it again
+            while self._items:
+                item = self._items.popleft()
+                if item is None:
+                    self._write_pending(force=True)
+                    return
+                if isinstance(item, threading.Event):  # flush(): write now, then say so
+                    self._write_pending(force=True)
+                    last_flush = time.monotonic()
+                    item.set()
+                    continue
                 self._add(item)
-            if len(self._pending) >= self.batch_rows or time.monotonic() - last_flush >= self.flush_seconds:
+                if len(self._pending) >= self.batch_rows:
+                    self._write_pending()
+                    last_flush = time.monotonic()
+            if time.monotonic() - last_flush >= self.flush_seconds:
                 self._write_pending()
                 last_flush = time.monotonic()
 
@@ -673,25 +687,21 @@ class CaptureWriter:
                 "rows_by_traffic": dict(self._counts["rows_by_traffic"]),
                 "dropped_columns": dict(self._dropped_columns),
                 "pending_rows": len(self._pending),
-                "queued_requests": self._queue.qsize(),
+                "queued_requests": len(self._items),
                 "last_error": self._last_error,
             }
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Write what was captured so far, now (one try); True once done within *timeout*."""
         done = threading.Event()
-        try:
-            self._queue.put(done, timeout=timeout)
-        except queue.Full:
-            return False
+        self._items.append(done)
+        self._wakeup.set()
         return done.wait(timeout)
 
     def close(self, timeout: float = 30.0) -> None:
         """Write what is pending (one last try) and stop the thread."""
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            return
+        self._items.append(None)
+        self._wakeup.set()
         self._thread.join(timeout)
 
 

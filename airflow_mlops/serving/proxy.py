@@ -851,17 +851,18 @@ class _ClientConnection:
             )
             return
         # Queued (never written) before the answer goes out: a client that has its answer knows the record
-        # is pending, and a SIGTERM right after still writes it.
-        if self.method == "POST" and body:
-            writer = self.server.capture_writer()
-            if writer is not None:
-                writer.submit(
-                    self.server.state.capture()[0], version, rid, answer.status, body, answer.body,
-                    self.headers.get(_TRAFFIC_KEY), latency_ms=(time.perf_counter() - started) * 1000,
-                )  # fmt: skip
+        # is pending, and a SIGTERM right after still writes it. The writer is woken after the answer.
+        writer = self.server.capture_writer() if self.method == "POST" and body else None
+        if writer is not None:
+            writer.submit(
+                self.server.state.capture()[0], version, rid, answer.status, body, answer.body,
+                self.headers.get(_TRAFFIC_KEY), latency_ms=(time.perf_counter() - started) * 1000, wake=False,
+            )  # fmt: skip
         out = [*answer.passed, f"{VERSION_HEADER}: {version}", f"{REQUEST_ID_HEADER}: {rid}"]
         length = answer.fields.get("content-length") if self.method == "HEAD" else None
         self._send(answer.status, out, answer.body, answer.reason, length)
+        if writer is not None:
+            writer.wake()
         shadow = self.server.state.shadow()
         if (
             shadow is not None
