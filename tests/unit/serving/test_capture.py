@@ -70,6 +70,21 @@ def test_captured_rows_land_in_hourly_parquet_files_with_their_request(tmp_path)
     writer.close()
 
 
+def test_a_request_queued_without_waking_the_writer_is_still_written(tmp_path):
+    # The proxy queues a request before its answer and wakes the writer after it; a wake that never comes (a
+    # stop between the two) loses nothing: the writer takes the queue at its next flush, or at close.
+    writer = CaptureWriter(str(tmp_path), flush_seconds=0.3)
+    assert writer.submit("churn", "1", "unwoken", 200, *scoring([{"x": 3.0}]), wake=False)
+    deadline = time.monotonic() + 10
+    while writer.stats()["written_rows"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert frame(tmp_path)["x"].tolist() == [3.0]
+
+    assert writer.submit("churn", "1", "at-close", 200, *scoring([{"x": 4.0}]), wake=False)
+    writer.close()
+    assert sorted(frame(tmp_path)["x"]) == [3.0, 4.0]
+
+
 def test_a_window_reads_only_its_own_rows(tmp_path):
     writer = CaptureWriter(str(tmp_path))
     for index in range(3):
