@@ -550,14 +550,14 @@ class _ClientConnection:
         buffer = self.buffer
         while True:
             end = buffer.find(b"\r\n\r\n")
+            bare = buffer.find(b"\n\n", 0, len(buffer) if end < 0 else end)  # bare line feeds, as http.server takes
+            if bare >= 0:
+                head = bytes(buffer[:bare])
+                del buffer[: bare + 2]
+                return head
             if end >= 0:
                 head = bytes(buffer[:end])
                 del buffer[: end + 4]
-                return head
-            end = buffer.find(b"\n\n")  # bare line feeds, as http.server takes them
-            if end >= 0:
-                head = bytes(buffer[:end])
-                del buffer[: end + 2]
                 return head
             if len(buffer) > _MAX_HEAD:
                 raise _Refused(

@@ -293,6 +293,32 @@ def test_header_names_are_read_in_any_case(stub):
     assert response.getheader("X-Request-Id") == "client-7"
 
 
+def test_requests_with_bare_line_feeds_and_pipelined_requests_are_each_answered(stub):
+    # Lines ended by "\n" alone are taken, as http.server takes them; a body holding blank lines is still body.
+    body = b"a,b\r\n\r\n1,2\n\n"
+    bare = f"POST /invocations HTTP/1.1\nHost: endpoint\nContent-Length: {len(body)}\nContent-Type: text/csv\n\n"
+    response, answer, _ = raw_request(stub["proxy"].port, bare.encode() + body)
+
+    assert response.status == 200
+    assert json.loads(answer) == {"predictions": [len(body)], "content_type": "text/csv"}
+
+    # Two requests sent at once on one connection: two answers, in order.
+    first, second = b"x\n1\n", b"x\n1\n2\n"
+    with socket.create_connection(("127.0.0.1", stub["proxy"].port), timeout=10) as sock:
+        sock.sendall(b"".join(
+            f"POST /invocations HTTP/1.1\r\nHost: e\r\nContent-Length: {len(b)}\r\nContent-Type: text/csv\r\n\r\n".encode() + b
+            for b in (first, second)
+        ))  # fmt: skip
+        answers = []
+        with sock.makefile("rb") as stream:  # one reader for both answers
+            for _ in range(2):
+                status = stream.readline()
+                fields = http.client.parse_headers(stream)
+                answers.append((status.split()[1], json.loads(stream.read(int(fields["Content-Length"])))))
+    assert answers == [(b"200", {"predictions": [len(first)], "content_type": "text/csv"}),
+                       (b"200", {"predictions": [len(second)], "content_type": "text/csv"})]  # fmt: skip
+
+
 def test_a_malformed_content_length_is_answered_400(stub):
     response, body, _ = raw_request(stub["proxy"].port, post_head("-5"))
 
