@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import MLflowServer, set_connection, stop_process  # noqa: E402 - sets an isolated AIRFLOW_HOME
+from tests.conftest import MLflowServer, set_connection  # noqa: E402 - sets an isolated AIRFLOW_HOME
 from tests.integration.operators.test_training import write_snapshot  # noqa: E402
 from tests.support.deferred import Timing, cold_import_seconds, k8s_context, run_deferred  # noqa: E402
 from tests.support.kubernetes import KubePodStub, PodScript  # noqa: E402
@@ -93,8 +93,7 @@ def measure(minutes: float, mode: str = "pod") -> dict:
                 runs[name] = {"worker": timing.worker, "triggerer": timing.triggerer,
                               "wall": time.perf_counter() - started, "deferrals": timing.deferrals}  # fmt: skip
     finally:
-        stop_process(server.proc)
-        server.log.close()
+        server.stop()
     return {"mode": mode, "minutes": minutes, "pod_run_seconds": run_seconds, "worker_seconds": runs["measured"]["worker"],
             "first_run_worker_seconds": runs["first"]["worker"], "triggerer_seconds": runs["measured"]["triggerer"],
             "wall_seconds": runs["measured"]["wall"], "deferrals": runs["measured"]["deferrals"]}  # fmt: skip

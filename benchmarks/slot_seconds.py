@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.report import write_section
-from tests.conftest import MLflowServer, free_port, set_connection, stop_process  # isolated AIRFLOW_HOME
+from tests.conftest import MLflowServer, free_port, set_connection  # isolated AIRFLOW_HOME
 from tests.support.deferred import cold_import_seconds
 from tests.support.deploy import (
     approve_version,
@@ -63,7 +63,7 @@ def local_release(prefix: str) -> Iterator[LocalRelease]:
         yield LocalRelease(server.uri, target, write_holdout_snapshot(work / "snapshots"))
     finally:
         stop_local_processes()
-        stop_process(server.proc)
+        server.stop()
 
 
 def main(

@@ -153,47 +153,67 @@ def airflow_db():
     return os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
 
 
-class MLflowServer:
-    def __init__(self, root: Path):
-        self.root = root
+class _LoopbackServer:
+    """A server process of the test session on a free loopback port, its output in a log file under *root*."""
+
+    def __init__(self, root: Path, log_name: str):
         self.port = free_port()
+        self.log = open(root / log_name, "wb")  # noqa: SIM115
+
+    def _spawn(self, args: list[str], **kwargs) -> None:
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, **kwargs)
+
+    def activate(self) -> None:
+        """Point the session's connections or environment at this server (again after each test)."""
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self.log.close()
+
+
+def _session_server(name: str, start):
+    """A session fixture's body: *start* (a folder of the session -> a server), activated, stopped at the end."""
+    root = _SESSION_DIR / name
+    root.mkdir()
+    server = start(root)
+    server.activate()
+    yield server
+    server.stop()
+
+
+class MLflowServer(_LoopbackServer):
+    def __init__(self, root: Path):
+        super().__init__(root, "mlflow-server.log")
+        self.root = root
         self.uri = f"http://127.0.0.1:{self.port}"
-        self.log = open(root / "mlflow-server.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
+        self._spawn(
             [
                 bin_path("mlflow"), "server",
                 "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
                 "--artifacts-destination", str(root / "artifacts"),
                 "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
             ],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=root,
+            cwd=root,
             # MLflow's server-side job runner (nine more processes, for GenAI jobs) serves no test.
             env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )  # fmt: skip
         wait_for_http(f"{self.uri}/health", proc=self.proc)
 
+    def activate(self) -> None:
+        set_connection("mlflow_default", conn_type="mlflow", host=self.uri)
+
 
 @pytest.fixture(scope="session")
 def mlflow_server():
     """A real MLflow tracking server on loopback; ``mlflow_default`` points at it."""
-    root = _SESSION_DIR / "mlflow"
-    root.mkdir()
-    server = MLflowServer(root)
-    set_connection("mlflow_default", conn_type="mlflow", host=server.uri)
-    yield server
-    stop_process(server.proc)
-    server.log.close()
+    yield from _session_server("mlflow", MLflowServer)
 
 
-class S3Server:
+class S3Server(_LoopbackServer):
     def __init__(self, root: Path):
-        self.port = free_port()
+        super().__init__(root, "s3-server.log")
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
-        self.log = open(root / "s3-server.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [bin_path("moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        self._spawn([bin_path("moto_server"), "-H", "127.0.0.1", "-p", str(self.port)])
         wait_for_http(f"{self.endpoint_url}/moto-api/", proc=self.proc)
 
     def activate(self) -> None:
@@ -215,26 +235,18 @@ class S3Server:
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3-compatible server on loopback; ``aws_default`` points at it through ``endpoint_url``."""
-    root = _SESSION_DIR / "s3"
-    root.mkdir()
-    server = S3Server(root)
-    server.activate()
-    yield server
-    stop_process(server.proc)
-    server.log.close()
+    yield from _session_server("s3", S3Server)
 
 
-class GcsServer:
+class GcsServer(_LoopbackServer):
     """A real GCS-compatible server (``gcp-storage-emulator``, in memory) on loopback."""
 
     def __init__(self, root: Path):
-        self.port = free_port()
+        super().__init__(root, "gcs-server.log")
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
-        self.log = open(root / "gcs-server.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [bin_path("gcp-storage-emulator"), "start", "--host=127.0.0.1", f"--port={self.port}", "--in-memory"],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        self._spawn(
+            [bin_path("gcp-storage-emulator"), "start", "--host=127.0.0.1", f"--port={self.port}", "--in-memory"]
+        )
         wait_for_http(f"{self.endpoint_url}/storage/v1/b", proc=self.proc)
 
     def activate(self) -> None:
@@ -251,13 +263,7 @@ def gcs_server():
     defaults, as a trainer does.
     """
     pytest.importorskip("gcsfs", reason="gcsfs is not installed (the floor's environment)")
-    root = _SESSION_DIR / "gcs"
-    root.mkdir()
-    server = GcsServer(root)
-    server.activate()
-    yield server
-    stop_process(server.proc)
-    server.log.close()
+    yield from _session_server("gcs", GcsServer)
 
 
 # Azurite's documented development account (public, the same in every Azurite).
@@ -265,24 +271,20 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
-class Azurite:
+class Azurite(_LoopbackServer):
     """A real Azure Blob Storage server (Azurite, in memory) on loopback."""
 
     def __init__(self, root: Path, command: str):
-        self.port = free_port()
+        super().__init__(root, "azurite.log")
         self.endpoint_url = f"http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT}"
         self.connection_string = (
             f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
             f"BlobEndpoint={self.endpoint_url};"
         )
-        self.log = open(root / "azurite.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                command, "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--inMemoryPersistence",
-                "--skipApiVersionCheck", "--loose",
-            ],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        self._spawn([
+            command, "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--inMemoryPersistence",
+            "--skipApiVersionCheck", "--loose",
+        ])  # fmt: skip
         wait_for_port(self.port, proc=self.proc)
 
     def activate(self) -> None:
@@ -308,13 +310,7 @@ def azurite():
     command = azurite_command()
     if command is None:
         pytest.skip("Azurite is not installed (scripts/setup.sh installs it with npm)")
-    root = _SESSION_DIR / "azurite"
-    root.mkdir()
-    server = Azurite(root, command)
-    server.activate()
-    yield server
-    stop_process(server.proc)
-    server.log.close()
+    yield from _session_server("azurite", lambda root: Azurite(root, command))
 
 
 SPARK_MASTER = "local[1]"
