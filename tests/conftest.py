@@ -69,31 +69,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_http(url: str, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
+def _wait(what: str, ready, timeout: float, proc: subprocess.Popen | None) -> None:
+    """Wait until ``ready()`` returns without OSError; fail early when *proc* exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+            raise RuntimeError(f"process for {what} exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=5):
-                return
+            ready()
+            return
         except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
+            time.sleep(0.3)
+    raise TimeoutError(f"{what} did not answer within {timeout}s")
+
+
+def wait_for_http(url: str, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
+    _wait(url, lambda: urllib.request.urlopen(url, timeout=5).close(), timeout, proc)
 
 
 def wait_for_port(port: int, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
     """Wait until something accepts connections on loopback *port* (a server whose root answers an error)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process for port {port} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=2).close()
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"nothing listened on port {port} within {timeout}s")
+    _wait(f"port {port}", lambda: socket.create_connection(("127.0.0.1", port), timeout=2).close(), timeout, proc)
 
 
 def stop_process(proc: subprocess.Popen) -> None:
